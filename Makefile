@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine: `make up` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up down test lint format proto bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: $(STAMP)  ## start a local six-node cluster in ./.sixfold (Ctrl-C stops it)
+	$(BIN)/sixfold up
+
+down: $(STAMP)
+	$(BIN)/sixfold down
+
+test: $(STAMP)  ## lint, then every test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+proto: $(STAMP)  ## regenerate sixfold/rpc from proto/
+	$(BIN)/python sixfold/rpc/generate.py
+
+bench: $(STAMP)
+	$(BIN)/sixfold bench
+
+clean:
+	rm -rf $(VENV) .sixfold .pytest_cache .ruff_cache .hypothesis

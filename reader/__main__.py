@@ -1,0 +1,5 @@
+import sys
+
+from reader.server import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""The Reader gRPC service."""
+
+from __future__ import annotations
+
+import grpc
+
+from reader.reader import Reader
+from sixfold.errors import SixfoldError
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+from sixfold.wire import abort
+
+
+class ReaderService(pb_grpc.ReaderServicer):
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+
+    async def ReadPage(self, request: pb.ReadPageRequest, context: grpc.aio.ServicerContext):
+        try:
+            image, page_lsn, read_point = await self.reader.read_page(request.page_no)
+        except SixfoldError as exc:
+            await abort(context, exc)
+        return pb.ReadPageResponse(image=image, page_lsn=page_lsn, read_point=read_point)
+
+    async def GetReaderState(self, request, context):
+        r = self.reader
+        state = pb.ReaderState(name=r.name, read_point=r.read_point, epoch=r.epoch)
+        for name, s in r.node_states.items():
+            state.nodes.add(
+                name=name, reachable=s is not None,
+                scl=s.scl if s else 0, epoch=s.epoch if s else 0,
+            )  # fmt: skip
+        return state

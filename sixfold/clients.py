@@ -1,0 +1,134 @@
+"""Async gRPC clients for the storage nodes, the writer and the readers.
+
+Channels are created once per endpoint. Every call has a deadline; a failure is turned into
+the named exception the server raised (`sixfold.wire.error_from_rpc`), or a NodeDownError
+when the endpoint did not answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from sixfold.errors import SixfoldError
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+from sixfold.wire import error_from_rpc
+
+MESSAGE_BYTES_MAX = 64 << 20  # the largest gRPC message sent or received
+CALL_TIMEOUT_S = 2.0
+
+T = TypeVar("T")
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+    ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+    # Reconnect quickly after a node comes back: the default backoff grows to 120 s.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+]
+
+
+class NodeDownError(SixfoldError):
+    """An endpoint did not answer (connection refused, timed out)."""
+
+
+async def call(name: str, fn: Callable[..., Awaitable[T]], request: object, timeout: float) -> T:
+    try:
+        return await fn(request, timeout=timeout)
+    except grpc.aio.AioRpcError as err:
+        exc = error_from_rpc(err)
+        if exc is err:
+            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise NodeDownError(f"{name}: {err.code().name}: {err.details()}") from None
+            raise SixfoldError(f"{name}: {err.code().name}: {err.details()}") from None
+        raise exc from None
+
+
+class NodeClient:
+    """One storage node."""
+
+    def __init__(self, name: str, address: str) -> None:
+        self.name = name
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.StorageNodeStub(self.channel)
+
+    async def append(
+        self, request: pb.AppendRequest, timeout: float = CALL_TIMEOUT_S
+    ) -> pb.AppendResponse:
+        return await call(self.name, self.stub.Append, request, timeout)
+
+    async def read_records(
+        self, request: pb.ReadRecordsRequest, timeout: float = CALL_TIMEOUT_S
+    ) -> pb.ReadRecordsResponse:
+        return await call(self.name, self.stub.ReadRecords, request, timeout)
+
+    async def get_page(
+        self, request: pb.GetPageRequest, timeout: float = CALL_TIMEOUT_S
+    ) -> pb.GetPageResponse:
+        return await call(self.name, self.stub.GetPage, request, timeout)
+
+    async def get_state(
+        self, request: pb.GetStateRequest | None = None, timeout: float = CALL_TIMEOUT_S
+    ) -> pb.NodeState:
+        return await call(self.name, self.stub.GetState, request or pb.GetStateRequest(), timeout)
+
+    async def seal(self, epoch: int, owner: str, timeout: float = CALL_TIMEOUT_S) -> pb.NodeState:
+        return await call(
+            self.name, self.stub.SealEpoch, pb.SealEpochRequest(epoch=epoch, owner=owner), timeout
+        )
+
+    async def truncate(
+        self, request: pb.TruncateRequest, timeout: float = CALL_TIMEOUT_S
+    ) -> pb.NodeState:
+        return await call(self.name, self.stub.Truncate, request, timeout)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class WriterClient:
+    def __init__(self, address: str, name: str = "writer") -> None:
+        self.name = name
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.WriterStub(self.channel)
+
+    async def write_pages(self, changes: list[pb.PageChange], timeout: float = 30.0) -> int:
+        response = await call(
+            self.name, self.stub.WritePages, pb.WritePagesRequest(changes=changes), timeout
+        )
+        return response.commit_lsn
+
+    async def read_page(self, page_no: int, timeout: float = 10.0) -> pb.ReadPageResponse:
+        return await call(
+            self.name, self.stub.ReadPage, pb.ReadPageRequest(page_no=page_no), timeout
+        )
+
+    async def state(self, timeout: float = CALL_TIMEOUT_S) -> pb.WriterState:
+        return await call(self.name, self.stub.GetWriterState, pb.GetWriterStateRequest(), timeout)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class ReaderClient:
+    def __init__(self, address: str, name: str) -> None:
+        self.name = name
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.ReaderStub(self.channel)
+
+    async def read_page(self, page_no: int, timeout: float = 10.0) -> pb.ReadPageResponse:
+        return await call(
+            self.name, self.stub.ReadPage, pb.ReadPageRequest(page_no=page_no), timeout
+        )
+
+    async def state(self, timeout: float = CALL_TIMEOUT_S) -> pb.ReaderState:
+        return await call(self.name, self.stub.GetReaderState, pb.GetReaderStateRequest(), timeout)
+
+    async def close(self) -> None:
+        await self.channel.close()

@@ -1,0 +1,270 @@
+"""The local cluster: six storage nodes, a writer and two readers as processes on loopback.
+
+Its layout (ports, pids) lives in DIR/cluster.json; data in DIR/NAME, logs in DIR/logs.
+Ports are picked once and kept, so a killed process restarts at the same address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sixfold.clients import NodeClient, ReaderClient, WriterClient
+from sixfold.errors import SixfoldError
+from sixfold.quorum import AZS, NODE_AZ, NODE_NAMES, nodes_in_az
+
+DEFAULT_DIR = Path(".sixfold")
+READER_NAMES = ("r1", "r2")
+WRITER_NAME = "writer"
+HOST = "127.0.0.1"
+STOP_GRACE_S = 5.0
+
+
+@dataclass
+class ProcessInfo:
+    name: str
+    role: str  # "node", "writer" or "reader"
+    port: int
+    pid: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+@dataclass
+class ClusterLayout:
+    directory: str
+    processes: dict[str, ProcessInfo] = field(default_factory=dict)
+    extra_args: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> dict[str, str]:
+        return {n: self.processes[n].address for n in NODE_NAMES}
+
+    @property
+    def writer_address(self) -> str:
+        return self.processes[WRITER_NAME].address
+
+    def reader_address(self, name: str) -> str:
+        if name not in READER_NAMES:
+            raise SixfoldError(
+                f"unknown reader {name!r}: the readers are {', '.join(READER_NAMES)}"
+            )
+        return self.processes[name].address
+
+    def save(self) -> None:
+        path = Path(self.directory) / "cluster.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, directory: Path) -> ClusterLayout:
+        path = directory / "cluster.json"
+        if not path.exists():
+            raise SixfoldError(
+                f"no cluster in {directory}: start one with `sixfold up --dir {directory}`"
+            )
+        raw = json.loads(path.read_text())
+        layout = cls(raw["directory"], extra_args=raw.get("extra_args", {}))
+        layout.processes = {k: ProcessInfo(**v) for k, v in raw["processes"].items()}
+        return layout
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def new_layout(directory: Path) -> ClusterLayout:
+    layout = ClusterLayout(str(directory.resolve()))
+    for name in NODE_NAMES:
+        layout.processes[name] = ProcessInfo(name, "node", free_port())
+    layout.processes[WRITER_NAME] = ProcessInfo(WRITER_NAME, "writer", free_port())
+    for name in READER_NAMES:
+        layout.processes[name] = ProcessInfo(name, "reader", free_port())
+    return layout
+
+
+def command_for(layout: ClusterLayout, name: str) -> list[str]:
+    info = layout.processes[name]
+    directory = Path(layout.directory)
+    nodes = ",".join(f"{n}={a}" for n, a in layout.nodes.items())
+    if info.role == "node":
+        peers = ",".join(f"{n}={a}" for n, a in layout.nodes.items() if n != name)
+        cmd = [sys.executable, "-m", "storage_node", "--name", name, "--data-dir",
+               str(directory / name), "--port", str(info.port), "--peers", peers]  # fmt: skip
+    elif info.role == "writer":
+        cmd = [sys.executable, "-m", "writer", "--nodes", nodes, "--port", str(info.port)]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "reader",
+            "--name",
+            name,
+            "--nodes",
+            nodes,
+            "--port",
+            str(info.port),
+        ]
+    return cmd + layout.extra_args.get(info.role, [])
+
+
+def is_running(info: ProcessInfo) -> bool:
+    """True when the recorded pid is alive and is this process (not a reused pid)."""
+    if info.pid <= 0:
+        return False
+    try:
+        cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")
+        status = Path(f"/proc/{info.pid}/stat").read_text().split()
+    except OSError:
+        return False
+    if len(status) > 2 and status[2] == "Z":
+        return False
+    port = str(info.port).encode()
+    return port in cmdline
+
+
+def spawn(layout: ClusterLayout, name: str) -> None:
+    info = layout.processes[name]
+    if is_running(info):
+        return
+    logs = Path(layout.directory) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "ab") as log_file:
+        proc = subprocess.Popen(
+            command_for(layout, name), stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=Path(__file__).resolve().parents[1],
+        )  # fmt: skip
+    info.pid = proc.pid
+
+
+def resolve_names(names: list[str], az: str | None) -> list[str]:
+    """Names given on the command line, or the nodes of an AZ, checked."""
+    chosen = list(names)
+    if az:
+        if az not in AZS:
+            raise SixfoldError(
+                f"unknown availability zone {az!r}: expected one of {', '.join(AZS)}"
+            )
+        chosen += nodes_in_az(az)
+    known = (*NODE_NAMES, WRITER_NAME, *READER_NAMES)
+    for n in chosen:
+        if n not in known:
+            raise SixfoldError(f"unknown process {n!r}: expected one of {', '.join(known)}")
+    if not chosen:
+        raise SixfoldError("name at least one process, or an AZ with --az")
+    return list(dict.fromkeys(chosen))
+
+
+def start_processes(layout: ClusterLayout, names: list[str]) -> None:
+    for name in names:
+        spawn(layout, name)
+    layout.save()
+
+
+def kill_processes(layout: ClusterLayout, names: list[str], sig: int = signal.SIGKILL) -> list[str]:
+    killed = []
+    for name in names:
+        info = layout.processes[name]
+        if is_running(info):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(info.pid, sig)
+            killed.append(name)
+    return killed
+
+
+def stop_all(layout: ClusterLayout) -> list[str]:
+    """SIGTERM everything, then SIGKILL what has not exited within the grace period."""
+    stopped = kill_processes(layout, list(layout.processes), signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and any(is_running(layout.processes[n]) for n in stopped):
+        time.sleep(0.05)
+    kill_processes(layout, stopped, signal.SIGKILL)
+    for info in layout.processes.values():
+        info.pid = 0
+    layout.save()
+    return stopped
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+async def gather_status(layout: ClusterLayout) -> dict:
+    """What every process says of itself; unreachable ones are marked down."""
+    from sixfold.quorum import READ_QUORUM, WRITE_QUORUM
+
+    nodes = [NodeClient(n, a) for n, a in layout.nodes.items()]
+    writer = WriterClient(layout.writer_address)
+    readers = [ReaderClient(layout.reader_address(r), r) for r in READER_NAMES]
+    try:
+        results = await asyncio.gather(
+            *(c.get_state(timeout=1.0) for c in nodes), writer.state(timeout=1.0),
+            *(r.state(timeout=1.0) for r in readers), return_exceptions=True,
+        )  # fmt: skip
+    finally:
+        for c in [*nodes, writer, *readers]:
+            await c.close()
+    node_results, writer_result, reader_results = results[:6], results[6], results[7:]
+    out_nodes = []
+    for name, r in zip(NODE_NAMES, node_results, strict=True):
+        up = not isinstance(r, BaseException)
+        out_nodes.append({
+            "name": name, "az": NODE_AZ[name], "up": up,
+            "scl": r.scl if up else None, "epoch": r.epoch if up else None,
+            "vdl": r.vdl if up else None, "serving": r.serving if up else False,
+            "records": r.records_stored if up else None,
+        })  # fmt: skip
+    up_count = sum(1 for n in out_nodes if n["up"])
+    w_up = not isinstance(writer_result, BaseException)
+    writer_info = {
+        "up": w_up,
+        "vdl": writer_result.vdl if w_up else None,
+        "epoch": writer_result.epoch if w_up else None,
+        "status": writer_result.status if w_up else str(writer_result),
+        "fenced": writer_result.fenced if w_up else False,
+    }
+    reader_info = []
+    for name, r in zip(READER_NAMES, reader_results, strict=True):
+        up = not isinstance(r, BaseException)
+        reader_info.append({
+            "name": name, "up": up, "read_point": r.read_point if up else None,
+            "epoch": r.epoch if up else None,
+        })  # fmt: skip
+    return {
+        "nodes": out_nodes,
+        "writer": writer_info,
+        "readers": reader_info,
+        "write_quorum": up_count >= WRITE_QUORUM,
+        "read_quorum": up_count >= READ_QUORUM,
+        "nodes_up": up_count,
+    }
+
+
+async def wait_healthy(layout: ClusterLayout, timeout_s: float) -> dict:
+    """Wait until all nodes serve, the writer has recovered and readers have a read point."""
+    deadline = time.monotonic() + timeout_s
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = await gather_status(layout)
+        nodes_ok = all(n["up"] and n["serving"] for n in status["nodes"])
+        writer_ok = status["writer"]["up"] and status["writer"]["status"] == "accepting writes"
+        readers_ok = all(r["up"] and r["epoch"] for r in status["readers"])
+        if nodes_ok and writer_ok and readers_ok:
+            return status
+        await asyncio.sleep(0.2)
+    raise SixfoldError(
+        f"cluster not healthy after {timeout_s:g} s; see logs in {layout.directory}/logs"
+    )

@@ -1,0 +1,80 @@
+"""Operating errors: named, with messages a user can act on.
+
+Programmer errors are assertions; everything here is something that happens to a correct
+program (a node down, a stale writer, a corrupt record on disk) and is reported, not hidden.
+"""
+
+from __future__ import annotations
+
+
+class SixfoldError(Exception):
+    """Base of every operating error sixfold reports."""
+
+
+class CorruptRecordError(SixfoldError):
+    """A redo record failed its CRC32C or could not be decoded."""
+
+
+class StaleEpochError(SixfoldError):
+    """A request carried an older volume epoch than the node has: its sender is fenced."""
+
+    def __init__(self, request_epoch: int, node_epoch: int, what: str = "request") -> None:
+        self.request_epoch = request_epoch
+        self.node_epoch = node_epoch
+        super().__init__(
+            f"stale epoch: {what} carries volume epoch {request_epoch} but the node is at "
+            f"epoch {node_epoch}; a newer writer has taken over"
+        )
+
+
+class EpochAheadError(SixfoldError):
+    """A request carried a newer epoch than the node has: the node must learn truncations."""
+
+    def __init__(self, request_epoch: int, node_epoch: int) -> None:
+        self.request_epoch = request_epoch
+        self.node_epoch = node_epoch
+        super().__init__(
+            f"node is at volume epoch {node_epoch}, behind the request's epoch {request_epoch}: "
+            "it must learn that epoch's truncations before it accepts records"
+        )
+
+
+class InvalidRequestError(SixfoldError):
+    """A request that is malformed: reported to its sender, nothing stored."""
+
+
+class BatchTooLargeError(SixfoldError):
+    """An append batch exceeded a configured bound; nothing of it was stored."""
+
+
+class QuorumUnavailableError(SixfoldError):
+    """Too few storage nodes reachable for a write (4) or read (3) quorum."""
+
+    def __init__(self, kind: str, reachable: int, needed: int, total: int = 6) -> None:
+        self.kind = kind
+        self.reachable = reachable
+        self.needed = needed
+        super().__init__(
+            f"{kind} quorum unavailable: {reachable} of {total} storage nodes reachable, "
+            f"{needed} needed"
+        )
+
+
+class CommitTimeoutError(SixfoldError):
+    """A commit did not become durable in time although a write quorum seemed reachable."""
+
+
+class WriterFencedError(SixfoldError):
+    """This writer was superseded by one with a newer volume epoch."""
+
+
+class DataFormatError(SixfoldError):
+    """A data directory cannot be read, or holds an on-disk format this build does not know."""
+
+
+class NotServingError(SixfoldError):
+    """A storage node cannot answer yet (syncing truncations, or below the asked LSN)."""
+
+
+class RecoveryError(SixfoldError):
+    """Writer recovery could not complete (no quorum, or another writer won the epoch)."""

@@ -1,0 +1,166 @@
+"""Redo log records: the only thing the writer ships (P17 §3.2).
+
+A record changes one page. It carries back-links to the previous record of the volume and of
+its page (P17 §4.1), which let a storage node tell whether it holds every record up to a
+point (its SCL). A CPL flag marks the last record of a mini-transaction.
+
+Canonical encoding (little-endian), the bytes that travel and are stored:
+
+    header  u8 encoding, u8 flags, u16 reserved, u32 payload_bytes,
+            u64 lsn, u64 prev_volume_lsn, u64 prev_page_lsn, u64 page_no, u64 epoch
+    payload payload_bytes bytes: a full page image, or byte-range deltas
+            (each: u32 offset, u32 length, data)
+    crc     u32 CRC32C over header and payload
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntFlag
+
+from sixfold.checksum import crc32c
+from sixfold.errors import CorruptRecordError
+
+RECORD_ENCODING = 1
+PAGE_SIZE_BYTES = 4096
+
+_HEADER = struct.Struct("<BBHIQQQQQ")
+_CRC = struct.Struct("<I")
+_DELTA = struct.Struct("<II")
+HEADER_BYTES = _HEADER.size
+RECORD_OVERHEAD_BYTES = _HEADER.size + _CRC.size
+RECORD_BYTES_MAX = RECORD_OVERHEAD_BYTES + PAGE_SIZE_BYTES + 64 * _DELTA.size
+
+
+class RecordFlags(IntFlag):
+    CPL = 1  # last record of a mini-transaction: a consistency point (P17 §4.1)
+    FULL_IMAGE = 2  # payload is a whole page image, not deltas
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Bytes `data` written at `offset` of the page."""
+
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RedoRecord:
+    lsn: int
+    prev_volume_lsn: int
+    prev_page_lsn: int
+    page_no: int
+    epoch: int
+    flags: RecordFlags
+    payload: bytes
+    encoded: bytes  # the canonical bytes, CRC included: what is stored and sent
+
+    @property
+    def is_cpl(self) -> bool:
+        return bool(self.flags & RecordFlags.CPL)
+
+    @property
+    def is_full_image(self) -> bool:
+        return bool(self.flags & RecordFlags.FULL_IMAGE)
+
+    def deltas(self) -> list[Delta]:
+        assert not self.is_full_image
+        return decode_deltas(self.payload, self.lsn)
+
+
+def encode_deltas(deltas: list[Delta]) -> bytes:
+    parts = []
+    for d in deltas:
+        parts.append(_DELTA.pack(d.offset, len(d.data)))
+        parts.append(d.data)
+    return b"".join(parts)
+
+
+def decode_deltas(payload: bytes, lsn: int = 0) -> list[Delta]:
+    """Parse a delta payload, checking every range lies inside a page."""
+    deltas = []
+    pos = 0
+    end = len(payload)
+    while pos < end:
+        if pos + _DELTA.size > end:
+            raise CorruptRecordError(f"record LSN {lsn}: delta header cut short at byte {pos}")
+        offset, length = _DELTA.unpack_from(payload, pos)
+        pos += _DELTA.size
+        if pos + length > end or offset + length > PAGE_SIZE_BYTES:
+            raise CorruptRecordError(
+                f"record LSN {lsn}: delta of {length} bytes at offset {offset} overruns the "
+                f"payload or the {PAGE_SIZE_BYTES}-byte page"
+            )
+        deltas.append(Delta(offset, bytes(payload[pos : pos + length])))
+        pos += length
+    return deltas
+
+
+def encode_record(
+    *,
+    lsn: int,
+    prev_volume_lsn: int,
+    prev_page_lsn: int,
+    page_no: int,
+    epoch: int,
+    flags: RecordFlags,
+    payload: bytes,
+) -> RedoRecord:
+    assert lsn > prev_volume_lsn >= 0 and lsn > prev_page_lsn >= 0, (lsn, prev_volume_lsn)
+    assert epoch >= 1
+    if flags & RecordFlags.FULL_IMAGE:
+        assert len(payload) == PAGE_SIZE_BYTES
+    header = _HEADER.pack(
+        RECORD_ENCODING, int(flags), 0, len(payload),
+        lsn, prev_volume_lsn, prev_page_lsn, page_no, epoch,
+    )  # fmt: skip
+    crc = crc32c(payload, crc32c(header))
+    encoded = header + payload + _CRC.pack(crc)
+    return RedoRecord(lsn, prev_volume_lsn, prev_page_lsn, page_no, epoch, flags, payload, encoded)
+
+
+def decode_record(encoded: bytes) -> RedoRecord:
+    """Decode and verify one record. Raises CorruptRecordError naming what is wrong."""
+    size = len(encoded)
+    if size < RECORD_OVERHEAD_BYTES:
+        raise CorruptRecordError(f"record of {size} bytes is shorter than its header and CRC")
+    if size > RECORD_BYTES_MAX:
+        raise CorruptRecordError(f"record of {size} bytes exceeds {RECORD_BYTES_MAX} bytes")
+    (encoding, flags, _, payload_bytes, lsn, prev_volume, prev_page, page_no, epoch) = (
+        _HEADER.unpack_from(encoded, 0)
+    )
+    if encoding != RECORD_ENCODING:
+        raise CorruptRecordError(f"record LSN {lsn}: unknown record encoding {encoding}")
+    if HEADER_BYTES + payload_bytes + _CRC.size != size:
+        raise CorruptRecordError(
+            f"record LSN {lsn}: header says {payload_bytes} payload bytes, record has "
+            f"{size - RECORD_OVERHEAD_BYTES}"
+        )
+    (stored_crc,) = _CRC.unpack_from(encoded, size - _CRC.size)
+    if crc32c(memoryview(encoded)[: size - _CRC.size]) != stored_crc:
+        raise CorruptRecordError(f"record LSN {lsn}: CRC32C mismatch (stored {stored_crc:#010x})")
+    if lsn <= prev_volume or lsn <= prev_page or epoch < 1:
+        raise CorruptRecordError(
+            f"record LSN {lsn}: back-links ({prev_volume}, {prev_page}) or epoch {epoch} invalid"
+        )
+    if flags & ~int(RecordFlags.CPL | RecordFlags.FULL_IMAGE):
+        raise CorruptRecordError(f"record LSN {lsn}: unknown flags {flags:#x}")
+    payload = bytes(encoded[HEADER_BYTES : size - _CRC.size])
+    record_flags = RecordFlags(flags)
+    if record_flags & RecordFlags.FULL_IMAGE:
+        if payload_bytes != PAGE_SIZE_BYTES:
+            raise CorruptRecordError(f"record LSN {lsn}: page image of {payload_bytes} bytes")
+    else:
+        decode_deltas(payload, lsn)
+    return RedoRecord(
+        lsn, prev_volume, prev_page, page_no, epoch, record_flags, payload, bytes(encoded)
+    )
+
+
+def peek_lsn(encoded: bytes) -> int:
+    """The LSN from a record's header, without verifying it (for error messages and keys)."""
+    if len(encoded) < HEADER_BYTES:
+        return 0
+    return _HEADER.unpack_from(encoded, 0)[4]

@@ -1,0 +1,225 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TruncationRange(_message.Message):
+    __slots__ = ("epoch", "after_lsn", "through_lsn")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    AFTER_LSN_FIELD_NUMBER: _ClassVar[int]
+    THROUGH_LSN_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    after_lsn: int
+    through_lsn: int
+    def __init__(self, epoch: _Optional[int] = ..., after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ...) -> None: ...
+
+class NodeState(_message.Message):
+    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AZ_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    CPL_AT_SCL_FIELD_NUMBER: _ClassVar[int]
+    HIGHEST_LSN_FIELD_NUMBER: _ClassVar[int]
+    VDL_FIELD_NUMBER: _ClassVar[int]
+    VDL_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATIONS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    MIN_READ_POINT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_STORED_FIELD_NUMBER: _ClassVar[int]
+    PAGE_VERSIONS_STORED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    az: str
+    epoch: int
+    epoch_owner: str
+    scl: int
+    cpl_at_scl: int
+    highest_lsn: int
+    vdl: int
+    vdl_epoch: int
+    truncations: _containers.RepeatedCompositeFieldContainer[TruncationRange]
+    format_version: int
+    serving: bool
+    min_read_point: int
+    records_stored: int
+    page_versions_stored: int
+    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ...) -> None: ...
+
+class AppendRequest(_message.Message):
+    __slots__ = ("epoch", "records", "vdl")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    VDL_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    records: _containers.RepeatedScalarFieldContainer[bytes]
+    vdl: int
+    def __init__(self, epoch: _Optional[int] = ..., records: _Optional[_Iterable[bytes]] = ..., vdl: _Optional[int] = ...) -> None: ...
+
+class AppendResponse(_message.Message):
+    __slots__ = ("scl", "epoch")
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    scl: int
+    epoch: int
+    def __init__(self, scl: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class ReadRecordsRequest(_message.Message):
+    __slots__ = ("after_lsn", "through_lsn", "max_records", "page_no")
+    AFTER_LSN_FIELD_NUMBER: _ClassVar[int]
+    THROUGH_LSN_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    after_lsn: int
+    through_lsn: int
+    max_records: int
+    page_no: int
+    def __init__(self, after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ..., max_records: _Optional[int] = ..., page_no: _Optional[int] = ...) -> None: ...
+
+class ReadRecordsResponse(_message.Message):
+    __slots__ = ("records", "scl", "epoch")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedScalarFieldContainer[bytes]
+    scl: int
+    epoch: int
+    def __init__(self, records: _Optional[_Iterable[bytes]] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class GetPageRequest(_message.Message):
+    __slots__ = ("page_no", "lsn", "min_epoch")
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    MIN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    page_no: int
+    lsn: int
+    min_epoch: int
+    def __init__(self, page_no: _Optional[int] = ..., lsn: _Optional[int] = ..., min_epoch: _Optional[int] = ...) -> None: ...
+
+class GetPageResponse(_message.Message):
+    __slots__ = ("image", "page_lsn", "scl")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_LSN_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    page_lsn: int
+    scl: int
+    def __init__(self, image: _Optional[bytes] = ..., page_lsn: _Optional[int] = ..., scl: _Optional[int] = ...) -> None: ...
+
+class GetStateRequest(_message.Message):
+    __slots__ = ("reader", "read_point")
+    READER_FIELD_NUMBER: _ClassVar[int]
+    READ_POINT_FIELD_NUMBER: _ClassVar[int]
+    reader: str
+    read_point: int
+    def __init__(self, reader: _Optional[str] = ..., read_point: _Optional[int] = ...) -> None: ...
+
+class SealEpochRequest(_message.Message):
+    __slots__ = ("epoch", "owner")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    owner: str
+    def __init__(self, epoch: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class TruncateRequest(_message.Message):
+    __slots__ = ("epoch", "ranges")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
+    def __init__(self, epoch: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ...) -> None: ...
+
+class PageChange(_message.Message):
+    __slots__ = ("page_no", "offset", "data")
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    page_no: int
+    offset: int
+    data: bytes
+    def __init__(self, page_no: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class WritePagesRequest(_message.Message):
+    __slots__ = ("changes",)
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[PageChange]
+    def __init__(self, changes: _Optional[_Iterable[_Union[PageChange, _Mapping]]] = ...) -> None: ...
+
+class WritePagesResponse(_message.Message):
+    __slots__ = ("commit_lsn",)
+    COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
+    commit_lsn: int
+    def __init__(self, commit_lsn: _Optional[int] = ...) -> None: ...
+
+class ReadPageRequest(_message.Message):
+    __slots__ = ("page_no",)
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    page_no: int
+    def __init__(self, page_no: _Optional[int] = ...) -> None: ...
+
+class ReadPageResponse(_message.Message):
+    __slots__ = ("image", "page_lsn", "read_point")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_LSN_FIELD_NUMBER: _ClassVar[int]
+    READ_POINT_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    page_lsn: int
+    read_point: int
+    def __init__(self, image: _Optional[bytes] = ..., page_lsn: _Optional[int] = ..., read_point: _Optional[int] = ...) -> None: ...
+
+class StorageNodeView(_message.Message):
+    __slots__ = ("name", "reachable", "scl", "epoch")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reachable: bool
+    scl: int
+    epoch: int
+    def __init__(self, name: _Optional[str] = ..., reachable: _Optional[bool] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class WriterState(_message.Message):
+    __slots__ = ("epoch", "vdl", "vcl", "next_lsn", "fenced", "recovered", "nodes", "status")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VDL_FIELD_NUMBER: _ClassVar[int]
+    VCL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_LSN_FIELD_NUMBER: _ClassVar[int]
+    FENCED_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    vdl: int
+    vcl: int
+    next_lsn: int
+    fenced: bool
+    recovered: bool
+    nodes: _containers.RepeatedCompositeFieldContainer[StorageNodeView]
+    status: str
+    def __init__(self, epoch: _Optional[int] = ..., vdl: _Optional[int] = ..., vcl: _Optional[int] = ..., next_lsn: _Optional[int] = ..., fenced: _Optional[bool] = ..., recovered: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ..., status: _Optional[str] = ...) -> None: ...
+
+class GetWriterStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReaderState(_message.Message):
+    __slots__ = ("name", "read_point", "epoch", "nodes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    READ_POINT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    read_point: int
+    epoch: int
+    nodes: _containers.RepeatedCompositeFieldContainer[StorageNodeView]
+    def __init__(self, name: _Optional[str] = ..., read_point: _Optional[int] = ..., epoch: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ...) -> None: ...
+
+class GetReaderStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

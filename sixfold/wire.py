@@ -1,0 +1,82 @@
+"""Operating errors across gRPC: status codes on the way out, named exceptions on the way in.
+
+The exception's class name travels in trailing metadata (`sixfold-error`) so a client raises
+the same named exception the server did, with the server's message.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import grpc
+import lmdb
+
+from sixfold import errors
+from sixfold.truncation import TruncationRange
+
+ERROR_KEY = "sixfold-error"
+
+_CODES: dict[type[Exception], grpc.StatusCode] = {
+    errors.StaleEpochError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.EpochAheadError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.WriterFencedError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.CorruptRecordError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.BatchTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.NotServingError: grpc.StatusCode.UNAVAILABLE,
+    errors.QuorumUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    errors.RecoveryError: grpc.StatusCode.UNAVAILABLE,
+    errors.DataFormatError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+_BY_NAME: dict[str, type[errors.SixfoldError]] = {
+    cls.__name__: cls for cls in vars(errors).values() if isinstance(cls, type)
+}
+
+
+async def abort(
+    context: grpc.aio.ServicerContext, exc: Exception, code: grpc.StatusCode | None = None
+) -> NoReturn:
+    """End an RPC with the status that fits an operating error."""
+    if isinstance(exc, lmdb.MapFullError):
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        exc = errors.SixfoldError(
+            "storage full: the LMDB map size is used up; restart the node with a larger "
+            "--map-size-mib"
+        )
+    status = code or _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
+    context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
+    await context.abort(status, str(exc))
+
+
+def error_from_rpc(err: grpc.aio.AioRpcError | grpc.RpcError) -> Exception:
+    """The named exception an RPC failure stands for (the RpcError itself when not ours)."""
+    names = [value for key, value in (err.trailing_metadata() or ()) if key == ERROR_KEY]
+    cls = _BY_NAME.get(names[0]) if names else None
+    if cls is None:
+        return err
+    exc = cls.__new__(cls)  # the server already formatted the message: keep it verbatim
+    Exception.__init__(exc, err.details())
+    return exc
+
+
+def ranges_to_proto(ranges: tuple[TruncationRange, ...], message_cls: type) -> list:
+    return [
+        message_cls(epoch=r.epoch, after_lsn=r.after_lsn, through_lsn=r.through_lsn) for r in ranges
+    ]
+
+
+def ranges_from_proto(ranges: object, epoch_max: int | None = None) -> tuple[TruncationRange, ...]:
+    """Truncation ranges from a request, each checked to be well formed."""
+    out = []
+    for r in ranges:
+        if r.epoch < 1 or r.through_lsn < r.after_lsn:
+            raise errors.InvalidRequestError(
+                f"malformed truncation range: epoch {r.epoch}, ({r.after_lsn}, {r.through_lsn}]"
+            )
+        if epoch_max is not None and r.epoch > epoch_max:
+            raise errors.InvalidRequestError(
+                f"truncation range of epoch {r.epoch} is newer than its request's epoch {epoch_max}"
+            )
+        out.append(TruncationRange(r.epoch, r.after_lsn, r.through_lsn))
+    return tuple(out)

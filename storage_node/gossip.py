@@ -1,0 +1,96 @@
+"""Gossip: a node fills its own holes from its peers (P17 §3.2, steps 3-4).
+
+Each round the node asks every peer for its state. From a peer at a newer epoch, or one that
+knows truncations this node does not, it adopts them first: a node that was down during
+recovery learns the truncation before it serves reads or passes records on. Then, if a peer
+is complete further than this node, it fetches the records above its own SCL from that peer.
+The writer never resends what a node missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sixfold.clients import NodeClient
+from sixfold.errors import SixfoldError
+from sixfold.record import decode_record
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.wire import ranges_from_proto
+from storage_node.node import StorageNode
+
+log = logging.getLogger("sixfold.gossip")
+
+GOSSIP_INTERVAL_S = 0.25
+GOSSIP_CALL_TIMEOUT_S = 1.0
+
+
+class Gossip:
+    def __init__(self, node: StorageNode, peers: dict[str, str]) -> None:
+        self.node = node
+        self.peers = [NodeClient(name, address) for name, address in peers.items()]
+
+    async def run(self) -> None:
+        while True:
+            behind = False
+            try:
+                behind = await self.round()
+            except Exception:  # reported, and tried again next round
+                log.exception("%s: gossip round failed", self.node.name)
+            if not behind:
+                await asyncio.sleep(GOSSIP_INTERVAL_S)
+
+    async def round(self) -> bool:
+        """One gossip round; True when the node fetched records and may still be behind."""
+        states = await asyncio.gather(
+            *(p.get_state(timeout=GOSSIP_CALL_TIMEOUT_S) for p in self.peers),
+            return_exceptions=True,
+        )
+        answered = [
+            (p, s) for p, s in zip(self.peers, states, strict=True) if isinstance(s, pb.NodeState)
+        ]
+        for peer, state in answered:
+            self.node.state.heard_from(peer.name)
+            self.node.peer_scl[peer.name] = state.scl
+        await self._adopt_truncations([s for _, s in answered])
+        return await self._fill_holes(answered)
+
+    async def _adopt_truncations(self, states: list[pb.NodeState]) -> None:
+        st = self.node.state
+        for state in states:
+            if state.epoch < st.epoch:
+                continue
+            ranges = ranges_from_proto(state.truncations, epoch_max=state.epoch)
+            if state.epoch > st.epoch or st.new_truncations(ranges):
+                await self.node.truncate(state.epoch, ranges)
+
+    async def _fill_holes(self, answered: list[tuple[NodeClient, pb.NodeState]]) -> bool:
+        st = self.node.state
+        if not st.serving:
+            return False
+        ahead = [
+            (p, s) for p, s in answered if s.serving and s.epoch == st.epoch and s.scl > st.scl
+        ]
+        if not ahead:
+            return False
+        peer, state = max(ahead, key=lambda ps: ps[1].scl)
+        request = pb.ReadRecordsRequest(
+            after_lsn=st.scl, through_lsn=state.scl, max_records=self.node.limits.gossip_records_max
+        )
+        try:
+            response = await peer.read_records(request, timeout=GOSSIP_CALL_TIMEOUT_S * 5)
+            records = [decode_record(b) for b in response.records]
+        except SixfoldError as exc:
+            log.info("%s: gossip fetch from %s failed: %s", self.node.name, peer.name, exc)
+            return False
+        if not records:
+            return False
+        before = st.scl
+        await self.node.append(None, records)
+        log.debug("%s: gossip from %s: %d records, SCL %d -> %d", self.node.name, peer.name,
+                  len(records), before, st.scl)  # fmt: skip
+        return st.scl > before
+
+    async def close(self) -> None:
+        for peer in self.peers:
+            await peer.close()

@@ -1,0 +1,265 @@
+"""A storage node's runtime: the shell joining the pure segment core to its LMDB store.
+
+Every change to durable state (appends, seals, truncations, gossip) passes through one write
+lock, so an epoch is checked in the same critical section that stores under it: a node sealed
+at a new epoch can never afterwards acknowledge a record of the old one (P18 §2.4).
+Appends that arrive while a transaction is being synced wait and share the next one: group
+commit at the node, one fsync for many batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sixfold.errors import BatchTooLargeError, CorruptRecordError, SixfoldError
+from sixfold.record import RedoRecord, decode_record
+from sixfold.segment import SegmentState
+from sixfold.truncation import TruncationRange
+from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore
+
+log = logging.getLogger("sixfold.storage_node")
+
+READ_POINT_TTL_S = 10.0  # a reader that stops reporting no longer holds back GC
+
+
+@dataclass(frozen=True)  # no slots: fields double as argparse defaults
+class NodeLimits:
+    append_batch_records_max: int = 8192
+    append_batch_bytes_max: int = 32 << 20
+    commit_queue_batches_max: int = 1024  # appends waiting for the next fsync
+    read_records_max: int = 10_000  # records in one ReadRecords answer
+    gossip_records_max: int = 5_000  # records fetched from a peer per gossip round
+    coalesce_pages_max: int = 256  # page versions materialised per background cycle
+    gc_keys_max: int = 2_000  # keys deleted per background cycle
+    dirty_pages_max: int = 1_000_000  # pages remembered as needing coalescing
+
+
+@dataclass(slots=True)
+class _PendingAppend:
+    epoch: int | None  # None: records from gossip, checked against the node's epoch instead
+    records: list[RedoRecord]
+    vdl: int
+    done: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class StorageNode:
+    def __init__(
+        self,
+        name: str,
+        az: str,
+        data_dir: Path,
+        *,
+        map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT,
+        limits: NodeLimits | None = None,
+    ) -> None:
+        self.name = name
+        self.az = az
+        self.limits = limits or NodeLimits()
+        self.store = NodeStore(data_dir, name, map_size_bytes)
+        self.state = SegmentState(name)
+        self.dirty_pages: dict[int, int] = {}  # page -> highest LSN stored, not yet coalesced
+        self._restore_state()
+        self.write_lock = asyncio.Lock()
+        self._queue: list[_PendingAppend] = []
+        self._queue_event = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
+        self.read_points: dict[str, tuple[int, float]] = {}  # reader -> (point, seen at)
+        self.peer_scl: dict[str, int] = {}
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def _restore_state(self) -> None:
+        """Rebuild the segment core from metadata and the records above the stored SCL.
+
+        Only records above the last stored SCL are scanned: start-up does not grow with the
+        log. A corrupt record found here is dropped; gossip fetches it again from a peer.
+        """
+        meta = self.store.load_meta()
+        st = self.state
+        st.epoch, st.epoch_owner, st.truncations = meta.epoch, meta.epoch_owner, meta.truncations
+        st.vdl, st.vdl_epoch = meta.vdl, meta.vdl_epoch
+        st.completeness.scl = meta.scl
+        st.completeness.cpl_at_scl = meta.cpl_at_scl
+        st.completeness.highest_lsn = meta.scl
+        corrupt: list[int] = []
+        for lsn, item in list(self.store.records_after(meta.scl)):
+            if isinstance(item, CorruptRecordError):
+                log.warning("%s: %s; dropping it to be re-fetched from peers", self.name, item)
+                corrupt.append(lsn)
+            elif st.admits(item):
+                st.completeness.add(item.lsn, item.prev_volume_lsn, item.is_cpl)
+                self.dirty_pages[item.page_no] = item.lsn
+        for lsn in corrupt:
+            self.store.delete_record(lsn)
+
+    def start(self) -> None:
+        self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
+
+    async def stop(self) -> None:
+        if self._committer:
+            self._committer.cancel()
+            await asyncio.gather(self._committer, return_exceptions=True)
+        self.store.close()
+
+    # -- appends ----------------------------------------------------------------------------------
+
+    def decode_batch(self, encoded: list[bytes], request_epoch: int) -> list[RedoRecord]:
+        """Check bounds and CRCs of a whole batch before anything of it is stored."""
+        lim = self.limits
+        if len(encoded) > lim.append_batch_records_max:
+            raise BatchTooLargeError(
+                f"append batch of {len(encoded)} records exceeds append_batch_records_max="
+                f"{lim.append_batch_records_max}"
+            )
+        size = sum(len(b) for b in encoded)
+        if size > lim.append_batch_bytes_max:
+            raise BatchTooLargeError(
+                f"append batch of {size} bytes exceeds append_batch_bytes_max="
+                f"{lim.append_batch_bytes_max}"
+            )
+        records = [decode_record(b) for b in encoded]
+        for record in records:
+            if record.epoch > request_epoch:
+                raise CorruptRecordError(
+                    f"record LSN {record.lsn} carries epoch {record.epoch}, newer than its "
+                    f"append's epoch {request_epoch}"
+                )
+        return records
+
+    async def append(self, epoch: int | None, records: list[RedoRecord], vdl: int = 0) -> int:
+        """Store records durably; return the SCL after them. Raises on a wrong epoch."""
+        if len(self._queue) >= self.limits.commit_queue_batches_max:
+            raise BatchTooLargeError(
+                f"storage node {self.name} has {len(self._queue)} appends waiting to commit "
+                f"(commit_queue_batches_max={self.limits.commit_queue_batches_max}); retry"
+            )
+        pending = _PendingAppend(epoch, records, vdl)
+        self._queue.append(pending)
+        self._queue_event.set()
+        return await pending.done
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._queue_event.wait()
+            self._queue_event.clear()
+            batch, self._queue = self._queue, []
+            try:
+                async with self.write_lock:
+                    await self._commit(batch)
+            except Exception as exc:  # a failed transaction fails its appends, not the node
+                log.exception("%s: commit failed", self.name)
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_exception(exc)
+
+    async def _commit(self, batch: list[_PendingAppend]) -> None:
+        st = self.state
+        accepted: list[_PendingAppend] = []
+        for p in batch:
+            try:
+                if p.epoch is not None:
+                    st.check_current(p.epoch, "append")
+            except SixfoldError as exc:
+                p.done.set_exception(exc)
+                continue
+            accepted.append(p)
+        records = _unique_admitted(st, accepted)
+        for p in accepted:
+            if p.epoch is not None:
+                st.learn_vdl(p.epoch, p.vdl)
+        if records:
+            # The SCL stored is the one before this batch: always true on disk, and start-up
+            # rescans only the records above it.
+            await asyncio.to_thread(
+                self.store.put_records, records, st.scl, st.completeness.cpl_at_scl,
+                st.vdl, st.vdl_epoch,
+            )  # fmt: skip
+            st.on_durable(records)
+            self._note_dirty(records)
+        for p in accepted:
+            p.done.set_result(st.scl)
+
+    def _note_dirty(self, records: list[RedoRecord]) -> None:
+        if len(self.dirty_pages) >= self.limits.dirty_pages_max:
+            return  # coalescing catches up on these pages when they are written again
+        for record in records:
+            self.dirty_pages[record.page_no] = max(
+                self.dirty_pages.get(record.page_no, 0), record.lsn
+            )
+
+    # -- epochs and truncation ----------------------------------------------------------------------
+
+    async def seal(self, epoch: int, owner: str) -> None:
+        async with self.write_lock:
+            self.state.check_seal(epoch, owner)
+            st = self.state
+            await asyncio.to_thread(
+                self.store.save_epoch, epoch, owner, st.truncations, st.scl,
+                st.completeness.cpl_at_scl,
+            )  # fmt: skip
+            st.seal(epoch, owner)
+            log.info("%s: sealed epoch %d for %s", self.name, epoch, owner)
+
+    async def truncate(self, epoch: int, ranges: tuple[TruncationRange, ...]) -> None:
+        """Adopt an epoch and its truncations: persist them, then delete what they cancel."""
+        async with self.write_lock:
+            st = self.state
+            st.check_truncate(epoch)
+            fresh = st.new_truncations(ranges)
+            if not fresh and epoch == st.epoch:
+                return
+            for rng in fresh:
+                await asyncio.to_thread(self.store.delete_truncated, rng)
+            owner = st.epoch_owner if epoch == st.epoch else ""
+            st.truncate(epoch, ranges)
+            await asyncio.to_thread(
+                self.store.save_epoch, st.epoch, owner, st.truncations, st.scl,
+                st.completeness.cpl_at_scl,
+            )  # fmt: skip
+            await asyncio.to_thread(self.store.save_vdl, st.vdl, st.vdl_epoch)
+            for rng in fresh:
+                log.info("%s: truncated (%d, %d] at epoch %d", self.name, rng.after_lsn,
+                         rng.through_lsn, rng.epoch)  # fmt: skip
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def page_at(self, page_no: int, lsn: int, min_epoch: int) -> tuple[bytes, int]:
+        self.state.check_covers(lsn, min_epoch)
+        return self.store.page_at(page_no, lsn)
+
+    def read_records(
+        self, after: int, through: int, max_records: int, page_no: int | None
+    ) -> list[RedoRecord]:
+        self.state.check_serving()
+        limit = min(max_records or self.limits.read_records_max, self.limits.read_records_max)
+        records = self.store.read_records(after, through, limit, page_no)
+        # Belt and braces: a cancelled record is never served, even if not yet deleted.
+        return [r for r in records if not self.state.cancels(r)]
+
+    # -- read points (PGMRPL, P18 §3) ---------------------------------------------------------------
+
+    def note_read_point(self, reader: str, read_point: int, now: float) -> None:
+        self.read_points[reader] = (read_point, now)
+
+    def min_read_point(self, now: float) -> int:
+        live = [p for p, seen in self.read_points.values() if now - seen <= READ_POINT_TTL_S]
+        self.read_points = {
+            r: v for r, v in self.read_points.items() if now - v[1] <= READ_POINT_TTL_S
+        }
+        return min([*live, self.state.vdl])
+
+
+def _unique_admitted(st: SegmentState, pending: list[_PendingAppend]) -> list[RedoRecord]:
+    seen: set[int] = set()
+    out = []
+    for p in pending:
+        for record in p.records:
+            if record.lsn not in seen and st.admits(record):
+                seen.add(record.lsn)
+                out.append(record)
+    return out

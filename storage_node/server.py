@@ -1,0 +1,108 @@
+"""`python -m storage_node`: run one storage node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from sixfold.errors import DataFormatError
+from sixfold.quorum import NODE_AZ, NODE_NAMES
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+from sixfold.serving import configure_logging, service_name, start_server, wait_for_termination
+from storage_node.background import run_background
+from storage_node.gossip import Gossip
+from storage_node.node import NodeLimits, StorageNode
+from storage_node.service import StorageNodeService
+from storage_node.store import MAP_SIZE_BYTES_DEFAULT
+
+log = logging.getLogger("sixfold.storage_node")
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """'a2=127.0.0.1:7002,b1=...' -> {'a2': '127.0.0.1:7002', ...}"""
+    peers = {}
+    for item in filter(None, text.split(",")):
+        name, sep, address = item.partition("=")
+        if not sep or not address:
+            raise argparse.ArgumentTypeError(f"peer {item!r} is not NAME=HOST:PORT")
+        peers[name.strip()] = address.strip()
+    return peers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m storage_node", description="Run one sixfold storage node."
+    )
+    p.add_argument(
+        "--name", required=True, choices=NODE_NAMES, help="node name (its AZ is its first letter)"
+    )
+    p.add_argument("--data-dir", required=True, type=Path, help="LMDB data directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, required=True, help="port to listen on")
+    p.add_argument(
+        "--peers", type=parse_peers, default={}, help="NAME=HOST:PORT,... of the other nodes"
+    )
+    p.add_argument(
+        "--map-size-mib", type=int, default=MAP_SIZE_BYTES_DEFAULT >> 20,
+        help=f"LMDB map size in MiB (default {MAP_SIZE_BYTES_DEFAULT >> 20}); the store cannot grow past it",
+    )  # fmt: skip
+    p.add_argument("--batch-records-max", type=int, default=NodeLimits.append_batch_records_max,
+                   help="largest append batch accepted, in records")  # fmt: skip
+    p.add_argument("--batch-bytes-max", type=int, default=NodeLimits.append_batch_bytes_max,
+                   help="largest append batch accepted, in bytes")  # fmt: skip
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+async def run(args: argparse.Namespace) -> None:
+    limits = NodeLimits(
+        append_batch_records_max=args.batch_records_max, append_batch_bytes_max=args.batch_bytes_max
+    )
+    node = StorageNode(
+        args.name, NODE_AZ[args.name], args.data_dir,
+        map_size_bytes=args.map_size_mib << 20, limits=limits,
+    )  # fmt: skip
+    node.start()
+    servicer = StorageNodeService(node)
+    server, port = await start_server(
+        args.host, args.port,
+        [(pb_grpc.add_StorageNodeServicer_to_server, servicer, service_name("StorageNode"))],
+    )  # fmt: skip
+    gossip = Gossip(node, args.peers)
+    tasks = [
+        asyncio.create_task(gossip.run()),
+        asyncio.create_task(run_background(node, list(args.peers))),
+    ]
+    st = node.state
+    log.info(
+        "storage node %s (az %s) on port %d: epoch %d, SCL %d",
+        node.name,
+        node.az,
+        port,
+        st.epoch,
+        st.scl,
+    )
+    try:
+        await wait_for_termination(server)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await gossip.close()
+        await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        asyncio.run(run(args))
+    except DataFormatError as exc:
+        print(f"storage node {args.name}: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"storage node {args.name}: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,372 @@
+"""The LMDB store of one storage node: redo log, page index, page versions, metadata.
+
+Named databases:
+    meta      key -> value: format version, node name, epoch, truncations, SCL, VDL
+    log       LSN (u64 BE) -> record in its canonical encoding (CRC included)
+    page_log  page (u64 BE) + LSN (u64 BE) -> b"": the records of each page, in LSN order
+    versions  page (u64 BE) + LSN (u64 BE) -> page image + CRC32C: coalesced page versions
+
+Every record is CRC-checked before it is written (by the service, on decode) and after it is
+read (here). Write transactions commit with fsync (sync=True): an append is acknowledged
+only once its transaction is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from sixfold.checksum import crc32c
+from sixfold.errors import CorruptRecordError, DataFormatError
+from sixfold.page import EMPTY_PAGE, apply_records
+from sixfold.record import PAGE_SIZE_BYTES, RedoRecord, decode_record
+from sixfold.truncation import TruncationRange
+
+FORMAT_VERSION = 1
+MAP_SIZE_BYTES_DEFAULT = 8 << 30  # sparse on Linux: costs disk only as it fills
+_U64 = struct.Struct(">Q")
+_PAGE_LSN = struct.Struct(">QQ")
+_CRC = struct.Struct("<I")
+
+
+def lsn_key(lsn: int) -> bytes:
+    return _U64.pack(lsn)
+
+
+def page_key(page_no: int, lsn: int) -> bytes:
+    return _PAGE_LSN.pack(page_no, lsn)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMeta:
+    node_name: str
+    epoch: int
+    epoch_owner: str
+    truncations: tuple[TruncationRange, ...]
+    scl: int
+    cpl_at_scl: int
+    vdl: int
+    vdl_epoch: int
+
+
+class NodeStore:
+    def __init__(self, path: Path, node_name: str, map_size_bytes: int) -> None:
+        self.path = path
+        self.node_name = node_name
+        self.env = _open_env(path, map_size_bytes)
+        self.meta_db = self.env.open_db(b"meta")
+        self.log_db = self.env.open_db(b"log")
+        self.page_log_db = self.env.open_db(b"page_log")
+        self.versions_db = self.env.open_db(b"versions")
+        self._check_or_init_format()
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    def _check_or_init_format(self) -> None:
+        with self.env.begin(write=True, db=self.meta_db) as txn:
+            stored = txn.get(b"format_version")
+            if stored is None:
+                if self.env.stat()["entries"] > 4 or txn.stat(self.log_db)["entries"]:
+                    raise DataFormatError(
+                        f"{self.path}: LMDB data without a sixfold format version; not a "
+                        "sixfold storage node directory"
+                    )
+                txn.put(b"format_version", str(FORMAT_VERSION).encode())
+                txn.put(b"node_name", self.node_name.encode())
+                return
+            version = _parse_int(stored, self.path)
+            if version != FORMAT_VERSION:
+                raise DataFormatError(
+                    f"{self.path}: on-disk format version {version} is not one this build "
+                    f"knows (it reads version {FORMAT_VERSION}); use a matching sixfold release"
+                )
+            owner = (txn.get(b"node_name") or b"").decode()
+            if owner != self.node_name:
+                raise DataFormatError(
+                    f"{self.path}: this data directory belongs to storage node {owner!r}, "
+                    f"not {self.node_name!r}"
+                )
+
+    def load_meta(self) -> StoredMeta:
+        with self.env.begin(db=self.meta_db) as txn:
+
+            def num(key: bytes) -> int:
+                raw = txn.get(key)
+                return 0 if raw is None else _parse_int(raw, self.path)
+
+            ranges = json.loads(txn.get(b"truncations") or b"[]")
+            return StoredMeta(
+                node_name=self.node_name,
+                epoch=num(b"epoch"),
+                epoch_owner=(txn.get(b"epoch_owner") or b"").decode(),
+                truncations=tuple(TruncationRange(*r) for r in ranges),
+                scl=num(b"scl"),
+                cpl_at_scl=num(b"cpl_at_scl"),
+                vdl=num(b"vdl"),
+                vdl_epoch=num(b"vdl_epoch"),
+            )
+
+    def save_epoch(
+        self, epoch: int, owner: str, truncations: tuple[TruncationRange, ...], scl: int, cpl: int
+    ) -> None:
+        with self.env.begin(write=True, db=self.meta_db) as txn:
+            txn.put(b"epoch", str(epoch).encode())
+            txn.put(b"epoch_owner", owner.encode())
+            txn.put(
+                b"truncations", json.dumps([list(_range_tuple(r)) for r in truncations]).encode()
+            )
+            _put_points(txn, scl, cpl)
+
+    # -- the log ----------------------------------------------------------------------------------
+
+    def put_records(
+        self, records: list[RedoRecord], scl: int, cpl: int, vdl: int, vdl_epoch: int
+    ) -> None:
+        """Store records and the points they were admitted under, in one durable transaction."""
+        with self.env.begin(write=True) as txn:
+            for record in records:
+                txn.put(lsn_key(record.lsn), record.encoded, db=self.log_db)
+                txn.put(page_key(record.page_no, record.lsn), b"", db=self.page_log_db)
+            _put_points(txn, scl, cpl, self.meta_db)
+            txn.put(b"vdl", str(vdl).encode(), db=self.meta_db)
+            txn.put(b"vdl_epoch", str(vdl_epoch).encode(), db=self.meta_db)
+
+    def save_vdl(self, vdl: int, vdl_epoch: int) -> None:
+        with self.env.begin(write=True, db=self.meta_db) as txn:
+            txn.put(b"vdl", str(vdl).encode())
+            txn.put(b"vdl_epoch", str(vdl_epoch).encode())
+
+    def records_after(
+        self, after_lsn: int
+    ) -> Iterator[tuple[int, RedoRecord | CorruptRecordError]]:
+        """(LSN, record) for every record above `after_lsn`; a corrupt one comes as its error."""
+        with self.env.begin(db=self.log_db) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(lsn_key(after_lsn + 1)):
+                return
+            for key, value in cursor:
+                lsn = _U64.unpack(key)[0]
+                yield lsn, _verified(value, lsn)
+
+    def read_records(
+        self, after_lsn: int, through_lsn: int, max_records: int, page_no: int | None = None
+    ) -> list[RedoRecord]:
+        """Verified records with LSN in (after, through], all or one page's, ascending."""
+        out: list[RedoRecord] = []
+        with self.env.begin() as txn:
+            if page_no is None:
+                cursor = txn.cursor(db=self.log_db)
+                if not cursor.set_range(lsn_key(after_lsn + 1)):
+                    return out
+                for key, value in cursor:
+                    lsn = _U64.unpack(key)[0]
+                    if lsn > through_lsn or len(out) >= max_records:
+                        break
+                    out.append(_raise_if_corrupt(_verified(value, lsn)))
+                return out
+            for lsn in self._page_lsns(txn, page_no, after_lsn, through_lsn):
+                if len(out) >= max_records:
+                    break
+                out.append(self._log_record(txn, lsn))
+        return out
+
+    def _page_lsns(
+        self, txn: lmdb.Transaction, page_no: int, after: int, through: int
+    ) -> list[int]:
+        cursor = txn.cursor(db=self.page_log_db)
+        lsns = []
+        if not cursor.set_range(page_key(page_no, after + 1)):
+            return lsns
+        for key in cursor.iternext(keys=True, values=False):
+            key_page, lsn = _PAGE_LSN.unpack(key)
+            if key_page != page_no or lsn > through:
+                break
+            lsns.append(lsn)
+        return lsns
+
+    def _log_record(self, txn: lmdb.Transaction, lsn: int) -> RedoRecord:
+        value = txn.get(lsn_key(lsn), db=self.log_db)
+        if value is None:
+            raise CorruptRecordError(
+                f"{self.node_name}: page index names LSN {lsn} but the log has no such record"
+            )
+        return _raise_if_corrupt(_verified(value, lsn))
+
+    def delete_truncated(self, rng: TruncationRange) -> int:
+        """Delete the records `rng` cancels; return how many went."""
+        deleted = 0
+        with self.env.begin(write=True) as txn:
+            cursor = txn.cursor(db=self.log_db)
+            doomed: list[tuple[int, int]] = []
+            if cursor.set_range(lsn_key(rng.after_lsn + 1)):
+                for key, value in cursor:
+                    lsn = _U64.unpack(key)[0]
+                    if lsn > rng.through_lsn:
+                        break
+                    record = _verified(value, lsn)
+                    # A corrupt record in a cancelled range is deleted all the same.
+                    if isinstance(record, CorruptRecordError):
+                        doomed.append((lsn, -1))
+                    elif rng.cancels(lsn, record.epoch):
+                        doomed.append((lsn, record.page_no))
+            for lsn, page_no in doomed:
+                txn.delete(lsn_key(lsn), db=self.log_db)
+                if page_no >= 0:
+                    txn.delete(page_key(page_no, lsn), db=self.page_log_db)
+                deleted += 1
+        return deleted
+
+    def delete_record(self, lsn: int) -> None:
+        """Drop one record (found corrupt above the SCL): gossip will fetch it again."""
+        with self.env.begin(write=True, db=self.log_db) as txn:
+            txn.delete(lsn_key(lsn))
+
+    # -- pages ------------------------------------------------------------------------------------
+
+    def page_at(self, page_no: int, lsn: int) -> tuple[bytes, int]:
+        """The page image at `lsn` and the LSN of its newest change (0: never written)."""
+        with self.env.begin() as txn:
+            base, base_lsn = self._version_at(txn, page_no, lsn)
+            lsns = self._page_lsns(txn, page_no, base_lsn, lsn)
+            records = [self._log_record(txn, x) for x in lsns]
+        image = apply_records(base, records) if records else base
+        return image, (records[-1].lsn if records else base_lsn)
+
+    def _version_at(self, txn: lmdb.Transaction, page_no: int, lsn: int) -> tuple[bytes, int]:
+        cursor = txn.cursor(db=self.versions_db)
+        found = cursor.set_range(page_key(page_no, lsn + 1))
+        found = cursor.prev() if found else cursor.last()
+        if not found:
+            return EMPTY_PAGE, 0
+        key_page, version_lsn = _PAGE_LSN.unpack(cursor.key())
+        if key_page != page_no:
+            return EMPTY_PAGE, 0
+        return _verified_image(cursor.value(), page_no, version_lsn), version_lsn
+
+    def put_versions(self, versions: list[tuple[int, int, bytes]]) -> None:
+        """Store coalesced page versions (page, lsn, image), each with its CRC32C."""
+        with self.env.begin(write=True, db=self.versions_db) as txn:
+            for page_no, lsn, image in versions:
+                assert len(image) == PAGE_SIZE_BYTES
+                txn.put(page_key(page_no, lsn), image + _CRC.pack(crc32c(image)))
+
+    def newest_version_lsn(self, page_no: int, at_or_below: int) -> int:
+        with self.env.begin(db=self.versions_db) as txn:
+            return self._version_at(txn, page_no, at_or_below)[1]
+
+    def collect_garbage(self, horizon_lsn: int, keys_max: int, scl: int, cpl: int) -> int:
+        """Drop log records and versions made redundant by a version at or below the horizon.
+
+        A record of page P at LSN x <= v, where v <= horizon is P's newest version at or
+        below the horizon, is no longer needed by any read point (all are >= horizon), nor by
+        any peer (the horizon is at or below every peer's SCL). Bounded to keys_max deletions.
+        """
+        assert horizon_lsn <= scl
+        deleted = 0
+        with self.env.begin(write=True) as txn:
+            # Records at or below the stored SCL are never rescanned at start-up, so the SCL
+            # stored must cover every record this transaction deletes.
+            _put_points(txn, scl, cpl, self.meta_db)
+            cursor = txn.cursor(db=self.log_db)
+            doomed: list[tuple[int, int]] = []
+            if cursor.first():
+                for scanned, (key, value) in enumerate(cursor):
+                    lsn = _U64.unpack(key)[0]
+                    if lsn > horizon_lsn or len(doomed) >= keys_max or scanned >= 4 * keys_max:
+                        break
+                    record = _raise_if_corrupt(_verified(value, lsn))
+                    _, version_lsn = self._version_at(txn, record.page_no, horizon_lsn)
+                    if lsn <= version_lsn:
+                        doomed.append((lsn, record.page_no))
+            for lsn, page_no in doomed:
+                txn.delete(lsn_key(lsn), db=self.log_db)
+                txn.delete(page_key(page_no, lsn), db=self.page_log_db)
+            deleted += len(doomed)
+            deleted += self._drop_old_versions(txn, horizon_lsn, keys_max - deleted)
+        return deleted
+
+    def _drop_old_versions(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
+        """Keep, per page, every version above the horizon and the newest at or below it."""
+        cursor = txn.cursor(db=self.versions_db)
+        doomed = []
+        if not cursor.first():
+            return 0
+        previous: tuple[int, int] | None = None
+        for key in cursor.iternext(keys=True, values=False):
+            page_no, lsn = _PAGE_LSN.unpack(key)
+            if previous and previous[0] == page_no and lsn <= horizon_lsn:
+                doomed.append(page_key(*previous))
+            previous = (page_no, lsn)
+            if len(doomed) >= keys_max:
+                break
+        for key in doomed:
+            txn.delete(key, db=self.versions_db)
+        return len(doomed)
+
+    def counts(self) -> tuple[int, int]:
+        with self.env.begin() as txn:
+            return txn.stat(self.log_db)["entries"], txn.stat(self.versions_db)["entries"]
+
+
+def _open_env(path: Path, map_size_bytes: int) -> lmdb.Environment:
+    if path.exists() and not path.is_dir():
+        raise DataFormatError(f"{path}: not a directory; give a storage node a data directory")
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise DataFormatError(f"{path}: data directory is not readable and writable by this user")
+    try:
+        return lmdb.open(
+            str(path), map_size=map_size_bytes, max_dbs=8, sync=True, metasync=True,
+            readahead=False, max_readers=256,
+        )  # fmt: skip
+    except lmdb.Error as exc:
+        raise DataFormatError(f"{path}: cannot open as an LMDB data directory: {exc}") from exc
+
+
+def _parse_int(raw: bytes, path: Path) -> int:
+    try:
+        return int(raw.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataFormatError(f"{path}: unreadable metadata value {raw[:32]!r}") from exc
+
+
+def _put_points(txn: lmdb.Transaction, scl: int, cpl: int, db: object = None) -> None:
+    kwargs = {"db": db} if db is not None else {}
+    txn.put(b"scl", str(scl).encode(), **kwargs)
+    txn.put(b"cpl_at_scl", str(cpl).encode(), **kwargs)
+
+
+def _range_tuple(r: TruncationRange) -> tuple[int, int, int]:
+    return r.epoch, r.after_lsn, r.through_lsn
+
+
+def _verified(value: bytes, lsn: int) -> RedoRecord | CorruptRecordError:
+    try:
+        record = decode_record(bytes(value))
+    except CorruptRecordError as exc:
+        return CorruptRecordError(f"stored record at LSN {lsn} is corrupt: {exc}")
+    if record.lsn != lsn:
+        return CorruptRecordError(f"stored record under key LSN {lsn} says LSN {record.lsn}")
+    return record
+
+
+def _raise_if_corrupt(record: RedoRecord | CorruptRecordError) -> RedoRecord:
+    if isinstance(record, CorruptRecordError):
+        raise record
+    return record
+
+
+def _verified_image(value: bytes, page_no: int, lsn: int) -> bytes:
+    image, (crc,) = value[:-4], _CRC.unpack(value[-4:])
+    if len(image) != PAGE_SIZE_BYTES or crc32c(image) != crc:
+        raise CorruptRecordError(f"stored version of page {page_no} at LSN {lsn} is corrupt")
+    return bytes(image)

@@ -1,0 +1,5 @@
+import sys
+
+from writer.server import main
+
+sys.exit(main())

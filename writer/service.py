@@ -1,0 +1,61 @@
+"""The Writer gRPC service: the page API until the SQL layer exists."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import grpc
+
+from sixfold.errors import SixfoldError
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+from sixfold.wire import abort
+from writer.pipeline import PageWrite
+from writer.writer import Writer
+
+
+def page_writes(changes: list[pb.PageChange]) -> list[PageWrite]:
+    """Group changes by page, in first-seen order: one record per page."""
+    by_page: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+    for change in changes:
+        by_page[change.page_no].append((change.offset, change.data))
+    return [PageWrite(page_no, tuple(deltas)) for page_no, deltas in by_page.items()]
+
+
+class WriterService(pb_grpc.WriterServicer):
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    async def WritePages(self, request: pb.WritePagesRequest, context: grpc.aio.ServicerContext):
+        try:
+            lsn = await self.writer.write_pages(page_writes(list(request.changes)))
+        except SixfoldError as exc:
+            await abort(context, exc)
+        return pb.WritePagesResponse(commit_lsn=lsn)
+
+    async def ReadPage(self, request: pb.ReadPageRequest, context):
+        try:
+            image, page_lsn, vdl = await self.writer.read_page(request.page_no)
+        except SixfoldError as exc:
+            await abort(context, exc)
+        return pb.ReadPageResponse(image=image, page_lsn=page_lsn, read_point=vdl)
+
+    async def GetWriterState(self, request, context):
+        w = self.writer
+        p = w.pipeline
+        state = pb.WriterState(status=w.status, recovered=p is not None)
+        if p is None:
+            return state
+        state.epoch = p.epoch
+        state.vdl = p.vdl
+        state.vcl = p.durability.vcl
+        state.next_lsn = p.allocator.next_lsn
+        state.fenced = p.fenced is not None
+        if p.fenced:
+            state.status = str(p.fenced)
+        for s in p.senders:
+            state.nodes.add(
+                name=s.client.name, reachable=s.reachable and not s.stale,
+                scl=p.durability.node_scl[s.client.name],
+            )  # fmt: skip
+        return state
