@@ -64,6 +64,7 @@ class ClusterLayout:
 
     def save(self) -> None:
         path = Path(self.directory) / "cluster.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2))
         tmp.replace(path)

@@ -50,6 +50,8 @@ class BatchTooLargeError(SixfoldError):
 class QuorumUnavailableError(SixfoldError):
     """Too few storage nodes reachable for a write (4) or read (3) quorum."""
 
+    outcome_unknown = False  # True when a commit was sent before the quorum was lost
+
     def __init__(self, kind: str, reachable: int, needed: int, total: int = 6) -> None:
         self.kind = kind
         self.reachable = reachable

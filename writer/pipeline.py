@@ -228,7 +228,7 @@ class CommitPipeline:
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.limits.write_timeout_s)
         except TimeoutError:
-            raise self._timeout_error(commit_lsn) from None
+            raise self._timeout_error(commit_lsn, sent=True) from None
 
     def _allocate_and_queue(self, writes: list[PageWrite], prev_page_lsns: dict[int, int]) -> int:
         vdl = self.durability.vdl
@@ -279,10 +279,17 @@ class CommitPipeline:
             and len(self.tail.records) + count <= self.limits.tail_records_max
         )
 
-    def _timeout_error(self, lsn: int) -> SixfoldError:
+    def _timeout_error(self, lsn: int, sent: bool = False) -> SixfoldError:
         reachable = self.reachable_count()
         if reachable < WRITE_QUORUM:
-            return QuorumUnavailableError("write", reachable, WRITE_QUORUM, COPIES)
+            exc = QuorumUnavailableError("write", reachable, WRITE_QUORUM, COPIES)
+            if sent:  # it may have reached some nodes: not written, or written whole, later
+                exc.args = (
+                    f"{exc}; commit LSN {lsn} was already sent, so its outcome is unknown: it "
+                    "becomes durable, whole, if a fourth node returns",
+                )
+                exc.outcome_unknown = True
+            return exc
         return CommitTimeoutError(
             f"commit LSN {lsn} not durable within {self.limits.write_timeout_s:g} s (VDL "
             f"{self.durability.vdl}, {reachable} of {COPIES} nodes reachable); its outcome is "

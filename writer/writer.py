@@ -68,7 +68,7 @@ class Writer:
         unknown = sorted({w.page_no for w in writes if not pipeline.knows_page(w.page_no)})
         prev_page_lsns = {}
         for page_no in unknown:
-            _, page_lsn = await self.read_page(page_no)
+            _, page_lsn, _ = await self.read_page(page_no)
             prev_page_lsns[page_no] = page_lsn
         return await pipeline.commit(writes, prev_page_lsns)
 
