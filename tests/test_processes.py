@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import pytest
 
-from sixfold.errors import QuorumUnavailableError
+from sixfold import cluster
+from sixfold.clients import WriterClient
+from sixfold.errors import QuorumUnavailableError, WriterFencedError
 from sixfold.record import Delta, RecordFlags, decode_record, encode_deltas, encode_record
 from sixfold.rpc import sixfold_pb2 as pb
 from tests.conftest import LocalCluster
@@ -142,3 +146,53 @@ def test_truncation_sticks_on_a_node_that_was_down(local_cluster: LocalCluster) 
     assert c.read(21, reader="r1") == ""
     assert c.read(22, reader="r1") == "new epoch"
     assert c.read(20, reader="r2") == "durable"
+
+
+def test_superseded_writer_is_fenced(local_cluster: LocalCluster) -> None:
+    """A second writer recovers at a newer epoch; the first acknowledges nothing more."""
+    c = local_cluster
+    c.write(30, "from the first writer")
+    nodes = ",".join(f"{n}={a}" for n, a in c.layout.nodes.items())
+    port = cluster.free_port()
+    second = subprocess.Popen(
+        [sys.executable, "-m", "writer", "--nodes", nodes, "--port", str(port), "--name", "second"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        c.wait_for(lambda: _writer_state(f"127.0.0.1:{port}").status == "accepting writes",
+                   "the second writer to recover")  # fmt: skip
+        with pytest.raises(WriterFencedError, match="writer fenced: volume epoch 1 was superseded"):
+            c.write(31, "must not be acknowledged")
+        state = _writer_state(c.layout.writer_address)
+        assert state.fenced and "fenced" in state.status
+        with pytest.raises(WriterFencedError):
+            c.write(32, "still fenced")
+        new_lsn = asyncio.run(_write_via(f"127.0.0.1:{port}", 33, "from the second writer"))
+        c.wait_for(lambda: c.reader_sees("r1", new_lsn), "r1 to follow the second writer")
+        assert c.read(33, reader="r1") == "from the second writer"
+        assert c.read(30, reader="r1") == "from the first writer"
+        assert c.read(32, reader="r1") == ""
+    finally:
+        second.kill()
+        second.wait(timeout=10)
+
+
+def _writer_state(address: str) -> pb.WriterState:
+    async def get() -> pb.WriterState:
+        client = WriterClient(address)
+        try:
+            return await client.state()
+        except Exception:
+            return pb.WriterState()
+        finally:
+            await client.close()
+
+    return asyncio.run(get())
+
+
+async def _write_via(address: str, page: int, text: str) -> int:
+    client = WriterClient(address)
+    try:
+        return await client.write_pages([pb.PageChange(page_no=page, data=text.encode() + b"\0")])
+    finally:
+        await client.close()
