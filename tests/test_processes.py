@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -196,3 +198,18 @@ async def _write_via(address: str, page: int, text: str) -> int:
         return await client.write_pages([pb.PageChange(page_no=page, data=text.encode() + b"\0")])
     finally:
         await client.close()
+
+
+def test_a_stopped_node_holds_up_no_commit(local_cluster: LocalCluster) -> None:
+    """SIGSTOP one node: commits go on without waiting out its append timeout (2 s)."""
+    c = local_cluster
+    pid = c.layout.processes["b2"].pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for i in range(20):
+            started = time.monotonic()
+            lsn = c.write(40 + i % 3, f"while b2 is stopped {i}")
+            assert time.monotonic() - started < 1.5, "a commit waited for the stopped node"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    c.wait_for(lambda: _all_scl_at_least(c, lsn), "b2 to catch up after SIGCONT")
