@@ -64,8 +64,9 @@ class SegmentState:
         self.truncations = merge(self.truncations, fresh)
         for rng in fresh:
             self.completeness.truncate(rng)
-        if fresh and self.vdl > min(r.after_lsn for r in fresh):
-            self.vdl = min(self.vdl, min(r.after_lsn for r in fresh))
+        for rng in fresh:  # a learned VDL is never cancelled; if it were, it would not stand
+            if rng.after_lsn < self.vdl <= rng.through_lsn:
+                self.vdl = rng.after_lsn
         return fresh
 
     # -- records ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from sixfold.errors import BatchTooLargeError, CorruptRecordError, SixfoldError
 from sixfold.record import RedoRecord, decode_record
 from sixfold.segment import SegmentState
 from sixfold.truncation import TruncationRange
-from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore
+from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore, StoredMeta
 
 log = logging.getLogger("sixfold.storage_node")
 
@@ -86,6 +86,8 @@ class StorageNode:
         st.completeness.scl = meta.scl
         st.completeness.cpl_at_scl = meta.cpl_at_scl
         st.completeness.highest_lsn = meta.scl
+        for rng in meta.truncations:  # finish deletions a crash may have cut short
+            self.store.delete_truncated(rng)
         corrupt: list[int] = []
         for lsn, item in list(self.store.records_after(meta.scl)):
             if isinstance(item, CorruptRecordError):
@@ -194,35 +196,36 @@ class StorageNode:
 
     # -- epochs and truncation ----------------------------------------------------------------------
 
+    def _meta(self) -> StoredMeta:
+        st = self.state
+        return StoredMeta(
+            node_name=self.name, epoch=st.epoch, epoch_owner=st.epoch_owner,
+            truncations=st.truncations, scl=st.scl, cpl_at_scl=st.completeness.cpl_at_scl,
+            vdl=st.vdl, vdl_epoch=st.vdl_epoch,
+        )  # fmt: skip
+
     async def seal(self, epoch: int, owner: str) -> None:
         async with self.write_lock:
-            self.state.check_seal(epoch, owner)
-            st = self.state
-            await asyncio.to_thread(
-                self.store.save_epoch, epoch, owner, st.truncations, st.scl,
-                st.completeness.cpl_at_scl,
-            )  # fmt: skip
-            st.seal(epoch, owner)
+            self.state.seal(epoch, owner)  # raises, changing nothing, if the epoch is stale
+            await asyncio.to_thread(self.store.save_meta, self._meta())
             log.info("%s: sealed epoch %d for %s", self.name, epoch, owner)
 
     async def truncate(self, epoch: int, ranges: tuple[TruncationRange, ...]) -> None:
-        """Adopt an epoch and its truncations: persist them, then delete what they cancel."""
+        """Adopt an epoch and its truncations: record them durably, then delete what they cancel.
+
+        The SCL drops to the truncation point in memory first, so no read can ask for a
+        cancelled record while it is being deleted; and the truncation is on disk before any
+        record goes, so a crash in between leaves records that start-up deletes again.
+        """
         async with self.write_lock:
             st = self.state
             st.check_truncate(epoch)
-            fresh = st.new_truncations(ranges)
-            if not fresh and epoch == st.epoch:
+            if not st.new_truncations(ranges) and epoch == st.epoch:
                 return
+            fresh = st.truncate(epoch, ranges)
+            await asyncio.to_thread(self.store.save_meta, self._meta())
             for rng in fresh:
                 await asyncio.to_thread(self.store.delete_truncated, rng)
-            owner = st.epoch_owner if epoch == st.epoch else ""
-            st.truncate(epoch, ranges)
-            await asyncio.to_thread(
-                self.store.save_epoch, st.epoch, owner, st.truncations, st.scl,
-                st.completeness.cpl_at_scl,
-            )  # fmt: skip
-            await asyncio.to_thread(self.store.save_vdl, st.vdl, st.vdl_epoch)
-            for rng in fresh:
                 log.info("%s: truncated (%d, %d] at epoch %d", self.name, rng.after_lsn,
                          rng.through_lsn, rng.epoch)  # fmt: skip
 

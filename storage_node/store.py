@@ -115,16 +115,17 @@ class NodeStore:
                 vdl_epoch=num(b"vdl_epoch"),
             )
 
-    def save_epoch(
-        self, epoch: int, owner: str, truncations: tuple[TruncationRange, ...], scl: int, cpl: int
-    ) -> None:
+    def save_meta(self, meta: StoredMeta) -> None:
+        """Durably record the epoch, its truncations and the points (one transaction)."""
+        assert meta.node_name == self.node_name
         with self.env.begin(write=True, db=self.meta_db) as txn:
-            txn.put(b"epoch", str(epoch).encode())
-            txn.put(b"epoch_owner", owner.encode())
-            txn.put(
-                b"truncations", json.dumps([list(_range_tuple(r)) for r in truncations]).encode()
-            )
-            _put_points(txn, scl, cpl)
+            txn.put(b"epoch", str(meta.epoch).encode())
+            txn.put(b"epoch_owner", meta.epoch_owner.encode())
+            ranges = [list(_range_tuple(r)) for r in meta.truncations]
+            txn.put(b"truncations", json.dumps(ranges).encode())
+            _put_points(txn, meta.scl, meta.cpl_at_scl)
+            txn.put(b"vdl", str(meta.vdl).encode())
+            txn.put(b"vdl_epoch", str(meta.vdl_epoch).encode())
 
     # -- the log ----------------------------------------------------------------------------------
 
@@ -139,11 +140,6 @@ class NodeStore:
             _put_points(txn, scl, cpl, self.meta_db)
             txn.put(b"vdl", str(vdl).encode(), db=self.meta_db)
             txn.put(b"vdl_epoch", str(vdl_epoch).encode(), db=self.meta_db)
-
-    def save_vdl(self, vdl: int, vdl_epoch: int) -> None:
-        with self.env.begin(write=True, db=self.meta_db) as txn:
-            txn.put(b"vdl", str(vdl).encode())
-            txn.put(b"vdl_epoch", str(vdl_epoch).encode())
 
     def records_after(
         self, after_lsn: int
