@@ -28,14 +28,15 @@ class StaleEpochError(SixfoldError):
 
 
 class EpochAheadError(SixfoldError):
-    """A request carried a newer epoch than the node has: the node must learn truncations."""
+    """The node has not learned the request's epoch and its truncations yet."""
 
-    def __init__(self, request_epoch: int, node_epoch: int) -> None:
+    def __init__(self, request_epoch: int, node_epoch: int, truncations_version: int) -> None:
         self.request_epoch = request_epoch
         self.node_epoch = node_epoch
         super().__init__(
-            f"node is at volume epoch {node_epoch}, behind the request's epoch {request_epoch}: "
-            "it must learn that epoch's truncations before it accepts records"
+            f"node is at volume epoch {node_epoch} with the truncations of epoch "
+            f"{truncations_version}; it must learn epoch {request_epoch}'s truncations before "
+            "it accepts records of that epoch"
         )
 
 

@@ -59,7 +59,7 @@ class PageReader:
         usable = [
             (c, s)
             for c, s in zip(self.clients, states, strict=True)
-            if isinstance(s, pb.NodeState) and s.serving and s.epoch >= min_epoch
+            if isinstance(s, pb.NodeState) and s.serving and s.truncations_version >= min_epoch
         ]
         if len(usable) < READ_QUORUM:
             raise QuorumUnavailableError("read", len(usable), READ_QUORUM, COPIES)

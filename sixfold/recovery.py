@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sixfold.quorum import READ_QUORUM
-from sixfold.truncation import TruncationRange, merge
+from sixfold.truncation import TruncationRange
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class SegmentReport:
     cpl_at_scl: int
     highest_lsn: int
     truncations: tuple[TruncationRange, ...]
+    truncations_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +44,30 @@ def next_epoch(reports: list[SegmentReport]) -> int:
     return max((r.epoch for r in reports), default=0) + 1
 
 
-def known_truncations(reports: list[SegmentReport]) -> tuple[TruncationRange, ...]:
-    return merge(*(r.truncations for r in reports))
+def newest_truncations(reports: list[SegmentReport]) -> SegmentReport:
+    """The report holding the newest truncation set: the one recovery must build on.
+
+    Not the union of all sets: a set written by a recovery that died before it reached a
+    write quorum is superseded by any later recovery that did not see it. A set that did
+    reach a write quorum is seen by every later recovery (4 + 4 > 6), so it is never lost.
+    """
+    return max(reports, key=lambda r: r.truncations_version)
 
 
 def plan_recovery(epoch: int, reports: list[SegmentReport], lal: int) -> RecoveryPlan:
     """Durable points and the truncation from the states of the sealed nodes.
 
-    Every report must already know every truncation the others know (the writer pushes them
-    first): a node that missed an earlier truncation could report an SCL inside it.
+    Every report must already hold the newest truncation set (the writer pushes it first): a
+    node that missed an earlier truncation could report an SCL inside a cancelled range.
     """
     assert len(reports) >= READ_QUORUM, "recovery needs at least a read quorum of states"
     assert all(r.epoch == epoch for r in reports), "plan only from nodes sealed at epoch"
-    known = known_truncations(reports)
-    assert all(set(r.truncations) == set(known) for r in reports), "truncations not synced"
+    newest = newest_truncations(reports)
+    known = newest.truncations
+    assert all(
+        r.truncations_version == newest.truncations_version and set(r.truncations) == set(known)
+        for r in reports
+    ), "truncation sets not synced"
     best = max(reports, key=lambda r: r.scl)
     vdl = max(r.cpl_at_scl for r in reports)
     prior_through = max((r.through_lsn for r in known), default=0)

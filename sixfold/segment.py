@@ -25,6 +25,11 @@ class SegmentState:
     epoch: int = 0
     epoch_owner: str = ""
     truncations: tuple[TruncationRange, ...] = ()
+    # The epoch of the recovery that wrote this set of truncations. A node only ever takes a
+    # newer set, never merges an older one in: a recovery that died before its truncation
+    # reached a write quorum may never have counted, and a later recovery, which may not
+    # have seen it, decides what stands (P18 §2.4).
+    truncations_version: int = 0
     completeness: SegmentCompleteness = field(default_factory=SegmentCompleteness)
     vdl: int = 0
     vdl_epoch: int = 0
@@ -33,11 +38,11 @@ class SegmentState:
     # -- epochs (P17 §4.3, P18 §2.4) --------------------------------------------------------
 
     def check_current(self, request_epoch: int, what: str) -> None:
-        """An append must carry exactly the node's epoch."""
+        """An append must carry the node's epoch, and the node must know its truncations."""
         if request_epoch < self.epoch:
             raise StaleEpochError(request_epoch, self.epoch, what)
-        if request_epoch > self.epoch:
-            raise EpochAheadError(request_epoch, self.epoch)
+        if request_epoch > self.epoch or self.truncations_version < request_epoch:
+            raise EpochAheadError(request_epoch, self.epoch, self.truncations_version)
 
     def check_seal(self, epoch: int, owner: str) -> None:
         """A new epoch is won by being strictly newer; re-sealing one's own epoch is idempotent."""
@@ -52,20 +57,33 @@ class SegmentState:
         if epoch < self.epoch:
             raise StaleEpochError(epoch, self.epoch, "truncation")
 
-    def new_truncations(self, ranges: tuple[TruncationRange, ...]) -> list[TruncationRange]:
+    def new_truncations(
+        self, ranges: tuple[TruncationRange, ...], version: int
+    ) -> list[TruncationRange]:
+        """Ranges a truncation set of `version` would newly cancel (none if it is not newer)."""
+        if version <= self.truncations_version:
+            return []
         return [r for r in ranges if r not in self.truncations]
 
-    def truncate(self, epoch: int, ranges: tuple[TruncationRange, ...]) -> list[TruncationRange]:
-        """Adopt `epoch` and its truncations; return the ranges whose records must be deleted."""
+    def truncate(
+        self, epoch: int, ranges: tuple[TruncationRange, ...], version: int
+    ) -> list[TruncationRange]:
+        """Adopt `epoch` and, if newer than ours, the truncation set written at `version`.
+
+        Returns the ranges whose records must now be deleted. Ranges of the old set missing
+        from the new one cancel nothing any more: their records may be fetched again.
+        """
         self.check_truncate(epoch)
-        fresh = self.new_truncations(ranges)
+        assert version <= epoch, "a truncation set is written by a recovery at its epoch"
+        fresh = self.new_truncations(ranges, version)
         if epoch > self.epoch:
             self.epoch, self.epoch_owner = epoch, ""
-        self.truncations = merge(self.truncations, fresh)
+        if version > self.truncations_version:
+            self.truncations = merge(ranges)
+            self.truncations_version = version
         for rng in fresh:
             self.completeness.truncate(rng)
-        for rng in fresh:  # a learned VDL is never cancelled; if it were, it would not stand
-            if rng.after_lsn < self.vdl <= rng.through_lsn:
+            if rng.after_lsn < self.vdl <= rng.through_lsn:  # a learned VDL is never cancelled
                 self.vdl = rng.after_lsn
         return fresh
 
@@ -110,10 +128,10 @@ class SegmentState:
 
     def check_covers(self, lsn: int, min_epoch: int) -> None:
         self.check_serving()
-        if self.epoch < min_epoch:
+        if self.truncations_version < min_epoch:
             raise NotServingError(
-                f"storage node {self.name} is at epoch {self.epoch}, below the reader's "
-                f"epoch {min_epoch}"
+                f"storage node {self.name} knows the truncations of epoch "
+                f"{self.truncations_version}, not yet those of the reader's epoch {min_epoch}"
             )
         if self.completeness.scl < lsn:
             raise NotServingError(

@@ -56,20 +56,27 @@ class Gossip:
         return await self._fill_holes(answered)
 
     async def _adopt_truncations(self, states: list[pb.NodeState]) -> None:
+        """Take a peer's truncation set when it is newer than ours (never merge an older one).
+
+        A bare epoch is not spread this way: a recovery must win its epoch's seal itself.
+        """
         st = self.node.state
-        for state in states:
-            if state.epoch < st.epoch:
-                continue
-            ranges = ranges_from_proto(state.truncations, epoch_max=state.epoch)
-            if state.epoch > st.epoch or st.new_truncations(ranges):
-                await self.node.truncate(state.epoch, ranges)
+        newest = max(states, key=lambda s: s.truncations_version, default=None)
+        if newest is None or newest.truncations_version <= st.truncations_version:
+            return
+        version = newest.truncations_version
+        ranges = ranges_from_proto(newest.truncations, epoch_max=version)
+        await self.node.truncate(max(st.epoch, version), ranges, version)
 
     async def _fill_holes(self, answered: list[tuple[NodeClient, pb.NodeState]]) -> bool:
         st = self.node.state
         if not st.serving:
             return False
+        # Only peers that cancel exactly what this node cancels may fill its holes.
         ahead = [
-            (p, s) for p, s in answered if s.serving and s.epoch == st.epoch and s.scl > st.scl
+            (p, s)
+            for p, s in answered
+            if s.serving and s.truncations_version == st.truncations_version and s.scl > st.scl
         ]
         if not ahead:
             return False

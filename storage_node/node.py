@@ -82,6 +82,7 @@ class StorageNode:
         meta = self.store.load_meta()
         st = self.state
         st.epoch, st.epoch_owner, st.truncations = meta.epoch, meta.epoch_owner, meta.truncations
+        st.truncations_version = meta.truncations_version
         st.vdl, st.vdl_epoch = meta.vdl, meta.vdl_epoch
         st.completeness.scl = meta.scl
         st.completeness.cpl_at_scl = meta.cpl_at_scl
@@ -200,7 +201,7 @@ class StorageNode:
         st = self.state
         return StoredMeta(
             node_name=self.name, epoch=st.epoch, epoch_owner=st.epoch_owner,
-            truncations=st.truncations, scl=st.scl, cpl_at_scl=st.completeness.cpl_at_scl,
+            truncations=st.truncations, truncations_version=st.truncations_version, scl=st.scl, cpl_at_scl=st.completeness.cpl_at_scl,
             vdl=st.vdl, vdl_epoch=st.vdl_epoch,
         )  # fmt: skip
 
@@ -210,8 +211,8 @@ class StorageNode:
             await asyncio.to_thread(self.store.save_meta, self._meta())
             log.info("%s: sealed epoch %d for %s", self.name, epoch, owner)
 
-    async def truncate(self, epoch: int, ranges: tuple[TruncationRange, ...]) -> None:
-        """Adopt an epoch and its truncations: record them durably, then delete what they cancel.
+    async def truncate(self, epoch: int, ranges: tuple[TruncationRange, ...], version: int) -> None:
+        """Adopt an epoch and a newer truncation set: record them, then delete what they cancel.
 
         The SCL drops to the truncation point in memory first, so no read can ask for a
         cancelled record while it is being deleted; and the truncation is on disk before any
@@ -220,9 +221,9 @@ class StorageNode:
         async with self.write_lock:
             st = self.state
             st.check_truncate(epoch)
-            if not st.new_truncations(ranges) and epoch == st.epoch:
+            if epoch == st.epoch and version <= st.truncations_version:
                 return
-            fresh = st.truncate(epoch, ranges)
+            fresh = st.truncate(epoch, ranges, version)
             await asyncio.to_thread(self.store.save_meta, self._meta())
             for rng in fresh:
                 await asyncio.to_thread(self.store.delete_truncated, rng)

@@ -6,7 +6,7 @@ import time
 
 import grpc
 
-from sixfold.errors import CorruptRecordError, SixfoldError
+from sixfold.errors import CorruptRecordError, InvalidRequestError, SixfoldError
 from sixfold.record import PAGE_SIZE_BYTES
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
@@ -29,6 +29,7 @@ def node_state(node: StorageNode) -> pb.NodeState:
         vdl=st.vdl,
         vdl_epoch=st.vdl_epoch,
         truncations=ranges_to_proto(st.truncations, pb.TruncationRange),
+        truncations_version=st.truncations_version,
         format_version=FORMAT_VERSION,
         serving=st.serving,
         min_read_point=node.min_read_point(time.monotonic()),
@@ -92,8 +93,13 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
 
     async def Truncate(self, request: pb.TruncateRequest, context):
         try:
-            ranges = ranges_from_proto(request.ranges, epoch_max=request.epoch)
-            await self.node.truncate(request.epoch, ranges)
+            ranges = ranges_from_proto(request.ranges, epoch_max=request.truncations_version)
+            if request.truncations_version > request.epoch:
+                raise InvalidRequestError(
+                    f"truncation set version {request.truncations_version} is newer than the "
+                    f"request's epoch {request.epoch}"
+                )
+            await self.node.truncate(request.epoch, ranges, request.truncations_version)
         except SixfoldError as exc:
             await abort(context, exc)
         return node_state(self.node)

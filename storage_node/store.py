@@ -49,6 +49,7 @@ class StoredMeta:
     epoch: int
     epoch_owner: str
     truncations: tuple[TruncationRange, ...]
+    truncations_version: int
     scl: int
     cpl_at_scl: int
     vdl: int
@@ -109,6 +110,7 @@ class NodeStore:
                 epoch=num(b"epoch"),
                 epoch_owner=(txn.get(b"epoch_owner") or b"").decode(),
                 truncations=tuple(TruncationRange(*r) for r in ranges),
+                truncations_version=num(b"truncations_version"),
                 scl=num(b"scl"),
                 cpl_at_scl=num(b"cpl_at_scl"),
                 vdl=num(b"vdl"),
@@ -123,6 +125,7 @@ class NodeStore:
             txn.put(b"epoch_owner", meta.epoch_owner.encode())
             ranges = [list(_range_tuple(r)) for r in meta.truncations]
             txn.put(b"truncations", json.dumps(ranges).encode())
+            txn.put(b"truncations_version", str(meta.truncations_version).encode())
             _put_points(txn, meta.scl, meta.cpl_at_scl)
             txn.put(b"vdl", str(meta.vdl).encode())
             txn.put(b"vdl_epoch", str(meta.vdl_epoch).encode())

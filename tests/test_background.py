@@ -24,6 +24,7 @@ def test_coalesce_then_collect_garbage_keeps_every_read_point(tmp_path: Path) ->
         node.start()
         try:
             await node.seal(1, "w")
+            await node.truncate(1, (), 1)
             prev = 0
             for lsn in range(1, 41):
                 r = encode_record(

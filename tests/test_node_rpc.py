@@ -66,7 +66,9 @@ def run_with_node(
 
 
 async def sealed(client: NodeClient, epoch: int = 1) -> None:
+    """Seal `epoch` and give the node its (empty) truncation set, as recovery does."""
     await client.seal(epoch, OWNER)
+    await client.truncate(pb.TruncateRequest(epoch=epoch, truncations_version=epoch))
 
 
 def test_append_then_read_pages_and_records(tmp_path: Path) -> None:
@@ -171,7 +173,7 @@ def test_malformed_truncation_is_refused(tmp_path: Path) -> None:
         await sealed(client)
         bad = pb.TruncationRange(epoch=1, after_lsn=10, through_lsn=5)
         with pytest.raises(InvalidRequestError, match="malformed truncation range"):
-            await client.truncate(pb.TruncateRequest(epoch=1, ranges=[bad]))
+            await client.truncate(pb.TruncateRequest(epoch=1, ranges=[bad], truncations_version=1))
 
     run_with_node(tmp_path / "a1", body)
 
@@ -183,7 +185,9 @@ def test_truncation_cancels_records_and_refuses_them_later(tmp_path: Path) -> No
         await client.append(pb.AppendRequest(epoch=1, records=[r.encoded for r in recs]))
         await client.seal(2, OWNER)
         rng = pb.TruncationRange(epoch=2, after_lsn=1, through_lsn=100)
-        state = await client.truncate(pb.TruncateRequest(epoch=2, ranges=[rng]))
+        state = await client.truncate(
+            pb.TruncateRequest(epoch=2, ranges=[rng], truncations_version=2)
+        )
         assert state.scl == 1 and state.records_stored == 1
         # The cancelled record offered again (by gossip or a late append) is not taken back.
         await node.append(None, [recs[1]])

@@ -45,6 +45,7 @@ def test_no_single_node_complete_so_three_are_merged(tmp_path: Path) -> None:
         try:
             for c in clients:
                 await c.seal(1, "w")
+                await c.truncate(pb.TruncateRequest(epoch=1, truncations_version=1))
             prev_page = 0
             for lsn in range(1, 7):
                 text = f"version {lsn}".encode() + b"\0"

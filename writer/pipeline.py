@@ -156,8 +156,9 @@ class NodeSender:
     async def _send_truncations(self) -> None:
         p = self.pipeline
         request = pb.TruncateRequest(
-            epoch=p.epoch, ranges=ranges_to_proto(p.truncations, pb.TruncationRange)
-        )
+            epoch=p.epoch, ranges=ranges_to_proto(p.truncations, pb.TruncationRange),
+            truncations_version=p.epoch,
+        )  # fmt: skip
         log.info(
             "storage node %s missed epoch %d: sending its truncations", self.client.name, p.epoch
         )

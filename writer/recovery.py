@@ -3,9 +3,11 @@
 1. Read every reachable node's state; choose the next epoch.
 2. Seal it on every reachable node; at least a write quorum must accept, or another writer
    won (or too few nodes are up) and recovery fails with a message saying which.
-3. Push every truncation any sealed node knows to those that lack it.
+3. Push the newest truncation set any sealed node holds to those that hold an older one
+   (a node may take a newer one from gossip meanwhile: repeat, a bounded number of times).
 4. Plan: VDL, the truncation range and the first new LSN (pure: sixfold.recovery).
-5. Write the truncation to the sealed nodes (a write quorum must take it).
+5. Write the new truncation set, versioned with this epoch, to the sealed nodes (a write
+   quorum must take it).
 6. Repair: copy records up to VDL from the most complete node to sealed nodes that lack
    them, until a write quorum is complete to VDL.
 Nothing here replays redo: the work is bounded by the LAL, not by the length of the log.
@@ -23,7 +25,7 @@ from sixfold.quorum import COPIES, WRITE_QUORUM
 from sixfold.recovery import (
     RecoveryPlan,
     SegmentReport,
-    known_truncations,
+    newest_truncations,
     next_epoch,
     plan_recovery,
 )
@@ -34,6 +36,7 @@ from sixfold.wire import ranges_from_proto, ranges_to_proto
 log = logging.getLogger("sixfold.recovery")
 
 RECOVERY_CALL_TIMEOUT_S = 3.0
+TRUNCATION_SYNC_ROUNDS_MAX = 3
 REPAIR_BATCH_RECORDS_MAX = 2_000
 
 
@@ -48,6 +51,7 @@ def report_of(state: pb.NodeState) -> SegmentReport:
     return SegmentReport(
         name=state.name, epoch=state.epoch, scl=state.scl, cpl_at_scl=state.cpl_at_scl,
         highest_lsn=state.highest_lsn, truncations=ranges_from_proto(state.truncations),
+        truncations_version=state.truncations_version,
     )  # fmt: skip
 
 
@@ -82,16 +86,18 @@ async def recover(clients: list[NodeClient], owner: str, lal: int) -> Recovered:
         raise QuorumUnavailableError("write", len(sealed), WRITE_QUORUM, COPIES)
     log.info("sealed epoch %d on %s", epoch, ", ".join(sorted(sealed)))
 
-    # 3. every sealed node learns every truncation any of them knows
-    known = known_truncations([report_of(s) for s in sealed.values()])
-    sealed = await _truncate_all(by_name, sealed, epoch, known)
+    # 3. every sealed node holds the newest truncation set among them
+    sealed = await _sync_truncations(by_name, sealed, epoch)
     plan = plan_recovery(epoch, [report_of(s) for s in sealed.values()], lal)
     log.info("recovery plan: VDL %d, truncate (%d, %d], next LSN %d", plan.vdl,
              plan.truncation.after_lsn, plan.truncation.through_lsn, plan.next_lsn)  # fmt: skip
 
-    # 5. truncate above VDL
-    truncations = merge(known, [plan.truncation])
-    sealed = await _truncate_all(by_name, sealed, epoch, truncations)
+    # 5. truncate above VDL: the new set, versioned with this epoch
+    base = newest_truncations([report_of(s) for s in sealed.values()])
+    truncations = merge(base.truncations, [plan.truncation])
+    sealed = await _truncate_all(by_name, sealed, epoch, truncations, epoch)
+    if plan.source not in sealed:
+        raise RecoveryError(f"{plan.source}, the most complete node, failed during truncation")
 
     # 6. repair lagging nodes up to VDL
     node_scls = {n: s.scl for n, s in sealed.items()}
@@ -105,13 +111,37 @@ async def recover(clients: list[NodeClient], owner: str, lal: int) -> Recovered:
     return Recovered(plan, truncations, node_scls)
 
 
+async def _sync_truncations(
+    by_name: dict[str, NodeClient], sealed: dict[str, pb.NodeState], epoch: int
+) -> dict[str, pb.NodeState]:
+    for _ in range(TRUNCATION_SYNC_ROUNDS_MAX):
+        reports = [report_of(s) for s in sealed.values()]
+        newest = newest_truncations(reports)
+        if all(
+            r.truncations_version == newest.truncations_version
+            and set(r.truncations) == set(newest.truncations)
+            for r in reports
+        ):
+            return sealed
+        sealed = await _truncate_all(
+            by_name, sealed, epoch, newest.truncations, newest.truncations_version
+        )
+    raise RecoveryError(
+        f"the sealed nodes' truncation sets did not agree after {TRUNCATION_SYNC_ROUNDS_MAX} rounds"
+    )
+
+
 async def _truncate_all(
     by_name: dict[str, NodeClient],
     sealed: dict[str, pb.NodeState],
     epoch: int,
     ranges: tuple[TruncationRange, ...],
+    version: int,
 ) -> dict[str, pb.NodeState]:
-    request = pb.TruncateRequest(epoch=epoch, ranges=ranges_to_proto(ranges, pb.TruncationRange))
+    request = pb.TruncateRequest(
+        epoch=epoch, ranges=ranges_to_proto(ranges, pb.TruncationRange),
+        truncations_version=version,
+    )  # fmt: skip
     results = await _gather_states(
         [by_name[n] for n in sealed],
         lambda c: c.truncate(request, timeout=RECOVERY_CALL_TIMEOUT_S * 3),
@@ -131,7 +161,7 @@ async def _repair(
 ) -> None:
     """Copy records (scl, VDL] from the most complete node to nodes that lack them."""
     source = by_name[plan.source]
-    for name in plan.lagging:
+    for name in [n for n in plan.lagging if n in node_scls]:
         target = by_name[name]
         try:
             while node_scls[name] < plan.vdl:

@@ -17,7 +17,7 @@ class TruncationRange(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ...) -> None: ...
 
 class NodeState(_message.Message):
-    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored")
+    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class NodeState(_message.Message):
     MIN_READ_POINT_FIELD_NUMBER: _ClassVar[int]
     RECORDS_STORED_FIELD_NUMBER: _ClassVar[int]
     PAGE_VERSIONS_STORED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATIONS_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     az: str
     epoch: int
@@ -48,7 +49,8 @@ class NodeState(_message.Message):
     min_read_point: int
     records_stored: int
     page_versions_stored: int
-    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ...) -> None: ...
+    truncations_version: int
+    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ...) -> None: ...
 
 class AppendRequest(_message.Message):
     __slots__ = ("epoch", "records", "vdl")
@@ -127,12 +129,14 @@ class SealEpochRequest(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class TruncateRequest(_message.Message):
-    __slots__ = ("epoch", "ranges")
+    __slots__ = ("epoch", "ranges", "truncations_version")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     RANGES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATIONS_VERSION_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
-    def __init__(self, epoch: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ...) -> None: ...
+    truncations_version: int
+    def __init__(self, epoch: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., truncations_version: _Optional[int] = ...) -> None: ...
 
 class PageChange(_message.Message):
     __slots__ = ("page_no", "offset", "data")
