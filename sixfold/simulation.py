@@ -1,0 +1,1304 @@
+"""A deterministic simulation of the whole volume: six nodes, writers and a reader, one seed.
+
+The simulator runs the REAL pure core (SegmentState, VolumeDurability, LsnAllocator,
+plan_recovery, apply_records) and replaces only what the async shells do with I/O: the network
+is a queue of messages with delay, drop and reorder; a node's disk is a dict of records, made
+durable by a commit step that a crash may forestall (the real node acknowledges only after
+fsync, so a crash loses exactly the appends queued but not yet committed). Time is a logical
+clock in ticks; every random choice comes from one random.Random(seed), so a seed replays the
+same trace exactly (the approach of TigerBeetle's VOPR and FoundationDB's simulator).
+
+The shells are mirrored step by step: storage_node/node.py (commit path, seal, truncate, read
+gate), storage_node/gossip.py (take a newer truncation set, then fill holes from peers holding
+the same set), writer/recovery.py (seal on >= 4, sync the newest truncation set, plan, write
+the new set versioned with the epoch, repair), writer/pipeline.py (one append in flight per
+node, durable points from acks, a node that lacks the epoch's truncation set is sent it) and
+reader/reader.py (read point = the newest (vdl_epoch, vdl) the nodes learned; a page is read
+only from a node holding that epoch's truncation set).
+
+Faults stay within what the design tolerates for progress (at most MAX_NODES_DOWN nodes down
+at once), but the safety invariants are checked after every step whatever happens:
+- every record of the durable history up to the highest durable point (acknowledged commits
+  and recovered VDLs) is held by a write quorum of nodes, so any 2 nodes (an AZ, or AZ+1 for
+  reads) may fail without losing an acknowledged commit (P17 §2);
+- a reader's read point is a durable point on that history, and every page it reads equals
+  the page materialised from that history at its read point (P18 §3);
+- at most one writer receives acknowledgements in any epoch (P18 §2.4);
+- no node holds or serves a record cancelled by a truncation it knows, no cancelled LSN is
+  ever reused, acknowledged or made visible, and a node whose truncation set is as new as a
+  completed recovery's holds that recovery's range (P17 §4.3, P18 §2.4).
+
+Replay a failing seed with: python -m sixfold.simulation --seed N [--steps S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import random
+import sys
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass, field, replace
+
+from sixfold.allocation import LsnAllocator
+from sixfold.durability import VolumeDurability
+from sixfold.errors import EpochAheadError, InvalidRequestError, SixfoldError, StaleEpochError
+from sixfold.page import EMPTY_PAGE, apply_records
+from sixfold.quorum import COPIES, NODE_NAMES, WRITE_QUORUM, quorum_lsn
+from sixfold.record import Delta, RecordFlags, RedoRecord, encode_deltas, encode_record
+from sixfold.recovery import SegmentReport, newest_truncations, next_epoch, plan_recovery
+from sixfold.segment import SegmentState
+from sixfold.truncation import TruncationRange, is_cancelled, merge
+
+# -- bounds (units last) ----------------------------------------------------------------------
+
+STEPS_DEFAULT = 400  # ticks of the fault phase
+QUIET_TICKS_MAX = 400  # ticks allowed, after the faults stop, for a writer to make progress
+NET_DELAY_TICKS_MAX = 4  # a message is delivered 1..this many ticks after it is sent
+CALL_TIMEOUT_TICKS = 12  # a request with no answer by then has failed (NodeDownError)
+MAX_NODES_DOWN = COPIES - WRITE_QUORUM  # crashed at once: writes still have a quorum
+NODE_DOWN_TICKS_MAX = 40
+WRITERS_MAX = 8  # writers started in one run (each crash or race starts a new one)
+WRITER_RESTART_TICKS_MAX = 10  # ticks between a writer crash and its successor starting
+RECOVERY_ATTEMPTS_MAX = 6  # a writer that fails this often gives up (bounds dueling writers)
+RECOVERY_RETRY_TICKS = 6
+TRUNCATION_SYNC_ROUNDS_MAX = 3  # pushes of the newest truncation set until the sealed agree
+REPAIR_ROUNDS_MAX = 8  # read-then-append rounds to repair one lagging node
+REPAIR_BATCH_RECORDS_MAX = 16
+GOSSIP_PERIOD_TICKS = 5
+GOSSIP_RECORDS_MAX = 32  # records fetched from one peer per gossip round
+APPEND_BATCH_RECORDS_MAX = 16
+TAIL_RECORDS_MAX = 64  # records the writer holds for its senders
+SENDER_BACKOFF_TICKS_MAX = 8
+READER_POLL_TICKS = 4
+PAGES = 6  # pages the workload writes
+WRITES_PER_TXN_MAX = 3  # page writes in one mini-transaction
+DELTA_OFFSET_MAX = 48  # bytes: deltas land in a small window so pages overlap often
+DELTA_BYTES_MAX = 8
+LAL_SIM = 24  # a small LSN allocation limit, so back-pressure and truncations are exercised
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Per-tick fault probabilities; chosen from the seed so runs differ in character."""
+
+    drop: float = 0.03
+    node_crash: float = 0.01
+    writer_crash: float = 0.008
+    zombie: float = 0.3  # a crashed writer keeps running, partitioned (it must be fenced)
+    race: float = 0.25  # a writer start brings two racing writers
+    commit: float = 0.5  # a client starts a mini-transaction
+    node_commit: float = 0.7  # a node syncs its queued appends (fsync latency)
+
+    @staticmethod
+    def from_rng(rng: random.Random) -> Faults:
+        return Faults(
+            drop=rng.choice([0.0, 0.02, 0.05, 0.1]),
+            node_crash=rng.choice([0.0, 0.005, 0.01, 0.02]),
+            writer_crash=rng.choice([0.0, 0.005, 0.01]),
+            zombie=rng.choice([0.0, 0.3, 0.6]),
+            race=rng.choice([0.0, 0.25, 0.5]),
+            commit=rng.choice([0.3, 0.6]),
+            node_commit=rng.choice([0.4, 0.8]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Flaws:
+    """Deliberate bugs, to show the invariants catch them. All off in a correct run."""
+
+    ack_quorum: int = WRITE_QUORUM  # acknowledge a commit once this many nodes complete it
+    skip_truncation: bool = False  # recover without truncating, reusing LSNs above VDL
+
+
+class InvariantViolation(AssertionError):
+    pass
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    epoch: int
+    records: tuple[RedoRecord, ...]
+    vdl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    epoch: int
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    epoch: int
+    ranges: tuple[TruncationRange, ...]
+    version: int  # the epoch of the recovery that wrote this set
+
+
+@dataclass(frozen=True, slots=True)
+class GetState:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRecords:
+    after_lsn: int
+    through_lsn: int
+    records_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetPage:
+    page_no: int
+    lsn: int
+    min_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """pb.NodeState: what a node tells peers, writers and readers about itself."""
+
+    name: str
+    epoch: int
+    scl: int
+    cpl_at_scl: int
+    highest_lsn: int
+    vdl: int
+    vdl_epoch: int
+    truncations: tuple[TruncationRange, ...]
+    truncations_version: int
+    serving: bool
+
+    def report(self) -> SegmentReport:
+        return SegmentReport(
+            self.name, self.epoch, self.scl, self.cpl_at_scl, self.highest_lsn, self.truncations,
+            self.truncations_version,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AppendAck:
+    scl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    records: tuple[RedoRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    image: bytes
+    page_lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    error: SixfoldError
+
+
+TIMEOUT = Failure(SixfoldError("no answer before the call deadline"))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    src: str
+    dst: str
+    call_id: int
+    body: object
+    is_reply: bool
+
+
+# -- the network and the actors' call plumbing --------------------------------------------------
+
+
+class Network:
+    """Messages in flight, delivered after a random delay (hence reordered) or dropped."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.in_flight: list[tuple[int, int, Message]] = []  # (deliver_tick, seq, message)
+        self.seq = 0
+        self.drop = sim.faults.drop
+
+    def send(self, message: Message) -> None:
+        rng = self.sim.rng
+        if rng.random() < self.drop:
+            return
+        self.seq += 1
+        deliver = self.sim.tick + rng.randint(1, NET_DELAY_TICKS_MAX)
+        bisect.insort(self.in_flight, (deliver, self.seq, message), key=lambda t: (t[0], t[1]))
+
+    def due(self) -> list[Message]:
+        count = 0
+        while count < len(self.in_flight) and self.in_flight[count][0] <= self.sim.tick:
+            count += 1
+        out = [m for _, _, m in self.in_flight[:count]]
+        del self.in_flight[:count]
+        return out
+
+
+Wait = list[int]  # what a task yields: the call ids it waits for (each answers or times out)
+Task = Generator[Wait, None, None]
+
+
+class Actor:
+    """An endpoint with outstanding calls; every call ends in a reply or TIMEOUT."""
+
+    def __init__(self, sim: Simulation, name: str) -> None:
+        self.sim = sim
+        self.name = name
+        self.deadlines: dict[int, int] = {}  # call id -> tick after which it timed out
+        self.replies: dict[int, object] = {}
+        self.tasks: list[tuple[Task, Wait]] = []
+
+    def call(self, dst: str, body: object) -> int:
+        sim = self.sim
+        sim.call_seq += 1
+        self.deadlines[sim.call_seq] = sim.tick + CALL_TIMEOUT_TICKS
+        sim.network.send(Message(self.name, dst, sim.call_seq, body, is_reply=False))
+        return sim.call_seq
+
+    def reply(self, request: Message, body: object) -> None:
+        self.sim.network.send(Message(self.name, request.src, request.call_id, body, True))
+
+    def on_reply(self, message: Message) -> None:
+        if self.deadlines.pop(message.call_id, None) is not None:
+            self.replies[message.call_id] = message.body
+
+    def expire_calls(self) -> None:
+        tick = self.sim.tick
+        for call_id in [c for c, deadline in self.deadlines.items() if deadline <= tick]:
+            del self.deadlines[call_id]
+            self.replies[call_id] = TIMEOUT
+
+    def spawn(self, task: Task) -> None:
+        self.tasks.append((task, next(task)))
+
+    def run_tasks(self) -> None:
+        """Resume every task whose calls have all answered (or timed out)."""
+        for i, (task, wait) in enumerate(self.tasks):
+            if all(c in self.replies for c in wait):
+                self.tasks[i] = (task, self._resume(task))
+        self.tasks = [(t, w) for t, w in self.tasks if w is not _DONE]
+
+    @staticmethod
+    def _resume(task: Task) -> Wait:
+        try:
+            return next(task)
+        except StopIteration:
+            return _DONE
+
+    def take(self, call_id: int) -> object:
+        return self.replies.pop(call_id)
+
+    def sleep(self, ticks: int) -> Generator[Wait, None, None]:
+        """Wait `ticks`: a call to nobody, which simply reaches its deadline."""
+        self.sim.call_seq += 1
+        call_id = self.sim.call_seq
+        self.deadlines[call_id] = self.sim.tick + ticks
+        yield [call_id]
+        self.replies.pop(call_id, None)
+
+
+_DONE: Wait = []
+
+
+# -- storage nodes ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Meta:
+    """What the node's LMDB meta database holds: survives a crash."""
+
+    epoch: int = 0
+    epoch_owner: str = ""
+    truncations: tuple[TruncationRange, ...] = ()
+    truncations_version: int = 0
+    scl: int = 0
+    cpl_at_scl: int = 0
+    vdl: int = 0
+    vdl_epoch: int = 0
+
+
+@dataclass(slots=True)
+class _Queued:
+    """An append waiting for the next commit (not yet durable: a crash loses it)."""
+
+    epoch: int | None  # None: records fetched by gossip
+    records: tuple[RedoRecord, ...]
+    vdl: int
+    request: Message | None
+
+
+class SimNode(Actor):
+    def __init__(self, sim: Simulation, name: str) -> None:
+        super().__init__(sim, name)
+        self.up = True
+        self.log: dict[int, RedoRecord] = {}  # the durable log: LSN -> record
+        self.meta = _Meta()
+        self.state = SegmentState(name)
+        self.queue: list[_Queued] = []
+        self.down_until = 0
+        self.next_gossip = sim.rng.randint(1, GOSSIP_PERIOD_TICKS)
+
+    # -- crash and restart (storage_node/node.py _restore_state) --------------------------------
+
+    def crash(self, until: int) -> None:
+        self.up = False
+        self.down_until = until
+        self.queue.clear()  # received, not synced: lost
+        self.tasks.clear()
+        self.deadlines.clear()
+        self.replies.clear()
+
+    def restart(self) -> None:
+        meta = self.meta
+        st = SegmentState(self.name)
+        st.epoch, st.epoch_owner, st.truncations = meta.epoch, meta.epoch_owner, meta.truncations
+        st.truncations_version = meta.truncations_version
+        st.vdl, st.vdl_epoch = meta.vdl, meta.vdl_epoch
+        st.completeness.scl = meta.scl
+        st.completeness.cpl_at_scl = meta.cpl_at_scl
+        st.completeness.highest_lsn = meta.scl
+        for lsn in sorted(x for x in self.log if x > meta.scl):
+            record = self.log[lsn]
+            if st.admits(record):
+                st.completeness.add(record.lsn, record.prev_volume_lsn, record.is_cpl)
+        self.state = st
+        self.up = True
+        self.sim.dirty_nodes.append(self)
+
+    def _save_epoch(self) -> None:
+        st, meta = self.state, self.meta
+        meta.epoch, meta.epoch_owner, meta.truncations = st.epoch, st.epoch_owner, st.truncations
+        meta.truncations_version = st.truncations_version
+        meta.scl, meta.cpl_at_scl = st.scl, st.completeness.cpl_at_scl
+
+    def snapshot(self) -> Snapshot:
+        st = self.state
+        return Snapshot(
+            self.name, st.epoch, st.scl, st.completeness.cpl_at_scl,
+            st.completeness.highest_lsn, st.vdl, st.vdl_epoch, st.truncations,
+            st.truncations_version, st.serving,
+        )  # fmt: skip
+
+    # -- requests (storage_node/service.py) -----------------------------------------------------
+
+    def on_request(self, message: Message) -> None:
+        body = message.body
+        try:
+            answer = self._handle(body, message)
+        except SixfoldError as exc:
+            answer = Failure(exc)
+        if answer is not None:
+            self.reply(message, answer)
+
+    def _handle(self, body: object, message: Message) -> object | None:
+        st = self.state
+        if isinstance(body, Append):
+            st.check_current(body.epoch, "append")
+            for record in body.records:
+                assert record.epoch <= body.epoch, "decode_batch rejects a record from the future"
+            self.queue.append(_Queued(body.epoch, body.records, body.vdl, message))
+            return None  # answered by the commit
+        if isinstance(body, Seal):
+            st.check_seal(body.epoch, body.owner)
+            st.seal(body.epoch, body.owner)
+            self._save_epoch()
+            return self.snapshot()
+        if isinstance(body, Truncate):
+            if any(r.epoch > body.version for r in body.ranges) or body.version > body.epoch:
+                raise InvalidRequestError(f"malformed truncation request {body!r}")
+            self.truncate(body.epoch, body.ranges, body.version)
+            return self.snapshot()
+        if isinstance(body, GetState):
+            return self.snapshot()
+        if isinstance(body, ReadRecords):
+            return Records(self.read_records(body.after_lsn, body.through_lsn, body.records_max))
+        if isinstance(body, GetPage):
+            st.check_covers(body.lsn, body.min_epoch)
+            return self.page_at(body.page_no, body.lsn)
+        raise AssertionError(f"unknown request {body!r}")
+
+    def truncate(self, epoch: int, ranges: tuple[TruncationRange, ...], version: int) -> None:
+        """storage_node/node.py truncate: adopt the epoch and a newer set, record them, then
+        delete what the set newly cancels. Ranges the new set drops cancel nothing any more."""
+        st = self.state
+        st.check_truncate(epoch)
+        if epoch == st.epoch and version <= st.truncations_version:
+            return
+        fresh = st.truncate(epoch, ranges, version)
+        self._save_epoch()
+        for rng in fresh:
+            for lsn in [x for x, r in self.log.items() if rng.cancels(x, r.epoch)]:
+                self.sim.forget(self, lsn)
+        self.meta.vdl, self.meta.vdl_epoch = st.vdl, st.vdl_epoch
+        self.sim.dirty_nodes.append(self)
+
+    def read_records(self, after: int, through: int, records_max: int) -> tuple[RedoRecord, ...]:
+        self.state.check_serving()
+        lsns = sorted(x for x in self.log if after < x <= through)[:records_max]
+        # Belt and braces, as the real node: a cancelled record is never served.
+        return tuple(self.log[x] for x in lsns if not self.state.cancels(self.log[x]))
+
+    def page_at(self, page_no: int, lsn: int) -> Page:
+        records = [self.log[x] for x in sorted(self.log) if x <= lsn]
+        records = [r for r in records if r.page_no == page_no]
+        image = apply_records(EMPTY_PAGE, records) if records else EMPTY_PAGE
+        return Page(image, records[-1].lsn if records else 0)
+
+    # -- the commit path (storage_node/node.py _commit): durable, then acknowledged ---------------
+
+    def commit(self) -> None:
+        st = self.state
+        batch, self.queue = self.queue, []
+        accepted: list[_Queued] = []
+        for q in batch:
+            try:
+                if q.epoch is not None:
+                    st.check_current(q.epoch, "append")
+            except SixfoldError as exc:
+                if q.request is not None:
+                    self.reply(q.request, Failure(exc))
+                continue
+            accepted.append(q)
+        records = self._unique_admitted(accepted)
+        for q in accepted:
+            if q.epoch is not None:
+                st.learn_vdl(q.epoch, q.vdl)
+        if records:
+            meta = self.meta
+            meta.scl, meta.cpl_at_scl = st.scl, st.completeness.cpl_at_scl  # the SCL before
+            meta.vdl, meta.vdl_epoch = st.vdl, st.vdl_epoch
+            for record in records:
+                self.sim.store(self, record)
+            st.on_durable(records)
+            self.sim.dirty_nodes.append(self)
+        for q in accepted:
+            if q.request is not None:
+                self.reply(q.request, AppendAck(st.scl))
+
+    def _unique_admitted(self, accepted: list[_Queued]) -> list[RedoRecord]:
+        seen: set[int] = set()
+        out = []
+        for q in accepted:
+            for record in q.records:
+                if record.lsn not in seen and self.state.admits(record):
+                    seen.add(record.lsn)
+                    out.append(record)
+        return out
+
+    # -- gossip (storage_node/gossip.py) ---------------------------------------------------------
+
+    def maybe_gossip(self) -> None:
+        if self.sim.tick >= self.next_gossip and not self.tasks:
+            self.next_gossip = self.sim.tick + GOSSIP_PERIOD_TICKS
+            self.spawn(self._gossip_round())
+
+    def _gossip_round(self) -> Task:
+        peers = [n for n in NODE_NAMES if n != self.name]
+        calls = {p: self.call(p, GetState()) for p in peers}
+        yield list(calls.values())
+        answered = []
+        for peer, call_id in calls.items():
+            reply = self.take(call_id)
+            if isinstance(reply, Snapshot):
+                self.state.heard_from(peer)
+                answered.append(reply)
+        self._adopt_truncations(answered)
+        yield from self._fill_holes(answered)
+
+    def _adopt_truncations(self, states: list[Snapshot]) -> None:
+        """Take the newest peer set if newer than ours; never a bare epoch, never a merge."""
+        st = self.state
+        newest = max(states, key=lambda s: s.truncations_version, default=None)
+        if newest is None or newest.truncations_version <= st.truncations_version:
+            return
+        version = newest.truncations_version
+        assert all(r.epoch <= version for r in newest.truncations), newest
+        self.truncate(max(st.epoch, version), newest.truncations, version)
+
+    def _fill_holes(self, answered: list[Snapshot]) -> Task:
+        st = self.state
+        if not st.serving:
+            return
+        # Only peers that cancel exactly what this node cancels may fill its holes.
+        ahead = [
+            s
+            for s in answered
+            if s.serving and s.truncations_version == st.truncations_version and s.scl > st.scl
+        ]
+        if not ahead:
+            return
+        best = max(ahead, key=lambda s: s.scl)
+        call_id = self.call(best.name, ReadRecords(st.scl, best.scl, GOSSIP_RECORDS_MAX))
+        yield [call_id]
+        reply = self.take(call_id)
+        if isinstance(reply, Records) and reply.records:
+            self.queue.append(_Queued(None, reply.records, 0, None))
+
+
+# -- writers ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Sender:
+    """writer/pipeline.py NodeSender: one append in flight to one node."""
+
+    node: str
+    next_lsn: int
+    reachable: bool = True
+    stale: bool = False
+    vdl_sent: int = -1
+    call_id: int = 0  # the append or truncate in flight, 0 when idle
+    batch_end: int = 0
+    vdl_in_flight: int = 0
+    retry_at: int = 0
+    backoff: int = 1
+
+
+class _FlawedDurability(VolumeDurability):
+    """A deliberately broken VDL: acknowledges once `quorum` nodes complete a commit."""
+
+    def __init__(self, quorum: int, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.quorum = quorum
+
+    def on_scl(self, node: str, scl: int) -> int:
+        if scl > self.node_scl[node]:
+            self.node_scl[node] = scl
+            self.vcl = max(self.vcl, quorum_lsn(self.node_scl.values(), self.quorum))
+            while self._cpls and self._cpls[0] <= self.vcl:
+                self.vdl = self._cpls.popleft()
+        return self.vdl
+
+
+@dataclass(slots=True)
+class _Running:
+    """The commit pipeline of a recovered writer."""
+
+    epoch: int
+    durability: VolumeDurability
+    allocator: LsnAllocator
+    truncations: tuple[TruncationRange, ...]
+    senders: list[_Sender]
+    tail: deque[RedoRecord] = field(default_factory=deque)
+    tail_first_lsn: int = 0
+    waiters: deque[int] = field(default_factory=deque)  # commit LSNs not yet acknowledged
+    page_last_lsn: dict[int, int] = field(default_factory=dict)
+
+
+class SimWriter(Actor):
+    def __init__(self, sim: Simulation, name: str) -> None:
+        super().__init__(sim, name)
+        self.alive = True
+        self.fenced = False
+        self.gave_up = False
+        self.running: _Running | None = None
+        self.recovered_vdl = 0
+        self.spawn(self._recover())
+
+    # -- recovery (writer/recovery.py) -----------------------------------------------------------
+
+    def _recover(self) -> Task:
+        for _ in range(RECOVERY_ATTEMPTS_MAX):
+            done = yield from self._recover_once()
+            if done:
+                return
+            yield from self.sleep(RECOVERY_RETRY_TICKS)
+        self.gave_up = True
+        self.sim.trace_event(f"{self.name} gave up recovery")
+
+    def _call_all(self, names: list[str], body: object) -> Generator[Wait, None, dict]:
+        calls = {n: self.call(n, body) for n in names}
+        yield list(calls.values())
+        return {n: self.take(c) for n, c in calls.items()}
+
+    def _recover_once(self) -> Generator[Wait, None, bool]:
+        states = yield from self._call_all(list(NODE_NAMES), GetState())
+        reachable = [s for s in states.values() if isinstance(s, Snapshot)]
+        if len(reachable) < WRITE_QUORUM:
+            return False
+        epoch = next_epoch([s.report() for s in reachable])
+        results = yield from self._call_all([s.name for s in reachable], Seal(epoch, self.name))
+        sealed = {n: s for n, s in results.items() if isinstance(s, Snapshot)}
+        if len(sealed) < WRITE_QUORUM:
+            self.sim.trace_event(f"{self.name} lost seal of epoch {epoch}: {len(sealed)} nodes")
+            return False
+        # Every sealed node must hold the newest set among them (writer/recovery.py
+        # _sync_truncations): a node may take a newer one from gossip meanwhile, so repeat.
+        for _ in range(TRUNCATION_SYNC_ROUNDS_MAX):
+            reports = [s.report() for s in sealed.values()]
+            newest = newest_truncations(reports)
+            if all(
+                r.truncations_version == newest.truncations_version
+                and set(r.truncations) == set(newest.truncations)
+                for r in reports
+            ):
+                break
+            sealed = yield from self._truncate_all(
+                list(sealed), epoch, newest.truncations, newest.truncations_version
+            )
+            if len(sealed) < WRITE_QUORUM:
+                return False
+        else:
+            self.sim.trace_event(f"{self.name} truncation sets of epoch {epoch} did not agree")
+            return False
+        reports = [s.report() for s in sealed.values()]
+        plan = plan_recovery(epoch, reports, LAL_SIM)
+        base = newest_truncations(reports)
+        truncations = merge(base.truncations, [plan.truncation])
+        if self.sim.flaws.skip_truncation:  # the epoch's set, but without the new range
+            plan = replace(plan, next_lsn=plan.vdl + 1)
+            truncations = base.truncations
+        sealed = yield from self._truncate_all(list(sealed), epoch, truncations, epoch)
+        if len(sealed) < WRITE_QUORUM or plan.source not in sealed:
+            return False
+        node_scls = {n: s.scl for n, s in sealed.items()}
+        yield from self._repair(plan.source, plan.vdl, epoch, plan.lagging, node_scls)
+        if sum(1 for scl in node_scls.values() if scl >= plan.vdl) < WRITE_QUORUM:
+            return False
+        self._start_pipeline(epoch, plan.vdl, plan.next_lsn, node_scls, truncations)
+        self.sim.on_recovered(self, epoch, plan.vdl, plan.truncation)
+        return True
+
+    def _truncate_all(
+        self, names: list[str], epoch: int, ranges: tuple[TruncationRange, ...], version: int
+    ) -> Generator[Wait, None, dict[str, Snapshot]]:
+        results = yield from self._call_all(names, Truncate(epoch, ranges, version))
+        return {n: s for n, s in results.items() if isinstance(s, Snapshot) and s.epoch == epoch}
+
+    def _repair(
+        self, source: str, vdl: int, epoch: int, lagging: tuple[str, ...], node_scls: dict
+    ) -> Generator[Wait, None, None]:
+        """Copy records up to VDL from the most complete node to sealed nodes that lack them."""
+        for name in lagging:
+            if name not in node_scls:
+                continue  # it failed the truncation: not repaired (writer/recovery.py too)
+            for _ in range(REPAIR_ROUNDS_MAX):
+                if node_scls[name] >= vdl:
+                    break
+                read = self.call(
+                    source, ReadRecords(node_scls[name], vdl, REPAIR_BATCH_RECORDS_MAX)
+                )
+                yield [read]
+                reply = self.take(read)
+                if not isinstance(reply, Records) or not reply.records:
+                    break
+                append = self.call(name, Append(epoch, reply.records, 0))
+                yield [append]
+                ack = self.take(append)
+                if not isinstance(ack, AppendAck) or ack.scl <= node_scls[name]:
+                    break
+                node_scls[name] = ack.scl
+
+    def _start_pipeline(
+        self,
+        epoch: int,
+        vdl: int,
+        next_lsn: int,
+        node_scls: dict[str, int],
+        truncations: tuple[TruncationRange, ...],
+    ) -> None:
+        flaws = self.sim.flaws
+        args = (list(NODE_NAMES), vdl, node_scls)
+        durability = (
+            VolumeDurability(*args)
+            if flaws.ack_quorum == WRITE_QUORUM
+            else _FlawedDurability(flaws.ack_quorum, *args)
+        )
+        self.running = _Running(
+            epoch=epoch,
+            durability=durability,
+            allocator=LsnAllocator(last_lsn=vdl, epoch_base=next_lsn - 1, lal=LAL_SIM),
+            truncations=truncations,
+            senders=[_Sender(n, next_lsn) for n in NODE_NAMES],
+            tail_first_lsn=next_lsn,
+        )
+        self.recovered_vdl = vdl
+
+    # -- the commit pipeline (writer/pipeline.py) -----------------------------------------------
+
+    def step_pipeline(self) -> None:
+        run = self.running
+        if run is None or self.fenced:
+            return
+        if self.sim.rng.random() < self.sim.faults.commit:
+            self._maybe_commit(run)
+        for sender in run.senders:
+            if sender.call_id and sender.call_id in self.replies:
+                self._on_sender_reply(run, sender, self.take(sender.call_id))
+            if not sender.call_id and not sender.stale and self.sim.tick >= sender.retry_at:
+                self._send_once(run, sender)
+            if self.fenced:
+                return
+
+    def _has_room(self, run: _Running, count: int) -> bool:
+        reachable = sum(1 for s in run.senders if s.reachable and not s.stale)
+        return (
+            reachable >= WRITE_QUORUM
+            and run.allocator.available(run.durability.vdl) >= count
+            and len(run.tail) + count <= TAIL_RECORDS_MAX
+        )
+
+    def _maybe_commit(self, run: _Running) -> None:
+        rng = self.sim.rng
+        pages = rng.sample(range(PAGES), rng.randint(1, WRITES_PER_TXN_MAX))
+        if not self._has_room(run, len(pages)):
+            return
+        vdl = run.durability.vdl
+        lsn = 0
+        for i, page_no in enumerate(pages):
+            lsn, prev = run.allocator.allocate(vdl)
+            # A page not written in this epoch links to its latest version at VDL, which the
+            # real writer reads from storage; the oracle's history gives the same answer.
+            prev_page = run.page_last_lsn.get(page_no) or self.sim.oracle.page_lsn_at(
+                page_no, self.recovered_vdl
+            )
+            offset = rng.randrange(DELTA_OFFSET_MAX)
+            data = rng.randbytes(rng.randint(1, DELTA_BYTES_MAX))
+            record = encode_record(
+                lsn=lsn, prev_volume_lsn=prev, prev_page_lsn=prev_page, page_no=page_no,
+                epoch=run.epoch, flags=RecordFlags.CPL if i == len(pages) - 1 else RecordFlags(0),
+                payload=encode_deltas([Delta(offset, data)]),
+            )  # fmt: skip
+            assert record.lsn == run.tail_first_lsn + len(run.tail)
+            run.tail.append(record)
+            run.page_last_lsn[page_no] = lsn
+            self.sim.oracle.on_generated(self.sim, record)
+        run.durability.note_cpl(lsn)
+        run.waiters.append(lsn)
+
+    def _send_once(self, run: _Running, sender: _Sender) -> None:
+        sender.next_lsn = max(sender.next_lsn, run.tail_first_lsn)  # trimmed: node gossips
+        start = sender.next_lsn - run.tail_first_lsn
+        batch = tuple(list(run.tail)[start : start + APPEND_BATCH_RECORDS_MAX])
+        vdl = run.durability.vdl
+        if not batch and vdl == sender.vdl_sent and sender.reachable:
+            return
+        sender.call_id = self.call(sender.node, Append(run.epoch, batch, vdl))
+        sender.batch_end = batch[-1].lsn if batch else 0
+        sender.vdl_in_flight = vdl
+
+    def _on_sender_reply(self, run: _Running, sender: _Sender, reply: object) -> None:
+        sender.call_id = 0
+        if isinstance(reply, AppendAck):
+            sender.reachable, sender.backoff = True, 1
+            sender.vdl_sent = sender.vdl_in_flight
+            if sender.batch_end:
+                sender.next_lsn = sender.batch_end + 1
+                sender.batch_end = 0
+            self._on_ack(run, sender.node, reply.scl)
+        elif isinstance(reply, Snapshot):
+            pass  # the node took our truncations: the next append goes through
+        elif isinstance(reply, Failure) and isinstance(reply.error, EpochAheadError):
+            # The node lacks this epoch or its truncation set: send it, versioned with the epoch.
+            sender.call_id = self.call(sender.node, Truncate(run.epoch, run.truncations, run.epoch))
+        elif isinstance(reply, Failure) and isinstance(reply.error, StaleEpochError):
+            sender.stale = True
+            self._on_stale(run)
+        else:
+            sender.reachable = False
+            sender.retry_at = self.sim.tick + sender.backoff
+            sender.backoff = min(2 * sender.backoff, SENDER_BACKOFF_TICKS_MAX)
+
+    def _on_ack(self, run: _Running, node: str, scl: int) -> None:
+        before = run.durability.vdl
+        vdl = run.durability.on_scl(node, scl)
+        if vdl == before:
+            return
+        while run.waiters and run.waiters[0] <= vdl:
+            self.sim.oracle.on_ack(self.sim, self, run.epoch, run.waiters.popleft())
+        self.sim.oracle.on_vdl(self.sim, self.name, vdl)
+        sent = [s.next_lsn - 1 for s in run.senders if s.reachable and not s.stale]
+        self._trim(run, min([vdl, *sent]))
+        if len(run.tail) >= TAIL_RECORDS_MAX:
+            self._trim(run, vdl)
+
+    @staticmethod
+    def _trim(run: _Running, through: int) -> None:
+        while run.tail and run.tail[0].lsn <= through:
+            run.tail.popleft()
+            run.tail_first_lsn += 1
+
+    def _on_stale(self, run: _Running) -> None:
+        stale = sum(1 for s in run.senders if s.stale)
+        if COPIES - stale < WRITE_QUORUM:
+            self.fenced = True
+            run.waiters.clear()
+            self.sim.trace_event(f"{self.name} fenced at epoch {run.epoch}")
+
+
+# -- the reader (reader/reader.py) --------------------------------------------------------------
+
+
+class SimReader(Actor):
+    def __init__(self, sim: Simulation, name: str) -> None:
+        super().__init__(sim, name)
+        self.read_point = 0
+        self.epoch = 0
+        self.pages_checked = 0
+        self.spawn(self._loop())
+
+    def _loop(self) -> Task:
+        while True:  # bounded by the simulation's step count: the task dies with the run
+            yield from self.sleep(READER_POLL_TICKS)
+            calls = {n: self.call(n, GetState()) for n in NODE_NAMES}
+            yield list(calls.values())
+            states = [s for c in calls.values() if isinstance(s := self.take(c), Snapshot)]
+            self._advance(states)
+            if self.epoch:
+                yield from self._read_page(states)
+
+    def _advance(self, states: list[Snapshot]) -> None:
+        known = [(s.vdl_epoch, s.vdl) for s in states if s.vdl_epoch > 0]
+        if not known:
+            return
+        epoch, vdl = max(known)
+        if (epoch, vdl) > (self.epoch, self.read_point):
+            self.epoch = epoch
+            self.read_point = max(self.read_point, vdl)
+        self.sim.oracle.check_read_point(self.sim, self.read_point)
+
+    def _read_page(self, states: list[Snapshot]) -> Task:
+        """A single-node read (P18 §3): one node whose SCL covers the read point."""
+        point, epoch = self.read_point, self.epoch
+        page_no = self.sim.rng.randrange(PAGES)
+        covering = [
+            s.name
+            for s in states
+            if s.serving and s.scl >= point and s.truncations_version >= epoch
+        ]
+        for node in covering[:2]:  # hedged to a second node if the first cannot answer
+            call_id = self.call(node, GetPage(page_no, point, epoch))
+            yield [call_id]
+            reply = self.take(call_id)
+            if isinstance(reply, Page):
+                self.sim.oracle.check_page(self.sim, node, page_no, point, reply)
+                self.pages_checked += 1
+                return
+
+
+# -- the oracle: what really happened, and the invariants ----------------------------------------
+
+
+class Oracle:
+    """The volume's true history and every acknowledgement, to check the cluster against.
+
+    The history is the chain of volume back-links from the highest durable point D (the
+    highest VDL any writer announced, or recovered). Every earlier durable point must lie on
+    that chain: otherwise an acknowledged commit was lost or history forked.
+    """
+
+    def __init__(self) -> None:
+        self.generated: dict[int, RedoRecord] = {}
+        self.durable_point = 0  # D
+        self.chain: list[int] = []  # LSNs of the history up to D, ascending
+        self.chain_set: set[int] = {0}
+        self.page_chain: dict[int, list[int]] = {}  # page -> its history LSNs, ascending
+        self.holders: dict[int, int] = {}  # LSN -> nodes whose durable log holds it
+        self.ackers: dict[int, list[str]] = {}  # epoch -> writers that got an ack in it
+        self.acked: list[int] = []
+        self.truncations: list[TruncationRange] = []  # written by completed recoveries
+
+    def on_generated(self, sim: Simulation, record: RedoRecord) -> None:
+        if record.lsn in self.generated:
+            sim.fail(f"LSN {record.lsn} reused at epoch {record.epoch} (first written at epoch "
+                     f"{self.generated[record.lsn].epoch}): a truncation missed it")  # fmt: skip
+        self.generated[record.lsn] = record
+
+    def on_ack(self, sim: Simulation, writer: SimWriter, epoch: int, lsn: int) -> None:
+        ackers = self.ackers.setdefault(epoch, [])
+        if writer.name not in ackers:
+            ackers.append(writer.name)
+        if len(ackers) > 1:
+            sim.fail(f"two writers {ackers} acknowledged commits in epoch {epoch}")
+        record = self.generated[lsn]
+        if is_cancelled(self.truncations, lsn, record.epoch):
+            sim.fail(f"commit LSN {lsn} acknowledged although a truncation cancelled it")
+        self.acked.append(lsn)
+        sim.acked_count += 1
+        self.on_vdl(sim, writer.name, lsn)
+
+    def on_vdl(self, sim: Simulation, who: str, vdl: int) -> None:
+        """A writer announced (or recovered) `vdl`: it must extend the history, not fork it."""
+        if vdl <= self.durable_point:
+            if vdl not in self.chain_set:
+                sim.fail(f"{who}'s durable point {vdl} is not on the history to "
+                         f"{self.durable_point}: history forked")  # fmt: skip
+            return
+        added: list[int] = []
+        lsn = vdl
+        while lsn > self.durable_point:
+            record = self.generated.get(lsn)
+            if record is None:
+                sim.fail(f"{who}'s durable point {vdl} links back to LSN {lsn}, never written")
+            added.append(lsn)
+            lsn = record.prev_volume_lsn
+        if lsn != self.durable_point:
+            sim.fail(f"{who}'s durable point {vdl} does not extend durable point "
+                     f"{self.durable_point} (links back to {lsn}): an acknowledged commit or "
+                     "recovered VDL was lost")  # fmt: skip
+        for x in reversed(added):
+            self.chain.append(x)
+            self.chain_set.add(x)
+            self.page_chain.setdefault(self.generated[x].page_no, []).append(x)
+            if is_cancelled(self.truncations, x, self.generated[x].epoch):
+                sim.fail(f"LSN {x} is durable although a truncation cancelled it")
+        self.durable_point = vdl
+        for x in added:
+            self._check_held(sim, x)
+
+    def _check_held(self, sim: Simulation, lsn: int) -> None:
+        # Complete on 4 nodes is what made it durable; only a wrong truncation deletes it.
+        held = self.holders.get(lsn, 0)
+        if held < WRITE_QUORUM:
+            sim.fail(f"durable LSN {lsn} (history to {self.durable_point}) is held by only "
+                     f"{held} of {COPIES} nodes, fewer than the write quorum of {WRITE_QUORUM} "
+                     "that made it durable")  # fmt: skip
+
+    def on_store(self, sim: Simulation, node: str, record: RedoRecord) -> None:
+        original = self.generated.get(record.lsn)
+        if original is None or original.encoded != record.encoded:
+            sim.fail(f"{node} stored LSN {record.lsn} that differs from what was written")
+        self.holders[record.lsn] = self.holders.get(record.lsn, 0) + 1
+
+    def on_forget(self, sim: Simulation, lsn: int) -> None:
+        self.holders[lsn] -= 1
+        if lsn in self.chain_set:
+            self._check_held(sim, lsn)
+
+    def on_recovered(self, sim: Simulation, who: str, vdl: int, rng: TruncationRange) -> None:
+        if not sim.flaws.skip_truncation:
+            self.truncations.append(rng)
+        # Every commit of an older epoch must survive, whenever it was acknowledged. A commit
+        # of a newer epoch need not: a slow recovery may finish after a newer writer took
+        # over and acknowledged commits (its pipeline is then fenced at the first append).
+        for lsn in self.acked:
+            if lsn > vdl and self.generated[lsn].epoch < rng.epoch:
+                sim.fail(f"{who} recovered VDL {vdl} at epoch {rng.epoch} below acknowledged "
+                         f"commit LSN {lsn} of epoch {self.generated[lsn].epoch}")  # fmt: skip
+        self.on_vdl(sim, who, vdl)
+
+    def check_read_point(self, sim: Simulation, point: int) -> None:
+        if point > self.durable_point or point not in self.chain_set:
+            sim.fail(f"reader read point {point} is not a durable point (history to "
+                     f"{self.durable_point})")  # fmt: skip
+
+    def page_lsn_at(self, page_no: int, lsn: int) -> int:
+        chain = self.page_chain.get(page_no, [])
+        i = bisect.bisect_right(chain, lsn)
+        return chain[i - 1] if i else 0
+
+    def page_at(self, page_no: int, lsn: int) -> bytes:
+        chain = self.page_chain.get(page_no, [])
+        records = [self.generated[x] for x in chain[: bisect.bisect_right(chain, lsn)]]
+        return apply_records(EMPTY_PAGE, records) if records else EMPTY_PAGE
+
+    def check_page(self, sim: Simulation, node: str, page_no: int, point: int, got: Page) -> None:
+        if got.image != self.page_at(page_no, point):
+            sim.fail(f"{node} served page {page_no} at read point {point} that differs from "
+                     "the durable history")  # fmt: skip
+        if got.page_lsn != self.page_lsn_at(page_no, point):
+            sim.fail(f"{node} served page {page_no} at {point} with page LSN {got.page_lsn}, "
+                     f"history says {self.page_lsn_at(page_no, point)}")  # fmt: skip
+
+
+# -- the simulation -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult:
+    seed: int
+    steps: int
+    trace_digest: str  # sha256 of the event trace: equal for equal seeds
+    trace: tuple[str, ...]
+    acked_commits: int
+    writers_started: int
+    recoveries: int
+    node_crashes: int
+    pages_checked: int
+    durable_point: int
+
+
+class Simulation:
+    def __init__(
+        self, seed: int, steps: int, flaws: Flaws | None = None, faults: Faults | None = None
+    ) -> None:
+        self.seed = seed
+        self.steps = steps
+        self.rng = random.Random(seed)
+        self.faults = Faults.from_rng(self.rng)
+        if faults is not None:
+            self.faults = faults
+        self.flaws = flaws or Flaws()
+        self.tick = 0
+        self.call_seq = 0
+        self.network = Network(self)
+        self.oracle = Oracle()
+        self.trace: list[str] = []
+        self.dirty_nodes: list[SimNode] = []
+        self.nodes = {n: SimNode(self, n) for n in NODE_NAMES}
+        self.writers: list[SimWriter] = []
+        self.reader = SimReader(self, "reader1")
+        self.next_writer_at = 0  # tick at which a new writer starts (-1: none pending)
+        self.acked_count = 0
+        self.recoveries = 0
+        self.node_crashes = 0
+
+    # -- reporting --------------------------------------------------------------------------------
+
+    def fail(self, what: str) -> None:
+        flaws = "" if self.flaws == Flaws() else f" (with {self.flaws})"
+        options = ""
+        if self.flaws.ack_quorum != WRITE_QUORUM:
+            options += f" --ack-quorum {self.flaws.ack_quorum}"
+        if self.flaws.skip_truncation:
+            options += " --skip-truncation"
+        raise InvariantViolation(
+            f"simulation seed {self.seed} step {self.tick}{flaws}: {what}. Replay: "
+            f"python -m sixfold.simulation --seed {self.seed} --steps {self.steps}{options}"
+        )
+
+    def trace_event(self, event: str) -> None:
+        self.trace.append(f"{self.tick} {event}")
+
+    def store(self, node: SimNode, record: RedoRecord) -> None:
+        if record.lsn in node.log:
+            return
+        node.log[record.lsn] = record
+        self.oracle.on_store(self, node.name, record)
+
+    def forget(self, node: SimNode, lsn: int) -> None:
+        del node.log[lsn]
+        self.oracle.on_forget(self, lsn)
+
+    def on_recovered(self, writer: SimWriter, epoch: int, vdl: int, rng: TruncationRange) -> None:
+        self.recoveries += 1
+        self.trace_event(f"{writer.name} recovered epoch {epoch} VDL {vdl} truncating {rng}")
+        self.oracle.on_recovered(self, writer.name, vdl, rng)
+        self.dirty_nodes.extend(self.nodes.values())  # every node's set is checked against it
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def run(self, check_liveness: bool = True) -> SimulationResult:
+        for _ in range(self.steps):
+            self.step(faults=True)
+        if check_liveness:
+            self._quiet_phase()
+        return SimulationResult(
+            seed=self.seed, steps=self.steps,
+            trace_digest=hashlib.sha256("\n".join(self.trace).encode()).hexdigest(),
+            trace=tuple(self.trace), acked_commits=self.acked_count,
+            writers_started=len(self.writers), recoveries=self.recoveries,
+            node_crashes=self.node_crashes, pages_checked=self.reader.pages_checked,
+            durable_point=self.oracle.durable_point,
+        )  # fmt: skip
+
+    def step(self, faults: bool) -> None:
+        self.tick += 1
+        if faults:
+            self._inject_faults()
+        self._restart_nodes()
+        self._start_writer_if_due()
+        self._deliver()
+        for node in self.nodes.values():
+            if node.up:
+                self._step_node(node)
+        for writer in self.writers:
+            if writer.alive:
+                writer.expire_calls()
+                writer.run_tasks()
+                writer.step_pipeline()
+        self.reader.expire_calls()
+        self.reader.run_tasks()
+        self.check_invariants()
+
+    def _step_node(self, node: SimNode) -> None:
+        node.expire_calls()
+        node.run_tasks()
+        if node.queue and self.rng.random() < self.faults.node_commit:
+            node.commit()
+        node.maybe_gossip()
+
+    def _deliver(self) -> None:
+        for message in self.network.due():
+            if message.dst in self.nodes:
+                node = self.nodes[message.dst]
+                if not node.up:
+                    continue
+                if message.is_reply:
+                    node.on_reply(message)
+                else:
+                    node.on_request(message)
+                continue
+            actor = self._endpoint(message.dst)
+            if actor is not None and message.is_reply:
+                actor.on_reply(message)
+
+    def _endpoint(self, name: str) -> Actor | None:
+        if name == self.reader.name:
+            return self.reader
+        for writer in self.writers:
+            if writer.name == name and writer.alive:
+                return writer
+        return None
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def _inject_faults(self) -> None:
+        rng, faults = self.rng, self.faults
+        down = [n for n in self.nodes.values() if not n.up]
+        if len(down) < MAX_NODES_DOWN and rng.random() < faults.node_crash:
+            node = rng.choice([n for n in self.nodes.values() if n.up])
+            node.crash(self.tick + rng.randint(1, NODE_DOWN_TICKS_MAX))
+            self.node_crashes += 1
+            self.trace_event(f"crash {node.name} until {node.down_until}")
+        active = [w for w in self.writers if w.alive and not w.fenced and not w.gave_up]
+        if not active and self.next_writer_at < 0:
+            # The writer process gave up or was fenced: the cluster manager starts another.
+            self.next_writer_at = self.tick + rng.randint(1, WRITER_RESTART_TICKS_MAX)
+        if active and self.next_writer_at < 0 and rng.random() < faults.writer_crash:
+            victim = active[-1]
+            if rng.random() < faults.zombie:
+                self.trace_event(f"{victim.name} partitioned (zombie); successor coming")
+            else:
+                victim.alive = False
+                self.trace_event(f"{victim.name} crashed")
+            self.next_writer_at = self.tick + rng.randint(1, WRITER_RESTART_TICKS_MAX)
+
+    def _restart_nodes(self) -> None:
+        for node in self.nodes.values():
+            if not node.up and node.down_until <= self.tick:
+                node.restart()
+                self.trace_event(
+                    f"restart {node.name} epoch {node.state.epoch} scl {node.state.scl}"
+                )
+
+    def _start_writer_if_due(self) -> None:
+        if self.next_writer_at < 0 or self.tick < self.next_writer_at:
+            return
+        self.next_writer_at = -1
+        count = 2 if self.rng.random() < self.faults.race else 1
+        for _ in range(min(count, WRITERS_MAX - len(self.writers))):
+            self._new_writer()
+
+    def start_first_writer(self) -> None:
+        self.next_writer_at = -1
+        self._new_writer()
+
+    def _new_writer(self) -> SimWriter:
+        writer = SimWriter(self, f"writer{len(self.writers) + 1}")
+        self.writers.append(writer)
+        self.trace_event(f"start {writer.name}")
+        return writer
+
+    # -- liveness: with the faults gone, a writer must commit and the reader catch up ----------
+
+    def _quiet_phase(self) -> None:
+        self.network.drop = 0.0
+        for node in self.nodes.values():
+            node.down_until = min(node.down_until, self.tick)
+        for writer in self.writers:
+            writer.alive = False
+        self.next_writer_at = -1
+        writer = self._new_writer()
+        acked_before = len(self.oracle.acked)
+        for _ in range(QUIET_TICKS_MAX):
+            self.step(faults=False)
+            acked = self.oracle.acked
+            if len(acked) > acked_before and self.reader.read_point >= acked[acked_before]:
+                return
+        self.fail(
+            f"no progress within {QUIET_TICKS_MAX} ticks after the faults stopped (all nodes "
+            f"up): writer {'recovered' if writer.running else 'not recovered'}, "
+            f"{self.acked_count - acked_before} commits acknowledged, reader read point "
+            f"{self.reader.read_point}"
+        )
+
+    # -- invariants -------------------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Run after every step. The oracle checks history events as they happen; here the
+        state of every node that changed this step."""
+        for node in self.dirty_nodes:
+            self._check_node(node)
+        self.dirty_nodes.clear()
+
+    def _check_node(self, node: SimNode) -> None:
+        st = node.state
+        for lsn, record in node.log.items():
+            if st.cancels(record):
+                self.fail(f"{node.name} holds LSN {lsn} that its truncations cancel")
+        if st.scl and st.scl not in node.log:
+            self.fail(f"{node.name} has SCL {st.scl} but does not hold that record")
+        if st.vdl_epoch > st.epoch:
+            self.fail(f"{node.name} learned a VDL of epoch {st.vdl_epoch} above its epoch")
+        if st.truncations_version > st.epoch:
+            self.fail(f"{node.name} holds a truncation set of epoch {st.truncations_version} "
+                      f"above its epoch {st.epoch}")  # fmt: skip
+        for rng in self.oracle.truncations:
+            # A completed recovery's set reached a write quorum, so every later recovery saw
+            # it and built on it: no set as new as it may have dropped its range.
+            if st.truncations_version >= rng.epoch and rng not in st.truncations:
+                self.fail(f"{node.name}'s truncation set of epoch {st.truncations_version} lacks "
+                          f"{rng}, written by a completed recovery")  # fmt: skip
+
+
+def run_simulation(
+    seed: int,
+    steps: int = STEPS_DEFAULT,
+    flaws: Flaws | None = None,
+    faults: Faults | None = None,
+    check_liveness: bool = True,
+) -> SimulationResult:
+    """Run one seeded simulation; raise InvariantViolation (naming seed and step) on a bug.
+
+    `faults` overrides the fault mix the seed would choose (for targeted searches).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    sim = Simulation(seed, steps, flaws, faults)
+    sim.start_first_writer()
+    return sim.run(check_liveness)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sixfold.simulation", description="Replay a seeded simulation."
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="run this many seeds from --seed")
+    parser.add_argument("--steps", type=int, default=STEPS_DEFAULT, help="ticks of faults")
+    parser.add_argument("--trace", action="store_true", help="print the event trace")
+    parser.add_argument(
+        "--ack-quorum", type=int, default=WRITE_QUORUM, help="flaw: acknowledge at N nodes"
+    )
+    parser.add_argument("--skip-truncation", action="store_true", help="flaw: no truncation")
+    args = parser.parse_args(argv)
+    flaws = Flaws(ack_quorum=args.ack_quorum, skip_truncation=args.skip_truncation)
+    for seed in range(args.seed, args.seed + args.seeds):
+        try:
+            result = run_simulation(seed, args.steps, flaws, check_liveness=flaws == Flaws())
+        except InvariantViolation as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        if args.trace:
+            print("\n".join(result.trace))
+        print(
+            f"seed {seed}: ok, {result.acked_commits} commits acknowledged, "
+            f"{result.recoveries} recoveries by {result.writers_started} writers, "
+            f"{result.node_crashes} node crashes, {result.pages_checked} pages checked, "
+            f"durable point {result.durable_point}, trace {result.trace_digest[:12]}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
