@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sixfold.record import PAGE_SIZE_BYTES, RedoRecord
+from sixfold.record import PAGE_SIZE_BYTES, RedoRecord, delta_spans
 
 EMPTY_PAGE = bytes(PAGE_SIZE_BYTES)
 
@@ -20,8 +20,9 @@ def apply_records(base: bytes, records: Iterable[RedoRecord]) -> bytes:
         if record.is_full_image:
             page[:] = record.payload
             continue
-        for delta in record.deltas():
-            page[delta.offset : delta.offset + len(delta.data)] = delta.data
+        payload = record.payload
+        for offset, pos, length in delta_spans(payload, record.lsn):
+            page[offset : offset + length] = payload[pos : pos + length]
     return bytes(page)
 
 

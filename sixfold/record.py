@@ -38,6 +38,12 @@ class RecordFlags(IntFlag):
     FULL_IMAGE = 2  # payload is a whole page image, not deltas
 
 
+# Plain ints for the hot paths: IntFlag arithmetic costs microseconds per record.
+_CPL = int(RecordFlags.CPL)
+_FULL_IMAGE = int(RecordFlags.FULL_IMAGE)
+_KNOWN_FLAGS = _CPL | _FULL_IMAGE
+
+
 @dataclass(frozen=True, slots=True)
 class Delta:
     """Bytes `data` written at `offset` of the page."""
@@ -53,17 +59,17 @@ class RedoRecord:
     prev_page_lsn: int
     page_no: int
     epoch: int
-    flags: RecordFlags
+    flags: int  # RecordFlags bits
     payload: bytes
     encoded: bytes  # the canonical bytes, CRC included: what is stored and sent
 
     @property
     def is_cpl(self) -> bool:
-        return bool(self.flags & RecordFlags.CPL)
+        return bool(self.flags & _CPL)
 
     @property
     def is_full_image(self) -> bool:
-        return bool(self.flags & RecordFlags.FULL_IMAGE)
+        return bool(self.flags & _FULL_IMAGE)
 
     def deltas(self) -> list[Delta]:
         assert not self.is_full_image
@@ -80,7 +86,12 @@ def encode_deltas(deltas: list[Delta]) -> bytes:
 
 def decode_deltas(payload: bytes, lsn: int = 0) -> list[Delta]:
     """Parse a delta payload, checking every range lies inside a page."""
-    deltas = []
+    return [Delta(offset, payload[pos : pos + n]) for offset, pos, n in delta_spans(payload, lsn)]
+
+
+def delta_spans(payload: bytes, lsn: int = 0) -> list[tuple[int, int, int]]:
+    """(page offset, payload position, length) of each delta, every range checked."""
+    spans = []
     pos = 0
     end = len(payload)
     while pos < end:
@@ -93,9 +104,9 @@ def decode_deltas(payload: bytes, lsn: int = 0) -> list[Delta]:
                 f"record LSN {lsn}: delta of {length} bytes at offset {offset} overruns the "
                 f"payload or the {PAGE_SIZE_BYTES}-byte page"
             )
-        deltas.append(Delta(offset, bytes(payload[pos : pos + length])))
+        spans.append((offset, pos, length))
         pos += length
-    return deltas
+    return spans
 
 
 def encode_record(
@@ -105,15 +116,17 @@ def encode_record(
     prev_page_lsn: int,
     page_no: int,
     epoch: int,
-    flags: RecordFlags,
+    flags: int,
     payload: bytes,
 ) -> RedoRecord:
     assert lsn > prev_volume_lsn >= 0 and lsn > prev_page_lsn >= 0, (lsn, prev_volume_lsn)
     assert epoch >= 1
-    if flags & RecordFlags.FULL_IMAGE:
+    flags = int(flags)
+    assert not flags & ~_KNOWN_FLAGS
+    if flags & _FULL_IMAGE:
         assert len(payload) == PAGE_SIZE_BYTES
     header = _HEADER.pack(
-        RECORD_ENCODING, int(flags), 0, len(payload),
+        RECORD_ENCODING, flags, 0, len(payload),
         lsn, prev_volume_lsn, prev_page_lsn, page_no, epoch,
     )  # fmt: skip
     crc = crc32c(payload, crc32c(header))
@@ -145,18 +158,24 @@ def decode_record(encoded: bytes) -> RedoRecord:
         raise CorruptRecordError(
             f"record LSN {lsn}: back-links ({prev_volume}, {prev_page}) or epoch {epoch} invalid"
         )
-    if flags & ~int(RecordFlags.CPL | RecordFlags.FULL_IMAGE):
+    if flags & ~_KNOWN_FLAGS:
         raise CorruptRecordError(f"record LSN {lsn}: unknown flags {flags:#x}")
     payload = bytes(encoded[HEADER_BYTES : size - _CRC.size])
-    record_flags = RecordFlags(flags)
-    if record_flags & RecordFlags.FULL_IMAGE:
+    if flags & _FULL_IMAGE:
         if payload_bytes != PAGE_SIZE_BYTES:
             raise CorruptRecordError(f"record LSN {lsn}: page image of {payload_bytes} bytes")
     else:
-        decode_deltas(payload, lsn)
-    return RedoRecord(
-        lsn, prev_volume, prev_page, page_no, epoch, record_flags, payload, bytes(encoded)
-    )
+        delta_spans(payload, lsn)
+    return RedoRecord(lsn, prev_volume, prev_page, page_no, epoch, flags, payload, bytes(encoded))
+
+
+_PAGE_NO = struct.Struct("<Q")
+_PAGE_NO_OFFSET = struct.calcsize("<BBHIQQQ")  # the header fields before page_no
+
+
+def peek_page_no(encoded: bytes) -> int:
+    """The page number from a record's header, without verifying it."""
+    return _PAGE_NO.unpack_from(encoded, _PAGE_NO_OFFSET)[0]
 
 
 def peek_lsn(encoded: bytes) -> int:

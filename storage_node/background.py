@@ -16,7 +16,7 @@ from storage_node.node import StorageNode
 
 log = logging.getLogger("sixfold.background")
 
-BACKGROUND_INTERVAL_S = 0.5
+BACKGROUND_INTERVAL_S = 0.25
 
 
 def coalesce_point(node: StorageNode) -> int:
@@ -31,34 +31,42 @@ def gc_horizon(node: StorageNode, now: float, peer_names: list[str]) -> int:
 
 
 async def coalesce_once(node: StorageNode) -> int:
-    """Materialise up to coalesce_pages_max dirty pages at the coalesce point."""
+    """Materialise up to coalesce_pages_max dirty pages at the coalesce point.
+
+    Neither this nor garbage collection takes the node's write lock: both work at or below
+    VDL, where no truncation or epoch change can reach, and LMDB orders their transactions
+    with the appends'. Holding the lock made every append wait out a whole cycle.
+    """
     point = coalesce_point(node)
     ready = [p for p, lsn in node.dirty_pages.items() if lsn <= point]
     ready = ready[: node.limits.coalesce_pages_max]
-    versions = []
-    for page_no in ready:
-        image, page_lsn = node.store.page_at(page_no, point)
-        if page_lsn > node.store.newest_version_lsn(page_no, point):
-            versions.append((page_no, page_lsn, image))
+    versions = await asyncio.to_thread(_materialise, node, ready, point)
     if versions:
-        async with node.write_lock:
-            await asyncio.to_thread(node.store.put_versions, versions)
+        await asyncio.to_thread(node.store.put_versions, versions)
     for page_no in ready:
         if node.dirty_pages.get(page_no, 0) <= point:
             node.dirty_pages.pop(page_no, None)
     return len(versions)
 
 
+def _materialise(node: StorageNode, pages: list[int], point: int) -> list[tuple[int, int, bytes]]:
+    versions = []
+    for page_no in pages:
+        image, page_lsn = node.store.page_at(page_no, point)
+        if page_lsn > node.store.newest_version_lsn(page_no, point):
+            versions.append((page_no, page_lsn, image))
+    return versions
+
+
 async def collect_garbage_once(node: StorageNode, peer_names: list[str]) -> int:
     horizon = gc_horizon(node, time.monotonic(), peer_names)
     if horizon <= 0:
         return 0
-    async with node.write_lock:
-        st = node.state
-        return await asyncio.to_thread(
-            node.store.collect_garbage, horizon, node.limits.gc_keys_max, st.scl,
-            st.completeness.cpl_at_scl,
-        )  # fmt: skip
+    st = node.state
+    return await asyncio.to_thread(
+        node.store.collect_garbage, horizon, node.limits.gc_keys_max, st.scl,
+        st.completeness.cpl_at_scl,
+    )  # fmt: skip
 
 
 async def run_background(node: StorageNode, peer_names: list[str]) -> None:

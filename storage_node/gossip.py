@@ -29,6 +29,9 @@ class Gossip:
     def __init__(self, node: StorageNode, peers: dict[str, str]) -> None:
         self.node = node
         self.peers = [NodeClient(name, address) for name, address in peers.items()]
+        # Each peer's SCL one round ago: fetch only that far, so gossip does not race the
+        # writer for records it is about to deliver anyway.
+        self.prev_peer_scl: dict[str, int] = {}
 
     async def run(self) -> None:
         while True:
@@ -70,19 +73,21 @@ class Gossip:
 
     async def _fill_holes(self, answered: list[tuple[NodeClient, pb.NodeState]]) -> bool:
         st = self.node.state
+        prev, self.prev_peer_scl = self.prev_peer_scl, {p.name: s.scl for p, s in answered}
         if not st.serving:
             return False
         # Only peers that cancel exactly what this node cancels may fill its holes.
         ahead = [
-            (p, s)
+            (p, min(s.scl, prev.get(p.name, 0)))
             for p, s in answered
-            if s.serving and s.truncations_version == st.truncations_version and s.scl > st.scl
+            if s.serving and s.truncations_version == st.truncations_version
         ]
+        ahead = [(p, through) for p, through in ahead if through > st.scl]
         if not ahead:
             return False
-        peer, state = max(ahead, key=lambda ps: ps[1].scl)
+        peer, through = max(ahead, key=lambda pt: pt[1])
         request = pb.ReadRecordsRequest(
-            after_lsn=st.scl, through_lsn=state.scl, max_records=self.node.limits.gossip_records_max
+            after_lsn=st.scl, through_lsn=through, max_records=self.node.limits.gossip_records_max
         )
         try:
             response = await peer.read_records(request, timeout=GOSSIP_CALL_TIMEOUT_S * 5)

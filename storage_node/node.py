@@ -32,8 +32,8 @@ class NodeLimits:
     commit_queue_batches_max: int = 1024  # appends waiting for the next fsync
     read_records_max: int = 10_000  # records in one ReadRecords answer
     gossip_records_max: int = 5_000  # records fetched from a peer per gossip round
-    coalesce_pages_max: int = 256  # page versions materialised per background cycle
-    gc_keys_max: int = 2_000  # keys deleted per background cycle
+    coalesce_pages_max: int = 64  # page versions materialised per background cycle
+    gc_keys_max: int = 500  # keys deleted per background cycle (one short transaction)
     dirty_pages_max: int = 1_000_000  # pages remembered as needing coalescing
 
 
@@ -157,8 +157,7 @@ class StorageNode:
             except Exception as exc:  # a failed transaction fails its appends, not the node
                 log.exception("%s: commit failed", self.name)
                 for p in batch:
-                    if not p.done.done():
-                        p.done.set_exception(exc)
+                    _settle(p.done, exc)
 
     async def _commit(self, batch: list[_PendingAppend]) -> None:
         st = self.state
@@ -168,7 +167,7 @@ class StorageNode:
                 if p.epoch is not None:
                     st.check_current(p.epoch, "append")
             except SixfoldError as exc:
-                p.done.set_exception(exc)
+                _settle(p.done, exc)
                 continue
             accepted.append(p)
         records = _unique_admitted(st, accepted)
@@ -185,7 +184,7 @@ class StorageNode:
             st.on_durable(records)
             self._note_dirty(records)
         for p in accepted:
-            p.done.set_result(st.scl)
+            _settle(p.done, st.scl)
 
     def _note_dirty(self, records: list[RedoRecord]) -> None:
         if len(self.dirty_pages) >= self.limits.dirty_pages_max:
@@ -256,6 +255,16 @@ class StorageNode:
             r: v for r, v in self.read_points.items() if now - v[1] <= READ_POINT_TTL_S
         }
         return min([*live, self.state.vdl])
+
+
+def _settle(future: asyncio.Future[int], outcome: int | BaseException) -> None:
+    """Answer an append; its caller may have gone (a cancelled RPC): then nobody listens."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _unique_admitted(st: SegmentState, pending: list[_PendingAppend]) -> list[RedoRecord]:

@@ -20,6 +20,8 @@ from storage_node.store import MAP_SIZE_BYTES_DEFAULT
 
 log = logging.getLogger("sixfold.storage_node")
 
+GIL_SWITCH_INTERVAL_S = 0.0005
+
 
 def parse_peers(text: str) -> dict[str, str]:
     """'a2=127.0.0.1:7002,b1=...' -> {'a2': '127.0.0.1:7002', ...}"""
@@ -96,6 +98,9 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The LMDB commit runs in a worker thread; when its fsync returns it must win the GIL back
+    # from the event loop. The default 5 ms switch interval made that wait part of every ack.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     configure_logging(args.log_level)
     try:
         asyncio.run(run(args))

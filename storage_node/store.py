@@ -25,7 +25,13 @@ import lmdb
 from sixfold.checksum import crc32c
 from sixfold.errors import CorruptRecordError, DataFormatError
 from sixfold.page import EMPTY_PAGE, apply_records
-from sixfold.record import PAGE_SIZE_BYTES, RedoRecord, decode_record
+from sixfold.record import (
+    PAGE_SIZE_BYTES,
+    RECORD_OVERHEAD_BYTES,
+    RedoRecord,
+    decode_record,
+    peek_page_no,
+)
 from sixfold.truncation import TruncationRange
 
 FORMAT_VERSION = 1
@@ -33,6 +39,10 @@ MAP_SIZE_BYTES_DEFAULT = 8 << 30  # sparse on Linux: costs disk only as it fills
 _U64 = struct.Struct(">Q")
 _PAGE_LSN = struct.Struct(">QQ")
 _CRC = struct.Struct("<I")
+_PAGE_NO = struct.Struct("<Q")
+_PAGE_NO_OFFSET = (
+    32  # in a record's header: u8 u8 u16 u32, then lsn, prev_volume, prev_page, page_no
+)
 
 
 def lsn_key(lsn: int) -> bytes:
@@ -251,6 +261,16 @@ class NodeStore:
             return EMPTY_PAGE, 0
         return _verified_image(cursor.value(), page_no, version_lsn), version_lsn
 
+    def _version_lsn_at(self, txn: lmdb.Transaction, page_no: int, lsn: int) -> int:
+        """The LSN of the page's newest version at or below `lsn` (0: none), image unread."""
+        cursor = txn.cursor(db=self.versions_db)
+        found = cursor.set_range(page_key(page_no, lsn + 1))
+        found = cursor.prev() if found else cursor.last()
+        if not found:
+            return 0
+        key_page, version_lsn = _PAGE_LSN.unpack(cursor.key())
+        return version_lsn if key_page == page_no else 0
+
     def put_versions(self, versions: list[tuple[int, int, bytes]]) -> None:
         """Store coalesced page versions (page, lsn, image), each with its CRC32C."""
         with self.env.begin(write=True, db=self.versions_db) as txn:
@@ -277,15 +297,17 @@ class NodeStore:
             _put_points(txn, scl, cpl, self.meta_db)
             cursor = txn.cursor(db=self.log_db)
             doomed: list[tuple[int, int]] = []
+            version_of: dict[int, int] = {}  # page -> its newest version at or below the horizon
             if cursor.first():
                 for scanned, (key, value) in enumerate(cursor):
                     lsn = _U64.unpack(key)[0]
                     if lsn > horizon_lsn or len(doomed) >= keys_max or scanned >= 4 * keys_max:
                         break
-                    record = _raise_if_corrupt(_verified(value, lsn))
-                    _, version_lsn = self._version_at(txn, record.page_no, horizon_lsn)
-                    if lsn <= version_lsn:
-                        doomed.append((lsn, record.page_no))
+                    page_no = _page_of_verified(value, lsn)
+                    if page_no not in version_of:
+                        version_of[page_no] = self._version_lsn_at(txn, page_no, horizon_lsn)
+                    if lsn <= version_of[page_no]:
+                        doomed.append((lsn, page_no))
             for lsn, page_no in doomed:
                 txn.delete(lsn_key(lsn), db=self.log_db)
                 txn.delete(page_key(page_no, lsn), db=self.page_log_db)
@@ -356,6 +378,16 @@ def _verified(value: bytes, lsn: int) -> RedoRecord | CorruptRecordError:
     if record.lsn != lsn:
         return CorruptRecordError(f"stored record under key LSN {lsn} says LSN {record.lsn}")
     return record
+
+
+def _page_of_verified(value: bytes, lsn: int) -> int:
+    """A stored record's page number, after checking its CRC (no full decode)."""
+    if (
+        len(value) < RECORD_OVERHEAD_BYTES
+        or crc32c(value[:-4]) != _CRC.unpack_from(value, len(value) - 4)[0]
+    ):
+        raise CorruptRecordError(f"stored record at LSN {lsn} is corrupt: CRC32C mismatch")
+    return peek_page_no(value)
 
 
 def _raise_if_corrupt(record: RedoRecord | CorruptRecordError) -> RedoRecord:

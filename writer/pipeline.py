@@ -29,12 +29,16 @@ from sixfold.errors import (
     WriterFencedError,
 )
 from sixfold.quorum import COPIES, WRITE_QUORUM
-from sixfold.record import Delta, RecordFlags, RedoRecord, encode_deltas, encode_record
+from sixfold.record import Delta, RecordFlags, RedoRecord, encode_deltas, encode_record, peek_lsn
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.truncation import TruncationRange
 from sixfold.wire import ranges_to_proto
 
 log = logging.getLogger("sixfold.writer")
+
+WAITER_SWEEP_S = 0.05  # how often commits past their write timeout are failed
+VDL_ANNOUNCE_DELAY_S = 0.02  # a bare VDL update waits this long for a batch to ride on
+APPENDS_IN_FLIGHT_MAX = 2  # appends to one node awaiting their acknowledgement
 
 
 @dataclass(frozen=True)  # no slots: fields double as argparse defaults
@@ -92,12 +96,17 @@ class LogTail:
 
 
 class NodeSender:
-    """Ships the log tail to one node, one append in flight."""
+    """Ships the log tail to one node, up to APPENDS_IN_FLIGHT_MAX appends at a time.
+
+    A second append in flight keeps the node's commit queue fed while the first is being
+    synced, so its next transaction starts at once instead of a round trip later.
+    """
 
     def __init__(self, pipeline: CommitPipeline, client: NodeClient) -> None:
         self.pipeline = pipeline
         self.client = client
-        self.next_lsn = pipeline.tail.first_lsn
+        self.next_lsn = pipeline.tail.first_lsn  # next record to send
+        self.acked_lsn = pipeline.tail.first_lsn - 1  # last record of the newest acked batch
         self.reachable = True
         self.stale = False
         self.vdl_sent = -1
@@ -110,8 +119,13 @@ class NodeSender:
             await self.wake.wait()
             self.wake.clear()
             try:
-                while await self._send_once():
-                    pass
+                await self._pump()
+                if self.pipeline.durability.vdl != self.vdl_sent:
+                    # Readers learn VDL from the nodes; the next batch would carry it anyway.
+                    # (A plain sleep: wait_for in Python 3.11 can swallow a cancellation.)
+                    await asyncio.sleep(VDL_ANNOUNCE_DELAY_S)
+                    if not self.wake.is_set():
+                        await self._append(self._request([], bare_ok=True))
                 backoff = 0.05
             except EpochAheadError:
                 await self._send_truncations()
@@ -128,30 +142,66 @@ class NodeSender:
                 backoff = min(backoff * 2, self.pipeline.limits.retry_backoff_s_max)
                 self.wake.set()
 
-    async def _send_once(self) -> bool:
-        """Send one batch (or a bare VDL update); False when there is nothing to send."""
+    async def _pump(self) -> None:
+        """Send batches until the tail is drained, keeping up to the in-flight bound busy.
+
+        On a failure the unacknowledged batches are sent again from the first of them
+        (appends are idempotent); the error is raised once all in flight have settled.
+        """
+        in_flight: dict[asyncio.Task[None], int] = {}  # task -> first LSN of its batch
+        failure: BaseException | None = None
+        try:
+            while True:
+                while failure is None and len(in_flight) < APPENDS_IN_FLIGHT_MAX:
+                    batch = self._next_batch()
+                    if not batch and (in_flight or self.reachable):
+                        break  # an unreachable node is probed with an empty append
+                    request = self._request(batch, bare_ok=not batch)
+                    task = asyncio.get_running_loop().create_task(self._append(request))
+                    in_flight[task] = batch[0].lsn if batch else self.next_lsn
+                    self.next_lsn = batch[-1].lsn + 1 if batch else self.next_lsn
+                if not in_flight:
+                    break
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    first = in_flight.pop(task)
+                    if task.exception() is not None:
+                        failure = failure or task.exception()
+                        self.next_lsn = min(self.next_lsn, first)
+        finally:
+            for task in in_flight:
+                task.cancel()
+        if failure is not None:
+            raise failure
+
+    def _next_batch(self) -> list[RedoRecord]:
         p = self.pipeline
-        tail = p.tail
-        self.next_lsn = max(self.next_lsn, tail.first_lsn)  # trimmed: the node gossips for it
+        self.next_lsn = max(self.next_lsn, p.tail.first_lsn)  # trimmed: the node gossips for it
         lim = p.limits
-        batch = tail.batch_from(
+        return p.tail.batch_from(
             self.next_lsn, lim.append_batch_records_max, lim.append_batch_bytes_max
         )
-        vdl = p.durability.vdl
-        if not batch and vdl == self.vdl_sent and self.reachable:
-            return False  # an unreachable node is probed with an empty append
-        request = pb.AppendRequest(epoch=p.epoch, records=[r.encoded for r in batch], vdl=vdl)
+
+    def _request(self, batch: list[RedoRecord], bare_ok: bool) -> pb.AppendRequest:
+        assert batch or bare_ok
+        p = self.pipeline
+        request = pb.AppendRequest(
+            epoch=p.epoch, records=[r.encoded for r in batch], vdl=p.durability.vdl
+        )
         self.bytes_sent += request.ByteSize() + 5  # 5: gRPC's length-prefix framing
-        response = await self.client.append(request, timeout=lim.append_timeout_s)
+        return request
+
+    async def _append(self, request: pb.AppendRequest) -> None:
+        p = self.pipeline
+        response = await self.client.append(request, timeout=p.limits.append_timeout_s)
         if not self.reachable:
             log.info("storage node %s reachable again", self.client.name)
             self.reachable = True
             p.room.set()
-        self.vdl_sent = vdl
-        if batch:
-            self.next_lsn = batch[-1].lsn + 1
+        self.vdl_sent = max(self.vdl_sent, request.vdl)
+        if request.records:
+            self.acked_lsn = max(self.acked_lsn, peek_lsn(request.records[-1]))
         p.on_ack(self.client.name, response.scl)
-        return True
 
     async def _send_truncations(self) -> None:
         p = self.pipeline
@@ -185,7 +235,8 @@ class CommitPipeline:
         self.tail = LogTail(next_lsn)
         self.recovered_vdl = vdl
         self.page_last_lsn: dict[int, int] = {}
-        self.waiters: deque[tuple[int, asyncio.Future[int]]] = deque()
+        # (commit LSN, its future, the loop time it gives up at): LSN and deadline ascend together
+        self.waiters: deque[tuple[int, asyncio.Future[int], float]] = deque()
         self.room = asyncio.Event()  # set when VDL advanced (LAL) or the tail was trimmed
         self.fenced: WriterFencedError | None = None
         self.senders = [NodeSender(self, c) for c in clients]
@@ -194,6 +245,7 @@ class CommitPipeline:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(s.run()) for s in self.senders]
+        self.tasks.append(loop.create_task(self._expire_waiters()))
 
     async def stop(self) -> None:
         for t in self.tasks:
@@ -222,14 +274,23 @@ class CommitPipeline:
         if self.fenced:
             raise self.fenced
         commit_lsn = self._allocate_and_queue(writes, prev_page_lsns)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.waiters.append((commit_lsn, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self.waiters.append((commit_lsn, future, loop.time() + self.limits.write_timeout_s))
         for sender in self.senders:
             sender.wake.set()
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.limits.write_timeout_s)
-        except TimeoutError:
-            raise self._timeout_error(commit_lsn, sent=True) from None
+        return await future
+
+    async def _expire_waiters(self) -> None:
+        """Fail commits not durable by their deadline: one sweep, not a timer per commit."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WAITER_SWEEP_S)
+            now = loop.time()
+            while self.waiters and self.waiters[0][2] <= now:
+                lsn, future, _ = self.waiters.popleft()
+                if not future.done():
+                    future.set_exception(self._timeout_error(lsn, sent=True))
 
     def _allocate_and_queue(self, writes: list[PageWrite], prev_page_lsns: dict[int, int]) -> int:
         vdl = self.durability.vdl
@@ -237,7 +298,7 @@ class CommitPipeline:
         for i, write in enumerate(writes):
             lsn, prev = self.allocator.allocate(vdl)
             prev_page = self.page_last_lsn.get(write.page_no, prev_page_lsns.get(write.page_no, 0))
-            flags = RecordFlags.CPL if i == len(writes) - 1 else RecordFlags(0)
+            flags = RecordFlags.CPL if i == len(writes) - 1 else 0
             payload = encode_deltas([Delta(offset, data) for offset, data in write.deltas])
             record = encode_record(
                 lsn=lsn, prev_volume_lsn=prev, prev_page_lsn=prev_page, page_no=write.page_no,
@@ -305,7 +366,7 @@ class CommitPipeline:
         if vdl == before:
             return
         while self.waiters and self.waiters[0][0] <= vdl:
-            _, future = self.waiters.popleft()
+            _, future, _ = self.waiters.popleft()
             if not future.done():
                 future.set_result(vdl)
         self._trim()
@@ -315,7 +376,7 @@ class CommitPipeline:
 
     def _trim(self) -> None:
         """Drop durable records every reachable node has; a node that is down gossips for them."""
-        sent = [s.next_lsn - 1 for s in self.senders if s.reachable and not s.stale]
+        sent = [s.acked_lsn for s in self.senders if s.reachable and not s.stale]
         self.tail.trim_through(min([self.durability.vdl, *sent]))
         if len(self.tail.records) >= self.limits.tail_records_max:
             self.tail.trim_through(self.durability.vdl)
@@ -331,7 +392,7 @@ class CommitPipeline:
         )
         log.error("%s", self.fenced)
         while self.waiters:
-            _, future = self.waiters.popleft()
+            _, future, _ = self.waiters.popleft()
             if not future.done():
                 future.set_exception(self.fenced)
         self.room.set()
