@@ -14,6 +14,7 @@ import logging
 from sixfold.clients import NodeClient
 from sixfold.errors import NotServingError
 from sixfold.page_reader import PageReader
+from sixfold.read_point import advance_read_point
 from sixfold.rpc import sixfold_pb2 as pb
 
 log = logging.getLogger("sixfold.reader")
@@ -48,13 +49,8 @@ class Reader:
 
     def advance(self, states: list[pb.NodeState]) -> None:
         """Move the read point to the newest VDL learned at the newest epoch (never back)."""
-        known = [(s.vdl_epoch, s.vdl) for s in states if s.vdl_epoch > 0]
-        if not known:
-            return
-        epoch, vdl = max(known)
-        if (epoch, vdl) > (self.epoch, self.read_point):
-            self.epoch = epoch
-            self.read_point = max(self.read_point, vdl)
+        learned = ((s.vdl_epoch, s.vdl) for s in states)
+        self.epoch, self.read_point = advance_read_point((self.epoch, self.read_point), learned)
 
     async def run_polling(self) -> None:
         while True:

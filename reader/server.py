@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 
 from reader.reader import Reader
 from reader.service import ReaderService
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.serving import configure_logging, service_name, start_server, wait_for_termination
+from sixfold.serving import (
+    configure_logging,
+    run_process,
+    service_name,
+    start_server,
+    wait_for_termination,
+)
 from storage_node.server import parse_peers
 
 log = logging.getLogger("sixfold.reader")
@@ -50,9 +55,4 @@ async def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    try:
-        asyncio.run(run(args))
-    except OSError as exc:
-        print(f"reader {args.name}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_process(f"reader {args.name}", run(args))

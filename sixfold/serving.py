@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Coroutine
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sixfold.clients import MESSAGE_BYTES_MAX
+from sixfold.errors import DataFormatError
 from sixfold.rpc import sixfold_pb2 as pb
 
 SERVER_OPTIONS = [
@@ -56,6 +58,19 @@ def configure_logging(level: str = "INFO") -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def run_process(label: str, main: Coroutine[object, object, None]) -> int:
+    """Run a server process's main coroutine; report a start-up failure in one line."""
+    try:
+        asyncio.run(main)
+    except DataFormatError as exc:
+        print(f"{label}: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{label}: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 async def wait_for_termination(server: grpc.aio.Server) -> None:

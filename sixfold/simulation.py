@@ -47,6 +47,7 @@ from sixfold.durability import VolumeDurability
 from sixfold.errors import EpochAheadError, InvalidRequestError, SixfoldError, StaleEpochError
 from sixfold.page import EMPTY_PAGE, apply_records
 from sixfold.quorum import COPIES, NODE_NAMES, WRITE_QUORUM, quorum_lsn
+from sixfold.read_point import advance_read_point
 from sixfold.record import Delta, RecordFlags, RedoRecord, encode_deltas, encode_record
 from sixfold.recovery import SegmentReport, newest_truncations, next_epoch, plan_recovery
 from sixfold.segment import SegmentState
@@ -857,14 +858,10 @@ class SimReader(Actor):
                 yield from self._read_page(states)
 
     def _advance(self, states: list[Snapshot]) -> None:
-        known = [(s.vdl_epoch, s.vdl) for s in states if s.vdl_epoch > 0]
-        if not known:
-            return
-        epoch, vdl = max(known)
-        if (epoch, vdl) > (self.epoch, self.read_point):
-            self.epoch = epoch
-            self.read_point = max(self.read_point, vdl)
-        self.sim.oracle.check_read_point(self.sim, self.read_point)
+        learned = ((s.vdl_epoch, s.vdl) for s in states)
+        self.epoch, self.read_point = advance_read_point((self.epoch, self.read_point), learned)
+        if self.epoch:
+            self.sim.oracle.check_read_point(self.sim, self.read_point)
 
     def _read_page(self, states: list[Snapshot]) -> Task:
         """A single-node read (P18 §3): one node whose SCL covers the read point."""

@@ -8,10 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
-from sixfold.errors import DataFormatError
 from sixfold.quorum import NODE_AZ, NODE_NAMES
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.serving import configure_logging, service_name, start_server, wait_for_termination
+from sixfold.serving import (
+    configure_logging,
+    run_process,
+    service_name,
+    start_server,
+    wait_for_termination,
+)
 from storage_node.background import run_background
 from storage_node.gossip import Gossip
 from storage_node.node import NodeLimits, StorageNode
@@ -102,12 +107,4 @@ def main(argv: list[str] | None = None) -> int:
     # from the event loop. The default 5 ms switch interval made that wait part of every ack.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     configure_logging(args.log_level)
-    try:
-        asyncio.run(run(args))
-    except DataFormatError as exc:
-        print(f"storage node {args.name}: refusing to start: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"storage node {args.name}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_process(f"storage node {args.name}", run(args))

@@ -6,11 +6,16 @@ import argparse
 import asyncio
 import logging
 import os
-import sys
 
 from sixfold.allocation import LAL_DEFAULT
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.serving import configure_logging, service_name, start_server, wait_for_termination
+from sixfold.serving import (
+    configure_logging,
+    run_process,
+    service_name,
+    start_server,
+    wait_for_termination,
+)
 from storage_node.server import parse_peers
 from writer.pipeline import WriterLimits
 from writer.service import WriterService
@@ -62,9 +67,4 @@ async def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    try:
-        asyncio.run(run(args))
-    except OSError as exc:
-        print(f"writer: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_process("writer", run(args))
