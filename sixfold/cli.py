@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from sixfold import cluster
+from sixfold import cluster, targets
 from sixfold.clients import ReaderClient, WriterClient
 from sixfold.errors import SixfoldError
 from sixfold.page import until_nul
@@ -69,23 +69,27 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(args: argparse.Namespace) -> targets.ProcessTarget | targets.ComposeTarget:
+    return targets.load_target(_dir(args), args.compose)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    layout = cluster.ClusterLayout.load(_dir(args))
-    status = asyncio.run(cluster.gather_status(layout))
+    target = _target(args)
+    status = asyncio.run(cluster.gather_status(target))
     if args.json:
         print(json.dumps(status, indent=2))
     else:
-        print_status(status, layout)
+        print_status(status, target)
     return 0
 
 
-def print_status(status: dict, layout: cluster.ClusterLayout) -> None:
+def print_status(status: dict, target: cluster.Endpoints) -> None:
     def show(value: object) -> str:
         return "-" if value is None else str(value)
 
     print(f"{'node':<6}{'az':<4}{'up':<6}{'scl':>10}{'epoch':>7}  address")
     for n in status["nodes"]:
-        address = layout.processes[n["name"]].address
+        address = target.nodes[n["name"]]
         up = "up" if n["up"] else "DOWN"
         print(
             f"{n['name']:<6}{n['az']:<4}{up:<6}{show(n['scl']):>10}{show(n['epoch']):>7}  {address}"
@@ -107,9 +111,9 @@ def print_status(status: dict, layout: cluster.ClusterLayout) -> None:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    layout = cluster.ClusterLayout.load(_dir(args))
+    target = _target(args)
     names = cluster.resolve_names(args.names, args.az)
-    killed = cluster.kill_processes(layout, names)
+    killed = target.kill(names)
     not_running = [n for n in names if n not in killed]
     if killed:
         print(f"killed (SIGKILL) {', '.join(killed)}")
@@ -119,26 +123,23 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    layout = cluster.ClusterLayout.load(_dir(args))
+    target = _target(args)
     names = cluster.resolve_names(args.names, args.az)
-    already = [n for n in names if cluster.is_running(layout.processes[n])]
-    cluster.start_processes(layout, names)
-    started = [n for n in names if n not in already]
-    print(
-        f"started {', '.join(started) if started else 'nothing'}"
-        + (f"; already running: {', '.join(already)}" if already else "")
-    )
+    started = target.start(names)
+    already = [n for n in names if n not in started]
+    line = f"started {', '.join(started) if started else 'nothing'}"
+    print(line + (f"; already running: {', '.join(already)}" if already else ""))
     return 0
 
 
 def cmd_page_write(args: argparse.Namespace) -> int:
-    layout = cluster.ClusterLayout.load(_dir(args))
+    target = _target(args)
     data = args.text.encode("utf-8")
     if len(data) > PAGE_SIZE_BYTES:
         raise SixfoldError(f"text of {len(data)} bytes does not fit a {PAGE_SIZE_BYTES}-byte page")
 
     async def write() -> int:
-        client = WriterClient(layout.writer_address)
+        client = WriterClient(target.writer_address)
         try:
             change = pb.PageChange(page_no=args.page, offset=0, data=data + b"\x00")
             return await client.write_pages([change], timeout=args.timeout)
@@ -150,13 +151,13 @@ def cmd_page_write(args: argparse.Namespace) -> int:
 
 
 def cmd_page_read(args: argparse.Namespace) -> int:
-    layout = cluster.ClusterLayout.load(_dir(args))
+    target = _target(args)
 
     async def read() -> pb.ReadPageResponse:
         if args.reader:
-            client = ReaderClient(layout.reader_address(args.reader), args.reader)
+            client = ReaderClient(target.reader_address(args.reader), args.reader)
         else:
-            client = WriterClient(layout.writer_address)
+            client = WriterClient(target.writer_address)
         try:
             return await client.read_page(args.page, timeout=args.timeout)
         finally:
@@ -165,6 +166,12 @@ def cmd_page_read(args: argparse.Namespace) -> int:
     response = asyncio.run(read())
     print(until_nul(response.image).decode("utf-8", errors="replace"))
     return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from sixfold.chaos import run_chaos
+
+    return run_chaos(_target(args), args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -181,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dir", default=os.environ.get("SIXFOLD_DIR", str(cluster.DEFAULT_DIR)),
         help="cluster directory (default $SIXFOLD_DIR or ./.sixfold)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compose", action="store_true",
+        help="talk to the docker compose cluster (ports from docker-compose.yml) instead of "
+        "the process cluster in --dir; also SIXFOLD_COMPOSE=1",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -222,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=10.0, help="seconds to wait (default %(default)s)"
     )
     p.set_defaults(fn=cmd_page_read)
+
+    p = sub.add_parser(
+        "chaos", help="kill an AZ, then one more node, under a write load; restart; count losses"
+    )
+    p.add_argument("--settle", type=float, default=3.0, help="seconds to watch each step")
+    p.add_argument("--limit", type=float, default=60.0, help="seconds any step may wait at most")
+    p.set_defaults(fn=cmd_chaos)
 
     p = sub.add_parser("bench", help="commit throughput and latency on a fresh local cluster")
     from sixfold.bench import add_arguments

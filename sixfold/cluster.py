@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
 from sixfold.errors import SixfoldError
@@ -203,7 +204,19 @@ def stop_all(layout: ClusterLayout) -> list[str]:
 # -- status ---------------------------------------------------------------------------------------
 
 
-async def gather_status(layout: ClusterLayout) -> dict:
+class Endpoints(Protocol):
+    """Where a cluster's members answer: the process cluster and the compose one alike."""
+
+    @property
+    def nodes(self) -> dict[str, str]: ...
+
+    @property
+    def writer_address(self) -> str: ...
+
+    def reader_address(self, name: str) -> str: ...
+
+
+async def gather_status(layout: Endpoints) -> dict:
     """What every process says of itself; unreachable ones are marked down."""
     from sixfold.quorum import READ_QUORUM, WRITE_QUORUM
 

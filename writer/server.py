@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import uuid
 
 from sixfold.allocation import LAL_DEFAULT
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> None:
     limits = WriterLimits(write_timeout_s=args.write_timeout, lal=args.lal)
-    writer = Writer(args.nodes, limits, owner=f"{args.name}-{os.getpid()}")
+    # In a container every writer is pid 1: the random part keeps epoch owners distinct.
+    writer = Writer(args.nodes, limits, owner=f"{args.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     server, port = await start_server(
         args.host,
         args.port,

@@ -1,0 +1,137 @@
+"""What the CLI talks to: the local process cluster, or the docker compose cluster.
+
+Both give the same endpoints (six nodes, the writer, two readers) and can kill and start
+their members: with SIGKILL and a new process, or with `docker kill` and `docker start`.
+The compose cluster is chosen with `--compose` (or SIXFOLD_COMPOSE=1); its ports are the
+ones docker-compose.yml publishes on localhost, overridable with the same variables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from sixfold import cluster
+from sixfold.errors import SixfoldError
+from sixfold.quorum import NODE_NAMES
+
+COMPOSE_PORT_DEFAULTS = {
+    **{name: 7101 + i for i, name in enumerate(NODE_NAMES)},
+    cluster.WRITER_NAME: 7100,
+    "r1": 7201,
+    "r2": 7202,
+}
+CONTAINER_PREFIX = "sixfold-"  # docker-compose.yml names each container sixfold-NAME
+DOCKER_TIMEOUT_S = 60.0
+
+
+def compose_port(name: str) -> int:
+    """The localhost port of a compose service: SIXFOLD_<NAME>_PORT, or the default."""
+    raw = os.environ.get(f"SIXFOLD_{name.upper()}_PORT")
+    if raw is None:
+        return COMPOSE_PORT_DEFAULTS[name]
+    try:
+        return int(raw)
+    except ValueError:
+        raise SixfoldError(f"SIXFOLD_{name.upper()}_PORT={raw!r} is not a port number") from None
+
+
+class ProcessTarget:
+    """The local cluster of processes in a directory (`sixfold up`)."""
+
+    label = "process cluster"
+
+    def __init__(self, directory: Path) -> None:
+        self.layout = cluster.ClusterLayout.load(directory)
+
+    @property
+    def nodes(self) -> dict[str, str]:
+        return self.layout.nodes
+
+    @property
+    def writer_address(self) -> str:
+        return self.layout.writer_address
+
+    def reader_address(self, name: str) -> str:
+        return self.layout.reader_address(name)
+
+    def kill(self, names: list[str]) -> list[str]:
+        return cluster.kill_processes(self.layout, names)
+
+    def start(self, names: list[str]) -> list[str]:
+        started = [n for n in names if not cluster.is_running(self.layout.processes[n])]
+        cluster.start_processes(self.layout, names)
+        return started
+
+
+@dataclass
+class ComposeTarget:
+    """The docker compose cluster, one container per member, ports on localhost."""
+
+    label = "compose cluster"
+
+    @property
+    def nodes(self) -> dict[str, str]:
+        return {n: f"127.0.0.1:{compose_port(n)}" for n in NODE_NAMES}
+
+    @property
+    def writer_address(self) -> str:
+        return f"127.0.0.1:{compose_port(cluster.WRITER_NAME)}"
+
+    def reader_address(self, name: str) -> str:
+        if name not in cluster.READER_NAMES:
+            raise SixfoldError(
+                f"unknown reader {name!r}: the readers are {', '.join(cluster.READER_NAMES)}"
+            )
+        return f"127.0.0.1:{compose_port(name)}"
+
+    def kill(self, names: list[str]) -> list[str]:
+        running = [n for n in names if self._running(n)]
+        if running:
+            docker("kill", *(CONTAINER_PREFIX + n for n in running))
+        return running
+
+    def start(self, names: list[str]) -> list[str]:
+        stopped = [n for n in names if not self._running(n)]
+        if stopped:
+            docker("start", *(CONTAINER_PREFIX + n for n in stopped))
+        return stopped
+
+    def _running(self, name: str) -> bool:
+        out = docker("inspect", "-f", "{{.State.Running}}", CONTAINER_PREFIX + name)
+        return out.strip() == "true"
+
+
+def docker(*args: str) -> str:
+    if shutil.which("docker") is None:
+        raise SixfoldError("docker is not installed or not on PATH")
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=DOCKER_TIMEOUT_S
+    )
+    if result.returncode != 0:
+        raise SixfoldError(
+            f"docker {' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}"
+        )
+    return result.stdout
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (v2) where it exists, else the older `docker-compose`."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise SixfoldError("neither `docker compose` nor `docker-compose` is available")
+
+
+def use_compose(flag: bool) -> bool:
+    return flag or os.environ.get("SIXFOLD_COMPOSE", "") not in ("", "0")
+
+
+def load_target(directory: Path, compose: bool) -> ProcessTarget | ComposeTarget:
+    return ComposeTarget() if use_compose(compose) else ProcessTarget(directory)

@@ -1,0 +1,32 @@
+"""`sixfold chaos` against the process cluster: the AZ+1 story, and nothing lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import LocalCluster
+
+pytestmark = pytest.mark.processes
+
+
+def test_chaos_story_on_the_process_cluster(local_cluster: LocalCluster) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sixfold.cli", "--dir", local_cluster.layout.directory,
+         "chaos", "--settle", "1", "--limit", "60"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "1. kill AZ a (a1, a2)" in out and "writes go on" in out
+    assert "write quorum unavailable: 3 of 6 storage nodes reachable, 4 needed" in out
+    assert "reads go on: r1" in out and "reads go on: r2" in out
+    assert "writes resume" in out and "caught up by gossip" in out
+    lines = out.split("\nsummary\n", 1)[1].splitlines()
+    summary = {k.strip(): v.strip() for k, _, v in (line.partition(" : ") for line in lines) if v}
+    acknowledged = int(summary["acknowledged writes"])
+    assert acknowledged > 0
+    assert int(summary["verified present after recovery"]) == acknowledged
+    assert int(summary["lost"]) == 0
