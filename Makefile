@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test lint format proto bench clean
+.PHONY: up down test lint format proto bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,14 @@ proto: $(STAMP)  ## regenerate sixfold/rpc from proto/
 bench: $(STAMP)
 	$(BIN)/sixfold bench
 
+chaos: $(STAMP)  ## the AZ+1 story on the running process cluster (`make up` first)
+	$(BIN)/sixfold chaos
+
 clean:
 	rm -rf $(VENV) .sixfold .pytest_cache .ruff_cache .hypothesis
+
+IMAGES_SCRIPT := docker/build-images.sh
+
+.PHONY: images
+images:  ## build sixfold:latest; with no registry, also its base image (and a wheelhouse if builds are offline)
+	bash $(IMAGES_SCRIPT)

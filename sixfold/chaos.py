@@ -148,10 +148,11 @@ async def story(target, args: argparse.Namespace, say: Narrator, load: Load) -> 
         )
 
     say.say(f"3. start {', '.join(AZ_A + PLUS_ONE)} again")
-    target.start(AZ_A + PLUS_ONE)
+    restarting = time.monotonic()
     acks = load.acked_count
-    took = await wait_until(acks_grew, args.limit, "writes to resume")
-    say.say(f"   writes resume {took:.1f} s after the restart")
+    target.start(AZ_A + PLUS_ONE)
+    await wait_until(acks_grew, args.limit, "writes to resume")
+    say.say(f"   writes resume {time.monotonic() - restarting:.1f} s after the restart began")
 
     async def caught_up() -> bool:
         scls = await node_scls(target)

@@ -24,7 +24,7 @@ COMPOSE_PORT_DEFAULTS = {
     "r1": 7201,
     "r2": 7202,
 }
-CONTAINER_PREFIX = "sixfold-"  # docker-compose.yml names each container sixfold-NAME
+CONTAINER_PREFIX_DEFAULT = "sixfold-"  # docker-compose.yml names containers PREFIX + NAME
 DOCKER_TIMEOUT_S = 60.0
 
 
@@ -91,18 +91,22 @@ class ComposeTarget:
     def kill(self, names: list[str]) -> list[str]:
         running = [n for n in names if self._running(n)]
         if running:
-            docker("kill", *(CONTAINER_PREFIX + n for n in running))
+            docker("kill", *(container_name(n) for n in running))
         return running
 
     def start(self, names: list[str]) -> list[str]:
         stopped = [n for n in names if not self._running(n)]
         if stopped:
-            docker("start", *(CONTAINER_PREFIX + n for n in stopped))
+            docker("start", *(container_name(n) for n in stopped))
         return stopped
 
     def _running(self, name: str) -> bool:
-        out = docker("inspect", "-f", "{{.State.Running}}", CONTAINER_PREFIX + name)
+        out = docker("inspect", "-f", "{{.State.Running}}", container_name(name))
         return out.strip() == "true"
+
+
+def container_name(name: str) -> str:
+    return os.environ.get("SIXFOLD_CONTAINER_PREFIX", CONTAINER_PREFIX_DEFAULT) + name
 
 
 def docker(*args: str) -> str:

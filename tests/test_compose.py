@@ -1,0 +1,169 @@
+"""The compose cluster with real containers: images built offline, chaos, volumes kept.
+
+Skipped only where no Docker engine answers; everything else runs on every CI run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sixfold.clients import NodeClient, WriterClient
+from sixfold.targets import COMPOSE_PORT_DEFAULTS, compose_command
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "sixfold-test"
+PORT_OFFSET = 10_000  # away from a compose cluster a developer may be running
+IMAGE_BUILD_LIMIT_S = 1_200
+UP_LIMIT_S = 120
+
+
+def docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(not docker_engine_answers(), reason="no Docker engine on this machine"),
+]
+
+
+def compose_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["SIXFOLD_CONTAINER_PREFIX"] = f"{PROJECT}-"
+    env["SIXFOLD_WRITE_TIMEOUT"] = "3"
+    for name, port in COMPOSE_PORT_DEFAULTS.items():
+        env[f"SIXFOLD_{name.upper()}_PORT"] = str(port + PORT_OFFSET)
+    base = ROOT / "docker" / "base-image.env"  # SIXFOLD_BASE_IMAGE=..., from `make images`
+    if base.exists():
+        key, _, value = base.read_text().strip().partition("=")
+        env[key] = value
+    return env
+
+
+def compose(*args: str, timeout: float = UP_LIMIT_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*compose_command(), "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml"), *args],
+        capture_output=True, text=True, timeout=timeout, env=compose_env(), cwd=ROOT,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compose_cluster() -> Iterator[dict[str, str]]:
+    built = subprocess.run(
+        ["make", "images"], capture_output=True, text=True, timeout=IMAGE_BUILD_LIMIT_S, cwd=ROOT
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    env = compose_env()
+    try:
+        up = compose("up", "-d")
+        assert up.returncode == 0, up.stderr
+        wait_writer_ready(env)
+        yield env
+    finally:
+        logs = compose("logs", "--no-color", "--tail", "30")
+        down = compose("down", "-v", "--remove-orphans")
+        print(logs.stdout[-5000:])
+        assert down.returncode == 0, down.stderr
+
+
+def wait_writer_ready(env: dict[str, str]) -> None:
+    address = f"127.0.0.1:{env['SIXFOLD_WRITER_PORT']}"
+
+    async def ready() -> bool:
+        client = WriterClient(address)
+        try:
+            return (await client.state(timeout=2.0)).status == "accepting writes"
+        except Exception:
+            return False
+        finally:
+            await client.close()
+
+    deadline = time.monotonic() + UP_LIMIT_S
+    while not asyncio.run(ready()):
+        assert time.monotonic() < deadline, "the writer container never accepted writes"
+        time.sleep(0.5)
+
+
+def sixfold_cli(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sixfold.cli", "--compose", *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+def test_crcmod_c_extension_in_the_image(compose_cluster: dict[str, str]) -> None:
+    probe = subprocess.run(
+        ["docker", "run", "--rm", "sixfold:latest", "python", "-c",
+         "from sixfold.checksum import crc_extension_in_use as f; print(f())"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "True", probe.stderr
+
+
+def test_containers_are_healthy_and_chaos_loses_nothing(compose_cluster: dict[str, str]) -> None:
+    env = compose_cluster
+    deadline = time.monotonic() + UP_LIMIT_S
+    while True:
+        health = subprocess.run(
+            ["docker", "inspect", "-f", "{{.Name}} {{.State.Health.Status}}",
+             *(f"{PROJECT}-{n}" for n in COMPOSE_PORT_DEFAULTS)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if health.returncode == 0 and health.stdout.count(" healthy") == len(COMPOSE_PORT_DEFAULTS):
+            break
+        assert time.monotonic() < deadline, f"containers not healthy: {health.stdout}"
+        time.sleep(1)
+
+    chaos = sixfold_cli(env, "chaos", "--settle", "1", "--limit", "90")
+    assert chaos.returncode == 0, chaos.stdout + chaos.stderr
+    assert "write quorum unavailable: 3 of 6 storage nodes reachable, 4 needed" in chaos.stdout
+    assert "\n  lost                                : 0\n" in chaos.stdout
+    print(chaos.stdout)
+
+
+def test_a_killed_node_comes_back_with_its_data(compose_cluster: dict[str, str]) -> None:
+    env = compose_cluster
+    written = sixfold_cli(env, "page", "write", "77", "kept on a volume")
+    assert written.returncode == 0, written.stderr
+    lsn = int(written.stdout)
+
+    async def a1_scl() -> int:
+        client = NodeClient("a1", f"127.0.0.1:{env['SIXFOLD_A1_PORT']}")
+        try:
+            return (await client.get_state(timeout=2.0)).scl
+        except Exception:
+            return -1
+        finally:
+            await client.close()
+
+    deadline = time.monotonic() + 60
+    while asyncio.run(a1_scl()) < lsn:  # a1 may have been one of the two not waited for
+        assert time.monotonic() < deadline, "a1 never received the write"
+        time.sleep(0.2)
+    nodes = [n for n in COMPOSE_PORT_DEFAULTS if n[0] in "abc" and n[1:].isdigit()]
+    subprocess.run(["docker", "kill", *(f"{PROJECT}-{n}" for n in nodes)], check=True, timeout=60)
+    # Only a1 comes back: with no peer up, whatever it holds came from its own volume.
+    subprocess.run(["docker", "start", f"{PROJECT}-a1"], check=True, timeout=60)
+    deadline = time.monotonic() + 60
+    while (scl := asyncio.run(a1_scl())) < 0:
+        assert time.monotonic() < deadline, "a1 did not come back"
+        time.sleep(0.5)
+    assert scl >= lsn, f"a1 restarted with SCL {scl}, below the LSN {lsn} it had acknowledged"
+    subprocess.run(["docker", "start", *(f"{PROJECT}-{n}" for n in nodes)], check=True, timeout=60)
+    wait_writer_ready(env)
+    read = sixfold_cli(env, "page", "read", "77", "--timeout", "30")
+    assert read.stdout.strip() == "kept on a volume", read.stderr
