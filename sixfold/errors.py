@@ -15,6 +15,18 @@ class CorruptRecordError(SixfoldError):
     """A redo record failed its CRC32C or could not be decoded."""
 
 
+class StoredCorruptionError(CorruptRecordError):
+    """Something a node stored fails its CRC: a record (page_no None) or a page version.
+
+    Never served; the node fetches a good copy from a peer (P17 §3.2, step 8).
+    """
+
+    def __init__(self, message: str, lsn: int, page_no: int | None = None) -> None:
+        super().__init__(message)
+        self.lsn = lsn
+        self.page_no = page_no
+
+
 class StaleEpochError(SixfoldError):
     """A request carried an older volume epoch than the node has: its sender is fenced."""
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from sixfold.errors import StoredCorruptionError
 from storage_node.node import StorageNode
 
 log = logging.getLogger("sixfold.background")
@@ -26,7 +27,7 @@ def coalesce_point(node: StorageNode) -> int:
 
 def gc_horizon(node: StorageNode, now: float, peer_names: list[str]) -> int:
     if any(p not in node.peer_scl for p in peer_names):
-        return 0  # a peer we have not heard from may need anything
+        return 0  # a peer that did not answer last round may need anything
     return min([coalesce_point(node), node.min_read_point(now), *node.peer_scl.values()])
 
 
@@ -52,7 +53,11 @@ async def coalesce_once(node: StorageNode) -> int:
 def _materialise(node: StorageNode, pages: list[int], point: int) -> list[tuple[int, int, bytes]]:
     versions = []
     for page_no in pages:
-        image, page_lsn = node.store.page_at(page_no, point)
+        try:
+            image, page_lsn = node.store.page_at(page_no, point)
+        except StoredCorruptionError as exc:  # repaired from a peer; coalesced after that
+            node.note_damage(exc)
+            continue
         if page_lsn > node.store.newest_version_lsn(page_no, point):
             versions.append((page_no, page_lsn, image))
     return versions
@@ -69,11 +74,25 @@ async def collect_garbage_once(node: StorageNode, peer_names: list[str]) -> int:
     )  # fmt: skip
 
 
+async def scrub_once(node: StorageNode) -> int:
+    """CRC-check the next stretch of the log; note damaged records for repair."""
+    damaged, last = await asyncio.to_thread(
+        node.store.scrub, node.scrub_position, node.limits.scrub_records_max
+    )
+    node.scrub_position = last
+    for lsn in damaged:
+        node.note_damage(
+            StoredCorruptionError(f"scrub: stored record at LSN {lsn} is corrupt", lsn)
+        )
+    return len(damaged)
+
+
 async def run_background(node: StorageNode, peer_names: list[str]) -> None:
     while True:
         await asyncio.sleep(BACKGROUND_INTERVAL_S)
         try:
             await coalesce_once(node)
             await collect_garbage_once(node, peer_names)
+            await scrub_once(node)
         except Exception:  # reported, and tried again next cycle
             log.exception("%s: background cycle failed", node.name)

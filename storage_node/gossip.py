@@ -10,6 +10,7 @@ The writer never resends what a node missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from sixfold.clients import NodeClient
@@ -52,10 +53,13 @@ class Gossip:
         answered = [
             (p, s) for p, s in zip(self.peers, states, strict=True) if isinstance(s, pb.NodeState)
         ]
-        for peer, state in answered:
+        for peer, _ in answered:
             self.node.state.heard_from(peer.name)
-            self.node.peer_scl[peer.name] = state.scl
+        # Only peers that answered this round: GC waits while any peer is unreachable, so a
+        # node that comes back (maybe with a damaged disk) can still fetch what it lacks.
+        self.node.peer_scl = {peer.name: state.scl for peer, state in answered}
         await self._adopt_truncations([s for _, s in answered])
+        await self._repair(answered)
         return await self._fill_holes(answered)
 
     async def _adopt_truncations(self, states: list[pb.NodeState]) -> None:
@@ -102,6 +106,44 @@ class Gossip:
         log.debug("%s: gossip from %s: %d records, SCL %d -> %d", self.node.name, peer.name,
                   len(records), before, st.scl)  # fmt: skip
         return st.scl > before
+
+    async def _repair(self, answered: list[tuple[NodeClient, pb.NodeState]]) -> None:
+        """Fetch good copies of damaged records and versions from peers that hold them.
+
+        Repaired, never truncated: a damaged record at or below the SCL is durable history.
+        """
+        st = self.node.state
+        damaged = sorted(self.node.damaged)[: self.node.limits.repairs_per_round_max]
+        for lsn, page_no in damaged:
+            sources = [
+                p
+                for p, s in answered
+                if s.serving and s.truncations_version == st.truncations_version and s.scl >= lsn
+            ]
+            for peer in sources:
+                with contextlib.suppress(SixfoldError):
+                    if page_no is None:
+                        await self._repair_record(peer, lsn)
+                    else:
+                        await self._repair_version(peer, page_no, lsn)
+                    break
+
+    async def _repair_record(self, peer: NodeClient, lsn: int) -> None:
+        request = pb.ReadRecordsRequest(after_lsn=lsn - 1, through_lsn=lsn, max_records=1)
+        response = await peer.read_records(request, timeout=GOSSIP_CALL_TIMEOUT_S)
+        records = [decode_record(b) for b in response.records]
+        if not records or records[0].lsn != lsn:
+            raise SixfoldError(f"{peer.name} does not hold LSN {lsn}")
+        await self.node.repair_record(records[0])
+
+    async def _repair_version(self, peer: NodeClient, page_no: int, lsn: int) -> None:
+        request = pb.GetPageRequest(page_no=page_no, lsn=lsn)
+        response = await peer.get_page(request, timeout=GOSSIP_CALL_TIMEOUT_S)
+        if response.page_lsn != lsn:
+            raise SixfoldError(
+                f"{peer.name}'s page {page_no} at {lsn} is of LSN {response.page_lsn}"
+            )
+        await self.node.repair_version(page_no, lsn, response.image)
 
     async def close(self) -> None:
         for peer in self.peers:

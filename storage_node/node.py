@@ -10,11 +10,18 @@ commit at the node, one fsync for many batches.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sixfold.errors import BatchTooLargeError, CorruptRecordError, SixfoldError
+from sixfold.completeness import SegmentCompleteness
+from sixfold.errors import (
+    BatchTooLargeError,
+    CorruptRecordError,
+    SixfoldError,
+    StoredCorruptionError,
+)
 from sixfold.record import RedoRecord, decode_record
 from sixfold.segment import SegmentState
 from sixfold.truncation import TruncationRange
@@ -35,6 +42,9 @@ class NodeLimits:
     coalesce_pages_max: int = 64  # page versions materialised per background cycle
     gc_keys_max: int = 500  # keys deleted per background cycle (one short transaction)
     dirty_pages_max: int = 1_000_000  # pages remembered as needing coalescing
+    damaged_max: int = 10_000  # damaged records and versions remembered for repair
+    repairs_per_round_max: int = 64  # damaged items repaired per gossip round
+    scrub_records_max: int = 2_000  # stored records CRC-checked per background cycle
 
 
 @dataclass(slots=True)
@@ -70,6 +80,9 @@ class StorageNode:
         self._committer: asyncio.Task[None] | None = None
         self.read_points: dict[str, tuple[int, float]] = {}  # reader -> (point, seen at)
         self.peer_scl: dict[str, int] = {}
+        # Damaged items awaiting repair from a peer: (lsn, None) a record, (lsn, page) a version.
+        self.damaged: set[tuple[int, int | None]] = set()
+        self.scrub_position = 0
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -175,10 +188,11 @@ class StorageNode:
             if p.epoch is not None:
                 st.learn_vdl(p.epoch, p.vdl)
         if records:
-            # The SCL stored is the one before this batch: always true on disk, and start-up
-            # rescans only the records above it.
+            # The SCL stored is exactly the one these records complete: start-up rescans only
+            # what lies above it, and a damaged record at or below it is repaired, not dropped.
+            after = _completeness_after(st, records)
             await asyncio.to_thread(
-                self.store.put_records, records, st.scl, st.completeness.cpl_at_scl,
+                self.store.put_records, records, after.scl, after.cpl_at_scl,
                 st.vdl, st.vdl_epoch,
             )  # fmt: skip
             st.on_durable(records)
@@ -233,16 +247,47 @@ class StorageNode:
 
     def page_at(self, page_no: int, lsn: int, min_epoch: int) -> tuple[bytes, int]:
         self.state.check_covers(lsn, min_epoch)
-        return self.store.page_at(page_no, lsn)
+        try:
+            return self.store.page_at(page_no, lsn)
+        except StoredCorruptionError as exc:
+            self.note_damage(exc)
+            raise
 
     def read_records(
         self, after: int, through: int, max_records: int, page_no: int | None
     ) -> list[RedoRecord]:
         self.state.check_serving()
         limit = min(max_records or self.limits.read_records_max, self.limits.read_records_max)
-        records = self.store.read_records(after, through, limit, page_no)
+        try:
+            records = self.store.read_records(after, through, limit, page_no)
+        except StoredCorruptionError as exc:
+            self.note_damage(exc)
+            raise
         # Belt and braces: a cancelled record is never served, even if not yet deleted.
         return [r for r in records if not self.state.cancels(r)]
+
+    # -- damage and repair (P17 §3.2, step 8) -----------------------------------------------------
+
+    def note_damage(self, exc: StoredCorruptionError) -> None:
+        """Remember a damaged record or version so gossip fetches a good copy from a peer."""
+        if len(self.damaged) < self.limits.damaged_max:
+            if (exc.lsn, exc.page_no) not in self.damaged:
+                log.warning("%s: %s; it will be repaired from a peer", self.name, exc)
+            self.damaged.add((exc.lsn, exc.page_no))
+
+    async def repair_record(self, record: RedoRecord) -> None:
+        async with self.write_lock:
+            if self.state.cancels(record):
+                self.damaged.discard((record.lsn, None))
+                return
+            await asyncio.to_thread(self.store.put_repaired_record, record)
+            self.damaged.discard((record.lsn, None))
+            log.info("%s: repaired record LSN %d from a peer", self.name, record.lsn)
+
+    async def repair_version(self, page_no: int, lsn: int, image: bytes) -> None:
+        await asyncio.to_thread(self.store.put_versions, [(page_no, lsn, image)])
+        self.damaged.discard((lsn, page_no))
+        log.info("%s: repaired page %d's version at LSN %d from a peer", self.name, page_no, lsn)
 
     # -- read points (PGMRPL, P18 §3) ---------------------------------------------------------------
 
@@ -265,6 +310,14 @@ def _settle(future: asyncio.Future[int], outcome: int | BaseException) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+def _completeness_after(st: SegmentState, records: list[RedoRecord]) -> SegmentCompleteness:
+    """What the node's completeness will be once `records` are stored (pending is small)."""
+    trial = dataclasses.replace(st.completeness, pending=dict(st.completeness.pending))
+    for record in records:
+        trial.add(record.lsn, record.prev_volume_lsn, record.is_cpl)
+    return trial
 
 
 def _unique_admitted(st: SegmentState, pending: list[_PendingAppend]) -> list[RedoRecord]:

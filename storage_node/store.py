@@ -23,7 +23,7 @@ from pathlib import Path
 import lmdb
 
 from sixfold.checksum import crc32c
-from sixfold.errors import CorruptRecordError, DataFormatError
+from sixfold.errors import CorruptRecordError, DataFormatError, StoredCorruptionError
 from sixfold.page import EMPTY_PAGE, apply_records
 from sixfold.record import (
     PAGE_SIZE_BYTES,
@@ -234,6 +234,30 @@ class NodeStore:
                 deleted += 1
         return deleted
 
+    def put_repaired_record(self, record: RedoRecord) -> None:
+        """Overwrite a damaged record with a good copy from a peer."""
+        with self.env.begin(write=True) as txn:
+            txn.put(lsn_key(record.lsn), record.encoded, db=self.log_db)
+            txn.put(page_key(record.page_no, record.lsn), b"", db=self.page_log_db)
+
+    def scrub(self, after_lsn: int, records_max: int) -> tuple[list[int], int]:
+        """CRC-check up to records_max stored records above after_lsn (P17 §3.2, step 8).
+
+        Returns the LSNs found damaged and the last LSN checked (0: wrapped to the start).
+        """
+        damaged, last = [], 0
+        with self.env.begin(db=self.log_db) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(lsn_key(after_lsn + 1)):
+                return damaged, 0
+            for checked, (key, value) in enumerate(cursor):
+                if checked >= records_max:
+                    break
+                last = _U64.unpack(key)[0]
+                if isinstance(_verified(value, last), CorruptRecordError):
+                    damaged.append(last)
+        return damaged, last
+
     def delete_record(self, lsn: int) -> None:
         """Drop one record (found corrupt above the SCL): gossip will fetch it again."""
         with self.env.begin(write=True, db=self.log_db) as txn:
@@ -374,9 +398,11 @@ def _verified(value: bytes, lsn: int) -> RedoRecord | CorruptRecordError:
     try:
         record = decode_record(bytes(value))
     except CorruptRecordError as exc:
-        return CorruptRecordError(f"stored record at LSN {lsn} is corrupt: {exc}")
+        return StoredCorruptionError(f"stored record at LSN {lsn} is corrupt: {exc}", lsn)
     if record.lsn != lsn:
-        return CorruptRecordError(f"stored record under key LSN {lsn} says LSN {record.lsn}")
+        return StoredCorruptionError(
+            f"stored record under key LSN {lsn} says LSN {record.lsn}", lsn
+        )
     return record
 
 
@@ -386,7 +412,7 @@ def _page_of_verified(value: bytes, lsn: int) -> int:
         len(value) < RECORD_OVERHEAD_BYTES
         or crc32c(value[:-4]) != _CRC.unpack_from(value, len(value) - 4)[0]
     ):
-        raise CorruptRecordError(f"stored record at LSN {lsn} is corrupt: CRC32C mismatch")
+        raise StoredCorruptionError(f"stored record at LSN {lsn} is corrupt: CRC32C mismatch", lsn)
     return peek_page_no(value)
 
 
@@ -399,5 +425,7 @@ def _raise_if_corrupt(record: RedoRecord | CorruptRecordError) -> RedoRecord:
 def _verified_image(value: bytes, page_no: int, lsn: int) -> bytes:
     image, (crc,) = value[:-4], _CRC.unpack(value[-4:])
     if len(image) != PAGE_SIZE_BYTES or crc32c(image) != crc:
-        raise CorruptRecordError(f"stored version of page {page_no} at LSN {lsn} is corrupt")
+        raise StoredCorruptionError(
+            f"stored version of page {page_no} at LSN {lsn} is corrupt", lsn, page_no
+        )
     return bytes(image)

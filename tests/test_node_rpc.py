@@ -218,17 +218,17 @@ def test_corrupt_stored_record_is_detected_on_read(tmp_path: Path) -> None:
     async def write(client: NodeClient, node: StorageNode) -> None:
         await sealed(client)
         await client.append(pb.AppendRequest(epoch=1, records=[record(1, 0, 3, b"hello").encoded]))
-        # A second transaction stores SCL 1: LSN 1 is then below what start-up rescans.
-        await client.append(pb.AppendRequest(epoch=1, records=[record(2, 1, 4, b"x").encoded]))
+        # The stored SCL covers LSN 1: start-up does not rescan it, the read path finds it.
 
     run_with_node(data, write)
     flip_stored_bit(data, lsn=1)
 
     async def read(client: NodeClient, node: StorageNode) -> None:
-        assert (await client.get_state()).scl == 2
+        assert (await client.get_state()).scl == 1
         with pytest.raises(Exception, match="corrupt") as err:
             await client.get_page(pb.GetPageRequest(page_no=3, lsn=1))
         assert "hello" not in str(err.value)
+        assert (1, None) in node.damaged, "the damaged record awaits repair from a peer"
         with pytest.raises(Exception, match="corrupt"):
             await client.read_records(pb.ReadRecordsRequest(after_lsn=0, through_lsn=5))
 
@@ -236,14 +236,15 @@ def test_corrupt_stored_record_is_detected_on_read(tmp_path: Path) -> None:
 
 
 def test_corrupt_record_above_the_stored_scl_is_dropped_at_start(tmp_path: Path) -> None:
+    """A record above a hole (so above the stored SCL) that rots is dropped at start-up."""
     data = tmp_path / "a1"
 
     async def write(client: NodeClient, node: StorageNode) -> None:
         await sealed(client)
-        await client.append(pb.AppendRequest(epoch=1, records=[record(1, 0, 3, b"hello").encoded]))
+        await client.append(pb.AppendRequest(epoch=1, records=[record(2, 1, 3, b"hello").encoded]))
 
     run_with_node(data, write)
-    flip_stored_bit(data, lsn=1)
+    flip_stored_bit(data, lsn=2)
 
     async def read(client: NodeClient, node: StorageNode) -> None:
         state = await client.get_state()
