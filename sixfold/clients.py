@@ -109,6 +109,14 @@ class WriterClient:
             self.name, self.stub.ReadPage, pb.ReadPageRequest(page_no=page_no), timeout
         )
 
+    async def compare_and_set(
+        self, page_no: int, offset: int, expected: bytes, new: bytes, timeout: float = 30.0
+    ) -> pb.CompareAndSetResponse:
+        request = pb.CompareAndSetRequest(
+            page_no=page_no, offset=offset, expected=expected, new=new
+        )
+        return await call(self.name, self.stub.CompareAndSet, request, timeout)
+
     async def state(self, timeout: float = CALL_TIMEOUT_S) -> pb.WriterState:
         return await call(self.name, self.stub.GetWriterState, pb.GetWriterStateRequest(), timeout)
 

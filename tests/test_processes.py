@@ -213,3 +213,38 @@ def test_a_stopped_node_holds_up_no_commit(local_cluster: LocalCluster) -> None:
     finally:
         os.kill(pid, signal.SIGCONT)
     c.wait_for(lambda: _all_scl_at_least(c, lsn), "b2 to catch up after SIGCONT")
+
+
+def test_compare_and_set_is_atomic_under_contention(local_cluster: LocalCluster) -> None:
+    """8 clients increment one counter with compare-and-set: no increment is lost."""
+    c = local_cluster
+    page, rounds = 50, 15
+
+    async def client(applied: list[int]) -> None:
+        writer = WriterClient(c.layout.writer_address)
+        try:
+            seen = b"\0" * 8
+            for _ in range(rounds):
+                while True:
+                    nxt = (int.from_bytes(seen, "little") + 1).to_bytes(8, "little")
+                    answer = await writer.compare_and_set(page, 64, seen, nxt)
+                    if answer.applied:
+                        applied.append(1)
+                        seen = nxt
+                        break
+                    seen = answer.found
+        finally:
+            await writer.close()
+
+    async def run() -> int:
+        applied: list[int] = []
+        await asyncio.wait_for(asyncio.gather(*(client(applied) for _ in range(8))), 120)
+        writer = WriterClient(c.layout.writer_address)
+        try:
+            image = (await writer.read_page(page)).image
+        finally:
+            await writer.close()
+        assert len(applied) == 8 * rounds
+        return int.from_bytes(image[64:72], "little")
+
+    assert asyncio.run(run()) == 8 * rounds

@@ -267,6 +267,12 @@ class CommitPipeline:
         `prev_page_lsns` holds, for pages this writer has not written in its epoch, their
         latest LSN at or below VDL (looked up by the caller).
         """
+        return await (await self.submit(writes, prev_page_lsns))
+
+    async def submit(
+        self, writes: list[PageWrite], prev_page_lsns: dict[int, int]
+    ) -> asyncio.Future[int]:
+        """Take LSNs for `writes` and queue them; the future resolves once they are durable."""
         assert writes
         if self.fenced:
             raise self.fenced
@@ -279,7 +285,20 @@ class CommitPipeline:
         self.waiters.append((commit_lsn, future, loop.time() + self.limits.write_timeout_s))
         for sender in self.senders:
             sender.wake.set()
-        return await future
+        return future
+
+    async def wait_durable(self, lsn: int) -> None:
+        """Wait until VDL has reached `lsn`, at most the write timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.write_timeout_s
+        while self.durability.vdl < lsn:
+            if self.fenced:
+                raise self.fenced
+            if loop.time() >= deadline:
+                raise self._timeout_error(lsn, sent=True)
+            self.room.clear()  # set on every VDL advance
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.room.wait(), deadline - loop.time())
 
     async def _expire_waiters(self) -> None:
         """Fail commits not durable by their deadline: one sweep, not a timer per commit."""

@@ -40,6 +40,15 @@ class WriterService(pb_grpc.WriterServicer):
             await abort(context, exc)
         return pb.ReadPageResponse(image=image, page_lsn=page_lsn, read_point=vdl)
 
+    async def CompareAndSet(self, request: pb.CompareAndSetRequest, context):
+        try:
+            applied, found, lsn = await self.writer.compare_and_set(
+                request.page_no, request.offset, request.expected, request.new
+            )
+        except SixfoldError as exc:
+            await abort(context, exc)
+        return pb.CompareAndSetResponse(applied=applied, found=found, commit_lsn=lsn)
+
     async def GetWriterState(self, request, context):
         w = self.writer
         p = w.pipeline

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+import weakref
+from collections.abc import AsyncIterator
 
 from sixfold.clients import NodeClient
 from sixfold.errors import InvalidRequestError, RecoveryError, SixfoldError
@@ -30,6 +33,10 @@ class Writer:
         self.pipeline: CommitPipeline | None = None
         self.status = "recovering"
         self.recovered = asyncio.Event()
+        # Weak: a page's lock lives only while someone holds or awaits it.
+        self.page_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def run_recovery(self) -> None:
         """Recover, retrying until a write quorum is reachable; then start the pipeline."""
@@ -65,12 +72,52 @@ class Writer:
         """Commit page writes as one mini-transaction; return the commit LSN once durable."""
         _check_writes(writes)
         pipeline = self._ready()
-        unknown = sorted({w.page_no for w in writes if not pipeline.knows_page(w.page_no)})
-        prev_page_lsns = {}
-        for page_no in unknown:
+        prev_page_lsns = await self._page_links(pipeline, writes)
+        async with self._page_locks(sorted({w.page_no for w in writes})):
+            durable = await pipeline.submit(writes, prev_page_lsns)
+        return await durable
+
+    async def compare_and_set(
+        self, page_no: int, offset: int, expected: bytes, new: bytes
+    ) -> tuple[bool, bytes, int]:
+        """Write `new` at `offset` if the page holds `expected` there: (applied, found, LSN).
+
+        Atomic: the page's lock is held from the read to the allocation of the write, and the
+        read waits until every earlier write to the page is durable, so it sees them all.
+        """
+        write = PageWrite(page_no, ((offset, new),))
+        _check_writes([write, PageWrite(page_no, ((offset, expected),))])
+        pipeline = self._ready()
+        prev_page_lsns = await self._page_links(pipeline, [write])
+        async with self._page_locks([page_no]):
+            await pipeline.wait_durable(pipeline.page_last_lsn.get(page_no, 0))
+            image, _, _ = await self.read_page(page_no)
+            found = image[offset : offset + len(expected)]
+            if found != expected:
+                return False, found, 0
+            durable = await pipeline.submit([write], prev_page_lsns)
+        return True, found, await durable
+
+    async def _page_links(
+        self, pipeline: CommitPipeline, writes: list[PageWrite]
+    ) -> dict[int, int]:
+        """Latest LSNs at or below VDL of pages this writer has not written in its epoch."""
+        links = {}
+        for page_no in sorted({w.page_no for w in writes if not pipeline.knows_page(w.page_no)}):
             _, page_lsn, _ = await self.read_page(page_no)
-            prev_page_lsns[page_no] = page_lsn
-        return await pipeline.commit(writes, prev_page_lsns)
+            links[page_no] = page_lsn
+        return links
+
+    @contextlib.asynccontextmanager
+    async def _page_locks(self, pages: list[int]) -> AsyncIterator[None]:
+        """Hold the locks of `pages` (in ascending order: no deadlock) while LSNs are taken."""
+        async with contextlib.AsyncExitStack() as stack:
+            for page_no in pages:
+                lock = self.page_locks.get(page_no)
+                if lock is None:
+                    lock = self.page_locks[page_no] = asyncio.Lock()
+                await stack.enter_async_context(lock)
+            yield
 
     async def read_page(self, page_no: int) -> tuple[bytes, int, int]:
         """The latest durable version of a page: never data above VDL."""

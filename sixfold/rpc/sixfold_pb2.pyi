@@ -176,6 +176,28 @@ class ReadPageResponse(_message.Message):
     read_point: int
     def __init__(self, image: _Optional[bytes] = ..., page_lsn: _Optional[int] = ..., read_point: _Optional[int] = ...) -> None: ...
 
+class CompareAndSetRequest(_message.Message):
+    __slots__ = ("page_no", "offset", "expected", "new")
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    NEW_FIELD_NUMBER: _ClassVar[int]
+    page_no: int
+    offset: int
+    expected: bytes
+    new: bytes
+    def __init__(self, page_no: _Optional[int] = ..., offset: _Optional[int] = ..., expected: _Optional[bytes] = ..., new: _Optional[bytes] = ...) -> None: ...
+
+class CompareAndSetResponse(_message.Message):
+    __slots__ = ("applied", "found", "commit_lsn")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    found: bytes
+    commit_lsn: int
+    def __init__(self, applied: _Optional[bool] = ..., found: _Optional[bytes] = ..., commit_lsn: _Optional[int] = ...) -> None: ...
+
 class StorageNodeView(_message.Message):
     __slots__ = ("name", "reachable", "scl", "epoch")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -331,6 +331,11 @@ class WriterStub:
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageRequest.SerializeToString,
                 response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageResponse.FromString,
                 _registered_method=True)
+        self.CompareAndSet = channel.unary_unary(
+                '/sixfold.v1.Writer/CompareAndSet',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.CompareAndSetRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.CompareAndSetResponse.FromString,
+                _registered_method=True)
         self.GetWriterState = channel.unary_unary(
                 '/sixfold.v1.Writer/GetWriterState',
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.GetWriterStateRequest.SerializeToString,
@@ -348,6 +353,12 @@ class WriterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReadPage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareAndSet(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -371,6 +382,11 @@ def add_WriterServicer_to_server(servicer, server):
                     servicer.ReadPage,
                     request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageRequest.FromString,
                     response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageResponse.SerializeToString,
+            ),
+            'CompareAndSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareAndSet,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.CompareAndSetRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.CompareAndSetResponse.SerializeToString,
             ),
             'GetWriterState': grpc.unary_unary_rpc_method_handler(
                     servicer.GetWriterState,
@@ -432,6 +448,33 @@ class Writer:
             '/sixfold.v1.Writer/ReadPage',
             sixfold_dot_rpc_dot_sixfold__pb2.ReadPageRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.ReadPageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareAndSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.Writer/CompareAndSet',
+            sixfold_dot_rpc_dot_sixfold__pb2.CompareAndSetRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.CompareAndSetResponse.FromString,
             options,
             channel_credentials,
             insecure,
