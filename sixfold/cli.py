@@ -174,6 +174,12 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return run_chaos(_target(args), args)
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from sixfold.fuzz import main as fuzz_main
+
+    return fuzz_main(_target(args), args, _dir(args))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from sixfold.bench import main as bench_main
 
@@ -241,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=3.0, help="seconds to watch each step")
     p.add_argument("--limit", type=float, default=60.0, help="seconds any step may wait at most")
     p.set_defaults(fn=cmd_chaos)
+
+    p = sub.add_parser(
+        "fuzz", help="a register workload under injected faults, checked for linearizability"
+    )
+    from sixfold.fuzz import add_arguments as add_fuzz_arguments
+
+    add_fuzz_arguments(p)
+    p.set_defaults(fn=cmd_fuzz)
 
     p = sub.add_parser("bench", help="commit throughput and latency on a fresh local cluster")
     from sixfold.bench import add_arguments

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,12 @@ class ProcessTarget:
         cluster.start_processes(self.layout, names)
         return started
 
+    def pause(self, names: list[str]) -> list[str]:
+        return cluster.kill_processes(self.layout, names, signal.SIGSTOP)
+
+    def resume(self, names: list[str]) -> list[str]:
+        return cluster.kill_processes(self.layout, names, signal.SIGCONT)
+
 
 @dataclass
 class ComposeTarget:
@@ -99,6 +106,21 @@ class ComposeTarget:
         if stopped:
             docker("start", *(container_name(n) for n in stopped))
         return stopped
+
+    def pause(self, names: list[str]) -> list[str]:
+        running = [n for n in names if self._running(n)]
+        if running:
+            docker("pause", *(container_name(n) for n in running))
+        return running
+
+    def resume(self, names: list[str]) -> list[str]:
+        paused = [n for n in names if self._state(n) == "paused"]
+        if paused:
+            docker("unpause", *(container_name(n) for n in paused))
+        return paused
+
+    def _state(self, name: str) -> str:
+        return docker("inspect", "-f", "{{.State.Status}}", container_name(name)).strip()
 
     def _running(self, name: str) -> bool:
         out = docker("inspect", "-f", "{{.State.Running}}", container_name(name))
