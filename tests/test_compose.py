@@ -167,3 +167,13 @@ def test_a_killed_node_comes_back_with_its_data(compose_cluster: dict[str, str])
     wait_writer_ready(env)
     read = sixfold_cli(env, "page", "read", "77", "--timeout", "30")
     assert read.stdout.strip() == "kept on a volume", read.stderr
+
+
+def test_fuzz_against_the_compose_cluster(compose_cluster: dict[str, str], tmp_path: Path) -> None:
+    history = tmp_path / "compose-history.jsonl"
+    fuzz = sixfold_cli(
+        compose_cluster, "fuzz", "--time", "15", "--nemesis", "kill,pause", "--seed", "5",
+        "--history", str(history),
+    )  # fmt: skip
+    assert fuzz.returncode == 0, fuzz.stdout + fuzz.stderr
+    assert "verdict: ok" in fuzz.stdout and history.exists()
