@@ -28,7 +28,15 @@ at once), but the safety invariants are checked after every step whatever happen
   ever reused, acknowledged or made visible, and a node whose truncation set is as new as a
   completed recovery's holds that recovery's range (P17 §4.3, P18 §2.4).
 
+Disk faults (driven mode only, DrivenCluster): a record is CRC-checked on every read from
+disk and a corrupt one is never returned or applied (the read fails, and the node marks it for
+repair); a periodic scrub finds the rest. At restart a corrupt or torn record above the stored
+SCL is dropped and gossip fetches it again; one at or below it is rewritten in place from a
+peer's intact copy, never truncated, the SCL kept. A durable LSN then counts as held while its
+node re-fetches it, but at least WRITE_QUORUM - DISK_FAULTS_MAX intact copies must remain.
+
 Replay a failing seed with: python -m sixfold.simulation --seed N [--steps S]
+A driven run (tests/test_state_machine.py) is replayed from the steps hypothesis prints.
 """
 
 from __future__ import annotations
@@ -44,11 +52,24 @@ from dataclasses import dataclass, field, replace
 
 from sixfold.allocation import LsnAllocator
 from sixfold.durability import VolumeDurability
-from sixfold.errors import EpochAheadError, InvalidRequestError, SixfoldError, StaleEpochError
+from sixfold.errors import (
+    CorruptRecordError,
+    EpochAheadError,
+    InvalidRequestError,
+    SixfoldError,
+    StaleEpochError,
+)
 from sixfold.page import EMPTY_PAGE, apply_records
 from sixfold.quorum import COPIES, NODE_NAMES, WRITE_QUORUM, quorum_lsn
 from sixfold.read_point import advance_read_point
-from sixfold.record import Delta, RecordFlags, RedoRecord, encode_deltas, encode_record
+from sixfold.record import (
+    Delta,
+    RecordFlags,
+    RedoRecord,
+    decode_record,
+    encode_deltas,
+    encode_record,
+)
 from sixfold.recovery import SegmentReport, newest_truncations, next_epoch, plan_recovery
 from sixfold.segment import SegmentState
 from sixfold.truncation import TruncationRange, is_cancelled, merge
@@ -79,6 +100,9 @@ WRITES_PER_TXN_MAX = 3  # page writes in one mini-transaction
 DELTA_OFFSET_MAX = 48  # bytes: deltas land in a small window so pages overlap often
 DELTA_BYTES_MAX = 8
 LAL_SIM = 24  # a small LSN allocation limit, so back-pressure and truncations are exercised
+DISK_FAULTS_MAX = 1  # nodes with an unrepaired disk fault at once (the driven mode's budget)
+DRIVEN_WRITERS_MAX = 64  # writers a driven run may start (failovers are explicit there)
+DOWN_FOREVER = 1 << 62  # a node crashed by an explicit action stays down until restarted
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +136,7 @@ class Flaws:
 
     ack_quorum: int = WRITE_QUORUM  # acknowledge a commit once this many nodes complete it
     skip_truncation: bool = False  # recover without truncating, reusing LSNs above VDL
+    serve_corrupt: bool = False  # a node never checks CRCs (reads and scrub)
 
 
 class InvariantViolation(AssertionError):
@@ -335,6 +360,7 @@ class _Queued:
     records: tuple[RedoRecord, ...]
     vdl: int
     request: Message | None
+    repairs: tuple[RedoRecord, ...] = ()  # intact copies of records found corrupt on disk
 
 
 class SimNode(Actor):
@@ -342,6 +368,11 @@ class SimNode(Actor):
         super().__init__(sim, name)
         self.up = True
         self.log: dict[int, RedoRecord] = {}  # the durable log: LSN -> record
+        # Disk faults: LSN -> the damaged bytes stored in place of the record's encoding. A
+        # read of such a record fails its CRC check (unless Flaws.serve_corrupt).
+        self.damaged: dict[int, bytes] = {}
+        self.needs_repair: set[int] = set()  # damaged LSNs this node has found (in memory)
+        self.repair_attempts = 0
         self.meta = _Meta()
         self.state = SegmentState(name)
         self.queue: list[_Queued] = []
@@ -354,6 +385,7 @@ class SimNode(Actor):
         self.up = False
         self.down_until = until
         self.queue.clear()  # received, not synced: lost
+        self.needs_repair.clear()
         self.tasks.clear()
         self.deadlines.clear()
         self.replies.clear()
@@ -367,6 +399,12 @@ class SimNode(Actor):
         st.completeness.scl = meta.scl
         st.completeness.cpl_at_scl = meta.cpl_at_scl
         st.completeness.highest_lsn = meta.scl
+        # A corrupt or torn record above the stored SCL is dropped: gossip fetches it again.
+        # Those at or below it are not scanned (start-up does not grow with the log): a read
+        # or the scrub finds them, and they are repaired in place, the SCL kept.
+        for lsn in sorted(x for x in self.damaged if x > meta.scl):
+            self.sim.forget(self, lsn)
+            self.sim.trace_event(f"{self.name} dropped corrupt LSN {lsn} above its SCL")
         for lsn in sorted(x for x in self.log if x > meta.scl):
             record = self.log[lsn]
             if st.admits(record):
@@ -437,7 +475,14 @@ class SimNode(Actor):
         fresh = st.truncate(epoch, ranges, version)
         self._save_epoch()
         for rng in fresh:
-            for lsn in [x for x, r in self.log.items() if rng.cancels(x, r.epoch)]:
+            # A corrupt record inside the range is deleted whatever its (unreadable) epoch.
+            doomed = [
+                x
+                for x, r in self.log.items()
+                if rng.cancels(x, r.epoch)
+                or (x in self.damaged and rng.after_lsn < x <= rng.through_lsn)
+            ]
+            for lsn in doomed:
                 self.sim.forget(self, lsn)
         self.meta.vdl, self.meta.vdl_epoch = st.vdl, st.vdl_epoch
         self.sim.dirty_nodes.append(self)
@@ -445,14 +490,36 @@ class SimNode(Actor):
     def read_records(self, after: int, through: int, records_max: int) -> tuple[RedoRecord, ...]:
         self.state.check_serving()
         lsns = sorted(x for x in self.log if after < x <= through)[:records_max]
+        records = [self.read_disk(x) for x in lsns]  # a corrupt one fails the whole read
         # Belt and braces, as the real node: a cancelled record is never served.
-        return tuple(self.log[x] for x in lsns if not self.state.cancels(self.log[x]))
+        return tuple(r for r in records if not self.state.cancels(r))
 
     def page_at(self, page_no: int, lsn: int) -> Page:
-        records = [self.log[x] for x in sorted(self.log) if x <= lsn]
-        records = [r for r in records if r.page_no == page_no]
+        # The page index (page -> LSNs) is separate from the records: it survives their damage.
+        lsns = sorted(x for x, r in self.log.items() if x <= lsn and r.page_no == page_no)
+        records = [self.read_disk(x) for x in lsns]
         image = apply_records(EMPTY_PAGE, records) if records else EMPTY_PAGE
         return Page(image, records[-1].lsn if records else 0)
+
+    def read_disk(self, lsn: int) -> RedoRecord:
+        """A record read from disk, CRC-checked: a corrupt one raises and is marked for repair.
+
+        Every record a node returns or applies passes here, and the oracle checks it equals
+        what the writer wrote (corrupt data is never served)."""
+        record = self.log[lsn]
+        bad = self.damaged.get(lsn)
+        if bad is not None:
+            if self.sim.flaws.serve_corrupt:
+                record = replace(record, encoded=bad)
+            else:
+                self.needs_repair.add(lsn)
+                try:
+                    decode_record(bad)
+                except CorruptRecordError as exc:
+                    raise CorruptRecordError(f"{self.name}: stored {exc}") from None
+                raise AssertionError(f"damaged bytes of LSN {lsn} passed the CRC check")
+        self.sim.oracle.check_served(self.sim, self.name, record)
+        return record
 
     # -- the commit path (storage_node/node.py _commit): durable, then acknowledged ---------------
 
@@ -473,6 +540,9 @@ class SimNode(Actor):
         for q in accepted:
             if q.epoch is not None:
                 st.learn_vdl(q.epoch, q.vdl)
+            for record in q.repairs:  # rewritten in place: the SCL does not move
+                if record.lsn in self.damaged and not st.cancels(record):
+                    self.sim.repair(self, record)
         if records:
             meta = self.meta
             meta.scl, meta.cpl_at_scl = st.scl, st.completeness.cpl_at_scl  # the SCL before
@@ -513,7 +583,51 @@ class SimNode(Actor):
                 self.state.heard_from(peer)
                 answered.append(reply)
         self._adopt_truncations(answered)
+        yield from self._repair_corrupt(answered)
         yield from self._fill_holes(answered)
+
+    def scrub(self) -> None:
+        """The periodic CRC check of every stored record (P17 §3.2 step 8), each gossip
+        round; modelled as finding every damaged record at once. A node that never checks
+        CRCs (Flaws.serve_corrupt) finds nothing."""
+        if not self.sim.flaws.serve_corrupt:
+            self.needs_repair.update(self.damaged)
+
+    def _repair_corrupt(self, answered: list[Snapshot]) -> Task:
+        """Fetch an intact copy of the lowest corrupt record from a peer, rewrite it in place.
+
+        Never truncates and never lowers the SCL: the record may be durable. Sources are
+        peers cancelling exactly what this node cancels, that hold records that far."""
+        self.scrub()
+        st = self.state
+        self.needs_repair &= self.damaged.keys()
+        if not self.needs_repair or not st.serving:
+            return
+        lsn = min(self.needs_repair)
+        sources = sorted(
+            (
+                s
+                for s in answered
+                if s.serving
+                and s.truncations_version == st.truncations_version
+                and s.highest_lsn >= lsn
+            ),
+            key=lambda s: (s.scl < lsn, s.name),  # complete through it first
+        )
+        if not sources:
+            return
+        source = sources[self.repair_attempts % len(sources)]
+        self.repair_attempts += 1
+        call_id = self.call(source.name, ReadRecords(lsn - 1, lsn, 1))
+        yield [call_id]
+        reply = self.take(call_id)
+        if isinstance(reply, Records) and reply.records and reply.records[0].lsn == lsn:
+            record = reply.records[0]
+            try:
+                decode_record(record.encoded)  # as the real node decodes what a peer sends
+            except CorruptRecordError:
+                return
+            self.queue.append(_Queued(None, (), 0, None, repairs=(record,)))
 
     def _adopt_truncations(self, states: list[Snapshot]) -> None:
         """Take the newest peer set if newer than ours; never a bare epoch, never a merge."""
@@ -732,6 +846,9 @@ class SimWriter(Actor):
             return
         if self.sim.rng.random() < self.sim.faults.commit:
             self._maybe_commit(run)
+        client = self.sim.client_writes
+        if client and self._commit_pages(run, client[0]):
+            client.popleft()
         for sender in run.senders:
             if sender.call_id and sender.call_id in self.replies:
                 self._on_sender_reply(run, sender, self.take(sender.call_id))
@@ -750,9 +867,13 @@ class SimWriter(Actor):
 
     def _maybe_commit(self, run: _Running) -> None:
         rng = self.sim.rng
-        pages = rng.sample(range(PAGES), rng.randint(1, WRITES_PER_TXN_MAX))
+        self._commit_pages(run, rng.sample(range(PAGES), rng.randint(1, WRITES_PER_TXN_MAX)))
+
+    def _commit_pages(self, run: _Running, pages: list[int]) -> bool:
+        """Start a mini-transaction writing `pages`; False if there is no room for it yet."""
+        rng = self.sim.rng
         if not self._has_room(run, len(pages)):
-            return
+            return False
         vdl = run.durability.vdl
         lsn = 0
         for i, page_no in enumerate(pages):
@@ -775,6 +896,9 @@ class SimWriter(Actor):
             self.sim.oracle.on_generated(self.sim, record)
         run.durability.note_cpl(lsn)
         run.waiters.append(lsn)
+        if self.sim.driven:
+            self.sim.trace_event(f"{self.name} commit {lsn} pages {pages}")
+        return True
 
     def _send_once(self, run: _Running, sender: _Sender) -> None:
         sender.next_lsn = max(sender.next_lsn, run.tail_first_lsn)  # trimmed: node gossips
@@ -845,7 +969,20 @@ class SimReader(Actor):
         self.read_point = 0
         self.epoch = 0
         self.pages_checked = 0
+        self.last_read: tuple[int, int] = (-1, 0)  # (page, read point) of the last page read
         self.spawn(self._loop())
+
+    def read_now(self, page_no: int) -> None:
+        """An explicit read of one page at the newest read point (a client's query)."""
+        self.spawn(self._read_once(page_no))
+
+    def _read_once(self, page_no: int) -> Task:
+        calls = {n: self.call(n, GetState()) for n in NODE_NAMES}
+        yield list(calls.values())
+        states = [s for c in calls.values() if isinstance(s := self.take(c), Snapshot)]
+        self._advance(states)
+        if self.epoch:
+            yield from self._read_page(states, page_no)
 
     def _loop(self) -> Task:
         while True:  # bounded by the simulation's step count: the task dies with the run
@@ -863,10 +1000,11 @@ class SimReader(Actor):
         if self.epoch:
             self.sim.oracle.check_read_point(self.sim, self.read_point)
 
-    def _read_page(self, states: list[Snapshot]) -> Task:
+    def _read_page(self, states: list[Snapshot], page_no: int | None = None) -> Task:
         """A single-node read (P18 §3): one node whose SCL covers the read point."""
         point, epoch = self.read_point, self.epoch
-        page_no = self.sim.rng.randrange(PAGES)
+        if page_no is None:
+            page_no = self.sim.rng.randrange(PAGES)
         covering = [
             s.name
             for s in states
@@ -879,6 +1017,7 @@ class SimReader(Actor):
             if isinstance(reply, Page):
                 self.sim.oracle.check_page(self.sim, node, page_no, point, reply)
                 self.pages_checked += 1
+                self.last_read = (page_no, point)
                 return
 
 
@@ -954,17 +1093,35 @@ class Oracle:
 
     def _check_held(self, sim: Simulation, lsn: int) -> None:
         # Complete on 4 nodes is what made it durable; only a wrong truncation deletes it.
+        # A disk fault may destroy one copy (DISK_FAULTS_MAX): that node re-fetches it, and
+        # it counts towards the 4, but at least 3 intact copies remain meanwhile.
         held = self.holders.get(lsn, 0)
-        if held < WRITE_QUORUM:
+        refetching = sum(1 for lsns in sim.disk_faults.values() if lsn in lsns)
+        if held + refetching < WRITE_QUORUM or held < WRITE_QUORUM - DISK_FAULTS_MAX:
             sim.fail(f"durable LSN {lsn} (history to {self.durable_point}) is held by only "
-                     f"{held} of {COPIES} nodes, fewer than the write quorum of {WRITE_QUORUM} "
-                     "that made it durable")  # fmt: skip
+                     f"{held} of {COPIES} nodes intact ({refetching} more re-fetching after a "
+                     f"disk fault), fewer than the write quorum of {WRITE_QUORUM} that made it "
+                     "durable")  # fmt: skip
 
     def on_store(self, sim: Simulation, node: str, record: RedoRecord) -> None:
         original = self.generated.get(record.lsn)
         if original is None or original.encoded != record.encoded:
             sim.fail(f"{node} stored LSN {record.lsn} that differs from what was written")
         self.holders[record.lsn] = self.holders.get(record.lsn, 0) + 1
+
+    def check_served(self, sim: Simulation, node: str, record: RedoRecord) -> None:
+        original = self.generated.get(record.lsn)
+        if original is None or (
+            original.encoded is not record.encoded and original.encoded != record.encoded
+        ):
+            sim.fail(f"{node} returned LSN {record.lsn} whose bytes differ from what was "
+                     "written: corrupt data served")  # fmt: skip
+
+    def on_damage(self, sim: Simulation, lsn: int) -> None:
+        """A node's copy of `lsn` was damaged on disk: it no longer counts as held."""
+        self.holders[lsn] -= 1
+        if lsn in self.chain_set:
+            self._check_held(sim, lsn)
 
     def on_forget(self, sim: Simulation, lsn: int) -> None:
         self.holders[lsn] -= 1
@@ -987,6 +1144,8 @@ class Oracle:
         if point > self.durable_point or point not in self.chain_set:
             sim.fail(f"reader read point {point} is not a durable point (history to "
                      f"{self.durable_point})")  # fmt: skip
+        if point and not self.generated[point].is_cpl:
+            sim.fail(f"reader read point {point} is inside a mini-transaction (not a CPL)")
 
     def page_lsn_at(self, page_no: int, lsn: int) -> int:
         chain = self.page_chain.get(page_no, [])
@@ -1048,6 +1207,13 @@ class Simulation:
         self.acked_count = 0
         self.recoveries = 0
         self.node_crashes = 0
+        # The driven mode (DrivenCluster): explicit actions instead of random faults.
+        self.driven = False
+        self.failed = False
+        self.writers_max = WRITERS_MAX
+        self.client_writes: deque[list[int]] = deque()  # mini-transactions (their pages)
+        self.cut: set[frozenset[str]] = set()  # endpoint pairs whose link is cut
+        self.disk_faults: dict[str, set[int]] = {}  # node -> LSNs a disk fault destroyed
 
     # -- reporting --------------------------------------------------------------------------------
 
@@ -1058,6 +1224,12 @@ class Simulation:
             options += f" --ack-quorum {self.flaws.ack_quorum}"
         if self.flaws.skip_truncation:
             options += " --skip-truncation"
+        self.failed = True
+        if self.driven:
+            raise InvariantViolation(
+                f"driven simulation seed {self.seed} tick {self.tick}{flaws}: {what}. The "
+                "state machine's printed steps replay it."
+            )
         raise InvariantViolation(
             f"simulation seed {self.seed} step {self.tick}{flaws}: {what}. Replay: "
             f"python -m sixfold.simulation --seed {self.seed} --steps {self.steps}{options}"
@@ -1068,13 +1240,43 @@ class Simulation:
 
     def store(self, node: SimNode, record: RedoRecord) -> None:
         if record.lsn in node.log:
+            if record.lsn in node.damaged:  # the store overwrites the key: repaired
+                self.repair(node, record)
             return
         node.log[record.lsn] = record
         self.oracle.on_store(self, node.name, record)
+        if node.name in self.disk_faults:
+            self.disk_faults[node.name].discard(record.lsn)
 
     def forget(self, node: SimNode, lsn: int) -> None:
         del node.log[lsn]
+        if node.damaged.pop(lsn, None) is not None:
+            node.needs_repair.discard(lsn)
+            return  # no longer counted as held since it was damaged
         self.oracle.on_forget(self, lsn)
+
+    def repair(self, node: SimNode, record: RedoRecord) -> None:
+        """An intact copy replaces a damaged one, durably (the SCL does not move)."""
+        del node.damaged[record.lsn]
+        node.needs_repair.discard(record.lsn)
+        self.oracle.on_store(self, node.name, record)
+        if node.name in self.disk_faults:
+            self.disk_faults[node.name].discard(record.lsn)
+        self.trace_event(f"{node.name} repaired LSN {record.lsn}")
+
+    def damage(self, node: SimNode, lsn: int, bad: bytes) -> None:
+        assert lsn in node.log and lsn not in node.damaged
+        node.damaged[lsn] = bad
+        self.disk_faults.setdefault(node.name, set()).add(lsn)
+        self.oracle.on_damage(self, lsn)
+
+    def prune_disk_faults(self) -> None:
+        """A destroyed copy need not come back once the node's truncations cancel it."""
+        for name, lsns in list(self.disk_faults.items()):
+            st = self.nodes[name].state
+            lsns -= {x for x in lsns if st.cancels(self.oracle.generated[x])}
+            if not lsns:
+                del self.disk_faults[name]
 
     def on_recovered(self, writer: SimWriter, epoch: int, vdl: int, rng: TruncationRange) -> None:
         self.recoveries += 1
@@ -1102,6 +1304,8 @@ class Simulation:
         self.tick += 1
         if faults:
             self._inject_faults()
+        if self.driven:
+            self._manage_writers()
         self._restart_nodes()
         self._start_writer_if_due()
         self._deliver()
@@ -1126,6 +1330,8 @@ class Simulation:
 
     def _deliver(self) -> None:
         for message in self.network.due():
+            if self.cut and frozenset((_side(message.src), _side(message.dst))) in self.cut:
+                continue  # partitioned: lost
             if message.dst in self.nodes:
                 node = self.nodes[message.dst]
                 if not node.up:
@@ -1157,10 +1363,7 @@ class Simulation:
             node.crash(self.tick + rng.randint(1, NODE_DOWN_TICKS_MAX))
             self.node_crashes += 1
             self.trace_event(f"crash {node.name} until {node.down_until}")
-        active = [w for w in self.writers if w.alive and not w.fenced and not w.gave_up]
-        if not active and self.next_writer_at < 0:
-            # The writer process gave up or was fenced: the cluster manager starts another.
-            self.next_writer_at = self.tick + rng.randint(1, WRITER_RESTART_TICKS_MAX)
+        active = self._manage_writers()
         if active and self.next_writer_at < 0 and rng.random() < faults.writer_crash:
             victim = active[-1]
             if rng.random() < faults.zombie:
@@ -1169,6 +1372,13 @@ class Simulation:
                 victim.alive = False
                 self.trace_event(f"{victim.name} crashed")
             self.next_writer_at = self.tick + rng.randint(1, WRITER_RESTART_TICKS_MAX)
+
+    def _manage_writers(self) -> list[SimWriter]:
+        active = [w for w in self.writers if w.alive and not w.fenced and not w.gave_up]
+        if not active and self.next_writer_at < 0:
+            # The writer process gave up or was fenced: the cluster manager starts another.
+            self.next_writer_at = self.tick + self.rng.randint(1, WRITER_RESTART_TICKS_MAX)
+        return active
 
     def _restart_nodes(self) -> None:
         for node in self.nodes.values():
@@ -1183,7 +1393,7 @@ class Simulation:
             return
         self.next_writer_at = -1
         count = 2 if self.rng.random() < self.faults.race else 1
-        for _ in range(min(count, WRITERS_MAX - len(self.writers))):
+        for _ in range(min(count, self.writers_max - len(self.writers))):
             self._new_writer()
 
     def start_first_writer(self) -> None:
@@ -1246,6 +1456,258 @@ class Simulation:
             if st.truncations_version >= rng.epoch and rng not in st.truncations:
                 self.fail(f"{node.name}'s truncation set of epoch {st.truncations_version} lacks "
                           f"{rng}, written by a completed recovery")  # fmt: skip
+
+    def check_all(self) -> None:
+        """A full check of the state, beyond the per-step one: every node, every durable LSN's
+        copies, the reader's read point (the state machine runs it after each action)."""
+        self.prune_disk_faults()
+        if len(self.disk_faults) > DISK_FAULTS_MAX:
+            self.fail(f"disk faults on {sorted(self.disk_faults)} at once, over the budget")
+        for node in self.nodes.values():
+            self._check_node(node)
+        self.dirty_nodes.clear()
+        for lsn in self.oracle.chain:
+            self.oracle._check_held(self, lsn)
+        if self.reader.epoch:
+            self.oracle.check_read_point(self, self.reader.read_point)
+
+
+ENDPOINTS = (*NODE_NAMES, "writer", "reader")  # what a partition may separate
+
+
+def _side(name: str) -> str:
+    """The endpoint a partition cuts: every writer process is "writer"."""
+    return "writer" if name.startswith("writer") else name
+
+
+class DrivenCluster:
+    """The simulated cluster, driven one explicit action at a time (a state machine's rules).
+
+    Nothing random happens but message delays and fsync timing (from the seed): no drops,
+    crashes or writer failures unless an action asks. Invariants are checked after every tick;
+    check() runs the full check. Disk faults (tear_tail, flip_bit) are refused (return False)
+    beyond the budget: one node with an unrepaired fault, on a record some other node holds.
+    """
+
+    def __init__(self, seed: int, flaws: Flaws | None = None, node_commit: float = 0.7) -> None:
+        faults = Faults(drop=0.0, node_crash=0.0, writer_crash=0.0, zombie=0.0, race=0.0,
+                        commit=0.0, node_commit=node_commit)  # fmt: skip
+        self.sim = sim = Simulation(seed, 0, flaws, faults)
+        sim.driven = True
+        sim.writers_max = DRIVEN_WRITERS_MAX
+        sim.start_first_writer()
+
+    # -- workload -------------------------------------------------------------------------------
+
+    def write(self, pages: list[int]) -> None:
+        """Submit a mini-transaction writing each of `pages` (1-3 distinct pages)."""
+        if not 1 <= len(pages) <= WRITES_PER_TXN_MAX or len(set(pages)) != len(pages):
+            raise ValueError(f"a mini-transaction writes 1-{WRITES_PER_TXN_MAX} distinct pages")
+        if not all(0 <= p < PAGES for p in pages):
+            raise ValueError(f"pages are 0-{PAGES - 1}, got {pages}")
+        self.sim.client_writes.append(list(pages))
+
+    def write_random(self, queued_max: int = 4) -> None:
+        """A background client: one mini-transaction on pages drawn from the seed, unless
+        `queued_max` are already waiting for a writer."""
+        sim = self.sim
+        if len(sim.client_writes) < queued_max:
+            self.write(sim.rng.sample(range(PAGES), sim.rng.randint(1, WRITES_PER_TXN_MAX)))
+
+    def read(self, page_no: int) -> None:
+        """The reader reads `page_no` at its newest read point (checked against history)."""
+        self.sim.reader.read_now(page_no)
+
+    def advance(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.sim.step(faults=False)
+
+    # -- node faults ----------------------------------------------------------------------------
+
+    def node(self, name: str) -> SimNode:
+        return self.sim.nodes[name]
+
+    @property
+    def down(self) -> list[str]:
+        return [n.name for n in self.sim.nodes.values() if not n.up]
+
+    def crash(self, name: str) -> bool:
+        """Crash a node: it loses the appends it had not synced, and stays down."""
+        node = self.node(name)
+        if not node.up:
+            return False
+        lost = sum(len(q.records) for q in node.queue)
+        node.crash(DOWN_FOREVER)
+        self.sim.node_crashes += 1
+        self.sim.trace_event(f"crash {name} (lost {lost} unsynced records)")
+        return True
+
+    def restart(self, name: str) -> bool:
+        node = self.node(name)
+        if node.up:
+            return False
+        node.restart()
+        self.sim.trace_event(f"restart {name} epoch {node.state.epoch} scl {node.state.scl}")
+        return True
+
+    def lose_unsynced(self, name: str) -> bool:
+        """Power loss: the node's unsynced appends are gone; it comes straight back up."""
+        return self.crash(name) and self.restart(name)
+
+    def tear_tail(self, name: str, keep_bytes: int, power_loss: bool) -> bool:
+        """The highest stored record keeps only a prefix of its bytes (keep_bytes modulo its
+        length); with power_loss the node then crashes and restarts."""
+        node = self.node(name)
+        if not node.log:
+            return False
+        lsn = max(node.log)
+        if not self._fault_allowed(node, lsn):
+            return False
+        encoded = node.log[lsn].encoded
+        self.sim.damage(node, lsn, encoded[: keep_bytes % len(encoded)])
+        self.sim.trace_event(f"{name} torn tail at LSN {lsn}")
+        if power_loss and node.up:
+            self.lose_unsynced(name)
+        return True
+
+    def flip_bit(self, name: str, index: int, bit: int) -> bool:
+        """Flip one bit (modulo its size) of the stored record at `index` (modulo the count)."""
+        node = self.node(name)
+        if not node.log:
+            return False
+        lsns = sorted(node.log)
+        lsn = lsns[index % len(lsns)]
+        if not self._fault_allowed(node, lsn):
+            return False
+        bad = bytearray(node.log[lsn].encoded)
+        bit %= 8 * len(bad)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        self.sim.damage(node, lsn, bytes(bad))
+        self.sim.trace_event(f"{name} bit {bit} flipped in LSN {lsn}")
+        return True
+
+    def _fault_allowed(self, node: SimNode, lsn: int) -> bool:
+        """Within the budget: no other unrepaired disk fault, and some node holds the record
+        intact (a record on one disk only cannot be repaired)."""
+        self.sim.prune_disk_faults()
+        if self.sim.disk_faults or node.damaged:
+            return False
+        return any(
+            lsn in other.log and lsn not in other.damaged
+            for other in self.sim.nodes.values()
+            if other is not node
+        )
+
+    # -- network --------------------------------------------------------------------------------
+
+    def partition(self, group: set[str], add: bool = False) -> None:
+        """Cut every link between `group` and the other endpoints (ENDPOINTS; "writer" is
+        every writer process), replacing the current partition unless `add`. Messages in
+        flight across the cut are lost."""
+        assert group <= set(ENDPOINTS), group
+        rest = set(ENDPOINTS) - group
+        cut = {frozenset((a, b)) for a in group for b in rest}
+        self.sim.cut = self.sim.cut | cut if add else cut
+        self.sim.trace_event(f"partition {sorted(group)} from the rest")
+
+    def partition_writer(self, nodes: set[str], add: bool = False) -> None:
+        """Cut the links between the writer(s) and `nodes` (replacing, unless `add`)."""
+        cut = {frozenset(("writer", n)) for n in nodes}
+        self.sim.cut = self.sim.cut | cut if add else cut
+        self.sim.trace_event(f"partition writer from {sorted(nodes)}")
+
+    def heal(self) -> None:
+        self.sim.cut.clear()
+        self.sim.trace_event("heal")
+
+    # -- writers --------------------------------------------------------------------------------
+
+    def failover(self, zombie: bool = False) -> None:
+        """Crash the newest writer (or, with zombie, leave it running unfenced) and start a new
+        one, which recovers a new epoch."""
+        sim = self.sim
+        active = [w for w in sim.writers if w.alive and not w.fenced and not w.gave_up]
+        if active and not zombie:
+            active[-1].alive = False
+        sim.trace_event(f"failover from {active[-1].name if active else 'none'} zombie={zombie}")
+        sim.next_writer_at = -1
+        sim._new_writer()
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        self.sim.check_all()
+
+    def check_liveness(self, ticks_max: int = QUIET_TICKS_MAX) -> None:
+        """Heal everything, restart every node, replace the writers by a fresh one: within
+        ticks_max a write must commit and be read back, and every disk fault be repaired
+        (each durable LSN intact on a write quorum again)."""
+        sim = self.sim
+        self.heal()
+        for node in sim.nodes.values():
+            if not node.up:
+                self.restart(node.name)
+        for writer in sim.writers:
+            writer.alive = False
+        sim.client_writes.clear()
+        sim.next_writer_at = -1
+        writer = sim._new_writer()
+        page = 0
+        self.write([page])
+        acked_before = len(sim.oracle.acked)
+        lsn = 0
+        asked = audited = False
+        for _ in range(ticks_max):
+            sim.step(faults=False)
+            acked = sim.oracle.acked
+            if not lsn and len(acked) > acked_before:
+                lsn = acked[acked_before]
+            if lsn and sim.reader.read_point >= lsn and not asked:
+                self.read(page)
+                asked = True
+            page_read = asked and sim.reader.last_read[0] == page
+            if page_read and sim.reader.last_read[1] >= lsn and not audited:
+                self.audit_reads()
+                audited = True
+            if audited and self._repaired():
+                sim.check_all()
+                return
+        sim.check_all()
+        sim.fail(
+            f"no progress within {ticks_max} ticks after healing: writer {writer.name} "
+            f"{'recovered' if writer.running else 'not recovered'}, commit "
+            f"{lsn or 'not acknowledged'}, reader read point {sim.reader.read_point}, last "
+            f"read {sim.reader.last_read}, disk faults unrepaired {sim.disk_faults}, damaged "
+            f"{ {n.name: sorted(n.damaged) for n in sim.nodes.values() if n.damaged} }"
+        )
+
+    def audit_reads(self) -> None:
+        """Ask every serving node for every page at the reader's read point, and for all its
+        records: each answer must match the history, or be a refusal (a corrupt record the
+        node has not repaired yet, a truncation set it lacks, an SCL below the point)."""
+        sim = self.sim
+        point, epoch = sim.reader.read_point, sim.reader.epoch
+        for node in sim.nodes.values():
+            if not node.up:
+                continue
+            for page_no in range(PAGES):
+                try:
+                    node.state.check_covers(point, epoch)
+                    page = node.page_at(page_no, point)
+                except SixfoldError:
+                    continue
+                sim.oracle.check_page(sim, node.name, page_no, point, page)
+            try:
+                node.read_records(0, node.state.scl, len(node.log))  # checked as served
+            except SixfoldError:
+                continue
+
+    def _repaired(self) -> bool:
+        sim = self.sim
+        sim.prune_disk_faults()
+        if sim.disk_faults or any(n.damaged for n in sim.nodes.values()):
+            return False
+        return all(sim.oracle.holders.get(x, 0) >= WRITE_QUORUM for x in sim.oracle.chain)
 
 
 def run_simulation(
