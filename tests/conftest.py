@@ -22,9 +22,16 @@ class LocalCluster:
     """A process cluster in a temporary directory, driven the way the CLI drives it."""
 
     def __init__(self, directory: Path) -> None:
-        self.layout = cluster.new_layout(directory)
-        self.layout.extra_args = {"writer": ["--write-timeout", str(WRITE_TIMEOUT_S)]}
-        self.layout.save()
+        self.directory = directory
+        layout = cluster.new_layout(directory)
+        layout.extra_args = {"writer": ["--write-timeout", str(WRITE_TIMEOUT_S)]}
+        layout.save()
+
+    @property
+    def layout(self) -> cluster.ClusterLayout:
+        """Read from disk each time: `sixfold chaos` or `fuzz` run in a subprocess may have
+        restarted members, and only cluster.json knows their pids."""
+        return cluster.ClusterLayout.load(self.directory)
 
     def up(self) -> None:
         cluster.start_processes(self.layout, list(self.layout.processes))
@@ -34,9 +41,10 @@ class LocalCluster:
         cluster.stop_all(self.layout)
 
     def kill(self, *names: str) -> None:
-        cluster.kill_processes(self.layout, list(names))
+        layout = self.layout
+        cluster.kill_processes(layout, list(names))
         deadline = time.monotonic() + 5
-        while any(cluster.is_running(self.layout.processes[n]) for n in names):
+        while any(cluster.is_running(layout.processes[n]) for n in names):
             assert time.monotonic() < deadline, f"{names} did not die"
             time.sleep(0.02)
 
