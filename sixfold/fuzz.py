@@ -175,7 +175,7 @@ class Nemesis:
         await _sleep_or_stop(stop, self.rng.uniform(*FAULT_HOLD_S))
 
     async def _kill(self, stop: asyncio.Event) -> None:
-        scenario = self.rng.choice(("az", "az+1", "rolling", "writer"))
+        scenario = self.rng.choice(("az", "az+1", "four", "rolling", "writer"))
         if scenario == "writer":
             victims = [cluster.WRITER_NAME]
         elif scenario == "rolling":
@@ -187,8 +187,11 @@ class Nemesis:
         else:
             az = self.rng.choice(AZS)
             victims = nodes_in_az(az)
-            if scenario == "az+1":  # past a write quorum on purpose: writes must fail cleanly
-                victims.append(self.rng.choice([n for n in NODE_NAMES if n not in victims]))
+            others = [n for n in NODE_NAMES if n not in victims]
+            # Past what the design tolerates, on purpose: with 3 down writes must fail
+            # cleanly; with 4 down reads may fail too. Neither may lose or invent data.
+            if scenario in ("az+1", "four"):
+                victims += self.rng.sample(others, 1 if scenario == "az+1" else 2)
         self._do("kill", victims, scenario)
         await self._hold(stop)
         self._do("start", victims, scenario)
