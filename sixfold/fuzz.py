@@ -35,6 +35,7 @@ from sixfold.errors import (
 from sixfold.history import NEMESIS, Event, write_event
 from sixfold.linearizability import Verdict, check_history
 from sixfold.quorum import AZS, NODE_NAMES, nodes_in_az
+from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.targets import ProcessTarget
 
 FUZZ_PAGE_BASE = 2_000_000  # pages used by the workload, away from hand-written ones
@@ -146,9 +147,7 @@ async def run_op(writer: WriterClient, f: str, page: int, offset: int, value: ob
     return answer.applied
 
 
-def _change(page: int, offset: int, value: object):
-    from sixfold.rpc import sixfold_pb2 as pb
-
+def _change(page: int, offset: int, value: object) -> pb.PageChange:
     return pb.PageChange(page_no=page, offset=offset, data=encode_value(value))
 
 

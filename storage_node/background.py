@@ -28,7 +28,9 @@ def coalesce_point(node: StorageNode) -> int:
 def gc_horizon(node: StorageNode, now: float, peer_names: list[str]) -> int:
     if any(p not in node.peer_scl for p in peer_names):
         return 0  # a peer that did not answer last round may need anything
-    return min([coalesce_point(node), node.min_read_point(now), *node.peer_scl.values()])
+    # Below any LSN a node (this one or a peer) still has to fetch back, nothing may go.
+    floors = [f - 1 for f in (node.repair_floor, *node.peer_repair_floor.values()) if f]
+    return min([coalesce_point(node), node.min_read_point(now), *node.peer_scl.values(), *floors])
 
 
 async def coalesce_once(node: StorageNode) -> int:

@@ -58,6 +58,9 @@ class Gossip:
         # Only peers that answered this round: GC waits while any peer is unreachable, so a
         # node that comes back (maybe with a damaged disk) can still fetch what it lacks.
         self.node.peer_scl = {peer.name: state.scl for peer, state in answered}
+        self.node.peer_repair_floor = {
+            p.name: s.repair_floor for p, s in answered if s.repair_floor
+        }
         await self._adopt_truncations([s for _, s in answered])
         await self._repair(answered)
         return await self._fill_holes(answered)

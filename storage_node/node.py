@@ -73,6 +73,9 @@ class StorageNode:
         self.store = NodeStore(data_dir, name, map_size_bytes)
         self.state = SegmentState(name)
         self.dirty_pages: dict[int, int] = {}  # page -> highest LSN stored, not yet coalesced
+        # Damaged items awaiting repair from a peer: (lsn, None) a record, (lsn, page) a version.
+        self.damaged: set[tuple[int, int | None]] = set()
+        self.scrub_position = 0
         self._restore_state()
         self.write_lock = asyncio.Lock()
         self._queue: list[_PendingAppend] = []
@@ -80,9 +83,7 @@ class StorageNode:
         self._committer: asyncio.Task[None] | None = None
         self.read_points: dict[str, tuple[int, float]] = {}  # reader -> (point, seen at)
         self.peer_scl: dict[str, int] = {}
-        # Damaged items awaiting repair from a peer: (lsn, None) a record, (lsn, page) a version.
-        self.damaged: set[tuple[int, int | None]] = set()
-        self.scrub_position = 0
+        self.peer_repair_floor: dict[str, int] = {}  # peers' lowest LSN awaiting repair
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -112,6 +113,23 @@ class StorageNode:
                 self.dirty_pages[item.page_no] = item.lsn
         for lsn in corrupt:
             self.store.delete_record(lsn)
+        self._scrub_all()
+
+    def _scrub_all(self) -> None:
+        """CRC-check the whole (garbage-collected, so short) log before serving anything.
+
+        Damage found now is in the first state peers see, so their GC keeps what this node
+        must fetch back (`repair_floor`).
+        """
+        position = 0
+        while True:
+            damaged, position = self.store.scrub(position, self.limits.scrub_records_max)
+            for lsn in damaged:
+                self.note_damage(
+                    StoredCorruptionError(f"stored record at LSN {lsn} is corrupt", lsn)
+                )
+            if position == 0:
+                return
 
     def start(self) -> None:
         self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
@@ -267,6 +285,11 @@ class StorageNode:
         return [r for r in records if not self.state.cancels(r)]
 
     # -- damage and repair (P17 §3.2, step 8) -----------------------------------------------------
+
+    @property
+    def repair_floor(self) -> int:
+        """The lowest LSN this node must fetch back from a peer (0: nothing to repair)."""
+        return min((lsn for lsn, _ in self.damaged), default=0)
 
     def note_damage(self, exc: StoredCorruptionError) -> None:
         """Remember a damaged record or version so gossip fetches a good copy from a peer."""

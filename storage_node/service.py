@@ -30,6 +30,7 @@ def node_state(node: StorageNode) -> pb.NodeState:
         vdl_epoch=st.vdl_epoch,
         truncations=ranges_to_proto(st.truncations, pb.TruncationRange),
         truncations_version=st.truncations_version,
+        repair_floor=node.repair_floor,
         format_version=FORMAT_VERSION,
         serving=st.serving,
         min_read_point=node.min_read_point(time.monotonic()),
