@@ -254,7 +254,7 @@ class NodeStore:
                 if checked >= records_max:
                     break
                 last = _U64.unpack(key)[0]
-                if isinstance(_verified(value, last), CorruptRecordError):
+                if not _crc_intact(value):  # disk damage; reads still decode in full
                     damaged.append(last)
         return damaged, last
 
@@ -406,12 +406,17 @@ def _verified(value: bytes, lsn: int) -> RedoRecord | CorruptRecordError:
     return record
 
 
+def _crc_intact(value: bytes) -> bool:
+    """Whether a stored record's CRC32C matches its bytes (no full decode)."""
+    return (
+        len(value) >= RECORD_OVERHEAD_BYTES
+        and crc32c(value[:-4]) == _CRC.unpack_from(value, len(value) - 4)[0]
+    )
+
+
 def _page_of_verified(value: bytes, lsn: int) -> int:
     """A stored record's page number, after checking its CRC (no full decode)."""
-    if (
-        len(value) < RECORD_OVERHEAD_BYTES
-        or crc32c(value[:-4]) != _CRC.unpack_from(value, len(value) - 4)[0]
-    ):
+    if not _crc_intact(value):
         raise StoredCorruptionError(f"stored record at LSN {lsn} is corrupt: CRC32C mismatch", lsn)
     return peek_page_no(value)
 
