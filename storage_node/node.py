@@ -213,7 +213,9 @@ class StorageNode:
                 self.store.put_records, records, after.scl, after.cpl_at_scl,
                 st.vdl, st.vdl_epoch,
             )  # fmt: skip
-            st.on_durable(records)
+            # Durable now: the trial is the node's completeness (no change can slip in
+            # between: truncations and epochs wait for the same write lock).
+            st.completeness = after
             self._note_dirty(records)
         for p in accepted:
             _settle(p.done, st.scl)
