@@ -140,6 +140,12 @@ class TruncateRequest(_message.Message):
     truncations_version: int
     def __init__(self, epoch: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., truncations_version: _Optional[int] = ...) -> None: ...
 
+class WatchStateRequest(_message.Message):
+    __slots__ = ("reader",)
+    READER_FIELD_NUMBER: _ClassVar[int]
+    reader: str
+    def __init__(self, reader: _Optional[str] = ...) -> None: ...
+
 class PageChange(_message.Message):
     __slots__ = ("page_no", "offset", "data")
     PAGE_NO_FIELD_NUMBER: _ClassVar[int]
@@ -251,3 +257,87 @@ class ReaderState(_message.Message):
 class GetReaderStateRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SqlValue(_message.Message):
+    __slots__ = ("null", "integer", "real", "text", "blob")
+    NULL_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    REAL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    null: bool
+    integer: int
+    real: float
+    text: str
+    blob: bytes
+    def __init__(self, null: _Optional[bool] = ..., integer: _Optional[int] = ..., real: _Optional[float] = ..., text: _Optional[str] = ..., blob: _Optional[bytes] = ...) -> None: ...
+
+class SqlRow(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[SqlValue]
+    def __init__(self, values: _Optional[_Iterable[_Union[SqlValue, _Mapping]]] = ...) -> None: ...
+
+class SqlStatement(_message.Message):
+    __slots__ = ("sql", "params", "param_sets")
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    PARAM_SETS_FIELD_NUMBER: _ClassVar[int]
+    sql: str
+    params: _containers.RepeatedCompositeFieldContainer[SqlValue]
+    param_sets: _containers.RepeatedCompositeFieldContainer[SqlRow]
+    def __init__(self, sql: _Optional[str] = ..., params: _Optional[_Iterable[_Union[SqlValue, _Mapping]]] = ..., param_sets: _Optional[_Iterable[_Union[SqlRow, _Mapping]]] = ...) -> None: ...
+
+class SqlResult(_message.Message):
+    __slots__ = ("columns", "rows", "rows_changed", "last_row_id")
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ROW_ID_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    rows: _containers.RepeatedCompositeFieldContainer[SqlRow]
+    rows_changed: int
+    last_row_id: int
+    def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[SqlRow, _Mapping]]] = ..., rows_changed: _Optional[int] = ..., last_row_id: _Optional[int] = ...) -> None: ...
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("statements", "session")
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    statements: _containers.RepeatedCompositeFieldContainer[SqlStatement]
+    session: str
+    def __init__(self, statements: _Optional[_Iterable[_Union[SqlStatement, _Mapping]]] = ..., session: _Optional[str] = ...) -> None: ...
+
+class ExecuteResponse(_message.Message):
+    __slots__ = ("results", "commit_lsn", "read_point")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
+    READ_POINT_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SqlResult]
+    commit_lsn: int
+    read_point: int
+    def __init__(self, results: _Optional[_Iterable[_Union[SqlResult, _Mapping]]] = ..., commit_lsn: _Optional[int] = ..., read_point: _Optional[int] = ...) -> None: ...
+
+class BeginRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BeginResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class EndRequest(_message.Message):
+    __slots__ = ("session", "commit")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    commit: bool
+    def __init__(self, session: _Optional[str] = ..., commit: _Optional[bool] = ...) -> None: ...
+
+class EndResponse(_message.Message):
+    __slots__ = ("commit_lsn",)
+    COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
+    commit_lsn: int
+    def __init__(self, commit_lsn: _Optional[int] = ...) -> None: ...

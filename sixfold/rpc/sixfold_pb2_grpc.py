@@ -64,6 +64,11 @@ class StorageNodeStub:
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.TruncateRequest.SerializeToString,
                 response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.NodeState.FromString,
                 _registered_method=True)
+        self.WatchState = channel.unary_stream(
+                '/sixfold.v1.StorageNode/WatchState',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.WatchStateRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.NodeState.FromString,
+                _registered_method=True)
 
 
 class StorageNodeServicer:
@@ -105,6 +110,14 @@ class StorageNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchState(self, request, context):
+        """The node's state now, then again each time its epoch, SCL or learned VDL moves
+        (coalesced): how readers learn new durable points promptly.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +149,11 @@ def add_StorageNodeServicer_to_server(servicer, server):
             'Truncate': grpc.unary_unary_rpc_method_handler(
                     servicer.Truncate,
                     request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.TruncateRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.NodeState.SerializeToString,
+            ),
+            'WatchState': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchState,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.WatchStateRequest.FromString,
                     response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.NodeState.SerializeToString,
             ),
     }
@@ -300,6 +318,33 @@ class StorageNode:
             target,
             '/sixfold.v1.StorageNode/Truncate',
             sixfold_dot_rpc_dot_sixfold__pb2.TruncateRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.NodeState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sixfold.v1.StorageNode/WatchState',
+            sixfold_dot_rpc_dot_sixfold__pb2.WatchStateRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.NodeState.FromString,
             options,
             channel_credentials,
@@ -617,6 +662,164 @@ class Reader:
             '/sixfold.v1.Reader/GetReaderState',
             sixfold_dot_rpc_dot_sixfold__pb2.GetReaderStateRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.ReaderState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class SqlStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Execute = channel.unary_unary(
+                '/sixfold.v1.Sql/Execute',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ExecuteRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ExecuteResponse.FromString,
+                _registered_method=True)
+        self.Begin = channel.unary_unary(
+                '/sixfold.v1.Sql/Begin',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.BeginRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.BeginResponse.FromString,
+                _registered_method=True)
+        self.End = channel.unary_unary(
+                '/sixfold.v1.Sql/End',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.EndRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.EndResponse.FromString,
+                _registered_method=True)
+
+
+class SqlServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Execute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Begin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def End(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SqlServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Execute': grpc.unary_unary_rpc_method_handler(
+                    servicer.Execute,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ExecuteRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'Begin': grpc.unary_unary_rpc_method_handler(
+                    servicer.Begin,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.BeginRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.BeginResponse.SerializeToString,
+            ),
+            'End': grpc.unary_unary_rpc_method_handler(
+                    servicer.End,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.EndRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.EndResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sixfold.v1.Sql', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sixfold.v1.Sql', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Sql:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Execute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.Sql/Execute',
+            sixfold_dot_rpc_dot_sixfold__pb2.ExecuteRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Begin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.Sql/Begin',
+            sixfold_dot_rpc_dot_sixfold__pb2.BeginRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.BeginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def End(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.Sql/End',
+            sixfold_dot_rpc_dot_sixfold__pb2.EndRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.EndResponse.FromString,
             options,
             channel_credentials,
             insecure,
