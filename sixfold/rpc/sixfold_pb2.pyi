@@ -17,7 +17,7 @@ class TruncationRange(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ...) -> None: ...
 
 class NodeState(_message.Message):
-    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor")
+    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor", "instances")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class NodeState(_message.Message):
     PAGE_VERSIONS_STORED_FIELD_NUMBER: _ClassVar[int]
     TRUNCATIONS_VERSION_FIELD_NUMBER: _ClassVar[int]
     REPAIR_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     az: str
     epoch: int
@@ -52,7 +53,24 @@ class NodeState(_message.Message):
     page_versions_stored: int
     truncations_version: int
     repair_floor: int
-    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ...) -> None: ...
+    instances: _containers.RepeatedCompositeFieldContainer[InstanceView]
+    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ...) -> None: ...
+
+class InstanceView(_message.Message):
+    __slots__ = ("name", "address", "role", "read_point", "seen_s_ago", "client_address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    READ_POINT_FIELD_NUMBER: _ClassVar[int]
+    SEEN_S_AGO_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    role: str
+    read_point: int
+    seen_s_ago: float
+    client_address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., read_point: _Optional[int] = ..., seen_s_ago: _Optional[float] = ..., client_address: _Optional[str] = ...) -> None: ...
 
 class AppendRequest(_message.Message):
     __slots__ = ("epoch", "records", "vdl")
@@ -85,14 +103,16 @@ class ReadRecordsRequest(_message.Message):
     def __init__(self, after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ..., max_records: _Optional[int] = ..., page_no: _Optional[int] = ...) -> None: ...
 
 class ReadRecordsResponse(_message.Message):
-    __slots__ = ("records", "scl", "epoch")
+    __slots__ = ("records", "scl", "epoch", "gc_horizon")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     SCL_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    GC_HORIZON_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedScalarFieldContainer[bytes]
     scl: int
     epoch: int
-    def __init__(self, records: _Optional[_Iterable[bytes]] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    gc_horizon: int
+    def __init__(self, records: _Optional[_Iterable[bytes]] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ..., gc_horizon: _Optional[int] = ...) -> None: ...
 
 class GetPageRequest(_message.Message):
     __slots__ = ("page_no", "lsn", "min_epoch")
@@ -115,12 +135,18 @@ class GetPageResponse(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., page_lsn: _Optional[int] = ..., scl: _Optional[int] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
-    __slots__ = ("reader", "read_point")
+    __slots__ = ("reader", "read_point", "address", "role", "client_address")
     READER_FIELD_NUMBER: _ClassVar[int]
     READ_POINT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     reader: str
     read_point: int
-    def __init__(self, reader: _Optional[str] = ..., read_point: _Optional[int] = ...) -> None: ...
+    address: str
+    role: str
+    client_address: str
+    def __init__(self, reader: _Optional[str] = ..., read_point: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
 
 class SealEpochRequest(_message.Message):
     __slots__ = ("epoch", "owner")
@@ -219,7 +245,7 @@ class StorageNodeView(_message.Message):
     def __init__(self, name: _Optional[str] = ..., reachable: _Optional[bool] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class WriterState(_message.Message):
-    __slots__ = ("epoch", "vdl", "vcl", "next_lsn", "fenced", "recovered", "nodes", "status")
+    __slots__ = ("epoch", "vdl", "vcl", "next_lsn", "fenced", "recovered", "nodes", "status", "sql")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     VDL_FIELD_NUMBER: _ClassVar[int]
     VCL_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +254,7 @@ class WriterState(_message.Message):
     RECOVERED_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     vdl: int
     vcl: int
@@ -236,7 +263,18 @@ class WriterState(_message.Message):
     recovered: bool
     nodes: _containers.RepeatedCompositeFieldContainer[StorageNodeView]
     status: str
-    def __init__(self, epoch: _Optional[int] = ..., vdl: _Optional[int] = ..., vcl: _Optional[int] = ..., next_lsn: _Optional[int] = ..., fenced: _Optional[bool] = ..., recovered: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ..., status: _Optional[str] = ...) -> None: ...
+    sql: SqlCounters
+    def __init__(self, epoch: _Optional[int] = ..., vdl: _Optional[int] = ..., vcl: _Optional[int] = ..., next_lsn: _Optional[int] = ..., fenced: _Optional[bool] = ..., recovered: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ..., status: _Optional[str] = ..., sql: _Optional[_Union[SqlCounters, _Mapping]] = ...) -> None: ...
+
+class SqlCounters(_message.Message):
+    __slots__ = ("commits", "redo_bytes", "changed_page_bytes")
+    COMMITS_FIELD_NUMBER: _ClassVar[int]
+    REDO_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_PAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    commits: int
+    redo_bytes: int
+    changed_page_bytes: int
+    def __init__(self, commits: _Optional[int] = ..., redo_bytes: _Optional[int] = ..., changed_page_bytes: _Optional[int] = ...) -> None: ...
 
 class GetWriterStateRequest(_message.Message):
     __slots__ = ()
@@ -301,12 +339,14 @@ class SqlResult(_message.Message):
     def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[SqlRow, _Mapping]]] = ..., rows_changed: _Optional[int] = ..., last_row_id: _Optional[int] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("statements", "session")
+    __slots__ = ("statements", "session", "writer_only")
     STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    WRITER_ONLY_FIELD_NUMBER: _ClassVar[int]
     statements: _containers.RepeatedCompositeFieldContainer[SqlStatement]
     session: str
-    def __init__(self, statements: _Optional[_Iterable[_Union[SqlStatement, _Mapping]]] = ..., session: _Optional[str] = ...) -> None: ...
+    writer_only: bool
+    def __init__(self, statements: _Optional[_Iterable[_Union[SqlStatement, _Mapping]]] = ..., session: _Optional[str] = ..., writer_only: _Optional[bool] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("results", "commit_lsn", "read_point")
@@ -319,8 +359,10 @@ class ExecuteResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SqlResult, _Mapping]]] = ..., commit_lsn: _Optional[int] = ..., read_point: _Optional[int] = ...) -> None: ...
 
 class BeginRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("writer_only",)
+    WRITER_ONLY_FIELD_NUMBER: _ClassVar[int]
+    writer_only: bool
+    def __init__(self, writer_only: _Optional[bool] = ...) -> None: ...
 
 class BeginResponse(_message.Message):
     __slots__ = ("session",)
@@ -341,3 +383,51 @@ class EndResponse(_message.Message):
     COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
     commit_lsn: int
     def __init__(self, commit_lsn: _Optional[int] = ...) -> None: ...
+
+class Topology(_message.Message):
+    __slots__ = ("epoch", "writer_name", "writer_address", "instances", "answered_by", "writer_client_address")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    WRITER_NAME_FIELD_NUMBER: _ClassVar[int]
+    WRITER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    WRITER_CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    writer_name: str
+    writer_address: str
+    instances: _containers.RepeatedCompositeFieldContainer[InstanceView]
+    answered_by: str
+    writer_client_address: str
+    def __init__(self, epoch: _Optional[int] = ..., writer_name: _Optional[str] = ..., writer_address: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ..., answered_by: _Optional[str] = ..., writer_client_address: _Optional[str] = ...) -> None: ...
+
+class GetTopologyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PromoteRequest(_message.Message):
+    __slots__ = ("planned",)
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    planned: bool
+    def __init__(self, planned: _Optional[bool] = ...) -> None: ...
+
+class PromoteResponse(_message.Message):
+    __slots__ = ("epoch", "vdl", "writes_paused_s")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VDL_FIELD_NUMBER: _ClassVar[int]
+    WRITES_PAUSED_S_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    vdl: int
+    writes_paused_s: float
+    def __init__(self, epoch: _Optional[int] = ..., vdl: _Optional[int] = ..., writes_paused_s: _Optional[float] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("hold_s",)
+    HOLD_S_FIELD_NUMBER: _ClassVar[int]
+    hold_s: float
+    def __init__(self, hold_s: _Optional[float] = ...) -> None: ...
+
+class DrainResponse(_message.Message):
+    __slots__ = ("vdl",)
+    VDL_FIELD_NUMBER: _ClassVar[int]
+    vdl: int
+    def __init__(self, vdl: _Optional[int] = ...) -> None: ...

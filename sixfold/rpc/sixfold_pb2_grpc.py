@@ -829,3 +829,193 @@ class Sql:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TopologyServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetTopology = channel.unary_unary(
+                '/sixfold.v1.TopologyService/GetTopology',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.GetTopologyRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.Topology.FromString,
+                _registered_method=True)
+
+
+class TopologyServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def GetTopology(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TopologyServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetTopology': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTopology,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.GetTopologyRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.Topology.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sixfold.v1.TopologyService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sixfold.v1.TopologyService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TopologyService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GetTopology(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.TopologyService/GetTopology',
+            sixfold_dot_rpc_dot_sixfold__pb2.GetTopologyRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.Topology.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class InstanceStub:
+    """Served by every instance (the writer and the readers): role changes.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Promote = channel.unary_unary(
+                '/sixfold.v1.Instance/Promote',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.PromoteResponse.FromString,
+                _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/sixfold.v1.Instance/Drain',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.DrainRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.DrainResponse.FromString,
+                _registered_method=True)
+
+
+class InstanceServicer:
+    """Served by every instance (the writer and the readers): role changes.
+    """
+
+    def Promote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InstanceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.PromoteRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.PromoteResponse.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.DrainRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.DrainResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sixfold.v1.Instance', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sixfold.v1.Instance', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Instance:
+    """Served by every instance (the writer and the readers): role changes.
+    """
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.Instance/Promote',
+            sixfold_dot_rpc_dot_sixfold__pb2.PromoteRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.PromoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.Instance/Drain',
+            sixfold_dot_rpc_dot_sixfold__pb2.DrainRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
