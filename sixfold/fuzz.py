@@ -5,17 +5,24 @@ pages, each an 8-byte slot) through the writer, while a nemesis injects faults. 
 operation is logged as an invoke and then ok / fail / info (outcome unknown) in a JSON-lines
 history (format: sixfold/history.py), with the faults as nemesis events. At the end the
 cluster is healed, every key is read once more (an acknowledged write lost would show
-there), and the history is checked (sixfold/linearizability.py). Every loop is bounded in
-time, and traffic goes only to the cluster's own loopback ports or containers.
+there), and the history is checked (sixfold/linearizability.py).
+
+Beside the registers, multi-page groups: a group's 2-3 pages are written together, one
+value to all, in one WritePages call (one mini-transaction), and read through the writer or
+a reader, each read reporting its read point. sixfold/multipage.py checks that pages read at
+the same read point agree. Every loop is bounded in time, and traffic goes only to the
+cluster's own loopback ports or containers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +32,8 @@ from typing import TextIO
 import lmdb
 
 from sixfold import cluster
-from sixfold.clients import WriterClient
+from sixfold.clients import ReaderClient, WriterClient
+from sixfold.discovery import newest_topology
 from sixfold.errors import (
     InvalidRequestError,
     QuorumUnavailableError,
@@ -33,12 +41,20 @@ from sixfold.errors import (
     SixfoldError,
 )
 from sixfold.history import NEMESIS, Event, write_event
-from sixfold.linearizability import Verdict, check_history
+from sixfold.linearizability import CheckResult, Verdict, check_history
+from sixfold.multipage import GroupCheck, check_groups
+from sixfold.partition import Pair, Partitioner, all_members, between, isolate
 from sixfold.quorum import AZS, NODE_NAMES, nodes_in_az
+from sixfold.record import peek_page_no
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.targets import ProcessTarget
 
 FUZZ_PAGE_BASE = 2_000_000  # pages used by the workload, away from hand-written ones
+GROUP_PAGE_BASE = 2_100_000  # pages of the multi-page groups
+GROUP_PAGE_STRIDE = 8  # group g owns pages GROUP_PAGE_BASE + 8 g, ..., one slot at offset 0
+GROUP_OP_SHARE = 0.2  # share of a client's operations that are group writes or reads
+GROUP_READ_VIA = ("writer", *cluster.READER_NAMES)
+LOST_TAIL_RECORDS_MAX = 20  # the disk nemesis's lost tail is at most this many records
 KEY_PAGES = 8  # keys are spread over this many pages
 SLOT_BYTES = 8  # each key is an 8-byte little-endian int in its page; 0 = never written
 VALUES_MAX = 5  # few distinct values, so compare-and-set often succeeds (as Jepsen does)
@@ -48,6 +64,7 @@ FAULT_HOLD_S = (1.0, 4.0)  # how long a fault lasts before it is healed
 HEAL_LIMIT_S = 90.0
 CHECK_TIME_LIMIT_S = 60.0
 NEMESES = ("kill", "pause", "disk", "partition")
+PARTITIONS = ("writer-az", "writer-az+1", "isolate-node", "az-split")
 
 
 def key_location(key: int) -> tuple[int, int]:
@@ -95,20 +112,115 @@ def outcome_of(f: str, exc: Exception) -> str:
     return "info"
 
 
+def group_pages(group: int) -> list[int]:
+    """Groups alternate between 2 and 3 pages."""
+    return [GROUP_PAGE_BASE + GROUP_PAGE_STRIDE * group + i for i in range(2 + group % 2)]
+
+
+@dataclass
+class Clients:
+    """One client process's connections: the writer, and the readers for group reads."""
+
+    writer: WriterClient
+    readers: dict[str, ReaderClient]
+    writer_address: str
+
+    @classmethod
+    def open(cls, target) -> Clients:
+        readers = {r: ReaderClient(target.reader_address(r), r) for r in cluster.READER_NAMES}
+        address = target.writer_address
+        return cls(WriterClient(address), readers, address)
+
+    async def follow_writer(self, target) -> None:
+        """After a failure: if another instance has become the writer, talk to it instead.
+
+        Finding it asks the instances with blocking calls, so it runs off the event loop."""
+        address = await asyncio.to_thread(lambda: target.writer_address)
+        if address != self.writer_address:
+            await self.writer.close()
+            self.writer, self.writer_address = WriterClient(address), address
+
+    async def close(self) -> None:
+        for client in (self.writer, *self.readers.values()):
+            await client.close()
+
+
 async def client_loop(
-    process: int, target, rec: Recorder, rng: random.Random, keys: int, stop: asyncio.Event
+    process: int, target, rec: Recorder, rng: random.Random, work: Workload, stop: asyncio.Event
 ) -> None:
-    writer = WriterClient(target.writer_address)
+    clients = Clients.open(target)
     try:
         while not stop.is_set():
-            await one_op(process, writer, rec, rng, keys)
+            if work.groups and rng.random() < GROUP_OP_SHARE:
+                done = await group_op(process, clients, rec, rng, work)
+            else:
+                done = await one_op(process, clients.writer, rec, rng, work.keys)
+            if not done:
+                await clients.follow_writer(target)
     finally:
-        await writer.close()
+        await clients.close()
+
+
+@dataclass
+class Workload:
+    keys: int
+    groups: int
+    next_group_value: int = 0
+
+    def group_value(self) -> int:
+        """A value no other group write uses, so a read names the write it saw."""
+        self.next_group_value += 1
+        return self.next_group_value
+
+
+async def group_op(
+    process: int, clients: Clients, rec: Recorder, rng: random.Random, work: Workload
+) -> bool:
+    """One group write or read; False when it failed or its outcome is unknown."""
+    group = rng.randrange(work.groups)
+    key = f"g{group}"
+    if rng.random() < 0.5:
+        value = work.group_value()
+        rec.log(process, "invoke", "mwrite", key, value)
+        changes = [_change(page, 0, value) for page in group_pages(group)]
+        try:
+            await clients.writer.write_pages(changes, timeout=OP_TIMEOUT_S)
+        except SixfoldError as exc:
+            rec.log(process, outcome_of("mwrite", exc), "mwrite", key, value)
+            await asyncio.sleep(0.05)  # do not spin against an unavailable cluster
+            return False
+        rec.log(process, "ok", "mwrite", key, value)
+        return True
+    via = rng.choice(GROUP_READ_VIA)
+    rec.log(process, "invoke", "mread", key, via)
+    try:
+        reads = await read_group(clients, via, group)
+    except SixfoldError:
+        rec.log(process, "fail", "mread", key, via)
+        await asyncio.sleep(0.05)
+        return False
+    rec.log(process, "ok", "mread", key, reads)
+    return True
+
+
+async def read_group(clients: Clients, via: str, group: int) -> list[list[int | None]]:
+    """[page, read point, value] for each page of the group, read concurrently (one RPC a
+    page, so not atomic: the check compares pages only where their read points are equal)."""
+    client = clients.writer if via == "writer" else clients.readers[via]
+    pages = group_pages(group)
+    responses = await asyncio.gather(
+        *(client.read_page(page, timeout=OP_TIMEOUT_S) for page in pages)
+    )
+    return [
+        [page, r.read_point, decode_value(r.image[:SLOT_BYTES])]
+        for page, r in zip(pages, responses, strict=True)
+    ]
 
 
 async def one_op(
     process: int, writer: WriterClient, rec: Recorder, rng: random.Random, keys: int
-) -> None:
+) -> bool:
+    """One register operation; False when it failed or its outcome is unknown."""
     key = rng.randrange(keys)
     page, offset = key_location(key)
     f = rng.choice(("read", "read", "write", "cas"))
@@ -123,13 +235,14 @@ async def one_op(
     except SixfoldError as exc:
         rec.log(process, outcome_of(f, exc), f, key, value)
         await asyncio.sleep(0.05)  # do not spin against an unavailable cluster
-        return
+        return False
     if f == "read":
         rec.log(process, "ok", f, key, result)
     elif f == "cas" and not result:
         rec.log(process, "fail", f, key, value)
     else:
         rec.log(process, "ok", f, key, value)
+    return True
 
 
 async def run_op(writer: WriterClient, f: str, page: int, offset: int, value: object) -> object:
@@ -157,11 +270,19 @@ def _change(page: int, offset: int, value: object) -> pb.PageChange:
 class Nemesis:
     """Injects one fault at a time from the enabled kinds, heals it, waits, repeats."""
 
-    def __init__(self, target, kinds: list[str], rec: Recorder, rng: random.Random) -> None:
+    def __init__(
+        self,
+        target,
+        kinds: list[str],
+        rec: Recorder,
+        rng: random.Random,
+        partitioner: Partitioner | None = None,
+    ) -> None:
         self.target = target
         self.kinds = kinds
         self.rec = rec
         self.rng = rng
+        self.partitioner = partitioner
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -176,7 +297,7 @@ class Nemesis:
     async def _kill(self, stop: asyncio.Event) -> None:
         scenario = self.rng.choice(("az", "az+1", "four", "rolling", "writer"))
         if scenario == "writer":
-            victims = [cluster.WRITER_NAME]
+            victims = [self._current_writer()]  # a reader takes over (issue 6)
         elif scenario == "rolling":
             for name in self.rng.sample(NODE_NAMES, 3):
                 self._do("kill", [name], "rolling restart")
@@ -196,7 +317,7 @@ class Nemesis:
         self._do("start", victims, scenario)
 
     async def _pause(self, stop: asyncio.Event) -> None:
-        victim = [self.rng.choice([*NODE_NAMES, cluster.WRITER_NAME])]
+        victim = [self.rng.choice([*NODE_NAMES, self._current_writer()])]
         self._do("pause", victim, "SIGSTOP")
         await self._hold(stop)
         self._do("resume", victim, "SIGCONT")
@@ -205,16 +326,52 @@ class Nemesis:
         if not isinstance(self.target, ProcessTarget):
             return  # the compose volumes are not reachable from here
         victim = self.rng.choice(NODE_NAMES)
-        how = self.rng.choice(("flip", "torn"))
+        how = self.rng.choice(("flip", "torn", "lost-tail"))
         self._do("kill", [victim], "disk fault")
         await asyncio.sleep(0.2)
-        damaged = damage_one(Path(self.target.layout.directory) / victim, how, self.rng)
+        data_dir = Path(self.target.layout.directory) / victim
+        if how == "lost-tail":
+            damaged = lose_tail(data_dir, self.rng.randint(1, LOST_TAIL_RECORDS_MAX))
+        else:
+            damaged = damage_one(data_dir, how, self.rng)
         self.rec.fault("corrupt", f"{victim} {how} {damaged}")
         self._do("start", [victim], "disk fault")
         await self._hold(stop)
 
     async def _partition(self, stop: asyncio.Event) -> None:
-        raise SixfoldError("the partition nemesis is not implemented yet")
+        assert self.partitioner is not None, "run() makes the partitioner before the nemesis"
+        scenario = self.rng.choice(PARTITIONS)
+        pairs = self._partition_pairs(scenario)
+        await asyncio.to_thread(self.partitioner.cut, pairs)
+        cut = " ".join(f"{a}|{b}" for a, b in pairs)
+        self.rec.fault("partition", f"{scenario}: {cut}")
+        await self._hold(stop)
+        await asyncio.to_thread(self.partitioner.heal)
+        self.rec.fault("heal-partition", scenario)
+
+    def _partition_pairs(self, scenario: str) -> list[Pair]:
+        """writer-az: writes go on; writer-az+1: 3 of 6 left, writes must fail cleanly;
+        isolate-node: one node cut from everyone; az-split: two AZs' nodes cannot talk."""
+        az, other_az = self.rng.sample(AZS, 2)
+        writer = self._current_writer()
+        if scenario == "writer-az":
+            return between([writer], nodes_in_az(az))
+        if scenario == "writer-az+1":
+            others = [n for n in NODE_NAMES if n not in nodes_in_az(az)]
+            cut = [*nodes_in_az(az), self.rng.choice(others)]
+            return between([writer], cut)
+        if scenario == "isolate-node":
+            return isolate(self.rng.choice(NODE_NAMES), all_members())
+        assert scenario == "az-split"
+        return between(nodes_in_az(az), nodes_in_az(other_az))
+
+    def _current_writer(self) -> str:
+        """The instance that is the writer now: a reader may have taken over from `writer`."""
+        seeds = [self.target.instance_address(n) for n in cluster.INSTANCE_NAMES]
+        try:
+            return newest_topology(seeds).writer_name or cluster.WRITER_NAME
+        except SixfoldError:
+            return cluster.WRITER_NAME
 
     def _do(self, action: str, names: list[str], why: str) -> None:
         getattr(self.target, action)(names)
@@ -243,6 +400,38 @@ def damage_one(data_dir: Path, how: str, rng: random.Random) -> str:
     return "nothing stored yet"
 
 
+def lose_tail(data_dir: Path, records: int) -> str:
+    """Drop a stopped node's newest `records` log records above its stored VDL, keeping its
+    stored SCL: the node acknowledged them, and its disk has lost them.
+
+    Our nodes fsync before they acknowledge, so this is what an OS that lost writes it had
+    not synced would leave behind, not something our node does. Only records above the
+    stored VDL go: nothing is coalesced there, and peers keep records above the VDL for
+    gossip, so the node can fetch them back (older ones had been synced long before).
+    """
+    env = lmdb.open(str(data_dir), max_dbs=8)
+    try:
+        with env.begin(write=True) as txn:
+            meta = env.open_db(b"meta", txn=txn)
+            log_db = env.open_db(b"log", txn=txn)
+            page_log = env.open_db(b"page_log", txn=txn)
+            vdl = int(txn.get(b"vdl", db=meta) or b"0")
+            scl = int(txn.get(b"scl", db=meta) or b"0")
+            tail = [(k, v) for k, v in txn.cursor(db=log_db) if int.from_bytes(k, "big") > vdl]
+            lost = tail[-records:]
+            for key, value in lost:
+                txn.delete(key, db=log_db)
+                with contextlib.suppress(struct.error):  # a torn record: no page to name
+                    page_no = peek_page_no(bytes(value))
+                    txn.delete(page_no.to_bytes(8, "big") + key, db=page_log)
+    finally:
+        env.close()
+    if not lost:
+        return f"nothing above the stored VDL {vdl} to lose"
+    first = int.from_bytes(lost[0][0], "big")
+    return f"lost {len(lost)} newest records from LSN {first} (stored VDL {vdl}, SCL {scl})"
+
+
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     try:
         await asyncio.wait_for(stop.wait(), seconds)
@@ -260,34 +449,45 @@ async def heal(target, rec: Recorder) -> None:
     target.start(names)
     rec.fault("heal", "all started and resumed")
     deadline = time.monotonic() + HEAL_LIMIT_S
-    client = WriterClient(target.writer_address)
-    try:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.state(timeout=2.0)).status == "accepting writes":
-                    return
-            except SixfoldError:
-                pass
-            await asyncio.sleep(0.25)
-    finally:
-        await client.close()
+    while time.monotonic() < deadline:
+        # Asked again each time: another instance may have become the writer meanwhile.
+        address = await asyncio.to_thread(lambda: target.writer_address)
+        client = WriterClient(address)
+        try:
+            if (await client.state(timeout=2.0)).status == "accepting writes":
+                return
+        except SixfoldError:
+            pass
+        finally:
+            await client.close()
+        await asyncio.sleep(0.25)
     raise SixfoldError(f"the writer did not accept writes within {HEAL_LIMIT_S:g} s of healing")
 
 
-async def final_reads(target, rec: Recorder, keys: int, process: int) -> None:
-    writer = WriterClient(target.writer_address)
+async def final_reads(target, rec: Recorder, work: Workload, process: int) -> None:
+    """Every key once more through the writer, and every group through each reader too."""
+    clients = Clients.open(target)
     try:
-        for key in range(keys):
+        for key in range(work.keys):
             page, offset = key_location(key)
             rec.log(process, "invoke", "read", key, None)
             try:
-                value = await run_op(writer, "read", page, offset, None)
+                value = await run_op(clients.writer, "read", page, offset, None)
             except SixfoldError:
                 rec.log(process, "fail", "read", key, None)
             else:
                 rec.log(process, "ok", "read", key, value)
+        for group in range(work.groups):
+            for via in GROUP_READ_VIA:
+                rec.log(process, "invoke", "mread", f"g{group}", via)
+                try:
+                    reads = await read_group(clients, via, group)
+                except SixfoldError:
+                    rec.log(process, "fail", "mread", f"g{group}", via)
+                else:
+                    rec.log(process, "ok", "mread", f"g{group}", reads)
     finally:
-        await writer.close()
+        await clients.close()
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -311,6 +511,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed for the workload and the nemesis")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
     p.add_argument("--keys", type=int, default=16, help="registers (default 16)")
+    p.add_argument("--groups", type=int, default=4,
+                   help="multi-page groups written in one mini-transaction (default 4; 0: none)")  # fmt: skip
     p.add_argument(
         "--history", type=Path, default=None, help="history file (default in the cluster dir)"
     )
@@ -319,49 +521,100 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def run(target, args: argparse.Namespace, history_path: Path) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**9)
     kinds = [k for k in args.nemesis if k != "none"]
-    if "partition" in kinds:
-        raise SixfoldError("the partition nemesis is not implemented yet; use kill,pause,disk")
+    # Made first, so a cluster that cannot be partitioned is refused before any work.
+    partitioner = target.partitioner() if "partition" in kinds else None
+    work = Workload(args.keys, args.groups)
+    await clear_registers(target, work)
     history_path.parent.mkdir(parents=True, exist_ok=True)
     with history_path.open("w") as file:
         rec = Recorder(file)
-        stop = asyncio.Event()
-        clients = [
-            asyncio.create_task(
-                client_loop(p, target, rec, random.Random(seed * 1000 + p), args.keys, stop)
-            )
-            for p in range(args.clients)
-        ]
-        nemesis = (
-            asyncio.create_task(Nemesis(target, kinds, rec, random.Random(seed)).run(stop))
-            if kinds
-            else None
-        )
+        try:
+            await workload_under_faults(target, args, seed, kinds, partitioner, rec, work)
+        finally:
+            if partitioner:  # also on Ctrl-C or an error: leave no link cut behind
+                partitioner.heal()
+                rec.fault("heal-partition", "every link (end of run)")
+        await heal(target, rec)
+        await final_reads(target, rec, work, process=args.clients)
+    result = check_history(rec.events, time_limit_s=CHECK_TIME_LIMIT_S)
+    groups = check_groups(rec.events)
+    report(rec, result, groups, seed, history_path)
+    if result.verdict == Verdict.VIOLATION or groups.violations:
+        return 1
+    return 0 if result.verdict == Verdict.OK else 2
+
+
+async def clear_registers(target, work: Workload) -> None:
+    """Zero every slot the run uses, before its first operation: the checkers start from
+    "never written", and a cluster that ran an earlier fuzz would otherwise show its values."""
+    slots_per_page = -(-work.keys // KEY_PAGES)
+    zero_keys = bytes(SLOT_BYTES * slots_per_page)
+    changes = [
+        pb.PageChange(page_no=FUZZ_PAGE_BASE + i, offset=0, data=zero_keys)
+        for i in range(KEY_PAGES)
+    ]
+    for group in range(work.groups):
+        changes += [_change(page, 0, None) for page in group_pages(group)]
+    writer = WriterClient(target.writer_address)
+    try:
+        await writer.write_pages(changes, timeout=OP_TIMEOUT_S)
+    except SixfoldError as exc:
+        raise SixfoldError(f"could not clear the fuzz registers before the run: {exc}") from exc
+    finally:
+        await writer.close()
+
+
+async def workload_under_faults(
+    target,
+    args: argparse.Namespace,
+    seed: int,
+    kinds: list[str],
+    partitioner: Partitioner | None,
+    rec: Recorder,
+    work: Workload,
+) -> None:
+    stop = asyncio.Event()
+    clients = [
+        asyncio.create_task(client_loop(p, target, rec, random.Random(seed * 1000 + p), work, stop))
+        for p in range(args.clients)
+    ]
+    nemesis = None
+    if kinds:
+        chaos = Nemesis(target, kinds, rec, random.Random(seed), partitioner)
+        nemesis = asyncio.create_task(chaos.run(stop))
+    try:
         await asyncio.sleep(args.time)
+    finally:
         stop.set()
         if nemesis:
             await nemesis
         await asyncio.wait(clients, timeout=OP_TIMEOUT_S + 5)
-        await heal(target, rec)
-        await final_reads(target, rec, args.keys, process=args.clients)
-    result = check_history(rec.events, time_limit_s=CHECK_TIME_LIMIT_S)
-    report(rec, result, seed, history_path)
-    return 0 if result.verdict == Verdict.OK else (1 if result.verdict == Verdict.VIOLATION else 2)
 
 
-def report(rec: Recorder, result, seed: int, history_path: Path) -> None:
+def report(
+    rec: Recorder, result: CheckResult, groups: GroupCheck, seed: int, history_path: Path
+) -> None:
     print(f"seed {seed}")
     print("operations:")
     for (f, kind), n in sorted(rec.outcomes.items()):
-        print(f"  {f:<5} {kind:<5} {n}")
+        print(f"  {f:<6} {kind:<5} {n}")
     print(f"faults injected: {len(rec.faults)}")
     for fault in Counter(line.split(" ", 1)[0] for line in rec.faults).most_common():
-        print(f"  {fault[0]:<8} {fault[1]}")
-    print(f"verdict: {result.verdict}")
+        print(f"  {fault[0]:<14} {fault[1]}")
+    print(f"linearizability: {result.verdict}")
     for key_result in result.keys:
         if key_result.verdict != Verdict.OK:
             print(f"  key {key_result.key}: {key_result.verdict}")
             if key_result.explanation:
                 print(key_result.explanation)
+    print(
+        f"multi-page groups: {groups.reads} page reads ok, {groups.shared_read_points} read "
+        f"points seen by two or more of them, {len(groups.violations)} violations"
+    )
+    for violation in groups.violations:
+        print(f"  {violation}")
+    overall = Verdict.VIOLATION if groups.violations else result.verdict
+    print(f"verdict: {overall}")
     print(f"history: {history_path}")
 
 

@@ -17,11 +17,14 @@ JSON-lines format: one JSON object per line, blank lines ignored:
 - type:    "invoke" starts an operation; "ok" (it happened), "fail" (it definitely did not
            happen) or "info" (outcome unknown: it may take effect at any time after its invoke,
            or never) completes it.
-- f:       "read" | "write" | "cas" for a client.
-- key:     a string or int naming an independent register.
+- f:       "read" | "write" | "cas" for a client; or "mwrite" | "mread" for a multi-page
+           group (checked by sixfold/multipage.py, not by the register checker).
+- key:     a string or int naming an independent register (or a group).
 - value:   write: the int written. cas: [expected, new] (expected may be null: "unwritten").
            read: null on the invoke; on the ok completion, the value read (null when the key
-           was never written).
+           was never written). mwrite: the int written to every page of the group. mread:
+           on the invoke, who serves it ("writer", "r1", ...); on the ok completion, one
+           [page, read_point, value] per page of the group.
 - time:    monotonic seconds (float), comparable across processes.
 
 An invoke is completed by the next completion of the same process; a process never has two
@@ -48,6 +51,7 @@ Status = Literal["ok", "fail", "info"]
 NEMESIS = "nemesis"
 EVENT_TYPES: frozenset[str] = frozenset({"invoke", "ok", "fail", "info"})
 CLIENT_FUNCTIONS: frozenset[str] = frozenset({"read", "write", "cas"})
+GROUP_FUNCTIONS: frozenset[str] = frozenset({"mwrite", "mread"})
 FIELDS = ("index", "process", "type", "f", "key", "value", "time")
 
 
@@ -172,13 +176,35 @@ def _validated_event(obj: dict[str, Any]) -> Event:
         return Event(index, process, event_type, f, key, value, float(time))
     if not _is_int(process):
         raise HistoryError(f'process must be an int or "nemesis", got {process!r}')
-    if f not in CLIENT_FUNCTIONS:
-        raise HistoryError(f"f must be read, write or cas for a client, got {f!r}")
+    if f not in CLIENT_FUNCTIONS | GROUP_FUNCTIONS:
+        raise HistoryError(f"f must be read, write, cas, mwrite or mread for a client, got {f!r}")
     if not (_is_int(key) or isinstance(key, str)):
         raise HistoryError(f"key must be a string or int, got {key!r}")
+    if f in GROUP_FUNCTIONS:
+        value = _group_value(f, event_type, value)
+        return Event(index, process, event_type, f, key, value, float(time))
     return Event(
         index, process, event_type, f, key, _validated_value(f, event_type, value), float(time)
     )
+
+
+def _group_value(f: str, event_type: str, value: Any) -> Value:
+    if f == "mwrite":
+        if not _is_int(value):
+            raise HistoryError(f"an mwrite's value must be an int, got {value!r}")
+        return value
+    if event_type != "ok":
+        return value  # who served it, on the invoke
+    triples = isinstance(value, list) and all(
+        isinstance(t, list) and len(t) == 3 and _is_int(t[0]) and _is_int(t[1])
+        and (t[2] is None or _is_int(t[2]))
+        for t in value
+    )  # fmt: skip
+    if not triples:
+        raise HistoryError(
+            f"an ok mread's value must be [[page, read_point, value], ...], got {value!r}"
+        )
+    return value
 
 
 def _validated_value(f: str, event_type: str, value: Any) -> Value:
@@ -207,12 +233,13 @@ def _validated_value(f: str, event_type: str, value: Any) -> Value:
 def pair_operations(events: Iterable[Event]) -> list[Op]:
     """Client operations in invoke order, each invoke paired with its process's next completion.
 
-    Nemesis events are skipped. An invoke still outstanding at the end becomes an "info" op.
+    Nemesis events and multi-page group events are skipped (sixfold/multipage.py checks the
+    latter). An invoke still outstanding at the end becomes an "info" op.
     """
     outstanding: dict[int, Event] = {}
     completed: list[tuple[Event, Event | None]] = []
     for event in events:
-        if event.is_nemesis:
+        if event.is_nemesis or event.f in GROUP_FUNCTIONS:
             continue
         assert isinstance(event.process, int)
         if event.type == "invoke":

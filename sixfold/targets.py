@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sixfold import cluster
 from sixfold.errors import SixfoldError
+from sixfold.partition import InterposerPartitioner, IptablesPartitioner, Partitioner
 from sixfold.quorum import NODE_NAMES
 
 COMPOSE_PORT_DEFAULTS = {
@@ -59,6 +60,10 @@ class ProcessTarget:
     def reader_address(self, name: str) -> str:
         return self.layout.reader_address(name)
 
+    def instance_address(self, name: str) -> str:
+        """Where instance `name` (the writer process or a reader) serves."""
+        return cluster.instance_address_in(self.layout.processes, name)
+
     def kill(self, names: list[str]) -> list[str]:
         return cluster.kill_processes(self.layout, names)
 
@@ -73,6 +78,10 @@ class ProcessTarget:
     def resume(self, names: list[str]) -> list[str]:
         return cluster.kill_processes(self.layout, names, signal.SIGCONT)
 
+    def partitioner(self) -> Partitioner:
+        """Cuts links through the interposer (the cluster must be `up --partitionable`)."""
+        return InterposerPartitioner(self.layout)
+
 
 @dataclass
 class ComposeTarget:
@@ -86,7 +95,18 @@ class ComposeTarget:
 
     @property
     def writer_address(self) -> str:
-        return f"127.0.0.1:{compose_port(cluster.WRITER_NAME)}"
+        """The current writer: asked of the instances, since a reader may have taken over."""
+        from sixfold.discovery import current_writer_address
+
+        seeds = [self.instance_address(n) for n in cluster.INSTANCE_NAMES]
+        return current_writer_address(seeds, fallback=seeds[0])
+
+    def instance_address(self, name: str) -> str:
+        if name not in cluster.INSTANCE_NAMES:
+            raise SixfoldError(
+                f"unknown instance {name!r}: the instances are {', '.join(cluster.INSTANCE_NAMES)}"
+            )
+        return f"127.0.0.1:{compose_port(name)}"
 
     def reader_address(self, name: str) -> str:
         if name not in cluster.READER_NAMES:
@@ -118,6 +138,10 @@ class ComposeTarget:
         if paused:
             docker("unpause", *(container_name(n) for n in paused))
         return paused
+
+    def partitioner(self) -> Partitioner:
+        """Cuts links with iptables in the containers' network namespaces (needs root)."""
+        return IptablesPartitioner(container_name)
 
     def _state(self, name: str) -> str:
         return docker("inspect", "-f", "{{.State.Status}}", container_name(name)).strip()

@@ -1,7 +1,8 @@
 """The LMDB store of one storage node: redo log, page index, page versions, metadata.
 
 Named databases:
-    meta      key -> value: format version, node name, epoch, truncations, SCL, VDL
+    meta      key -> value: format version, node name, epoch, truncations, SCL, VDL, and the
+              highest GC horizon used (so start-up can tell a collected record from a lost one)
     log       LSN (u64 BE) -> record in its canonical encoding (CRC included)
     page_log  page (u64 BE) + LSN (u64 BE) -> b"": the records of each page, in LSN order
     versions  page (u64 BE) + LSN (u64 BE) -> page image + CRC32C: coalesced page versions
@@ -64,6 +65,7 @@ class StoredMeta:
     cpl_at_scl: int
     vdl: int
     vdl_epoch: int
+    gc_horizon: int | None = None  # None: a directory from before the horizon was stored
 
 
 class NodeStore:
@@ -93,6 +95,7 @@ class NodeStore:
                     )
                 txn.put(b"format_version", str(FORMAT_VERSION).encode())
                 txn.put(b"node_name", self.node_name.encode())
+                txn.put(b"gc_horizon", b"0")
                 return
             version = _parse_int(stored, self.path)
             if version != FORMAT_VERSION:
@@ -125,6 +128,7 @@ class NodeStore:
                 cpl_at_scl=num(b"cpl_at_scl"),
                 vdl=num(b"vdl"),
                 vdl_epoch=num(b"vdl_epoch"),
+                gc_horizon=num(b"gc_horizon") if txn.get(b"gc_horizon") is not None else None,
             )
 
     def save_meta(self, meta: StoredMeta) -> None:
@@ -258,6 +262,11 @@ class NodeStore:
                     damaged.append(last)
         return damaged, last
 
+    def has_record(self, lsn: int) -> bool:
+        """Whether the log holds a record (intact or not) under this LSN."""
+        with self.env.begin(db=self.log_db) as txn:
+            return txn.get(lsn_key(lsn)) is not None
+
     def delete_record(self, lsn: int) -> None:
         """Drop one record (found corrupt above the SCL): gossip will fetch it again."""
         with self.env.begin(write=True, db=self.log_db) as txn:
@@ -319,6 +328,10 @@ class NodeStore:
             # Records at or below the stored SCL are never rescanned at start-up, so the SCL
             # stored must cover every record this transaction deletes.
             _put_points(txn, scl, cpl, self.meta_db)
+            # And start-up must know that a record missing at or below the horizon was
+            # collected, not lost (`has_record`).
+            stored = _parse_int(txn.get(b"gc_horizon", db=self.meta_db) or b"0", self.path)
+            txn.put(b"gc_horizon", str(max(stored, horizon_lsn)).encode(), db=self.meta_db)
             cursor = txn.cursor(db=self.log_db)
             doomed: list[tuple[int, int]] = []
             version_of: dict[int, int] = {}  # page -> its newest version at or below the horizon

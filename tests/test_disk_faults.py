@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import lmdb
 import pytest
 
 from sixfold.errors import SixfoldError
+from sixfold.fuzz import lose_tail
 from sixfold.page import until_nul
 from sixfold.rpc import sixfold_pb2 as pb
 from storage_node.store import lsn_key
@@ -72,3 +74,37 @@ def test_damaged_record_is_never_served_and_is_repaired(
         assert time.monotonic() < deadline, f"a1's damaged {what} was never repaired"
         time.sleep(0.2)
     assert c.read(PAGE) == "precious"
+
+
+TAIL_PAGES = [91, 92, 93]
+
+
+def test_a_node_that_lost_its_tail_gets_it_back_and_never_serves_without_it(
+    local_cluster: LocalCluster,
+) -> None:
+    """a1 acknowledged a mini-transaction, then (killed) its disk lost those records while
+    its stored SCL still covers them: what an OS that dropped unsynced writes would leave.
+    Our node fsyncs before acknowledging, so this is simulated, not something it does."""
+    c = local_cluster
+    lsn = asyncio.run(c.write_async([(p, f"tail {p}") for p in TAIL_PAGES]))
+    c.wait_for(lambda: c.on_node("a1", lambda n: n.get_state()).scl >= lsn, "a1 to hold it")
+    c.kill("a1")
+    lost = lose_tail(Path(c.layout.directory) / "a1", records=len(TAIL_PAGES))
+    assert lost.startswith(f"lost {len(TAIL_PAGES)} newest records"), lost
+    c.start("a1")
+
+    def a1_page(page: int) -> str | None:
+        request = pb.GetPageRequest(page_no=page, lsn=lsn)
+        try:
+            response = c.on_node("a1", lambda n: n.get_page(request))
+        except SixfoldError:
+            return None  # refused (not complete that far, or not serving yet)
+        return until_nul(response.image).decode(errors="replace")
+
+    deadline = time.monotonic() + 30
+    for page in TAIL_PAGES:
+        while (text := a1_page(page)) != f"tail {page}":
+            assert text is None, f"a1 served page {page} without its lost record: {text!r}"
+            assert time.monotonic() < deadline, f"a1 never got page {page}'s record back"
+            time.sleep(0.2)
+    assert [c.read(p) for p in TAIL_PAGES] == [f"tail {p}" for p in TAIL_PAGES]
