@@ -1,3 +1,26 @@
 """sixfold: a quorum storage engine on the design of Amazon Aurora."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sixfold.dbapi import Connection
+
 __version__ = "0.1.0"
+
+
+def connect(
+    seeds: str | list[str],
+    *,
+    timeout: float = 30.0,
+    autocommit: bool = False,
+    read_only: bool = False,
+) -> Connection:
+    """A DB-API 2.0 connection to SQLite on sixfold: see `sixfold.dbapi.connect`.
+
+    Imported on first use so that `import sixfold` stays light (no gRPC).
+    """
+    from sixfold.dbapi import connect as dbapi_connect
+
+    return dbapi_connect(seeds, timeout=timeout, autocommit=autocommit, read_only=read_only)

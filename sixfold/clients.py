@@ -7,7 +7,7 @@ when the endpoint did not answer.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -88,8 +88,39 @@ class NodeClient:
     ) -> pb.NodeState:
         return await call(self.name, self.stub.Truncate, request, timeout)
 
+    async def watch_state(self, reader: str) -> AsyncIterator[pb.NodeState]:
+        """The node's state at once, then after each change, until the stream breaks.
+
+        No deadline: the stream lives as long as the node. It ends quietly when the node
+        stops; a broken or refused stream raises like `call` (NodeDownError when the node
+        is unreachable or went away mid-stream). As with any async generator, cancelling
+        a pending step (e.g. `wait_for(anext(...))` timing out) closes the stream.
+        """
+        stream = self.stub.WatchState(pb.WatchStateRequest(reader=reader))
+        try:
+            async for state in stream:
+                yield state
+        except grpc.aio.AioRpcError as err:
+            raise _stream_error(self.name, err) from None
+        finally:
+            stream.cancel()
+
     async def close(self) -> None:
         await self.channel.close()
+
+
+def _stream_error(name: str, err: grpc.aio.AioRpcError) -> Exception:
+    """A failed stream as `call` would report it; CANCELLED too means the node went away."""
+    exc = error_from_rpc(err)
+    if exc is not err:
+        return exc
+    if err.code() in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    ):
+        return NodeDownError(f"{name}: {err.code().name}: {err.details()}")
+    return SixfoldError(f"{name}: {err.code().name}: {err.details()}")
 
 
 class WriterClient:

@@ -93,3 +93,29 @@ class NotServingError(SixfoldError):
 
 class RecoveryError(SixfoldError):
     """Writer recovery could not complete (no quorum, or another writer won the epoch)."""
+
+
+class SqlError(SixfoldError):
+    """SQLite refused a statement (syntax, constraint, type...): its message, verbatim.
+
+    The transaction it was part of is rolled back; the database is unchanged by it.
+    """
+
+
+class ReadOnlyError(SixfoldError):
+    """A write was sent to a reader: only the writer changes the database."""
+
+
+class NotWriterError(SixfoldError):
+    """A write reached an instance that is not the writer (a reader, or a fenced writer).
+
+    `writer_address` says where the current writer serves, when known.
+    """
+
+    def __init__(self, message: str, writer_address: str = "") -> None:
+        super().__init__(message)
+        self.writer_address = writer_address
+
+
+class SessionError(SixfoldError):
+    """A SQL session is unknown, expired, or already ended."""

@@ -27,6 +27,11 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     errors.QuorumUnavailableError: grpc.StatusCode.UNAVAILABLE,
     errors.RecoveryError: grpc.StatusCode.UNAVAILABLE,
     errors.DataFormatError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.SqlError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.ReadOnlyError: grpc.StatusCode.PERMISSION_DENIED,
+    errors.SessionError: grpc.StatusCode.NOT_FOUND,
+    errors.NotWriterError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.CommitTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 _BY_NAME: dict[str, type[errors.SixfoldError]] = {

@@ -69,6 +69,9 @@ async def collect_garbage_once(node: StorageNode, peer_names: list[str]) -> int:
     horizon = gc_horizon(node, time.monotonic(), peer_names)
     if horizon <= 0:
         return 0
+    # Raised before any record goes, so a reader told the horizon after its read knows
+    # whether the range it read could have lost records to this collection.
+    node.gc_horizon = max(node.gc_horizon, horizon)
     st = node.state
     return await asyncio.to_thread(
         node.store.collect_garbage, horizon, node.limits.gc_keys_max, st.scl,

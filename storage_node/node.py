@@ -19,6 +19,7 @@ from sixfold.completeness import SegmentCompleteness
 from sixfold.errors import (
     BatchTooLargeError,
     CorruptRecordError,
+    NotServingError,
     SixfoldError,
     StoredCorruptionError,
 )
@@ -76,6 +77,7 @@ class StorageNode:
         # Damaged items awaiting repair from a peer: (lsn, None) a record, (lsn, page) a version.
         self.damaged: set[tuple[int, int | None]] = set()
         self.scrub_position = 0
+        self.gc_horizon = 0  # the highest GC horizon used: set from the store at start-up
         self._restore_state()
         self.write_lock = asyncio.Lock()
         self._queue: list[_PendingAppend] = []
@@ -84,6 +86,10 @@ class StorageNode:
         self.read_points: dict[str, tuple[int, float]] = {}  # reader -> (point, seen at)
         self.peer_scl: dict[str, int] = {}
         self.peer_repair_floor: dict[str, int] = {}  # peers' lowest LSN awaiting repair
+        # Set, then replaced, on every change a watcher cares about (epoch, SCL, learned VDL,
+        # truncations): one broadcast for any number of watchers, none of them queued.
+        self.state_changed = asyncio.Event()
+        self.stopped = False
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -92,28 +98,58 @@ class StorageNode:
 
         Only records above the last stored SCL are scanned: start-up does not grow with the
         log. A corrupt record found here is dropped; gossip fetches it again from a peer.
+        If the record at the stored SCL itself is gone (a disk that lost writes), the stored
+        SCL is not believed: completeness is rebuilt from the GC horizon (`_complete_from`).
         """
         meta = self.store.load_meta()
         st = self.state
         st.epoch, st.epoch_owner, st.truncations = meta.epoch, meta.epoch_owner, meta.truncations
         st.truncations_version = meta.truncations_version
         st.vdl, st.vdl_epoch = meta.vdl, meta.vdl_epoch
-        st.completeness.scl = meta.scl
-        st.completeness.cpl_at_scl = meta.cpl_at_scl
-        st.completeness.highest_lsn = meta.scl
+        # A directory from before the horizon was stored: GC never passes the SCL, so the
+        # stored SCL bounds whatever horizon was used.
+        self.gc_horizon = meta.scl if meta.gc_horizon is None else meta.gc_horizon
+        start, start_cpl = self._complete_from(meta)
+        st.completeness.scl = start
+        st.completeness.cpl_at_scl = start_cpl
+        st.completeness.highest_lsn = start
         for rng in meta.truncations:  # finish deletions a crash may have cut short
             self.store.delete_truncated(rng)
         corrupt: list[int] = []
-        for lsn, item in list(self.store.records_after(meta.scl)):
+        for lsn, item in list(self.store.records_after(start)):
             if isinstance(item, CorruptRecordError):
                 log.warning("%s: %s; dropping it to be re-fetched from peers", self.name, item)
                 corrupt.append(lsn)
             elif st.admits(item):
-                st.completeness.add(item.lsn, item.prev_volume_lsn, item.is_cpl)
+                # No record lies between a back-link below `start` and this one, and all up
+                # to `start` is complete: the link counts as reaching `start`.
+                prev = max(item.prev_volume_lsn, start)
+                st.completeness.add(item.lsn, prev, item.is_cpl)
                 self.dirty_pages[item.page_no] = item.lsn
         for lsn in corrupt:
             self.store.delete_record(lsn)
         self._scrub_all()
+
+    def _complete_from(self, meta: StoredMeta) -> tuple[int, int]:
+        """The (SCL, CPL) start-up may trust: the stored ones, unless the log lost its tail.
+
+        The record at the stored SCL is still there unless GC collected it (only ever at or
+        below the stored GC horizon). If it is gone, the disk lost writes that this node had
+        acknowledged, so only the GC horizon is known complete; the records above it that
+        survived are re-chained, gossip fetches the rest, and the node serves no read above
+        what it holds. The CPL restarts at 0: recovery takes the highest over a quorum, so a
+        node reporting too low a CPL is safe, and one reporting too high is not.
+        """
+        if meta.gc_horizon is None or meta.scl <= meta.gc_horizon:
+            return meta.scl, meta.cpl_at_scl
+        if self.store.has_record(meta.scl):
+            return meta.scl, meta.cpl_at_scl
+        log.error(
+            "%s: the stored SCL is %d but the log has no record there: this disk lost "
+            "acknowledged writes; complete only to the GC horizon %d, re-fetching the rest "
+            "from peers", self.name, meta.scl, meta.gc_horizon,
+        )  # fmt: skip
+        return meta.gc_horizon, 0
 
     def _scrub_all(self) -> None:
         """CRC-check the whole (garbage-collected, so short) log before serving anything.
@@ -135,6 +171,8 @@ class StorageNode:
         self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
 
     async def stop(self) -> None:
+        self.stopped = True
+        self.note_state_changed()  # watchers wake, see `stopped` and end their streams
         if self._committer:
             self._committer.cancel()
             await asyncio.gather(self._committer, return_exceptions=True)
@@ -217,8 +255,15 @@ class StorageNode:
             # between: truncations and epochs wait for the same write lock).
             st.completeness = after
             self._note_dirty(records)
+        if accepted:
+            self.note_state_changed()
         for p in accepted:
             _settle(p.done, st.scl)
+
+    def note_state_changed(self) -> None:
+        """Wake every watcher waiting on the current event; later waiters get a fresh one."""
+        self.state_changed.set()
+        self.state_changed = asyncio.Event()
 
     def _note_dirty(self, records: list[RedoRecord]) -> None:
         if len(self.dirty_pages) >= self.limits.dirty_pages_max:
@@ -242,6 +287,7 @@ class StorageNode:
         async with self.write_lock:
             self.state.seal(epoch, owner)  # raises, changing nothing, if the epoch is stale
             await asyncio.to_thread(self.store.save_meta, self._meta())
+            self.note_state_changed()
             log.info("%s: sealed epoch %d for %s", self.name, epoch, owner)
 
     async def truncate(self, epoch: int, ranges: tuple[TruncationRange, ...], version: int) -> None:
@@ -258,6 +304,7 @@ class StorageNode:
                 return
             fresh = st.truncate(epoch, ranges, version)
             await asyncio.to_thread(self.store.save_meta, self._meta())
+            self.note_state_changed()  # epoch, SCL and learned VDL may all have changed
             for rng in fresh:
                 await asyncio.to_thread(self.store.delete_truncated, rng)
                 log.info("%s: truncated (%d, %d] at epoch %d", self.name, rng.after_lsn,
@@ -267,6 +314,13 @@ class StorageNode:
 
     def page_at(self, page_no: int, lsn: int, min_epoch: int) -> tuple[bytes, int]:
         self.state.check_covers(lsn, min_epoch)
+        if lsn < self.gc_horizon:
+            # The versions a read below the horizon needs may be gone (P17 §3.2, step 7):
+            # refuse rather than build the page from what is left.
+            raise NotServingError(
+                f"storage node {self.name} collected garbage up to LSN {self.gc_horizon}; it "
+                f"cannot build a page at the older LSN {lsn}: read at a newer read point"
+            )
         try:
             return self.store.page_at(page_no, lsn)
         except StoredCorruptionError as exc:

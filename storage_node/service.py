@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 
 import grpc
@@ -10,9 +13,20 @@ from sixfold.errors import CorruptRecordError, InvalidRequestError, SixfoldError
 from sixfold.record import PAGE_SIZE_BYTES
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+from sixfold.topology import INSTANCE_SEEN_TTL_S, parse_owner
 from sixfold.wire import abort, ranges_from_proto, ranges_to_proto
 from storage_node.node import StorageNode
 from storage_node.store import FORMAT_VERSION
+
+log = logging.getLogger("sixfold.storage_node")
+
+WATCHERS_MAX = 64  # concurrent WatchState streams; more are refused (RESOURCE_EXHAUSTED)
+WATCH_COALESCE_S = 0.005  # at most one state message per watcher per interval
+# Gossip marks a node serving without signalling the runtime: a quiet watch looks again
+# this often, and sends only if something it carries changed.
+WATCH_RECHECK_S = 0.25
+
+INSTANCES_MAX = 64  # instances a node lists in the topology
 
 
 def node_state(node: StorageNode) -> pb.NodeState:
@@ -39,9 +53,61 @@ def node_state(node: StorageNode) -> pb.NodeState:
     )
 
 
-class StorageNodeService(pb_grpc.StorageNodeServicer):
-    def __init__(self, node: StorageNode) -> None:
+def watch_key(node: StorageNode) -> tuple[int, ...]:
+    """What a watcher acts on: a new message is sent only when some of it changed."""
+    st = node.state
+    return (st.epoch, st.scl, st.vdl_epoch, st.vdl, st.truncations_version, int(st.serving))
+
+
+class InstancesSeen:
+    """Instances that reported to this node lately: the topology's list (soft state only)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[pb.GetStateRequest, float]] = {}
+
+    def note(self, request: pb.GetStateRequest, now: float) -> None:
+        if request.address and (request.reader in self.seen or len(self.seen) < INSTANCES_MAX):
+            self.seen[request.reader] = (request, now)
+
+    def views(self, now: float) -> list[pb.InstanceView]:
+        self.seen = {n: v for n, v in self.seen.items() if now - v[1] <= INSTANCE_SEEN_TTL_S}
+        return [
+            pb.InstanceView(
+                name=r.reader,
+                address=r.address,
+                role=r.role or "reader",
+                read_point=r.read_point,
+                seen_s_ago=now - seen,
+                client_address=r.client_address or r.address,
+            )
+            for r, seen in self.seen.values()
+        ]
+
+
+class NodeTopologyService(pb_grpc.TopologyServiceServicer):
+    """This node's view: the owner of its epoch is the writer as far as it knows."""
+
+    def __init__(self, node: StorageNode, instances: InstancesSeen) -> None:
         self.node = node
+        self.instances = instances
+
+    async def GetTopology(self, request: pb.GetTopologyRequest, context):
+        st = self.node.state
+        owner = parse_owner(st.epoch_owner)
+        answer = pb.Topology(epoch=st.epoch, writer_name=owner.name, writer_address=owner.address,
+                             answered_by=self.node.name)  # fmt: skip
+        for view in self.instances.views(time.monotonic()):
+            answer.instances.append(view)
+            if view.name == owner.name:
+                answer.writer_client_address = view.client_address
+        return answer
+
+
+class StorageNodeService(pb_grpc.StorageNodeServicer):
+    def __init__(self, node: StorageNode, instances: InstancesSeen | None = None) -> None:
+        self.node = node
+        self.watchers = 0
+        self.instances = instances or InstancesSeen()
 
     async def Append(self, request: pb.AppendRequest, context: grpc.aio.ServicerContext):
         node = self.node
@@ -67,8 +133,9 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
             await abort(context, exc)
         st = self.node.state
         return pb.ReadRecordsResponse(
-            records=[r.encoded for r in records], scl=st.scl, epoch=st.epoch
-        )
+            records=[r.encoded for r in records], scl=st.scl, epoch=st.epoch,
+            gc_horizon=self.node.gc_horizon,
+        )  # fmt: skip
 
     async def GetPage(self, request: pb.GetPageRequest, context):
         try:
@@ -81,9 +148,13 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         return pb.GetPageResponse(image=image, page_lsn=page_lsn, scl=self.node.state.scl)
 
     async def GetState(self, request: pb.GetStateRequest, context):
+        now = time.monotonic()
         if request.reader:
-            self.node.note_read_point(request.reader, request.read_point, time.monotonic())
-        return node_state(self.node)
+            self.node.note_read_point(request.reader, request.read_point, now)
+            self.instances.note(request, now)
+        state = node_state(self.node)
+        state.instances.extend(self.instances.views(now))
+        return state
 
     async def SealEpoch(self, request: pb.SealEpochRequest, context):
         try:
@@ -104,3 +175,36 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         except SixfoldError as exc:
             await abort(context, exc)
         return node_state(self.node)
+
+    async def WatchState(self, request: pb.WatchStateRequest, context):
+        """Stream the node's state now, then after each change (P18 §3: readers learn VDL here).
+
+        Coalesced and never queued: a watcher that falls behind is sent the latest state,
+        not every state in between, so a slow reader costs the node no memory.
+        """
+        if self.watchers >= WATCHERS_MAX:
+            exc = SixfoldError(
+                f"storage node {self.node.name} already has {self.watchers} state watchers "
+                f"(WATCHERS_MAX={WATCHERS_MAX}); poll GetState instead or retry later"
+            )
+            await abort(context, exc, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.watchers += 1
+        log.debug("%s: %s watches its state", self.node.name, request.reader or "a client")
+        try:
+            await self._stream_state(context)
+        finally:
+            self.watchers -= 1
+
+    async def _stream_state(self, context: grpc.aio.ServicerContext) -> None:
+        node = self.node
+        sent: tuple[int, ...] | None = None
+        while not node.stopped:
+            changed = node.state_changed  # taken before the state is read: no wake-up is lost
+            key = watch_key(node)
+            if key == sent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), WATCH_RECHECK_S)
+                continue
+            await context.write(node_state(node))
+            sent = key
+            await asyncio.sleep(WATCH_COALESCE_S)

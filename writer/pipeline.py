@@ -247,10 +247,20 @@ class CommitPipeline:
         self.tasks = [loop.create_task(s.run()) for s in self.senders]
         self.tasks.append(loop.create_task(self._expire_waiters()))
 
-    async def stop(self) -> None:
+    async def stop(self, why: str = "the writer is shutting down") -> None:
+        """Stop sending; commits still waiting get an answer: their outcome is unknown."""
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        while self.waiters:
+            lsn, future, _ = self.waiters.popleft()
+            if not future.done():
+                future.set_exception(self.fenced or WriterFencedError(
+                    f"{why}: commit LSN {lsn} was sent but is not known to be durable; its "
+                    "outcome is unknown until the next writer recovers"
+                ))  # fmt: skip
+        self.fenced = self.fenced or WriterFencedError(f"{why}: it takes no more commits")
+        self.room.set()  # commits waiting for room see `fenced`
 
     @property
     def vdl(self) -> int:
@@ -272,7 +282,8 @@ class CommitPipeline:
     async def submit(
         self, writes: list[PageWrite], prev_page_lsns: dict[int, int]
     ) -> asyncio.Future[int]:
-        """Take LSNs for `writes` and queue them; the future resolves once they are durable."""
+        """Take LSNs for `writes` and queue them; the future resolves to the commit LSN once
+        VDL has reached it."""
         assert writes
         if self.fenced:
             raise self.fenced
@@ -385,9 +396,9 @@ class CommitPipeline:
         if vdl == before:
             return
         while self.waiters and self.waiters[0][0] <= vdl:
-            _, future, _ = self.waiters.popleft()
+            lsn, future, _ = self.waiters.popleft()
             if not future.done():
-                future.set_result(vdl)
+                future.set_result(lsn)
         self._trim()
         self.room.set()
         for sender in self.senders:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import grpc
 
-from sixfold.errors import SixfoldError
+from sixfold.errors import NotWriterError, SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import abort
 from writer.pipeline import PageWrite
+from writer.sql_volume import ShippedCounters
 from writer.writer import Writer
 
 
@@ -23,8 +25,20 @@ def page_writes(changes: list[pb.PageChange]) -> list[PageWrite]:
 
 
 class WriterService(pb_grpc.WriterServicer):
-    def __init__(self, writer: Writer) -> None:
-        self.writer = writer
+    """The page API of the writer. On an instance that may change roles, `writer_of` gives
+    the current writer or raises NotWriterError naming where the writer is."""
+
+    def __init__(
+        self,
+        writer_of: Callable[[], Writer],
+        shipped: Callable[[], ShippedCounters] | None = None,
+    ) -> None:
+        self.writer_of = writer_of
+        self.shipped = shipped  # the SQL layer's counters, when it runs here
+
+    @property
+    def writer(self) -> Writer:
+        return self.writer_of()
 
     async def WritePages(self, request: pb.WritePagesRequest, context: grpc.aio.ServicerContext):
         try:
@@ -50,7 +64,10 @@ class WriterService(pb_grpc.WriterServicer):
         return pb.CompareAndSetResponse(applied=applied, found=found, commit_lsn=lsn)
 
     async def GetWriterState(self, request, context):
-        w = self.writer
+        try:
+            w = self.writer
+        except NotWriterError as exc:  # a reader, or an instance taking over: not recovered
+            return pb.WriterState(status=str(exc), recovered=False)
         p = w.pipeline
         state = pb.WriterState(status=w.status, recovered=p is not None)
         if p is None:
@@ -60,6 +77,10 @@ class WriterService(pb_grpc.WriterServicer):
         state.vcl = p.durability.vcl
         state.next_lsn = p.allocator.next_lsn
         state.fenced = p.fenced is not None
+        if self.shipped is not None:
+            c = self.shipped()
+            state.sql.commits, state.sql.redo_bytes = c.commits, c.redo_bytes
+            state.sql.changed_page_bytes = c.changed_page_bytes
         if p.fenced:
             state.status = str(p.fenced)
         for s in p.senders:

@@ -13,6 +13,7 @@ from sixfold.clients import NodeClient
 from sixfold.errors import InvalidRequestError, RecoveryError, SixfoldError
 from sixfold.page_reader import PageReader
 from sixfold.record import PAGE_SIZE_BYTES
+from sixfold.sqlvolume import SQL_PAGE_BASE
 from writer.pipeline import CommitPipeline, PageWrite, WriterLimits
 from writer.recovery import recover
 
@@ -42,12 +43,16 @@ class Writer:
         """Recover, retrying until a write quorum is reachable; then start the pipeline."""
         while True:
             try:
-                result = await recover(self.clients, self.owner, self.limits.lal)
-                break
+                await self.recover_once()
+                return
             except SixfoldError as exc:
                 self.status = f"recovering: {exc}"
                 log.warning("recovery failed, retrying: %s", exc)
                 await asyncio.sleep(RECOVERY_RETRY_S)
+
+    async def recover_once(self, epoch_wanted: int = 0) -> None:
+        """One recovery attempt at a new epoch (P17 §4.3); raises if it cannot win one."""
+        result = await recover(self.clients, self.owner, self.limits.lal, epoch_wanted)
         plan = result.plan
         self.pipeline = CommitPipeline(
             self.clients, epoch=plan.epoch, vdl=plan.vdl, next_lsn=plan.next_lsn,
@@ -76,6 +81,26 @@ class Writer:
         async with self._page_locks(sorted({w.page_no for w in writes})):
             durable = await pipeline.submit(writes, prev_page_lsns)
         return await durable
+
+    async def submit_commit(
+        self, writes: list[PageWrite], known_links: dict[int, int]
+    ) -> tuple[int, asyncio.Future[int]]:
+        """Queue a SQL transaction's records without waiting for durability (P17 §4.2.1).
+
+        Returns its commit LSN, and a future that resolves once VDL has reached it.
+
+        The SQL engine is the only writer of the SQL pages and runs one transaction at a time,
+        so no page lock is needed. `known_links` holds the latest LSNs of pages it read from
+        storage; only pages neither this writer nor the engine knows are looked up.
+        """
+        _check_writes(writes, sql=True)
+        pipeline = self._ready()
+        unknown = [w for w in writes if not pipeline.knows_page(w.page_no)]
+        links = {w.page_no: known_links[w.page_no] for w in unknown if w.page_no in known_links}
+        missing = [w for w in unknown if w.page_no not in links]
+        links.update(await self._page_links(pipeline, missing) if missing else {})
+        durable = await pipeline.submit(writes, links)
+        return pipeline.page_last_lsn[writes[-1].page_no], durable  # the CPL record's LSN
 
     async def compare_and_set(
         self, page_no: int, offset: int, expected: bytes, new: bytes
@@ -123,24 +148,37 @@ class Writer:
         """The latest durable version of a page: never data above VDL."""
         pipeline = self._ready()
         vdl = pipeline.vdl
-        image, page_lsn = await self.reader.read(page_no, vdl, pipeline.epoch)
+        try:
+            image, page_lsn = await self.reader.read(page_no, vdl, pipeline.epoch)
+        except SixfoldError:
+            if pipeline.vdl == vdl:
+                raise
+            # A slow read (a node that timed out) may fall below the nodes' GC horizon,
+            # which moves with VDL; once more, at the newer VDL.
+            vdl = pipeline.vdl
+            image, page_lsn = await self.reader.read(page_no, vdl, pipeline.epoch)
         return image, page_lsn, vdl
 
-    async def close(self) -> None:
+    async def close(self, why: str = "the writer is shutting down") -> None:
         if self.pipeline:
-            await self.pipeline.stop()
+            await self.pipeline.stop(why)
         for c in self.clients:
             await c.close()
 
 
-def _check_writes(writes: list[PageWrite]) -> None:
+def _check_writes(writes: list[PageWrite], sql: bool = False) -> None:
     if not writes:
         raise InvalidRequestError("a mini-transaction needs at least one page change")
-    if len(writes) > PAGE_WRITES_MAX:
+    if not sql and len(writes) > PAGE_WRITES_MAX:
         raise InvalidRequestError(
             f"{len(writes)} page changes exceed PAGE_WRITES_MAX={PAGE_WRITES_MAX}"
         )
     for w in writes:
+        if not sql and w.page_no >= SQL_PAGE_BASE:
+            raise InvalidRequestError(
+                f"page {w.page_no} belongs to the SQL database (pages from {SQL_PAGE_BASE} up): "
+                "change it with SQL, not with the page API"
+            )
         for offset, data in w.deltas:
             if offset < 0 or offset + len(data) > PAGE_SIZE_BYTES:
                 raise InvalidRequestError(

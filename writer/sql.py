@@ -1,0 +1,288 @@
+"""SQL on the writer: one SQLite connection, transactions one after another (P17 §4.2.1).
+
+A transaction runs without waiting for storage: its commit (xSync) queues redo records and
+returns, and the next transaction starts at once, reading the writer's own newest pages. Each
+client is answered once VDL has passed its commit LSN, so an acknowledged transaction is
+durable, and a crash truncates every unacknowledged one whole (P17 §4.3). A read-only request
+may have seen a commit that is not durable yet: it is answered only once VDL covers the newest
+commit it could have seen (the read barrier).
+
+Sessions hold the connection across requests for an interactive transaction, as SQLite's
+single writer does; they are rolled back when idle too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import apsw
+
+from sixfold.errors import SessionError, SixfoldError, SqlError
+from sixfold.sqlengine import (
+    Outcome,
+    SqlThread,
+    VolumeVFS,
+    guard_shared_connection,
+    run_statements,
+)
+from sixfold.sqlvalues import Result, Statement
+from writer.sql_volume import Commit, ShippedCounters, WriterFile, WriterVolume
+from writer.writer import Writer
+
+log = logging.getLogger("sixfold.writer.sql")
+
+SESSION_IDLE_S = 10.0  # an open session unused this long is rolled back
+CONNECTION_WAIT_S = 10.0  # how long a request waits for a session to release the connection
+SESSIONS_MAX = 64  # open sessions (all but one wait for the connection)
+SQLITE_CACHE_KIB = 65_536  # SQLite's own page cache on the writer
+
+PRAGMAS = (
+    "PRAGMA locking_mode=EXCLUSIVE",  # the only connection: keep the lock and the cache
+    "PRAGMA journal_mode=MEMORY",  # the rollback journal never reaches storage
+    "PRAGMA cache_spill=OFF",  # no page reaches the file before commit
+    "PRAGMA synchronous=NORMAL",  # xSync at each commit: where redo leaves
+    f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}",
+)
+
+
+@dataclass
+class Session:
+    id: str
+    last_used: float
+    watchdog: asyncio.Task[None] | None = None
+
+
+class WriterSql:
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.thread = SqlThread("sql-writer")
+        self.lock = asyncio.Lock()  # who holds the connection: one request or one session
+        self.session: Session | None = None
+        self.waiting_sessions = 0
+        self.volume: WriterVolume | None = None
+        self.conn: apsw.Connection | None = None
+        self.vfs_name = f"sixfold-writer-{uuid.uuid4().hex[:8]}"
+        self.vfs: VolumeVFS | None = None
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def execute(self, statements: Sequence[Statement], session: str = "") -> Outcome:
+        if session:
+            return await self._execute_in_session(session, statements)
+        async with self._connection():
+            results, commits = await self.thread.run(self._transaction, statements)
+            seen = self.volume.last_commit_lsn if self.volume else 0
+        return await self._answer(results, commits, seen)
+
+    async def begin(self) -> str:
+        if self.waiting_sessions >= SESSIONS_MAX:
+            raise SessionError(f"{SESSIONS_MAX} sessions already wait for the writer")
+        self.waiting_sessions += 1
+        try:
+            await self._acquire()
+        finally:
+            self.waiting_sessions -= 1
+        try:
+            await self.thread.run(self._begin)
+        except BaseException:
+            self.lock.release()
+            raise
+        loop = asyncio.get_running_loop()
+        self.session = Session(uuid.uuid4().hex, loop.time())
+        self.session.watchdog = loop.create_task(self._expire(self.session))
+        return self.session.id
+
+    async def end(self, session: str, commit: bool) -> int:
+        current = self._session(session)
+        self._close_session(current)
+        try:
+            sql = "COMMIT" if commit else "ROLLBACK"
+            results, commits = await self.thread.run(self._finish, sql)
+        finally:
+            self.lock.release()
+        outcome = await self._answer(results, commits, 0)
+        return outcome.commit_lsn
+
+    async def quiesce(self) -> None:
+        """Wait for the transaction running now (not for later ones) to finish."""
+        async with self._connection():
+            pass
+
+    def shipped(self) -> ShippedCounters:
+        return self.volume.shipped if self.volume else ShippedCounters()
+
+    async def close(self) -> None:
+        if self.session is not None:
+            self._close_session(self.session)  # its transaction dies with the connection
+            self.lock.release()
+        if self.conn is not None:
+            await self.thread.run(self._close_connection)
+        self.thread.close()
+
+    # -- the connection ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _connection(self):
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    async def _acquire(self) -> None:
+        self.writer._ready()  # not recovered yet, or fenced: a named error, at once
+        try:
+            await asyncio.wait_for(self.lock.acquire(), CONNECTION_WAIT_S)
+        except TimeoutError:
+            raise SessionError(
+                f"the writer's SQLite connection stayed busy for {CONNECTION_WAIT_S:g} s: an "
+                "open session holds it; commit or roll it back"
+            ) from None
+        if self.conn is None:
+            await self.thread.run(self._open, asyncio.get_running_loop())
+
+    def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        writer = self.writer
+        pipeline = writer._ready()
+
+        async def read_page(vpage: int) -> tuple[bytes, int]:
+            image, lsn, _ = await writer.read_page(vpage)
+            return image, lsn
+
+        if self.volume is None:
+            self.volume = WriterVolume(loop, read_page, writer.submit_commit, lambda: pipeline.vdl)
+            self.vfs = VolumeVFS(self.vfs_name, lambda name, flags: WriterFile(self.volume))
+        self.conn = apsw.Connection("sixfold.db", vfs=self.vfs_name)
+        for pragma in PRAGMAS:
+            self.conn.execute(pragma)
+        guard_shared_connection(self.conn)
+
+    def _close_connection(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(apsw.Error):
+                self.conn.close(True)
+            self.conn = None
+
+    # -- on the SQL thread -------------------------------------------------------------------
+
+    def _transaction(self, statements: Sequence[Statement]) -> tuple[list[Result], list[Commit]]:
+        if _is_vacuum(statements):  # SQLite runs VACUUM only outside a transaction
+            return self._run_statements(statements), self._take_commits()
+        self._run("BEGIN IMMEDIATE")
+        try:
+            results = self._run_statements(statements)
+        except BaseException:
+            self._rollback_quietly()
+            raise
+        self._run("COMMIT")
+        return results, self._take_commits()
+
+    def _begin(self) -> None:
+        self._run("BEGIN IMMEDIATE")
+
+    def _finish(self, sql: str) -> tuple[list[Result], list[Commit]]:
+        self._run(sql)
+        return [], self._take_commits()
+
+    def _in_session(self, statements: Sequence[Statement]) -> list[Result]:
+        try:
+            return self._run_statements(statements)
+        except BaseException:
+            self._rollback_quietly()
+            raise
+
+    def _run(self, sql: str) -> None:
+        self._run_statements([Statement(sql)])
+
+    def _run_statements(self, statements: Sequence[Statement]) -> list[Result]:
+        assert self.conn is not None and self.volume is not None
+        try:
+            return run_statements(self.conn, statements)
+        except SixfoldError:
+            failure, self.volume.failure = self.volume.failure, None
+            if failure is None:
+                raise
+            # The commit never reached storage: SQLite's cache may still hold it. Reopen.
+            self._close_connection()
+            self._open(self.volume.loop)
+            raise failure from None
+
+    def _rollback_quietly(self) -> None:
+        assert self.conn is not None
+        if self.conn.in_transaction:
+            with contextlib.suppress(apsw.Error):
+                self.conn.execute("ROLLBACK")
+
+    def _take_commits(self) -> list[Commit]:
+        assert self.volume is not None
+        commits, self.volume.commits = self.volume.commits, []
+        return commits
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    async def _execute_in_session(self, session: str, statements: Sequence[Statement]) -> Outcome:
+        current = self._session(session)
+        try:
+            results = await self.thread.run(self._in_session, statements)
+        except SqlError as exc:
+            self._close_session(current)
+            self.lock.release()
+            raise SqlError(f"{exc} (the session's transaction was rolled back)") from None
+        current.last_used = asyncio.get_running_loop().time()
+        return Outcome(results, 0, self.writer.pipeline.vdl if self.writer.pipeline else 0)
+
+    def _session(self, session: str) -> Session:
+        if self.session is None or self.session.id != session:
+            raise SessionError(
+                f"no open session {session!r}: it was committed, rolled back, or rolled back "
+                f"after {SESSION_IDLE_S:g} s idle"
+            )
+        return self.session
+
+    def _close_session(self, session: Session) -> None:
+        if session.watchdog and session.watchdog is not asyncio.current_task():
+            session.watchdog.cancel()
+        self.session = None
+
+    async def _expire(self, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        while self.session is session:
+            idle = loop.time() - session.last_used
+            if idle >= SESSION_IDLE_S:
+                log.warning("session %s idle %.1f s: rolled back", session.id, idle)
+                self._close_session(session)
+                try:
+                    await self.thread.run(self._rollback_quietly)
+                finally:
+                    self.lock.release()
+                return
+            await asyncio.sleep(SESSION_IDLE_S - idle)
+
+    # -- answers ------------------------------------------------------------------------------
+
+    async def _answer(self, results: list[Result], commits: list[Commit], seen: int) -> Outcome:
+        """Wait until what the request wrote, or could have read, is durable."""
+        pipeline = self.writer._ready()
+        for commit in commits:
+            await commit.durable
+        if commits:
+            return Outcome(results, commits[-1].lsn, commits[-1].lsn)
+        if seen > pipeline.vdl:
+            try:
+                await pipeline.wait_durable(seen)  # the read barrier
+            except SixfoldError as exc:
+                exc.args = (
+                    f"this read may have seen commit LSN {seen}, which is not durable, so it is "
+                    f"not answered: {exc}",
+                )
+                raise
+        return Outcome(results, 0, max(seen, pipeline.vdl))
+
+
+def _is_vacuum(statements: Sequence[Statement]) -> bool:
+    return len(statements) == 1 and statements[0].sql.strip().upper().startswith("VACUUM")
