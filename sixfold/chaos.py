@@ -14,8 +14,14 @@ import time
 from dataclasses import dataclass, field
 
 from sixfold import cluster
-from sixfold.clients import NodeClient, ReaderClient, WriterClient
-from sixfold.errors import QuorumUnavailableError, SixfoldError
+from sixfold.clients import NodeClient, NodeDownError, ReaderClient, WriterClient
+from sixfold.discovery import newest_topology
+from sixfold.errors import (
+    NotWriterError,
+    QuorumUnavailableError,
+    SixfoldError,
+    WriterFencedError,
+)
 from sixfold.page import until_nul
 from sixfold.rpc import sixfold_pb2 as pb
 
@@ -38,6 +44,7 @@ class Load:
     last_ack: float = field(default_factory=time.monotonic)
     longest_stall_s: float = 0.0
     quorum_errors: int = 0
+    writer_errors: int = 0  # refused because the writer was gone or had stepped down
     other_errors: int = 0
     last_error: str = ""
     seq: int = 0
@@ -59,7 +66,7 @@ class Narrator:
 
 
 async def write_load(target: cluster.Endpoints, load: Load, stop: asyncio.Event) -> None:
-    client = WriterClient(target.writer_address)
+    client = WriterClient(await asyncio.to_thread(lambda: target.writer_address))
     try:
         while not stop.is_set():
             load.seq += 1
@@ -70,6 +77,11 @@ async def write_load(target: cluster.Endpoints, load: Load, stop: asyncio.Event)
             except QuorumUnavailableError as exc:
                 load.quorum_errors += 1
                 load.last_error = str(exc)
+            except (NodeDownError, NotWriterError, WriterFencedError) as exc:
+                load.writer_errors += 1  # the writer is gone or stepped down: find the new one
+                load.last_error = str(exc)
+                await client.close()
+                client = WriterClient(await asyncio.to_thread(lambda: target.writer_address))
             except SixfoldError as exc:
                 load.other_errors += 1
                 load.last_error = str(exc)
@@ -161,6 +173,30 @@ async def story(target, args: argparse.Namespace, say: Narrator, load: Load) -> 
     took = await wait_until(caught_up, args.limit, "the restarted nodes to catch up")
     say.say(f"   all six nodes complete to the same LSN {took:.1f} s later (caught up by gossip)")
     await asyncio.sleep(args.settle)
+    await writer_takeover(target, args, say, load)
+
+
+async def writer_takeover(target, args: argparse.Namespace, say: Narrator, load: Load) -> None:
+    """Kill the writer: a reader takes over and writes go on, with no operator (issue 6)."""
+    victim = await asyncio.to_thread(current_writer_name, target)
+    say.say(f"4. kill the writer ({victim}) with SIGKILL")
+    acks = load.acked_count
+    target.kill([victim])
+
+    async def acks_grew() -> bool:
+        return load.acked_count > acks
+
+    took = await wait_until(acks_grew, args.limit, "a new writer to take writes")
+    successor = await asyncio.to_thread(current_writer_name, target)
+    say.say(f"   {successor} took over: writes resume {took:.1f} s after the kill")
+    target.start([victim])
+    say.say(f"   {victim} started again: it rejoins as a reader")
+    await asyncio.sleep(args.settle)
+
+
+def current_writer_name(target) -> str:
+    seeds = [target.instance_address(n) for n in cluster.INSTANCE_NAMES]
+    return newest_topology(seeds).writer_name
 
 
 async def verify(target: cluster.Endpoints, load: Load) -> tuple[int, int]:
@@ -198,7 +234,7 @@ async def run(target, args: argparse.Namespace) -> int:
     finally:
         stop.set()
         await asyncio.wait_for(writer_task, WRITE_CALL_TIMEOUT_S + 5)
-        target.start(AZ_A + PLUS_ONE)
+        target.start([*AZ_A, *PLUS_ONE, *cluster.INSTANCE_NAMES])
     verified, lost = await verify(target, load)
     print()
     print("summary")
@@ -206,6 +242,7 @@ async def run(target, args: argparse.Namespace) -> int:
     print(f"  verified present after recovery     : {verified}")
     print(f"  lost                                : {lost}")
     print(f"  refused with the quorum error       : {load.quorum_errors}")
+    print(f"  refused while the writer changed    : {load.writer_errors}")
     print(f"  other write errors                  : {load.other_errors}")
     print(f"  longest write stall                 : {load.longest_stall_s:.2f} s")
     return 1 if lost else return_code

@@ -38,7 +38,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"a cluster is already running in {directory} ({', '.join(running)}); "
             "`sixfold status` shows it, `sixfold down` stops it"
         )
-    node_names = [n for n, p in layout.processes.items() if p.role == "node"]
+    if args.partitionable:
+        cluster.make_partitionable(layout)  # kept in cluster.json: restarts stay partitionable
+    if layout.partitionable:
+        from sixfold.interposer import write_cuts
+
+        write_cuts(Path(layout.directory), 0, [])  # a fresh `up` starts with no partition
+    node_names = [n for n, p in layout.processes.items() if p.role in ("node", "interposer")]
     cluster.start_processes(layout, node_names)
     cluster.start_processes(layout, [cluster.WRITER_NAME, *cluster.READER_NAMES])
     print(f"starting sixfold in {directory.resolve()} ...", flush=True)
@@ -96,8 +102,10 @@ def print_status(status: dict, target: cluster.Endpoints) -> None:
         )
     w = status["writer"]
     up = "up" if w["up"] else "DOWN"
+    name = f" ({w['name']})" if w.get("name") and w["name"] != cluster.WRITER_NAME else ""
     print(
-        f"writer  {up}  vdl {show(w['vdl'])}  epoch {show(w['epoch'])}  {w['status'] if w['up'] else ''}"
+        f"writer{name}  {up}  vdl {show(w['vdl'])}  epoch {show(w['epoch'])}  "
+        f"{w['status'] if w['up'] else ''}"
     )
     for r in status["readers"]:
         up = "up" if r["up"] else "DOWN"
@@ -168,6 +176,62 @@ def cmd_page_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sql_address(args: argparse.Namespace) -> tuple[str, str]:
+    """The address and a label of the writer, or of the reader named by --reader."""
+    target = _target(args)
+    if args.reader:
+        return target.reader_address(args.reader), f"reader {args.reader}"
+    return target.writer_address, "the writer"
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from sixfold.shell import run_sql
+
+    address, _ = _sql_address(args)
+    return run_sql(address, args.sql, args.timeout, args.json)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from sixfold.shell import run_shell
+
+    address, label = _sql_address(args)
+    return run_shell(address, label, args.timeout)
+
+
+def cmd_switchover(args: argparse.Namespace) -> int:
+    """Move the writer role to instance NAME with nothing acknowledged lost (issue 6)."""
+    from sixfold.clients import CHANNEL_OPTIONS, call
+    from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+
+    address = _target(args).instance_address(args.name)
+
+    async def promote() -> pb.PromoteResponse:
+        import grpc
+
+        channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        try:
+            stub = pb_grpc.InstanceStub(channel)
+            return await call(
+                args.name, stub.Promote, pb.PromoteRequest(planned=True), args.timeout
+            )
+        finally:
+            await channel.close()
+
+    response = asyncio.run(promote())
+    print(
+        f"{args.name} is the writer now: epoch {response.epoch}, recovered VDL {response.vdl} "
+        f"(every acknowledged commit is at or below it); writes paused "
+        f"{response.writes_paused_s:.2f} s"
+    )
+    return 0
+
+
+def cmd_bench_failover(args: argparse.Namespace) -> int:
+    from sixfold.failoverbench import main as failover_main
+
+    return failover_main(_target(args), args)
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
     from sixfold.chaos import run_chaos
 
@@ -184,6 +248,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sixfold.bench import main as bench_main
 
     return bench_main(args)
+
+
+def cmd_bench_sql(args: argparse.Namespace) -> int:
+    from sixfold.sqlbench import main as sqlbench_main
+
+    return sqlbench_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start a local cluster: 6 storage nodes, a writer, 2 readers")
     p.add_argument("--detach", action="store_true", help="return once the cluster is healthy")
+    p.add_argument(
+        "--partitionable", action="store_true",
+        help="route node links through a TCP interposer so `fuzz --nemesis partition` can cut "
+        "them (kept for this cluster directory; the default talks directly)",
+    )  # fmt: skip
     p.add_argument(
         "--timeout", type=float, default=HEALTHY_TIMEOUT_S, help="seconds to wait for health"
     )
@@ -242,6 +317,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_page_read)
 
     p = sub.add_parser(
+        "sql", help="run SQL on the writer (or a reader) as one transaction; print its rows",
+        description="Run SQL as one request: on the writer the statements (separated by ';') "
+        "are one transaction, committed once durable; on a reader (--reader) they read one "
+        "snapshot and writes are refused. Prints the rows as a table, or 'N rows changed'. "
+        "Exit code 1, with a one-line error, when SQLite or the cluster refuses it.",
+    )  # fmt: skip
+    p.add_argument("sql", help='the SQL text, e.g. "SELECT * FROM t"')
+    p.add_argument("--reader", help="run it on this reader (r1, r2) instead of the writer")
+    p.add_argument(
+        "--json", action="store_true",
+        help="print one JSON document: columns, rows (blobs as {\"blob_hex\": ...}), "
+        "rows_changed, commit_lsn, read_point",
+    )  # fmt: skip
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait (default %(default)s)"
+    )
+    p.set_defaults(fn=cmd_sql)
+
+    p = sub.add_parser(
+        "shell", help="an interactive SQL shell on the writer (or a reader)",
+        description="Statements end with ';' and may span lines; each runs on its own unless "
+        "you type BEGIN (then COMMIT or ROLLBACK). Dot commands: .help, .tables, .schema, "
+        ".quit. Reads statements from stdin when it is not a terminal "
+        '(echo "SELECT 1;" | sixfold shell) and then exits 1 if any statement failed.',
+    )  # fmt: skip
+    p.add_argument("--reader", help="connect to this reader (r1, r2) instead of the writer")
+    p.add_argument(
+        "--timeout", type=float, default=30.0,
+        help="seconds each statement may take (default %(default)s)",
+    )  # fmt: skip
+    p.set_defaults(fn=cmd_shell)
+
+    p = sub.add_parser(
+        "switchover", help="move the writer role to another instance, losing nothing",
+        description="Drains the current writer (no new commits; every commit it took made "
+        "durable), then NAME wins a new volume epoch and takes writes. The old writer steps "
+        "down to a reader. Prints how long writes were paused.",
+    )  # fmt: skip
+    p.add_argument("name", choices=cluster.INSTANCE_NAMES, help="the instance to become the writer")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait (default %(default)s)"
+    )
+    p.set_defaults(fn=cmd_switchover)
+
+    p = sub.add_parser(
+        "bench-failover", help="RTO after killing the writer, and reader restart time",
+        description="Against the running cluster: kills the writer --runs times and times the "
+        "first successful commit through the client after each kill; then restarts readers "
+        "and times their first answered query. Checks nothing acknowledged was lost.",
+    )  # fmt: skip
+    from sixfold.failoverbench import add_arguments as add_failover_arguments
+
+    add_failover_arguments(p)
+    p.set_defaults(fn=cmd_bench_failover)
+
+    p = sub.add_parser(
         "chaos", help="kill an AZ, then one more node, under a write load; restart; count losses"
     )
     p.add_argument("--settle", type=float, default=3.0, help="seconds to watch each step")
@@ -261,6 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser(
+        "bench-sql", help="SQL commits/s, redo vs page bytes and reader lag on a fresh cluster",
+        description="Start a fresh cluster (nodes, writer, readers) in a temporary directory; "
+        "32 clients send single-row INSERT/UPDATE transactions to the writer's Sql API. "
+        "Prints commits/s, commit latency, redo bytes per commit against the changed page "
+        "bytes, CPU seconds per process, then the reader's lag behind acknowledged commits "
+        "with the load paced to --lag-rate commits/s, each next to its target.",
+    )  # fmt: skip
+    from sixfold.sqlbench import add_arguments as add_sqlbench_arguments
+
+    add_sqlbench_arguments(p)
+    p.set_defaults(fn=cmd_bench_sql)
     return parser
 
 

@@ -22,10 +22,13 @@ from typing import Protocol
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
 from sixfold.errors import SixfoldError
 from sixfold.quorum import AZS, NODE_AZ, NODE_NAMES, nodes_in_az
+from sixfold.rpc import sixfold_pb2 as pb
 
 DEFAULT_DIR = Path(".sixfold")
 READER_NAMES = ("r1", "r2")
 WRITER_NAME = "writer"
+INSTANCE_NAMES = (WRITER_NAME, *READER_NAMES)  # any of them may be the writer (issue 6)
+INTERPOSER_NAME = "interposer"  # only in a partitionable cluster (`sixfold up --partitionable`)
 HOST = "127.0.0.1"
 STOP_GRACE_S = 5.0
 
@@ -33,7 +36,7 @@ STOP_GRACE_S = 5.0
 @dataclass
 class ProcessInfo:
     name: str
-    role: str  # "node", "writer" or "reader"
+    role: str  # "node", "writer", "reader" or "interposer"
     port: int
     pid: int = 0
 
@@ -47,14 +50,32 @@ class ClusterLayout:
     directory: str
     processes: dict[str, ProcessInfo] = field(default_factory=dict)
     extra_args: dict[str, list[str]] = field(default_factory=dict)
+    # Partitionable clusters only: "src>dst" -> the interposer's port for that directed link.
+    links: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def partitionable(self) -> bool:
+        return bool(self.links)
 
     @property
     def nodes(self) -> dict[str, str]:
+        """Where clients reach the nodes: always direct, never through the interposer."""
         return {n: self.processes[n].address for n in NODE_NAMES}
+
+    def node_address_for(self, src: str, node: str) -> str:
+        """The address `src` uses to reach `node`: through the interposer when partitionable."""
+        if not self.links:
+            return self.processes[node].address
+        return f"{HOST}:{self.links[link_key(src, node)]}"
 
     @property
     def writer_address(self) -> str:
-        return self.processes[WRITER_NAME].address
+        """The current writer: asked of the instances, since a reader may have taken over;
+        the instance started as the writer when none answers."""
+        from sixfold.discovery import current_writer_address
+
+        seeds = [self.processes[n].address for n in INSTANCE_NAMES]
+        return current_writer_address(seeds, fallback=self.processes[WRITER_NAME].address)
 
     def reader_address(self, name: str) -> str:
         if name not in READER_NAMES:
@@ -78,9 +99,19 @@ class ClusterLayout:
                 f"no cluster in {directory}: start one with `sixfold up --dir {directory}`"
             )
         raw = json.loads(path.read_text())
-        layout = cls(raw["directory"], extra_args=raw.get("extra_args", {}))
+        layout = cls(
+            raw["directory"], extra_args=raw.get("extra_args", {}), links=raw.get("links", {})
+        )
         layout.processes = {k: ProcessInfo(**v) for k, v in raw["processes"].items()}
         return layout
+
+
+def instance_address_in(processes: dict[str, ProcessInfo], name: str) -> str:
+    if name not in INSTANCE_NAMES:
+        raise SixfoldError(
+            f"unknown instance {name!r}: the instances are {', '.join(INSTANCE_NAMES)}"
+        )
+    return processes[name].address
 
 
 def free_port() -> int:
@@ -89,39 +120,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def new_layout(directory: Path) -> ClusterLayout:
+def link_key(src: str, dst: str) -> str:
+    return f"{src}>{dst}"
+
+
+def new_layout(directory: Path, partitionable: bool = False) -> ClusterLayout:
     layout = ClusterLayout(str(directory.resolve()))
     for name in NODE_NAMES:
         layout.processes[name] = ProcessInfo(name, "node", free_port())
     layout.processes[WRITER_NAME] = ProcessInfo(WRITER_NAME, "writer", free_port())
     for name in READER_NAMES:
         layout.processes[name] = ProcessInfo(name, "reader", free_port())
+    if partitionable:
+        make_partitionable(layout)
     return layout
+
+
+def make_partitionable(layout: ClusterLayout) -> None:
+    """Route every member-to-node link through an interposer (sixfold/interposer.py).
+
+    Opt-in: the default cluster talks directly, with no extra hop on the commit path.
+    """
+    if layout.partitionable:
+        return
+    used = {info.port for info in layout.processes.values()}
+    layout.processes[INTERPOSER_NAME] = ProcessInfo(INTERPOSER_NAME, "interposer", free_port())
+    used.add(layout.processes[INTERPOSER_NAME].port)
+    for src in (*NODE_NAMES, WRITER_NAME, *READER_NAMES):
+        for node in NODE_NAMES:
+            if src != node:
+                layout.links[link_key(src, node)] = _unused_port(used)
+
+
+def _unused_port(used: set[int], tries_max: int = 100) -> int:
+    """A free port not already given out: bind(0) may hand the same one out twice."""
+    for _ in range(tries_max):
+        port = free_port()
+        if port not in used:
+            used.add(port)
+            return port
+    raise SixfoldError(f"no unused loopback port found in {tries_max} tries")
 
 
 def command_for(layout: ClusterLayout, name: str) -> list[str]:
     info = layout.processes[name]
     directory = Path(layout.directory)
-    nodes = ",".join(f"{n}={a}" for n, a in layout.nodes.items())
+    if info.role == "interposer":
+        return [sys.executable, "-m", "sixfold.interposer", "--dir", str(directory),
+                "--port", str(info.port)]  # fmt: skip
+    nodes = ",".join(f"{n}={layout.node_address_for(name, n)}" for n in NODE_NAMES if n != name)
     if info.role == "node":
-        peers = ",".join(f"{n}={a}" for n, a in layout.nodes.items() if n != name)
         cmd = [sys.executable, "-m", "storage_node", "--name", name, "--data-dir",
-               str(directory / name), "--port", str(info.port), "--peers", peers]  # fmt: skip
+               str(directory / name), "--port", str(info.port), "--peers", nodes]  # fmt: skip
     elif info.role == "writer":
         cmd = [sys.executable, "-m", "writer", "--nodes", nodes, "--port", str(info.port)]
     else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "reader",
-            "--name",
-            name,
-            "--nodes",
-            nodes,
-            "--port",
-            str(info.port),
-        ]
-    return cmd + layout.extra_args.get(info.role, [])
+        # r1 takes over a dead writer first, r2 half a second later if r1 did not.
+        rank = READER_NAMES.index(name) if name in READER_NAMES else len(READER_NAMES)
+        cmd = [sys.executable, "-m", "reader", "--name", name, "--nodes", nodes,
+               "--port", str(info.port), "--promotion-rank", str(rank)]  # fmt: skip
+    # Instances share the writer's settings: any of them may become the writer.
+    extra = layout.extra_args.get("writer", []) if info.role == "reader" else []
+    return cmd + extra + layout.extra_args.get(info.role, [])
 
 
 def is_running(info: ProcessInfo) -> bool:
@@ -172,7 +232,9 @@ def resolve_names(names: list[str], az: str | None) -> list[str]:
 
 
 def start_processes(layout: ClusterLayout, names: list[str]) -> None:
-    for name in names:
+    layout.save()  # the interposer reads its links from cluster.json as it starts
+    # The interposer first: every link of a partitionable cluster goes through it.
+    for name in sorted(names, key=lambda n: n != INTERPOSER_NAME):
         spawn(layout, name)
     layout.save()
 
@@ -244,6 +306,7 @@ async def gather_status(layout: Endpoints) -> dict:
     up_count = sum(1 for n in out_nodes if n["up"])
     w_up = not isinstance(writer_result, BaseException)
     writer_info = {
+        "name": await _writer_name(layout.writer_address) if w_up else None,
         "up": w_up,
         "vdl": writer_result.vdl if w_up else None,
         "epoch": writer_result.epoch if w_up else None,
@@ -265,6 +328,22 @@ async def gather_status(layout: Endpoints) -> dict:
         "read_quorum": up_count >= READ_QUORUM,
         "nodes_up": up_count,
     }
+
+
+async def _writer_name(address: str) -> str | None:
+    """Which instance answers at the writer's address (a reader may have taken over)."""
+    import grpc
+
+    from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            answer = await pb_grpc.TopologyServiceStub(channel).GetTopology(
+                pb.GetTopologyRequest(), timeout=1.0
+            )
+        except grpc.RpcError:
+            return None
+    return answer.answered_by
 
 
 async def wait_healthy(layout: ClusterLayout, timeout_s: float) -> dict:

@@ -20,7 +20,7 @@ from sixfold.serving import (
 from storage_node.background import run_background
 from storage_node.gossip import Gossip
 from storage_node.node import NodeLimits, StorageNode
-from storage_node.service import StorageNodeService
+from storage_node.service import InstancesSeen, NodeTopologyService, StorageNodeService
 from storage_node.store import MAP_SIZE_BYTES_DEFAULT
 
 log = logging.getLogger("sixfold.storage_node")
@@ -73,10 +73,13 @@ async def run(args: argparse.Namespace) -> None:
         map_size_bytes=args.map_size_mib << 20, limits=limits,
     )  # fmt: skip
     node.start()
-    servicer = StorageNodeService(node)
+    instances = InstancesSeen()
+    servicer = StorageNodeService(node, instances)
     server, port = await start_server(
         args.host, args.port,
-        [(pb_grpc.add_StorageNodeServicer_to_server, servicer, service_name("StorageNode"))],
+        [(pb_grpc.add_StorageNodeServicer_to_server, servicer, service_name("StorageNode")),
+         (pb_grpc.add_TopologyServiceServicer_to_server, NodeTopologyService(node, instances),
+          service_name("TopologyService"))],
     )  # fmt: skip
     gossip = Gossip(node, args.peers)
     tasks = [

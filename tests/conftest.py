@@ -11,6 +11,7 @@ import pytest
 
 from sixfold import cluster
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
+from sixfold.errors import SixfoldError
 from sixfold.page import until_nul
 from sixfold.rpc import sixfold_pb2 as pb
 
@@ -21,10 +22,12 @@ WAIT_LIMIT_S = 30.0
 class LocalCluster:
     """A process cluster in a temporary directory, driven the way the CLI drives it."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, partitionable: bool = False, takeover: bool = True) -> None:
         self.directory = directory
-        layout = cluster.new_layout(directory)
+        layout = cluster.new_layout(directory, partitionable)
         layout.extra_args = {"writer": ["--write-timeout", str(WRITE_TIMEOUT_S)]}
+        if not takeover:  # the test scripts the writer's life: no reader takes over
+            layout.extra_args["reader"] = ["--no-takeover"]
         layout.save()
 
     @property
@@ -101,17 +104,32 @@ class LocalCluster:
             time.sleep(0.1)
 
     def writer_ready(self) -> bool:
-        w = self.status()["writer"]
-        return bool(w["up"] and w["status"] == "accepting writes")
+        """Some instance takes writes (the writer, or a reader that took over)."""
+        address = self.layout.writer_address
+        try:
+            state = asyncio.run(_writer_state(address))
+        except SixfoldError:
+            return False
+        return state.recovered and not state.fenced
 
     def reader_sees(self, reader: str, lsn: int) -> bool:
         r = {x["name"]: x for x in self.status()["readers"]}[reader]
         return bool(r["up"] and r["read_point"] is not None and r["read_point"] >= lsn)
 
 
+async def _writer_state(address: str) -> pb.WriterState:
+    client = WriterClient(address)
+    try:
+        return await client.state(timeout=2.0)
+    finally:
+        await client.close()
+
+
 @pytest.fixture
-def local_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path / "cluster")
+def local_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """Mark a test `no_takeover` when it kills the writer and restarts it itself."""
+    takeover = request.node.get_closest_marker("no_takeover") is None
+    c = LocalCluster(tmp_path / "cluster", takeover=takeover)
     try:
         c.up()
         yield c

@@ -24,6 +24,8 @@ def test_chaos_story_on_the_process_cluster(local_cluster: LocalCluster) -> None
     assert "write quorum unavailable: 3 of 6 storage nodes reachable, 4 needed" in out
     assert "reads go on: r1" in out and "reads go on: r2" in out
     assert "writes resume" in out and "caught up by gossip" in out
+    assert "4. kill the writer (writer)" in out and "r1 took over: writes resume" in out
+    assert "writer started again: it rejoins as a reader" in out
     lines = out.split("\nsummary\n", 1)[1].splitlines()
     summary = {k.strip(): v.strip() for k, _, v in (line.partition(" : ") for line in lines) if v}
     acknowledged = int(summary["acknowledged writes"])

@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 
 from sixfold import cluster
 from sixfold.clients import WriterClient
-from sixfold.errors import QuorumUnavailableError, WriterFencedError
+from sixfold.errors import NotWriterError, QuorumUnavailableError, WriterFencedError
 from sixfold.record import Delta, RecordFlags, decode_record, encode_deltas, encode_record
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from tests.conftest import LocalCluster
 
 pytestmark = pytest.mark.processes
@@ -79,6 +81,7 @@ def _all_scl_at_least(c: LocalCluster, lsn: int) -> bool:
     return all(n["up"] and n["scl"] >= lsn for n in nodes)
 
 
+@pytest.mark.no_takeover
 def test_writer_kill_mid_stream_loses_nothing_acknowledged(local_cluster: LocalCluster) -> None:
     """Each mini-transaction writes counter k to two pages; kill -9 the writer mid-stream."""
     c = local_cluster
@@ -113,6 +116,7 @@ def test_writer_kill_mid_stream_loses_nothing_acknowledged(local_cluster: LocalC
     assert c.read(10, reader="r2") == a
 
 
+@pytest.mark.no_takeover
 def test_truncation_sticks_on_a_node_that_was_down(local_cluster: LocalCluster) -> None:
     """Records above VDL on a node that missed recovery are cancelled and never come back."""
     c = local_cluster
@@ -150,25 +154,28 @@ def test_truncation_sticks_on_a_node_that_was_down(local_cluster: LocalCluster) 
     assert c.read(20, reader="r2") == "durable"
 
 
+@pytest.mark.no_takeover
 def test_superseded_writer_is_fenced(local_cluster: LocalCluster) -> None:
     """A second writer recovers at a newer epoch; the first acknowledges nothing more."""
     c = local_cluster
     c.write(30, "from the first writer")
     nodes = ",".join(f"{n}={a}" for n, a in c.layout.nodes.items())
     port = cluster.free_port()
+    # A second instance told to take over while the first writer still runs (a writer that
+    # starts while another answers would join as a reader instead).
     second = subprocess.Popen(
-        [sys.executable, "-m", "writer", "--nodes", nodes, "--port", str(port), "--name", "second"],
+        [sys.executable, "-m", "reader", "--nodes", nodes, "--port", str(port), "--name",
+         "second", "--no-takeover"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    first = c.layout.processes["writer"].address
     try:
-        c.wait_for(lambda: _writer_state(f"127.0.0.1:{port}").status == "accepting writes",
-                   "the second writer to recover")  # fmt: skip
-        with pytest.raises(WriterFencedError, match="writer fenced: volume epoch 1 was superseded"):
-            c.write(31, "must not be acknowledged")
-        state = _writer_state(c.layout.writer_address)
-        assert state.fenced and "fenced" in state.status
-        with pytest.raises(WriterFencedError):
-            c.write(32, "still fenced")
+        c.wait_for(lambda: _promote(f"127.0.0.1:{port}"), "the second instance to take over")
+        with pytest.raises((WriterFencedError, NotWriterError)):
+            asyncio.run(_write_via(first, 31, "must not be acknowledged"))
+        c.wait_for(lambda: "reader" in _writer_state(first).status, "the first to step down")
+        with pytest.raises(NotWriterError, match="the writer is second"):
+            asyncio.run(_write_via(first, 32, "still fenced"))
         new_lsn = asyncio.run(_write_via(f"127.0.0.1:{port}", 33, "from the second writer"))
         c.wait_for(lambda: c.reader_sees("r1", new_lsn), "r1 to follow the second writer")
         assert c.read(33, reader="r1") == "from the second writer"
@@ -177,6 +184,15 @@ def test_superseded_writer_is_fenced(local_cluster: LocalCluster) -> None:
     finally:
         second.kill()
         second.wait(timeout=10)
+
+
+def _promote(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            pb_grpc.InstanceStub(channel).Promote(pb.PromoteRequest(), timeout=10)
+        except grpc.RpcError:
+            return False  # not listening yet
+    return True
 
 
 def _writer_state(address: str) -> pb.WriterState:

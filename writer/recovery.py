@@ -62,13 +62,24 @@ async def _gather_states(
     return {c.name: r for c, r in zip(clients, results, strict=True)}
 
 
-async def recover(clients: list[NodeClient], owner: str, lal: int) -> Recovered:
+async def recover(
+    clients: list[NodeClient], owner: str, lal: int, epoch_wanted: int = 0
+) -> Recovered:
+    """Recover at the next epoch, or only at `epoch_wanted` when given: a reader taking over
+    from the writer of epoch E asks for E + 1, so that of several readers racing, the one
+    that seals E + 1 first wins and the others give up rather than fence it with E + 2."""
     by_name = {c.name: c for c in clients}
     states = await _gather_states(clients, lambda c: c.get_state(timeout=RECOVERY_CALL_TIMEOUT_S))
     reachable = [s for s in states.values() if isinstance(s, pb.NodeState)]
     if len(reachable) < WRITE_QUORUM:
         raise QuorumUnavailableError("write", len(reachable), WRITE_QUORUM, COPIES)
     epoch = next_epoch([report_of(s) for s in reachable])
+    if epoch_wanted and epoch != epoch_wanted:
+        newest = max(reachable, key=lambda s: s.epoch)
+        raise RecoveryError(
+            f"lost the race for volume epoch {epoch_wanted}: {newest.epoch_owner!r} already "
+            f"holds epoch {newest.epoch}"
+        )
 
     # 2. seal
     sealed_results = await _gather_states(

@@ -1,0 +1,264 @@
+"""An instance: a reader that can take over as the writer, and a writer that can step down.
+
+Every instance follows the read point from storage and serves reads. One of them is the
+writer: the owner of the newest volume epoch (sixfold/topology.py). When the writer stops
+answering, readers take over without an operator (issue 6):
+
+- each reader probes the writer named by the newest epoch every PROBE_INTERVAL_S;
+- once it has not answered for WRITER_GONE_AFTER_S when its port refuses connections, or
+  WRITER_SILENT_AFTER_S when it is there but silent (plus a stagger by promotion rank, so the
+  preferred reader goes first), the reader runs the writer's recovery at a new epoch: it
+  seals it on at least 4 nodes, truncates above VDL and starts taking writes. No redo is
+  replayed (P17 §4.3);
+- two readers trying at once cannot both win: a node takes one owner per epoch and a seal
+  needs 4 of 6 (2 x 4 > 6). The loser stays a reader;
+- a writer that finds itself fenced (a newer epoch on the nodes) steps down to a reader, and
+  a writer process that starts while another writer answers joins as a reader.
+
+A planned switchover drains the current writer first (no new commits, and every commit it
+took durable), so nothing is in flight when the new writer seals its epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import grpc
+
+from reader.reader import Reader
+from reader.sql import ReaderSql
+from sixfold import topology
+from sixfold.clients import CHANNEL_OPTIONS
+from sixfold.errors import NotWriterError, SixfoldError
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+from writer.pipeline import WriterLimits
+from writer.sql import WriterSql
+from writer.writer import Writer
+
+log = logging.getLogger("sixfold.instance")
+
+PROBE_INTERVAL_S = 0.2  # how often a reader checks that the writer answers
+PROBE_TIMEOUT_S = 1.0
+# A writer whose port refuses connections (its process is gone) is taken for dead after
+# WRITER_GONE_AFTER_S; one that is there but slow to answer (a paused process, an overloaded
+# machine) only after WRITER_SILENT_AFTER_S, so that load alone does not cause a takeover.
+WRITER_GONE_AFTER_S = 1.0
+WRITER_SILENT_AFTER_S = 5.0
+PROMOTION_STAGGER_S = 0.5  # per promotion rank: the preferred reader (rank 0) goes first
+DRAIN_HOLD_S_MAX = 30.0  # a drained writer takes writes again if nobody took over by then
+
+
+class Instance:
+    def __init__(self, name: str, address: str, nodes: dict[str, str], *,
+                 limits: WriterLimits | None = None, rank: int = 0,
+                 client_address: str = "", takeover: bool = True) -> None:  # fmt: skip
+        self.name = name
+        self.address = address
+        self.client_address = client_address or address
+        self.nodes = nodes
+        self.limits = limits or WriterLimits()
+        self.rank = rank
+        self.takeover = takeover  # False: never take over from a dead writer
+        self.reader = Reader(name, nodes)
+        self.reader.address, self.reader.role = address, "reader"
+        self.reader.client_address = self.client_address
+        self.reader_sql = ReaderSql(self.reader)
+        self.reader.pins = self.reader_sql.lowest_pin
+        self.writer: Writer | None = None
+        self.writer_sql: WriterSql | None = None
+        self.role_lock = asyncio.Lock()  # one promotion or demotion at a time
+        self.drained_until = 0.0  # monotonic time until which writes are refused (switchover)
+        self.started_at = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- roles ------------------------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        return "writer" if self.writer_sql is not None else "reader"
+
+    @property
+    def sql(self) -> WriterSql | ReaderSql:
+        writer_sql = self.writer_sql
+        if writer_sql is not None and time.monotonic() < self.drained_until:
+            raise NotWriterError(
+                f"{self.name} is handing the writer role over (switchover): retry shortly at "
+                "the new writer",
+                self.address,
+            )
+        return writer_sql or self.reader_sql
+
+    def writer_sql_or_refuse(self) -> WriterSql:
+        """The writer's SQL engine, or NotWriterError naming where the writer is."""
+        self.writer_or_refuse()
+        engine = self.sql  # refuses while drained for a switchover
+        assert isinstance(engine, WriterSql)
+        return engine
+
+    def writer_or_refuse(self) -> Writer:
+        if self.writer is None or self.writer_sql is None:
+            if self.role_lock.locked():
+                raise NotWriterError(f"{self.name} is recovering to take over as the writer")
+            current = self.current_writer()
+            raise NotWriterError(
+                f"{self.name} is a reader; the writer is {current.name or 'unknown'}"
+                + (f" at {current.address}" if current.address else ""),
+                current.address,
+            )
+        return self.writer
+
+    def current_writer(self) -> topology.Owner:
+        if self.writer_sql is not None:
+            return topology.Owner(self.name, self.address)
+        return topology.parse_owner(topology.newest_epoch(self._epoch_views()).owner)
+
+    async def become_writer(self, epoch_wanted: int = 0) -> bool:
+        """Try to win a new epoch (`epoch_wanted` only, if given) and take writes; False if
+        another instance won it."""
+        async with self.role_lock:
+            if self.writer_sql is not None:
+                return True
+            owner = topology.owner_id(self.name, self.address, uuid.uuid4().hex[:8])
+            writer = Writer(self.nodes, self.limits, owner=owner)
+            try:
+                await writer.recover_once(epoch_wanted)
+            except SixfoldError as exc:
+                log.warning("%s: did not take over as the writer: %s", self.name, exc)
+                await writer.close()
+                return False
+            self.writer, self.writer_sql = writer, WriterSql(writer)
+            self.reader.role = "writer"
+            log.warning("%s is the writer now (epoch %d)", self.name, writer.pipeline.epoch)
+            return True
+
+    async def step_down(self, why: str) -> None:
+        async with self.role_lock:
+            writer, writer_sql = self.writer, self.writer_sql
+            if writer is None or writer_sql is None:
+                return
+            self.writer = self.writer_sql = None
+            self.reader.role = "reader"
+            log.warning("%s steps down to a reader: %s", self.name, why)
+            # The pipeline first: commits waiting on it are answered (outcome unknown), which
+            # lets the SQL requests holding the connection finish before it closes.
+            await writer.close(f"{self.name} stepped down ({why})")
+            await writer_sql.close()
+
+    # -- background --------------------------------------------------------------------------
+
+    async def start(self, as_writer: bool) -> None:
+        self._tasks.append(asyncio.create_task(self.reader.run()))
+        if as_writer:
+            self._tasks.append(asyncio.create_task(self._start_as_writer()))
+        self._tasks.append(asyncio.create_task(self._watch_writer()))
+
+    async def _start_as_writer(self) -> None:
+        """Take the writer role unless another writer answers: then join as a reader."""
+        while self.writer_sql is None:
+            current = await self._known_writer()
+            if current is not None and current.name != self.name and await self._answers(current):
+                log.warning("%s: %s at %s is the writer; joining as a reader", self.name,
+                            current.name, current.address)  # fmt: skip
+                return
+            if await self.become_writer():
+                return
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+    async def _known_writer(self) -> topology.Owner | None:
+        for _ in range(25):  # wait (bounded) for the nodes' states to arrive
+            if any(s is not None for s in self.reader.node_states.values()):
+                break
+            await asyncio.sleep(PROBE_INTERVAL_S)
+        owner = self.current_writer()
+        return owner if owner.address else None
+
+    async def _watch_writer(self) -> None:
+        silent_since: float | None = None
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            try:
+                silent_since = await self._check_writer(silent_since)
+            except Exception:
+                log.exception("%s: checking the writer failed", self.name)
+
+    async def _check_writer(self, silent_since: float | None) -> float | None:
+        writer = self.writer
+        if writer is not None:
+            await self._step_down_if_superseded(writer)
+            return None
+        newest = topology.newest_epoch(self._epoch_views())
+        current = topology.parse_owner(newest.owner)
+        if not current.address:
+            return None  # no writer yet: a fresh volume waits for its writer to start
+        probe = await self._probe(current)
+        if probe == "writer" or not self.takeover:
+            return None
+        now = time.monotonic()
+        silent_since = silent_since or now
+        after_s = WRITER_GONE_AFTER_S if probe == "gone" else WRITER_SILENT_AFTER_S
+        if now - silent_since >= after_s + self.rank * PROMOTION_STAGGER_S:
+            log.warning("%s: writer %s at %s silent for %.1f s: taking over", self.name,
+                        current.name, current.address, now - silent_since)  # fmt: skip
+            await self.become_writer(epoch_wanted=newest.epoch + 1)
+            return None
+        return silent_since
+
+    async def _step_down_if_superseded(self, writer: Writer) -> None:
+        """A newer epoch on the nodes means another writer won: stop before being refused."""
+        pipeline = writer.pipeline
+        if pipeline is None:
+            return
+        newest = topology.newest_epoch(self._epoch_views())
+        if pipeline.fenced:
+            await self.step_down(str(pipeline.fenced))
+        elif newest.epoch > pipeline.epoch:
+            owner = topology.parse_owner(newest.owner)
+            await self.step_down(f"epoch {newest.epoch} was taken by {owner.name}")
+
+    def _epoch_views(self) -> list[topology.EpochView]:
+        return [topology.EpochView(s.epoch, s.epoch_owner)
+                for s in self.reader.node_states.values() if s is not None]  # fmt: skip
+
+    async def _answers(self, owner: topology.Owner) -> bool:
+        """True if the instance at `owner.address` answers as the writer."""
+        return await self._probe(owner) == "writer"
+
+    async def _probe(self, owner: topology.Owner) -> str:
+        """ "writer"; "gone" when nothing listens there (refused, unreachable); "silent" when
+        it does not answer in time, or answers but not as the writer."""
+        async with grpc.aio.insecure_channel(owner.address, options=CHANNEL_OPTIONS) as channel:
+            stub = pb_grpc.WriterStub(channel)
+            try:
+                state = await stub.GetWriterState(
+                    pb.GetWriterStateRequest(), timeout=PROBE_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as err:
+                return "gone" if err.code() == grpc.StatusCode.UNAVAILABLE else "silent"
+        return "writer" if state.recovered and not state.fenced else "silent"
+
+    # -- switchover --------------------------------------------------------------------------
+
+    async def drain(self, hold_s: float) -> int:
+        """Stop taking commits for up to `hold_s`, and wait until all taken are durable."""
+        writer = self.writer_or_refuse()
+        self.drained_until = time.monotonic() + min(hold_s, DRAIN_HOLD_S_MAX)
+        pipeline = writer._ready()
+        if self.writer_sql is not None:
+            await self.writer_sql.quiesce()
+        taken = max(pipeline.page_last_lsn.values(), default=0)  # every commit's last LSN
+        await pipeline.wait_durable(taken)
+        return pipeline.vdl
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.step_down("shutting down")
+        await self.reader_sql.close()
+        await self.reader.close()

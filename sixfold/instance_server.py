@@ -1,0 +1,89 @@
+"""Running an instance process: `python -m writer` and `python -m reader` both come here.
+
+The two differ only in how they start: the writer takes the writer role (unless another
+writer answers), a reader follows the read point and takes over if the writer dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+
+from reader.service import ReaderService
+from sixfold.allocation import LAL_DEFAULT
+from sixfold.instance import Instance
+from sixfold.instance_service import InstanceService, InstanceTopologyService
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+from sixfold.serving import service_name, start_server, wait_for_termination
+from sixfold.sql_service import SqlService
+from storage_node.server import parse_peers
+from writer.pipeline import WriterLimits
+from writer.service import WriterService
+from writer.sql_volume import ShippedCounters
+
+log = logging.getLogger("sixfold.instance")
+
+
+def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None) -> None:
+    p.add_argument("--name", default=default_name, required=default_name is None,
+                   help="instance name (default %(default)s)")  # fmt: skip
+    p.add_argument("--nodes", type=parse_peers, required=True,
+                   help="NAME=HOST:PORT,... of the six storage nodes")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--advertise", default="",
+                   help="HOST:PORT other instances reach this one at (default: --host:--port, "
+                        "or this machine's hostname when listening on 0.0.0.0)")  # fmt: skip
+    p.add_argument("--client-address", default="",
+                   help="HOST:PORT clients reach this one at, if not --advertise (e.g. a port "
+                        "published by docker)")  # fmt: skip
+    p.add_argument("--promotion-rank", type=int, default=0,
+                   help="order in which readers take over a dead writer: 0 first (the "
+                        "preferred reader); each rank waits 0.5 s longer")  # fmt: skip
+    p.add_argument("--no-takeover", action="store_true",
+                   help="never take over from a dead writer (a reader that only reads)")  # fmt: skip
+    p.add_argument("--write-timeout", type=float, default=WriterLimits.write_timeout_s,
+                   help="seconds a commit waits for a write quorum (default %(default)s)")  # fmt: skip
+    p.add_argument("--lal", type=int, default=LAL_DEFAULT,
+                   help="LSN allocation limit above VDL (default %(default)s)")  # fmt: skip
+    p.add_argument("--log-level", default="INFO")
+
+
+def advertised_address(args: argparse.Namespace) -> str:
+    if args.advertise:
+        return args.advertise
+    host = socket.gethostname() if args.host in ("0.0.0.0", "::", "") else args.host
+    return f"{host}:{args.port}"
+
+
+async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
+    limits = WriterLimits(write_timeout_s=args.write_timeout, lal=args.lal)
+    address = advertised_address(args)
+    instance = Instance(args.name, address, args.nodes, limits=limits,
+                        rank=args.promotion_rank, client_address=args.client_address,
+                        takeover=not args.no_takeover)  # fmt: skip
+
+    def shipped() -> ShippedCounters:
+        return instance.writer_sql.shipped() if instance.writer_sql else ShippedCounters()
+
+    services = [
+        (pb_grpc.add_WriterServicer_to_server,
+         WriterService(instance.writer_or_refuse, shipped), service_name("Writer")),
+        (pb_grpc.add_ReaderServicer_to_server, ReaderService(instance.reader),
+         service_name("Reader")),
+        (pb_grpc.add_SqlServicer_to_server,
+         SqlService(lambda: instance.sql, instance.writer_sql_or_refuse), service_name("Sql")),
+        (pb_grpc.add_TopologyServiceServicer_to_server, InstanceTopologyService(instance),
+         service_name("TopologyService")),
+        (pb_grpc.add_InstanceServicer_to_server, InstanceService(instance),
+         service_name("Instance")),
+    ]  # fmt: skip
+    server, port = await start_server(args.host, args.port, services)
+    log.info("%s on port %d (advertised %s), starting as %s", args.name, port, address,
+             "the writer" if as_writer else "a reader")  # fmt: skip
+    await instance.start(as_writer)
+    try:
+        await wait_for_termination(server)
+    finally:
+        await instance.close()
