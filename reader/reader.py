@@ -57,6 +57,7 @@ class Reader:
         self.role = "reader"
         self.client_address = ""
         self.pins: PinSource | None = None
+        self.instances_seen: dict[str, list[pb.InstanceView]] = {}  # node -> its last list
 
     # -- learning the read point ------------------------------------------------------------
 
@@ -179,6 +180,8 @@ class Reader:
             return_exceptions=True,
         )
         for client, result in zip(self.clients, results, strict=True):
+            if isinstance(result, pb.NodeState):  # the instances each node knows: topology
+                self.instances_seen[client.name] = list(result.instances)
             if client.name in self._watching:
                 continue
             if isinstance(result, pb.NodeState):

@@ -503,6 +503,8 @@ def route_of(newest: pb.Topology, answers: Sequence[pb.Topology], at_s: float) -
         for _, v in sorted(views.items())
         if v.role == "reader" and v.name != newest.writer_name and (v.client_address or v.address)
     )
+    if not newest.writer_client_address and newest.writer_name in views:
+        writer = views[newest.writer_name].client_address or writer  # e.g. a published port
     return Route(newest.epoch, writer, newest.writer_name, readers, at_s)
 
 
@@ -584,7 +586,8 @@ class Directory:
             raise NoTopologyError(f"no writer found from {','.join(self.seeds)}: {why}")
         for answer in answers:
             self._learn(answer)
-        newest = max(answers, key=lambda t: t.epoch)
+        # The newest epoch; among its answers, one that knows where clients reach the writer.
+        newest = max(answers, key=lambda t: (t.epoch, bool(t.writer_client_address)))
         return route_of(newest, answers, time.monotonic())
 
     def _learn(self, topology: pb.Topology) -> None:

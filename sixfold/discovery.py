@@ -48,7 +48,8 @@ def newest_topology(seeds: Iterable[str], timeout: float = TOPOLOGY_TIMEOUT_S) -
         raise NoWriterError(
             "no writer found: " + ("; ".join(errors) if errors else "no writer has recovered yet")
         )
-    return max(answers, key=lambda t: t.epoch)
+    # The newest epoch; among its answers, one that knows where clients reach the writer.
+    return max(answers, key=lambda t: (t.epoch, bool(t.writer_client_address)))
 
 
 def writer_client_address(topology: pb.Topology) -> str:

@@ -28,8 +28,8 @@ def instance_topology(instance: Instance) -> pb.Topology:
     if writer.name == instance.name:
         answer.writer_client_address = instance.client_address
     freshest: dict[str, pb.InstanceView] = {}
-    for state in states:
-        for view in state.instances:
+    for views in instance.reader.instances_seen.values():
+        for view in views:
             known = freshest.get(view.name)
             if known is None or view.seen_s_ago < known.seen_s_ago:
                 freshest[view.name] = view

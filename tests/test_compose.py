@@ -6,6 +6,7 @@ Skipped only where no Docker engine answers; everything else runs on every CI ru
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sixfold.clients import NodeClient, WriterClient
+from sixfold.clients import NodeClient
 from sixfold.history import load_history
 from sixfold.partition import container_pid, iptables_unavailable
 from sixfold.targets import COMPOSE_PORT_DEFAULTS, compose_command
@@ -81,20 +82,19 @@ def compose_cluster() -> Iterator[dict[str, str]]:
 
 
 def wait_writer_ready(env: dict[str, str]) -> None:
-    address = f"127.0.0.1:{env['SIXFOLD_WRITER_PORT']}"
+    """Some instance accepts writes: the writer container, or a reader that took over from it
+    (`sixfold chaos` kills the writer), as the CLI finds it through the topology."""
 
-    async def ready() -> bool:
-        client = WriterClient(address)
-        try:
-            return (await client.state(timeout=2.0)).status == "accepting writes"
-        except Exception:
+    def ready() -> bool:
+        status = sixfold_cli(env, "status", "--json", timeout=60)
+        if status.returncode != 0:
             return False
-        finally:
-            await client.close()
+        writer = json.loads(status.stdout)["writer"]
+        return bool(writer["up"] and writer["status"] == "accepting writes")
 
     deadline = time.monotonic() + UP_LIMIT_S
-    while not asyncio.run(ready()):
-        assert time.monotonic() < deadline, "the writer container never accepted writes"
+    while not ready():
+        assert time.monotonic() < deadline, "no instance ever accepted writes"
         time.sleep(0.5)
 
 
