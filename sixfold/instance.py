@@ -73,7 +73,6 @@ class Instance:
         self.writer_sql: WriterSql | None = None
         self.role_lock = asyncio.Lock()  # one promotion or demotion at a time
         self.drained_until = 0.0  # monotonic time until which writes are refused (switchover)
-        self.started_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- roles ------------------------------------------------------------------------------

@@ -210,10 +210,21 @@ class StorageNode:
                 f"storage node {self.name} has {len(self._queue)} appends waiting to commit "
                 f"(commit_queue_batches_max={self.limits.commit_queue_batches_max}); retry"
             )
+        self._learn_vdl_now(epoch, vdl)
         pending = _PendingAppend(epoch, records, vdl)
         self._queue.append(pending)
         self._queue_event.set()
         return await pending.done
+
+    def _learn_vdl_now(self, epoch: int | None, vdl: int) -> None:
+        """Learn a current writer's VDL on arrival, not after the queued fsyncs: it is durable
+        on a write quorum whatever this node holds, and readers move their read point by it
+        (P18 §3). The records it came with are stored in turn, as before."""
+        st = self.state
+        if epoch is None or epoch != st.epoch or (epoch, vdl) <= (st.vdl_epoch, st.vdl):
+            return
+        st.learn_vdl(epoch, vdl)
+        self.note_state_changed()
 
     async def _commit_loop(self) -> None:
         while True:
