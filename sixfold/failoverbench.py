@@ -83,12 +83,18 @@ def measure_rto(target, conn: dbapi.Connection, value: int) -> tuple[str, float]
 
 
 def wait_rejoined(target, name: str) -> None:
-    """The killed instance is back and answers as a reader (or whatever it is now)."""
+    """The killed instance is back, has seen that another instance is the writer, and serves
+    as a reader: killed again before that, it would take over itself as it starts."""
     deadline = time.monotonic() + REJOIN_LIMIT_S
     while True:
         try:
             answer = newest_topology([target.instance_address(name)])
-            if answer.answered_by == name:
+            roles = {v.name: v.role for v in answer.instances}
+            if (
+                answer.answered_by == name
+                and answer.writer_name != name
+                and roles.get(name) == "reader"
+            ):
                 return
         except (NoWriterError, SixfoldError):
             pass
@@ -150,7 +156,7 @@ def print_report(r: Report) -> None:
 
     rto_ok = statistics.median(r.rto_s) <= TARGET_RTO_MEDIAN_S and r.lost == 0
     restart_ok = max(r.reader_restart_s) <= TARGET_READER_RESTART_S
-    print(f"\n{r.target}, {r.runs} runs on {r.machine.get('cpus')} CPUs")
+    print(f"\n{r.target}, {r.runs} runs on {r.machine.get('nproc')} CPUs ({r.machine.get('cpu_model')})")
     print(f"  RTO (SIGKILL of the writer -> first commit through the client): {summary(r.rto_s)}"
           f"  [target median <= {TARGET_RTO_MEDIAN_S:g} s: {'met' if rto_ok else 'NOT met'}]")  # fmt: skip
     print(f"  acknowledged rows: {r.acknowledged}, lost: {r.lost}")

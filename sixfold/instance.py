@@ -34,6 +34,7 @@ from reader.sql import ReaderSql
 from sixfold import topology
 from sixfold.clients import CHANNEL_OPTIONS
 from sixfold.errors import NotWriterError, SixfoldError
+from sixfold.quorum import WRITE_QUORUM
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from writer.pipeline import WriterLimits
@@ -79,7 +80,8 @@ class Instance:
 
     @property
     def role(self) -> str:
-        return "writer" if self.writer_sql is not None else "reader"
+        """"writer", "reader", or "starting" while a writer process decides which it is."""
+        return self.reader.role
 
     @property
     def sql(self) -> WriterSql | ReaderSql:
@@ -153,6 +155,7 @@ class Instance:
     async def start(self, as_writer: bool) -> None:
         self._tasks.append(asyncio.create_task(self.reader.run()))
         if as_writer:
+            self.reader.role = "starting"
             self._tasks.append(asyncio.create_task(self._start_as_writer()))
         self._tasks.append(asyncio.create_task(self._watch_writer()))
 
@@ -163,14 +166,18 @@ class Instance:
             if current is not None and current.name != self.name and await self._answers(current):
                 log.warning("%s: %s at %s is the writer; joining as a reader", self.name,
                             current.name, current.address)  # fmt: skip
+                self.reader.role = "reader"
                 return
             if await self.become_writer():
                 return
             await asyncio.sleep(PROBE_INTERVAL_S)
 
     async def _known_writer(self) -> topology.Owner | None:
+        """The owner of the newest epoch among at least a write quorum of nodes: any 4 of 6
+        include a node that took the newest seal (it went to 4; 4 + 4 > 6)."""
         for _ in range(25):  # wait (bounded) for the nodes' states to arrive
-            if any(s is not None for s in self.reader.node_states.values()):
+            heard = sum(1 for s in self.reader.node_states.values() if s is not None)
+            if heard >= WRITE_QUORUM:
                 break
             await asyncio.sleep(PROBE_INTERVAL_S)
         owner = self.current_writer()
