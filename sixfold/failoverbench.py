@@ -156,7 +156,9 @@ def print_report(r: Report) -> None:
 
     rto_ok = statistics.median(r.rto_s) <= TARGET_RTO_MEDIAN_S and r.lost == 0
     restart_ok = max(r.reader_restart_s) <= TARGET_READER_RESTART_S
-    print(f"\n{r.target}, {r.runs} runs on {r.machine.get('nproc')} CPUs ({r.machine.get('cpu_model')})")
+    print(
+        f"\n{r.target}, {r.runs} runs on {r.machine.get('nproc')} CPUs ({r.machine.get('cpu_model')})"
+    )
     print(f"  RTO (SIGKILL of the writer -> first commit through the client): {summary(r.rto_s)}"
           f"  [target median <= {TARGET_RTO_MEDIAN_S:g} s: {'met' if rto_ok else 'NOT met'}]")  # fmt: skip
     print(f"  acknowledged rows: {r.acknowledged}, lost: {r.lost}")

@@ -80,7 +80,7 @@ class Instance:
 
     @property
     def role(self) -> str:
-        """"writer", "reader", or "starting" while a writer process decides which it is."""
+        """ "writer", "reader", or "starting" while a writer process decides which it is."""
         return self.reader.role
 
     @property
