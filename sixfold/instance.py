@@ -80,7 +80,7 @@ class Instance:
 
     @property
     def role(self) -> str:
-        """ "writer", "reader", or "starting" while a writer process decides which it is."""
+        """The role now: writer, reader, or starting (a writer process deciding which)."""
         return self.reader.role
 
     @property
@@ -235,7 +235,8 @@ class Instance:
         return await self._probe(owner) == "writer"
 
     async def _probe(self, owner: topology.Owner) -> str:
-        """ "writer"; "gone" when nothing listens there (refused, unreachable); "silent" when
+        """What answers at the owner's address: "writer"; "gone" when nothing listens there
+        (refused, unreachable); "silent" when
         it does not answer in time, or answers but not as the writer."""
         async with grpc.aio.insecure_channel(owner.address, options=CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.WriterStub(channel)
