@@ -87,6 +87,11 @@ class ReaderSql:
             self.idle.put_nowait(connection)
         return Outcome(results, 0, point)
 
+    async def warm(self) -> None:
+        """Open the connections and read the schema before the first query needs them."""
+        for _ in range(CONNECTIONS):
+            await self.execute([Statement("SELECT count(*) FROM sqlite_master")])
+
     async def begin(self) -> str:
         raise SessionError(_NO_SESSIONS)
 

@@ -52,6 +52,7 @@ WRITER_GONE_AFTER_S = 1.0
 WRITER_SILENT_AFTER_S = 5.0
 PROMOTION_STAGGER_S = 0.5  # per promotion rank: the preferred reader (rank 0) goes first
 DRAIN_HOLD_S_MAX = 30.0  # a drained writer takes writes again if nobody took over by then
+WARM_WAIT_S = 30.0  # how long a starting instance waits for a read point to warm its reads
 
 
 class Instance:
@@ -158,6 +159,16 @@ class Instance:
             self.reader.role = "starting"
             self._tasks.append(asyncio.create_task(self._start_as_writer()))
         self._tasks.append(asyncio.create_task(self._watch_writer()))
+        self._tasks.append(asyncio.create_task(self._warm_reads()))
+
+    async def _warm_reads(self) -> None:
+        """Open the read engine as soon as there is a read point: a restarted reader then
+        answers its first query without opening SQLite and reading its pages first."""
+        deadline = time.monotonic() + WARM_WAIT_S
+        while not self.reader.epoch and time.monotonic() < deadline:
+            await asyncio.sleep(PROBE_INTERVAL_S / 4)
+        with contextlib.suppress(SixfoldError):
+            await self.reader_sql.warm()
 
     async def _start_as_writer(self) -> None:
         """Take the writer role unless another writer answers: then join as a reader."""
