@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from reader.reader import Reader
@@ -12,8 +14,11 @@ from sixfold.wire import abort
 
 
 class ReaderService(pb_grpc.ReaderServicer):
-    def __init__(self, reader: Reader) -> None:
+    def __init__(
+        self, reader: Reader, sql_pages: Callable[[], tuple[int, int]] | None = None
+    ) -> None:
         self.reader = reader
+        self.sql_pages = sql_pages  # (pages brought forward, pages read whole), when SQL runs
 
     async def ReadPage(self, request: pb.ReadPageRequest, context: grpc.aio.ServicerContext):
         try:
@@ -25,6 +30,8 @@ class ReaderService(pb_grpc.ReaderServicer):
     async def GetReaderState(self, request, context):
         r = self.reader
         state = pb.ReaderState(name=r.name, read_point=r.read_point, epoch=r.epoch)
+        if self.sql_pages is not None:
+            state.sql_pages_forwarded, state.sql_pages_fetched = self.sql_pages()
         for name, s in r.node_states.items():
             state.nodes.add(
                 name=name, reachable=s is not None,

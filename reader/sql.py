@@ -120,6 +120,10 @@ class ReaderSql:
         self.opened.append(file)
         return file
 
+    def pages_counted(self) -> tuple[int, int]:
+        """(pages brought forward by their newer records, pages read whole)."""
+        return (self.volume.forwarded, self.volume.fetched) if self.volume else (0, 0)
+
     def lowest_pin(self) -> int | None:
         return self.volume.lowest_pin() if self.volume else None
 

@@ -97,9 +97,7 @@ class ReaderVolume:
     async def _records_since(self, vpage: int, cached: CachedPage, point: int) -> CachedPage | None:
         """The cached page with its records in (cached point, point] applied, or None."""
         pages = self.reader.pages
-        for client in pages.clients:
-            if pages.scl_hint.get(client.name, 0) < point:
-                continue
+        for client in pages.covering_nodes(point):
             request = pb.ReadRecordsRequest(after_lsn=cached.read_point, through_lsn=point,
                                             max_records=FORWARD_RECORDS_MAX, page_no=vpage)  # fmt: skip
             try:

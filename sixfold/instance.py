@@ -247,8 +247,8 @@ class Instance:
 
     async def _probe(self, owner: topology.Owner) -> str:
         """What answers at the owner's address: "writer"; "gone" when nothing listens there
-        (refused, unreachable); "silent" when
-        it does not answer in time, or answers but not as the writer."""
+        (refused, unreachable); "silent" when it does not answer in time, or answers but not
+        as the writer."""
         async with grpc.aio.insecure_channel(owner.address, options=CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.WriterStub(channel)
             try:

@@ -45,6 +45,10 @@ class PageReader:
             return response.image, response.page_lsn
         return await self._quorum_read(page_no, lsn, min_epoch)
 
+    def covering_nodes(self, lsn: int) -> list[NodeClient]:
+        """Nodes believed complete to `lsn`, in turn so that reads spread over them."""
+        return [c for c in self._single_node_candidates(lsn) if self.scl_hint[c.name] >= lsn]
+
     def _single_node_candidates(self, lsn: int) -> list[NodeClient]:
         """Nodes believed to cover `lsn` first (spread in turn), then the rest."""
         self._turn = (self._turn + 1) % len(self.clients)

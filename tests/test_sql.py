@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -11,8 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sixfold import dbapi, sqlvolume
+from sixfold.clients import ReaderClient
 from sixfold.record import PAGE_SIZE_BYTES
 from sixfold.redo_delta import DELTA_HEADER_BYTES, apply_delta, page_delta
+from sixfold.rpc import sixfold_pb2 as pb
 from tests.conftest import LocalCluster
 
 ACCOUNTS = 60
@@ -119,6 +122,9 @@ def test_reader_never_serves_a_page_from_an_older_read_point(local_cluster: Loca
         # Both connections of the reader's pool, each with its own SQLite cache.
         for _ in range(4):
             assert r.execute("SELECT v FROM kv WHERE k = 1").fetchall() == [(value,)]
+    # The reader brought its cached pages forward with their newer records, not whole.
+    state = asyncio.run(_reader_state(c.layout.reader_address("r1")))
+    assert state.sql_pages_forwarded > 0, state
 
 
 @pytest.mark.processes
@@ -274,3 +280,11 @@ def test_bad_sql_and_reader_writes_are_refused_and_the_writer_stays_healthy(
 def test_page_api_cannot_touch_the_sql_database(local_cluster: LocalCluster) -> None:
     with pytest.raises(Exception, match="belongs to the SQL database"):
         local_cluster.write(sqlvolume.SQL_PAGE_BASE + 1, "clobber")
+
+
+async def _reader_state(address: str) -> pb.ReaderState:
+    client = ReaderClient(address, "r1")
+    try:
+        return await client.state()
+    finally:
+        await client.close()

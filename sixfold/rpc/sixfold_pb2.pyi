@@ -281,16 +281,20 @@ class GetWriterStateRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReaderState(_message.Message):
-    __slots__ = ("name", "read_point", "epoch", "nodes")
+    __slots__ = ("name", "read_point", "epoch", "nodes", "sql_pages_forwarded", "sql_pages_fetched")
     NAME_FIELD_NUMBER: _ClassVar[int]
     READ_POINT_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    SQL_PAGES_FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    SQL_PAGES_FETCHED_FIELD_NUMBER: _ClassVar[int]
     name: str
     read_point: int
     epoch: int
     nodes: _containers.RepeatedCompositeFieldContainer[StorageNodeView]
-    def __init__(self, name: _Optional[str] = ..., read_point: _Optional[int] = ..., epoch: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ...) -> None: ...
+    sql_pages_forwarded: int
+    sql_pages_fetched: int
+    def __init__(self, name: _Optional[str] = ..., read_point: _Optional[int] = ..., epoch: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ..., sql_pages_forwarded: _Optional[int] = ..., sql_pages_fetched: _Optional[int] = ...) -> None: ...
 
 class GetReaderStateRequest(_message.Message):
     __slots__ = ()
