@@ -144,12 +144,22 @@ class Reader:
         """Follow one node's state; reconnect with bounded jittered backoff when it goes."""
         backoff_s = WATCH_BACKOFF_MIN_S
         while True:
+            if self.role == "writer":
+                # The writer makes the durable points itself: streaming them back from every
+                # node would cost it CPU on each commit. The slow poll keeps its view current.
+                await asyncio.sleep(WATCH_BACKOFF_MAX_S)
+                continue
             heard = False
             try:
                 async for state in client.watch_state(self.name):
                     self.note_state(client.name, state)
                     self._watching.add(client.name)
                     heard, backoff_s = True, WATCH_BACKOFF_MIN_S
+                    if self.role == "writer":
+                        break
+                if self.role == "writer":  # stopped on purpose: the node is not gone
+                    self._watching.discard(client.name)
+                    continue
                 reason = "the node ended the stream"
             except SixfoldError as exc:
                 reason = str(exc)

@@ -74,6 +74,7 @@ class Instance:
         self.writer: Writer | None = None
         self.writer_sql: WriterSql | None = None
         self.role_lock = asyncio.Lock()  # one promotion or demotion at a time
+        self.role_change = ""  # what the holder of role_lock is doing, for error messages
         self.drained_until = 0.0  # monotonic time until which writes are refused (switchover)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -104,8 +105,8 @@ class Instance:
 
     def writer_or_refuse(self) -> Writer:
         if self.writer is None or self.writer_sql is None:
-            if self.role_lock.locked():
-                raise NotWriterError(f"{self.name} is recovering to take over as the writer")
+            if self.role_change:
+                raise NotWriterError(f"{self.name} is {self.role_change}")
             current = self.current_writer()
             raise NotWriterError(
                 f"{self.name} is a reader; the writer is {current.name or 'unknown'}"
@@ -127,12 +128,15 @@ class Instance:
                 return True
             owner = topology.owner_id(self.name, self.address, uuid.uuid4().hex[:8])
             writer = Writer(self.nodes, self.limits, owner=owner)
+            self.role_change = "recovering to take over as the writer"
             try:
                 await writer.recover_once(epoch_wanted)
             except SixfoldError as exc:
                 log.warning("%s: did not take over as the writer: %s", self.name, exc)
                 await writer.close()
                 return False
+            finally:
+                self.role_change = ""
             self.writer, self.writer_sql = writer, WriterSql(writer)
             self.reader.role = "writer"
             log.warning("%s is the writer now (epoch %d)", self.name, writer.pipeline.epoch)
@@ -145,11 +149,19 @@ class Instance:
                 return
             self.writer = self.writer_sql = None
             self.reader.role = "reader"
+            self.role_change = "stepping down from the writer role (another writer took over)"
             log.warning("%s steps down to a reader: %s", self.name, why)
-            # The pipeline first: commits waiting on it are answered (outcome unknown), which
-            # lets the SQL requests holding the connection finish before it closes.
-            await writer.close(f"{self.name} stepped down ({why})")
-            await writer_sql.close()
+            try:
+                # The pipeline first: commits waiting on it are answered (outcome unknown),
+                # which lets the SQL requests holding the connection finish before it closes.
+                await writer.close(f"{self.name} stepped down ({why})")
+                await writer_sql.close()
+                # As the writer it did not follow the nodes' streams: learn who won before
+                # answering anyone with where the writer is.
+                with contextlib.suppress(Exception):
+                    await self.reader.poll_once()
+            finally:
+                self.role_change = ""
 
     # -- background --------------------------------------------------------------------------
 
