@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -180,14 +181,24 @@ async def writer_takeover(target, args: argparse.Namespace, say: Narrator, load:
     """Kill the writer: a reader takes over and writes go on, with no operator (issue 6)."""
     victim = await asyncio.to_thread(current_writer_name, target)
     say.say(f"4. kill the writer ({victim}) with SIGKILL")
-    acks = load.acked_count
+    killed = time.monotonic()
     target.kill([victim])
+    successor = ""
+
+    async def taken_over() -> bool:
+        nonlocal successor
+        with contextlib.suppress(SixfoldError):
+            successor = await asyncio.to_thread(current_writer_name, target)
+        return successor not in ("", victim)
+
+    await wait_until(taken_over, args.limit, "a reader to take over")
+    acks = load.acked_count
 
     async def acks_grew() -> bool:
         return load.acked_count > acks
 
-    took = await wait_until(acks_grew, args.limit, "a new writer to take writes")
-    successor = await asyncio.to_thread(current_writer_name, target)
+    await wait_until(acks_grew, args.limit, "writes through the new writer")
+    took = time.monotonic() - killed
     say.say(f"   {successor} took over: writes resume {took:.1f} s after the kill")
     target.start([victim])
     say.say(f"   {victim} started again: it rejoins as a reader")

@@ -48,7 +48,9 @@ def newest_epoch(views: Iterable[EpochView]) -> EpochView:
     then failed may report an epoch nobody won. Either way the newest epoch is the one to
     try: a writer that lost it is fenced, and one that won it is the writer.
     """
-    return max(views, key=lambda v: v.epoch, default=EpochView(0, ""))
+    # A node that learnt the epoch from a truncation rather than a seal may not know its
+    # owner: among views of the newest epoch, one that names it.
+    return max(views, key=lambda v: (v.epoch, bool(v.owner)), default=EpochView(0, ""))
 
 
 def promotion_order(candidates: Sequence[str], preferred: str = "") -> list[str]:
