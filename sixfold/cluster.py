@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -114,10 +115,31 @@ def instance_address_in(processes: dict[str, ProcessInfo], name: str) -> str:
     return processes[name].address
 
 
+# Ports are picked when the layout is made and bound later, when each process starts. Picked
+# from below Linux's ephemeral range (32768-60999 by default), no outgoing connection's source
+# port can take one in between, as happened with ports the kernel handed out.
+PORT_RANGE = (20_000, 32_000)
+PORT_TRIES_MAX = 200
+_handed_out: set[int] = set()  # ports this process picked: never twice
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, outside the ephemeral range."""
+    rng = random.Random()
+    for _ in range(PORT_TRIES_MAX):
+        port = rng.randrange(*PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise SixfoldError(
+        f"no free port on {HOST} in {PORT_RANGE[0]}-{PORT_RANGE[1]} after {PORT_TRIES_MAX} tries"
+    )
 
 
 def link_key(src: str, dst: str) -> str:
