@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sixfold import cluster
 from sixfold.clients import NodeClient, WriterClient
@@ -350,17 +351,28 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(args: argparse.Namespace) -> int:
     check_args(args)
-    signal.signal(signal.SIGTERM, _interrupt)
-    directory = Path(tempfile.mkdtemp(prefix="sixfold-bench-"))
-    layout = cluster.new_layout(directory)
     names = list(NODE_NAMES) + ([cluster.WRITER_NAME] if args.via_grpc else [])
+    return on_fresh_cluster(args, "sixfold-bench-", names, bench, print_result)
+
+
+def on_fresh_cluster(
+    args: argparse.Namespace,
+    prefix: str,
+    names: list[str],
+    run: Callable[[argparse.Namespace, cluster.ClusterLayout], Awaitable[Any]],
+    show: Callable[[Any], None],
+) -> int:
+    """Start `names` in a temporary cluster, run the benchmark, print it, stop everything."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    layout = cluster.new_layout(directory)
     try:
         cluster.start_processes(layout, names)
         args.pids = process_pids(layout, names)
         if not args.json:
             pids = " ".join(f"{n}={p}" for n, p in args.pids.items())
             print(f"cluster in {directory}; pids: {pids}", file=sys.stderr, flush=True)
-        result = asyncio.run(bench(args, layout))
+        result = asyncio.run(run(args, layout))
     finally:
         cluster.stop_all(layout)
         if not args.keep:
@@ -368,7 +380,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(asdict(result), indent=2))
     else:
-        print_result(result)
+        show(result)
     return 0
 
 

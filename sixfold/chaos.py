@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from sixfold import cluster
 from sixfold.clients import NodeClient, NodeDownError, ReaderClient, WriterClient
-from sixfold.discovery import newest_topology
 from sixfold.errors import (
     NotWriterError,
     QuorumUnavailableError,
@@ -25,6 +24,7 @@ from sixfold.errors import (
 )
 from sixfold.page import until_nul
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.targets import current_writer_name
 
 CHAOS_PAGES = 32  # the load cycles over this many pages
 CHAOS_PAGE_BASE = 1_000_000  # page numbers used, away from pages people write by hand
@@ -203,11 +203,6 @@ async def writer_takeover(target, args: argparse.Namespace, say: Narrator, load:
     target.start([victim])
     say.say(f"   {victim} started again: it rejoins as a reader")
     await asyncio.sleep(args.settle)
-
-
-def current_writer_name(target) -> str:
-    seeds = [target.instance_address(n) for n in cluster.INSTANCE_NAMES]
-    return newest_topology(seeds).writer_name
 
 
 async def verify(target: cluster.Endpoints, load: Load) -> tuple[int, int]:

@@ -305,7 +305,8 @@ async def gather_status(layout: Endpoints) -> dict:
     from sixfold.quorum import READ_QUORUM, WRITE_QUORUM
 
     nodes = [NodeClient(n, a) for n, a in layout.nodes.items()]
-    writer = WriterClient(layout.writer_address)
+    writer_address = layout.writer_address  # a topology lookup: once
+    writer = WriterClient(writer_address)
     readers = [ReaderClient(layout.reader_address(r), r) for r in READER_NAMES]
     try:
         results = await asyncio.gather(
@@ -328,7 +329,7 @@ async def gather_status(layout: Endpoints) -> dict:
     up_count = sum(1 for n in out_nodes if n["up"])
     w_up = not isinstance(writer_result, BaseException)
     writer_info = {
-        "name": await _writer_name(layout.writer_address) if w_up else None,
+        "name": await _writer_name(writer_address) if w_up else None,
         "up": w_up,
         "vdl": writer_result.vdl if w_up else None,
         "epoch": writer_result.epoch if w_up else None,

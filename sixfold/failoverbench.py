@@ -33,6 +33,7 @@ from sixfold.errors import SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.sqlvalues import statement_to_proto
+from sixfold.targets import current_writer_name, instance_seeds
 
 RTO_LIMIT_S = 60.0  # a run fails if no commit succeeds within this long after the kill
 REJOIN_LIMIT_S = 60.0
@@ -58,14 +59,6 @@ class Report:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=10, help="writer kills and reader restarts (10)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def instance_seeds(target) -> list[str]:
-    return [target.instance_address(n) for n in cluster.INSTANCE_NAMES]
-
-
-def current_writer_name(target) -> str:
-    return newest_topology(instance_seeds(target)).writer_name
 
 
 def commit_probe(conn: dbapi.Connection, value: int) -> None:

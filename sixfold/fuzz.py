@@ -33,7 +33,6 @@ import lmdb
 
 from sixfold import cluster
 from sixfold.clients import ReaderClient, WriterClient
-from sixfold.discovery import newest_topology
 from sixfold.errors import (
     InvalidRequestError,
     QuorumUnavailableError,
@@ -47,7 +46,7 @@ from sixfold.partition import Pair, Partitioner, all_members, between, isolate
 from sixfold.quorum import AZS, NODE_NAMES, nodes_in_az
 from sixfold.record import peek_page_no
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.targets import ProcessTarget
+from sixfold.targets import ProcessTarget, current_writer_name
 
 FUZZ_PAGE_BASE = 2_000_000  # pages used by the workload, away from hand-written ones
 GROUP_PAGE_BASE = 2_100_000  # pages of the multi-page groups
@@ -367,9 +366,8 @@ class Nemesis:
 
     def _current_writer(self) -> str:
         """The instance that is the writer now: a reader may have taken over from `writer`."""
-        seeds = [self.target.instance_address(n) for n in cluster.INSTANCE_NAMES]
         try:
-            return newest_topology(seeds).writer_name or cluster.WRITER_NAME
+            return current_writer_name(self.target) or cluster.WRITER_NAME
         except SixfoldError:
             return cluster.WRITER_NAME
 

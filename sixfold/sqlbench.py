@@ -21,14 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import json
 import random
-import signal
-import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -36,12 +31,10 @@ from sixfold import cluster
 from sixfold.bench import (
     STARTUP_TIMEOUT_S,
     Window,
-    _interrupt,
-    _remove_tree,
     cpu_seconds,
     machine_info,
+    on_fresh_cluster,
     percentile,
-    process_pids,
 )
 from sixfold.clients import CHANNEL_OPTIONS, ReaderClient, WriterClient, call
 from sixfold.errors import SixfoldError
@@ -513,23 +506,5 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     check_args(args)
-    signal.signal(signal.SIGTERM, _interrupt)
-    directory = Path(tempfile.mkdtemp(prefix="sixfold-bench-sql-"))
-    layout = cluster.new_layout(directory)
     names = [*NODE_NAMES, cluster.WRITER_NAME, *cluster.READER_NAMES]
-    try:
-        cluster.start_processes(layout, names)
-        args.pids = process_pids(layout, names)
-        if not args.json:
-            pids = " ".join(f"{n}={p}" for n, p in args.pids.items())
-            print(f"cluster in {directory}; pids: {pids}", file=sys.stderr, flush=True)
-        result = asyncio.run(bench(args, layout))
-    finally:
-        cluster.stop_all(layout)
-        if not args.keep:
-            _remove_tree(directory)
-    if args.json:
-        print(json.dumps(asdict(result), indent=2))
-    else:
-        print_result(result)
-    return 0
+    return on_fresh_cluster(args, "sixfold-bench-sql-", names, bench, print_result)

@@ -98,7 +98,7 @@ class ComposeTarget:
         """The current writer: asked of the instances, since a reader may have taken over."""
         from sixfold.discovery import current_writer_address
 
-        seeds = [self.instance_address(n) for n in cluster.INSTANCE_NAMES]
+        seeds = instance_seeds(self)
         return current_writer_address(seeds, fallback=seeds[0])
 
     def instance_address(self, name: str) -> str:
@@ -149,6 +149,18 @@ class ComposeTarget:
     def _running(self, name: str) -> bool:
         out = docker("inspect", "-f", "{{.State.Running}}", container_name(name))
         return out.strip() == "true"
+
+
+def instance_seeds(target: ProcessTarget | ComposeTarget) -> list[str]:
+    """Where the instances serve: any of them answers who the writer is."""
+    return [target.instance_address(n) for n in cluster.INSTANCE_NAMES]
+
+
+def current_writer_name(target: ProcessTarget | ComposeTarget) -> str:
+    """The instance that is the writer now: a reader may have taken over from `writer`."""
+    from sixfold.discovery import newest_topology
+
+    return newest_topology(instance_seeds(target)).writer_name
 
 
 def container_name(name: str) -> str:
