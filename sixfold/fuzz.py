@@ -7,6 +7,13 @@ history (format: sixfold/history.py), with the faults as nemesis events. At the 
 cluster is healed, every key is read once more (an acknowledged write lost would show
 there), and the history is checked (sixfold/linearizability.py).
 
+Clients come in two kinds. Following clients ask the cluster who the writer is after any
+failure. Stale clients keep the writer they knew when they started, and follow a change only
+when refused (NotWriterError, WriterFencedError), as a client with a cached topology does;
+they use a short deadline, so they keep sending to a writer that stopped answering. With the
+pause-writer nemesis, which pauses the writer past the takeover time and then resumes it,
+their requests reach a deposed writer (issue 10).
+
 Beside the registers, multi-page groups: a group's 2-3 pages are written together, one
 value to all, in one WritePages call (one mini-transaction), and read through the writer or
 a reader, each read reporting its read point. sixfold/multipage.py checks that pages read at
@@ -35,9 +42,11 @@ from sixfold import cluster
 from sixfold.clients import ReaderClient, WriterClient
 from sixfold.errors import (
     InvalidRequestError,
+    NotWriterError,
     QuorumUnavailableError,
     RecoveryError,
     SixfoldError,
+    WriterFencedError,
 )
 from sixfold.history import NEMESIS, Event, write_event
 from sixfold.linearizability import CheckResult, Verdict, check_history
@@ -46,6 +55,7 @@ from sixfold.partition import Pair, Partitioner, all_members, between, isolate
 from sixfold.quorum import AZS, NODE_NAMES, nodes_in_az
 from sixfold.record import peek_page_no
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.takeover import PROMOTION_STAGGER_S, WRITER_SILENT_AFTER_S
 from sixfold.targets import ProcessTarget, current_writer_name
 
 FUZZ_PAGE_BASE = 2_000_000  # pages used by the workload, away from hand-written ones
@@ -57,12 +67,21 @@ LOST_TAIL_RECORDS_MAX = 20  # the disk nemesis's lost tail is at most this many 
 KEY_PAGES = 8  # keys are spread over this many pages
 SLOT_BYTES = 8  # each key is an 8-byte little-endian int in its page; 0 = never written
 VALUES_MAX = 5  # few distinct values, so compare-and-set often succeeds (as Jepsen does)
-OP_TIMEOUT_S = 30.0
+OP_TIMEOUT_S = 30.0  # set-up and the final reads
+# Clients' deadlines, short as real clients' are: a following client gives up on a silent
+# writer and looks for the new one; a stale client keeps sending to the silent writer.
+FOLLOWING_OP_TIMEOUT_S = 5.0
+STALE_OP_TIMEOUT_S = 2.0
 FAULT_GAP_S = (1.0, 3.0)  # quiet time between faults
 FAULT_HOLD_S = (1.0, 4.0)  # how long a fault lasts before it is healed
 HEAL_LIMIT_S = 90.0
 CHECK_TIME_LIMIT_S = 60.0
-NEMESES = ("kill", "pause", "disk", "partition")
+# pause-writer holds the writer past the slowest reader's takeover time, then resumes it.
+DEPOSE_HOLD_S = (
+    WRITER_SILENT_AFTER_S + 2 * PROMOTION_STAGGER_S + 1.0,
+    WRITER_SILENT_AFTER_S + 2 * PROMOTION_STAGGER_S + 3.0,
+)
+NEMESES = ("kill", "pause", "disk", "partition", "pause-writer")
 PARTITIONS = ("writer-az", "writer-az+1", "isolate-node", "az-split")
 
 
@@ -104,8 +123,8 @@ class Recorder:
 
 def outcome_of(f: str, exc: Exception) -> str:
     """fail when the operation cannot have taken effect, info when it may have."""
-    if f == "read" or isinstance(exc, InvalidRequestError | RecoveryError):
-        return "fail"  # reads change nothing; a recovering writer takes no LSNs
+    if f == "read" or isinstance(exc, InvalidRequestError | RecoveryError | NotWriterError):
+        return "fail"  # reads change nothing; a recovering writer, or a non-writer, takes no LSNs
     if isinstance(exc, QuorumUnavailableError) and "outcome is unknown" not in str(exc):
         return "fail"  # refused before it was sent to any node
     return "info"
@@ -116,19 +135,36 @@ def group_pages(group: int) -> list[int]:
     return [GROUP_PAGE_BASE + GROUP_PAGE_STRIDE * group + i for i in range(2 + group % 2)]
 
 
+def is_refusal(exc: Exception) -> bool:
+    """The instance said it is not (or no longer) the writer: even a stale client follows."""
+    return isinstance(exc, NotWriterError | WriterFencedError)
+
+
 @dataclass
 class Clients:
-    """One client process's connections: the writer, and the readers for group reads."""
+    """One client process's connections: the writer, and the readers for group reads.
+
+    A stale client keeps its writer address until refused; its calls have a short deadline.
+    """
 
     writer: WriterClient
     readers: dict[str, ReaderClient]
     writer_address: str
+    stale: bool = False
+
+    @property
+    def timeout_s(self) -> float:
+        return STALE_OP_TIMEOUT_S if self.stale else FOLLOWING_OP_TIMEOUT_S
 
     @classmethod
-    def open(cls, target) -> Clients:
+    def open(cls, target, stale: bool = False) -> Clients:
         readers = {r: ReaderClient(target.reader_address(r), r) for r in cluster.READER_NAMES}
         address = target.writer_address
-        return cls(WriterClient(address), readers, address)
+        return cls(WriterClient(address), readers, address, stale)
+
+    async def after_failure(self, target, exc: SixfoldError) -> None:
+        if not self.stale or is_refusal(exc):
+            await self.follow_writer(target)
 
     async def follow_writer(self, target) -> None:
         """After a failure: if another instance has become the writer, talk to it instead.
@@ -145,17 +181,23 @@ class Clients:
 
 
 async def client_loop(
-    process: int, target, rec: Recorder, rng: random.Random, work: Workload, stop: asyncio.Event
+    process: int,
+    target,
+    rec: Recorder,
+    rng: random.Random,
+    work: Workload,
+    stop: asyncio.Event,
+    stale: bool = False,
 ) -> None:
-    clients = Clients.open(target)
+    clients = Clients.open(target, stale)
     try:
         while not stop.is_set():
             if work.groups and rng.random() < GROUP_OP_SHARE:
-                done = await group_op(process, clients, rec, rng, work)
+                failure = await group_op(process, clients, rec, rng, work)
             else:
-                done = await one_op(process, clients.writer, rec, rng, work.keys)
-            if not done:
-                await clients.follow_writer(target)
+                failure = await one_op(process, clients, rec, rng, work.keys)
+            if failure is not None:
+                await clients.after_failure(target, failure)
     finally:
         await clients.close()
 
@@ -174,8 +216,8 @@ class Workload:
 
 async def group_op(
     process: int, clients: Clients, rec: Recorder, rng: random.Random, work: Workload
-) -> bool:
-    """One group write or read; False when it failed or its outcome is unknown."""
+) -> SixfoldError | None:
+    """One group write or read; the error when it failed or its outcome is unknown."""
     group = rng.randrange(work.groups)
     key = f"g{group}"
     if rng.random() < 0.5:
@@ -183,23 +225,23 @@ async def group_op(
         rec.log(process, "invoke", "mwrite", key, value)
         changes = [_change(page, 0, value) for page in group_pages(group)]
         try:
-            await clients.writer.write_pages(changes, timeout=OP_TIMEOUT_S)
+            await clients.writer.write_pages(changes, timeout=clients.timeout_s)
         except SixfoldError as exc:
             rec.log(process, outcome_of("mwrite", exc), "mwrite", key, value)
             await asyncio.sleep(0.05)  # do not spin against an unavailable cluster
-            return False
+            return exc
         rec.log(process, "ok", "mwrite", key, value)
-        return True
+        return None
     via = rng.choice(GROUP_READ_VIA)
     rec.log(process, "invoke", "mread", key, via)
     try:
         reads = await read_group(clients, via, group)
-    except SixfoldError:
+    except SixfoldError as exc:
         rec.log(process, "fail", "mread", key, via)
         await asyncio.sleep(0.05)
-        return False
+        return exc
     rec.log(process, "ok", "mread", key, reads)
-    return True
+    return None
 
 
 async def read_group(clients: Clients, via: str, group: int) -> list[list[int | None]]:
@@ -208,7 +250,7 @@ async def read_group(clients: Clients, via: str, group: int) -> list[list[int | 
     client = clients.writer if via == "writer" else clients.readers[via]
     pages = group_pages(group)
     responses = await asyncio.gather(
-        *(client.read_page(page, timeout=OP_TIMEOUT_S) for page in pages)
+        *(client.read_page(page, timeout=clients.timeout_s) for page in pages)
     )
     return [
         [page, r.read_point, decode_value(r.image[:SLOT_BYTES])]
@@ -217,9 +259,9 @@ async def read_group(clients: Clients, via: str, group: int) -> list[list[int | 
 
 
 async def one_op(
-    process: int, writer: WriterClient, rec: Recorder, rng: random.Random, keys: int
-) -> bool:
-    """One register operation; False when it failed or its outcome is unknown."""
+    process: int, clients: Clients, rec: Recorder, rng: random.Random, keys: int
+) -> SixfoldError | None:
+    """One register operation; the error when it failed or its outcome is unknown."""
     key = rng.randrange(keys)
     page, offset = key_location(key)
     f = rng.choice(("read", "read", "write", "cas"))
@@ -230,31 +272,38 @@ async def one_op(
         value = (rng.choice([None, *range(1, VALUES_MAX + 1)]), rng.randrange(1, VALUES_MAX + 1))
     rec.log(process, "invoke", f, key, value)
     try:
-        result = await run_op(writer, f, page, offset, value)
+        result = await run_op(clients.writer, f, page, offset, value, clients.timeout_s)
     except SixfoldError as exc:
         rec.log(process, outcome_of(f, exc), f, key, value)
         await asyncio.sleep(0.05)  # do not spin against an unavailable cluster
-        return False
+        return exc
     if f == "read":
         rec.log(process, "ok", f, key, result)
     elif f == "cas" and not result:
         rec.log(process, "fail", f, key, value)
     else:
         rec.log(process, "ok", f, key, value)
-    return True
+    return None
 
 
-async def run_op(writer: WriterClient, f: str, page: int, offset: int, value: object) -> object:
+async def run_op(
+    writer: WriterClient,
+    f: str,
+    page: int,
+    offset: int,
+    value: object,
+    timeout_s: float = OP_TIMEOUT_S,
+) -> object:
     if f == "read":
-        image = (await writer.read_page(page, timeout=OP_TIMEOUT_S)).image
+        image = (await writer.read_page(page, timeout=timeout_s)).image
         return decode_value(image[offset : offset + SLOT_BYTES])
     if f == "write":
         change = [_change(page, offset, value)]
-        await writer.write_pages(change, timeout=OP_TIMEOUT_S)
+        await writer.write_pages(change, timeout=timeout_s)
         return True
     expected, new = value
     answer = await writer.compare_and_set(
-        page, offset, encode_value(expected), encode_value(new), timeout=OP_TIMEOUT_S
+        page, offset, encode_value(expected), encode_value(new), timeout=timeout_s
     )
     return answer.applied
 
@@ -288,7 +337,7 @@ class Nemesis:
             if await _sleep_or_stop(stop, self.rng.uniform(*FAULT_GAP_S)):
                 return
             kind = self.rng.choice(self.kinds)
-            await getattr(self, f"_{kind}")(stop)
+            await getattr(self, f"_{kind.replace('-', '_')}")(stop)
 
     async def _hold(self, stop: asyncio.Event) -> None:
         await _sleep_or_stop(stop, self.rng.uniform(*FAULT_HOLD_S))
@@ -319,6 +368,14 @@ class Nemesis:
         victim = [self.rng.choice([*NODE_NAMES, self._current_writer()])]
         self._do("pause", victim, "SIGSTOP")
         await self._hold(stop)
+        self._do("resume", victim, "SIGCONT")
+
+    async def _pause_writer(self, stop: asyncio.Event) -> None:
+        """Pause the writer past the takeover time: a reader takes over meanwhile, and the
+        resumed writer, which has not yet learnt that it was deposed, meets stale clients."""
+        victim = [self._current_writer()]
+        self._do("pause", victim, "SIGSTOP past the takeover time")
+        await _sleep_or_stop(stop, self.rng.uniform(*DEPOSE_HOLD_S))
         self._do("resume", victim, "SIGCONT")
 
     async def _disk(self, stop: asyncio.Event) -> None:
@@ -508,6 +565,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "'none' for a quiet run")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="seed for the workload and the nemesis")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    p.add_argument("--stale-clients", type=int, default=None,
+                   help="how many of the clients keep the writer they started with until "
+                   "refused (default: half of --clients)")  # fmt: skip
     p.add_argument("--keys", type=int, default=16, help="registers (default 16)")
     p.add_argument("--groups", type=int, default=4,
                    help="multi-page groups written in one mini-transaction (default 4; 0: none)")  # fmt: skip
@@ -572,8 +632,11 @@ async def workload_under_faults(
     work: Workload,
 ) -> None:
     stop = asyncio.Event()
+    stale = args.clients // 2 if args.stale_clients is None else args.stale_clients
     clients = [
-        asyncio.create_task(client_loop(p, target, rec, random.Random(seed * 1000 + p), work, stop))
+        asyncio.create_task(
+            client_loop(p, target, rec, random.Random(seed * 1000 + p), work, stop, p < stale)
+        )
         for p in range(args.clients)
     ]
     nemesis = None

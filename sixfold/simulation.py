@@ -28,6 +28,12 @@ at once), but the safety invariants are checked after every step whatever happen
   ever reused, acknowledged or made visible, and a node whose truncation set is as new as a
   completed recovery's holds that recovery's range (P17 §4.3, P18 §2.4).
 
+Writers can also be paused (a SIGSTOP, a long GC): a paused writer does nothing until it
+resumes, while a successor takes over. Clients with a stale view send page reads to any
+writer they knew, a paused or deposed one included; every read a writer answers must be
+linearizable: no older than the newest commit acknowledged anywhere before it was sent
+(the writer confirms its epoch on a read quorum first: sixfold/read_index.py).
+
 Disk faults (driven mode only, DrivenCluster): a record is CRC-checked on every read from
 disk and a corrupt one is never returned or applied (the read fails, and the node marks it for
 repair); a periodic scrub finds the rest. At restart a corrupt or torn record above the stored
@@ -61,6 +67,7 @@ from sixfold.errors import (
 )
 from sixfold.page import EMPTY_PAGE, apply_records
 from sixfold.quorum import COPIES, NODE_NAMES, WRITE_QUORUM, quorum_lsn
+from sixfold.read_index import Answer, ReadIndex
 from sixfold.read_point import advance_read_point
 from sixfold.record import (
     Delta,
@@ -84,6 +91,7 @@ MAX_NODES_DOWN = COPIES - WRITE_QUORUM  # crashed at once: writes still have a q
 NODE_DOWN_TICKS_MAX = 40
 WRITERS_MAX = 8  # writers started in one run (each crash or race starts a new one)
 WRITER_RESTART_TICKS_MAX = 10  # ticks between a writer crash and its successor starting
+WRITER_PAUSE_TICKS = (40, 120)  # a paused writer resumes after this many ticks
 RECOVERY_ATTEMPTS_MAX = 6  # a writer that fails this often gives up (bounds dueling writers)
 RECOVERY_RETRY_TICKS = 6
 TRUNCATION_SYNC_ROUNDS_MAX = 3  # pushes of the newest truncation set until the sealed agree
@@ -113,6 +121,8 @@ class Faults:
     node_crash: float = 0.01
     writer_crash: float = 0.008
     zombie: float = 0.3  # a crashed writer keeps running, partitioned (it must be fenced)
+    pause: float = 0.3  # of the other crashes: the writer is paused, and resumes later
+    client_read: float = 0.3  # a client with a stale view reads a page from some writer
     race: float = 0.25  # a writer start brings two racing writers
     commit: float = 0.5  # a client starts a mini-transaction
     node_commit: float = 0.7  # a node syncs its queued appends (fsync latency)
@@ -127,6 +137,8 @@ class Faults:
             race=rng.choice([0.0, 0.25, 0.5]),
             commit=rng.choice([0.3, 0.6]),
             node_commit=rng.choice([0.4, 0.8]),
+            pause=rng.choice([0.3, 0.6, 0.9]),
+            client_read=rng.choice([0.1, 0.3]),
         )
 
 
@@ -137,6 +149,7 @@ class Flaws:
     ack_quorum: int = WRITE_QUORUM  # acknowledge a commit once this many nodes complete it
     skip_truncation: bool = False  # recover without truncating, reusing LSNs above VDL
     serve_corrupt: bool = False  # a node never checks CRCs (reads and scrub)
+    unconfirmed_reads: bool = False  # a writer answers reads without confirming its epoch
 
 
 class InvariantViolation(AssertionError):
@@ -442,6 +455,9 @@ class SimNode(Actor):
         st = self.state
         if isinstance(body, Append):
             st.check_current(body.epoch, "append")
+            if not body.records:  # storage_node/node.py announce: answered at once
+                st.learn_vdl(body.epoch, body.vdl)
+                return AppendAck(st.scl)
             for record in body.records:
                 assert record.epoch <= body.epoch, "decode_batch rejects a record from the future"
             self.queue.append(_Queued(body.epoch, body.records, body.vdl, message))
@@ -707,15 +723,18 @@ class _Running:
     tail_first_lsn: int = 0
     waiters: deque[int] = field(default_factory=deque)  # commit LSNs not yet acknowledged
     page_last_lsn: dict[int, int] = field(default_factory=dict)
+    read_index: ReadIndex = field(default_factory=lambda: ReadIndex(0))
 
 
 class SimWriter(Actor):
     def __init__(self, sim: Simulation, name: str) -> None:
         super().__init__(sim, name)
         self.alive = True
+        self.paused_until = 0  # a paused writer does nothing before this tick
         self.fenced = False
         self.gave_up = False
         self.running: _Running | None = None
+        self.reads_answered = 0
         self.recovered_vdl = 0
         self.spawn(self._recover())
 
@@ -835,8 +854,69 @@ class SimWriter(Actor):
             truncations=truncations,
             senders=[_Sender(n, next_lsn) for n in NODE_NAMES],
             tail_first_lsn=next_lsn,
+            read_index=ReadIndex(epoch),
         )
         self.recovered_vdl = vdl
+
+    # -- client reads (writer/writer.py read_page_linearizable, writer/read_index.py) -----------
+
+    @property
+    def paused(self) -> bool:
+        return self.sim.tick < self.paused_until
+
+    def client_read(self, page_no: int, acked_floor: int) -> None:
+        """A client's page read sent to this writer (it may be paused or deposed). Every
+        commit acknowledged anywhere before it was sent is at or below `acked_floor`."""
+        self.spawn(self._client_read(page_no, acked_floor))
+
+    def _client_read(self, page_no: int, acked_floor: int) -> Task:
+        yield []  # received now; handled once the writer runs (not while paused)
+        run = self.running
+        if run is None or self.fenced:
+            return  # refused: not (or no longer) the writer
+        round_no = run.read_index.want()
+        self._start_round_if_due(run)
+        point = run.durability.vdl
+        covering = [n for n in NODE_NAMES if run.durability.node_scl[n] >= point]
+        page = None
+        for node in covering[:2]:
+            call_id = self.call(node, GetPage(page_no, point, run.epoch))
+            yield [call_id]
+            reply = self.take(call_id)
+            if isinstance(reply, Page):
+                page = reply
+                break
+        if page is None:
+            return  # failed: no node answered in time
+        if not self.sim.flaws.unconfirmed_reads:
+            while not run.read_index.is_confirmed(round_no):
+                if run.read_index.is_decided(round_no):
+                    return  # refused: the epoch could not be confirmed
+                yield from self.sleep(1)
+        self.sim.oracle.check_writer_read(self.sim, self.name, page_no, point, page, acked_floor)
+        self.reads_answered += 1
+
+    def _start_round_if_due(self, run: _Running) -> None:
+        round_no = run.read_index.start_round()
+        if round_no is not None:
+            self.spawn(self._confirm_round(run, round_no))
+
+    def _confirm_round(self, run: _Running, round_no: int) -> Task:
+        """One read-index round: a bare append with the epoch to every node."""
+        calls = {n: self.call(n, Append(run.epoch, (), run.durability.vdl)) for n in NODE_NAMES}
+        yield list(calls.values())
+        for node, call_id in calls.items():
+            reply = self.take(call_id)
+            if isinstance(reply, AppendAck) or (
+                isinstance(reply, Failure) and isinstance(reply.error, EpochAheadError)
+            ):
+                answer = Answer.CONFIRMS
+            elif isinstance(reply, Failure) and isinstance(reply.error, StaleEpochError):
+                answer = Answer.REFUSES
+            else:
+                answer = Answer.SILENT
+            run.read_index.on_answer(round_no, node, answer)
+        self._start_round_if_due(run)
 
     # -- the commit pipeline (writer/pipeline.py) -----------------------------------------------
 
@@ -1157,6 +1237,23 @@ class Oracle:
         records = [self.generated[x] for x in chain[: bisect.bisect_right(chain, lsn)]]
         return apply_records(EMPTY_PAGE, records) if records else EMPTY_PAGE
 
+    @property
+    def acked_floor(self) -> int:
+        """Every commit acknowledged so far is at or below this LSN."""
+        return self.acked[-1] if self.acked else 0
+
+    def check_writer_read(
+        self, sim: Simulation, writer: str, page_no: int, point: int, got: Page, floor: int
+    ) -> None:
+        """A writer's answer to a client read sent when every acknowledged commit was at or
+        below `floor`: the page at a durable point, and none older than at `floor`."""
+        self.check_page(sim, writer, page_no, point, got)
+        newest = self.page_lsn_at(page_no, floor)
+        if got.page_lsn < newest:
+            sim.fail(f"{writer} answered a stale read of page {page_no}: its version at LSN "
+                     f"{got.page_lsn} (read at {point}), but the version at LSN {newest} was "
+                     "acknowledged before the read was sent")  # fmt: skip
+
     def check_page(self, sim: Simulation, node: str, page_no: int, point: int, got: Page) -> None:
         if got.image != self.page_at(page_no, point):
             sim.fail(f"{node} served page {page_no} at read point {point} that differs from "
@@ -1181,6 +1278,8 @@ class SimulationResult:
     node_crashes: int
     pages_checked: int
     durable_point: int
+    writer_reads: int = 0
+    writer_pauses: int = 0
 
 
 class Simulation:
@@ -1207,6 +1306,7 @@ class Simulation:
         self.acked_count = 0
         self.recoveries = 0
         self.node_crashes = 0
+        self.writer_pauses = 0
         # The driven mode (DrivenCluster): explicit actions instead of random faults.
         self.driven = False
         self.failed = False
@@ -1224,6 +1324,8 @@ class Simulation:
             options += f" --ack-quorum {self.flaws.ack_quorum}"
         if self.flaws.skip_truncation:
             options += " --skip-truncation"
+        if self.flaws.unconfirmed_reads:
+            options += " --unconfirmed-reads"
         self.failed = True
         if self.driven:
             raise InvariantViolation(
@@ -1298,6 +1400,8 @@ class Simulation:
             writers_started=len(self.writers), recoveries=self.recoveries,
             node_crashes=self.node_crashes, pages_checked=self.reader.pages_checked,
             durable_point=self.oracle.durable_point,
+            writer_reads=sum(w.reads_answered for w in self.writers),
+            writer_pauses=self.writer_pauses,
         )  # fmt: skip
 
     def step(self, faults: bool) -> None:
@@ -1312,8 +1416,10 @@ class Simulation:
         for node in self.nodes.values():
             if node.up:
                 self._step_node(node)
+        if faults:
+            self._client_read()
         for writer in self.writers:
-            if writer.alive:
+            if writer.alive and not writer.paused:
                 writer.expire_calls()
                 writer.run_tasks()
                 writer.step_pipeline()
@@ -1353,6 +1459,16 @@ class Simulation:
                 return writer
         return None
 
+    def _client_read(self) -> None:
+        """A client with a stale view reads a page from a writer it knew: any live writer,
+        paused or deposed ones included."""
+        if self.rng.random() >= self.faults.client_read:
+            return
+        known = [w for w in self.writers if w.alive]
+        if known:
+            writer = self.rng.choice(known)
+            writer.client_read(self.rng.randrange(PAGES), self.oracle.acked_floor)
+
     # -- faults ---------------------------------------------------------------------------------
 
     def _inject_faults(self) -> None:
@@ -1368,13 +1484,21 @@ class Simulation:
             victim = active[-1]
             if rng.random() < faults.zombie:
                 self.trace_event(f"{victim.name} partitioned (zombie); successor coming")
+            elif rng.random() < faults.pause:
+                victim.paused_until = self.tick + rng.randint(*WRITER_PAUSE_TICKS)
+                self.writer_pauses += 1
+                self.trace_event(
+                    f"{victim.name} paused until {victim.paused_until}; successor coming"
+                )
             else:
                 victim.alive = False
                 self.trace_event(f"{victim.name} crashed")
             self.next_writer_at = self.tick + rng.randint(1, WRITER_RESTART_TICKS_MAX)
 
     def _manage_writers(self) -> list[SimWriter]:
-        active = [w for w in self.writers if w.alive and not w.fenced and not w.gave_up]
+        active = [
+            w for w in self.writers if w.alive and not w.fenced and not w.gave_up and not w.paused
+        ]
         if not active and self.next_writer_at < 0:
             # The writer process gave up or was fenced: the cluster manager starts another.
             self.next_writer_at = self.tick + self.rng.randint(1, WRITER_RESTART_TICKS_MAX)
@@ -1740,8 +1864,14 @@ def main(argv: list[str] | None = None) -> int:
         "--ack-quorum", type=int, default=WRITE_QUORUM, help="flaw: acknowledge at N nodes"
     )
     parser.add_argument("--skip-truncation", action="store_true", help="flaw: no truncation")
+    parser.add_argument("--unconfirmed-reads", action="store_true",
+                        help="flaw: writers answer reads without confirming their epoch")  # fmt: skip
     args = parser.parse_args(argv)
-    flaws = Flaws(ack_quorum=args.ack_quorum, skip_truncation=args.skip_truncation)
+    flaws = Flaws(
+        ack_quorum=args.ack_quorum,
+        skip_truncation=args.skip_truncation,
+        unconfirmed_reads=args.unconfirmed_reads,
+    )
     for seed in range(args.seed, args.seed + args.seeds):
         try:
             result = run_simulation(seed, args.steps, flaws, check_liveness=flaws == Flaws())
@@ -1753,7 +1883,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"seed {seed}: ok, {result.acked_commits} commits acknowledged, "
             f"{result.recoveries} recoveries by {result.writers_started} writers, "
-            f"{result.node_crashes} node crashes, {result.pages_checked} pages checked, "
+            f"{result.node_crashes} node crashes, {result.writer_pauses} writer pauses, "
+            f"{result.pages_checked} pages checked, {result.writer_reads} writer reads, "
             f"durable point {result.durable_point}, trace {result.trace_digest[:12]}"
         )
     return 0

@@ -56,6 +56,8 @@ def test_runs_exercise_the_faults() -> None:
     assert sum(1 for r in results if r.writers_started > 2) >= 5
     assert sum(r.pages_checked for r in results) >= 200
     assert sum(r.acked_commits for r in results) >= 1000
+    assert sum(r.writer_pauses for r in results) >= 10  # deposed while paused (issue 10)
+    assert sum(r.writer_reads for r in results) >= 500  # stale clients' reads on writers
 
 
 def _first_caught(flaws: Flaws) -> InvariantViolation:
@@ -77,6 +79,14 @@ def test_checker_catches_acknowledging_at_three_nodes() -> None:
 def test_checker_catches_recovery_without_truncation() -> None:
     caught = _first_caught(Flaws(skip_truncation=True))
     assert "python -m sixfold.simulation --seed" in str(caught)
+
+
+def test_checker_catches_a_deposed_writer_answering_reads() -> None:
+    """Today's bug before issue 10: a paused writer, deposed meanwhile, resumes and answers
+    a stale client's read from its old VDL without confirming its epoch."""
+    caught = _first_caught(Flaws(unconfirmed_reads=True))
+    assert "answered a stale read" in str(caught), caught
+    assert "--unconfirmed-reads" in str(caught)
 
 
 def test_failure_replays_identically() -> None:
