@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     p.add_argument("--via-grpc", action="store_true",
                    help="start the writer process too and commit through its WritePages API")  # fmt: skip
+    p.add_argument("--reads", action="store_true",
+                   help="measure linearizable page reads through the writer's ReadPage API "
+                   "instead of commits (implies --via-grpc)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
     from writer.pipeline import WriterLimits
@@ -257,7 +260,16 @@ async def run_via_grpc(args: argparse.Namespace, layout: cluster.ClusterLayout) 
             changes = [pb.PageChange(page_no=p, offset=0, data=data) for p in pages]
             await client.write_pages(changes, timeout=args.write_timeout)
 
-        return await drive(args, commit, lambda: None)
+        async def read(pages: list[int], data: bytes) -> None:
+            for page_no in pages:
+                await client.read_page(page_no, timeout=args.write_timeout)
+
+        if args.reads:  # every page read holds a record: each read builds a real page
+            payload = os.urandom(args.record_bytes)
+            await asyncio.gather(
+                *(commit(pages_of(i, args), payload) for i in range(args.committers))
+            )
+        return await drive(args, read if args.reads else commit, lambda: None)
     finally:
         await client.close()
 
@@ -288,7 +300,7 @@ def summarize(args: argparse.Namespace, raw: dict) -> Result:
     ratio = per_record / (COPIES * args.record_bytes) if per_record is not None else None
     rate = records / args.seconds
     return Result(
-        mode="via-grpc" if args.via_grpc else "in-process writer",
+        mode="page reads via gRPC" if args.reads else "via-grpc" if args.via_grpc else "in-process writer",
         committers=args.committers, record_bytes=args.record_bytes,
         records_per_commit=args.records_per_commit, seconds=args.seconds, commits=commits,
         records=records, errors=errors, records_per_s=rate, commits_per_s=commits / args.seconds,
@@ -310,9 +322,16 @@ def print_result(r: Result) -> None:
           f"{r.records_per_commit} record(s)/commit, {r.seconds:g} s measured")  # fmt: skip
     print(f"machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['implementation']} {m['python']}, "
           f"Linux {m['kernel']}")  # fmt: skip
+    lat = r.latency_ms
+    if r.mode.startswith("page reads"):
+        print(f"page reads/s      : {r.records_per_s:,.0f}  ({r.records} reads, {r.errors} errors)")
+        print(f"read latency ms   : p50 {lat['p50']:.2f}  p99 {lat['p99']:.2f}  max "
+              f"{lat['max']:.2f}  mean {lat['mean']:.2f}")  # fmt: skip
+        cpu = "  ".join(f"{n} {v:.0f}%" for n, v in r.cpu_percent.items())
+        print(f"CPU (% of 1 core) : {cpu}")
+        return
     print(f"durable records/s : {r.records_per_s:,.0f}")
     print(f"commits/s         : {r.commits_per_s:,.0f}  ({r.commits} commits, {r.errors} errors)")
-    lat = r.latency_ms
     print(f"commit latency ms : p50 {lat['p50']:.2f}  p99 {lat['p99']:.2f}  max {lat['max']:.2f}"
           f"  mean {lat['mean']:.2f}")  # fmt: skip
     if r.bytes_per_record is None:
@@ -332,6 +351,7 @@ def print_result(r: Result) -> None:
 
 
 def check_args(args: argparse.Namespace) -> None:
+    args.via_grpc = args.via_grpc or args.reads
     if args.committers < 1 or args.records_per_commit < 1 or args.seconds <= 0:
         raise SixfoldError("--committers, --records-per-commit and --seconds must be positive")
     if not 1 <= args.record_bytes <= 4096 or args.warmup < 0:

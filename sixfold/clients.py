@@ -33,6 +33,13 @@ CHANNEL_OPTIONS = [
 ]
 
 
+# For telling a process that is gone from one that is there but silent. gRPC takes the
+# minimum reconnect backoff as the time a connection attempt may take: with 100 ms, a paused
+# process (whose kernel still accepts the TCP connection) would fail as UNAVAILABLE in
+# 0.1 s, like a dead one. Without it the call runs to its own deadline: DEADLINE_EXCEEDED.
+PROBE_CHANNEL_OPTIONS = [o for o in CHANNEL_OPTIONS if "reconnect_backoff" not in o[0]]
+
+
 class NodeDownError(SixfoldError):
     """An endpoint did not answer (connection refused, timed out)."""
 

@@ -4,12 +4,11 @@ Every instance follows the read point from storage and serves reads. One of them
 writer: the owner of the newest volume epoch (sixfold/topology.py). When the writer stops
 answering, readers take over without an operator (issue 6):
 
-- each reader probes the writer named by the newest epoch every PROBE_INTERVAL_S;
-- once it has not answered for WRITER_GONE_AFTER_S when its port refuses connections, or
-  WRITER_SILENT_AFTER_S when it is there but silent (plus a stagger by promotion rank, so the
-  preferred reader goes first), the reader runs the writer's recovery at a new epoch: it
-  seals it on at least 4 nodes, truncates above VDL and starts taking writes. No redo is
-  replayed (P17 §4.3);
+- each reader probes the writer named by the newest epoch, and once it has gone unanswered
+  long enough (sixfold/takeover.py: 1 s when its port refuses connections, 5 s when it is
+  there but silent, plus a stagger by promotion rank), the reader runs the writer's
+  recovery at a new epoch: it seals it on at least 4 nodes, truncates above VDL and starts
+  taking writes. No redo is replayed (P17 §4.3);
 - two readers trying at once cannot both win: a node takes one owner per epoch and a seal
   needs 4 of 6 (2 x 4 > 6). The loser stays a reader;
 - a writer that finds itself fenced (a newer epoch on the nodes) steps down to a reader, and
@@ -32,25 +31,18 @@ import grpc
 from reader.reader import Reader
 from reader.sql import ReaderSql
 from sixfold import topology
-from sixfold.clients import CHANNEL_OPTIONS
+from sixfold.clients import PROBE_CHANNEL_OPTIONS
 from sixfold.errors import NotWriterError, SixfoldError
 from sixfold.quorum import WRITE_QUORUM
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+from sixfold.takeover import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe, TakeoverDetector
 from writer.pipeline import WriterLimits
 from writer.sql import WriterSql
 from writer.writer import Writer
 
 log = logging.getLogger("sixfold.instance")
 
-PROBE_INTERVAL_S = 0.2  # how often a reader checks that the writer answers
-PROBE_TIMEOUT_S = 1.0
-# A writer whose port refuses connections (its process is gone) is taken for dead after
-# WRITER_GONE_AFTER_S; one that is there but slow to answer (a paused process, an overloaded
-# machine) only after WRITER_SILENT_AFTER_S, so that load alone does not cause a takeover.
-WRITER_GONE_AFTER_S = 1.0
-WRITER_SILENT_AFTER_S = 5.0
-PROMOTION_STAGGER_S = 0.5  # per promotion rank: the preferred reader (rank 0) goes first
 DRAIN_HOLD_S_MAX = 30.0  # a drained writer takes writes again if nobody took over by then
 WARM_WAIT_S = 30.0  # how long a starting instance waits for a read point to warm its reads
 
@@ -75,6 +67,7 @@ class Instance:
         self.writer_sql: WriterSql | None = None
         self.role_lock = asyncio.Lock()  # one promotion or demotion at a time
         self.role_change = ""  # what the holder of role_lock is doing, for error messages
+        self.taking_over = False  # recovering at a new epoch to become the writer
         self.drained_until = 0.0  # monotonic time until which writes are refused (switchover)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -84,6 +77,11 @@ class Instance:
     def role(self) -> str:
         """The role now: writer, reader, or starting (a writer process deciding which)."""
         return self.reader.role
+
+    def role_now(self) -> str:
+        """The role as GetWriterState reports it: "taking-over" while recovering to become
+        the writer, which readers watching the writer give as long as a silent writer."""
+        return "taking-over" if self.taking_over else self.role
 
     @property
     def sql(self) -> WriterSql | ReaderSql:
@@ -129,6 +127,7 @@ class Instance:
             owner = topology.owner_id(self.name, self.address, uuid.uuid4().hex[:8])
             writer = Writer(self.nodes, self.limits, owner=owner)
             self.role_change = "recovering to take over as the writer"
+            self.taking_over = True
             try:
                 await writer.recover_once(epoch_wanted)
             except SixfoldError as exc:
@@ -137,6 +136,7 @@ class Instance:
                 return False
             finally:
                 self.role_change = ""
+                self.taking_over = False
             self.writer, self.writer_sql = writer, WriterSql(writer)
             self.reader.role = "writer"
             log.warning("%s is the writer now (epoch %d)", self.name, writer.pipeline.epoch)
@@ -207,35 +207,31 @@ class Instance:
         return owner if owner.address else None
 
     async def _watch_writer(self) -> None:
-        silent_since: float | None = None
+        detector = TakeoverDetector(self.rank)
         while True:
             await asyncio.sleep(PROBE_INTERVAL_S)
             try:
-                silent_since = await self._check_writer(silent_since)
+                await self._check_writer(detector)
             except Exception:
                 log.exception("%s: checking the writer failed", self.name)
 
-    async def _check_writer(self, silent_since: float | None) -> float | None:
+    async def _check_writer(self, detector: TakeoverDetector) -> None:
         writer = self.writer
         if writer is not None:
             await self._step_down_if_superseded(writer)
-            return None
+            return
         newest = topology.newest_epoch(self._epoch_views())
         current = topology.parse_owner(newest.owner)
-        if not current.address:
-            return None  # no writer yet: a fresh volume waits for its writer to start
-        probe = await self._probe(current)
-        if probe == "writer" or not self.takeover:
-            return None
-        now = time.monotonic()
-        silent_since = silent_since or now
-        after_s = WRITER_GONE_AFTER_S if probe == "gone" else WRITER_SILENT_AFTER_S
-        if now - silent_since >= after_s + self.rank * PROMOTION_STAGGER_S:
+        if not current.address or not self.takeover:
+            return  # no writer yet (a fresh volume waits for its writer to start)
+        asked_at = time.monotonic()
+        probe = await self._probe(current, detector.probe_timeout(asked_at))
+        if topology.newest_epoch(self._epoch_views()) != newest:
+            return  # another instance took over during the probe: watch the new writer
+        if detector.on_probe(newest.owner, probe, asked_at, time.monotonic()):
             log.warning("%s: writer %s at %s silent for %.1f s: taking over", self.name,
-                        current.name, current.address, now - silent_since)  # fmt: skip
+                        current.name, current.address, detector.silence_s)  # fmt: skip
             await self.become_writer(epoch_wanted=newest.epoch + 1)
-            return None
-        return silent_since
 
     async def _step_down_if_superseded(self, writer: Writer) -> None:
         """A newer epoch on the nodes means another writer won: stop before being refused."""
@@ -255,34 +251,41 @@ class Instance:
 
     async def _answers(self, owner: topology.Owner) -> bool:
         """True if the instance at `owner.address` answers as the writer."""
-        return await self._probe(owner) == "writer"
+        return await self._probe(owner, PROBE_TIMEOUT_S) is Probe.WRITER
 
-    async def _probe(self, owner: topology.Owner) -> str:
-        """What answers at the owner's address: "writer"; "gone" when nothing listens there
-        (refused, unreachable); "silent" when it does not answer in time, or answers but not
-        as the writer."""
-        async with grpc.aio.insecure_channel(owner.address, options=CHANNEL_OPTIONS) as channel:
+    async def _probe(self, owner: topology.Owner, timeout_s: float) -> Probe:
+        """What answers at the owner's address: the writer; GONE when nothing listens there
+        (refused, unreachable); NOT_WRITER when it answers as a reader or a fenced writer;
+        SILENT when it does not answer in time, or is still starting or taking over."""
+        address = owner.address
+        async with grpc.aio.insecure_channel(address, options=PROBE_CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.WriterStub(channel)
             try:
-                state = await stub.GetWriterState(
-                    pb.GetWriterStateRequest(), timeout=PROBE_TIMEOUT_S
-                )
+                state = await stub.GetWriterState(pb.GetWriterStateRequest(), timeout=timeout_s)
             except grpc.aio.AioRpcError as err:
-                return "gone" if err.code() == grpc.StatusCode.UNAVAILABLE else "silent"
-        return "writer" if state.recovered and not state.fenced else "silent"
+                gone = err.code() == grpc.StatusCode.UNAVAILABLE
+                return Probe.GONE if gone else Probe.SILENT
+        if state.recovered and not state.fenced:
+            return Probe.WRITER
+        return Probe.SILENT if state.role in ("starting", "taking-over") else Probe.NOT_WRITER
 
     # -- switchover --------------------------------------------------------------------------
 
     async def drain(self, hold_s: float) -> int:
-        """Stop taking commits for up to `hold_s`, and wait until all taken are durable."""
+        """Stop taking commits (SQL and page writes) for up to `hold_s`, and wait until every
+        commit taken is durable: a switchover then leaves no commit with an unknown outcome.
+        Requests refused meanwhile get NotWriterError: nothing of them was applied."""
         writer = self.writer_or_refuse()
-        self.drained_until = time.monotonic() + min(hold_s, DRAIN_HOLD_S_MAX)
-        pipeline = writer._ready()
-        if self.writer_sql is not None:
-            await self.writer_sql.quiesce()
-        taken = max(pipeline.page_last_lsn.values(), default=0)  # every commit's last LSN
-        await pipeline.wait_durable(taken)
-        return pipeline.vdl
+        hold_s = min(hold_s, DRAIN_HOLD_S_MAX)
+        self.drained_until = time.monotonic() + hold_s
+        try:
+            if self.writer_sql is not None:
+                await self.writer_sql.quiesce()
+            return await writer.drain(hold_s)
+        except BaseException:
+            self.drained_until = 0.0  # a failed drain leaves the writer taking writes
+            writer.undrain()
+            raise
 
     async def close(self) -> None:
         for task in self._tasks:

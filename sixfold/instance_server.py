@@ -69,7 +69,8 @@ async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
 
     services = [
         (pb_grpc.add_WriterServicer_to_server,
-         WriterService(instance.writer_or_refuse, shipped), service_name("Writer")),
+         WriterService(instance.writer_or_refuse, shipped, instance.role_now),
+         service_name("Writer")),
         (pb_grpc.add_ReaderServicer_to_server, ReaderService(instance.reader, instance.reader_sql.pages_counted),
          service_name("Reader")),
         (pb_grpc.add_SqlServicer_to_server,

@@ -48,14 +48,20 @@ class NodeLimits:
     scrub_records_max: int = 2_000  # stored records CRC-checked per background cycle
 
 
+def _answer_future() -> asyncio.Future[int]:
+    """An append's answer. Its caller may be gone (a cancelled RPC) when it fails: the
+    failure is then retrieved here, not reported as "never retrieved"."""
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
+
+
 @dataclass(slots=True)
 class _PendingAppend:
     epoch: int | None  # None: records from gossip, checked against the node's epoch instead
     records: list[RedoRecord]
     vdl: int
-    done: asyncio.Future[int] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[int] = field(default_factory=_answer_future)
 
 
 class StorageNode:
@@ -215,6 +221,17 @@ class StorageNode:
         self._queue.append(pending)
         self._queue_event.set()
         return await pending.done
+
+    def announce(self, epoch: int, vdl: int) -> int:
+        """A bare append (no records): check the epoch, learn the VDL, return the SCL.
+
+        Answered at once, not after the queued syncs: nothing is stored, and the SCL it
+        returns is already durable. The writer sends these to announce its VDL and to
+        confirm its epoch before answering reads (sixfold/read_index.py); the check reads the
+        epoch in memory, which a seal changes before it is acknowledged."""
+        self.state.check_current(epoch, "append")
+        self._learn_vdl_now(epoch, vdl)
+        return self.state.scl
 
     def _learn_vdl_now(self, epoch: int | None, vdl: int) -> None:
         """Learn a current writer's VDL on arrival, not after the queued fsyncs: it is durable

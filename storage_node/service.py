@@ -112,6 +112,9 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
     async def Append(self, request: pb.AppendRequest, context: grpc.aio.ServicerContext):
         node = self.node
         try:
+            if not request.records:
+                scl = node.announce(request.epoch, request.vdl)
+                return pb.AppendResponse(scl=scl, epoch=node.state.epoch)
             node.state.check_current(request.epoch, "append")
             records = node.decode_batch(list(request.records), request.epoch)
             scl = await node.append(request.epoch, records, request.vdl)

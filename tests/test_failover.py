@@ -98,6 +98,12 @@ def test_two_promotions_racing_leave_exactly_one_writer(local_cluster: LocalClus
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         outcomes = list(pool.map(_try_promote, addresses))
     winners = [a for a, ok in zip(addresses, outcomes, strict=True) if ok]
+    # Both may lose (each sealed half the nodes): then the readers' own takeover, 1 s after
+    # the epoch's owner answers as a reader, brings a writer. Either way: exactly one.
+    deadline = time.monotonic() + TAKEOVER_LIMIT_S
+    while not any(_accepts_writes(a) for a in addresses):
+        assert time.monotonic() < deadline, f"no writer (promotions won: {winners})"
+        time.sleep(0.1)
     time.sleep(1.0)  # let a loser that retried on its own show itself
     writers = [a for a in addresses if _accepts_writes(a)]
     assert len(writers) == 1, f"writers now: {writers} (promotions won: {winners})"

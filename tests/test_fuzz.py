@@ -15,6 +15,7 @@ from sixfold.history import load_history
 from sixfold.linearizability import Verdict, check_history
 from sixfold.multipage import check_groups
 from tests.conftest import LocalCluster
+from tests.test_deposed_writer import log_problems
 
 pytestmark = pytest.mark.processes
 
@@ -53,6 +54,30 @@ def test_fuzz_run_is_linearizable_under_faults(
     assert groups.shared_read_points > 0 and not groups.violations  # the check was exercised
     cuts = Path(partitionable_cluster.layout.directory, "partitions.json").read_text()
     assert json.loads(cuts)["cut"] == [], "the run must end with every link healed"
+    assert not log_problems(partitionable_cluster), log_problems(partitionable_cluster)
+
+
+def test_fuzz_with_a_deposed_writer_and_stale_clients(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """The writer is paused past the takeover time and resumed; half the clients keep
+    sending to it. Before issue 10 a run like this answered stale reads."""
+    history = tmp_path / "history.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "sixfold.cli", "--dir", local_cluster.layout.directory,
+         "fuzz", "--time", "20", "--nemesis", "pause-writer", "--clients", "6",
+         "--seed", "3", "--history", str(history)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = load_history(history)
+    assert any(e.f == "pause" for e in events if e.is_nemesis), result.stdout
+    logs = Path(local_cluster.layout.directory, "logs")
+    assert any("taking over" in p.read_text() for p in logs.glob("*.log")), "no takeover"
+    stale = [e for e in events if not e.is_nemesis and e.process in (0, 1, 2)]
+    assert sum(1 for e in stale if e.type == "ok") > 20, "the stale clients did no work"
+    assert check_history(events).verdict == Verdict.OK
+    assert not log_problems(local_cluster), log_problems(local_cluster)
 
 
 def test_partition_is_refused_on_a_cluster_that_cannot_be_partitioned(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from sixfold.durability import VolumeDurability
 from sixfold.errors import (
     CommitTimeoutError,
     EpochAheadError,
+    NotWriterError,
     QuorumUnavailableError,
     SixfoldError,
     StaleEpochError,
@@ -59,6 +60,11 @@ class PageWrite:
 
     page_no: int
     deltas: tuple[tuple[int, bytes], ...]
+
+
+def mark_retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class LogTail:
@@ -234,6 +240,7 @@ class CommitPipeline:
         self.allocator = LsnAllocator(last_lsn=vdl, epoch_base=next_lsn - 1, lal=limits.lal)
         self.tail = LogTail(next_lsn)
         self.recovered_vdl = vdl
+        self.last_commit_lsn = vdl  # the CPL of the newest mini-transaction taken
         self.page_last_lsn: dict[int, int] = {}
         # (commit LSN, its future, the loop time it gives up at): LSN and deadline ascend together
         self.waiters: deque[tuple[int, asyncio.Future[int], float]] = deque()
@@ -262,6 +269,14 @@ class CommitPipeline:
         self.fenced = self.fenced or WriterFencedError(f"{why}: it takes no more commits")
         self.room.set()  # commits waiting for room see `fenced`
 
+    def refusal(self) -> NotWriterError:
+        """What a fenced or stopped writer answers a request it has not started on: retry-safe.
+        (Commits it had already sent are answered with `fenced`: their outcome is unknown.)"""
+        assert self.fenced is not None
+        return NotWriterError(
+            f"{self.fenced} Nothing of this request was applied: retry it at the current writer."
+        )
+
     @property
     def vdl(self) -> int:
         return self.durability.vdl
@@ -286,13 +301,16 @@ class CommitPipeline:
         VDL has reached it."""
         assert writes
         if self.fenced:
-            raise self.fenced
+            raise self.refusal()
         await self._wait_for_room(len(writes))
         if self.fenced:
-            raise self.fenced
+            raise self.refusal()
         commit_lsn = self._allocate_and_queue(writes, prev_page_lsns)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
+        # Its caller may be gone (a cancelled RPC) when it fails: the failure is still
+        # reported to anyone who awaits it, but is no "never retrieved" error in the log.
+        future.add_done_callback(mark_retrieved)
         self.waiters.append((commit_lsn, future, loop.time() + self.limits.write_timeout_s))
         for sender in self.senders:
             sender.wake.set()
@@ -304,7 +322,7 @@ class CommitPipeline:
         deadline = loop.time() + self.limits.write_timeout_s
         while self.durability.vdl < lsn:
             if self.fenced:
-                raise self.fenced
+                raise self.refusal()
             if loop.time() >= deadline:
                 raise self._timeout_error(lsn, sent=True)
             self.room.clear()  # set on every VDL advance
@@ -337,6 +355,7 @@ class CommitPipeline:
             self.tail.append(record)
             self.page_last_lsn[write.page_no] = lsn
         self.durability.note_cpl(lsn)
+        self.last_commit_lsn = lsn
         self._bound_page_links()
         return lsn
 
@@ -354,8 +373,10 @@ class CommitPipeline:
         while not self._has_room(count):
             self.room.clear()
             remaining = deadline - loop.time()
-            if remaining <= 0 or self.fenced:
-                raise self.fenced or self._timeout_error(self.allocator.next_lsn)
+            if self.fenced:
+                raise self.refusal()
+            if remaining <= 0:
+                raise self._timeout_error(self.allocator.next_lsn)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.room.wait(), remaining)
 
@@ -418,7 +439,8 @@ class CommitPipeline:
             return
         self.fenced = WriterFencedError(
             f"writer fenced: volume epoch {self.epoch} was superseded ({exc}); this writer "
-            "acknowledges nothing more. Restart it to recover at a new epoch."
+            "acknowledges nothing more: commits it had sent may or may not stay, and the next "
+            "writer's recovery decides."
         )
         log.error("%s", self.fenced)
         while self.waiters:

@@ -32,9 +32,11 @@ class WriterService(pb_grpc.WriterServicer):
         self,
         writer_of: Callable[[], Writer],
         shipped: Callable[[], ShippedCounters] | None = None,
+        role_of: Callable[[], str] = lambda: "writer",
     ) -> None:
         self.writer_of = writer_of
         self.shipped = shipped  # the SQL layer's counters, when it runs here
+        self.role_of = role_of  # the instance's role, reported with the writer's state
 
     @property
     def writer(self) -> Writer:
@@ -49,7 +51,7 @@ class WriterService(pb_grpc.WriterServicer):
 
     async def ReadPage(self, request: pb.ReadPageRequest, context):
         try:
-            image, page_lsn, vdl = await self.writer.read_page(request.page_no)
+            image, page_lsn, vdl = await self.writer.read_page_linearizable(request.page_no)
         except SixfoldError as exc:
             await abort(context, exc)
         return pb.ReadPageResponse(image=image, page_lsn=page_lsn, read_point=vdl)
@@ -67,9 +69,9 @@ class WriterService(pb_grpc.WriterServicer):
         try:
             w = self.writer
         except NotWriterError as exc:  # a reader, or an instance taking over: not recovered
-            return pb.WriterState(status=str(exc), recovered=False)
+            return pb.WriterState(status=str(exc), recovered=False, role=self.role_of())
         p = w.pipeline
-        state = pb.WriterState(status=w.status, recovered=p is not None)
+        state = pb.WriterState(status=w.status, recovered=p is not None, role=self.role_of())
         if p is None:
             return state
         state.epoch = p.epoch

@@ -5,7 +5,8 @@ returns, and the next transaction starts at once, reading the writer's own newes
 client is answered once VDL has passed its commit LSN, so an acknowledged transaction is
 durable, and a crash truncates every unacknowledged one whole (P17 §4.3). A read-only request
 may have seen a commit that is not durable yet: it is answered only once VDL covers the newest
-commit it could have seen (the read barrier).
+commit it could have seen (the read barrier), and once a read quorum has confirmed that no
+newer writer exists (sixfold/read_index.py), so a deposed writer never answers a stale read.
 
 Sessions hold the connection across requests for an interactive transaction, as SQLite's
 single writer does; they are rolled back when idle too long.
@@ -234,6 +235,7 @@ class WriterSql:
             self.lock.release()
             raise SqlError(f"{exc} (the session's transaction was rolled back)") from None
         current.last_used = asyncio.get_running_loop().time()
+        await self.writer.confirm_epoch()  # what it read is answered only by the writer
         return Outcome(results, 0, self.writer.pipeline.vdl if self.writer.pipeline else 0)
 
     def _session(self, session: str) -> Session:
@@ -281,6 +283,7 @@ class WriterSql:
                     f"not answered: {exc}",
                 )
                 raise
+        await self.writer.confirm_epoch()
         return Outcome(results, 0, max(seen, pipeline.vdl))
 
 

@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
 
 from sixfold.clients import NodeClient
-from sixfold.errors import InvalidRequestError, RecoveryError, SixfoldError
+from sixfold.errors import (
+    CommitTimeoutError,
+    InvalidRequestError,
+    NotWriterError,
+    RecoveryError,
+    SixfoldError,
+)
 from sixfold.page_reader import PageReader
 from sixfold.record import PAGE_SIZE_BYTES
 from sixfold.sqlvolume import SQL_PAGE_BASE
 from writer.pipeline import CommitPipeline, PageWrite, WriterLimits
+from writer.read_index import EpochConfirmer
 from writer.recovery import recover
 
 log = logging.getLogger("sixfold.writer")
@@ -32,8 +40,15 @@ class Writer:
         self.owner = owner or f"writer-{uuid.uuid4().hex[:8]}"
         self.reader = PageReader(self.clients)
         self.pipeline: CommitPipeline | None = None
+        self.confirmer: EpochConfirmer | None = None
         self.status = "recovering"
         self.recovered = asyncio.Event()
+        # A planned switchover drains the writer: page writes are refused (NotWriterError,
+        # nothing taken) until this monotonic time, and those already admitted finish.
+        self.writes_refused_until = 0.0
+        self.writes_active = 0
+        self.writes_idle = asyncio.Event()
+        self.writes_idle.set()
         # Weak: a page's lock lives only while someone holds or awaits it.
         self.page_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -59,6 +74,9 @@ class Writer:
             node_scls=result.node_scls, truncations=result.truncations, limits=self.limits,
         )  # fmt: skip
         self.pipeline.start()
+        self.confirmer = EpochConfirmer(
+            self.clients, plan.epoch, lambda: self.pipeline.vdl, self.limits.append_timeout_s
+        )
         self.pipeline.on_ack(plan.source, result.node_scls[plan.source])
         for sender in self.pipeline.senders:
             sender.wake.set()  # announce the recovered VDL to every node
@@ -70,17 +88,53 @@ class Writer:
         if self.pipeline is None:
             raise RecoveryError(f"writer is not accepting writes yet: {self.status}")
         if self.pipeline.fenced:
-            raise self.pipeline.fenced
+            raise self.pipeline.refusal()
         return self.pipeline
 
     async def write_pages(self, writes: list[PageWrite]) -> int:
         """Commit page writes as one mini-transaction; return the commit LSN once durable."""
         _check_writes(writes)
         pipeline = self._ready()
-        prev_page_lsns = await self._page_links(pipeline, writes)
-        async with self._page_locks(sorted({w.page_no for w in writes})):
-            durable = await pipeline.submit(writes, prev_page_lsns)
+        with self._admitted():
+            prev_page_lsns = await self._page_links(pipeline, writes)
+            async with self._page_locks(sorted({w.page_no for w in writes})):
+                durable = await pipeline.submit(writes, prev_page_lsns)
         return await durable
+
+    @contextlib.contextmanager
+    def _admitted(self):
+        """Count a page write until its LSNs are taken; refuse it while draining."""
+        if time.monotonic() < self.writes_refused_until:
+            raise NotWriterError(
+                "this writer is handing the writer role over (switchover): the write was not "
+                "applied; retry it shortly at the new writer"
+            )
+        self.writes_active += 1
+        self.writes_idle.clear()
+        try:
+            yield
+        finally:
+            self.writes_active -= 1
+            if not self.writes_active:
+                self.writes_idle.set()
+
+    async def drain(self, hold_s: float) -> int:
+        """Refuse new page writes for `hold_s`; return the VDL once every write taken is
+        durable. Nothing is then in flight: a new writer's seal fences no commit."""
+        pipeline = self._ready()
+        self.writes_refused_until = time.monotonic() + hold_s
+        try:
+            await asyncio.wait_for(self.writes_idle.wait(), self.limits.write_timeout_s)
+        except TimeoutError:
+            raise CommitTimeoutError(
+                f"drain: {self.writes_active} page writes still taking their LSNs after "
+                f"{self.limits.write_timeout_s:g} s"
+            ) from None
+        await pipeline.wait_durable(pipeline.last_commit_lsn)
+        return pipeline.vdl
+
+    def undrain(self) -> None:
+        self.writes_refused_until = 0.0
 
     async def submit_commit(
         self, writes: list[PageWrite], known_links: dict[int, int]
@@ -113,14 +167,19 @@ class Writer:
         write = PageWrite(page_no, ((offset, new),))
         _check_writes([write, PageWrite(page_no, ((offset, expected),))])
         pipeline = self._ready()
-        prev_page_lsns = await self._page_links(pipeline, [write])
-        async with self._page_locks([page_no]):
-            await pipeline.wait_durable(pipeline.page_last_lsn.get(page_no, 0))
-            image, _, _ = await self.read_page(page_no)
-            found = image[offset : offset + len(expected)]
-            if found != expected:
-                return False, found, 0
-            durable = await pipeline.submit([write], prev_page_lsns)
+        with self._admitted():
+            prev_page_lsns = await self._page_links(pipeline, [write])
+            async with self._page_locks([page_no]):
+                await pipeline.wait_durable(pipeline.page_last_lsn.get(page_no, 0))
+                image, _, _ = await self.read_page(page_no)
+                found = image[offset : offset + len(expected)]
+                if found == expected:
+                    durable = await pipeline.submit([write], prev_page_lsns)
+        if found != expected:
+            # A refusal is a read: answered only once the epoch is confirmed. (A write that
+            # is applied needs no round: its own acknowledgements from 4 nodes confirm it.)
+            await self.confirm_epoch()
+            return False, found, 0
         return True, found, await durable
 
     async def _page_links(
@@ -144,8 +203,31 @@ class Writer:
                 await stack.enter_async_context(lock)
             yield
 
+    async def confirm_epoch(self) -> None:
+        """Return once a read quorum, asked after this call, confirmed that no newer writer
+        exists: a read answered after this is linearizable (sixfold/read_index.py)."""
+        self._ready()
+        assert self.confirmer is not None, "made with the pipeline"
+        await self.confirmer.confirm()
+
+    async def read_page_linearizable(self, page_no: int) -> tuple[bytes, int, int]:
+        """A client's page read: the latest durable version, confirmed to be the latest
+        anywhere. The epoch round and the page read run at once."""
+        confirmed = asyncio.ensure_future(self.confirm_epoch())
+        try:
+            result = await self.read_page(page_no)
+        except BaseException:
+            confirmed.cancel()
+            raise
+        await confirmed
+        return result
+
     async def read_page(self, page_no: int) -> tuple[bytes, int, int]:
-        """The latest durable version of a page: never data above VDL."""
+        """The latest durable version of a page this writer knows of: never data above VDL.
+
+        Not confirmed: a deposed writer that does not know it yet answers from its old VDL.
+        Clients read through read_page_linearizable; writes use this for back-links, which
+        a deposed writer can never make durable."""
         pipeline = self._ready()
         vdl = pipeline.vdl
         try:
@@ -160,6 +242,8 @@ class Writer:
         return image, page_lsn, vdl
 
     async def close(self, why: str = "the writer is shutting down") -> None:
+        if self.confirmer:
+            await self.confirmer.close()
         if self.pipeline:
             await self.pipeline.stop(why)
         for c in self.clients:

@@ -245,7 +245,7 @@ class StorageNodeView(_message.Message):
     def __init__(self, name: _Optional[str] = ..., reachable: _Optional[bool] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class WriterState(_message.Message):
-    __slots__ = ("epoch", "vdl", "vcl", "next_lsn", "fenced", "recovered", "nodes", "status", "sql")
+    __slots__ = ("epoch", "vdl", "vcl", "next_lsn", "fenced", "recovered", "nodes", "status", "sql", "role")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     VDL_FIELD_NUMBER: _ClassVar[int]
     VCL_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +255,7 @@ class WriterState(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     vdl: int
     vcl: int
@@ -264,7 +265,8 @@ class WriterState(_message.Message):
     nodes: _containers.RepeatedCompositeFieldContainer[StorageNodeView]
     status: str
     sql: SqlCounters
-    def __init__(self, epoch: _Optional[int] = ..., vdl: _Optional[int] = ..., vcl: _Optional[int] = ..., next_lsn: _Optional[int] = ..., fenced: _Optional[bool] = ..., recovered: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ..., status: _Optional[str] = ..., sql: _Optional[_Union[SqlCounters, _Mapping]] = ...) -> None: ...
+    role: str
+    def __init__(self, epoch: _Optional[int] = ..., vdl: _Optional[int] = ..., vcl: _Optional[int] = ..., next_lsn: _Optional[int] = ..., fenced: _Optional[bool] = ..., recovered: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ..., status: _Optional[str] = ..., sql: _Optional[_Union[SqlCounters, _Mapping]] = ..., role: _Optional[str] = ...) -> None: ...
 
 class SqlCounters(_message.Message):
     __slots__ = ("commits", "redo_bytes", "changed_page_bytes")
