@@ -30,6 +30,8 @@ from sixfold.rpc import sixfold_pb2 as pb
 log = logging.getLogger("sixfold.writer")
 
 ROUND_HEDGE_S = 0.05  # a round not decided by then asks the nodes it has not asked yet
+ROUND_RETRY_S = 0.05  # after a round without a quorum of answers, the next one waits this
+CONFIRM_WAIT_S = 5.0  # how long a read waits for rounds to find a read quorum
 
 
 class EpochConfirmer:
@@ -42,26 +44,31 @@ class EpochConfirmer:
         self.index = ReadIndex(epoch)
         self.vdl_now = vdl_now  # the VDL to announce with each round
         self.timeout_s = timeout_s
-        # round -> the reads waiting on it, a future each: a read that gives up (its RPC
-        # cancelled) cancels only its own.
-        self.waiters: dict[int, list[asyncio.Future[None]]] = {}
+        # round -> the reads waiting on it, a future each (a read that gives up, its RPC
+        # cancelled, cancels only its own) with the loop time it stops waiting at.
+        self.waiters: dict[int, list[tuple[asyncio.Future[None], float]]] = {}
         self.calls: set[asyncio.Task[tuple[str, Answer]]] = set()  # bare appends in flight
         self.not_asked: list[NodeClient] = []  # of the round in flight
         self.first = 0  # where the next round's first read quorum starts, round-robin
         self.rounds = 0
         self.reads_confirmed = 0
+        self.closed = False
 
     async def confirm(self) -> None:
         """Return once a round sent after this call has confirmed the epoch; raise
         NotWriterError if a newer epoch was found, QuorumUnavailableError if too few nodes
         answered."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.setdefault(self.index.want(), []).append(waiter)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        deadline = loop.time() + CONFIRM_WAIT_S
+        self.waiters.setdefault(self.index.want(), []).append((waiter, deadline))
         self._start_round_if_due()
         await waiter
         self.reads_confirmed += 1
 
     def _start_round_if_due(self) -> None:
+        if self.closed:
+            return
         round_no = self.index.start_round()
         if round_no is None:
             return
@@ -94,7 +101,8 @@ class EpochConfirmer:
         outcome = self.index.on_answer(round_no, name, answer)
         if outcome is not None:  # later answers to this round change nothing
             self._settle(round_no, outcome)
-            self._start_round_if_due()
+            if outcome is not RoundOutcome.NO_QUORUM:  # that one retries a little later
+                self._start_round_if_due()
         elif answer is not Answer.CONFIRMS:
             self._ask_the_rest(round_no)
 
@@ -110,14 +118,21 @@ class EpochConfirmer:
         return client.name, Answer.CONFIRMS
 
     def _settle(self, round_no: int, outcome: RoundOutcome) -> None:
+        """Answer the reads waiting on a decided round. Too few answers (nodes down or
+        reconnecting) is not final: those reads wait for the next round, within their time."""
+        loop = asyncio.get_running_loop()
         refusal = None if outcome is RoundOutcome.CONFIRMED else self._refusal(outcome)
-        for waiter in self.waiters.pop(round_no, []):
+        for waiter, deadline in self.waiters.pop(round_no, []):
             if waiter.done():
                 continue  # its read gave up
             if refusal is None:
                 waiter.set_result(None)
+            elif outcome is RoundOutcome.NO_QUORUM and loop.time() < deadline:
+                self.waiters.setdefault(self.index.want(), []).append((waiter, deadline))
             else:
                 waiter.set_exception(refusal)
+        if outcome is RoundOutcome.NO_QUORUM and self.waiters:
+            loop.call_later(ROUND_RETRY_S, self._start_round_if_due)
 
     def _refusal(self, outcome: RoundOutcome) -> SixfoldError:
         answers = self.index.answers
@@ -138,12 +153,13 @@ class EpochConfirmer:
         return exc
 
     async def close(self) -> None:
+        self.closed = True
         for call in list(self.calls):
             call.cancel()
         await asyncio.gather(*self.calls, return_exceptions=True)
         refusal = NotWriterError("the writer stepped down before the read was answered")
         for waiters in self.waiters.values():
-            for waiter in waiters:
+            for waiter, _ in waiters:
                 if not waiter.done():
                     waiter.set_exception(refusal)
         self.waiters.clear()
