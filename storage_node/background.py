@@ -1,9 +1,14 @@
-"""Background work: coalesce redo into page versions, and collect garbage (P17 §3.2, 5-7).
+"""Background work: coalesce redo into page versions, collect garbage, scrub (P17 §3.2, 5-8).
 
-Pages are coalesced only up to the node's VDL (never above it: a truncation may still
-cancel records above VDL). Garbage is collected below a horizon that is at or below the
-lowest read point in use (readers report theirs) and every peer's SCL, so no reader and no
-catching-up peer can need what is dropped. Each cycle's work is bounded.
+What to do next comes from sixfold/log_cleanup.py: coalescing walks the log in LSN order
+from a frontier stored on disk, and garbage collection deletes the log from its head and
+the superseded versions queued on disk. So every step costs in proportion to what changed
+since the last one, and a restart leaves nothing behind. Each step is bounded; when one
+fills its bound the next follows soon, otherwise the loop rests.
+
+The scrub CRC-checks the stored log in bounded steps, one pass and then a rest, while the
+node serves: a damaged record is never served because every read checks CRCs anyway; the
+scrub finds damage in records nobody reads, so they are repaired before they are needed.
 """
 
 from __future__ import annotations
@@ -11,93 +16,135 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from sixfold.errors import StoredCorruptionError
+from sixfold.log_cleanup import coalesce_point, gc_horizon, plan_coalesce
 from storage_node.node import StorageNode
 
 log = logging.getLogger("sixfold.background")
 
-BACKGROUND_INTERVAL_S = 0.25
+BACKGROUND_INTERVAL_S = 0.25  # rest between cycles when there is little to do
+BACKGROUND_BUSY_INTERVAL_S = 0.02  # between cycles while a step filled its bound
+SCRUB_PASS_REST_S = 60.0  # after a whole pass over the log, the scrub rests this long
 
 
-def coalesce_point(node: StorageNode) -> int:
+@dataclass
+class CycleWork:
+    """What one background cycle did (for the loop's pace, the soak and the tests)."""
+
+    coalesced_records: int = 0
+    versions_written: int = 0
+    collected: int = 0
+    scrubbed: int = 0
+    busy: bool = False  # a step filled its bound: more is waiting
+
+
+def node_coalesce_point(node: StorageNode) -> int:
     st = node.state
-    return min(st.scl, st.vdl) if st.vdl_epoch == st.epoch else 0
+    return coalesce_point(st.scl, st.vdl, st.vdl_epoch, st.epoch)
 
 
-def gc_horizon(node: StorageNode, now: float, peer_names: list[str]) -> int:
-    if any(p not in node.peer_scl for p in peer_names):
-        return 0  # a peer that did not answer last round may need anything
-    # Below any LSN a node (this one or a peer) still has to fetch back, nothing may go.
-    floors = [f - 1 for f in (node.repair_floor, *node.peer_repair_floor.values()) if f]
-    return min([coalesce_point(node), node.min_read_point(now), *node.peer_scl.values(), *floors])
+def node_gc_horizon(node: StorageNode, now: float, peer_names: list[str]) -> int:
+    # A peer that did not answer last round may need anything.
+    heard = all(p in node.peer_scl for p in peer_names)
+    return gc_horizon(
+        node.coalesced_through,
+        node.min_read_point(now),
+        node.peer_scl.values() if heard else None,
+        [node.repair_floor, *node.peer_repair_floor.values()],
+    )
 
 
-async def coalesce_once(node: StorageNode) -> int:
-    """Materialise up to coalesce_pages_max dirty pages at the coalesce point.
+async def coalesce_once(node: StorageNode, work: CycleWork) -> None:
+    """One step: the records just above the frontier, materialised at the step's end.
 
     Neither this nor garbage collection takes the node's write lock: both work at or below
     VDL, where no truncation or epoch change can reach, and LMDB orders their transactions
-    with the appends'. Holding the lock made every append wait out a whole cycle.
+    with the appends'. Holding the lock made every append wait out a whole step.
     """
-    point = coalesce_point(node)
-    ready = [p for p, lsn in node.dirty_pages.items() if lsn <= point]
-    ready = ready[: node.limits.coalesce_pages_max]
-    versions = await asyncio.to_thread(_materialise, node, ready, point)
-    if versions:
-        await asyncio.to_thread(node.store.put_versions, versions)
-    for page_no in ready:
-        if node.dirty_pages.get(page_no, 0) <= point:
-            node.dirty_pages.pop(page_no, None)
-    return len(versions)
+    point = node_coalesce_point(node)
+    start = node.coalesced_through
+    if point <= start:
+        return
+    limit = node.limits.coalesce_records_max
+    try:
+        records = await asyncio.to_thread(node.store.records_above, start, limit)
+        step = plan_coalesce(start, point, records, limit)
+        if step is None:
+            return
+        versions = await asyncio.to_thread(_materialise, node, step.pages, step.through)
+    except StoredCorruptionError as exc:  # repaired from a peer; the step runs after that
+        node.note_damage(exc)
+        return
+    await asyncio.to_thread(node.store.commit_coalesce, versions, step.through)
+    node.coalesced_through = step.through
+    work.coalesced_records += sum(1 for lsn, _ in records if lsn <= step.through)
+    work.versions_written += len(versions)
+    work.busy = work.busy or len(records) >= limit
 
 
-def _materialise(node: StorageNode, pages: list[int], point: int) -> list[tuple[int, int, bytes]]:
+def _materialise(
+    node: StorageNode, pages: tuple[int, ...], point: int
+) -> list[tuple[int, int, bytes]]:
     versions = []
     for page_no in pages:
-        try:
-            image, page_lsn = node.store.page_at(page_no, point)
-        except StoredCorruptionError as exc:  # repaired from a peer; coalesced after that
-            node.note_damage(exc)
-            continue
+        image, page_lsn = node.store.page_at(page_no, point)
         if page_lsn > node.store.newest_version_lsn(page_no, point):
             versions.append((page_no, page_lsn, image))
     return versions
 
 
-async def collect_garbage_once(node: StorageNode, peer_names: list[str]) -> int:
-    horizon = gc_horizon(node, time.monotonic(), peer_names)
+async def collect_garbage_once(node: StorageNode, peer_names: list[str], work: CycleWork) -> None:
+    horizon = node_gc_horizon(node, time.monotonic(), peer_names)
     if horizon <= 0:
-        return 0
+        return
     # Raised before any record goes, so a reader told the horizon after its read knows
     # whether the range it read could have lost records to this collection.
     node.gc_horizon = max(node.gc_horizon, horizon)
     st = node.state
-    return await asyncio.to_thread(
-        node.store.collect_garbage, horizon, node.limits.gc_keys_max, st.scl,
-        st.completeness.cpl_at_scl,
-    )  # fmt: skip
+    try:
+        collected = await asyncio.to_thread(
+            node.store.collect_garbage, horizon, node.limits.gc_keys_max, st.scl,
+            st.completeness.cpl_at_scl,
+        )  # fmt: skip
+    except StoredCorruptionError as exc:  # the horizon stays below it until it is repaired
+        node.note_damage(exc)
+        return
+    work.collected += collected
+    work.busy = work.busy or collected >= node.limits.gc_keys_max
 
 
-async def scrub_once(node: StorageNode) -> int:
+async def scrub_once(node: StorageNode, work: CycleWork, now: float) -> None:
     """CRC-check the next stretch of the log; note damaged records for repair."""
+    if now < node.scrub_rest_until:
+        return
     damaged, last = await asyncio.to_thread(
         node.store.scrub, node.scrub_position, node.limits.scrub_records_max
     )
+    work.scrubbed += node.limits.scrub_records_max if last else 0
     node.scrub_position = last
+    if last == 0:  # a whole pass done
+        node.scrub_rest_until = now + SCRUB_PASS_REST_S
     for lsn in damaged:
         node.note_damage(
             StoredCorruptionError(f"scrub: stored record at LSN {lsn} is corrupt", lsn)
         )
-    return len(damaged)
+
+
+async def background_cycle(node: StorageNode, peer_names: list[str]) -> CycleWork:
+    work = CycleWork()
+    await coalesce_once(node, work)
+    await collect_garbage_once(node, peer_names, work)
+    await scrub_once(node, work, time.monotonic())
+    return work
 
 
 async def run_background(node: StorageNode, peer_names: list[str]) -> None:
     while True:
-        await asyncio.sleep(BACKGROUND_INTERVAL_S)
         try:
-            await coalesce_once(node)
-            await collect_garbage_once(node, peer_names)
-            await scrub_once(node)
+            work = await background_cycle(node, peer_names)
         except Exception:  # reported, and tried again next cycle
             log.exception("%s: background cycle failed", node.name)
+            work = CycleWork()
+        await asyncio.sleep(BACKGROUND_BUSY_INTERVAL_S if work.busy else BACKGROUND_INTERVAL_S)

@@ -23,6 +23,7 @@ from sixfold.errors import (
     SixfoldError,
     StoredCorruptionError,
 )
+from sixfold.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
 from sixfold.record import RedoRecord, decode_record
 from sixfold.segment import SegmentState
 from sixfold.truncation import TruncationRange
@@ -40,9 +41,8 @@ class NodeLimits:
     commit_queue_batches_max: int = 1024  # appends waiting for the next fsync
     read_records_max: int = 10_000  # records in one ReadRecords answer
     gossip_records_max: int = 5_000  # records fetched from a peer per gossip round
-    coalesce_pages_max: int = 64  # page versions materialised per background cycle
-    gc_keys_max: int = 500  # keys deleted per background cycle (one short transaction)
-    dirty_pages_max: int = 1_000_000  # pages remembered as needing coalescing
+    coalesce_records_max: int = COALESCE_RECORDS_MAX  # records coalesced per background step
+    gc_keys_max: int = GC_KEYS_MAX  # records (and versions) collected per background step
     damaged_max: int = 10_000  # damaged records and versions remembered for repair
     repairs_per_round_max: int = 64  # damaged items repaired per gossip round
     scrub_records_max: int = 2_000  # stored records CRC-checked per background cycle
@@ -79,11 +79,12 @@ class StorageNode:
         self.limits = limits or NodeLimits()
         self.store = NodeStore(data_dir, name, map_size_bytes)
         self.state = SegmentState(name)
-        self.dirty_pages: dict[int, int] = {}  # page -> highest LSN stored, not yet coalesced
         # Damaged items awaiting repair from a peer: (lsn, None) a record, (lsn, page) a version.
         self.damaged: set[tuple[int, int | None]] = set()
         self.scrub_position = 0
+        self.scrub_rest_until = 0.0  # monotonic: the next scrub pass starts then
         self.gc_horizon = 0  # the highest GC horizon used: set from the store at start-up
+        self.coalesced_through = 0  # every record at or below is in a page version (stored)
         self._restore_state()
         self.write_lock = asyncio.Lock()
         self._queue: list[_PendingAppend] = []
@@ -106,6 +107,8 @@ class StorageNode:
         log. A corrupt record found here is dropped; gossip fetches it again from a peer.
         If the record at the stored SCL itself is gone (a disk that lost writes), the stored
         SCL is not believed: completeness is rebuilt from the GC horizon (`_complete_from`).
+        Coalescing resumes at its stored frontier; the CRC scrub of the rest of the log runs
+        in the background while the node serves (every read checks CRCs anyway).
         """
         meta = self.store.load_meta()
         st = self.state
@@ -115,6 +118,7 @@ class StorageNode:
         # A directory from before the horizon was stored: GC never passes the SCL, so the
         # stored SCL bounds whatever horizon was used.
         self.gc_horizon = meta.scl if meta.gc_horizon is None else meta.gc_horizon
+        self.coalesced_through = meta.coalesced_through
         start, start_cpl = self._complete_from(meta)
         st.completeness.scl = start
         st.completeness.cpl_at_scl = start_cpl
@@ -131,10 +135,8 @@ class StorageNode:
                 # to `start` is complete: the link counts as reaching `start`.
                 prev = max(item.prev_volume_lsn, start)
                 st.completeness.add(item.lsn, prev, item.is_cpl)
-                self.dirty_pages[item.page_no] = item.lsn
         for lsn in corrupt:
             self.store.delete_record(lsn)
-        self._scrub_all()
 
     def _complete_from(self, meta: StoredMeta) -> tuple[int, int]:
         """The (SCL, CPL) start-up may trust: the stored ones, unless the log lost its tail.
@@ -156,22 +158,6 @@ class StorageNode:
             "from peers", self.name, meta.scl, meta.gc_horizon,
         )  # fmt: skip
         return meta.gc_horizon, 0
-
-    def _scrub_all(self) -> None:
-        """CRC-check the whole (garbage-collected, so short) log before serving anything.
-
-        Damage found now is in the first state peers see, so their GC keeps what this node
-        must fetch back (`repair_floor`).
-        """
-        position = 0
-        while True:
-            damaged, position = self.store.scrub(position, self.limits.scrub_records_max)
-            for lsn in damaged:
-                self.note_damage(
-                    StoredCorruptionError(f"stored record at LSN {lsn} is corrupt", lsn)
-                )
-            if position == 0:
-                return
 
     def start(self) -> None:
         self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
@@ -282,7 +268,6 @@ class StorageNode:
             # Durable now: the trial is the node's completeness (no change can slip in
             # between: truncations and epochs wait for the same write lock).
             st.completeness = after
-            self._note_dirty(records)
         if accepted:
             self.note_state_changed()
         for p in accepted:
@@ -292,14 +277,6 @@ class StorageNode:
         """Wake every watcher waiting on the current event; later waiters get a fresh one."""
         self.state_changed.set()
         self.state_changed = asyncio.Event()
-
-    def _note_dirty(self, records: list[RedoRecord]) -> None:
-        if len(self.dirty_pages) >= self.limits.dirty_pages_max:
-            return  # coalescing catches up on these pages when they are written again
-        for record in records:
-            self.dirty_pages[record.page_no] = max(
-                self.dirty_pages.get(record.page_no, 0), record.lsn
-            )
 
     # -- epochs and truncation ----------------------------------------------------------------------
 

@@ -1,11 +1,14 @@
 """The LMDB store of one storage node: redo log, page index, page versions, metadata.
 
 Named databases:
-    meta      key -> value: format version, node name, epoch, truncations, SCL, VDL, and the
-              highest GC horizon used (so start-up can tell a collected record from a lost one)
+    meta      key -> value: format version, node name, epoch, truncations, SCL, VDL, the
+              highest GC horizon used (so start-up can tell a collected record from a lost
+              one), and the coalescing frontier (sixfold/log_cleanup.py)
     log       LSN (u64 BE) -> record in its canonical encoding (CRC included)
     page_log  page (u64 BE) + LSN (u64 BE) -> b"": the records of each page, in LSN order
     versions  page (u64 BE) + LSN (u64 BE) -> page image + CRC32C: coalesced page versions
+    superseded  newer version's LSN + page + older version's LSN (u64 BE each) -> b"": old
+              versions to drop once the GC horizon reaches the newer one
 
 Every record is CRC-checked before it is written (by the service, on decode) and after it is
 read (here). Write transactions commit with fsync (sync=True): an append is acknowledged
@@ -25,6 +28,7 @@ import lmdb
 
 from sixfold.checksum import crc32c
 from sixfold.errors import CorruptRecordError, DataFormatError, StoredCorruptionError
+from sixfold.log_cleanup import record_redundant
 from sixfold.page import EMPTY_PAGE, apply_records
 from sixfold.record import (
     PAGE_SIZE_BYTES,
@@ -36,9 +40,11 @@ from sixfold.record import (
 from sixfold.truncation import TruncationRange
 
 FORMAT_VERSION = 1
+NAMED_DBS = 5  # meta, log, page_log, versions, superseded: the main database's entries
 MAP_SIZE_BYTES_DEFAULT = 8 << 30  # sparse on Linux: costs disk only as it fills
 _U64 = struct.Struct(">Q")
 _PAGE_LSN = struct.Struct(">QQ")
+_SUPERSEDED = struct.Struct(">QQQ")
 _CRC = struct.Struct("<I")
 _PAGE_NO = struct.Struct("<Q")
 _PAGE_NO_OFFSET = (
@@ -66,6 +72,7 @@ class StoredMeta:
     vdl: int
     vdl_epoch: int
     gc_horizon: int | None = None  # None: a directory from before the horizon was stored
+    coalesced_through: int = 0  # 0 in a directory from before: coalesce from the log's head
 
 
 class NodeStore:
@@ -77,6 +84,7 @@ class NodeStore:
         self.log_db = self.env.open_db(b"log")
         self.page_log_db = self.env.open_db(b"page_log")
         self.versions_db = self.env.open_db(b"versions")
+        self.superseded_db = self.env.open_db(b"superseded")
         self._check_or_init_format()
 
     def close(self) -> None:
@@ -88,7 +96,7 @@ class NodeStore:
         with self.env.begin(write=True, db=self.meta_db) as txn:
             stored = txn.get(b"format_version")
             if stored is None:
-                if self.env.stat()["entries"] > 4 or txn.stat(self.log_db)["entries"]:
+                if self.env.stat()["entries"] > NAMED_DBS or txn.stat(self.log_db)["entries"]:
                     raise DataFormatError(
                         f"{self.path}: LMDB data without a sixfold format version; not a "
                         "sixfold storage node directory"
@@ -129,6 +137,7 @@ class NodeStore:
                 vdl=num(b"vdl"),
                 vdl_epoch=num(b"vdl_epoch"),
                 gc_horizon=num(b"gc_horizon") if txn.get(b"gc_horizon") is not None else None,
+                coalesced_through=num(b"coalesced_through"),
             )
 
     def save_meta(self, meta: StoredMeta) -> None:
@@ -305,25 +314,52 @@ class NodeStore:
         return version_lsn if key_page == page_no else 0
 
     def put_versions(self, versions: list[tuple[int, int, bytes]]) -> None:
-        """Store coalesced page versions (page, lsn, image), each with its CRC32C."""
+        """Store page versions (page, lsn, image), each with its CRC32C (a repair's copy)."""
         with self.env.begin(write=True, db=self.versions_db) as txn:
             for page_no, lsn, image in versions:
-                assert len(image) == PAGE_SIZE_BYTES
-                txn.put(page_key(page_no, lsn), image + _CRC.pack(crc32c(image)))
+                _put_version(txn, page_no, lsn, image)
+
+    def records_above(self, after_lsn: int, records_max: int) -> list[tuple[int, int]]:
+        """(LSN, page) of up to `records_max` records above `after_lsn`, in LSN order, each
+        CRC-checked (a corrupt one raises StoredCorruptionError)."""
+        out: list[tuple[int, int]] = []
+        with self.env.begin(db=self.log_db) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(lsn_key(after_lsn + 1)):
+                return out
+            for key, value in cursor:
+                if len(out) >= records_max:
+                    break
+                lsn = _U64.unpack(key)[0]
+                out.append((lsn, _page_of_verified(value, lsn)))
+        return out
+
+    def commit_coalesce(self, versions: list[tuple[int, int, bytes]], through_lsn: int) -> None:
+        """Store a coalescing step's versions and move the frontier to `through_lsn`, in one
+        durable transaction. Each page's older versions are queued to be dropped once the GC
+        horizon reaches the new one."""
+        with self.env.begin(write=True) as txn:
+            versions_cursor = txn.cursor(db=self.versions_db)
+            for page_no, lsn, image in versions:
+                for older in _version_lsns_below(versions_cursor, page_no, lsn):
+                    key = _SUPERSEDED.pack(lsn, page_no, older)
+                    txn.put(key, b"", db=self.superseded_db)
+                _put_version(txn, page_no, lsn, image, self.versions_db)
+            txn.put(b"coalesced_through", str(through_lsn).encode(), db=self.meta_db)
 
     def newest_version_lsn(self, page_no: int, at_or_below: int) -> int:
         with self.env.begin(db=self.versions_db) as txn:
             return self._version_at(txn, page_no, at_or_below)[1]
 
     def collect_garbage(self, horizon_lsn: int, keys_max: int, scl: int, cpl: int) -> int:
-        """Drop log records and versions made redundant by a version at or below the horizon.
+        """One bounded step of garbage collection below the horizon (sixfold/log_cleanup.py).
 
-        A record of page P at LSN x <= v, where v <= horizon is P's newest version at or
-        below the horizon, is no longer needed by any read point (all are >= horizon), nor by
-        any peer (the horizon is at or below every peer's SCL). Bounded to keys_max deletions.
+        Log records go from the head while each is covered by a version of its page at or
+        below the horizon (the first one not yet covered ends the step: those after it are
+        not covered either); then superseded versions queued under an LSN at or below the
+        horizon. At most keys_max of each. Returns how many records and versions went.
         """
         assert horizon_lsn <= scl
-        deleted = 0
         with self.env.begin(write=True) as txn:
             # Records at or below the stored SCL are never rescanned at start-up, so the SCL
             # stored must cover every record this transaction deletes.
@@ -332,43 +368,48 @@ class NodeStore:
             # collected, not lost (`has_record`).
             stored = _parse_int(txn.get(b"gc_horizon", db=self.meta_db) or b"0", self.path)
             txn.put(b"gc_horizon", str(max(stored, horizon_lsn)).encode(), db=self.meta_db)
-            cursor = txn.cursor(db=self.log_db)
-            doomed: list[tuple[int, int]] = []
-            version_of: dict[int, int] = {}  # page -> its newest version at or below the horizon
-            if cursor.first():
-                for scanned, (key, value) in enumerate(cursor):
-                    lsn = _U64.unpack(key)[0]
-                    if lsn > horizon_lsn or len(doomed) >= keys_max or scanned >= 4 * keys_max:
-                        break
-                    page_no = _page_of_verified(value, lsn)
-                    if page_no not in version_of:
-                        version_of[page_no] = self._version_lsn_at(txn, page_no, horizon_lsn)
-                    if lsn <= version_of[page_no]:
-                        doomed.append((lsn, page_no))
-            for lsn, page_no in doomed:
-                txn.delete(lsn_key(lsn), db=self.log_db)
-                txn.delete(page_key(page_no, lsn), db=self.page_log_db)
-            deleted += len(doomed)
-            deleted += self._drop_old_versions(txn, horizon_lsn, keys_max - deleted)
-        return deleted
+            records = self._collect_records(txn, horizon_lsn, keys_max)
+            versions = self._drop_superseded(txn, horizon_lsn, keys_max)
+        return records + versions
 
-    def _drop_old_versions(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
-        """Keep, per page, every version above the horizon and the newest at or below it."""
-        cursor = txn.cursor(db=self.versions_db)
-        doomed = []
-        if not cursor.first():
-            return 0
-        previous: tuple[int, int] | None = None
-        for key in cursor.iternext(keys=True, values=False):
-            page_no, lsn = _PAGE_LSN.unpack(key)
-            if previous and previous[0] == page_no and lsn <= horizon_lsn:
-                doomed.append(page_key(*previous))
-            previous = (page_no, lsn)
-            if len(doomed) >= keys_max:
-                break
-        for key in doomed:
-            txn.delete(key, db=self.versions_db)
+    def _collect_records(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
+        cursor = txn.cursor(db=self.log_db)
+        doomed: list[tuple[int, int]] = []
+        version_of: dict[int, int] = {}  # page -> its newest version at or below the horizon
+        if cursor.first():
+            for key, value in cursor:
+                lsn = _U64.unpack(key)[0]
+                if len(doomed) >= keys_max:
+                    break
+                page_no = _page_of_verified(value, lsn)
+                if page_no not in version_of:
+                    version_of[page_no] = self._version_lsn_at(txn, page_no, horizon_lsn)
+                if not record_redundant(lsn, horizon_lsn, version_of[page_no]):
+                    break
+                doomed.append((lsn, page_no))
+        for lsn, page_no in doomed:
+            txn.delete(lsn_key(lsn), db=self.log_db)
+            txn.delete(page_key(page_no, lsn), db=self.page_log_db)
         return len(doomed)
+
+    def _drop_superseded(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
+        cursor = txn.cursor(db=self.superseded_db)
+        doomed: list[bytes] = []
+        if cursor.first():
+            for key in cursor.iternext(keys=True, values=False):
+                newer, page_no, older = _SUPERSEDED.unpack(key)
+                if newer > horizon_lsn or len(doomed) >= keys_max:
+                    break
+                doomed.append(key)
+                txn.delete(page_key(page_no, older), db=self.versions_db)
+        for key in doomed:
+            txn.delete(key, db=self.superseded_db)
+        return len(doomed)
+
+    def backlog(self) -> tuple[int, int]:
+        """(log records, superseded versions) left for GC: for status and the soak."""
+        with self.env.begin() as txn:
+            return txn.stat(self.log_db)["entries"], txn.stat(self.superseded_db)["entries"]
 
     def counts(self) -> tuple[int, int]:
         with self.env.begin() as txn:
@@ -395,6 +436,27 @@ def _parse_int(raw: bytes, path: Path) -> int:
         return int(raw.decode())
     except (UnicodeDecodeError, ValueError) as exc:
         raise DataFormatError(f"{path}: unreadable metadata value {raw[:32]!r}") from exc
+
+
+def _put_version(
+    txn: lmdb.Transaction, page_no: int, lsn: int, image: bytes, db: object = None
+) -> None:
+    assert len(image) == PAGE_SIZE_BYTES
+    kwargs = {"db": db} if db is not None else {}
+    txn.put(page_key(page_no, lsn), image + _CRC.pack(crc32c(image)), **kwargs)
+
+
+def _version_lsns_below(cursor: lmdb.Cursor, page_no: int, lsn: int) -> list[int]:
+    """The LSNs of page `page_no`'s versions below `lsn` (a cursor on the versions)."""
+    found = []
+    if not cursor.set_range(page_key(page_no, 0)):
+        return found
+    for key in cursor.iternext(keys=True, values=False):
+        key_page, version_lsn = _PAGE_LSN.unpack(key)
+        if key_page != page_no or version_lsn >= lsn:
+            break
+        found.append(version_lsn)
+    return found
 
 
 def _put_points(txn: lmdb.Transaction, scl: int, cpl: int, db: object = None) -> None:
