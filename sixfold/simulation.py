@@ -34,6 +34,12 @@ writer they knew, a paused or deposed one included; every read a writer answers 
 linearizable: no older than the newest commit acknowledged anywhere before it was sent
 (the writer confirms its epoch on a read quorum first: sixfold/read_index.py).
 
+Nodes coalesce their logs into page versions and collect garbage with the rules that ship
+(sixfold/log_cleanup.py): a coalescing frontier and the versions are durable, the rest is
+lost in a crash, so crashes land in the middle of both. Reads are then served from versions
+and the records left, and must still match the history; after the faults the logs must
+drain.
+
 Disk faults (driven mode only, DrivenCluster): a record is CRC-checked on every read from
 disk and a corrupt one is never returned or applied (the read fails, and the node marks it for
 repair); a periodic scrub finds the rest. At restart a corrupt or torn record above the stored
@@ -62,9 +68,11 @@ from sixfold.errors import (
     CorruptRecordError,
     EpochAheadError,
     InvalidRequestError,
+    NotServingError,
     SixfoldError,
     StaleEpochError,
 )
+from sixfold.log_cleanup import coalesce_point, gc_horizon, plan_coalesce, record_redundant
 from sixfold.page import EMPTY_PAGE, apply_records
 from sixfold.quorum import COPIES, NODE_NAMES, WRITE_QUORUM, quorum_lsn
 from sixfold.read_index import Answer, ReadIndex
@@ -103,7 +111,12 @@ APPEND_BATCH_RECORDS_MAX = 16
 TAIL_RECORDS_MAX = 64  # records the writer holds for its senders
 SENDER_BACKOFF_TICKS_MAX = 8
 READER_POLL_TICKS = 4
-PAGES = 6  # pages the workload writes
+COALESCE_RECORDS_SIM = 8  # records a simulated node coalesces in one step
+GC_KEYS_SIM = 8  # records (and versions) it collects in one step
+DRAIN_TICKS_MAX = 400  # after the faults, ticks for every log to drain below the durable point
+PAGES = 6  # pages the workload writes (and reads) most
+COLD_PAGES = 60  # pages above PAGES, each written now and then: some never again
+COLD_WRITE_SHARE = 0.2  # of mini-transactions, those that also write a cold page
 WRITES_PER_TXN_MAX = 3  # page writes in one mini-transaction
 DELTA_OFFSET_MAX = 48  # bytes: deltas land in a small window so pages overlap often
 DELTA_BYTES_MAX = 8
@@ -123,6 +136,9 @@ class Faults:
     zombie: float = 0.3  # a crashed writer keeps running, partitioned (it must be fenced)
     pause: float = 0.3  # of the other crashes: the writer is paused, and resumes later
     client_read: float = 0.3  # a client with a stale view reads a page from some writer
+    # Readers report their read points and nodes keep them a while (READ_POINT_TTL_S): GC
+    # stays below the VDL a node learned this many ticks ago.
+    read_point_lag: int = 30
     race: float = 0.25  # a writer start brings two racing writers
     commit: float = 0.5  # a client starts a mini-transaction
     node_commit: float = 0.7  # a node syncs its queued appends (fsync latency)
@@ -139,6 +155,7 @@ class Faults:
             node_commit=rng.choice([0.4, 0.8]),
             pause=rng.choice([0.3, 0.6, 0.9]),
             client_read=rng.choice([0.1, 0.3]),
+            read_point_lag=rng.choice([0, 10, 30]),
         )
 
 
@@ -150,6 +167,8 @@ class Flaws:
     skip_truncation: bool = False  # recover without truncating, reusing LSNs above VDL
     serve_corrupt: bool = False  # a node never checks CRCs (reads and scrub)
     unconfirmed_reads: bool = False  # a writer answers reads without confirming its epoch
+    coalesce_in_memory: bool = False  # a restart takes all below the stored SCL as coalesced
+    gc_without_versions: bool = False  # GC drops records below its horizon, covered or not
 
 
 class InvariantViolation(AssertionError):
@@ -212,6 +231,7 @@ class Snapshot:
     truncations: tuple[TruncationRange, ...]
     truncations_version: int
     serving: bool
+    repair_floor: int = 0  # the lowest LSN it must fetch back from a peer (0: none)
 
     def report(self) -> SegmentReport:
         return SegmentReport(
@@ -363,6 +383,8 @@ class _Meta:
     cpl_at_scl: int = 0
     vdl: int = 0
     vdl_epoch: int = 0
+    coalesced_through: int = 0  # sixfold/log_cleanup.py: stored with the versions
+    gc_horizon: int = 0
 
 
 @dataclass(slots=True)
@@ -387,6 +409,13 @@ class SimNode(Actor):
         self.needs_repair: set[int] = set()  # damaged LSNs this node has found (in memory)
         self.repair_attempts = 0
         self.meta = _Meta()
+        # Durable, as the LMDB versions and superseded databases: page -> {LSN: image}, and
+        # (newer version's LSN, page, older version's LSN) waiting for the GC horizon.
+        self.versions: dict[int, dict[int, bytes]] = {}
+        self.superseded: list[tuple[int, int, int]] = []
+        self.peer_scl: dict[str, int] = {}  # from the last gossip round (in memory)
+        self.vdl_learned: deque[tuple[int, int]] = deque()  # (tick, VDL): read points in use
+        self.peer_repair_floor: dict[str, int] = {}
         self.state = SegmentState(name)
         self.queue: list[_Queued] = []
         self.down_until = 0
@@ -396,6 +425,9 @@ class SimNode(Actor):
 
     def crash(self, until: int) -> None:
         self.up = False
+        self.vdl_learned.clear()
+        self.peer_scl.clear()
+        self.peer_repair_floor.clear()
         self.down_until = until
         self.queue.clear()  # received, not synced: lost
         self.needs_repair.clear()
@@ -422,6 +454,8 @@ class SimNode(Actor):
             record = self.log[lsn]
             if st.admits(record):
                 st.completeness.add(record.lsn, record.prev_volume_lsn, record.is_cpl)
+        if self.sim.flaws.coalesce_in_memory:  # the bug issue 18 found
+            meta.coalesced_through = max(meta.coalesced_through, meta.scl)
         self.state = st
         self.up = True
         self.sim.dirty_nodes.append(self)
@@ -437,8 +471,12 @@ class SimNode(Actor):
         return Snapshot(
             self.name, st.epoch, st.scl, st.completeness.cpl_at_scl,
             st.completeness.highest_lsn, st.vdl, st.vdl_epoch, st.truncations,
-            st.truncations_version, st.serving,
+            st.truncations_version, st.serving, self.repair_floor,
         )  # fmt: skip
+
+    @property
+    def repair_floor(self) -> int:
+        return min(self.needs_repair, default=0)
 
     # -- requests (storage_node/service.py) -----------------------------------------------------
 
@@ -478,6 +516,8 @@ class SimNode(Actor):
             return Records(self.read_records(body.after_lsn, body.through_lsn, body.records_max))
         if isinstance(body, GetPage):
             st.check_covers(body.lsn, body.min_epoch)
+            if body.lsn < self.meta.gc_horizon:  # storage_node/node.py page_at
+                raise NotServingError(f"{self.name} collected garbage up to {self.meta.gc_horizon}")
             return self.page_at(body.page_no, body.lsn)
         raise AssertionError(f"unknown request {body!r}")
 
@@ -511,11 +551,76 @@ class SimNode(Actor):
         return tuple(r for r in records if not self.state.cancels(r))
 
     def page_at(self, page_no: int, lsn: int) -> Page:
+        """The newest version at or below `lsn`, with the page's records above it applied
+        (storage_node/store.py page_at)."""
+        base_lsn = max((v for v in self.versions.get(page_no, {}) if v <= lsn), default=0)
+        base = self.versions[page_no][base_lsn] if base_lsn else EMPTY_PAGE
         # The page index (page -> LSNs) is separate from the records: it survives their damage.
-        lsns = sorted(x for x, r in self.log.items() if x <= lsn and r.page_no == page_no)
+        lsns = sorted(
+            x for x, r in self.log.items() if base_lsn < x <= lsn and r.page_no == page_no
+        )
         records = [self.read_disk(x) for x in lsns]
-        image = apply_records(EMPTY_PAGE, records) if records else EMPTY_PAGE
-        return Page(image, records[-1].lsn if records else 0)
+        image = apply_records(base, records) if records else base
+        return Page(image, records[-1].lsn if records else base_lsn)
+
+    # -- coalescing and GC (storage_node/background.py, sixfold/log_cleanup.py) ------------------
+
+    def background_step(self) -> None:
+        """One coalescing step and one GC step, each all or nothing (one LMDB transaction)."""
+        st, meta = self.state, self.meta
+        point = coalesce_point(st.scl, st.vdl, st.vdl_epoch, st.epoch)
+        above = sorted((x, r.page_no) for x, r in self.log.items() if x > meta.coalesced_through)
+        step = plan_coalesce(meta.coalesced_through, point, above[:COALESCE_RECORDS_SIM],
+                             COALESCE_RECORDS_SIM)  # fmt: skip
+        if step is not None:
+            try:
+                pages = [(p, self.page_at(p, step.through)) for p in step.pages]
+            except CorruptRecordError:
+                pages = None  # repaired from a peer first; the step runs after that
+            if pages is not None:
+                for page_no, page in pages:
+                    versions = self.versions.setdefault(page_no, {})
+                    if page.page_lsn > max((v for v in versions if v <= step.through), default=0):
+                        self.superseded += [(page.page_lsn, page_no, v) for v in versions]
+                        versions[page.page_lsn] = page.image
+                meta.coalesced_through = step.through
+        self._collect_garbage()
+
+    def _read_point_min(self) -> int:
+        """The VDL this node knew `read_point_lag` ticks ago (0 when it knew none that long)."""
+        tick, learned = self.sim.tick, self.vdl_learned
+        if not learned or learned[-1][1] != self.state.vdl:
+            learned.append((tick, self.state.vdl))
+        lag = self.sim.faults.read_point_lag
+        while len(learned) > 1 and learned[1][0] <= tick - lag:
+            learned.popleft()
+        return learned[0][1] if learned[0][0] <= tick - lag else 0
+
+    def _collect_garbage(self) -> None:
+        meta, flaws = self.meta, self.sim.flaws
+        heard = len(self.peer_scl) == COPIES - 1
+        horizon = gc_horizon(
+            meta.coalesced_through, self._read_point_min(), self.peer_scl.values() if heard else None,
+            [self.repair_floor, *self.peer_repair_floor.values()],
+        )  # fmt: skip
+        if horizon <= 0:
+            return
+        meta.gc_horizon = max(meta.gc_horizon, horizon)
+        meta.scl, meta.cpl_at_scl = self.state.scl, self.state.completeness.cpl_at_scl
+        for lsn in sorted(self.log)[:GC_KEYS_SIM]:
+            record = self.log[lsn]
+            if lsn in self.damaged:
+                break  # a corrupt record ends the step, as its CRC check does
+            versions = self.versions.get(record.page_no, {})
+            newest = max((v for v in versions if v <= horizon), default=0)
+            covered = record_redundant(lsn, horizon, newest)
+            if lsn > horizon or not (covered or flaws.gc_without_versions):
+                break
+            del self.log[lsn]  # covered by a version: still held, as far as the oracle cares
+        due = [x for x in self.superseded if x[0] <= horizon][:GC_KEYS_SIM]
+        for newer, page_no, older in due:
+            self.versions.get(page_no, {}).pop(older, None)
+            self.superseded.remove((newer, page_no, older))
 
     def read_disk(self, lsn: int) -> RedoRecord:
         """A record read from disk, CRC-checked: a corrupt one raises and is marked for repair.
@@ -598,6 +703,9 @@ class SimNode(Actor):
             if isinstance(reply, Snapshot):
                 self.state.heard_from(peer)
                 answered.append(reply)
+        # Only peers that answered this round (storage_node/gossip.py).
+        self.peer_scl = {s.name: s.scl for s in answered}
+        self.peer_repair_floor = {s.name: s.repair_floor for s in answered if s.repair_floor}
         self._adopt_truncations(answered)
         yield from self._repair_corrupt(answered)
         yield from self._fill_holes(answered)
@@ -924,7 +1032,7 @@ class SimWriter(Actor):
         run = self.running
         if run is None or self.fenced:
             return
-        if self.sim.rng.random() < self.sim.faults.commit:
+        if self.sim.rng.random() < self.sim.faults.commit and not self.sim.commits_paused:
             self._maybe_commit(run)
         client = self.sim.client_writes
         if client and self._commit_pages(run, client[0]):
@@ -947,7 +1055,10 @@ class SimWriter(Actor):
 
     def _maybe_commit(self, run: _Running) -> None:
         rng = self.sim.rng
-        self._commit_pages(run, rng.sample(range(PAGES), rng.randint(1, WRITES_PER_TXN_MAX)))
+        pages = rng.sample(range(PAGES), rng.randint(1, WRITES_PER_TXN_MAX))
+        if rng.random() < COLD_WRITE_SHARE:
+            pages[-1] = PAGES + rng.randrange(COLD_PAGES)
+        self._commit_pages(run, pages)
 
     def _commit_pages(self, run: _Running, pages: list[int]) -> bool:
         """Start a mini-transaction writing `pages`; False if there is no room for it yet."""
@@ -1307,6 +1418,7 @@ class Simulation:
         self.recoveries = 0
         self.node_crashes = 0
         self.writer_pauses = 0
+        self.commits_paused = False  # the drain check stops the workload's commits
         # The driven mode (DrivenCluster): explicit actions instead of random faults.
         self.driven = False
         self.failed = False
@@ -1326,6 +1438,10 @@ class Simulation:
             options += " --skip-truncation"
         if self.flaws.unconfirmed_reads:
             options += " --unconfirmed-reads"
+        if self.flaws.coalesce_in_memory:
+            options += " --coalesce-in-memory"
+        if self.flaws.gc_without_versions:
+            options += " --gc-without-versions"
         self.failed = True
         if self.driven:
             raise InvariantViolation(
@@ -1433,6 +1549,8 @@ class Simulation:
         if node.queue and self.rng.random() < self.faults.node_commit:
             node.commit()
         node.maybe_gossip()
+        if self.rng.random() < self.faults.node_commit:
+            node.background_step()
 
     def _deliver(self) -> None:
         for message in self.network.due():
@@ -1545,6 +1663,7 @@ class Simulation:
             self.step(faults=False)
             acked = self.oracle.acked
             if len(acked) > acked_before and self.reader.read_point >= acked[acked_before]:
+                self._drain_logs()
                 return
         self.fail(
             f"no progress within {QUIET_TICKS_MAX} ticks after the faults stopped (all nodes "
@@ -1552,6 +1671,21 @@ class Simulation:
             f"{self.acked_count - acked_before} commits acknowledged, reader read point "
             f"{self.reader.read_point}"
         )
+
+    def _drain_logs(self) -> None:
+        """Every log drains below the durable point: coalescing and GC survived the crashes
+        (issue 18: after a restart they stopped for good)."""
+        # No new writes: nothing the drain needs may come from pages written again later.
+        self.commits_paused = True
+        target = self.oracle.durable_point
+        for _ in range(DRAIN_TICKS_MAX):
+            left = {n.name: [x for x in n.log if x <= target] for n in self.nodes.values()}
+            if not any(left.values()):
+                return
+            self.step(faults=False)
+        stuck = {name: f"{len(lsns)} from LSN {min(lsns)}" for name, lsns in left.items() if lsns}
+        self.fail(f"logs did not drain below the durable point {target} within "
+                  f"{DRAIN_TICKS_MAX} ticks after the faults: {stuck}")  # fmt: skip
 
     # -- invariants -------------------------------------------------------------------------------
 
@@ -1567,7 +1701,7 @@ class Simulation:
         for lsn, record in node.log.items():
             if st.cancels(record):
                 self.fail(f"{node.name} holds LSN {lsn} that its truncations cancel")
-        if st.scl and st.scl not in node.log:
+        if st.scl and st.scl not in node.log and st.scl > node.meta.gc_horizon:
             self.fail(f"{node.name} has SCL {st.scl} but does not hold that record")
         if st.vdl_epoch > st.epoch:
             self.fail(f"{node.name} learned a VDL of epoch {st.vdl_epoch} above its epoch")
@@ -1866,15 +2000,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-truncation", action="store_true", help="flaw: no truncation")
     parser.add_argument("--unconfirmed-reads", action="store_true",
                         help="flaw: writers answer reads without confirming their epoch")  # fmt: skip
+    parser.add_argument("--coalesce-in-memory", action="store_true",
+                        help="flaw: a restart takes everything below the stored SCL as coalesced")  # fmt: skip
+    parser.add_argument("--gc-without-versions", action="store_true",
+                        help="flaw: GC drops records below its horizon whether covered or not")  # fmt: skip
     args = parser.parse_args(argv)
     flaws = Flaws(
         ack_quorum=args.ack_quorum,
         skip_truncation=args.skip_truncation,
         unconfirmed_reads=args.unconfirmed_reads,
+        coalesce_in_memory=args.coalesce_in_memory,
+        gc_without_versions=args.gc_without_versions,
     )
     for seed in range(args.seed, args.seed + args.seeds):
         try:
-            result = run_simulation(seed, args.steps, flaws, check_liveness=flaws == Flaws())
+            liveness = flaws == Flaws() or flaws.coalesce_in_memory  # the drain is the check
+            result = run_simulation(seed, args.steps, flaws, check_liveness=liveness)
         except InvariantViolation as exc:
             print(exc, file=sys.stderr)
             return 1

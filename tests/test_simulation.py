@@ -60,10 +60,10 @@ def test_runs_exercise_the_faults() -> None:
     assert sum(r.writer_reads for r in results) >= 500  # stale clients' reads on writers
 
 
-def _first_caught(flaws: Flaws) -> InvariantViolation:
+def _first_caught(flaws: Flaws, faults: Faults | None = None) -> InvariantViolation:
     for seed in range(FLAW_SEEDS_MAX):
         try:
-            run_simulation(seed, STEPS, flaws=flaws, check_liveness=False)
+            run_simulation(seed, STEPS, flaws=flaws, faults=faults, check_liveness=False)
         except InvariantViolation as exc:
             return exc
     raise AssertionError(f"{flaws} went unnoticed for {FLAW_SEEDS_MAX} seeds")
@@ -87,6 +87,25 @@ def test_checker_catches_a_deposed_writer_answering_reads() -> None:
     caught = _first_caught(Flaws(unconfirmed_reads=True))
     assert "answered a stale read" in str(caught), caught
     assert "--unconfirmed-reads" in str(caught)
+
+
+def test_checker_catches_gc_of_records_no_version_covers() -> None:
+    # GC right behind the read points, and many reads: the dropped records are missed soon.
+    caught = _first_caught(Flaws(gc_without_versions=True), Faults(read_point_lag=0))
+    assert "differs from the durable history" in str(caught), caught
+
+
+def test_drain_check_catches_coalescing_that_forgets_its_place_on_restart() -> None:
+    """The bug of issue 18: a restart took everything below the stored SCL as coalesced, so
+    those records were never coalesced, and GC, stopped at them, collected nothing more."""
+    flaws = Flaws(coalesce_in_memory=True)
+    for seed in range(FLAW_SEEDS_MAX):
+        try:
+            run_simulation(seed, STEPS, flaws=flaws, check_liveness=True)
+        except InvariantViolation as exc:
+            assert "logs did not drain" in str(exc) and "--coalesce-in-memory" in str(exc)
+            return
+    raise AssertionError(f"{flaws} went unnoticed for {FLAW_SEEDS_MAX} seeds")
 
 
 def test_failure_replays_identically() -> None:
