@@ -27,16 +27,18 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
     # Reconnect quickly after a node comes back: the default backoff grows to 120 s.
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # gRPC also takes this as the time a connection attempt may take: with 100 ms a busy
+    # process (one coalescing a large log after a restart) was taken for a dead one.
+    ("grpc.min_reconnect_backoff_ms", 1000),
     ("grpc.enable_retries", 0),
 ]
 
 
 # For telling a process that is gone from one that is there but silent. gRPC takes the
-# minimum reconnect backoff as the time a connection attempt may take: with 100 ms, a paused
-# process (whose kernel still accepts the TCP connection) would fail as UNAVAILABLE in
-# 0.1 s, like a dead one. Without it the call runs to its own deadline: DEADLINE_EXCEEDED.
+# minimum reconnect backoff as the time a connection attempt may take: a paused process
+# (whose kernel still accepts the TCP connection) would fail as UNAVAILABLE when that runs
+# out, like a dead one. Without it the call runs to its own deadline: DEADLINE_EXCEEDED.
 PROBE_CHANNEL_OPTIONS = [o for o in CHANNEL_OPTIONS if "reconnect_backoff" not in o[0]]
 
 
