@@ -121,7 +121,10 @@ class Interposer:
 
     async def serve_link(self, link: Link, listen_port: int) -> asyncio.Server:
         async def on_connect(down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
-            await self.forward(link, down_r, down_w)
+            # Cancelled at shutdown: end quietly. (Python 3.11's streams report a cancelled
+            # connection task with a traceback, one per open connection.)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.forward(link, down_r, down_w)
 
         return await asyncio.start_server(on_connect, HOST, listen_port, reuse_address=True)
 
