@@ -66,7 +66,6 @@ GROUP_READ_VIA = ("writer", *cluster.READER_NAMES)
 LOST_TAIL_RECORDS_MAX = 20  # the disk nemesis's lost tail is at most this many records
 KEY_PAGES = 8  # keys are spread over this many pages
 SLOT_BYTES = 8  # each key is an 8-byte little-endian int in its page; 0 = never written
-VALUES_MAX = 5  # few distinct values, so compare-and-set often succeeds (as Jepsen does)
 OP_TIMEOUT_S = 30.0  # set-up and the final reads
 # Clients' deadlines, short as real clients' are: a following client gives up on a silent
 # writer and looks for the new one; a stale client keeps sending to the silent writer.
@@ -195,7 +194,7 @@ async def client_loop(
             if work.groups and rng.random() < GROUP_OP_SHARE:
                 failure = await group_op(process, clients, rec, rng, work)
             else:
-                failure = await one_op(process, clients, rec, rng, work.keys)
+                failure = await one_op(process, clients, rec, rng, work)
             if failure is not None:
                 await clients.after_failure(target, failure)
     finally:
@@ -204,14 +203,25 @@ async def client_loop(
 
 @dataclass
 class Workload:
+    """Every write and cas writes a value never written before, so a read names the write
+    it saw, an operation whose outcome is unknown can explain only its own value, and keys
+    with no cas are checked in O(n log n) (sixfold/linearizability.py). A cas expects the
+    value last seen on its key, so it often applies."""
+
     keys: int
     groups: int
     next_group_value: int = 0
+    next_value: int = 0
+    last_seen: dict[int, int | None] = field(default_factory=dict)
 
     def group_value(self) -> int:
         """A value no other group write uses, so a read names the write it saw."""
         self.next_group_value += 1
         return self.next_group_value
+
+    def fresh_value(self) -> int:
+        self.next_value += 1
+        return self.next_value
 
 
 async def group_op(
@@ -259,17 +269,17 @@ async def read_group(clients: Clients, via: str, group: int) -> list[list[int | 
 
 
 async def one_op(
-    process: int, clients: Clients, rec: Recorder, rng: random.Random, keys: int
+    process: int, clients: Clients, rec: Recorder, rng: random.Random, work: Workload
 ) -> SixfoldError | None:
     """One register operation; the error when it failed or its outcome is unknown."""
-    key = rng.randrange(keys)
+    key = rng.randrange(work.keys)
     page, offset = key_location(key)
     f = rng.choice(("read", "read", "write", "cas"))
     value: object = None
     if f == "write":
-        value = rng.randrange(1, VALUES_MAX + 1)
+        value = work.fresh_value()
     elif f == "cas":
-        value = (rng.choice([None, *range(1, VALUES_MAX + 1)]), rng.randrange(1, VALUES_MAX + 1))
+        value = (work.last_seen.get(key), work.fresh_value())
     rec.log(process, "invoke", f, key, value)
     try:
         result = await run_op(clients.writer, f, page, offset, value, clients.timeout_s)
@@ -279,10 +289,12 @@ async def one_op(
         return exc
     if f == "read":
         rec.log(process, "ok", f, key, result)
+        work.last_seen[key] = result
     elif f == "cas" and not result:
         rec.log(process, "fail", f, key, value)
     else:
         rec.log(process, "ok", f, key, value)
+        work.last_seen[key] = value if f == "write" else value[1]
     return None
 
 

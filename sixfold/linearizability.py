@@ -13,7 +13,23 @@ How operations count:
         info read is dropped (it observed nothing); an info write or cas may or may not apply.
 
 Keys are independent registers (linearizability is compositional), so each key is checked on
-its own, which keeps every search small.
+its own, which keeps every search small. Long histories stay checkable (issue 18):
+
+- A key's history is cut at quiescent points, where no operation on the key is open: every
+  operation before the cut returned before any after it was invoked. The search goes depth
+  first over segments: the first state a segment can end in, then the next segment from
+  there; only when a segment cannot go on does it ask the one before for its next end
+  state, and a (segment, start state) that failed is never searched again. A search is
+  then as long as a segment, not as the whole run. An info write or cas invoked before a
+  cut may still take effect after it: in later segments it is a move the register may make
+  at any time, as often as needed (more permissive than once, never a false violation,
+  and no subsets of pending info ops to search).
+- A key with only reads and writes, each value written at most once, is decided without a
+  search, in O(n log n): Gibbons and Korach's zones (SIAM J. Comput. 26(4), 1997). Each
+  value's cluster (its write and the reads of it) has a zone from the earliest return to
+  the latest invoke of its ops; the history is linearizable iff no read of a value returns
+  before its write is invoked, no two forward zones (earliest return before latest invoke)
+  overlap, and no backward zone lies inside a forward one.
 
 The search is Lowe's just-in-time linearization with memoisation: walk the call/return entries
 in time order, try to linearize each pending call, and backtrack when a return is reached whose
@@ -32,12 +48,14 @@ exit status 0 linearizable, 1 violation, 2 unknown (budget exhausted), 3 unreada
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import json
 import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -131,7 +149,157 @@ def check_register(ops: Sequence[Op], budget: Budget | None = None) -> SearchRes
     if _unwritten_observations(checked):
         # Decided without a search, which with many info ops could run out of budget first.
         return SearchResult(Verdict.VIOLATION, 0)
-    return _search(checked, budget or Budget())
+    unique = _unique_values_verdict(checked)
+    if unique is not None:
+        return SearchResult(unique, len(checked))
+    return _search_segments(checked, budget or Budget())
+
+
+def _search_segments(ops: Sequence[Op], budget: Budget) -> SearchResult:
+    """Depth first over segments: take the first state a segment can end in, go on from it,
+    and only when a later segment cannot go on from there, ask for its next end state. A
+    (segment, start state) that failed once is never searched again."""
+    cut = segments(ops)
+    counter = _StepCounter(budget)
+    failed: set[tuple[int, Value]] = set()
+    stack: list[tuple[int, Value, Iterator[Value]]] = [(0, None, _ends(cut[0], None, counter))]
+    try:
+        while stack:
+            index, start, ends = stack[-1]
+            end = next(ends, _NO_MORE)
+            if end is _NO_MORE:
+                failed.add((index, start))
+                stack.pop()
+                continue
+            if index + 1 == len(cut):
+                return SearchResult(Verdict.OK, counter.steps)
+            if (index + 1, end) not in failed:
+                stack.append((index + 1, end, _ends(cut[index + 1], end, counter)))
+    except _OutOfBudget:
+        return SearchResult(Verdict.UNKNOWN, counter.steps)
+    return SearchResult(Verdict.VIOLATION, counter.steps)
+
+
+_NO_MORE = object()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of one key's history between quiescent points: its own ops, and the info
+    ops invoked before it, which may still take effect at any time (`carried`)."""
+
+    ops: tuple[Op, ...]
+    carried: tuple[Op, ...]
+
+
+def segments(ops: Sequence[Op]) -> list[Segment]:
+    """The ops cut at quiescent points: every op before a cut returned before any op after
+    it was invoked. Info ops never return, so they never hold a cut open."""
+    ordered = sorted(ops, key=lambda op: (op.invoke_time, op.invoke_index))
+    out: list[Segment] = []
+    current: list[Op] = []
+    carried: list[Op] = []  # info ops invoked in earlier segments
+    open_until = -math.inf  # the latest return of an op in the current segment
+    for op in ordered:
+        if current and open_until < op.invoke_time:  # nothing open: a cut before `op`
+            out.append(Segment(tuple(current), tuple(carried)))
+            carried += [o for o in current if o.return_time == math.inf]
+            current = []
+            open_until = -math.inf
+        current.append(op)
+        if op.return_time != math.inf:
+            open_until = max(open_until, op.return_time)
+    out.append(Segment(tuple(current), tuple(carried)))
+    return out
+
+
+def _free_moves(carried: Sequence[Op]) -> Callable[[Value], frozenset[Value]]:
+    """The values the register may hold before any op of a segment, given what it held:
+    each carried info op may take effect at any time, as often as needed (more permissive
+    than once each, and far cheaper: no subsets of them to search)."""
+    writes = {op.value_in for op in carried if op.f == "write"}
+    cas = [op.value_in for op in carried if op.f == "cas"]
+    cache: dict[Value, frozenset[Value]] = {}
+
+    def reachable(value: Value) -> frozenset[Value]:
+        if value not in cache:
+            found = {value, *writes}
+            grew = True
+            while grew:
+                grew = False
+                for expected, new in cas:
+                    if expected in found and new not in found:
+                        found.add(new)
+                        grew = True
+            cache[value] = frozenset(found)
+        return cache[value]
+
+    return reachable
+
+
+class _OutOfBudget(Exception):
+    pass
+
+
+class _StepCounter:
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.steps = 0
+
+    def step(self) -> None:
+        self.steps += 1
+        if _out_of_budget(self.steps, self.budget):
+            raise _OutOfBudget
+
+
+def _ends(segment: Segment, initial: Value, counter: _StepCounter) -> Iterator[Value]:
+    """Each state the register can end a segment in, starting from `initial`, as the search
+    finds them (raises _OutOfBudget past the budget)."""
+    free = _free_moves(segment.carried) if segment.carried else None
+    yield from _search_ends(segment.ops, initial, free, counter)
+
+
+def _unique_values_verdict(ops: Sequence[Op]) -> Verdict | None:
+    """Gibbons and Korach's test for reads and writes of values each written at most once;
+    None where it does not apply (a cas, or a value written twice)."""
+    if any(op.f == "cas" for op in ops):
+        return None
+    writes = [op for op in ops if op.f == "write"]
+    values = [op.value_in for op in writes]
+    if len(set(values)) != len(values) or None in values:
+        return None
+    # A cluster per value: its write (the initial None is written before everything) and
+    # the reads of it. An info write nobody read may never have happened: left out.
+    clusters: dict[Value, list[tuple[float, float]]] = {None: [(-math.inf, -math.inf)]}
+    write_of = {op.value_in: op for op in writes}
+    for op in ops:
+        if op.f == "read":
+            clusters.setdefault(op.value_out, []).append((op.invoke_time, op.return_time))
+            write = write_of.get(op.value_out)
+            if write is not None and op.return_time < write.invoke_time:
+                return Verdict.VIOLATION  # read before it was written
+    for value, write in write_of.items():
+        if write.status == "ok" or value in clusters:
+            clusters.setdefault(value, []).append((write.invoke_time, write.return_time))
+    forward: list[tuple[float, float]] = []
+    backward: list[tuple[float, float]] = []
+    for spans in clusters.values():
+        earliest_return = min(end for _, end in spans)
+        latest_invoke = max(start for start, _ in spans)
+        if earliest_return < latest_invoke:
+            forward.append((earliest_return, latest_invoke))
+        else:
+            backward.append((latest_invoke, earliest_return))
+    forward.sort()
+    for (_, end), (start, _) in itertools.pairwise(forward):
+        if start < end:
+            return Verdict.VIOLATION  # two forward zones overlap
+    starts = [start for start, _ in forward]
+    for low, high in backward:
+        i = bisect.bisect_left(starts, low) - 1  # the forward zone starting before it
+        if i >= 0 and forward[i][0] < low and high < forward[i][1]:
+            return Verdict.VIOLATION  # a backward zone inside a forward one
+    return Verdict.OK
 
 
 def _unwritten_observations(ops: Sequence[Op]) -> list[Op]:
@@ -162,6 +330,26 @@ def _entries(ops: Sequence[Op]) -> list[int]:
 
 
 def _search(ops: Sequence[Op], budget: Budget) -> SearchResult:
+    """Lowe's search over one stretch of history from the unwritten register: OK as soon as
+    one linearization is found."""
+    counter = _StepCounter(budget)
+    try:
+        found = next(_search_ends(ops, None, None, counter), _NO_MORE)
+    except _OutOfBudget:
+        return SearchResult(Verdict.UNKNOWN, counter.steps)
+    return SearchResult(Verdict.VIOLATION if found is _NO_MORE else Verdict.OK, counter.steps)
+
+
+def _search_ends(
+    ops: Sequence[Op],
+    initial: Value,
+    free: Callable[[Value], frozenset[Value]] | None,
+    counter: _StepCounter,
+) -> Iterator[Value]:
+    """Lowe's just-in-time linearization (with memoisation), yielding each distinct state
+    the register can be left in once every op with a return is linearized. Info ops still
+    pending then are left out: they may never happen (or happen later). `free`: the values
+    the register may jump to before any op (carried info ops; None: no jumps)."""
     order = _entries(ops)
     head = len(ops) * 2  # a sentinel before the first entry
     nxt = [-1] * (head + 1)
@@ -185,21 +373,33 @@ def _search(ops: Sequence[Op], budget: Budget) -> SearchResult:
             if nxt[node] != -1:
                 prv[nxt[node]] = node
 
+    def apply(state: Value, op: Op) -> tuple[bool, Value]:
+        if free is None:
+            return step_register(state, op)
+        for before in sorted(free(state), key=repr):  # sorted: the same steps every run
+            legal, after = step_register(before, op)
+            if legal:
+                return True, after
+        return False, state
+
     pending_returns = sum(has_return)
     linearized = 0  # bitset of linearized op indices
-    state: Value = None
+    state: Value = initial
     seen: set[tuple[int, Value]] = set()
     failed = _FailedStates(info_mask=sum(1 << i for i, op in enumerate(ops) if not has_return[i]))
     stack: list[tuple[int, Value]] = []
+    ends: set[Value] = set()
     entry = nxt[head]
-    steps = 0
-    while pending_returns:
-        steps += 1
-        if _out_of_budget(steps, budget):
-            return SearchResult(Verdict.UNKNOWN, steps)
+    while True:
+        if not pending_returns:
+            if state not in ends:
+                ends.add(state)
+                yield state
+            entry = -1  # look for other ends: back out of this one as from a dead end
+        counter.step()
         if entry != -1 and not entry & 1:  # a call: try to linearize it now
             op_index = entry >> 1
-            legal, new_state = step_register(state, ops[op_index])
+            legal, new_state = apply(state, ops[op_index])
             new_linearized = linearized | (1 << op_index)
             predecessor = waits_for[op_index]
             if predecessor is not None and not linearized >> predecessor & 1:
@@ -218,9 +418,10 @@ def _search(ops: Sequence[Op], budget: Budget) -> SearchResult:
             else:
                 entry = nxt[entry]
             continue
-        # A return whose op is not linearized: the last choice was wrong, undo it.
+        # A return whose op is not linearized (or an end already counted): undo the last
+        # choice.
         if not stack:
-            return SearchResult(Verdict.VIOLATION, steps)
+            return
         failed.add(linearized, state)
         entry, state = stack.pop()
         op_index = entry >> 1
@@ -228,8 +429,6 @@ def _search(ops: Sequence[Op], budget: Budget) -> SearchResult:
         unlift(entry)
         pending_returns += has_return[op_index]
         entry = nxt[entry]
-    # Every op with a return is linearized; info ops still pending may simply never happen.
-    return SearchResult(Verdict.OK, steps)
 
 
 class _FailedStates:
