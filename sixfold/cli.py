@@ -244,10 +244,28 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     return fuzz_main(_target(args), args, _dir(args))
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from sixfold.soak import main as soak_main
+
+    return soak_main(_target(args), args, _dir(args))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from sixfold.bench import main as bench_main
 
     return bench_main(args)
+
+
+def cmd_bench_restart(args: argparse.Namespace) -> int:
+    from sixfold.restartbench import main_restart
+
+    return main_restart(args)
+
+
+def cmd_bench_idle(args: argparse.Namespace) -> int:
+    from sixfold.restartbench import main_idle
+
+    return main_idle(args)
 
 
 def cmd_bench_sql(args: argparse.Namespace) -> int:
@@ -387,11 +405,38 @@ def build_parser() -> argparse.ArgumentParser:
     add_fuzz_arguments(p)
     p.set_defaults(fn=cmd_fuzz)
 
+    from sixfold import soak
+
+    p = sub.add_parser(
+        "soak", help="a long mixed load with restarts; fails if logs, disk or memory do not settle",
+        description=soak.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    soak.add_arguments(p)
+    p.set_defaults(fn=cmd_soak)
+
     p = sub.add_parser("bench", help="commit throughput and latency on a fresh local cluster")
     from sixfold.bench import add_arguments
 
     add_arguments(p)
     p.set_defaults(fn=cmd_bench)
+
+    from sixfold import restartbench
+
+    p = sub.add_parser(
+        "bench-restart", help="first write and first read after a cold restart, by log size",
+        description=restartbench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    restartbench.add_restart_arguments(p)
+    p.set_defaults(fn=cmd_bench_restart)
+
+    p = sub.add_parser(
+        "bench-idle", help="idle CPU of each node, by the number of pages stored",
+        description=restartbench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    restartbench.add_idle_arguments(p)
+    p.set_defaults(fn=cmd_bench_idle)
 
     p = sub.add_parser(
         "bench-sql", help="SQL commits/s, redo vs page bytes and reader lag on a fresh cluster",
