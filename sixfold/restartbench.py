@@ -157,11 +157,11 @@ def main_restart(args: argparse.Namespace) -> int:
     print_machine()
     results = [restart_once(n, args.pages) for n in args.records for _ in range(args.runs)]
     print(
-        f"{'records loaded':>15} {'in a log at start':>18} {'first write s':>14} {'first read s':>13}"
+        f"{'records loaded':>15} {'in a log at stop':>17} {'first write s':>14} {'first read s':>13}"
     )
     for r in results:
         print(
-            f"{r.records:>15,} {r.records_stored:>18,} {r.first_write_s:>14.2f} {r.first_read_s:>13.2f}"
+            f"{r.records:>15,} {r.records_stored:>17,} {r.first_write_s:>14.2f} {r.first_read_s:>13.2f}"
         )
     smallest = [r for r in results if r.records == min(args.records)]
     largest = [r for r in results if r.records == max(args.records)]

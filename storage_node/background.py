@@ -25,7 +25,13 @@ from storage_node.node import StorageNode
 log = logging.getLogger("sixfold.background")
 
 BACKGROUND_INTERVAL_S = 0.25  # rest between cycles when there is little to do
-BACKGROUND_BUSY_INTERVAL_S = 0.02  # between cycles while a step filled its bound
+BACKGROUND_BUSY_INTERVAL_S = 0.02  # at least, between cycles while a step filled its bound
+# While there is a backlog, a node rests this many times as long as its last cycle took:
+# background work takes at most half of its time, and the rest is for serving.
+BACKGROUND_REST_RATIO = 1.0
+# A node that has just started first takes its place in the quorum (recovery, gossip, the
+# writer's first appends) before it works off a backlog.
+BACKGROUND_START_DELAY_S = 3.0
 SCRUB_PASS_REST_S = 60.0  # after a whole pass over the log, the scrub rests this long
 
 
@@ -141,10 +147,16 @@ async def background_cycle(node: StorageNode, peer_names: list[str]) -> CycleWor
 
 
 async def run_background(node: StorageNode, peer_names: list[str]) -> None:
+    await asyncio.sleep(BACKGROUND_START_DELAY_S)
     while True:
+        started = time.monotonic()
         try:
             work = await background_cycle(node, peer_names)
         except Exception:  # reported, and tried again next cycle
             log.exception("%s: background cycle failed", node.name)
             work = CycleWork()
-        await asyncio.sleep(BACKGROUND_BUSY_INTERVAL_S if work.busy else BACKGROUND_INTERVAL_S)
+        took_s = time.monotonic() - started
+        if work.busy:
+            await asyncio.sleep(max(BACKGROUND_BUSY_INTERVAL_S, took_s * BACKGROUND_REST_RATIO))
+        else:
+            await asyncio.sleep(BACKGROUND_INTERVAL_S)
