@@ -11,11 +11,14 @@ left is a frontier on disk, not a set in memory:
   the last of them, and moves C there, in the transaction that stores the versions. A
   restart resumes at C: nothing below it is ever left behind, whatever was in memory.
 - Garbage is collected below a horizon H <= C, also at or below the lowest read point in
-  use and every peer's SCL (a peer may still fetch anything above its SCL) and below any
-  record awaiting repair. The log is deleted from its head: a record at x <= H is redundant
-  once its page has a version in [x, H]. Every record at or below C has one at or below the
-  end of its coalescing step, so the head waits at most one step's records for H to pass
-  it, and never for long.
+  use, every peer's SCL (a peer may still fetch anything above its SCL), every peer's
+  coalescing frontier (a peer that has not yet coalesced a record has not read it intact:
+  if its copy turns out damaged, it fetches a good one from us) and below any record
+  awaiting repair. A damaged record at or below a node's own frontier needs no repair: it
+  was read intact when it was coalesced, and its versions hold it; GC drops it. The log is
+  deleted from its head: a record at x <= H is redundant once its page has a version in
+  [x, H]. Every record at or below C has one at or below the end of its coalescing step,
+  so the head waits at most one step's records for H to pass it, and never for long.
 - A version superseded by a newer one of its page is queued (on disk) under the newer
   version's LSN, and dropped once H reaches it: no read point needs it any more.
 
@@ -76,18 +79,19 @@ def plan_coalesce(
 def gc_horizon(
     coalesced_through: int,
     read_point_min: int,
-    peer_scls: Iterable[int] | None,
+    peer_points: Iterable[int] | None,
     repair_floors: Iterable[int],
 ) -> int:
     """Below this LSN nothing is needed but the newest version of each page.
 
-    `peer_scls` is None when some peer did not answer lately: it may need anything.
-    A repair floor f (a damaged record some node must fetch back) keeps everything from f.
+    `peer_points`: every peer's SCL and coalescing frontier; None when some peer did not
+    answer lately: it may need anything. A repair floor f (a damaged record some node must
+    fetch back) keeps everything from f.
     """
-    if peer_scls is None:
+    if peer_points is None:
         return 0
     floors = [f - 1 for f in repair_floors if f]
-    return max(0, min([coalesced_through, read_point_min, *peer_scls, *floors]))
+    return max(0, min([coalesced_through, read_point_min, *peer_points, *floors]))
 
 
 def record_redundant(lsn: int, horizon: int, newest_version_at_horizon: int) -> bool:

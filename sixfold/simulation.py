@@ -232,6 +232,7 @@ class Snapshot:
     truncations_version: int
     serving: bool
     repair_floor: int = 0  # the lowest LSN it must fetch back from a peer (0: none)
+    coalesced_through: int = 0  # sixfold/log_cleanup.py: peers collect nothing above it
 
     def report(self) -> SegmentReport:
         return SegmentReport(
@@ -408,6 +409,7 @@ class SimNode(Actor):
         self.damaged: dict[int, bytes] = {}
         self.needs_repair: set[int] = set()  # damaged LSNs this node has found (in memory)
         self.repair_attempts = 0
+        self.fill_failures = 0  # hole fills that failed in a row: the next tries another peer
         self.meta = _Meta()
         # Durable, as the LMDB versions and superseded databases: page -> {LSN: image}, and
         # (newer version's LSN, page, older version's LSN) waiting for the GC horizon.
@@ -416,6 +418,7 @@ class SimNode(Actor):
         self.peer_scl: dict[str, int] = {}  # from the last gossip round (in memory)
         self.vdl_learned: deque[tuple[int, int]] = deque()  # (tick, VDL): read points in use
         self.peer_repair_floor: dict[str, int] = {}
+        self.peer_coalesced: dict[str, int] = {}
         self.state = SegmentState(name)
         self.queue: list[_Queued] = []
         self.down_until = 0
@@ -428,6 +431,7 @@ class SimNode(Actor):
         self.vdl_learned.clear()
         self.peer_scl.clear()
         self.peer_repair_floor.clear()
+        self.peer_coalesced.clear()
         self.down_until = until
         self.queue.clear()  # received, not synced: lost
         self.needs_repair.clear()
@@ -471,7 +475,7 @@ class SimNode(Actor):
         return Snapshot(
             self.name, st.epoch, st.scl, st.completeness.cpl_at_scl,
             st.completeness.highest_lsn, st.vdl, st.vdl_epoch, st.truncations,
-            st.truncations_version, st.serving, self.repair_floor,
+            st.truncations_version, st.serving, self.repair_floor, self.meta.coalesced_through,
         )  # fmt: skip
 
     @property
@@ -599,8 +603,9 @@ class SimNode(Actor):
     def _collect_garbage(self) -> None:
         meta, flaws = self.meta, self.sim.flaws
         heard = len(self.peer_scl) == COPIES - 1
+        peer_points = [*self.peer_scl.values(), *self.peer_coalesced.values()]
         horizon = gc_horizon(
-            meta.coalesced_through, self._read_point_min(), self.peer_scl.values() if heard else None,
+            meta.coalesced_through, self._read_point_min(), peer_points if heard else None,
             [self.repair_floor, *self.peer_repair_floor.values()],
         )  # fmt: skip
         if horizon <= 0:
@@ -610,7 +615,10 @@ class SimNode(Actor):
         for lsn in sorted(self.log)[:GC_KEYS_SIM]:
             record = self.log[lsn]
             if lsn in self.damaged:
-                break  # a corrupt record ends the step, as its CRC check does
+                if lsn > horizon:
+                    break
+                self.sim.covered(self, lsn)  # read intact when coalesced: its versions hold it
+                continue
             versions = self.versions.get(record.page_no, {})
             newest = max((v for v in versions if v <= horizon), default=0)
             covered = record_redundant(lsn, horizon, newest)
@@ -633,7 +641,8 @@ class SimNode(Actor):
             if self.sim.flaws.serve_corrupt:
                 record = replace(record, encoded=bad)
             else:
-                self.needs_repair.add(lsn)
+                if lsn > self.meta.coalesced_through:  # below, its versions hold it
+                    self.needs_repair.add(lsn)
                 try:
                     decode_record(bad)
                 except CorruptRecordError as exc:
@@ -706,6 +715,7 @@ class SimNode(Actor):
         # Only peers that answered this round (storage_node/gossip.py).
         self.peer_scl = {s.name: s.scl for s in answered}
         self.peer_repair_floor = {s.name: s.repair_floor for s in answered if s.repair_floor}
+        self.peer_coalesced = {s.name: s.coalesced_through for s in answered}
         self._adopt_truncations(answered)
         yield from self._repair_corrupt(answered)
         yield from self._fill_holes(answered)
@@ -715,7 +725,7 @@ class SimNode(Actor):
         round; modelled as finding every damaged record at once. A node that never checks
         CRCs (Flaws.serve_corrupt) finds nothing."""
         if not self.sim.flaws.serve_corrupt:
-            self.needs_repair.update(self.damaged)
+            self.needs_repair.update(x for x in self.damaged if x > self.meta.coalesced_through)
 
     def _repair_corrupt(self, answered: list[Snapshot]) -> Task:
         """Fetch an intact copy of the lowest corrupt record from a peer, rewrite it in place.
@@ -775,12 +785,19 @@ class SimNode(Actor):
         ]
         if not ahead:
             return
-        best = max(ahead, key=lambda s: s.scl)
-        call_id = self.call(best.name, ReadRecords(st.scl, best.scl, GOSSIP_RECORDS_MAX))
+        # Furthest ahead first; after a failed fetch the next peer, as storage_node/gossip.py
+        # does: a peer that cannot serve a range (a damaged record its versions cover) must
+        # not hold this node back for good.
+        ahead.sort(key=lambda s: (-s.scl, s.name))
+        source = ahead[self.fill_failures % len(ahead)]
+        call_id = self.call(source.name, ReadRecords(st.scl, source.scl, GOSSIP_RECORDS_MAX))
         yield [call_id]
         reply = self.take(call_id)
         if isinstance(reply, Records) and reply.records:
+            self.fill_failures = 0
             self.queue.append(_Queued(None, reply.records, 0, None))
+        else:
+            self.fill_failures += 1
 
 
 # -- writers ------------------------------------------------------------------------------------
@@ -1481,6 +1498,18 @@ class Simulation:
         if node.name in self.disk_faults:
             self.disk_faults[node.name].discard(record.lsn)
         self.trace_event(f"{node.name} repaired LSN {record.lsn}")
+
+    def covered(self, node: SimNode, lsn: int) -> None:
+        """A damaged record at or below the node's coalescing frontier is dropped, not
+        repaired: its content is in the node's versions, which count as a copy again."""
+        assert lsn <= node.meta.coalesced_through
+        del node.log[lsn]
+        del node.damaged[lsn]
+        node.needs_repair.discard(lsn)
+        self.oracle.holders[lsn] += 1
+        if node.name in self.disk_faults:
+            self.disk_faults[node.name].discard(lsn)
+        self.trace_event(f"{node.name} dropped damaged LSN {lsn}, covered by its versions")
 
     def damage(self, node: SimNode, lsn: int, bad: bytes) -> None:
         assert lsn in node.log and lsn not in node.damaged

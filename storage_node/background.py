@@ -54,10 +54,11 @@ def node_coalesce_point(node: StorageNode) -> int:
 def node_gc_horizon(node: StorageNode, now: float, peer_names: list[str]) -> int:
     # A peer that did not answer last round may need anything.
     heard = all(p in node.peer_scl for p in peer_names)
+    peer_points = [*node.peer_scl.values(), *node.peer_coalesced.values()]
     return gc_horizon(
         node.coalesced_through,
         node.min_read_point(now),
-        node.peer_scl.values() if heard else None,
+        peer_points if heard else None,
         [node.repair_floor, *node.peer_repair_floor.values()],
     )
 

@@ -15,7 +15,7 @@ import logging
 
 from sixfold.clients import NodeClient
 from sixfold.errors import SixfoldError
-from sixfold.record import decode_record
+from sixfold.record import RedoRecord, decode_record
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import ranges_from_proto
 from storage_node.node import StorageNode
@@ -58,6 +58,7 @@ class Gossip:
         # Only peers that answered this round: GC waits while any peer is unreachable, so a
         # node that comes back (maybe with a damaged disk) can still fetch what it lacks.
         self.node.peer_scl = {peer.name: state.scl for peer, state in answered}
+        self.node.peer_coalesced = {peer.name: state.coalesced_through for peer, state in answered}
         self.node.peer_repair_floor = {
             p.name: s.repair_floor for p, s in answered if s.repair_floor
         }
@@ -92,23 +93,34 @@ class Gossip:
         ahead = [(p, through) for p, through in ahead if through > st.scl]
         if not ahead:
             return False
-        peer, through = max(ahead, key=lambda pt: pt[1])
-        request = pb.ReadRecordsRequest(
-            after_lsn=st.scl, through_lsn=through, max_records=self.node.limits.gossip_records_max
-        )
-        try:
-            response = await peer.read_records(request, timeout=GOSSIP_CALL_TIMEOUT_S * 5)
-            records = [decode_record(b) for b in response.records]
-        except SixfoldError as exc:
-            log.info("%s: gossip fetch from %s failed: %s", self.node.name, peer.name, exc)
-            return False
-        if not records:
+        # Furthest ahead first, then the next: a peer that cannot serve the range (a damaged
+        # record its page versions cover, so it never repairs it) must not stall this node,
+        # whose SCL in turn holds back every peer's GC.
+        ahead.sort(key=lambda pt: -pt[1])
+        for peer, through in ahead:
+            records = await self._fetch(peer, st.scl, through)
+            if records:
+                break
+        else:
             return False
         before = st.scl
         await self.node.append(None, records)
         log.debug("%s: gossip from %s: %d records, SCL %d -> %d", self.node.name, peer.name,
                   len(records), before, st.scl)  # fmt: skip
         return st.scl > before
+
+    async def _fetch(self, peer: NodeClient, after_lsn: int, through_lsn: int) -> list[RedoRecord]:
+        request = pb.ReadRecordsRequest(
+            after_lsn=after_lsn,
+            through_lsn=through_lsn,
+            max_records=self.node.limits.gossip_records_max,
+        )
+        try:
+            response = await peer.read_records(request, timeout=GOSSIP_CALL_TIMEOUT_S * 5)
+            return [decode_record(b) for b in response.records]
+        except SixfoldError as exc:
+            log.info("%s: gossip fetch from %s failed: %s", self.node.name, peer.name, exc)
+            return []
 
     async def _repair(self, answered: list[tuple[NodeClient, pb.NodeState]]) -> None:
         """Fetch good copies of damaged records and versions from peers that hold them.

@@ -92,6 +92,7 @@ class StorageNode:
         self._committer: asyncio.Task[None] | None = None
         self.read_points: dict[str, tuple[int, float]] = {}  # reader -> (point, seen at)
         self.peer_scl: dict[str, int] = {}
+        self.peer_coalesced: dict[str, int] = {}  # peers' coalescing frontiers
         self.peer_repair_floor: dict[str, int] = {}  # peers' lowest LSN awaiting repair
         # Set, then replaced, on every change a watcher cares about (epoch, SCL, learned VDL,
         # truncations): one broadcast for any number of watchers, none of them queued.
@@ -353,7 +354,12 @@ class StorageNode:
         return min((lsn for lsn, _ in self.damaged), default=0)
 
     def note_damage(self, exc: StoredCorruptionError) -> None:
-        """Remember a damaged record or version so gossip fetches a good copy from a peer."""
+        """Remember a damaged record or version so gossip fetches a good copy from a peer.
+
+        A record at or below the coalescing frontier needs none: it was read intact when it
+        was coalesced, its page's versions hold it, and GC drops the damaged copy."""
+        if exc.page_no is None and exc.lsn <= self.coalesced_through:
+            return
         if len(self.damaged) < self.limits.damaged_max:
             if (exc.lsn, exc.page_no) not in self.damaged:
                 log.warning("%s: %s; it will be repaired from a peer", self.name, exc)

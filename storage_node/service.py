@@ -50,6 +50,7 @@ def node_state(node: StorageNode) -> pb.NodeState:
         min_read_point=node.min_read_point(time.monotonic()),
         records_stored=records,
         page_versions_stored=versions,
+        coalesced_through=node.coalesced_through,
     )
 
 

@@ -374,13 +374,18 @@ class NodeStore:
 
     def _collect_records(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
         cursor = txn.cursor(db=self.log_db)
-        doomed: list[tuple[int, int]] = []
+        doomed: list[tuple[int, int | None]] = []
         version_of: dict[int, int] = {}  # page -> its newest version at or below the horizon
         if cursor.first():
             for key, value in cursor:
                 lsn = _U64.unpack(key)[0]
-                if len(doomed) >= keys_max:
+                if len(doomed) >= keys_max or lsn > horizon_lsn:
                     break
+                if not _crc_intact(value):
+                    # Below the horizon, so below the coalescing frontier: it was read intact
+                    # when coalesced and its versions hold it. Dropped, not repaired.
+                    doomed.append((lsn, self._page_of_lsn(txn, lsn)))
+                    continue
                 page_no = _page_of_verified(value, lsn)
                 if page_no not in version_of:
                     version_of[page_no] = self._version_lsn_at(txn, page_no, horizon_lsn)
@@ -389,8 +394,19 @@ class NodeStore:
                 doomed.append((lsn, page_no))
         for lsn, page_no in doomed:
             txn.delete(lsn_key(lsn), db=self.log_db)
-            txn.delete(page_key(page_no, lsn), db=self.page_log_db)
+            if page_no is not None:
+                txn.delete(page_key(page_no, lsn), db=self.page_log_db)
         return len(doomed)
+
+    def _page_of_lsn(self, txn: lmdb.Transaction, lsn: int) -> int | None:
+        """The page a record's index entry names, found by a walk of the whole page index:
+        for a damaged record only (its own bytes cannot be trusted), so rare."""
+        cursor = txn.cursor(db=self.page_log_db)
+        for key in cursor.iternext(keys=True, values=False):
+            key_page, key_lsn = _PAGE_LSN.unpack(key)
+            if key_lsn == lsn:
+                return key_page
+        return None
 
     def _drop_superseded(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
         cursor = txn.cursor(db=self.superseded_db)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 
@@ -108,3 +109,32 @@ def test_a_node_that_lost_its_tail_gets_it_back_and_never_serves_without_it(
             assert time.monotonic() < deadline, f"a1 never got page {page}'s record back"
             time.sleep(0.2)
     assert [c.read(p) for p in TAIL_PAGES] == [f"tail {p}" for p in TAIL_PAGES]
+
+
+def test_a_wiped_node_fills_in_past_a_peer_that_cannot_serve_a_range(
+    local_cluster: LocalCluster,
+) -> None:
+    """a1's copy of a record is damaged below its coalescing frontier: its page versions hold
+    the data, so it never repairs the record, and it cannot serve it to a peer. a2, wiped,
+    must fill its log from another peer, not wait on a1 for good (its SCL would hold back
+    every node's GC, and a1's damaged record with it). Found by the state machine."""
+    c = local_cluster
+    lsn = c.write(PAGE, "covered")
+    for name in ("a1", "b1"):
+        c.wait_for(
+            lambda n=name: c.on_node(n, lambda x: x.get_state()).coalesced_through >= lsn,
+            f"{name} to coalesce the write",
+        )
+    c.kill("a1", "a2")
+    damage(Path(c.layout.directory) / "a1", lsn, "flip")
+    shutil.rmtree(Path(c.layout.directory) / "a2")
+    c.start("a1", "a2")
+    c.wait_for(lambda: _scl(c, "a2") >= lsn, "a2 to fill its log from a peer that can serve it")
+    assert c.read(PAGE) == "covered"
+
+
+def _scl(c: LocalCluster, name: str) -> int:
+    try:
+        return c.on_node(name, lambda n: n.get_state()).scl
+    except SixfoldError:
+        return -1  # not up yet

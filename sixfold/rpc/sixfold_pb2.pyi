@@ -17,7 +17,7 @@ class TruncationRange(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ...) -> None: ...
 
 class NodeState(_message.Message):
-    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor", "instances")
+    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor", "instances", "coalesced_through")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class NodeState(_message.Message):
     TRUNCATIONS_VERSION_FIELD_NUMBER: _ClassVar[int]
     REPAIR_FLOOR_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    COALESCED_THROUGH_FIELD_NUMBER: _ClassVar[int]
     name: str
     az: str
     epoch: int
@@ -54,7 +55,8 @@ class NodeState(_message.Message):
     truncations_version: int
     repair_floor: int
     instances: _containers.RepeatedCompositeFieldContainer[InstanceView]
-    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ...) -> None: ...
+    coalesced_through: int
+    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ..., coalesced_through: _Optional[int] = ...) -> None: ...
 
 class InstanceView(_message.Message):
     __slots__ = ("name", "address", "role", "read_point", "seen_s_ago", "client_address")
