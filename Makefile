@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test lint format proto bench chaos clean
+.PHONY: up down test check lint format proto bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(STAMP)  ## lint, then every test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
+
+check: $(STAMP)  ## the fast lane (under 90 s): lint, then every test that starts no process
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q -m 'not processes and not slow'
 
 proto: $(STAMP)  ## regenerate sixfold/rpc from proto/
 	$(BIN)/python sixfold/rpc/generate.py

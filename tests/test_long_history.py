@@ -21,6 +21,8 @@ import pytest
 from sixfold.history import Op, pair_operations, parse_history
 from sixfold.linearizability import Verdict, check_operations
 
+pytestmark = pytest.mark.slow  # ~30 s: not in the fast lane (make check)
+
 HISTORY = Path(__file__).parent / "data" / "fuzz-history.jsonl.xz"
 TIME_LIMIT_S = 60.0
 OPS_MIN = 100_000
