@@ -65,7 +65,7 @@ class Reader:
         """A node's state, from its watch stream or a poll: its SCL and learned VDL."""
         self.node_states[node] = state
         self.pages.note_scl(node, state.scl if state.serving else 0)
-        self.advance([state])
+        self.advance([s for s in self.node_states.values() if s is not None])
 
     def note_down(self, node: str) -> None:
         """A node that went away covers nothing until it is heard from again."""

@@ -18,9 +18,13 @@ from reader.sql_volume import ReaderFile, ReaderVolume
 from sixfold.errors import SessionError
 from sixfold.sqlengine import (
     Outcome,
+    RequestBudget,
+    SqlLimits,
     SqlThread,
     VolumeVFS,
+    Watch,
     guard_shared_connection,
+    run_guarded,
     run_statements,
 )
 from sixfold.sqlvalues import Result, Statement
@@ -30,9 +34,11 @@ SQLITE_CACHE_KIB = 8_192  # each connection's own page cache; emptied when the p
 
 
 class ReaderConnection:
-    def __init__(self, vfs_name: str, index: int) -> None:
+    def __init__(self, vfs_name: str, index: int, limits: SqlLimits) -> None:
         self.thread = SqlThread(f"sql-reader-{index}")
         self.vfs_name = vfs_name
+        self.limits = limits
+        self.watch = Watch()
         self.conn: apsw.Connection | None = None
         self.file: ReaderFile | None = None
 
@@ -43,19 +49,23 @@ class ReaderConnection:
         self.file = opened.pop()
         self.conn.execute("PRAGMA query_only=ON")
         self.conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        self.limits.apply_to(self.conn, self.watch)
         guard_shared_connection(self.conn)
 
-    def snapshot(self, statements: Sequence[Statement]) -> tuple[list[Result], int]:
+    def snapshot(
+        self, statements: Sequence[Statement], budget: RequestBudget
+    ) -> tuple[list[Result], int]:
         """Run the statements in one read transaction; return the results and its point."""
         assert self.conn is not None and self.file is not None
-        self.conn.execute("BEGIN")
-        try:
-            results = run_statements(self.conn, statements)
-            point = self.file.pinned[0] if self.file.pinned else 0
-        finally:
-            if self.conn.in_transaction:
-                with contextlib.suppress(apsw.Error):
-                    self.conn.execute("ROLLBACK")
+        with self.watch.running(budget):
+            self.conn.execute("BEGIN")
+            try:
+                results = run_statements(self.conn, statements, self.limits, budget)
+                point = self.file.pinned[0] if self.file.pinned else 0
+            finally:
+                if self.conn.in_transaction:
+                    with contextlib.suppress(apsw.Error):
+                        self.conn.execute("ROLLBACK")
         return results, point
 
     def close(self) -> None:
@@ -66,8 +76,9 @@ class ReaderConnection:
 
 
 class ReaderSql:
-    def __init__(self, reader) -> None:
+    def __init__(self, reader, limits: SqlLimits | None = None) -> None:
         self.reader = reader
+        self.limits = limits or SqlLimits()
         self.vfs_name = f"sixfold-{reader.name}-{uuid.uuid4().hex[:8]}"
         self.volume: ReaderVolume | None = None
         self.vfs: VolumeVFS | None = None
@@ -76,13 +87,18 @@ class ReaderSql:
         self.connections: list[ReaderConnection] = []
         self.starting = asyncio.Lock()  # the first requests must not open connections twice
 
-    async def execute(self, statements: Sequence[Statement], session: str = "") -> Outcome:
+    async def execute(
+        self, statements: Sequence[Statement], session: str = "", client_s: float | None = None
+    ) -> Outcome:
         if session:
             raise SessionError(_NO_SESSIONS)
         await self._start()
         connection = await self.idle.get()
+        budget = RequestBudget.starting_now(self.limits, client_s)
         try:
-            results, point = await connection.thread.run(connection.snapshot, statements)
+            results, point = await run_guarded(
+                connection.thread, budget, connection.snapshot, statements, budget
+            )
         finally:
             self.idle.put_nowait(connection)
         return Outcome(results, 0, point)
@@ -109,7 +125,7 @@ class ReaderSql:
         self.volume.current_point()  # no read point yet: a named error, at once
         self.vfs = VolumeVFS(self.vfs_name, self._open_file)
         for i in range(CONNECTIONS):
-            connection = ReaderConnection(self.vfs_name, i)
+            connection = ReaderConnection(self.vfs_name, i, self.limits)
             await connection.thread.run(connection.open, self.opened)
             self.connections.append(connection)
             self.idle.put_nowait(connection)

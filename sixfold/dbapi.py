@@ -297,6 +297,8 @@ def translate_error(exc: Exception, *, commit: bool, endpoint: str) -> Error:
             return _transport_error(exc, commit=commit, endpoint=endpoint)
         exc = named
     message = str(exc)
+    if isinstance(exc, errors.SqlLimitError | errors.BusyError):
+        return _with_cause(OperationalError, message, exc)
     if isinstance(exc, errors.SqlError):
         return _with_cause(_sql_error_class(message), message, exc)
     if isinstance(exc, sqlvalues.SqlValueError):

@@ -102,6 +102,16 @@ class SqlError(SixfoldError):
     """
 
 
+class SqlLimitError(SqlError):
+    """A SQL request went past a configured limit (its time, its result's size, the size of
+    one value, SQLite's memory): stopped and rolled back; the message names the limit and
+    the option that sets it."""
+
+
+class BusyError(SixfoldError):
+    """The writer's SQL connection stayed held by another session: nothing was done; retry."""
+
+
 class ReadOnlyError(SixfoldError):
     """A write was sent to a reader: only the writer changes the database."""
 

@@ -36,6 +36,7 @@ from sixfold.errors import NotWriterError, SixfoldError
 from sixfold.quorum import WRITE_QUORUM
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+from sixfold.sqlengine import SqlLimits
 from sixfold.takeover import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe, TakeoverDetector
 from writer.pipeline import WriterLimits
 from writer.sql import WriterSql
@@ -50,18 +51,20 @@ WARM_WAIT_S = 30.0  # how long a starting instance waits for a read point to war
 class Instance:
     def __init__(self, name: str, address: str, nodes: dict[str, str], *,
                  limits: WriterLimits | None = None, rank: int = 0,
-                 client_address: str = "", takeover: bool = True) -> None:  # fmt: skip
+                 client_address: str = "", takeover: bool = True,
+                 sql_limits: SqlLimits | None = None) -> None:  # fmt: skip
         self.name = name
         self.address = address
         self.client_address = client_address or address
         self.nodes = nodes
         self.limits = limits or WriterLimits()
+        self.sql_limits = sql_limits or SqlLimits()
         self.rank = rank
         self.takeover = takeover  # False: never take over from a dead writer
         self.reader = Reader(name, nodes)
         self.reader.address, self.reader.role = address, "reader"
         self.reader.client_address = self.client_address
-        self.reader_sql = ReaderSql(self.reader)
+        self.reader_sql = ReaderSql(self.reader, self.sql_limits)
         self.reader.pins = self.reader_sql.lowest_pin
         self.writer: Writer | None = None
         self.writer_sql: WriterSql | None = None
@@ -137,7 +140,7 @@ class Instance:
             finally:
                 self.role_change = ""
                 self.taking_over = False
-            self.writer, self.writer_sql = writer, WriterSql(writer)
+            self.writer, self.writer_sql = writer, WriterSql(writer, self.sql_limits)
             self.reader.role = "writer"
             log.warning("%s is the writer now (epoch %d)", self.name, writer.pipeline.epoch)
             return True

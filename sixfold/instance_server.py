@@ -17,6 +17,7 @@ from sixfold.instance_service import InstanceService, InstanceTopologyService
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import service_name, start_server, wait_for_termination
 from sixfold.sql_service import SqlService
+from sixfold.sqlengine import SqlLimits
 from storage_node.server import parse_peers
 from writer.pipeline import WriterLimits
 from writer.service import WriterService
@@ -47,7 +48,36 @@ def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None)
                    help="seconds a commit waits for a write quorum (default %(default)s)")  # fmt: skip
     p.add_argument("--lal", type=int, default=LAL_DEFAULT,
                    help="LSN allocation limit above VDL (default %(default)s)")  # fmt: skip
+    d = SqlLimits()
+    p.add_argument("--sql-statement-timeout", type=float, default=d.statement_timeout_s,
+                   help="seconds a SQL request's statements may run (default %(default)s)")  # fmt: skip
+    p.add_argument("--sql-result-rows-max", type=int, default=d.result_rows_max,
+                   help="rows a SQL request may return (default %(default)s)")  # fmt: skip
+    p.add_argument("--sql-result-bytes-max", type=int, default=d.result_bytes_max,
+                   help="bytes of values a SQL request may return (default %(default)s)")  # fmt: skip
+    p.add_argument("--sql-value-bytes-max", type=int, default=d.value_bytes_max,
+                   help="the largest string or blob SQLite may build (default %(default)s)")  # fmt: skip
+    p.add_argument("--sql-heap-bytes-max", type=int, default=d.heap_bytes_max,
+                   help="memory SQLite may use in this process (default %(default)s)")  # fmt: skip
+    p.add_argument("--sql-session-idle", type=float, default=d.session_idle_s,
+                   help="seconds an unused SQL session lives before it is rolled back "
+                   "(default %(default)s)")  # fmt: skip
+    p.add_argument("--sql-connection-wait", type=float, default=d.connection_wait_s,
+                   help="seconds a SQL request waits for the writer's busy connection before "
+                   "it is refused as busy (default %(default)s)")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
+
+
+def sql_limits(args: argparse.Namespace) -> SqlLimits:
+    return SqlLimits(
+        statement_timeout_s=args.sql_statement_timeout,
+        result_rows_max=args.sql_result_rows_max,
+        result_bytes_max=args.sql_result_bytes_max,
+        value_bytes_max=args.sql_value_bytes_max,
+        heap_bytes_max=args.sql_heap_bytes_max,
+        session_idle_s=args.sql_session_idle,
+        connection_wait_s=args.sql_connection_wait,
+    )
 
 
 def advertised_address(args: argparse.Namespace) -> str:
@@ -60,9 +90,11 @@ def advertised_address(args: argparse.Namespace) -> str:
 async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
     limits = WriterLimits(write_timeout_s=args.write_timeout, lal=args.lal)
     address = advertised_address(args)
+    sql = sql_limits(args)
+    sql.apply_to_process()
     instance = Instance(args.name, address, args.nodes, limits=limits,
                         rank=args.promotion_rank, client_address=args.client_address,
-                        takeover=not args.no_takeover)  # fmt: skip
+                        takeover=not args.no_takeover, sql_limits=sql)  # fmt: skip
 
     def shipped() -> ShippedCounters:
         return instance.writer_sql.shipped() if instance.writer_sql else ShippedCounters()

@@ -31,6 +31,9 @@ _DELTA = struct.Struct("<II")
 HEADER_BYTES = _HEADER.size
 RECORD_OVERHEAD_BYTES = _HEADER.size + _CRC.size
 RECORD_BYTES_MAX = RECORD_OVERHEAD_BYTES + PAGE_SIZE_BYTES + 64 * _DELTA.size
+# The largest LSN, page number or epoch a request may carry: keys are u64 and the code adds
+# one to an LSN here and there, so the top half of the range is refused outright.
+NUMBER_MAX = (1 << 63) - 1
 
 
 class RecordFlags(IntFlag):

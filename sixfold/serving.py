@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sixfold.clients import MESSAGE_BYTES_MAX
 from sixfold.errors import DataFormatError
+from sixfold.guard import UndecodableGuard
 from sixfold.rpc import sixfold_pb2 as pb
 
 SERVER_OPTIONS = [
@@ -29,7 +30,7 @@ async def start_server(
     services: list[tuple[Callable[[object, grpc.aio.Server], None], object, str]],
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server with `services` as (add_to_server, servicer, full service name)."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[UndecodableGuard()])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []

@@ -1,8 +1,14 @@
-"""The Sql gRPC service, the same on the writer and on readers: only the engine differs."""
+"""The Sql gRPC service, the same on the writer and on readers: only the engine differs.
+
+Statements run on the engine's SQL thread, within the client's deadline as well as the
+engine's limits; results are turned into protobuf off the event loop when they are large,
+so the loop that answers health probes and replication never waits on SQL work.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
@@ -13,9 +19,13 @@ from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.sqlvalues import Statement, result_to_proto, statement_from_proto
 from sixfold.wire import abort
 
+RESULT_ROWS_INLINE_MAX = 256  # results with more rows are serialised on a worker thread
+
 
 class SqlEngine(Protocol):
-    async def execute(self, statements: list[Statement], session: str = "") -> object: ...
+    async def execute(
+        self, statements: list[Statement], session: str = "", client_s: float | None = None
+    ) -> object: ...
     async def begin(self) -> str: ...
     async def end(self, session: str, commit: bool) -> int: ...
 
@@ -43,11 +53,11 @@ class SqlService(pb_grpc.SqlServicer):
         try:
             statements = [statement_from_proto(s) for s in request.statements]
             engine = self.engine_for(request.writer_only)
-            outcome = await engine.execute(statements, request.session)
-            results = [
-                result_to_proto(r.columns, r.rows, r.rows_changed, r.last_row_id)
-                for r in outcome.results
-            ]
+            outcome = await engine.execute(statements, request.session, context.time_remaining())
+            if sum(len(r.rows) for r in outcome.results) > RESULT_ROWS_INLINE_MAX:
+                results = await asyncio.to_thread(results_to_proto, outcome.results)
+            else:
+                results = results_to_proto(outcome.results)
         except SixfoldError as exc:
             await abort(context, exc)
         return pb.ExecuteResponse(
@@ -67,3 +77,7 @@ class SqlService(pb_grpc.SqlServicer):
         except SixfoldError as exc:
             await abort(context, exc)
         return pb.EndResponse(commit_lsn=lsn)
+
+
+def results_to_proto(results: Sequence) -> list[pb.SqlResult]:
+    return [result_to_proto(r.columns, r.rows, r.rows_changed, r.last_row_id) for r in results]

@@ -2,7 +2,15 @@
 
 SQLite is synchronous and the instances are asyncio programs. Each engine runs its SQLite
 connections on dedicated threads; the VFS on those threads reaches storage by handing
-coroutines to the event loop and waiting for them, bounded by a timeout.
+coroutines to the event loop and waiting for them, bounded by a timeout. The event loop,
+which also answers health probes and drives replication, never runs a statement.
+
+Every request runs within limits (SqlLimits, issue 19): a time limit SQLite itself enforces
+(a progress handler stops the statement; so does the client's deadline or cancellation),
+the rows and bytes of its results, the size of any one value built (SQLITE_LIMIT_LENGTH,
+so `zeroblob(1e9)` fails at once), and the memory SQLite may take in this process. A request
+past one is stopped and rolled back with SqlLimitError naming the limit and its option; the
+connection is clean for the next request.
 """
 
 from __future__ import annotations
@@ -10,20 +18,111 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import apsw
 
-from sixfold.errors import NotServingError, ReadOnlyError, SixfoldError, SqlError
+from sixfold.errors import NotServingError, ReadOnlyError, SixfoldError, SqlError, SqlLimitError
 from sixfold.sqlvalues import Result, Statement
 
 T = TypeVar("T")
 
 LOOP_CALL_TIMEOUT_S = 30.0  # a VFS call waiting on storage gives up after this long
-ROWS_MAX = 1_000_000  # rows one statement may return in one response
 STATEMENTS_MAX = 10_000  # statements (or parameter sets) in one request
+PROGRESS_STEPS = 1_000  # SQLite VM steps between checks of a request's time
+VALUE_OVERHEAD_BYTES = 8  # counted for each value of a result, beside its own bytes
+
+
+@dataclass(frozen=True)  # no slots: fields double as argparse defaults
+class SqlLimits:
+    statement_timeout_s: float = 10.0  # a request's statements, all together
+    result_rows_max: int = 1_000_000  # rows one request may return
+    result_bytes_max: int = 32 << 20  # bytes of the values one request may return
+    value_bytes_max: int = 16 << 20  # the largest string or blob SQLite may build
+    heap_bytes_max: int = 512 << 20  # memory SQLite may take in this process (all requests)
+    session_idle_s: float = 10.0  # writer: an open session unused this long is rolled back
+    connection_wait_s: float = 5.0  # writer: how long a request waits for a busy connection
+
+    def apply_to_process(self) -> None:
+        """SQLite's memory is one pool per process: bound it once, for every connection."""
+        apsw.hard_heap_limit(self.heap_bytes_max)
+
+    def apply_to(self, conn: apsw.Connection, watch: Watch) -> None:
+        conn.limit(apsw.SQLITE_LIMIT_LENGTH, self.value_bytes_max)
+        conn.set_progress_handler(watch.expired, PROGRESS_STEPS)
+
+
+# The options that set each limit, for messages that say how to change them.
+LIMIT_OPTIONS = {
+    "statement_timeout_s": "--sql-statement-timeout",
+    "result_rows_max": "--sql-result-rows-max",
+    "result_bytes_max": "--sql-result-bytes-max",
+    "value_bytes_max": "--sql-value-bytes-max",
+    "heap_bytes_max": "--sql-heap-bytes-max",
+    "session_idle_s": "--sql-session-idle",
+    "connection_wait_s": "--sql-connection-wait",
+}
+
+
+@dataclass
+class RequestBudget:
+    """One request's time: until `deadline` (monotonic), unless cancelled first."""
+
+    deadline: float
+    timeout_s: float  # the statement timeout it was given, for the message
+    cancelled: bool = False
+
+    @classmethod
+    def starting_now(cls, limits: SqlLimits, client_s: float | None = None) -> RequestBudget:
+        """The statement timeout, or the client's deadline when that comes first."""
+        timeout_s = limits.statement_timeout_s
+        if client_s is not None:
+            timeout_s = min(timeout_s, max(0.0, client_s))
+        return cls(time.monotonic() + timeout_s, timeout_s)
+
+    def expired(self) -> bool:
+        return self.cancelled or time.monotonic() >= self.deadline
+
+
+class Watch:
+    """The progress handler of one connection: it stops the statement of the request that
+    runs on it now, once that request's budget is spent (it runs on the SQL thread)."""
+
+    def __init__(self) -> None:
+        self.current: RequestBudget | None = None
+
+    def expired(self) -> bool:
+        return self.current is not None and self.current.expired()
+
+    def running(self, budget: RequestBudget):  # a context manager, on the SQL thread
+        return _Running(self, budget)
+
+
+class _Running:
+    def __init__(self, watch: Watch, budget: RequestBudget) -> None:
+        self.watch, self.budget = watch, budget
+
+    def __enter__(self) -> RequestBudget:
+        self.watch.current = self.budget
+        return self.budget
+
+    def __exit__(self, *exc: object) -> None:
+        self.watch.current = None
+
+
+async def run_guarded(
+    thread: SqlThread, budget: RequestBudget, fn: Callable[..., T], *args: Any
+) -> T:
+    """Run `fn` on the SQL thread; if the caller is cancelled (its client went away or its
+    deadline passed), the statement running for it is stopped too."""
+    try:
+        return await thread.run(fn, *args)
+    except asyncio.CancelledError:
+        budget.cancelled = True
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +167,33 @@ def call_in_loop(
         raise SixfoldError(f"storage did not answer within {timeout:g} s") from None
 
 
-def run_statements(conn: apsw.Connection, statements: Sequence[Statement]) -> list[Result]:
-    """Run statements in order on `conn`; SQLite's errors become SqlError / ReadOnlyError."""
+def run_statements(
+    conn: apsw.Connection,
+    statements: Sequence[Statement],
+    limits: SqlLimits | None = None,
+    budget: RequestBudget | None = None,
+) -> list[Result]:
+    """Run statements in order on `conn`; SQLite's errors become SqlError / ReadOnlyError,
+    and a limit passed SqlLimitError."""
+    limits = limits or SqlLimits()
     if len(statements) > STATEMENTS_MAX:
         raise SqlError(f"{len(statements)} statements exceed STATEMENTS_MAX={STATEMENTS_MAX}")
+    returned = _Returned(limits)
     try:
-        return [_run_one(conn, s) for s in statements]
+        return [_run_one(conn, s, returned) for s in statements]
+    except apsw.InterruptError:
+        raise _time_limit(limits, budget) from None
+    except apsw.TooBigError:
+        raise SqlLimitError(
+            f"a value would be larger than {_size(limits.value_bytes_max)} (value_bytes_max; "
+            f"{LIMIT_OPTIONS['value_bytes_max']}): the statement was stopped and rolled back"
+        ) from None
+    except apsw.NoMemError:
+        raise SqlLimitError(
+            f"SQLite ran out of the {_size(limits.heap_bytes_max)} it may use in this process "
+            f"(heap_bytes_max; {LIMIT_OPTIONS['heap_bytes_max']}): the statement was stopped "
+            "and rolled back"
+        ) from None
     except apsw.ReadOnlyError as exc:
         raise ReadOnlyError(
             f"read-only: {exc}; this is a reader, send writes to the writer"
@@ -87,7 +207,53 @@ def run_statements(conn: apsw.Connection, statements: Sequence[Statement]) -> li
         ) from None
 
 
-def _run_one(conn: apsw.Connection, statement: Statement) -> Result:
+def _time_limit(limits: SqlLimits, budget: RequestBudget | None) -> SqlLimitError:
+    if budget is not None and budget.cancelled:
+        return SqlLimitError("the client went away (cancelled): its statement was stopped")
+    if budget is not None and budget.timeout_s < limits.statement_timeout_s:
+        return SqlLimitError(
+            f"the client's deadline ({budget.timeout_s:.3g} s) passed: the statement was "
+            "stopped and rolled back"
+        )
+    return SqlLimitError(
+        f"the request ran longer than {limits.statement_timeout_s:g} s (statement_timeout_s; "
+        f"{LIMIT_OPTIONS['statement_timeout_s']}): it was stopped and rolled back"
+    )
+
+
+def _size(count: int) -> str:
+    return f"{count >> 20} MiB" if count >= 1 << 20 else f"{count} bytes"
+
+
+class _Returned:
+    """Rows and bytes a request's results hold so far, against its limits."""
+
+    def __init__(self, limits: SqlLimits) -> None:
+        self.limits = limits
+        self.rows = 0
+        self.bytes = 0
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        self.rows += 1
+        self.bytes += sum(VALUE_OVERHEAD_BYTES + _value_bytes(v) for v in row)
+        lim = self.limits
+        if self.rows > lim.result_rows_max:
+            raise SqlLimitError(
+                f"the results have more than {lim.result_rows_max:,} rows (result_rows_max; "
+                f"{LIMIT_OPTIONS['result_rows_max']}): add a LIMIT"
+            )
+        if self.bytes > lim.result_bytes_max:
+            raise SqlLimitError(
+                f"the results are larger than {_size(lim.result_bytes_max)} (result_bytes_max; "
+                f"{LIMIT_OPTIONS['result_bytes_max']}): select fewer rows or columns"
+            )
+
+
+def _value_bytes(value: Any) -> int:
+    return len(value) if isinstance(value, str | bytes) else 0
+
+
+def _run_one(conn: apsw.Connection, statement: Statement, returned: _Returned) -> Result:
     before = conn.total_changes()
     cursor = conn.cursor()
     columns: list[str] = []
@@ -106,15 +272,14 @@ def _run_one(conn: apsw.Connection, statement: Statement) -> Result:
         cursor.executemany(statement.sql, statement.param_sets)
     else:
         cursor.execute(statement.sql, statement.params)
-    rows = _collect(cursor)
+    rows = _collect(cursor, returned)
     return Result(tuple(columns), rows, conn.total_changes() - before, conn.last_insert_rowid())
 
 
-def _collect(cursor: apsw.Cursor) -> list[tuple[Any, ...]]:
+def _collect(cursor: apsw.Cursor, returned: _Returned) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     for row in cursor:
-        if len(rows) >= ROWS_MAX:
-            raise SqlError(f"the statement returns more than ROWS_MAX={ROWS_MAX} rows: add a LIMIT")
+        returned.add(row)
         rows.append(row)
     return rows
 

@@ -28,6 +28,8 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     errors.RecoveryError: grpc.StatusCode.UNAVAILABLE,
     errors.DataFormatError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.SqlError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.SqlLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.BusyError: grpc.StatusCode.ABORTED,
     errors.ReadOnlyError: grpc.StatusCode.PERMISSION_DENIED,
     errors.SessionError: grpc.StatusCode.NOT_FOUND,
     errors.NotWriterError: grpc.StatusCode.FAILED_PRECONDITION,

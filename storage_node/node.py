@@ -27,11 +27,13 @@ from sixfold.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
 from sixfold.record import RedoRecord, decode_record
 from sixfold.segment import SegmentState
 from sixfold.truncation import TruncationRange
+from storage_node.checks import check_vdl
 from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore, StoredMeta
 
 log = logging.getLogger("sixfold.storage_node")
 
 READ_POINT_TTL_S = 10.0  # a reader that stops reporting no longer holds back GC
+READ_POINTS_MAX = 64  # readers whose read points a node keeps (more are not remembered)
 
 
 @dataclass(frozen=True)  # no slots: fields double as argparse defaults
@@ -217,6 +219,7 @@ class StorageNode:
         confirm its epoch before answering reads (sixfold/read_index.py); the check reads the
         epoch in memory, which a seal changes before it is acknowledged."""
         self.state.check_current(epoch, "append")
+        check_vdl(self.state, vdl)
         self._learn_vdl_now(epoch, vdl)
         return self.state.scl
 
@@ -382,7 +385,13 @@ class StorageNode:
     # -- read points (PGMRPL, P18 §3) ---------------------------------------------------------------
 
     def note_read_point(self, reader: str, read_point: int, now: float) -> None:
-        self.read_points[reader] = (read_point, now)
+        """A reader's read point holds GC back for a while. None yet (0), or one already
+        below the GC horizon (too late to keep anything for it), holds nothing."""
+        if read_point == 0 or read_point < self.gc_horizon:
+            self.read_points.pop(reader, None)
+            return
+        if reader in self.read_points or len(self.read_points) < READ_POINTS_MAX:
+            self.read_points[reader] = (read_point, now)
 
     def min_read_point(self, now: float) -> int:
         live = [p for p, seen in self.read_points.values() if now - seen <= READ_POINT_TTL_S]

@@ -15,6 +15,7 @@ from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.topology import INSTANCE_SEEN_TTL_S, parse_owner
 from sixfold.wire import abort, ranges_from_proto, ranges_to_proto
+from storage_node.checks import check_numbers, check_owner, check_registration, check_vdl
 from storage_node.node import StorageNode
 from storage_node.store import FORMAT_VERSION
 
@@ -117,6 +118,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
                 scl = node.announce(request.epoch, request.vdl)
                 return pb.AppendResponse(scl=scl, epoch=node.state.epoch)
             node.state.check_current(request.epoch, "append")
+            check_vdl(node.state, request.vdl)
             records = node.decode_batch(list(request.records), request.epoch)
             scl = await node.append(request.epoch, records, request.vdl)
         except SixfoldError as exc:
@@ -128,6 +130,8 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
     async def ReadRecords(self, request: pb.ReadRecordsRequest, context):
         page_no = request.page_no if request.HasField("page_no") else None
         try:
+            check_numbers(after_lsn=request.after_lsn, through_lsn=request.through_lsn,
+                          page_no=page_no or 0)  # fmt: skip
             records = self.node.read_records(
                 request.after_lsn, request.through_lsn, request.max_records, page_no
             )
@@ -143,6 +147,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
 
     async def GetPage(self, request: pb.GetPageRequest, context):
         try:
+            check_numbers(page_no=request.page_no, lsn=request.lsn, min_epoch=request.min_epoch)
             image, page_lsn = self.node.page_at(request.page_no, request.lsn, request.min_epoch)
         except CorruptRecordError as exc:
             await abort(context, exc, grpc.StatusCode.DATA_LOSS)
@@ -154,6 +159,11 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
     async def GetState(self, request: pb.GetStateRequest, context):
         now = time.monotonic()
         if request.reader:
+            try:
+                check_registration(request.reader, request.role, request.address,
+                                   request.client_address, request.read_point)  # fmt: skip
+            except SixfoldError as exc:
+                await abort(context, exc)
             self.node.note_read_point(request.reader, request.read_point, now)
             self.instances.note(request, now)
         state = node_state(self.node)
@@ -162,6 +172,8 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
 
     async def SealEpoch(self, request: pb.SealEpochRequest, context):
         try:
+            check_numbers(epoch=request.epoch)
+            check_owner(request.owner)
             await self.node.seal(request.epoch, request.owner)
         except SixfoldError as exc:
             await abort(context, exc)
@@ -169,6 +181,9 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
 
     async def Truncate(self, request: pb.TruncateRequest, context):
         try:
+            check_numbers(epoch=request.epoch, truncations_version=request.truncations_version)
+            for r in request.ranges:
+                check_numbers(after_lsn=r.after_lsn, through_lsn=r.through_lsn)
             ranges = ranges_from_proto(request.ranges, epoch_max=request.truncations_version)
             if request.truncations_version > request.epoch:
                 raise InvalidRequestError(

@@ -175,3 +175,16 @@ def test_an_owner_that_answers_as_a_reader_is_replaced_as_soon_as_a_dead_one() -
         assert at is not None
         due = WRITER_GONE_AFTER_S + rank * PROMOTION_STAGGER_S
         assert due <= at <= due + 0.2 + 1e-9, (rank, at)
+
+
+def test_a_read_point_moves_only_where_a_read_quorum_of_nodes_agrees() -> None:
+    """One node told a bogus VDL (anyone who reaches its port can tell it one) moves no
+    reader; three that learned it from the writer do (issue 19)."""
+    from sixfold.read_point import advance_read_point
+
+    bogus = (2, 2**63 - 1)
+    assert advance_read_point((2, 100), [bogus, (2, 100), (2, 100), (2, 90)]) == (2, 100)
+    # The bogus one counts as having 110: two honest nodes learned 120 and 110 from the writer.
+    assert advance_read_point((2, 100), [bogus, (2, 120), (2, 110), (2, 105)]) == (2, 110)
+    assert advance_read_point((1, 100), [(2, 50), (2, 50)]) == (1, 100)  # two: not enough
+    assert advance_read_point((1, 100), [(2, 50), (2, 50), (1, 200)]) == (1, 200)

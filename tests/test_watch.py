@@ -12,6 +12,7 @@ from reader import reader as reader_module
 from reader.reader import Reader
 from sixfold.clients import NodeClient, NodeDownError, ReaderClient
 from sixfold.errors import NotServingError, SixfoldError
+from sixfold.quorum import READ_QUORUM
 from sixfold.rpc import sixfold_pb2 as pb
 from storage_node import service as service_module
 from storage_node.node import StorageNode
@@ -109,9 +110,9 @@ def test_wait_read_point_above(tmp_path: Path) -> None:
         moved = reader.read_point_moved
         waiting = asyncio.create_task(reader.wait_read_point_above(5, timeout=5))
         await asyncio.sleep(0.01)
-        reader.advance([pb.NodeState(vdl_epoch=1, vdl=4)])
+        reader.advance([pb.NodeState(vdl_epoch=1, vdl=4)] * READ_QUORUM)
         assert moved.is_set() and not waiting.done()
-        reader.advance([pb.NodeState(vdl_epoch=1, vdl=6)])
+        reader.advance([pb.NodeState(vdl_epoch=1, vdl=6)] * READ_QUORUM)
         assert await waiting == 6
         assert seen == [(1, 4), (1, 6)]
 
@@ -214,7 +215,7 @@ def _heard_at(reader: Reader, node: str, lsn: int) -> bool:
 def test_the_reported_read_point_keeps_pinned_reads() -> None:
     async def body() -> None:
         reader = Reader("t1", {})
-        reader.advance([pb.NodeState(vdl_epoch=1, vdl=9)])
+        reader.advance([pb.NodeState(vdl_epoch=1, vdl=9)] * READ_QUORUM)
         assert reader.reported_read_point() == 9
         reader.pins = lambda: 4  # an SQL transaction still reads at 4: GC must keep it
         assert reader.reported_read_point() == 4

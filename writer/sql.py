@@ -9,7 +9,9 @@ commit it could have seen (the read barrier), and once a read quorum has confirm
 newer writer exists (sixfold/read_index.py), so a deposed writer never answers a stale read.
 
 Sessions hold the connection across requests for an interactive transaction, as SQLite's
-single writer does; they are rolled back when idle too long.
+single writer does; they are rolled back when idle too long (SqlLimits.session_idle_s). A
+request that cannot get the connection within SqlLimits.connection_wait_s is refused with
+BusyError (retry), naming the session that holds it.
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ from dataclasses import dataclass
 
 import apsw
 
-from sixfold.errors import SessionError, SixfoldError, SqlError
+from sixfold.errors import BusyError, SessionError, SixfoldError, SqlError
 from sixfold.sqlengine import (
+    LIMIT_OPTIONS,
     Outcome,
+    RequestBudget,
+    SqlLimits,
     SqlThread,
     VolumeVFS,
+    Watch,
     guard_shared_connection,
+    run_guarded,
     run_statements,
 )
 from sixfold.sqlvalues import Result, Statement
@@ -37,9 +44,8 @@ from writer.writer import Writer
 
 log = logging.getLogger("sixfold.writer.sql")
 
-SESSION_IDLE_S = 10.0  # an open session unused this long is rolled back
-CONNECTION_WAIT_S = 10.0  # how long a request waits for a session to release the connection
 SESSIONS_MAX = 64  # open sessions (all but one wait for the connection)
+SESSION_ID_CHARS = 32  # a session id is this many hex digits
 SQLITE_CACHE_KIB = 65_536  # SQLite's own page cache on the writer
 
 PRAGMAS = (
@@ -59,8 +65,10 @@ class Session:
 
 
 class WriterSql:
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, limits: SqlLimits | None = None) -> None:
         self.writer = writer
+        self.limits = limits or SqlLimits()
+        self.watch = Watch()
         self.thread = SqlThread("sql-writer")
         self.lock = asyncio.Lock()  # who holds the connection: one request or one session
         self.session: Session | None = None
@@ -72,11 +80,16 @@ class WriterSql:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def execute(self, statements: Sequence[Statement], session: str = "") -> Outcome:
+    async def execute(
+        self, statements: Sequence[Statement], session: str = "", client_s: float | None = None
+    ) -> Outcome:
+        budget = RequestBudget.starting_now(self.limits, client_s)
         if session:
-            return await self._execute_in_session(session, statements)
+            return await self._execute_in_session(session, statements, budget)
         async with self._connection():
-            results, commits = await self.thread.run(self._transaction, statements)
+            results, commits = await run_guarded(
+                self.thread, budget, self._transaction, statements, budget
+            )
             seen = self.volume.last_commit_lsn if self.volume else 0
         return await self._answer(results, commits, seen)
 
@@ -137,15 +150,28 @@ class WriterSql:
 
     async def _acquire(self) -> None:
         self.writer._ready()  # not recovered yet, or fenced: a named error, at once
+        wait_s = self.limits.connection_wait_s
         try:
-            await asyncio.wait_for(self.lock.acquire(), CONNECTION_WAIT_S)
+            await asyncio.wait_for(self.lock.acquire(), wait_s)
         except TimeoutError:
-            raise SessionError(
-                f"the writer's SQLite connection stayed busy for {CONNECTION_WAIT_S:g} s: an "
-                "open session holds it; commit or roll it back"
-            ) from None
+            raise self._busy(wait_s) from None
         if self.conn is None:
             await self.thread.run(self._open, asyncio.get_running_loop())
+
+    def _busy(self, wait_s: float) -> BusyError:
+        holder = self.session
+        if holder is None:
+            who = "another request (a long statement)"
+        else:
+            idle = asyncio.get_running_loop().time() - holder.last_used
+            who = (
+                f"session {holder.id[:8]}… (idle {idle:.1f} s; rolled back after "
+                f"{self.limits.session_idle_s:g} s idle, {LIMIT_OPTIONS['session_idle_s']})"
+            )
+        return BusyError(
+            f"the writer's SQL connection stayed held by {who} for {wait_s:g} s "
+            f"({LIMIT_OPTIONS['connection_wait_s']}): nothing was done; retry"
+        )
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         writer = self.writer
@@ -161,6 +187,7 @@ class WriterSql:
         self.conn = apsw.Connection("sixfold.db", vfs=self.vfs_name)
         for pragma in PRAGMAS:
             self.conn.execute(pragma)
+        self.limits.apply_to(self.conn, self.watch)
         guard_shared_connection(self.conn)
 
     def _close_connection(self) -> None:
@@ -171,17 +198,20 @@ class WriterSql:
 
     # -- on the SQL thread -------------------------------------------------------------------
 
-    def _transaction(self, statements: Sequence[Statement]) -> tuple[list[Result], list[Commit]]:
-        if _is_vacuum(statements):  # SQLite runs VACUUM only outside a transaction
-            return self._run_statements(statements), self._take_commits()
-        self._run("BEGIN IMMEDIATE")
-        try:
-            results = self._run_statements(statements)
-        except BaseException:
-            self._rollback_quietly()
-            raise
-        self._run("COMMIT")
-        return results, self._take_commits()
+    def _transaction(
+        self, statements: Sequence[Statement], budget: RequestBudget
+    ) -> tuple[list[Result], list[Commit]]:
+        with self.watch.running(budget):
+            if _is_vacuum(statements):  # SQLite runs VACUUM only outside a transaction
+                return self._run_statements(statements, budget), self._take_commits()
+            self._run("BEGIN IMMEDIATE")
+            try:
+                results = self._run_statements(statements, budget)
+            except BaseException:
+                self._rollback_quietly()
+                raise
+            self._run("COMMIT")
+            return results, self._take_commits()
 
     def _begin(self) -> None:
         self._run("BEGIN IMMEDIATE")
@@ -190,20 +220,23 @@ class WriterSql:
         self._run(sql)
         return [], self._take_commits()
 
-    def _in_session(self, statements: Sequence[Statement]) -> list[Result]:
-        try:
-            return self._run_statements(statements)
-        except BaseException:
-            self._rollback_quietly()
-            raise
+    def _in_session(self, statements: Sequence[Statement], budget: RequestBudget) -> list[Result]:
+        with self.watch.running(budget):
+            try:
+                return self._run_statements(statements, budget)
+            except BaseException:
+                self._rollback_quietly()
+                raise
 
     def _run(self, sql: str) -> None:
         self._run_statements([Statement(sql)])
 
-    def _run_statements(self, statements: Sequence[Statement]) -> list[Result]:
+    def _run_statements(
+        self, statements: Sequence[Statement], budget: RequestBudget | None = None
+    ) -> list[Result]:
         assert self.conn is not None and self.volume is not None
         try:
-            return run_statements(self.conn, statements)
+            return run_statements(self.conn, statements, self.limits, budget)
         except SixfoldError:
             failure, self.volume.failure = self.volume.failure, None
             if failure is None:
@@ -226,10 +259,12 @@ class WriterSql:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    async def _execute_in_session(self, session: str, statements: Sequence[Statement]) -> Outcome:
+    async def _execute_in_session(
+        self, session: str, statements: Sequence[Statement], budget: RequestBudget
+    ) -> Outcome:
         current = self._session(session)
         try:
-            results = await self.thread.run(self._in_session, statements)
+            results = await run_guarded(self.thread, budget, self._in_session, statements, budget)
         except SqlError as exc:
             self._close_session(current)
             self.lock.release()
@@ -240,9 +275,12 @@ class WriterSql:
 
     def _session(self, session: str) -> Session:
         if self.session is None or self.session.id != session:
+            shown = (
+                session if len(session) <= SESSION_ID_CHARS else session[:SESSION_ID_CHARS] + "…"
+            )
             raise SessionError(
-                f"no open session {session!r}: it was committed, rolled back, or rolled back "
-                f"after {SESSION_IDLE_S:g} s idle"
+                f"no open session {shown!r}: it was committed, rolled back, or rolled back "
+                f"after {self.limits.session_idle_s:g} s idle"
             )
         return self.session
 
@@ -255,7 +293,7 @@ class WriterSql:
         loop = asyncio.get_running_loop()
         while self.session is session:
             idle = loop.time() - session.last_used
-            if idle >= SESSION_IDLE_S:
+            if idle >= self.limits.session_idle_s:
                 log.warning("session %s idle %.1f s: rolled back", session.id, idle)
                 self._close_session(session)
                 try:
@@ -263,7 +301,7 @@ class WriterSql:
                 finally:
                     self.lock.release()
                 return
-            await asyncio.sleep(SESSION_IDLE_S - idle)
+            await asyncio.sleep(self.limits.session_idle_s - idle)
 
     # -- answers ------------------------------------------------------------------------------
 
