@@ -50,12 +50,17 @@ async def call(name: str, fn: Callable[..., Awaitable[T]], request: object, time
     try:
         return await fn(request, timeout=timeout)
     except grpc.aio.AioRpcError as err:
-        exc = error_from_rpc(err)
-        if exc is err:
-            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise NodeDownError(f"{name}: {err.code().name}: {err.details()}") from None
-            raise SixfoldError(f"{name}: {err.code().name}: {err.details()}") from None
-        raise exc from None
+        raise rpc_error(name, err) from None
+
+
+def rpc_error(name: str, err: grpc.aio.AioRpcError) -> Exception:
+    """The named exception an RPC failure of endpoint `name` stands for."""
+    exc = error_from_rpc(err)
+    if exc is not err:
+        return exc
+    if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return NodeDownError(f"{name}: {err.code().name}: {err.details()}")
+    return SixfoldError(f"{name}: {err.code().name}: {err.details()}")
 
 
 class NodeClient:
@@ -71,6 +76,11 @@ class NodeClient:
         self, request: pb.AppendRequest, timeout: float = CALL_TIMEOUT_S
     ) -> pb.AppendResponse:
         return await call(self.name, self.stub.Append, request, timeout)
+
+    def append_stream(self) -> grpc.aio.StreamStreamCall:
+        """A new append stream: AppendBatch written, AppendBatchAck read, until either
+        side ends it (failures: `rpc_error`)."""
+        return self.stub.AppendStream()
 
     async def read_records(
         self, request: pb.ReadRecordsRequest, timeout: float = CALL_TIMEOUT_S

@@ -70,16 +70,34 @@ def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]
 class UndecodableGuard(grpc.aio.ServerInterceptor):
     def __init__(self, reports: UndecodableLog | None = None) -> None:
         self.reports = reports or UndecodableLog()
+        # Each method's guarded handler, made once: handlers do not change while serving,
+        # and wrapping one per call cost every RPC two closures and a handler object.
+        self.guarded: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or handler.request_streaming:
-            return handler
         method = details.method
+        if method not in self.guarded:
+            handler = await continuation(details)
+            if handler is None:  # an unknown method: not remembered (any name may come)
+                return handler
+            self.guarded[method] = self._guard(method, handler)
+        return self.guarded[method]
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.stream_stream is not None:
+            # The method reads with context.read() and refuses an Undecodable message itself
+            # (storage_node/append_stream.py): the stream gets one clear status.
+            return grpc.stream_stream_rpc_method_handler(
+                handler.stream_stream,
+                _safe(handler.request_deserializer),
+                handler.response_serializer,
+            )
+        if handler.request_streaming:
+            return handler
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 

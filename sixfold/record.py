@@ -186,3 +186,34 @@ def peek_lsn(encoded: bytes) -> int:
     if len(encoded) < HEADER_BYTES:
         return 0
     return _HEADER.unpack_from(encoded, 0)[4]
+
+
+def pack_records(records: list[RedoRecord]) -> bytes:
+    """A batch as one blob: the records' canonical encodings back to back (each says its own
+    length in its header, and carries its own CRC)."""
+    return b"".join(r.encoded for r in records)
+
+
+def unpack_records(blob: bytes) -> list[RedoRecord]:
+    """Split a blob into records, verifying each (CRC, bounds). Raises CorruptRecordError
+    naming the first bad one, or where the blob was cut short: nothing of it is usable then.
+    """
+    records = []
+    view = memoryview(blob)
+    pos, end = 0, len(blob)
+    while pos < end:
+        if end - pos < RECORD_OVERHEAD_BYTES:
+            raise CorruptRecordError(
+                f"batch blob cut short: {end - pos} bytes at offset {pos} after record "
+                f"{len(records)}, fewer than a record header and CRC"
+            )
+        payload_bytes = _HEADER.unpack_from(blob, pos)[3]
+        size = RECORD_OVERHEAD_BYTES + payload_bytes
+        if pos + size > end:
+            raise CorruptRecordError(
+                f"batch blob cut short: record {len(records)} at offset {pos} needs {size} "
+                f"bytes, {end - pos} left"
+            )
+        records.append(decode_record(view[pos : pos + size]))
+        pos += size
+    return records

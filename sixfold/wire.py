@@ -47,23 +47,38 @@ async def abort(
     """End an RPC with the status that fits an operating error."""
     if isinstance(exc, lmdb.MapFullError):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
-        exc = errors.SixfoldError(
-            "storage full: the LMDB map size is used up; restart the node with a larger "
-            "--map-size-mib"
-        )
+    exc = reportable(exc)
     status = code or _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
     context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
     await context.abort(status, str(exc))
 
 
+def reportable(exc: Exception) -> Exception:
+    """The error a client is told: an operating error as raised, a full store explained."""
+    if isinstance(exc, lmdb.MapFullError):
+        return errors.SixfoldError(
+            "storage full: the LMDB map size is used up; restart the node with a larger "
+            "--map-size-mib"
+        )
+    return exc
+
+
 def error_from_rpc(err: grpc.aio.AioRpcError | grpc.RpcError) -> Exception:
     """The named exception an RPC failure stands for (the RpcError itself when not ours)."""
     names = [value for key, value in (err.trailing_metadata() or ()) if key == ERROR_KEY]
-    cls = _BY_NAME.get(names[0]) if names else None
-    if cls is None:
+    if not names or names[0] not in _BY_NAME:
         return err
+    return named_error(names[0], err.details() or "")
+
+
+def named_error(name: str, message: str) -> Exception:
+    """The exception a server named (class and message); a SixfoldError for a name we do
+    not know."""
+    cls = _BY_NAME.get(name)
+    if cls is None:
+        return errors.SixfoldError(f"{name}: {message}")
     exc = cls.__new__(cls)  # the server already formatted the message: keep it verbatim
-    Exception.__init__(exc, err.details())
+    Exception.__init__(exc, message)
     return exc
 
 

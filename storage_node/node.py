@@ -24,7 +24,7 @@ from sixfold.errors import (
     StoredCorruptionError,
 )
 from sixfold.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
-from sixfold.record import RedoRecord, decode_record
+from sixfold.record import RedoRecord, decode_record, unpack_records
 from sixfold.segment import SegmentState
 from sixfold.truncation import TruncationRange
 from storage_node.checks import check_vdl
@@ -48,6 +48,7 @@ class NodeLimits:
     damaged_max: int = 10_000  # damaged records and versions remembered for repair
     repairs_per_round_max: int = 64  # damaged items repaired per gossip round
     scrub_records_max: int = 2_000  # stored records CRC-checked per background cycle
+    stream_window_bytes_max: int = 64 << 20  # an append stream's bytes not yet acknowledged
 
 
 def _answer_future() -> asyncio.Future[int]:
@@ -190,16 +191,31 @@ class StorageNode:
                 f"{lim.append_batch_bytes_max}"
             )
         records = [decode_record(b) for b in encoded]
+        self._check_batch(records, request_epoch)
+        return records
+
+    def _check_batch(self, records: list[RedoRecord], request_epoch: int) -> None:
+        if len(records) > self.limits.append_batch_records_max:
+            raise BatchTooLargeError(
+                f"append batch of {len(records)} records exceeds append_batch_records_max="
+                f"{self.limits.append_batch_records_max}"
+            )
         for record in records:
             if record.epoch > request_epoch:
                 raise CorruptRecordError(
                     f"record LSN {record.lsn} carries epoch {record.epoch}, newer than its "
                     f"append's epoch {request_epoch}"
                 )
-        return records
 
     async def append(self, epoch: int | None, records: list[RedoRecord], vdl: int = 0) -> int:
         """Store records durably; return the SCL after them. Raises on a wrong epoch."""
+        return await self.submit(epoch, records, vdl)
+
+    def submit(
+        self, epoch: int | None, records: list[RedoRecord], vdl: int = 0
+    ) -> asyncio.Future[int]:
+        """Queue records for the next commit; the future resolves to the SCL once they are
+        durable, or raises (a wrong epoch at commit time). Queued in order, settled in order."""
         if len(self._queue) >= self.limits.commit_queue_batches_max:
             raise BatchTooLargeError(
                 f"storage node {self.name} has {len(self._queue)} appends waiting to commit "
@@ -209,7 +225,20 @@ class StorageNode:
         pending = _PendingAppend(epoch, records, vdl)
         self._queue.append(pending)
         self._queue_event.set()
-        return await pending.done
+        return pending.done
+
+    def unpack_batch(self, blob: bytes, request_epoch: int) -> list[RedoRecord]:
+        """A stream batch's blob: bounds first, then every record's CRC, before anything of
+        it is stored."""
+        lim = self.limits
+        if len(blob) > lim.append_batch_bytes_max:
+            raise BatchTooLargeError(
+                f"append batch of {len(blob)} bytes exceeds append_batch_bytes_max="
+                f"{lim.append_batch_bytes_max}"
+            )
+        records = unpack_records(blob)
+        self._check_batch(records, request_epoch)
+        return records
 
     def announce(self, epoch: int, vdl: int) -> int:
         """A bare append (no records): check the epoch, learn the VDL, return the SCL.

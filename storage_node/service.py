@@ -15,6 +15,7 @@ from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.topology import INSTANCE_SEEN_TTL_S, parse_owner
 from sixfold.wire import abort, ranges_from_proto, ranges_to_proto
+from storage_node.append_stream import serve_append_stream
 from storage_node.checks import check_numbers, check_owner, check_registration, check_vdl
 from storage_node.node import StorageNode
 from storage_node.store import FORMAT_VERSION
@@ -126,6 +127,9 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         except Exception as exc:  # e.g. LMDB map full: reported, nothing acknowledged
             await abort(context, exc)
         return pb.AppendResponse(scl=scl, epoch=node.state.epoch)
+
+    async def AppendStream(self, requests: object, context: grpc.aio.ServicerContext) -> None:
+        await serve_append_stream(self.node, context)
 
     async def ReadRecords(self, request: pb.ReadRecordsRequest, context):
         page_no = request.page_no if request.HasField("page_no") else None

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass
 
+import grpc
+
 from sixfold.allocation import LAL_DEFAULT, LsnAllocator
-from sixfold.clients import NodeClient, NodeDownError
+from sixfold.clients import NodeClient, NodeDownError, rpc_error
 from sixfold.durability import VolumeDurability
 from sixfold.errors import (
     CommitTimeoutError,
@@ -30,16 +33,23 @@ from sixfold.errors import (
     WriterFencedError,
 )
 from sixfold.quorum import COPIES, WRITE_QUORUM
-from sixfold.record import Delta, RecordFlags, RedoRecord, encode_deltas, encode_record, peek_lsn
+from sixfold.record import (
+    Delta,
+    RecordFlags,
+    RedoRecord,
+    encode_deltas,
+    encode_record,
+    pack_records,
+)
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.truncation import TruncationRange
-from sixfold.wire import ranges_to_proto
+from sixfold.wire import named_error, ranges_to_proto
 
 log = logging.getLogger("sixfold.writer")
 
 WAITER_SWEEP_S = 0.05  # how often commits past their write timeout are failed
 VDL_ANNOUNCE_DELAY_S = 0.02  # a bare VDL update waits this long for a batch to ride on
-APPENDS_IN_FLIGHT_MAX = 2  # appends to one node awaiting their acknowledgement
+STREAM_STATUS_WAIT_S = 1.0  # a write failed: how long to wait for the stream's status
 
 
 @dataclass(frozen=True)  # no slots: fields double as argparse defaults
@@ -49,7 +59,9 @@ class WriterLimits:
     tail_records_max: int = 200_000  # records held for senders; commits wait when full
     append_batch_records_max: int = 2_048
     append_batch_bytes_max: int = 8 << 20
-    append_timeout_s: float = 2.0
+    append_timeout_s: float = 2.0  # a node silent this long with batches in flight is down
+    append_batches_in_flight_max: int = 2  # batches sent to one node, not yet acknowledged
+    append_window_bytes_max: int = 16 << 20  # bytes sent to one node, not yet acknowledged
     retry_backoff_s_max: float = 1.0
     page_links_max: int = 1_000_000  # pages whose last LSN the writer remembers
 
@@ -101,11 +113,25 @@ class LogTail:
         return self.first_lsn + len(self.records)
 
 
-class NodeSender:
-    """Ships the log tail to one node, up to APPENDS_IN_FLIGHT_MAX appends at a time.
+@dataclass(slots=True)
+class _SentBatch:
+    batch_id: int
+    last_lsn: int  # 0 for a bare batch
+    size_bytes: int
+    vdl: int
+    sent_at: float  # loop time
 
-    A second append in flight keeps the node's commit queue fed while the first is being
-    synced, so its next transaction starts at once instead of a round trip later.
+
+class NodeSender:
+    """Ships the log tail to one node over one long-lived append stream (issue 11).
+
+    Each message is a whole batch, its records packed into one blob. Up to
+    `append_batches_in_flight_max` batches and `append_window_bytes_max` bytes are in flight:
+    while the node syncs one, the next waits in its commit queue, and whatever piles up
+    meanwhile goes in the batch after (group commit). Acknowledgements come back on the
+    stream, in order, with the node's SCL. A broken stream is opened again, resuming after
+    the last acknowledged record (appends are idempotent); a node that went silent for
+    `append_timeout_s` with batches in flight is taken for down.
     """
 
     def __init__(self, pipeline: CommitPipeline, client: NodeClient) -> None:
@@ -118,67 +144,171 @@ class NodeSender:
         self.vdl_sent = -1
         self.wake = asyncio.Event()
         self.bytes_sent = 0
+        self.in_flight: deque[_SentBatch] = deque()
+        self.bytes_in_flight = 0
+        self.batch_ids = itertools.count(1)
+        self.failure: BaseException | None = None  # what broke the current stream
+        self.announce_at = 0.0  # loop time a bare VDL announcement is due (0: none)
+        self.timer: asyncio.TimerHandle | None = None
+
+    def has_room(self) -> bool:
+        lim = self.pipeline.limits
+        return (
+            len(self.in_flight) < lim.append_batches_in_flight_max
+            and self.bytes_in_flight < lim.append_window_bytes_max
+        )
 
     async def run(self) -> None:
         backoff = 0.05
         while not self.pipeline.fenced:
-            await self.wake.wait()
-            self.wake.clear()
             try:
-                await self._pump()
-                if self.pipeline.durability.vdl != self.vdl_sent:
-                    # Readers learn VDL from the nodes; the next batch would carry it anyway.
-                    # (A plain sleep: wait_for in Python 3.11 can swallow a cancellation.)
-                    await asyncio.sleep(VDL_ANNOUNCE_DELAY_S)
-                    if not self.wake.is_set():
-                        await self._append(self._request([], bare_ok=True))
-                backoff = 0.05
+                await self._stream()
             except EpochAheadError:
-                await self._send_truncations()
-                self.wake.set()
+                try:
+                    await self._send_truncations()
+                except (NodeDownError, SixfoldError) as exc:
+                    self._unreachable(exc)
+                    await asyncio.sleep(backoff)
             except StaleEpochError as exc:
                 self.stale = True
                 self.pipeline.on_stale(self.client.name, exc)
                 return
             except (NodeDownError, SixfoldError) as exc:
-                if self.reachable:
-                    log.warning("storage node %s unreachable: %s", self.client.name, exc)
-                self.reachable = False
+                self._unreachable(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.pipeline.limits.retry_backoff_s_max)
-                self.wake.set()
+                continue
+            backoff = 0.05
 
-    async def _pump(self) -> None:
-        """Send batches until the tail is drained, keeping up to the in-flight bound busy.
+    def _unreachable(self, exc: BaseException) -> None:
+        if self.reachable:
+            log.warning("storage node %s unreachable: %s", self.client.name, exc)
+        self.reachable = False
 
-        On a failure the unacknowledged batches are sent again from the first of them
-        (appends are idempotent); the error is raised once all in flight have settled.
-        """
-        in_flight: dict[asyncio.Task[None], int] = {}  # task -> first LSN of its batch
-        failure: BaseException | None = None
+    async def _stream(self) -> None:
+        """One stream's life: returns never; raises what broke it."""
+        call = self.client.append_stream()
+        self.failure = None
+        self.in_flight.clear()
+        self.bytes_in_flight = 0
+        self.next_lsn = max(self.acked_lsn + 1, self.pipeline.tail.first_lsn)
+        acks = asyncio.get_running_loop().create_task(self._read_acks(call))
         try:
-            while True:
-                while failure is None and len(in_flight) < APPENDS_IN_FLIGHT_MAX:
-                    batch = self._next_batch()
-                    if not batch and (in_flight or self.reachable):
-                        break  # an unreachable node is probed with an empty append
-                    request = self._request(batch, bare_ok=not batch)
-                    task = asyncio.get_running_loop().create_task(self._append(request))
-                    in_flight[task] = batch[0].lsn if batch else self.next_lsn
-                    self.next_lsn = batch[-1].lsn + 1 if batch else self.next_lsn
-                if not in_flight:
-                    break
-                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    first = in_flight.pop(task)
-                    if task.exception() is not None:
-                        failure = failure or task.exception()
-                        self.next_lsn = min(self.next_lsn, first)
+            await self._send(call, [])  # the first acknowledgement says the node is there
+            while not self.pipeline.fenced:
+                await self.wake.wait()
+                self.wake.clear()
+                if self.failure is not None:
+                    raise self.failure
+                await self._send_ready(call)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as err:
+            # A write to a stream the node ended fails vaguely: why it ended (a stale epoch,
+            # say) is what the acknowledgement reader gets.
+            await asyncio.wait([acks], timeout=STREAM_STATUS_WAIT_S)
+            if self.failure is not None:
+                raise self.failure from None
+            if isinstance(err, grpc.aio.AioRpcError):
+                raise rpc_error(self.client.name, err) from None
+            raise NodeDownError(f"{self.client.name}: the append stream ended") from None
         finally:
-            for task in in_flight:
-                task.cancel()
-        if failure is not None:
-            raise failure
+            acks.cancel()
+            call.cancel()
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+    async def _send_ready(self, call: grpc.aio.StreamStreamCall) -> None:
+        """Send what the tail holds, as far as the window allows; else announce VDL."""
+        loop = asyncio.get_running_loop()
+        while self.has_room():
+            batch = self._next_batch()
+            if not batch:
+                break
+            await self._send(call, batch)
+        if self.pipeline.durability.vdl > self.vdl_sent and not self.in_flight:
+            # Readers learn VDL from the nodes; a batch would carry it anyway, so a bare
+            # announcement waits a moment for one to ride on.
+            now = loop.time()
+            if not self.announce_at:
+                self.announce_at = now + VDL_ANNOUNCE_DELAY_S
+                self._arm(VDL_ANNOUNCE_DELAY_S)
+            elif now >= self.announce_at:
+                await self._send(call, [])
+
+    async def _send(self, call: grpc.aio.StreamStreamCall, batch: list[RedoRecord]) -> None:
+        p = self.pipeline
+        vdl = p.durability.vdl
+        message = pb.AppendBatch(
+            epoch=p.epoch, records=pack_records(batch), vdl=vdl, batch_id=next(self.batch_ids)
+        )
+        size = len(message.records)
+        now = asyncio.get_running_loop().time()
+        self.in_flight.append(
+            _SentBatch(message.batch_id, batch[-1].lsn if batch else 0, size, vdl, now)
+        )
+        self.bytes_in_flight += size
+        if batch:
+            self.next_lsn = batch[-1].lsn + 1
+        self.announce_at = 0.0
+        self.bytes_sent += message.ByteSize() + 5  # 5: gRPC's length-prefix framing
+        if len(self.in_flight) == 1:
+            self._arm(p.limits.append_timeout_s)
+        await call.write(message)
+
+    def _arm(self, delay_s: float) -> None:
+        """Wake the sender after `delay_s` (an announcement due, or a silence to check)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(delay_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.in_flight:
+            oldest = self.in_flight[0]
+            waited = asyncio.get_running_loop().time() - oldest.sent_at
+            limit = self.pipeline.limits.append_timeout_s
+            if waited >= limit:
+                self.failure = self.failure or NodeDownError(
+                    f"{self.client.name}: no acknowledgement of batch {oldest.batch_id} in "
+                    f"{waited:.1f} s (append_timeout_s={limit:g})"
+                )
+            else:
+                self._arm(limit - waited)
+        self.wake.set()
+
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall) -> None:
+        try:
+            while (ack := await call.read()) is not grpc.aio.EOF:
+                if ack.error:  # the node's last word on this stream
+                    self.failure = named_error(ack.error, ack.message)
+                    return
+                self._on_ack(ack)
+            self.failure = NodeDownError(f"{self.client.name}: the append stream ended")
+        except grpc.aio.AioRpcError as err:
+            self.failure = rpc_error(self.client.name, err)
+        except SixfoldError as exc:
+            self.failure = exc
+        finally:
+            self.wake.set()
+
+    def _on_ack(self, ack: pb.AppendBatchAck) -> None:
+        sent = self.in_flight.popleft()
+        if sent.batch_id != ack.batch_id:
+            raise SixfoldError(
+                f"{self.client.name}: acknowledged batch {ack.batch_id}, expected {sent.batch_id}"
+            )
+        self.bytes_in_flight -= sent.size_bytes
+        p = self.pipeline
+        if not self.reachable:
+            log.info("storage node %s reachable again", self.client.name)
+            self.reachable = True
+            p.room.set()
+        self.vdl_sent = max(self.vdl_sent, sent.vdl)
+        self.acked_lsn = max(self.acked_lsn, sent.last_lsn)
+        if self.in_flight:
+            self._arm(p.limits.append_timeout_s)  # the next batch's silence counts from now
+        self.wake.set()
+        p.on_ack(self.client.name, ack.scl)
 
     def _next_batch(self) -> list[RedoRecord]:
         p = self.pipeline
@@ -187,27 +317,6 @@ class NodeSender:
         return p.tail.batch_from(
             self.next_lsn, lim.append_batch_records_max, lim.append_batch_bytes_max
         )
-
-    def _request(self, batch: list[RedoRecord], bare_ok: bool) -> pb.AppendRequest:
-        assert batch or bare_ok
-        p = self.pipeline
-        request = pb.AppendRequest(
-            epoch=p.epoch, records=[r.encoded for r in batch], vdl=p.durability.vdl
-        )
-        self.bytes_sent += request.ByteSize() + 5  # 5: gRPC's length-prefix framing
-        return request
-
-    async def _append(self, request: pb.AppendRequest) -> None:
-        p = self.pipeline
-        response = await self.client.append(request, timeout=p.limits.append_timeout_s)
-        if not self.reachable:
-            log.info("storage node %s reachable again", self.client.name)
-            self.reachable = True
-            p.room.set()
-        self.vdl_sent = max(self.vdl_sent, request.vdl)
-        if request.records:
-            self.acked_lsn = max(self.acked_lsn, peek_lsn(request.records[-1]))
-        p.on_ack(self.client.name, response.scl)
 
     async def _send_truncations(self) -> None:
         p = self.pipeline
@@ -313,7 +422,8 @@ class CommitPipeline:
         future.add_done_callback(mark_retrieved)
         self.waiters.append((commit_lsn, future, loop.time() + self.limits.write_timeout_s))
         for sender in self.senders:
-            sender.wake.set()
+            if sender.has_room():  # a full one sends the rest when an ack makes room
+                sender.wake.set()
         return future
 
     async def wait_durable(self, lsn: int) -> None:

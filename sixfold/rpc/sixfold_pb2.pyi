@@ -92,6 +92,32 @@ class AppendResponse(_message.Message):
     epoch: int
     def __init__(self, scl: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
+class AppendBatch(_message.Message):
+    __slots__ = ("epoch", "records", "vdl", "batch_id")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    VDL_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    records: bytes
+    vdl: int
+    batch_id: int
+    def __init__(self, epoch: _Optional[int] = ..., records: _Optional[bytes] = ..., vdl: _Optional[int] = ..., batch_id: _Optional[int] = ...) -> None: ...
+
+class AppendBatchAck(_message.Message):
+    __slots__ = ("batch_id", "scl", "epoch", "error", "message")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    scl: int
+    epoch: int
+    error: str
+    message: str
+    def __init__(self, batch_id: _Optional[int] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ReadRecordsRequest(_message.Message):
     __slots__ = ("after_lsn", "through_lsn", "max_records", "page_no")
     AFTER_LSN_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class StorageNodeStub:
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.AppendRequest.SerializeToString,
                 response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.AppendResponse.FromString,
                 _registered_method=True)
+        self.AppendStream = channel.stream_stream(
+                '/sixfold.v1.StorageNode/AppendStream',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.AppendBatch.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.AppendBatchAck.FromString,
+                _registered_method=True)
         self.ReadRecords = channel.unary_unary(
                 '/sixfold.v1.StorageNode/ReadRecords',
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadRecordsRequest.SerializeToString,
@@ -76,6 +81,16 @@ class StorageNodeServicer:
 
     def Append(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendStream(self, request_iterator, context):
+        """The writer's long-lived stream to each node: batches in, acknowledgements out, in order.
+        An error (a stale epoch, a corrupt or cut blob, a window beyond the node's bound) is the
+        stream's last acknowledgement, in band: a status sent while the writer is still sending
+        reaches it as a vague INTERNAL error. Nothing of the failing batch is stored.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -125,6 +140,11 @@ def add_StorageNodeServicer_to_server(servicer, server):
                     servicer.Append,
                     request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.AppendRequest.FromString,
                     response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.AppendResponse.SerializeToString,
+            ),
+            'AppendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AppendStream,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.AppendBatch.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.AppendBatchAck.SerializeToString,
             ),
             'ReadRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadRecords,
@@ -184,6 +204,33 @@ class StorageNode:
             '/sixfold.v1.StorageNode/Append',
             sixfold_dot_rpc_dot_sixfold__pb2.AppendRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.AppendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/sixfold.v1.StorageNode/AppendStream',
+            sixfold_dot_rpc_dot_sixfold__pb2.AppendBatch.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.AppendBatchAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,162 @@
+"""The writer's append stream to a node, over real gRPC and LMDB (issue 11): batches in as
+packed blobs, acknowledgements out in order; every kind of bad input ends that stream with a
+clear status, nothing of the bad batch stored, and the node serving other streams."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sixfold.clients import NodeClient, rpc_error
+from sixfold.errors import (
+    BatchTooLargeError,
+    CorruptRecordError,
+    EpochAheadError,
+    InvalidRequestError,
+    StaleEpochError,
+)
+from sixfold.record import RedoRecord, pack_records, unpack_records
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.wire import named_error
+from storage_node.node import NodeLimits, StorageNode
+from tests.test_node_rpc import record, run_with_node, sealed
+
+
+def chain(first: int, count: int, epoch: int = 1) -> list[RedoRecord]:
+    return [
+        record(lsn, lsn - 1, lsn % 7, b"v%d" % lsn, epoch) for lsn in range(first, first + count)
+    ]
+
+
+async def exchange(client: NodeClient, batches: list[pb.AppendBatch]) -> list[pb.AppendBatchAck]:
+    """Send every batch on one stream while reading acks, as the writer does; the acks, or
+    raise what ended the stream."""
+    call = client.append_stream()
+
+    async def send() -> None:
+        try:
+            for b in batches:
+                await call.write(b)
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the node ended the stream: the reads say why
+
+    sending = asyncio.get_running_loop().create_task(send())
+    acks = []
+    try:
+        while (ack := await call.read()) is not grpc.aio.EOF:
+            if ack.error:
+                call.cancel()
+                raise named_error(ack.error, ack.message)
+            acks.append(ack)
+    except grpc.aio.AioRpcError as err:
+        raise rpc_error(client.name, err) from None
+    finally:
+        await sending
+    return acks
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=300), min_size=0, max_size=5))
+def test_a_blob_unpacks_to_its_records(texts: list[bytes]) -> None:
+    records = [record(i + 1, i, 3, t or b"x") for i, t in enumerate(texts)]
+    assert unpack_records(pack_records(records)) == records
+
+
+def test_a_cut_or_flipped_blob_is_refused_naming_the_problem() -> None:
+    blob = pack_records(chain(1, 3))
+    with pytest.raises(CorruptRecordError, match="cut short"):
+        unpack_records(blob[:-5])
+    with pytest.raises(CorruptRecordError, match="cut short"):
+        unpack_records(blob + b"\x01\x02")
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0x40
+    with pytest.raises(CorruptRecordError):
+        unpack_records(bytes(flipped))
+
+
+def test_batches_are_acknowledged_in_order_with_the_scl(tmp_path: Path) -> None:
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        batches = [
+            pb.AppendBatch(epoch=1, records=pack_records(chain(1, 5)), vdl=0, batch_id=1),
+            pb.AppendBatch(epoch=1, records=b"", vdl=5, batch_id=2),  # bare: VDL only
+            pb.AppendBatch(epoch=1, records=pack_records(chain(6, 5)), vdl=5, batch_id=3),
+        ]
+        acks = await exchange(client, batches)
+        assert [(a.batch_id, a.scl) for a in acks] == [(1, 5), (2, 5), (3, 10)]
+        assert node.state.scl == 10 and node.state.vdl == 5
+
+    run_with_node(tmp_path / "a1", body)
+
+
+BAD = [
+    ("stale epoch", StaleEpochError, lambda good: pb.AppendBatch(epoch=1, records=good)),
+    ("epoch ahead", EpochAheadError, lambda good: pb.AppendBatch(epoch=3, records=good)),
+    ("cut blob", CorruptRecordError, lambda good: pb.AppendBatch(epoch=2, records=good[:-9])),
+    ("bad CRC", CorruptRecordError, lambda good: pb.AppendBatch(
+        epoch=2, records=good[:40] + bytes([good[40] ^ 1]) + good[41:])),
+    ("VDL beyond allocation", InvalidRequestError,
+     lambda good: pb.AppendBatch(epoch=2, records=good, vdl=2**62)),
+    ("batch too large", BatchTooLargeError,
+     lambda good: pb.AppendBatch(epoch=2, records=good * 3)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "error", "make"), BAD, ids=[b[0] for b in BAD])
+def test_bad_batches_end_their_stream_and_store_nothing(tmp_path: Path, what, error, make) -> None:
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client, 1)
+        await client.seal(2, "test-writer")
+        # Recovery at epoch 2 truncated (0, 1000]: its writer allocates at most 1000 above.
+        epoch_range = pb.TruncationRange(epoch=2, after_lsn=0, through_lsn=1000)
+        await client.truncate(
+            pb.TruncateRequest(epoch=2, ranges=[epoch_range], truncations_version=2)
+        )
+        good = pack_records(chain(1, 2, epoch=2))
+        with pytest.raises(error):
+            await exchange(client, [make(good)])
+        assert node.state.scl == 0 and node.store.counts()[0] == 0, f"{what}: something stored"
+        # The node serves the next stream.
+        acks = await exchange(client, [pb.AppendBatch(epoch=2, records=good, batch_id=9)])
+        assert [(a.batch_id, a.scl) for a in acks] == [(9, 2)]
+
+    # 5 records' worth of bytes: the tripled blob (6 records) is beyond it.
+    limits = NodeLimits(append_batch_bytes_max=len(pack_records(chain(1, 5, epoch=2))))
+    run_with_node(tmp_path / "a1", body, limits)
+
+
+def test_a_window_beyond_the_nodes_bound_is_refused(tmp_path: Path) -> None:
+    blob_bytes = len(pack_records(chain(1, 4)))
+
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        batches = [
+            pb.AppendBatch(epoch=1, records=pack_records(chain(1 + 4 * i, 4)), batch_id=i)
+            for i in range(40)
+        ]
+        with pytest.raises(BatchTooLargeError, match="stream_window_bytes_max"):
+            await exchange(client, batches)
+
+    # One batch and a half: two unacknowledged at once are beyond it.
+    run_with_node(tmp_path / "a1", body, NodeLimits(stream_window_bytes_max=blob_bytes * 3 // 2))
+
+
+def test_an_undecodable_stream_message_is_refused_by_name(tmp_path: Path) -> None:
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        raw = client.channel.stream_stream("/sixfold.v1.StorageNode/AppendStream")
+        call = raw()
+        await call.write(b"\xff\xff\xff not a message")
+        ack = pb.AppendBatchAck.FromString(await call.read())
+        call.cancel()
+        assert ack.error == "InvalidRequestError", ack
+        assert "not a valid AppendBatch" in ack.message
+        assert node.store.counts()[0] == 0
+
+    run_with_node(tmp_path / "a1", body)
