@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -62,9 +63,12 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def run_process(label: str, main: Coroutine[object, object, None]) -> int:
-    """Run a server process's main coroutine; report a start-up failure in one line."""
+    """Run a server process's main coroutine; report a start-up failure in one line.
+
+    On uvloop: the per-message cost of the event loop is most of what a process spends under
+    load (issue 11: 16% more kv commits/s, 14% less CPU per commit)."""
     try:
-        asyncio.run(main)
+        uvloop.run(main)
     except DataFormatError as exc:
         print(f"{label}: refusing to start: {exc}", file=sys.stderr)
         return 2

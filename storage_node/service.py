@@ -23,7 +23,7 @@ from storage_node.store import FORMAT_VERSION
 log = logging.getLogger("sixfold.storage_node")
 
 WATCHERS_MAX = 64  # concurrent WatchState streams; more are refused (RESOURCE_EXHAUSTED)
-WATCH_COALESCE_S = 0.005  # at most one state message per watcher per interval
+WATCH_COALESCE_S = 0.01  # at most one state message per watcher per interval
 # Gossip marks a node serving without signalling the runtime: a quiet watch looks again
 # this often, and sends only if something it carries changed.
 WATCH_RECHECK_S = 0.25
@@ -31,9 +31,11 @@ WATCH_RECHECK_S = 0.25
 INSTANCES_MAX = 64  # instances a node lists in the topology
 
 
-def node_state(node: StorageNode) -> pb.NodeState:
+def node_state(node: StorageNode, counts: bool = True) -> pb.NodeState:
+    """The node's state; without the stored counts (an LMDB read) when `counts` is False,
+    as in the watch stream, which sends it up to 100 times a second to each watcher."""
     st = node.state
-    records, versions = node.store.counts()
+    records, versions = node.store.counts() if counts else (0, 0)
     return pb.NodeState(
         name=node.name,
         az=node.az,
@@ -228,6 +230,6 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), WATCH_RECHECK_S)
                 continue
-            await context.write(node_state(node))
+            await context.write(node_state(node, counts=False))
             sent = key
             await asyncio.sleep(WATCH_COALESCE_S)

@@ -60,7 +60,7 @@ class WriterLimits:
     append_batch_records_max: int = 2_048
     append_batch_bytes_max: int = 8 << 20
     append_timeout_s: float = 2.0  # a node silent this long with batches in flight is down
-    append_batches_in_flight_max: int = 2  # batches sent to one node, not yet acknowledged
+    append_batches_in_flight_max: int = 1  # batches sent to one node, not yet acknowledged
     append_window_bytes_max: int = 16 << 20  # bytes sent to one node, not yet acknowledged
     retry_backoff_s_max: float = 1.0
     page_links_max: int = 1_000_000  # pages whose last LSN the writer remembers
@@ -126,9 +126,10 @@ class NodeSender:
     """Ships the log tail to one node over one long-lived append stream (issue 11).
 
     Each message is a whole batch, its records packed into one blob. Up to
-    `append_batches_in_flight_max` batches and `append_window_bytes_max` bytes are in flight:
-    while the node syncs one, the next waits in its commit queue, and whatever piles up
-    meanwhile goes in the batch after (group commit). Acknowledgements come back on the
+    `append_batches_in_flight_max` batches and `append_window_bytes_max` bytes are in flight;
+    whatever piles up meanwhile goes in the next batch (group commit). One batch in flight is
+    the default: on a machine whose CPUs are the limit, fewer and larger batches win (issue
+    11: 2,105 kv commits/s with one, 1,910 with two, 1,642 with four). Acknowledgements come back on the
     stream, in order, with the node's SCL. A broken stream is opened again, resuming after
     the last acknowledged record (appends are idempotent); a node that went silent for
     `append_timeout_s` with batches in flight is taken for down.
