@@ -182,7 +182,7 @@ def run_statements(
     try:
         return [_run_one(conn, s, returned) for s in statements]
     except apsw.InterruptError:
-        raise _time_limit(limits, budget) from None
+        raise time_limit_error(limits, budget) from None
     except apsw.TooBigError:
         raise SqlLimitError(
             f"a value would be larger than {_size(limits.value_bytes_max)} (value_bytes_max; "
@@ -207,7 +207,8 @@ def run_statements(
         ) from None
 
 
-def _time_limit(limits: SqlLimits, budget: RequestBudget | None) -> SqlLimitError:
+def time_limit_error(limits: SqlLimits, budget: RequestBudget | None) -> SqlLimitError:
+    """Why a request's time ran out: its client left, its deadline, or the timeout."""
     if budget is not None and budget.cancelled:
         return SqlLimitError("the client went away (cancelled): its statement was stopped")
     if budget is not None and budget.timeout_s < limits.statement_timeout_s:

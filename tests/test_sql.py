@@ -288,3 +288,72 @@ async def _reader_state(address: str) -> pb.ReaderState:
         return await client.state()
     finally:
         await client.close()
+
+
+async def _execute_all(address: str, sqls: list[str]) -> list[pb.ExecuteResponse | Exception]:
+    """Send every statement at once, each its own request on one channel: the writer runs
+    those that queue up as groups (issue 11)."""
+    import grpc
+
+    from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.SqlStub(channel)
+        calls = [
+            stub.Execute(pb.ExecuteRequest(statements=[pb.SqlStatement(sql=s)]), timeout=30)
+            for s in sqls
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+
+@pytest.mark.processes
+def test_concurrent_requests_commit_in_groups_and_fail_alone(local_cluster: LocalCluster) -> None:
+    c = local_cluster
+    w = writer(c, autocommit=True)
+    w.execute("CREATE TABLE g(k INTEGER PRIMARY KEY, v TEXT)")
+    w.execute("INSERT INTO g VALUES (0, 'first')")
+    sqls = [f"INSERT INTO g VALUES ({k}, 'v{k}')" for k in range(1, 61)]
+    sqls[10] = "INSERT INTO g VALUES (0, 'duplicate')"  # fails alone: a constraint
+    sqls[20] = "INSERT INTO nowhere VALUES (1)"  # fails alone: no such table
+    sqls[30] = "SELECT count(*) FROM g"  # a read among the writes
+    answers = asyncio.run(_execute_all(c.layout.writer_address, sqls))
+    failed = {i for i, a in enumerate(answers) if isinstance(a, Exception)}
+    assert failed == {10, 20}, [answers[i] for i in sorted(failed)]
+    lsns = [a.commit_lsn for i, a in enumerate(answers) if i not in failed | {30}]
+    assert len(set(lsns)) == len(lsns) == 57 and min(lsns) > 0  # one commit each
+    read = answers[30]
+    assert read.commit_lsn == 0 and read.read_point >= w.last_commit_lsn
+    expected = [(58,)]  # 0, and 57 inserts
+    assert w.execute("SELECT count(*) FROM g").fetchall() == expected
+    wait_rows(reader(c, "r1"), "SELECT count(*) FROM g", expected)
+    assert w.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+@pytest.mark.processes
+def test_a_group_that_cannot_reach_a_quorum_applies_nothing(local_cluster: LocalCluster) -> None:
+    """With AZ+1 down, a group of commits is refused whole; SQLite is reopened, so none of
+    them shows later, and writes resume once a fourth node is back."""
+    c = local_cluster
+    w = writer(c, autocommit=True)
+    w.execute("CREATE TABLE q(k INTEGER PRIMARY KEY)")
+    w.execute("INSERT INTO q VALUES (0)")
+    c.kill("a1", "a2", "b1")
+    with pytest.raises(dbapi.OperationalError, match="write quorum unavailable"):
+        w.execute("INSERT INTO q VALUES (-1)")  # sent, in doubt: it may stay or not
+    sqls = [f"INSERT INTO q VALUES ({k})" for k in range(1, 9)]
+    answers = asyncio.run(_execute_all(c.layout.writer_address, sqls))
+    assert all(isinstance(a, Exception) for a in answers), answers
+    assert all("nothing of this transaction was applied" in str(a) for a in answers), answers
+    c.start("a1", "a2", "b1")
+    c.wait_for(c.writer_ready, "the writer to take writes again")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            w.execute("INSERT INTO q VALUES (100)")
+            break
+        except dbapi.OperationalError:
+            assert time.monotonic() < deadline, "writes did not resume"
+            time.sleep(0.2)
+    rows = w.execute("SELECT k FROM q ORDER BY k").fetchall()
+    assert rows in ([(0,), (100,)], [(-1,), (0,), (100,)]), rows
+    assert w.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -1,8 +1,12 @@
 """SQL on the writer: one SQLite connection, transactions one after another (P17 §4.2.1).
 
-A transaction runs without waiting for storage: its commit (xSync) queues redo records and
-returns, and the next transaction starts at once, reading the writer's own newest pages. Each
-client is answered once VDL has passed its commit LSN, so an acknowledged transaction is
+A transaction runs without waiting for storage: its commit (xSync) stages redo records and
+returns, and the next transaction starts at once, reading the writer's own newest pages.
+Requests that arrive while the connection is busy queue up, and the SQL thread takes them
+all in one hop (a group, at most GROUP_REQUESTS_MAX): it runs their transactions back to back,
+each in its own SQLite transaction, then the loop submits their redo to the commit pipeline
+in order (issue 11: the hops between the loop and the thread were most of a commit's cost).
+Each client is answered once VDL has passed its commit LSN, so an acknowledged transaction is
 durable, and a crash truncates every unacknowledged one whole (P17 §4.3). A read-only request
 may have seen a commit that is not durable yet: it is answered only once VDL covers the newest
 commit it could have seen (the read barrier), and once a read quorum has confirmed that no
@@ -37,14 +41,23 @@ from sixfold.sqlengine import (
     guard_shared_connection,
     run_guarded,
     run_statements,
+    time_limit_error,
 )
 from sixfold.sqlvalues import Result, Statement
-from writer.sql_volume import Commit, ShippedCounters, WriterFile, WriterVolume
+from writer.sql_volume import (
+    Commit,
+    ShippedCounters,
+    StagedCommitError,
+    WriterFile,
+    WriterVolume,
+)
 from writer.writer import Writer
 
 log = logging.getLogger("sixfold.writer.sql")
 
 SESSIONS_MAX = 64  # open sessions (all but one wait for the connection)
+GROUP_REQUESTS_MAX = 256  # requests the SQL thread runs back to back in one hop
+QUEUED_REQUESTS_MAX = 4_096  # requests waiting for the next group; more are refused as busy
 SESSION_ID_CHARS = 32  # a session id is this many hex digits
 SQLITE_CACHE_KIB = 65_536  # SQLite's own page cache on the writer
 
@@ -55,6 +68,25 @@ PRAGMAS = (
     "PRAGMA synchronous=NORMAL",  # xSync at each commit: where redo leaves
     f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}",
 )
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A request waiting for the next group."""
+
+    statements: Sequence[Statement]
+    budget: RequestBudget
+    done: asyncio.Future[tuple[list[Result], list[Commit], int]]  # results, commits, seen
+
+
+@dataclass(slots=True)
+class _Ran:
+    """A request's transaction, run on the SQL thread."""
+
+    results: list[Result] | None
+    error: BaseException | None
+    staged_before: int  # commits the group had staged when it started, and when it ended
+    staged_after: int
 
 
 @dataclass
@@ -77,21 +109,91 @@ class WriterSql:
         self.conn: apsw.Connection | None = None
         self.vfs_name = f"sixfold-writer-{uuid.uuid4().hex[:8]}"
         self.vfs: VolumeVFS | None = None
+        self.queue: list[_Queued] = []
+        self.grouper: asyncio.Task[None] | None = None
 
     # -- requests ----------------------------------------------------------------------------
 
     async def execute(
-        self, statements: Sequence[Statement], session: str = "", client_s: float | None = None
+        self,
+        statements: Sequence[Statement],
+        session: str = "",
+        client_s: float | None = None,
+        min_read_point: int = 0,  # the writer's reads are always at its newest commit
     ) -> Outcome:
         budget = RequestBudget.starting_now(self.limits, client_s)
         if session:
             return await self._execute_in_session(session, statements, budget)
-        async with self._connection():
-            results, commits = await run_guarded(
-                self.thread, budget, self._transaction, statements, budget
+        self.writer._ready()  # not recovered yet, or fenced: a named error, at once
+        if len(self.queue) >= QUEUED_REQUESTS_MAX:
+            raise BusyError(
+                f"{len(self.queue)} SQL requests already wait for the writer's connection "
+                f"(QUEUED_REQUESTS_MAX={QUEUED_REQUESTS_MAX}): nothing was done; retry"
             )
-            seen = self.volume.last_commit_lsn if self.volume else 0
+        loop = asyncio.get_running_loop()
+        queued = _Queued(statements, budget, loop.create_future())
+        self.queue.append(queued)
+        if self.grouper is None or self.grouper.done():
+            self.grouper = loop.create_task(self._run_groups())
+        try:
+            results, commits, seen = await asyncio.shield(queued.done)
+        except asyncio.CancelledError:
+            budget.cancelled = True  # its statement stops, or never starts
+            raise
         return await self._answer(results, commits, seen)
+
+    async def _run_groups(self) -> None:
+        """Take the queue a group at a time: one hop to the SQL thread runs them all."""
+        while self.queue:
+            try:
+                async with self._connection():
+                    group = self.queue[:GROUP_REQUESTS_MAX]
+                    del self.queue[:GROUP_REQUESTS_MAX]
+                    ran = await self.thread.run(self._run_group, group)
+                    await self._submit_group(group, ran)
+            except Exception as exc:  # no connection (busy, not the writer, stopped)
+                waiting, self.queue = self.queue, []
+                for q in waiting:
+                    _settle(q.done, exc)
+
+    def _run_group(self, group: list[_Queued]) -> list[_Ran]:
+        """On the SQL thread: each request's transaction in turn, each failing alone."""
+        assert self.volume is not None
+        out = []
+        for q in group:
+            before = len(self.volume.staged)
+            if q.budget.expired():  # its client left, or its time ran out, while it waited
+                error: BaseException = time_limit_error(self.limits, q.budget)
+                out.append(_Ran(None, error, before, before))
+                continue
+            try:
+                results = self._transaction(q.statements, q.budget)
+                out.append(_Ran(results, None, before, len(self.volume.staged)))
+            except Exception as exc:
+                out.append(_Ran(None, exc, before, len(self.volume.staged)))
+        return out
+
+    async def _submit_group(self, group: list[_Queued], ran: list[_Ran]) -> None:
+        """Submit what the group staged, in order, and settle each request: with its
+        commits, or, from the first commit that could not be submitted on, with that error
+        (nothing of those reached storage: retry-safe)."""
+        assert self.volume is not None
+        seen_before = self.volume.last_commit_lsn
+        failure: StagedCommitError | None = None
+        try:
+            commits = await self.volume.submit_staged()
+        except StagedCommitError as exc:
+            failure, commits = exc, exc.submitted
+            await self.thread.run(self._reopen)  # SQLite's cache holds what was undone
+        for q, r in zip(group, ran, strict=True):
+            if failure is not None and r.staged_after > len(commits):
+                _settle(q.done, _not_applied(failure.error))
+            elif r.error is not None:
+                _settle(q.done, r.error)
+            else:
+                mine = commits[r.staged_before : r.staged_after]
+                seen = commits[r.staged_after - 1].lsn if r.staged_after else seen_before
+                _settle(q.done, (r.results, mine, seen))
 
     async def begin(self) -> str:
         if self.waiting_sessions >= SESSIONS_MAX:
@@ -116,10 +218,11 @@ class WriterSql:
         self._close_session(current)
         try:
             sql = "COMMIT" if commit else "ROLLBACK"
-            results, commits = await self.thread.run(self._finish, sql)
+            await self.thread.run(self._run, sql)
+            commits = await self._submit_staged()
         finally:
             self.lock.release()
-        outcome = await self._answer(results, commits, 0)
+        outcome = await self._answer([], commits, 0)
         return outcome.commit_lsn
 
     async def quiesce(self) -> None:
@@ -190,6 +293,19 @@ class WriterSql:
         self.limits.apply_to(self.conn, self.watch)
         guard_shared_connection(self.conn)
 
+    def _reopen(self) -> None:
+        self._close_connection()
+        self._open(self.volume.loop if self.volume else asyncio.get_event_loop())
+
+    async def _submit_staged(self) -> list[Commit]:
+        """Submit what a session's statements staged; if that fails, reopen SQLite."""
+        assert self.volume is not None
+        try:
+            return await self.volume.submit_staged()
+        except StagedCommitError as exc:
+            await self.thread.run(self._reopen)
+            raise _not_applied(exc.error) from None
+
     def _close_connection(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(apsw.Error):
@@ -198,12 +314,10 @@ class WriterSql:
 
     # -- on the SQL thread -------------------------------------------------------------------
 
-    def _transaction(
-        self, statements: Sequence[Statement], budget: RequestBudget
-    ) -> tuple[list[Result], list[Commit]]:
+    def _transaction(self, statements: Sequence[Statement], budget: RequestBudget) -> list[Result]:
         with self.watch.running(budget):
             if _is_vacuum(statements):  # SQLite runs VACUUM only outside a transaction
-                return self._run_statements(statements, budget), self._take_commits()
+                return self._run_statements(statements, budget)
             self._run("BEGIN IMMEDIATE")
             try:
                 results = self._run_statements(statements, budget)
@@ -211,14 +325,10 @@ class WriterSql:
                 self._rollback_quietly()
                 raise
             self._run("COMMIT")
-            return results, self._take_commits()
+            return results
 
     def _begin(self) -> None:
         self._run("BEGIN IMMEDIATE")
-
-    def _finish(self, sql: str) -> tuple[list[Result], list[Commit]]:
-        self._run(sql)
-        return [], self._take_commits()
 
     def _in_session(self, statements: Sequence[Statement], budget: RequestBudget) -> list[Result]:
         with self.watch.running(budget):
@@ -252,11 +362,6 @@ class WriterSql:
             with contextlib.suppress(apsw.Error):
                 self.conn.execute("ROLLBACK")
 
-    def _take_commits(self) -> list[Commit]:
-        assert self.volume is not None
-        commits, self.volume.commits = self.volume.commits, []
-        return commits
-
     # -- sessions -----------------------------------------------------------------------------
 
     async def _execute_in_session(
@@ -270,6 +375,9 @@ class WriterSql:
             self.lock.release()
             raise SqlError(f"{exc} (the session's transaction was rolled back)") from None
         current.last_used = asyncio.get_running_loop().time()
+        if self.volume is not None and self.volume.staged:  # a COMMIT among its statements
+            commits = await self._submit_staged()
+            return await self._answer(results, commits, 0)
         await self.writer.confirm_epoch()  # what it read is answered only by the writer
         return Outcome(results, 0, self.writer.pipeline.vdl if self.writer.pipeline else 0)
 
@@ -323,6 +431,22 @@ class WriterSql:
                 raise
         await self.writer.confirm_epoch()
         return Outcome(results, 0, max(seen, pipeline.vdl))
+
+
+def _settle(future: asyncio.Future, outcome: object) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _not_applied(error: Exception) -> Exception:
+    """A transaction whose redo was never submitted: nothing of it is anywhere."""
+    if isinstance(error, SixfoldError):
+        error.args = (f"{error} (nothing of this transaction was applied: retry it)",)
+    return error
 
 
 def _is_vacuum(statements: Sequence[Statement]) -> bool:

@@ -2,10 +2,14 @@
 
 SQLite writes a transaction's pages at commit, then syncs. The file keeps those writes in
 memory; at xSync it turns each page into byte-range deltas against its previous version and
-hands the whole transaction to the commit pipeline as one mini-transaction, whose last record
-(on the SQL meta page, flagged CPL) carries the new database size and the commit time
-(P17 §4.1). xSync does not wait for durability: the engine answers the client once VDL has
-passed the commit LSN, while SQLite goes on with the next transaction (P17 §4.2.1).
+stages the whole transaction as one mini-transaction, whose last record (on the SQL meta
+page, flagged CPL) carries the new database size and the commit time (P17 §4.1). xSync
+waits for nothing, not even the event loop: the engine runs a group of transactions back to
+back on the SQL thread, then, back on the loop, submits what they staged to the commit
+pipeline in order (`submit_staged`), and answers each client once VDL has passed its commit
+LSN (P17 §4.2.1). A staged page's image is the newest one for later transactions at once;
+it gets its LSN when submitted. If a submission fails, it and every later staged commit are
+undone here, and the engine reopens SQLite, whose cache still holds them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sixfold import sqlvolume
-from sixfold.errors import SqlError
+from sixfold.errors import SixfoldError, SqlError
 from sixfold.page import EMPTY_PAGE
 from sixfold.record import RECORD_OVERHEAD_BYTES
 from sixfold.redo_delta import DELTA_HEADER_BYTES, page_delta
@@ -38,6 +42,31 @@ SubmitCommit = Callable[[list[PageWrite], dict[int, int]], Awaitable[tuple[int, 
 class Commit:
     lsn: int
     durable: asyncio.Future  # resolves (on the event loop) once VDL has reached `lsn`
+
+
+# A staged page's LSN until its commit is submitted: above every VDL, so never evicted.
+UNSUBMITTED_LSN = 1 << 63
+
+
+@dataclass(slots=True)
+class StagedCommit:
+    """One transaction's mini-transaction, staged by xSync, not yet submitted."""
+
+    writes: list[PageWrite]
+    links: dict[int, int]  # latest LSNs of its pages read from storage
+    images: dict[int, bytes]  # volume page -> its new image
+    before: dict[int, tuple[bytes, int] | None]  # the cache entries it replaced
+    info: CommitInfo
+    info_before: CommitInfo | None
+
+
+class StagedCommitError(SixfoldError):
+    """Submitting a staged commit failed; `submitted` are those before it, which stand."""
+
+    def __init__(self, submitted: list[Commit], error: Exception) -> None:
+        super().__init__(str(error))
+        self.submitted = submitted
+        self.error = error
 
 
 @dataclass(slots=True)
@@ -65,9 +94,9 @@ class WriterVolume:
         self.images: OrderedDict[int, tuple[bytes, int]] = OrderedDict()  # page -> (image, LSN)
         self.links: dict[int, int] = {}  # volume page -> latest LSN read from storage
         self.info: CommitInfo | None = None
-        self.commits: list[Commit] = []  # taken by the engine after each request
+        self.staged: list[StagedCommit] = []  # in commit order, submitted by the engine
         self.last_commit_lsn = 0  # the newest commit submitted: what a read may have seen
-        self.failure: Exception | None = None  # why the last commit could not be submitted
+        self.failure: Exception | None = None  # why the last commit could not be staged
         self.shipped = ShippedCounters()
 
     def load(self) -> CommitInfo:
@@ -107,7 +136,7 @@ class WriterVolume:
                 self.links.pop(candidate, None)
 
     def commit(self, pending: dict[int, bytes], db_pages: int) -> None:
-        """Ship one SQLite transaction as a mini-transaction (called from xSync)."""
+        """Stage one SQLite transaction as a mini-transaction (xSync, on the SQL thread)."""
         info = self.load()
         writes, images = self._page_writes(pending)
         new_info = CommitInfo(db_pages, time.time_ns() // 1000, info.commits + 1)
@@ -115,15 +144,47 @@ class WriterVolume:
             return  # nothing changed: no record
         writes.append(PageWrite(sqlvolume.SQL_META_PAGE, ((0, new_info.encode()),)))
         links = {p: self.links[p] for p in {w.page_no for w in writes} if p in self.links}
-        lsn, durable = call_in_loop(self.loop, self.submit(writes, links))
+        before = {vpage: self.images.get(vpage) for vpage in images}
+        self.staged.append(StagedCommit(writes, links, images, before, new_info, self.info))
         self.info = new_info
-        self.last_commit_lsn = lsn
         for vpage, image in images.items():
-            self._remember(vpage, image, lsn)
-        self.commits.append(Commit(lsn, durable))
-        self.shipped.commits += 1
-        self.shipped.redo_bytes += sum(record_bytes(w) for w in writes)
-        self.shipped.changed_page_bytes += len(images) * SQL_PAGE_BYTES
+            self._remember(vpage, image, UNSUBMITTED_LSN)
+
+    async def submit_staged(self) -> list[Commit]:
+        """Submit the staged commits in order (on the event loop).
+
+        Raises StagedCommitError if one fails: it and every later one are undone here, and
+        the caller must reopen SQLite."""
+        commits: list[Commit] = []
+        while self.staged:
+            staged = self.staged[0]
+            try:
+                lsn, durable = await self.submit(staged.writes, staged.links)
+            except Exception as exc:
+                self._undo_staged()
+                raise StagedCommitError(commits, exc) from None
+            del self.staged[0]
+            self.last_commit_lsn = lsn
+            for vpage, image in staged.images.items():
+                cached = self.images.get(vpage)
+                if cached is not None and cached[0] is image:  # not replaced by a later one
+                    self.images[vpage] = (image, lsn)
+            commits.append(Commit(lsn, durable))
+            self.shipped.commits += 1
+            self.shipped.redo_bytes += sum(record_bytes(w) for w in staged.writes)
+            self.shipped.changed_page_bytes += len(staged.images) * SQL_PAGE_BYTES
+        return commits
+
+    def _undo_staged(self) -> None:
+        """Forget every staged commit: the cache goes back to what was submitted."""
+        for staged in reversed(self.staged):
+            for vpage, entry in staged.before.items():
+                if entry is None:
+                    self.images.pop(vpage, None)
+                else:
+                    self.images[vpage] = entry
+            self.info = staged.info_before
+        self.staged.clear()
 
     def _page_writes(self, pending: dict[int, bytes]) -> tuple[list[PageWrite], dict[int, bytes]]:
         if len(pending) > TRANSACTION_PAGES_MAX:
