@@ -31,6 +31,7 @@ from sixfold.sqlvalues import Result, Statement
 
 CONNECTIONS = 2  # SQLite connections (threads) serving reads side by side
 SQLITE_CACHE_KIB = 8_192  # each connection's own page cache; emptied when the point moves
+READ_YOUR_WRITES_WAIT_S = 1.0  # how long a read waits for the read point a client asks for
 
 
 class ReaderConnection:
@@ -88,10 +89,17 @@ class ReaderSql:
         self.starting = asyncio.Lock()  # the first requests must not open connections twice
 
     async def execute(
-        self, statements: Sequence[Statement], session: str = "", client_s: float | None = None
+        self,
+        statements: Sequence[Statement],
+        session: str = "",
+        client_s: float | None = None,
+        min_read_point: int = 0,
     ) -> Outcome:
         if session:
             raise SessionError(_NO_SESSIONS)
+        if min_read_point > self.reader.read_point:  # read your writes: wait, or refuse
+            wait_s = min(READ_YOUR_WRITES_WAIT_S, client_s or READ_YOUR_WRITES_WAIT_S)
+            await self.reader.wait_read_point_above(min_read_point, wait_s)
         await self._start()
         connection = await self.idle.get()
         budget = RequestBudget.starting_now(self.limits, client_s)

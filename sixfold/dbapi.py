@@ -928,6 +928,9 @@ class Connection:
         except NoTopologyError:
             if self._directory.route is None:
                 raise
+        # Read your writes: a reader behind this connection's last commit waits a moment
+        # for it, or refuses (UNAVAILABLE) and the next one is tried.
+        request.min_read_point = self.last_commit_lsn
         for address in self._directory.readers_in_turn():
             try:
                 response = self._invoke(address, "Execute", request)

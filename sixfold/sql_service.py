@@ -24,7 +24,11 @@ RESULT_ROWS_INLINE_MAX = 256  # results with more rows are serialised on a worke
 
 class SqlEngine(Protocol):
     async def execute(
-        self, statements: list[Statement], session: str = "", client_s: float | None = None
+        self,
+        statements: list[Statement],
+        session: str = "",
+        client_s: float | None = None,
+        min_read_point: int = 0,
     ) -> object: ...
     async def begin(self) -> str: ...
     async def end(self, session: str, commit: bool) -> int: ...
@@ -53,7 +57,9 @@ class SqlService(pb_grpc.SqlServicer):
         try:
             statements = [statement_from_proto(s) for s in request.statements]
             engine = self.engine_for(request.writer_only)
-            outcome = await engine.execute(statements, request.session, context.time_remaining())
+            outcome = await engine.execute(
+                statements, request.session, context.time_remaining(), request.min_read_point
+            )
             if sum(len(r.rows) for r in outcome.results) > RESULT_ROWS_INLINE_MAX:
                 results = await asyncio.to_thread(results_to_proto, outcome.results)
             else:

@@ -373,14 +373,16 @@ class SqlResult(_message.Message):
     def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[SqlRow, _Mapping]]] = ..., rows_changed: _Optional[int] = ..., last_row_id: _Optional[int] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("statements", "session", "writer_only")
+    __slots__ = ("statements", "session", "writer_only", "min_read_point")
     STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     WRITER_ONLY_FIELD_NUMBER: _ClassVar[int]
+    MIN_READ_POINT_FIELD_NUMBER: _ClassVar[int]
     statements: _containers.RepeatedCompositeFieldContainer[SqlStatement]
     session: str
     writer_only: bool
-    def __init__(self, statements: _Optional[_Iterable[_Union[SqlStatement, _Mapping]]] = ..., session: _Optional[str] = ..., writer_only: _Optional[bool] = ...) -> None: ...
+    min_read_point: int
+    def __init__(self, statements: _Optional[_Iterable[_Union[SqlStatement, _Mapping]]] = ..., session: _Optional[str] = ..., writer_only: _Optional[bool] = ..., min_read_point: _Optional[int] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("results", "commit_lsn", "read_point")
