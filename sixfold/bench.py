@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from sixfold import cluster
 from sixfold.clients import NodeClient, WriterClient
 from sixfold.errors import SixfoldError
@@ -392,7 +394,7 @@ def on_fresh_cluster(
         if not args.json:
             pids = " ".join(f"{n}={p}" for n, p in args.pids.items())
             print(f"cluster in {directory}; pids: {pids}", file=sys.stderr, flush=True)
-        result = asyncio.run(run(args, layout))
+        result = uvloop.run(run(args, layout))  # as the writer process runs
     finally:
         cluster.stop_all(layout)
         if not args.keep:

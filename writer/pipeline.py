@@ -50,6 +50,7 @@ log = logging.getLogger("sixfold.writer")
 WAITER_SWEEP_S = 0.05  # how often commits past their write timeout are failed
 VDL_ANNOUNCE_DELAY_S = 0.02  # a bare VDL update waits this long for a batch to ride on
 STREAM_STATUS_WAIT_S = 1.0  # a write failed: how long to wait for the stream's status
+TIMER_MIN_S = 0.001  # the shortest a sender's timer is set for (uvloop counts milliseconds)
 
 
 @dataclass(frozen=True)  # no slots: fields double as argparse defaults
@@ -62,6 +63,9 @@ class WriterLimits:
     append_timeout_s: float = 2.0  # a node silent this long with batches in flight is down
     append_batches_in_flight_max: int = 1  # batches sent to one node, not yet acknowledged
     append_window_bytes_max: int = 16 << 20  # bytes sent to one node, not yet acknowledged
+    append_linger_s: float = 0.002  # a small batch waits this long while commits pile up
+    append_linger_records: int = 64  # a batch this large goes at once
+    append_linger_waiters_min: int = 8  # commits waiting before a small batch lingers
     retry_backoff_s_max: float = 1.0
     page_links_max: int = 1_000_000  # pages whose last LSN the writer remembers
 
@@ -151,6 +155,7 @@ class NodeSender:
         self.failure: BaseException | None = None  # what broke the current stream
         self.announce_at = 0.0  # loop time a bare VDL announcement is due (0: none)
         self.timer: asyncio.TimerHandle | None = None
+        self.linger_until = 0.0  # loop time a lingering small batch goes anyway (0: none)
 
     def has_room(self) -> bool:
         lim = self.pipeline.limits
@@ -223,18 +228,38 @@ class NodeSender:
         loop = asyncio.get_running_loop()
         while self.has_room():
             batch = self._next_batch()
-            if not batch:
+            if not batch or self._linger(batch, loop.time()):
                 break
             await self._send(call, batch)
-        if self.pipeline.durability.vdl > self.vdl_sent and not self.in_flight:
+        lingering = bool(self.linger_until)  # the batch goes soon, VDL with it
+        if self.pipeline.durability.vdl > self.vdl_sent and not self.in_flight and not lingering:
             # Readers learn VDL from the nodes; a batch would carry it anyway, so a bare
             # announcement waits a moment for one to ride on.
             now = loop.time()
             if not self.announce_at:
                 self.announce_at = now + VDL_ANNOUNCE_DELAY_S
-                self._arm(VDL_ANNOUNCE_DELAY_S)
-            elif now >= self.announce_at:
+            if now >= self.announce_at:
                 await self._send(call, [])
+            else:
+                self._arm(self.announce_at - now)
+
+    def _linger(self, batch: list[RedoRecord], now: float) -> bool:
+        """Hold a small batch back a moment while many commits wait: it grows, and the nodes
+        spend less per record (issue 11: their cost is mostly per batch). With few commits
+        waiting nothing lingers, so a lone client's latency does not grow."""
+        lim = self.pipeline.limits
+        small = len(batch) < lim.append_linger_records
+        busy = len(self.pipeline.waiters) >= lim.append_linger_waiters_min
+        if not (lim.append_linger_s and small and busy):
+            self.linger_until = 0.0
+            return False
+        if not self.linger_until:
+            self.linger_until = now + lim.append_linger_s
+        if now < self.linger_until:
+            self._arm(self.linger_until - now)
+            return True
+        self.linger_until = 0.0
+        return False
 
     async def _send(self, call: grpc.aio.StreamStreamCall, batch: list[RedoRecord]) -> None:
         p = self.pipeline
@@ -257,9 +282,12 @@ class NodeSender:
         await call.write(message)
 
     def _arm(self, delay_s: float) -> None:
-        """Wake the sender after `delay_s` (an announcement due, or a silence to check)."""
+        """Wake the sender after `delay_s` (an announcement or a lingering batch due, or a
+        silence to check). A timer may fire a little early (uvloop counts milliseconds):
+        whoever it wakes re-arms it for what is left, so nothing waits for another event."""
         if self.timer is not None:
             self.timer.cancel()
+        delay_s = max(delay_s, TIMER_MIN_S)
         self.timer = asyncio.get_running_loop().call_later(delay_s, self._on_timer)
 
     def _on_timer(self) -> None:
