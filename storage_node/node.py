@@ -23,6 +23,7 @@ from sixfold.errors import (
     SixfoldError,
     StoredCorruptionError,
 )
+from sixfold.futures import settle
 from sixfold.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
 from sixfold.record import RedoRecord, decode_record, unpack_records
 from sixfold.segment import SegmentState
@@ -273,7 +274,7 @@ class StorageNode:
             except Exception as exc:  # a failed transaction fails its appends, not the node
                 log.exception("%s: commit failed", self.name)
                 for p in batch:
-                    _settle(p.done, exc)
+                    settle(p.done, exc)
 
     async def _commit(self, batch: list[_PendingAppend]) -> None:
         st = self.state
@@ -283,7 +284,7 @@ class StorageNode:
                 if p.epoch is not None:
                     st.check_current(p.epoch, "append")
             except SixfoldError as exc:
-                _settle(p.done, exc)
+                settle(p.done, exc)
                 continue
             accepted.append(p)
         records = _unique_admitted(st, accepted)
@@ -304,7 +305,7 @@ class StorageNode:
         if accepted:
             self.note_state_changed()
         for p in accepted:
-            _settle(p.done, st.scl)
+            settle(p.done, st.scl)
 
     def note_state_changed(self) -> None:
         """Wake every watcher waiting on the current event; later waiters get a fresh one."""
@@ -428,16 +429,6 @@ class StorageNode:
             r: v for r, v in self.read_points.items() if now - v[1] <= READ_POINT_TTL_S
         }
         return min([*live, self.state.vdl])
-
-
-def _settle(future: asyncio.Future[int], outcome: int | BaseException) -> None:
-    """Answer an append; its caller may have gone (a cancelled RPC): then nobody listens."""
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 def _completeness_after(st: SegmentState, records: list[RedoRecord]) -> SegmentCompleteness:

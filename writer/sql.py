@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import apsw
 
 from sixfold.errors import BusyError, SessionError, SixfoldError, SqlError
+from sixfold.futures import settle
 from sixfold.sqlengine import (
     LIMIT_OPTIONS,
     Outcome,
@@ -154,7 +155,7 @@ class WriterSql:
             except Exception as exc:  # no connection (busy, not the writer, stopped)
                 waiting, self.queue = self.queue, []
                 for q in waiting:
-                    _settle(q.done, exc)
+                    settle(q.done, exc)
 
     def _run_group(self, group: list[_Queued]) -> list[_Ran]:
         """On the SQL thread: each request's transaction in turn, each failing alone."""
@@ -187,13 +188,13 @@ class WriterSql:
             await self.thread.run(self._reopen)  # SQLite's cache holds what was undone
         for q, r in zip(group, ran, strict=True):
             if failure is not None and r.staged_after > len(commits):
-                _settle(q.done, _not_applied(failure.error))
+                settle(q.done, _not_applied(failure.error))
             elif r.error is not None:
-                _settle(q.done, r.error)
+                settle(q.done, r.error)
             else:
                 mine = commits[r.staged_before : r.staged_after]
                 seen = commits[r.staged_after - 1].lsn if r.staged_after else seen_before
-                _settle(q.done, (r.results, mine, seen))
+                settle(q.done, (r.results, mine, seen))
 
     async def begin(self) -> str:
         if self.waiting_sessions >= SESSIONS_MAX:
@@ -431,15 +432,6 @@ class WriterSql:
                 raise
         await self.writer.confirm_epoch()
         return Outcome(results, 0, max(seen, pipeline.vdl))
-
-
-def _settle(future: asyncio.Future, outcome: object) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 def _not_applied(error: Exception) -> Exception:
