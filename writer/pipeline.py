@@ -133,10 +133,10 @@ class NodeSender:
     `append_batches_in_flight_max` batches and `append_window_bytes_max` bytes are in flight;
     whatever piles up meanwhile goes in the next batch (group commit). One batch in flight is
     the default: on a machine whose CPUs are the limit, fewer and larger batches win (issue
-    11: 2,105 kv commits/s with one, 1,910 with two, 1,642 with four). Acknowledgements come back on the
-    stream, in order, with the node's SCL. A broken stream is opened again, resuming after
-    the last acknowledged record (appends are idempotent); a node that went silent for
-    `append_timeout_s` with batches in flight is taken for down.
+    11: 2,105 kv commits/s with one, 1,910 with two, 1,642 with four). Acknowledgements
+    come back on the stream, in order, with the node's SCL. A broken stream is opened again,
+    resuming after the last acknowledged record (appends are idempotent); a node that went
+    silent for `append_timeout_s` with batches in flight is taken for down.
     """
 
     def __init__(self, pipeline: CommitPipeline, client: NodeClient) -> None:
@@ -197,6 +197,7 @@ class NodeSender:
         self.failure = None
         self.in_flight.clear()
         self.bytes_in_flight = 0
+        self.linger_until = 0.0
         self.next_lsn = max(self.acked_lsn + 1, self.pipeline.tail.first_lsn)
         acks = asyncio.get_running_loop().create_task(self._read_acks(call))
         try:
