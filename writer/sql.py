@@ -146,6 +146,7 @@ class WriterSql:
     async def _run_groups(self) -> None:
         """Take the queue a group at a time: one hop to the SQL thread runs them all."""
         while self.queue:
+            group: list[_Queued] = []
             try:
                 async with self._connection():
                     group = self.queue[:GROUP_REQUESTS_MAX]
@@ -153,8 +154,8 @@ class WriterSql:
                     ran = await self.thread.run(self._run_group, group)
                     await self._submit_group(group, ran)
             except Exception as exc:  # no connection (busy, not the writer, stopped)
-                waiting, self.queue = self.queue, []
-                for q in waiting:
+                waiting, self.queue = [*group, *self.queue], []
+                for q in waiting:  # those of the group already answered stay so
                     settle(q.done, exc)
 
     def _run_group(self, group: list[_Queued]) -> list[_Ran]:
@@ -186,9 +187,10 @@ class WriterSql:
         except StagedCommitError as exc:
             failure, commits = exc, exc.submitted
             await self.thread.run(self._reopen)  # SQLite's cache holds what was undone
+        not_applied = _not_applied(failure.error) if failure is not None else None
         for q, r in zip(group, ran, strict=True):
-            if failure is not None and r.staged_after > len(commits):
-                settle(q.done, _not_applied(failure.error))
+            if not_applied is not None and r.staged_after > len(commits):
+                settle(q.done, not_applied)
             elif r.error is not None:
                 settle(q.done, r.error)
             else:
