@@ -82,6 +82,19 @@ def reader(c: LocalCluster, name: str) -> dbapi.Connection:
     return dbapi.connect(c.layout.reader_address(name), timeout=30.0)
 
 
+def insert_once_writes_resume(c: LocalCluster, w: dbapi.Connection, sql: str) -> None:
+    """A fourth node is back: run `sql` as soon as the writer takes writes again, bounded."""
+    c.wait_for(c.writer_ready, "the writer to take writes again")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            w.execute(sql)
+            return
+        except dbapi.OperationalError:
+            assert time.monotonic() < deadline, "writes did not resume"
+            time.sleep(0.2)
+
+
 def wait_rows(conn: dbapi.Connection, sql: str, expected: list, limit_s: float = 10.0) -> None:
     """Readers lag the writer a little: poll until they show `expected`, bounded."""
     deadline = time.monotonic() + limit_s
@@ -239,15 +252,7 @@ def test_az_plus_one_down_reads_go_on_and_writes_fail_clearly(local_cluster: Loc
     with pytest.raises(dbapi.OperationalError, match="write quorum unavailable"):
         w.execute("INSERT INTO t VALUES ('lost?')")
     c.start("a1", "a2", "b1")
-    c.wait_for(c.writer_ready, "the writer to take writes again")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            w.execute("INSERT INTO t VALUES ('after')")
-            break
-        except dbapi.OperationalError:
-            assert time.monotonic() < deadline, "writes did not resume"
-            time.sleep(0.2)
+    insert_once_writes_resume(c, w, "INSERT INTO t VALUES ('after')")
     assert ("kept",) in w.execute("SELECT v FROM t").fetchall()
 
 
@@ -345,15 +350,7 @@ def test_a_group_that_cannot_reach_a_quorum_applies_nothing(local_cluster: Local
     assert all(isinstance(a, Exception) for a in answers), answers
     assert all("nothing of this transaction was applied" in str(a) for a in answers), answers
     c.start("a1", "a2", "b1")
-    c.wait_for(c.writer_ready, "the writer to take writes again")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            w.execute("INSERT INTO q VALUES (100)")
-            break
-        except dbapi.OperationalError:
-            assert time.monotonic() < deadline, "writes did not resume"
-            time.sleep(0.2)
+    insert_once_writes_resume(c, w, "INSERT INTO q VALUES (100)")
     rows = w.execute("SELECT k FROM q ORDER BY k").fetchall()
     assert rows in ([(0,), (100,)], [(-1,), (0,), (100,)]), rows
     assert w.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
