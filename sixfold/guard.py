@@ -88,42 +88,39 @@ class UndecodableGuard(grpc.aio.ServerInterceptor):
         return self.guarded[method]
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        safe = _safe(handler.request_deserializer)
         if handler.stream_stream is not None:
             # The method reads with context.read() and refuses an Undecodable message itself
-            # (storage_node/append_stream.py): the stream gets one clear status.
+            # (storage_node/append_stream.py answers it in band, naming the problem).
             return grpc.stream_stream_rpc_method_handler(
-                handler.stream_stream,
-                _safe(handler.request_deserializer),
-                handler.response_serializer,
+                handler.stream_stream, safe, handler.response_serializer
             )
         if handler.request_streaming:
             return handler
         if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if isinstance(request, Undecodable):
-                    await self._refuse(method, request, context)
-                return await inner(request, context)
-
             return grpc.unary_unary_rpc_method_handler(
-                unary, _safe(handler.request_deserializer), handler.response_serializer
+                self._refusing(method, handler.unary_unary), safe, handler.response_serializer
             )
         # A streaming method written as an async generator would need one too: left as is.
         if handler.unary_stream is not None and not inspect.isasyncgenfunction(
             handler.unary_stream
         ):
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if isinstance(request, Undecodable):
-                    await self._refuse(method, request, context)
-                return await inner_stream(request, context)
-
             return grpc.unary_stream_rpc_method_handler(
-                stream, _safe(handler.request_deserializer), handler.response_serializer
+                self._refusing(method, handler.unary_stream), safe, handler.response_serializer
             )
         return handler
+
+    def _refusing(
+        self, method: str, inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        """`inner`, refusing an undecodable request first."""
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                await self._refuse(method, request, context)
+            return await inner(request, context)
+
+        return call
 
     async def _refuse(
         self, method: str, request: Undecodable, context: grpc.aio.ServicerContext
