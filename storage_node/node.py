@@ -179,28 +179,35 @@ class StorageNode:
 
     def decode_batch(self, encoded: list[bytes], request_epoch: int) -> list[RedoRecord]:
         """Check bounds and CRCs of a whole batch before anything of it is stored."""
-        lim = self.limits
-        if len(encoded) > lim.append_batch_records_max:
-            raise BatchTooLargeError(
-                f"append batch of {len(encoded)} records exceeds append_batch_records_max="
-                f"{lim.append_batch_records_max}"
-            )
-        size = sum(len(b) for b in encoded)
-        if size > lim.append_batch_bytes_max:
-            raise BatchTooLargeError(
-                f"append batch of {size} bytes exceeds append_batch_bytes_max="
-                f"{lim.append_batch_bytes_max}"
-            )
+        self._check_batch_bounds(len(encoded), sum(len(b) for b in encoded))
         records = [decode_record(b) for b in encoded]
-        self._check_batch(records, request_epoch)
+        self._check_epochs(records, request_epoch)
         return records
 
-    def _check_batch(self, records: list[RedoRecord], request_epoch: int) -> None:
-        if len(records) > self.limits.append_batch_records_max:
+    def unpack_batch(self, blob: bytes, request_epoch: int) -> list[RedoRecord]:
+        """A stream batch's blob: its size first, then every record's CRC, then its count,
+        before anything of it is stored."""
+        self._check_batch_bounds(0, len(blob))
+        records = unpack_records(blob)
+        self._check_batch_bounds(len(records), len(blob))
+        self._check_epochs(records, request_epoch)
+        return records
+
+    def _check_batch_bounds(self, records: int, size_bytes: int) -> None:
+        lim = self.limits
+        if records > lim.append_batch_records_max:
             raise BatchTooLargeError(
-                f"append batch of {len(records)} records exceeds append_batch_records_max="
-                f"{self.limits.append_batch_records_max}"
+                f"append batch of {records} records exceeds append_batch_records_max="
+                f"{lim.append_batch_records_max}"
             )
+        if size_bytes > lim.append_batch_bytes_max:
+            raise BatchTooLargeError(
+                f"append batch of {size_bytes} bytes exceeds append_batch_bytes_max="
+                f"{lim.append_batch_bytes_max}"
+            )
+
+    @staticmethod
+    def _check_epochs(records: list[RedoRecord], request_epoch: int) -> None:
         for record in records:
             if record.epoch > request_epoch:
                 raise CorruptRecordError(
@@ -227,19 +234,6 @@ class StorageNode:
         self._queue.append(pending)
         self._queue_event.set()
         return pending.done
-
-    def unpack_batch(self, blob: bytes, request_epoch: int) -> list[RedoRecord]:
-        """A stream batch's blob: bounds first, then every record's CRC, before anything of
-        it is stored."""
-        lim = self.limits
-        if len(blob) > lim.append_batch_bytes_max:
-            raise BatchTooLargeError(
-                f"append batch of {len(blob)} bytes exceeds append_batch_bytes_max="
-                f"{lim.append_batch_bytes_max}"
-            )
-        records = unpack_records(blob)
-        self._check_batch(records, request_epoch)
-        return records
 
     def announce(self, epoch: int, vdl: int) -> int:
         """A bare append (no records): check the epoch, learn the VDL, return the SCL.
