@@ -5,6 +5,7 @@ clear status, nothing of the bad batch stored, and the node serving other stream
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,7 @@ from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import named_error
 from storage_node.node import NodeLimits, StorageNode
 from tests.test_node_rpc import record, run_with_node, sealed
+from writer.pipeline import commits_at_or_above
 
 
 def chain(first: int, count: int, epoch: int = 1) -> list[RedoRecord]:
@@ -160,3 +162,14 @@ def test_an_undecodable_stream_message_is_refused_by_name(tmp_path: Path) -> Non
         assert node.store.counts()[0] == 0
 
     run_with_node(tmp_path / "a1", body)
+
+
+def test_a_lingering_batch_counts_the_commits_it_holds() -> None:
+    # The writer's linger rule (issue 11) sends a batch once it holds a share of the
+    # waiting commits: those at or above its first LSN, counted from the newest.
+    never: asyncio.Future[int] = asyncio.Future(loop=asyncio.new_event_loop())
+    waiters = deque((lsn, never, 0.0) for lsn in (3, 5, 9, 10, 14))
+    assert commits_at_or_above(waiters, 9) == 3
+    assert commits_at_or_above(waiters, 15) == 0
+    assert commits_at_or_above(waiters, 1) == 5
+    assert commits_at_or_above(deque(), 1) == 0

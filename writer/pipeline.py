@@ -63,7 +63,8 @@ class WriterLimits:
     append_timeout_s: float = 2.0  # a node silent this long with batches in flight is down
     append_batches_in_flight_max: int = 1  # batches sent to one node, not yet acknowledged
     append_window_bytes_max: int = 16 << 20  # bytes sent to one node, not yet acknowledged
-    append_linger_s: float = 0.002  # a small batch waits this long while commits pile up
+    append_linger_s: float = 0.02  # the longest a small batch waits while commits pile up
+    append_linger_share: float = 0.5  # a lingering batch goes once it holds this share of waiters
     append_linger_records: int = 64  # a batch this large goes at once
     append_linger_waiters_min: int = 8  # commits waiting before a small batch lingers
     retry_backoff_s_max: float = 1.0
@@ -124,6 +125,16 @@ class _SentBatch:
     size_bytes: int
     vdl: int
     sent_at: float  # loop time
+
+
+def commits_at_or_above(waiters: deque[tuple[int, asyncio.Future[int], float]], lsn: int) -> int:
+    """How many of `waiters` (in LSN order) commit at or above `lsn`."""
+    count = 0
+    for commit_lsn, _, _ in reversed(waiters):
+        if commit_lsn < lsn:
+            break
+        count += 1
+    return count
 
 
 class NodeSender:
@@ -245,18 +256,23 @@ class NodeSender:
                 self._arm(self.announce_at - now)
 
     def _linger(self, batch: list[RedoRecord], now: float) -> bool:
-        """Hold a small batch back a moment while many commits wait: it grows, and the nodes
-        spend less per record (issue 11: their cost is mostly per batch). With few commits
-        waiting nothing lingers, so a lone client's latency does not grow."""
+        """Hold a small batch back while many commits wait: it grows, and the nodes spend
+        less per record (issue 11: their cost is mostly per batch). Nothing is in flight to
+        this node, so the commits waiting outside the batch wait for other nodes; once they
+        are durable their clients send more, and the batch takes them. It goes once it holds
+        `append_linger_share` of the waiting commits, or after `append_linger_s` at most.
+        With few commits waiting nothing lingers, so a lone client's latency does not grow."""
         lim = self.pipeline.limits
+        waiters = self.pipeline.waiters
         small = len(batch) < lim.append_linger_records
-        busy = len(self.pipeline.waiters) >= lim.append_linger_waiters_min
+        busy = len(waiters) >= lim.append_linger_waiters_min
         if not (lim.append_linger_s and small and busy):
             self.linger_until = 0.0
             return False
         if not self.linger_until:
             self.linger_until = now + lim.append_linger_s
-        if now < self.linger_until:
+        in_batch = commits_at_or_above(waiters, batch[0].lsn)
+        if now < self.linger_until and in_batch < lim.append_linger_share * len(waiters):
             self._arm(self.linger_until - now)
             return True
         self.linger_until = 0.0
