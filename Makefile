@@ -6,10 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up down test check lint format proto bench chaos clean
 
+# PYTHONWARNINGS: setuptools' boxed note on editable installs says nothing a user can act on.
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV) (once, ~15 s): a virtual environment, then from PyPI"
+	@$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print("  " + ", ".join(d.split(">")[0].split("=")[0].split("[")[0] for d in p["dependencies"] + p["optional-dependencies"]["dev"]))'
+	@echo "  and sixfold itself (editable: your changes apply without reinstalling)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 up: $(STAMP)  ## start a local six-node cluster in ./.sixfold (Ctrl-C stops it)
@@ -18,10 +23,10 @@ up: $(STAMP)  ## start a local six-node cluster in ./.sixfold (Ctrl-C stops it)
 down: $(STAMP)
 	$(BIN)/sixfold down
 
-test: $(STAMP)  ## lint, then every test
+test: $(STAMP)  ## lint, then every test (one line per file, so slow files show where it is)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest
 
 check: $(STAMP)  ## the fast lane (under 90 s): lint, then every test that starts no process
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 upstream_base=python:3.11-slim
 local_base=${SIXFOLD_LOCAL_BASE:-sixfold-base:bookworm}
 image=${SIXFOLD_IMAGE:-sixfold:latest}
+build_image=${image%%:*}-build:cache  # the build stage, tagged so that it is not dangling
 pull_timeout=${SIXFOLD_PULL_TIMEOUT:-20}
 wheelhouse_mode=${SIXFOLD_WHEELHOUSE:-auto}
 wheelhouse=docker/wheelhouse
@@ -143,12 +144,19 @@ esac
 log "python dependencies: $deps_path"
 
 # ---- 3. the image ------------------------------------------------------------------------
+# The build stage is tagged too: the legacy builder would leave it as a dangling <none> image,
+# and it is the layer cache that makes a rerun fast. --force-rm: a failed step leaves no
+# stopped container holding an image that could then never be pruned.
 log "docker build -f docker/Dockerfile --build-arg BASE_IMAGE=$base -t $image ."
-docker build -f docker/Dockerfile --build-arg "BASE_IMAGE=$base" -t "$image" .
+docker build --force-rm -f docker/Dockerfile --build-arg "BASE_IMAGE=$base" --target build -t "$build_image" .
+docker build --force-rm -f docker/Dockerfile --build-arg "BASE_IMAGE=$base" -t "$image" .
+# Images this script built before and that no tag or container uses any more.
+docker image prune -f --filter label=org.sixfold.image=sixfold >/dev/null
 
 echo "SIXFOLD_BASE_IMAGE=$base" >"$env_file"
 log "built $image in $(($(date +%s) - started))s"
 log "  base: $base_path"
 log "  python dependencies: $deps_path"
-log "  compose: docker compose --env-file $env_file up --build (or export the line below)"
+log "next: docker compose up -d   (or docker-compose up -d where only compose v1 exists)"
+log "  to rebuild through compose: docker compose --env-file $env_file up -d --build"
 echo "SIXFOLD_BASE_IMAGE=$base"
