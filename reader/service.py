@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
+from prometheus_client import Histogram
 
 from reader.reader import Reader
 from sixfold.errors import SixfoldError
+from sixfold.metrics import InstanceMetrics
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import abort
@@ -15,14 +17,17 @@ from sixfold.wire import abort
 
 class ReaderService(pb_grpc.ReaderServicer):
     def __init__(
-        self, reader: Reader, sql_pages: Callable[[], tuple[int, int]] | None = None
-    ) -> None:
+        self, reader: Reader, sql_pages: Callable[[], tuple[int, int]] | None = None,
+        page_read_seconds: Histogram | None = None,
+    ) -> None:  # fmt: skip
         self.reader = reader
         self.sql_pages = sql_pages  # (pages brought forward, pages read whole), when SQL runs
+        self.page_read_seconds = page_read_seconds or InstanceMetrics().page_reads
 
     async def ReadPage(self, request: pb.ReadPageRequest, context: grpc.aio.ServicerContext):
         try:
-            image, page_lsn, read_point = await self.reader.read_page(request.page_no)
+            with self.page_read_seconds.time():
+                image, page_lsn, read_point = await self.reader.read_page(request.page_no)
         except SixfoldError as exc:
             await abort(context, exc)
         return pb.ReadPageResponse(image=image, page_lsn=page_lsn, read_point=read_point)

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 
 def connect(
-    seeds: str | list[str],
+    seeds: str | list[str] | None = None,
     *,
     timeout: float = 30.0,
     autocommit: bool = False,
@@ -19,6 +19,7 @@ def connect(
 ) -> Connection:
     """A DB-API 2.0 connection to SQLite on sixfold: see `sixfold.dbapi.connect`.
 
+    No seeds: the local cluster ($SIXFOLD_DIR or ./.sixfold, else the default ports).
     Imported on first use so that `import sixfold` stays light (no gRPC).
     """
     from sixfold.dbapi import connect as dbapi_connect

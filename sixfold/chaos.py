@@ -152,7 +152,8 @@ async def story(target, args: argparse.Namespace, say: Narrator, load: Load) -> 
 
     took = await wait_until(quorum_error_seen, args.limit, "the quorum error")
     say.say(f"   writes stop after {took:.1f} s: {load.last_error}")
-    for reader in cluster.READER_NAMES:
+    writer = await asyncio.to_thread(current_writer_name, target)
+    for reader in [n for n in cluster.INSTANCE_NAMES if n != writer]:  # roles follow takeovers
         page, seqs = next(iter(load.acked.items()))
         seq = seqs[-1]
         text = await read_through(target, reader, page)

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sixfold import cluster, targets
-from sixfold.clients import ReaderClient, WriterClient
+from sixfold.clients import NodeDownError, ReaderClient, WriterClient
 from sixfold.errors import SixfoldError
+from sixfold.events import cluster_events
 from sixfold.page import until_nul
+from sixfold.quorum import NODE_NAMES
 from sixfold.record import PAGE_SIZE_BYTES
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.status import Health, gather_status
+from sixfold.status import render as render_status
+from sixfold.waiting import write_notice
 
 HEALTHY_TIMEOUT_S = 60.0
 
@@ -25,19 +32,32 @@ def _dir(args: argparse.Namespace) -> Path:
     return Path(args.dir)
 
 
+def _cli(args: argparse.Namespace) -> str:
+    """The command a user types for this cluster: `sixfold`, with --dir when not the default."""
+    default = os.environ.get("SIXFOLD_DIR", str(cluster.DEFAULT_DIR))
+    return "sixfold" if args.dir == default else f"sixfold --dir {args.dir}"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     directory = _dir(args)
     directory.mkdir(parents=True, exist_ok=True)
+    if args.base_port is not None:
+        cluster.check_base_port(args.base_port)
     try:
         layout = cluster.ClusterLayout.load(directory)
     except SixfoldError:
-        layout = cluster.new_layout(directory)
+        layout = cluster.new_layout(
+            directory, base_port=args.base_port or cluster.BASE_PORT_DEFAULT
+        )
     running = [n for n, p in layout.processes.items() if cluster.is_running(p)]
     if running:
         raise SixfoldError(
             f"a cluster is already running in {directory} ({', '.join(running)}); "
-            "`sixfold status` shows it, `sixfold down` stops it"
+            f"`{_cli(args)} status` shows it, `{_cli(args)} down` stops it"
         )
+    if args.base_port is not None and layout.processes[cluster.WRITER_NAME].port != args.base_port:
+        cluster.set_ports(layout, args.base_port)  # the data stays; every process moves
+    cluster.check_ports_free(layout)
     if args.partitionable:
         cluster.make_partitionable(layout)  # kept in cluster.json: restarts stay partitionable
     if layout.partitionable:
@@ -53,19 +73,35 @@ def cmd_up(args: argparse.Namespace) -> int:
     except SixfoldError:
         cluster.stop_all(layout)
         raise
-    print_status(status, layout)
+    print(render_status(status))
     if args.detach:
-        print("cluster is up; `sixfold down` stops it")
+        print(f"cluster is up; `{_cli(args)} down` stops it")
         return 0
-    print("cluster is up; Ctrl-C stops it")
+    print("cluster is up; Ctrl-C stops it. Cluster events follow as they happen.", flush=True)
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    while not stop["now"]:
-        time.sleep(0.2)
+    _tell_events(layout, lambda: stop["now"])
     stopped = cluster.stop_all(cluster.ClusterLayout.load(directory))
     print(f"stopped {len(stopped)} processes")
     return 0
+
+
+EVENTS_POLL_S = 1.0
+
+
+def _tell_events(target: cluster.Endpoints, stopped: Callable[[], bool]) -> None:
+    """Print cluster events (a node lost or back, a quorum lost or regained, a new writer)
+    with the time, until `stopped()`."""
+    before = None
+    next_poll = 0.0
+    while not stopped():
+        if time.monotonic() >= next_poll:
+            after = asyncio.run(gather_status(target))
+            for event in cluster_events(before, after):
+                print(f"{time.strftime('%H:%M:%S')}  {event}", flush=True)
+            before, next_poll = after, time.monotonic() + EVENTS_POLL_S
+        time.sleep(0.1)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -79,43 +115,50 @@ def _target(args: argparse.Namespace) -> targets.ProcessTarget | targets.Compose
     return targets.load_target(_dir(args), args.compose)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _running_target(args: argparse.Namespace) -> targets.ProcessTarget | targets.ComposeTarget:
+    """The cluster to talk to, refused with a hint when none of its processes runs."""
     target = _target(args)
-    status = asyncio.run(cluster.gather_status(target))
-    if args.json:
-        print(json.dumps(status, indent=2))
-    else:
-        print_status(status, target)
-    return 0
-
-
-def print_status(status: dict, target: cluster.Endpoints) -> None:
-    def show(value: object) -> str:
-        return "-" if value is None else str(value)
-
-    print(f"{'node':<6}{'az':<4}{'up':<6}{'scl':>10}{'epoch':>7}  address")
-    for n in status["nodes"]:
-        address = target.nodes[n["name"]]
-        up = "up" if n["up"] else "DOWN"
-        print(
-            f"{n['name']:<6}{n['az']:<4}{up:<6}{show(n['scl']):>10}{show(n['epoch']):>7}  {address}"
+    if isinstance(target, targets.ProcessTarget) and not target.running():
+        raise SixfoldError(
+            f"no cluster is running in {args.dir}: `{_cli(args)} up` starts it "
+            "(--compose talks to the docker compose cluster)"
         )
-    w = status["writer"]
-    up = "up" if w["up"] else "DOWN"
-    name = f" ({w['name']})" if w.get("name") and w["name"] != cluster.WRITER_NAME else ""
-    print(
-        f"writer{name}  {up}  vdl {show(w['vdl'])}  epoch {show(w['epoch'])}  "
-        f"{w['status'] if w['up'] else ''}"
-    )
-    for r in status["readers"]:
-        up = "up" if r["up"] else "DOWN"
-        print(f"reader {r['name']}  {up}  read point {show(r['read_point'])}")
-    n_up = status["nodes_up"]
-    print(
-        f"write quorum: {'available' if status['write_quorum'] else 'UNAVAILABLE'} "
-        f"({n_up} of 6 nodes up, 4 needed); read quorum: "
-        f"{'available' if status['read_quorum'] else 'UNAVAILABLE'} (3 needed)"
-    )
+    return target
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        target = _target(args)
+    except cluster.NoClusterError as exc:
+        print(f"sixfold: {exc}", file=sys.stderr)
+        return Health.NO_CLUSTER
+    status = asyncio.run(gather_status(target))
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    if isinstance(target, targets.ProcessTarget) and not target.running():
+        print(f"nothing is running in {args.dir}: `{_cli(args)} up` starts it", file=sys.stderr)
+    return status["exit_code"]
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from sixfold.watch import run_watch
+
+    return run_watch(_target(args), args.seconds)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from sixfold import logs
+
+    names = [args.name] if args.name else list(cluster.ALL_NAMES)
+    if args.name and args.name not in cluster.ALL_NAMES:
+        raise SixfoldError(
+            f"unknown process {args.name!r}: expected one of {', '.join(cluster.ALL_NAMES)}"
+        )
+    if targets.use_compose(args.compose):
+        logs.container_logs({n: targets.container_name(n) for n in names}, args.lines, args.follow)
+    else:
+        layout = cluster.ClusterLayout.load(_dir(args))
+        logs.process_logs(Path(layout.directory), names, args.lines, args.follow)
+    return 0
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
@@ -140,26 +183,45 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+PAGE_NO_LIMIT = 1 << 32  # the page API's pages; the SQL database's start here (sqlvolume.py)
+PAGE_TEXT_BYTES_MAX = PAGE_SIZE_BYTES - 1  # the text and its NUL terminator fill a page
+
+
+def _check_page_no(page_no: int) -> None:
+    if not 0 <= page_no < PAGE_NO_LIMIT:
+        raise SixfoldError(
+            f"page {page_no}: page numbers run from 0 to {PAGE_NO_LIMIT - 1} (the SQL "
+            "database's pages, from 2^32 up, are read and written through `sixfold sql`)"
+        )
+
+
 def cmd_page_write(args: argparse.Namespace) -> int:
-    target = _target(args)
+    _check_page_no(args.page)
     data = args.text.encode("utf-8")
-    if len(data) > PAGE_SIZE_BYTES:
-        raise SixfoldError(f"text of {len(data)} bytes does not fit a {PAGE_SIZE_BYTES}-byte page")
+    if len(data) > PAGE_TEXT_BYTES_MAX:
+        raise SixfoldError(
+            f"text of {len(data)} bytes is too long: a page holds at most "
+            f"{PAGE_TEXT_BYTES_MAX} bytes of text (and a NUL byte after it)"
+        )
+    address = _running_target(args).writer_address
 
     async def write() -> int:
-        client = WriterClient(target.writer_address)
+        client = WriterClient(address)
         try:
             change = pb.PageChange(page_no=args.page, offset=0, data=data + b"\x00")
             return await client.write_pages([change], timeout=args.timeout)
         finally:
             await client.close()
 
-    print(asyncio.run(write()))
+    with write_notice(address, args.timeout):
+        lsn = asyncio.run(write())
+    print(lsn)
     return 0
 
 
 def cmd_page_read(args: argparse.Namespace) -> int:
-    target = _target(args)
+    _check_page_no(args.page)
+    target = _running_target(args)
 
     async def read() -> pb.ReadPageResponse:
         if args.reader:
@@ -172,13 +234,15 @@ def cmd_page_read(args: argparse.Namespace) -> int:
             await client.close()
 
     response = asyncio.run(read())
+    if not response.page_lsn:
+        raise SixfoldError(f"page {args.page} has never been written")
     print(until_nul(response.image).decode("utf-8", errors="replace"))
     return 0
 
 
 def _sql_address(args: argparse.Namespace) -> tuple[str, str]:
     """The address and a label of the writer, or of the reader named by --reader."""
-    target = _target(args)
+    target = _running_target(args)
     if args.reader:
         return target.reader_address(args.reader), f"reader {args.reader}"
     return target.writer_address, "the writer"
@@ -187,8 +251,13 @@ def _sql_address(args: argparse.Namespace) -> tuple[str, str]:
 def cmd_sql(args: argparse.Namespace) -> int:
     from sixfold.shell import run_sql
 
+    if not args.sql.strip():
+        raise SixfoldError('no SQL given: sixfold sql "SELECT ..."')
     address, _ = _sql_address(args)
-    return run_sql(address, args.sql, args.timeout, args.json)
+    if args.reader:
+        return run_sql(address, args.sql, args.timeout, args.json)
+    notice = functools.partial(write_notice, address, args.timeout)
+    return run_sql(address, args.sql, args.timeout, args.json, waiting=notice)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
@@ -203,7 +272,14 @@ def cmd_switchover(args: argparse.Namespace) -> int:
     from sixfold.clients import CHANNEL_OPTIONS, call
     from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 
-    address = _target(args).instance_address(args.name)
+    target = _running_target(args)
+    address = target.instance_address(args.name)
+    try:
+        writer = targets.current_writer_name(target)
+    except SixfoldError:
+        writer = ""  # none answers: the promotion says why, if it cannot go ahead
+    if writer == args.name:
+        raise SixfoldError(f"{args.name} is already the writer: nothing changed")
 
     async def promote() -> pb.PromoteResponse:
         import grpc
@@ -217,7 +293,13 @@ def cmd_switchover(args: argparse.Namespace) -> int:
         finally:
             await channel.close()
 
-    response = asyncio.run(promote())
+    try:
+        response = asyncio.run(promote())
+    except NodeDownError:
+        raise SixfoldError(
+            f"{args.name} does not answer at {address}: start it first "
+            f"(`{_cli(args)} start {args.name}`)"
+        ) from None
     print(
         f"{args.name} is the writer now: epoch {response.epoch}, recovered VDL {response.vdl} "
         f"(every acknowledged commit is at or below it); writes paused "
@@ -298,14 +380,29 @@ def build_parser() -> argparse.ArgumentParser:
         "them (kept for this cluster directory; the default talks directly)",
     )  # fmt: skip
     p.add_argument(
-        "--timeout", type=float, default=HEALTHY_TIMEOUT_S, help="seconds to wait for health"
-    )
+        "--base-port", type=int, metavar="N",
+        help="ports: the writer at N, nodes a1..c2 at N+1..N+6, readers r1, r2 at N+101, N+102 "
+        f"(default {cluster.BASE_PORT_DEFAULT}, as in docker-compose.yml; an existing cluster "
+        "directory keeps its ports unless this is given)",
+    )  # fmt: skip
+    p.add_argument(
+        "--timeout", type=float, default=HEALTHY_TIMEOUT_S,
+        help="seconds to wait for the cluster to become healthy (default %(default)s)",
+    )  # fmt: skip
     p.set_defaults(fn=cmd_up)
 
     p = sub.add_parser("down", help="stop the local cluster")
     p.set_defaults(fn=cmd_down)
 
-    p = sub.add_parser("status", help="nodes, writer, readers and quorum availability")
+    p = sub.add_parser(
+        "status", help="nodes, writer, readers and quorum availability",
+        description="Every storage node (up, SCL, how far behind the writer's VDL, epoch, "
+        "log records and page versions kept) and every instance (its role now, which follows "
+        "failovers and switchovers, its VDL or read point, its address), then the quorums.",
+        epilog="exit codes: 0 the cluster takes writes; 1 read-only (a read quorum, but no "
+        "writer accepting writes or no write quorum); 2 unavailable (fewer than 3 nodes "
+        "answer); 3 no cluster set up in --dir (nothing asked)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_status)
 
@@ -313,9 +410,34 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name, help=f"{verb} processes by name (a1 ... c2, writer, r1, r2) or a whole AZ"
         )
-        p.add_argument("names", nargs="*", help="process names")
+        p.add_argument(
+            "names", nargs="*",
+            help=f"process names: storage nodes {' '.join(NODE_NAMES)}; instances "
+            f"{' '.join(cluster.INSTANCE_NAMES)} (whichever is the writer now)",
+        )  # fmt: skip
         p.add_argument("--az", choices=("a", "b", "c"), help="every storage node of this AZ")
         p.set_defaults(fn=fn)
+
+    p = sub.add_parser(
+        "watch", help="a live view of the quorum: nodes by AZ, writer, readers, events",
+        description="Redraws about 4 times a second: the six nodes grouped by AZ (up or down, "
+        "SCL, how far behind VDL, epoch), the write and read quorums, each instance's role "
+        "with its VDL or read point and lag, the commit rate over the last 15 s, and the last "
+        "cluster events. Ctrl-C ends it. `--compose` watches the compose cluster.",
+    )  # fmt: skip
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    p.set_defaults(fn=cmd_watch)
+
+    p = sub.add_parser(
+        "logs", help="the members' logs (every member's, prefixed, or one); -f follows them",
+        description="Print the last lines of each member's log: DIR/logs/NAME.log for the "
+        "process cluster, `docker logs` for the compose cluster (--compose). With -f, keep "
+        "printing new lines until Ctrl-C.",
+    )  # fmt: skip
+    p.add_argument("name", nargs="?", help="one member: a1 ... c2, writer, r1, r2 (default: all)")
+    p.add_argument("-f", "--follow", action="store_true", help="print new lines as they come")
+    p.add_argument("-n", "--lines", type=int, default=20, help="lines from the end of each log")
+    p.set_defaults(fn=cmd_logs)
 
     page = sub.add_parser("page", help="write or read a page")
     page_sub = page.add_subparsers(dest="page_command", required=True, metavar="ACTION")
@@ -338,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sql", help="run SQL on the writer (or a reader) as one transaction; print its rows",
         description="Run SQL as one request: on the writer the statements (separated by ';') "
         "are one transaction, committed once durable; on a reader (--reader) they read one "
-        "snapshot and writes are refused. Prints the rows as a table, or 'N rows changed'. "
+        "snapshot and writes are refused. Prints the rows as a table, or what the last "
+        "statement did, as psql does (INSERT 0 1, UPDATE 2, CREATE TABLE). "
         "Exit code 1, with a one-line error, when SQLite or the cluster refuses it.",
     )  # fmt: skip
     p.add_argument("sql", help='the SQL text, e.g. "SELECT * FROM t"')
@@ -453,8 +576,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows each option's default, unless its help already does or it has none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = "%(default)" in text or "default" in text
+        if shown or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _finish_help(parser: argparse.ArgumentParser, summary: str | None = None) -> None:
+    """Every command shows its defaults, and a description (its one-line help at least)."""
+    parser.formatter_class = _DefaultsFormatter
+    if parser.description is None and summary:
+        parser.description = summary[0].upper() + summary[1:] + "."
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                _finish_help(sub, helps.get(name))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _finish_help(parser)
+    args = parser.parse_args(argv)
     try:
         return args.fn(args)
     except SixfoldError as exc:
@@ -462,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `sixfold logs | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

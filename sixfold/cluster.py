@@ -20,18 +20,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from sixfold.clients import NodeClient, ReaderClient, WriterClient
 from sixfold.errors import SixfoldError
-from sixfold.quorum import AZS, NODE_AZ, NODE_NAMES, nodes_in_az
-from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.quorum import AZS, NODE_NAMES, nodes_in_az
 
 DEFAULT_DIR = Path(".sixfold")
 READER_NAMES = ("r1", "r2")
 WRITER_NAME = "writer"
 INSTANCE_NAMES = (WRITER_NAME, *READER_NAMES)  # any of them may be the writer (issue 6)
+ALL_NAMES = (*NODE_NAMES, *INSTANCE_NAMES)
 INTERPOSER_NAME = "interposer"  # only in a partitionable cluster (`sixfold up --partitionable`)
 HOST = "127.0.0.1"
 STOP_GRACE_S = 5.0
+
+
+class NoClusterError(SixfoldError):
+    """No cluster.json where the command looked: nothing was started there."""
 
 
 @dataclass
@@ -40,10 +43,15 @@ class ProcessInfo:
     role: str  # "node", "writer", "reader" or "interposer"
     port: int
     pid: int = 0
+    metrics_port: int = 0  # Prometheus metrics over HTTP (0: none)
 
     @property
     def address(self) -> str:
         return f"{HOST}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://{HOST}:{self.metrics_port}/metrics" if self.metrics_port else None
 
 
 @dataclass
@@ -79,11 +87,14 @@ class ClusterLayout:
         return current_writer_address(seeds, fallback=self.processes[WRITER_NAME].address)
 
     def reader_address(self, name: str) -> str:
-        if name not in READER_NAMES:
-            raise SixfoldError(
-                f"unknown reader {name!r}: the readers are {', '.join(READER_NAMES)}"
-            )
-        return self.processes[name].address
+        """Any instance may be a reader now (roles follow the topology); a name is enough."""
+        return self.instance_address(name)
+
+    def instance_address(self, name: str) -> str:
+        return instance_address_in(self.processes, name)
+
+    def metrics_url(self, name: str) -> str | None:
+        return self.processes[name].metrics_url
 
     def save(self) -> None:
         path = Path(self.directory) / "cluster.json"
@@ -96,8 +107,8 @@ class ClusterLayout:
     def load(cls, directory: Path) -> ClusterLayout:
         path = directory / "cluster.json"
         if not path.exists():
-            raise SixfoldError(
-                f"no cluster in {directory}: start one with `sixfold up --dir {directory}`"
+            raise NoClusterError(
+                f"no cluster in {directory}: start one with `sixfold --dir {directory} up`"
             )
         raw = json.loads(path.read_text())
         layout = cls(
@@ -142,20 +153,95 @@ def free_port() -> int:
     )
 
 
+# The same ports as docker-compose.yml, so a client's addresses work on either cluster.
+BASE_PORT_DEFAULT = 7100
+READER_PORT_OFFSET = 101  # r1 at base + 101, r2 at base + 102
+METRICS_PORT_OFFSET = 1000  # each process's metrics 1000 above its gRPC port: 8100, 8101, ...
+
+
+def ports_from(base_port: int) -> dict[str, int]:
+    """The port of each process: the writer at `base_port`, nodes a1..c2 at base + 1..6,
+    readers r1, r2 at base + 101, 102."""
+    ports = {WRITER_NAME: base_port}
+    ports.update({name: base_port + 1 + i for i, name in enumerate(NODE_NAMES)})
+    ports.update({name: base_port + READER_PORT_OFFSET + i for i, name in enumerate(READER_NAMES)})
+    return ports
+
+
+def check_base_port(base_port: int) -> None:
+    top = max(ports_from(base_port).values()) + METRICS_PORT_OFFSET
+    if base_port < 1024 or top > 65535:
+        raise SixfoldError(
+            f"--base-port {base_port}: the cluster uses ports {base_port}-{base_port + 6} and "
+            f"{base_port + READER_PORT_OFFSET}-{base_port + READER_PORT_OFFSET + 1}, and 1000 "
+            f"above each for metrics; choose a base from 1024 to "
+            f"{65535 - METRICS_PORT_OFFSET - READER_PORT_OFFSET - len(READER_NAMES) + 1}"
+        )
+
+
+def check_ports_free(layout: ClusterLayout) -> None:
+    """Refuse to start when another program holds one of the layout's ports, naming it."""
+    for name, info in layout.processes.items():
+        taken = [p for p in (info.port, info.metrics_port) if p and not _bindable(p)]
+        if info.role == "interposer" or not taken:
+            continue
+        raise SixfoldError(
+            f"port {taken[0]} ({name}{' metrics' if taken[0] == info.metrics_port else ''}) on {HOST} is taken: another sixfold cluster (`sixfold "
+            "status`, `docker compose ps`) or another program uses it. Stop it, or move this "
+            "cluster with `up --base-port N` (ports N to N+6, N+101 and N+102)"
+        )
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's servers bind
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(tries_max: int = PORT_TRIES_MAX) -> int:
+    """A base port whose whole block is free (for tests and tools beside a running cluster)."""
+    rng = random.Random()
+    for _ in range(tries_max):
+        base = rng.randrange(
+            PORT_RANGE[0], PORT_RANGE[1] - METRICS_PORT_OFFSET - READER_PORT_OFFSET - 2
+        )
+        ports = [
+            p + offset for p in ports_from(base).values() for offset in (0, METRICS_PORT_OFFSET)
+        ]
+        if not _handed_out.intersection(ports) and all(_bindable(p) for p in ports):
+            _handed_out.update(ports)
+            return base
+    raise SixfoldError(f"no free block of ports on {HOST} after {tries_max} tries")
+
+
 def link_key(src: str, dst: str) -> str:
     return f"{src}>{dst}"
 
 
-def new_layout(directory: Path, partitionable: bool = False) -> ClusterLayout:
+def new_layout(
+    directory: Path, partitionable: bool = False, base_port: int | None = None
+) -> ClusterLayout:
+    """A cluster's processes and ports: from `base_port` (see `ports_from`), or each port
+    picked free when None (tests and benchmarks, which may run beside a user's cluster)."""
     layout = ClusterLayout(str(directory.resolve()))
-    for name in NODE_NAMES:
-        layout.processes[name] = ProcessInfo(name, "node", free_port())
-    layout.processes[WRITER_NAME] = ProcessInfo(WRITER_NAME, "writer", free_port())
-    for name in READER_NAMES:
-        layout.processes[name] = ProcessInfo(name, "reader", free_port())
+    set_ports(layout, base_port)
     if partitionable:
         make_partitionable(layout)
     return layout
+
+
+def set_ports(layout: ClusterLayout, base_port: int | None) -> None:
+    ports = ports_from(base_port) if base_port is not None else {}
+    roles = {name: "node" for name in NODE_NAMES}
+    roles.update({WRITER_NAME: "writer"}, **{name: "reader" for name in READER_NAMES})
+    for name, role in roles.items():
+        port = ports.get(name) or free_port()
+        metrics_port = port + METRICS_PORT_OFFSET if name in ports else free_port()
+        layout.processes[name] = ProcessInfo(name, role, port, metrics_port=metrics_port)
 
 
 def make_partitionable(layout: ClusterLayout) -> None:
@@ -201,6 +287,8 @@ def command_for(layout: ClusterLayout, name: str) -> list[str]:
         rank = READER_NAMES.index(name) if name in READER_NAMES else len(READER_NAMES)
         cmd = [sys.executable, "-m", "reader", "--name", name, "--nodes", nodes,
                "--port", str(info.port), "--promotion-rank", str(rank)]  # fmt: skip
+    if info.metrics_port:
+        cmd += ["--metrics-port", str(info.metrics_port)]
     # Instances share the writer's settings: any of them may become the writer.
     extra = layout.extra_args.get("writer", []) if info.role == "reader" else []
     return cmd + extra + layout.extra_args.get(info.role, [])
@@ -244,7 +332,7 @@ def resolve_names(names: list[str], az: str | None) -> list[str]:
                 f"unknown availability zone {az!r}: expected one of {', '.join(AZS)}"
             )
         chosen += nodes_in_az(az)
-    known = (*NODE_NAMES, WRITER_NAME, *READER_NAMES)
+    known = ALL_NAMES
     for n in chosen:
         if n not in known:
             raise SixfoldError(f"unknown process {n!r}: expected one of {', '.join(known)}")
@@ -299,85 +387,24 @@ class Endpoints(Protocol):
 
     def reader_address(self, name: str) -> str: ...
 
+    def instance_address(self, name: str) -> str: ...
 
-async def gather_status(layout: Endpoints) -> dict:
-    """What every process says of itself; unreachable ones are marked down."""
-    from sixfold.quorum import READ_QUORUM, WRITE_QUORUM
-
-    nodes = [NodeClient(n, a) for n, a in layout.nodes.items()]
-    writer_address = layout.writer_address  # a topology lookup: once
-    writer = WriterClient(writer_address)
-    readers = [ReaderClient(layout.reader_address(r), r) for r in READER_NAMES]
-    try:
-        results = await asyncio.gather(
-            *(c.get_state(timeout=1.0) for c in nodes), writer.state(timeout=1.0),
-            *(r.state(timeout=1.0) for r in readers), return_exceptions=True,
-        )  # fmt: skip
-    finally:
-        for c in [*nodes, writer, *readers]:
-            await c.close()
-    node_results, writer_result, reader_results = results[:6], results[6], results[7:]
-    out_nodes = []
-    for name, r in zip(NODE_NAMES, node_results, strict=True):
-        up = not isinstance(r, BaseException)
-        out_nodes.append({
-            "name": name, "az": NODE_AZ[name], "up": up,
-            "scl": r.scl if up else None, "epoch": r.epoch if up else None,
-            "vdl": r.vdl if up else None, "serving": r.serving if up else False,
-            "records": r.records_stored if up else None,
-        })  # fmt: skip
-    up_count = sum(1 for n in out_nodes if n["up"])
-    w_up = not isinstance(writer_result, BaseException)
-    writer_info = {
-        "name": await _writer_name(writer_address) if w_up else None,
-        "up": w_up,
-        "vdl": writer_result.vdl if w_up else None,
-        "epoch": writer_result.epoch if w_up else None,
-        "status": writer_result.status if w_up else str(writer_result),
-        "fenced": writer_result.fenced if w_up else False,
-    }
-    reader_info = []
-    for name, r in zip(READER_NAMES, reader_results, strict=True):
-        up = not isinstance(r, BaseException)
-        reader_info.append({
-            "name": name, "up": up, "read_point": r.read_point if up else None,
-            "epoch": r.epoch if up else None,
-        })  # fmt: skip
-    return {
-        "nodes": out_nodes,
-        "writer": writer_info,
-        "readers": reader_info,
-        "write_quorum": up_count >= WRITE_QUORUM,
-        "read_quorum": up_count >= READ_QUORUM,
-        "nodes_up": up_count,
-    }
-
-
-async def _writer_name(address: str) -> str | None:
-    """Which instance answers at the writer's address (a reader may have taken over)."""
-    import grpc
-
-    from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            answer = await pb_grpc.TopologyServiceStub(channel).GetTopology(
-                pb.GetTopologyRequest(), timeout=1.0
-            )
-        except grpc.RpcError:
-            return None
-    return answer.answered_by
+    def metrics_url(self, name: str) -> str | None: ...
 
 
 async def wait_healthy(layout: ClusterLayout, timeout_s: float) -> dict:
     """Wait until all nodes serve, the writer has recovered and readers have a read point."""
+    from sixfold.status import Health, gather_status
+
     deadline = time.monotonic() + timeout_s
     status: dict = {}
     while time.monotonic() < deadline:
         status = await gather_status(layout)
         nodes_ok = all(n["up"] and n["serving"] for n in status["nodes"])
-        writer_ok = status["writer"]["up"] and status["writer"]["status"] == "accepting writes"
-        readers_ok = all(r["up"] and r["epoch"] for r in status["readers"])
+        writer_ok = status["exit_code"] == Health.WRITABLE
+        readers_ok = len(status["readers"]) == len(READER_NAMES) and all(
+            r["up"] and r["epoch"] for r in status["readers"]
+        )
         if nodes_ok and writer_ok and readers_ok:
             return status
         await asyncio.sleep(0.2)

@@ -87,6 +87,7 @@ import contextlib
 import dataclasses
 import itertools
 import math
+import os
 import random
 import re
 import threading
@@ -94,6 +95,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -635,8 +637,22 @@ def directory_for(seeds: tuple[str, ...]) -> Directory:
 # -- connection and cursor ------------------------------------------------------------------
 
 
+def local_seeds() -> list[str]:
+    """Where the local cluster answers: the process cluster in $SIXFOLD_DIR or ./.sixfold
+    (its cluster.json), else the compose cluster's ports (both clusters' default ports).
+    Storage nodes first: they answer for the topology whichever instance is the writer."""
+    from sixfold import cluster, targets  # only here: a connection with seeds needs neither
+
+    directory = Path(os.environ.get("SIXFOLD_DIR") or cluster.DEFAULT_DIR)
+    try:
+        layout = cluster.ClusterLayout.load(directory)
+    except errors.SixfoldError:  # the compose ports (SIXFOLD_<NAME>_PORT moves them)
+        return [f"{cluster.HOST}:{targets.compose_port(name)}" for name in cluster.ALL_NAMES]
+    return [layout.processes[name].address for name in cluster.ALL_NAMES]
+
+
 def connect(
-    seeds: str | Sequence[str],
+    seeds: str | Sequence[str] | None = None,
     *,
     timeout: float = TIMEOUT_S_DEFAULT,
     autocommit: bool = False,
@@ -644,13 +660,15 @@ def connect(
 ) -> Connection:
     """A connection to the cluster that `seeds` ("host:port", or several, comma-separated)
     belong to: storage nodes or instances. A single reader's address is a connection to
-    that reader alone.
+    that reader alone. No seeds: the local cluster (`local_seeds`).
 
     `timeout` is the deadline in seconds of every call (a statement, a commit); a failover
     waits at most FAILOVER_WAIT_S or `timeout`, whichever is shorter. `read_only`: the
     default of `execute(..., read_only=)`, whether a statement goes to a reader. Nothing is
     sent until the first statement, so an unreachable seed shows up there.
     """
+    if seeds is None:
+        seeds = local_seeds()
     return Connection(seeds, timeout=timeout, autocommit=autocommit, read_only=read_only)
 
 

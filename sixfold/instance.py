@@ -33,6 +33,7 @@ from reader.sql import ReaderSql
 from sixfold import topology
 from sixfold.clients import PROBE_CHANNEL_OPTIONS
 from sixfold.errors import NotWriterError, SixfoldError
+from sixfold.metrics import InstanceMetrics
 from sixfold.quorum import WRITE_QUORUM
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
@@ -68,6 +69,8 @@ class Instance:
         self.reader.pins = self.reader_sql.lowest_pin
         self.writer: Writer | None = None
         self.writer_sql: WriterSql | None = None
+        self.metrics = InstanceMetrics()
+        self.metrics.watch(self._gauges)
         self.role_lock = asyncio.Lock()  # one promotion or demotion at a time
         self.role_change = ""  # what the holder of role_lock is doing, for error messages
         self.taking_over = False  # recovering at a new epoch to become the writer
@@ -116,6 +119,37 @@ class Instance:
             )
         return self.writer
 
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        """The instance's points, read when metrics are scraped (sixfold/metrics.py)."""
+        reader = self.reader
+        learned = [s.vdl for s in reader.node_states.values() if s is not None]
+        gauges = {
+            "sixfold_instance_is_writer": ("1 while this instance is the writer", 0.0),
+            "sixfold_reader_read_point": ("The LSN reads are served at", reader.read_point),
+            "sixfold_reader_lag_lsn": (
+                "Newest VDL a node has learned, less the read point (LSNs)",
+                max(max(learned, default=0) - reader.read_point, 0),
+            ),
+            "sixfold_reader_nodes_heard": ("Storage nodes whose state this instance hears", len(learned)),
+        }  # fmt: skip
+        pipeline = self.writer.pipeline if self.writer is not None else None
+        if pipeline is None:
+            return gauges
+        reachable = sum(1 for s in pipeline.senders if s.reachable and not s.stale)
+        gauges.update({
+            "sixfold_instance_is_writer": ("1 while this instance is the writer", 1.0),
+            "sixfold_writer_vdl": ("Volume durable LSN (VDL) the writer computed", pipeline.vdl),
+            "sixfold_writer_vcl": ("Volume complete LSN (VCL) the writer computed", pipeline.durability.vcl),
+            "sixfold_writer_epoch": ("Volume epoch the writer writes at", pipeline.epoch),
+            "sixfold_writer_nodes_reachable": ("Storage nodes the writer reaches", reachable),
+            "sixfold_writer_write_quorum_available": (
+                "1 while a write quorum (4 of 6) of nodes is reachable",
+                float(reachable >= WRITE_QUORUM),
+            ),
+            "sixfold_writer_commits_waiting": ("Commits waiting to become durable", len(pipeline.waiters)),
+        })  # fmt: skip
+        return gauges
+
     def current_writer(self) -> topology.Owner:
         if self.writer_sql is not None:
             return topology.Owner(self.name, self.address)
@@ -142,6 +176,9 @@ class Instance:
                 self.taking_over = False
             self.writer, self.writer_sql = writer, WriterSql(writer, self.sql_limits)
             self.reader.role = "writer"
+            assert writer.pipeline is not None, "recovered"
+            writer.pipeline.observe_commit = self.metrics.commit.observe
+            self.metrics.takeovers.inc()
             log.warning("%s is the writer now (epoch %d)", self.name, writer.pipeline.epoch)
             return True
 

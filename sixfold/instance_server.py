@@ -11,6 +11,7 @@ import logging
 import socket
 
 from reader.service import ReaderService
+from sixfold import metrics
 from sixfold.allocation import LAL_DEFAULT
 from sixfold.instance import Instance
 from sixfold.instance_service import InstanceService, InstanceTopologyService
@@ -65,6 +66,8 @@ def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None)
     p.add_argument("--sql-connection-wait", type=float, default=d.connection_wait_s,
                    help="seconds a SQL request waits for the writer's busy connection before "
                    "it is refused as busy (default %(default)s)")  # fmt: skip
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default 0: none)")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
 
 
@@ -103,7 +106,9 @@ async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
         (pb_grpc.add_WriterServicer_to_server,
          WriterService(instance.writer_or_refuse, shipped, instance.role_now),
          service_name("Writer")),
-        (pb_grpc.add_ReaderServicer_to_server, ReaderService(instance.reader, instance.reader_sql.pages_counted),
+        (pb_grpc.add_ReaderServicer_to_server,
+         ReaderService(instance.reader, instance.reader_sql.pages_counted,
+                       instance.metrics.page_reads),
          service_name("Reader")),
         (pb_grpc.add_SqlServicer_to_server,
          SqlService(lambda: instance.sql, instance.writer_sql_or_refuse), service_name("Sql")),
@@ -113,6 +118,8 @@ async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
          service_name("Instance")),
     ]  # fmt: skip
     server, port = await start_server(args.host, args.port, services)
+    if args.metrics_port:
+        metrics.serve(instance.metrics.registry, args.host, args.metrics_port, args.name)
     log.info("%s on port %d (advertised %s), starting as %s", args.name, port, address,
              "the writer" if as_writer else "a reader")  # fmt: skip
     await instance.start(as_writer)

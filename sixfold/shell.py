@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 from sixfold import dbapi
@@ -98,10 +99,29 @@ def cursor_lines(cursor: dbapi.Cursor, sql: str) -> list[str]:
         return format_table([d[0] for d in cursor.description], cursor.fetchall())
     if dbapi.first_keyword(sql) in dbapi.READ_KEYWORDS:
         return ["(0 rows)"]
-    if cursor.rows_changed or dbapi.first_keyword(sql) in dbapi.DML_KEYWORDS:
-        n = cursor.rows_changed
-        return [f"{n} row{'' if n == 1 else 's'} changed"]
-    return []
+    return [command_tag(sql, cursor.rows_changed)]
+
+
+_SCHEMA_VERBS = frozenset({"CREATE", "DROP", "ALTER"})
+_SCHEMA_NOISE = frozenset({"TEMP", "TEMPORARY", "UNIQUE", "VIRTUAL"})
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def command_tag(sql: str, rows_changed: int) -> str:
+    """What a statement did, in psql's words: `INSERT 0 2`, `UPDATE 1`, `CREATE TABLE`.
+    For several statements in one request, the last one's."""
+    statements, rest = split_statements(sql)
+    last = rest if rest.strip() else (statements[-1] if statements else sql)
+    verb = dbapi.first_keyword(last)
+    if verb in ("INSERT", "REPLACE"):
+        return f"INSERT 0 {rows_changed}"  # psql's 0: the OID it no longer gives
+    if verb in dbapi.DML_KEYWORDS:
+        return f"{verb} {rows_changed}"
+    if verb in _SCHEMA_VERBS:
+        words = [w.upper() for w in _COMMENT.sub(" ", last).split()[1:4]]
+        kind = next((w for w in words if w not in _SCHEMA_NOISE), "")
+        return f"{verb} {kind}".strip()
+    return verb or "OK"
 
 
 def error_line(exc: dbapi.Error) -> str:
@@ -233,11 +253,16 @@ def run_shell(address: str, label: str, timeout: float, stdin: TextIO = sys.stdi
         connection.close()
 
 
-def run_sql(address: str, sql: str, timeout: float, as_json: bool) -> int:
-    """Run `sql` as one Execute and print what it gave; 1 with a one-line error if it failed."""
+def run_sql(
+    address: str, sql: str, timeout: float, as_json: bool,
+    waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> int:  # fmt: skip
+    """Run `sql` as one Execute and print what it gave; 1 with a one-line error if it failed.
+    `waiting` is entered while the request is in flight (the CLI's waiting notice)."""
     connection = dbapi.connect(address, timeout=timeout, autocommit=True)
     try:
-        cursor = connection.execute(sql)
+        with waiting():
+            cursor = connection.execute(sql)
         if as_json:
             print(json.dumps(cursor_json(cursor)))
         else:

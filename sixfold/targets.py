@@ -20,12 +20,7 @@ from sixfold.errors import SixfoldError
 from sixfold.partition import InterposerPartitioner, IptablesPartitioner, Partitioner
 from sixfold.quorum import NODE_NAMES
 
-COMPOSE_PORT_DEFAULTS = {
-    **{name: 7101 + i for i, name in enumerate(NODE_NAMES)},
-    cluster.WRITER_NAME: 7100,
-    "r1": 7201,
-    "r2": 7202,
-}
+COMPOSE_PORT_DEFAULTS = cluster.ports_from(cluster.BASE_PORT_DEFAULT)
 CONTAINER_PREFIX_DEFAULT = "sixfold-"  # docker-compose.yml names containers PREFIX + NAME
 DOCKER_TIMEOUT_S = 60.0
 
@@ -63,6 +58,13 @@ class ProcessTarget:
     def instance_address(self, name: str) -> str:
         """Where instance `name` (the writer process or a reader) serves."""
         return cluster.instance_address_in(self.layout.processes, name)
+
+    def metrics_url(self, name: str) -> str | None:
+        return self.layout.metrics_url(name)
+
+    def running(self) -> bool:
+        """Whether any of the cluster's processes runs."""
+        return any(cluster.is_running(info) for info in self.layout.processes.values())
 
     def kill(self, names: list[str]) -> list[str]:
         return cluster.kill_processes(self.layout, names)
@@ -109,11 +111,18 @@ class ComposeTarget:
         return f"127.0.0.1:{compose_port(name)}"
 
     def reader_address(self, name: str) -> str:
-        if name not in cluster.READER_NAMES:
-            raise SixfoldError(
-                f"unknown reader {name!r}: the readers are {', '.join(cluster.READER_NAMES)}"
-            )
-        return f"127.0.0.1:{compose_port(name)}"
+        """Any instance may be a reader now (roles follow the topology)."""
+        return self.instance_address(name)
+
+    def metrics_url(self, name: str) -> str | None:
+        """Published by docker-compose.yml 1000 above each gRPC port (SIXFOLD_<NAME>_METRICS_PORT)."""
+        raw = os.environ.get(f"SIXFOLD_{name.upper()}_METRICS_PORT")
+        port = (
+            int(raw)
+            if raw and raw.isdigit()
+            else COMPOSE_PORT_DEFAULTS[name] + cluster.METRICS_PORT_OFFSET
+        )
+        return f"http://127.0.0.1:{port}/metrics"
 
     def kill(self, names: list[str]) -> list[str]:
         running = [n for n in names if self._running(n)]

@@ -104,6 +104,7 @@ class Gossip:
         else:
             return False
         before = st.scl
+        self.node.metrics.gossip_records.inc(len(records))
         await self.node.append(None, records)
         log.debug("%s: gossip from %s: %d records, SCL %d -> %d", self.node.name, peer.name,
                   len(records), before, st.scl)  # fmt: skip

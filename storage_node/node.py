@@ -25,6 +25,7 @@ from sixfold.errors import (
 )
 from sixfold.futures import settle
 from sixfold.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
+from sixfold.metrics import NodeMetrics
 from sixfold.record import RedoRecord, decode_record, unpack_records
 from sixfold.segment import SegmentState
 from sixfold.truncation import TruncationRange
@@ -102,6 +103,25 @@ class StorageNode:
         # truncations): one broadcast for any number of watchers, none of them queued.
         self.state_changed = asyncio.Event()
         self.stopped = False
+        self.metrics = NodeMetrics()
+        self.metrics.watch(self._gauges)
+
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        """The node's points, read when metrics are scraped (sixfold/metrics.py)."""
+        st = self.state
+        records, versions = self.store.counts()
+        return {
+            "sixfold_node_scl": ("Segment complete LSN (SCL)", st.scl),
+            "sixfold_node_vdl": ("The writer's VDL as this node last learned it", st.vdl),
+            "sixfold_node_epoch": ("Volume epoch this node is at", st.epoch),
+            "sixfold_node_log_records": ("Redo records held in the log", records),
+            "sixfold_node_page_versions": ("Page versions stored", versions),
+            "sixfold_node_damaged": (
+                "Damaged records and versions awaiting repair",
+                len(self.damaged),
+            ),
+            "sixfold_node_serving": ("1 once truncations are in sync with peers", int(st.serving)),
+        }
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -230,6 +250,11 @@ class StorageNode:
                 f"(commit_queue_batches_max={self.limits.commit_queue_batches_max}); retry"
             )
         self._learn_vdl_now(epoch, vdl)
+        if epoch is not None:  # from the writer (gossip counts its own)
+            m = self.metrics
+            m.appends.inc()
+            m.records.inc(len(records))
+            m.bytes.inc(sum(len(r.encoded) for r in records))
         pending = _PendingAppend(epoch, records, vdl)
         self._queue.append(pending)
         self._queue_event.set()
@@ -289,10 +314,12 @@ class StorageNode:
             # The SCL stored is exactly the one these records complete: start-up rescans only
             # what lies above it, and a damaged record at or below it is repaired, not dropped.
             after = _completeness_after(st, records)
-            await asyncio.to_thread(
+            write_s, commit_s = await asyncio.to_thread(
                 self.store.put_records, records, after.scl, after.cpl_at_scl,
                 st.vdl, st.vdl_epoch,
             )  # fmt: skip
+            self.metrics.lmdb_write.observe(write_s)
+            self.metrics.fsync.observe(commit_s)
             # Durable now: the trial is the node's completeness (no change can slip in
             # between: truncations and epochs wait for the same write lock).
             st.completeness = after
@@ -399,11 +426,13 @@ class StorageNode:
                 return
             await asyncio.to_thread(self.store.put_repaired_record, record)
             self.damaged.discard((record.lsn, None))
+            self.metrics.repairs.inc()
             log.info("%s: repaired record LSN %d from a peer", self.name, record.lsn)
 
     async def repair_version(self, page_no: int, lsn: int, image: bytes) -> None:
         await asyncio.to_thread(self.store.put_versions, [(page_no, lsn, image)])
         self.damaged.discard((lsn, page_no))
+        self.metrics.repairs.inc()
         log.info("%s: repaired page %d's version at LSN %d from a peer", self.name, page_no, lsn)
 
     # -- read points (PGMRPL, P18 §3) ---------------------------------------------------------------

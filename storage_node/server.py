@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from sixfold import metrics
 from sixfold.quorum import NODE_AZ, NODE_NAMES
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import (
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest append batch accepted, in records")  # fmt: skip
     p.add_argument("--batch-bytes-max", type=int, default=NodeLimits.append_batch_bytes_max,
                    help="largest append batch accepted, in bytes")  # fmt: skip
+    p.add_argument(
+        "--metrics-port", type=int, default=0,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default 0: none)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -73,6 +78,10 @@ async def run(args: argparse.Namespace) -> None:
         map_size_bytes=args.map_size_mib << 20, limits=limits,
     )  # fmt: skip
     node.start()
+    if args.metrics_port:
+        metrics.serve(
+            node.metrics.registry, args.host, args.metrics_port, f"storage node {node.name}"
+        )
     instances = InstancesSeen()
     servicer = StorageNodeService(node, instances)
     server, port = await start_server(

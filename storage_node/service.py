@@ -154,7 +154,8 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
     async def GetPage(self, request: pb.GetPageRequest, context):
         try:
             check_numbers(page_no=request.page_no, lsn=request.lsn, min_epoch=request.min_epoch)
-            image, page_lsn = self.node.page_at(request.page_no, request.lsn, request.min_epoch)
+            with self.node.metrics.page_reads.time():
+                image, page_lsn = self.node.page_at(request.page_no, request.lsn, request.min_epoch)
         except CorruptRecordError as exc:
             await abort(context, exc, grpc.StatusCode.DATA_LOSS)
         except SixfoldError as exc:

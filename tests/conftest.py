@@ -14,6 +14,7 @@ from sixfold.clients import NodeClient, ReaderClient, WriterClient
 from sixfold.errors import SixfoldError
 from sixfold.page import until_nul
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.status import gather_status
 
 WRITE_TIMEOUT_S = 3.0
 WAIT_LIMIT_S = 30.0
@@ -67,7 +68,7 @@ class LocalCluster:
         return asyncio.run(run())
 
     def status(self) -> dict:
-        return asyncio.run(cluster.gather_status(self.layout))
+        return asyncio.run(gather_status(self.layout))
 
     def write(self, page_no: int, text: str, timeout: float = 30.0) -> int:
         return asyncio.run(self.write_async([(page_no, text)], timeout))

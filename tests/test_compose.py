@@ -12,7 +12,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ import pytest
 from sixfold.clients import NodeClient
 from sixfold.history import load_history
 from sixfold.partition import container_pid, iptables_unavailable
+from sixfold.quorum import NODE_NAMES
 from sixfold.targets import COMPOSE_PORT_DEFAULTS, compose_command
+from tests import readme
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "sixfold-test"
@@ -48,6 +51,7 @@ def compose_env() -> dict[str, str]:
     env["SIXFOLD_WRITE_TIMEOUT"] = "3"
     for name, port in COMPOSE_PORT_DEFAULTS.items():
         env[f"SIXFOLD_{name.upper()}_PORT"] = str(port + PORT_OFFSET)
+        env[f"SIXFOLD_{name.upper()}_METRICS_PORT"] = str(port + 1000 + PORT_OFFSET)
     base = ROOT / "docker" / "base-image.env"  # SIXFOLD_BASE_IMAGE=..., from `make images`
     if base.exists():
         key, _, value = base.read_text().strip().partition("=")
@@ -62,12 +66,32 @@ def compose(*args: str, timeout: float = UP_LIMIT_S) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
+def make_images(say: Callable[[str], None]) -> None:
+    """`make images`, its progress lines passed to `say` as they come (a first build takes
+    minutes), checked to leave no dangling image of ours behind."""
+    with subprocess.Popen(
+        ["make", "images"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        tail: list[str] = []
+        deadline = time.monotonic() + IMAGE_BUILD_LIMIT_S
+        for line in proc.stdout:
+            tail = [*tail[-60:], line]
+            if line.startswith(("images:", "Step ")):
+                say(f"  {line.rstrip()}")
+            assert time.monotonic() < deadline, "make images took too long"
+        assert proc.wait() == 0, "".join(tail)
+    dangling = subprocess.run(
+        ["docker", "images", "-q", "-f", "dangling=true", "-f", "label=org.sixfold.image"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert dangling.stdout.strip() == "", f"make images left dangling images: {dangling.stdout}"
+
+
 @pytest.fixture(scope="module")
-def compose_cluster() -> Iterator[dict[str, str]]:
-    built = subprocess.run(
-        ["make", "images"], capture_output=True, text=True, timeout=IMAGE_BUILD_LIMIT_S, cwd=ROOT
-    )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+def compose_cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    make_images(lambda line: reporter.write_line(line) if reporter else None)
     env = compose_env()
     try:
         up = compose("up", "-d")
@@ -135,6 +159,37 @@ def test_containers_are_healthy_and_chaos_loses_nothing(compose_cluster: dict[st
     assert "write quorum unavailable: 3 of 6 storage nodes reachable, 4 needed" in chaos.stdout
     assert "\n  lost                                : 0\n" in chaos.stdout
     print(chaos.stdout)
+
+
+def test_the_readme_dbapi_example_runs_as_printed(
+    compose_cluster: dict[str, str], tmp_path: Path
+) -> None:
+    # After the chaos test's writer takeover: connect() (no seeds, no cluster directory in
+    # the working directory) finds the compose cluster and follows its writer.
+    env = compose_cluster
+    made = sixfold_cli(
+        env, "sql", "CREATE TABLE IF NOT EXISTS acct(id INTEGER PRIMARY KEY, bal INTEGER); "
+        "INSERT OR REPLACE INTO acct(id, bal) VALUES (1, 100), (2, 250)",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ran = subprocess.run(
+        [sys.executable, "-c", readme.dbapi_example()], capture_output=True, text=True,
+        timeout=120, env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "(350,)"
+
+
+def test_every_container_serves_metrics(compose_cluster: dict[str, str]) -> None:
+    status = sixfold_cli(compose_cluster, "status", "--json")
+    members = json.loads(status.stdout)
+    urls = {m["name"]: m["metrics_url"] for m in [*members["nodes"], *members["instances"]]}
+    assert len(urls) == len(COMPOSE_PORT_DEFAULTS)
+    for name, url in urls.items():
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        wanted = "sixfold_node_scl " if name in NODE_NAMES else "sixfold_instance_is_writer "
+        assert wanted in text, f"{name} at {url}"
 
 
 def test_a_killed_node_comes_back_with_its_data(compose_cluster: dict[str, str]) -> None:

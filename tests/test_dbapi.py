@@ -374,7 +374,7 @@ def test_sixfold_sql_command(sql_cluster: LocalCluster) -> None:
         "INSERT INTO cli VALUES (1, 'ada', x'00ff'), (2, 'bob', NULL)",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
-    assert created.stdout.strip() == "2 rows changed"
+    assert created.stdout.strip() == "INSERT 0 2"
     table = sixfold_cli(c, "sql", "SELECT id, name, data FROM cli ORDER BY id")
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines() == [
@@ -430,7 +430,7 @@ SELECT id, note FROM sh
     ]
     out = result.stdout
     assert ".tables" in out  # the help text
-    assert "1 row changed" in out
+    assert "UPDATE 1" in out
     assert out.rstrip().endswith("id  note\n--  ----\n 2  two\n(1 row)")
     assert "\nsh\n" in out  # .tables
 

@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -399,6 +400,7 @@ class CommitPipeline:
         self.page_last_lsn: dict[int, int] = {}
         # (commit LSN, its future, the loop time it gives up at): LSN and deadline ascend together
         self.waiters: deque[tuple[int, asyncio.Future[int], float]] = deque()
+        self.observe_commit: Callable[[float], None] | None = None  # seconds to acknowledgement
         self.room = asyncio.Event()  # set when VDL advanced (LAL) or the tail was trimmed
         self.fenced: WriterFencedError | None = None
         self.senders = [NodeSender(self, c) for c in clients]
@@ -572,10 +574,13 @@ class CommitPipeline:
         vdl = self.durability.on_scl(node, scl)
         if vdl == before:
             return
+        now = asyncio.get_running_loop().time()
         while self.waiters and self.waiters[0][0] <= vdl:
-            lsn, future, _ = self.waiters.popleft()
+            lsn, future, deadline = self.waiters.popleft()
             if not future.done():
                 future.set_result(lsn)
+                if self.observe_commit is not None:  # submitted at its deadline less the timeout
+                    self.observe_commit(now - deadline + self.limits.write_timeout_s)
         self._trim()
         self.room.set()
         for sender in self.senders:

@@ -1,0 +1,31 @@
+"""The README's examples, taken from the README itself, so tests run them as printed."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+DBAPI_INTRO = "From Python, with the DB-API 2.0 client"
+
+
+def dbapi_example() -> str:
+    """The first Python block after the DB-API introduction."""
+    text = README.read_text()
+    after = text[text.index(DBAPI_INTRO) :]
+    match = re.search(r"```python\n(.*?)```", after, re.DOTALL)
+    assert match, "the README has no Python block after its DB-API introduction"
+    return match.group(1)
+
+
+def sql_commands() -> list[list[str]]:
+    """The arguments of the `sixfold sql` writes the README runs before that example."""
+    text = README.read_text()
+    before = text[: text.index(DBAPI_INTRO)]
+    commands = []
+    for line in before.splitlines():
+        if line.startswith(".venv/bin/sixfold sql ") and "--reader" not in line:
+            commands.append(shlex.split(line, comments=True)[1:])
+    assert commands, "the README shows no `sixfold sql` command before the DB-API example"
+    return commands

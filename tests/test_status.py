@@ -1,0 +1,107 @@
+"""`sixfold status`'s summary, cluster events and the waiting line: pure, no processes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sixfold.events import cluster_events
+from sixfold.quorum import NODE_AZ, NODE_NAMES
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.status import Health, render, summarise
+from sixfold.waiting import write_quorum_line
+
+
+def node(name: str, up: bool = True, scl: int = 10) -> dict[str, Any]:
+    return {
+        "name": name, "az": NODE_AZ[name], "address": f"127.0.0.1:{name}", "up": up,
+        "scl": scl if up else None, "epoch": 2 if up else None, "vdl": scl if up else None,
+        "serving": up, "log_records": 0 if up else None, "page_versions": 3 if up else None,
+        "error": None if up else "UNAVAILABLE",
+    }  # fmt: skip
+
+
+def instance(name: str, role: str, epoch: int = 2, vdl: int | None = None) -> dict[str, Any]:
+    up = role != "down"
+    return {
+        "name": name, "address": f"127.0.0.1:{name}", "up": up, "role": role,
+        "epoch": epoch if up else None, "vdl": vdl, "read_point": 10 if up else None,
+        "status": "accepting writes" if vdl is not None else role, "fenced": False,
+    }  # fmt: skip
+
+
+def cluster(down: int = 0, roles: tuple[str, str, str] = ("writer", "reader", "reader")):
+    nodes = [node(n, up=i >= down) for i, n in enumerate(NODE_NAMES)]
+    instances = [
+        instance(name, role, vdl=12 if role == "writer" else None)
+        for name, role in zip(("writer", "r1", "r2"), roles, strict=True)
+    ]
+    return summarise(nodes, instances)
+
+
+def test_the_exit_code_says_what_the_cluster_can_do() -> None:
+    assert cluster()["exit_code"] == Health.WRITABLE
+    assert cluster(down=2)["exit_code"] == Health.WRITABLE  # an AZ down: writes go on
+    az_plus_one = cluster(down=3)
+    assert az_plus_one["exit_code"] == Health.READ_ONLY
+    # The writer's own "accepting writes" is not shown next to a lost write quorum.
+    assert az_plus_one["writer"]["status"] == (
+        "writes wait: no write quorum (3 of 6 nodes up, 4 needed)"
+    )
+    assert cluster(down=4)["exit_code"] == Health.UNAVAILABLE
+    no_writer = cluster(roles=("down", "taking-over", "reader"))
+    assert no_writer["exit_code"] == Health.READ_ONLY
+    assert no_writer["writer"]["status"] == "no writer: r1 is taking over"
+
+
+def test_roles_follow_the_topology_not_the_start_up_names() -> None:
+    after_failover = cluster(roles=("reader", "writer", "reader"))
+    assert after_failover["writer"]["name"] == "r1"
+    assert [r["name"] for r in after_failover["readers"]] == ["writer", "r2"]
+    text = render(after_failover)
+    assert "writer    reader" in text and "r1        writer" in text
+    # A deposed writer still answering as one is shown stepping down, not as the writer.
+    nodes = [node(n) for n in NODE_NAMES]
+    both = summarise(nodes, [instance("writer", "writer", 1, 9), instance("r1", "writer", 2, 12),
+                             instance("r2", "reader")])  # fmt: skip
+    assert both["writer"]["name"] == "r1"
+    assert both["instances"][0]["role"] == "stepping-down"
+
+
+def test_events_tell_losses_quorums_and_takeovers() -> None:
+    healthy = cluster()
+    assert cluster_events(None, healthy) == []
+    assert cluster_events(healthy, healthy) == []
+    lost = cluster(down=3)
+    events = cluster_events(healthy, lost)
+    assert "storage node a1 lost (127.0.0.1:a1)" in events
+    assert "write quorum LOST: 3 of 6 nodes up, 4 needed; writes wait" in events
+    assert "write quorum regained: 6 of 6 nodes up" in cluster_events(lost, healthy)
+    no_writer = cluster(roles=("down", "reader", "reader"))
+    assert "instance writer lost (127.0.0.1:writer)" in cluster_events(healthy, no_writer)
+    took_over = cluster(roles=("down", "writer", "reader"))
+    assert "r1 took over: epoch 2, VDL 12" in cluster_events(no_writer, took_over)
+    switched = cluster(roles=("reader", "writer", "reader"))
+    assert "r1 is the writer now (switchover): epoch 2, VDL 12" in cluster_events(healthy, switched)
+
+
+def test_the_waiting_line_names_what_is_missing() -> None:
+    state = pb.WriterState(recovered=True, role="writer", status="accepting writes")
+    for i, name in enumerate(NODE_NAMES):
+        state.nodes.add(name=name, reachable=i >= 3)
+    assert write_quorum_line(state, 4.2, 10) == (
+        "waiting for a write quorum: 3 of 6 reachable, 4 needed (4 s of 10)"
+    )
+    assert write_quorum_line(None, 1, 10) == "waiting for the writer to answer (1 s of 10)"
+
+
+def test_the_ready_scrape_config_names_every_metrics_port() -> None:
+    from pathlib import Path
+
+    from sixfold import cluster
+
+    config = (Path(__file__).resolve().parents[1] / "deploy/prometheus/local.yml").read_text()
+    targets = set(re.findall(r'"127\.0\.0\.1:(\d+)"', config))
+    offset = cluster.METRICS_PORT_OFFSET
+    ports = {str(p + offset) for p in cluster.ports_from(cluster.BASE_PORT_DEFAULT).values()}
+    assert targets == ports
