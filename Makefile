@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test check lint format proto bench chaos clean
+.PHONY: up down test check lint format proto bench chaos clean system-tools
 
 # PYTHONWARNINGS: setuptools' boxed note on editable installs says nothing a user can act on.
 $(STAMP): pyproject.toml
@@ -23,7 +23,19 @@ up: $(STAMP)  ## start a local six-node cluster in ./.sixfold (Ctrl-C stops it)
 down: $(STAMP)
 	$(BIN)/sixfold down
 
-test: $(STAMP)  ## lint, then every test (one line per file, so slow files show where it is)
+# Debian packages some tests drive: tmux (sixfold watch) and chromium (sixfold dashboard).
+SYSTEM_TOOLS := tmux chromium
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing from Debian (the watch and dashboard tests use them)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; }; \
+	else echo "note:$$missing missing: the tests that need them are skipped (install them as root)"; fi
+
+test: $(STAMP) system-tools  ## lint, then every test (one line per file, so slow files show where it is)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

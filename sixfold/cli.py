@@ -145,6 +145,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return run_watch(_target(args), args.seconds)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from sixfold.dashboard import run_dashboard
+
+    return run_dashboard(_target(args), args.port, args.seconds)
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     from sixfold import logs
 
@@ -427,6 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     p.set_defaults(fn=cmd_watch)
+
+    p = sub.add_parser(
+        "dashboard", help="the live quorum as a web page on 127.0.0.1",
+        description="Serves one page on 127.0.0.1: the three AZs as columns with a tile per "
+        "node, the writer and the readers, a commit-rate and reader-lag chart and the last "
+        "events, updated live by server-sent events. `--compose` shows the compose cluster.",
+    )  # fmt: skip
+    p.add_argument("--port", type=int, default=7300, help="the page's port on 127.0.0.1")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    p.set_defaults(fn=cmd_dashboard)
 
     p = sub.add_parser(
         "logs", help="the members' logs (every member's, prefixed, or one); -f follows them",

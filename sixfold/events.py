@@ -7,6 +7,8 @@ or back. Pure: the caller takes the statuses and keeps the clock.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import Any
 
 from sixfold.quorum import NODE_NAMES, READ_QUORUM, WRITE_QUORUM
@@ -59,3 +61,34 @@ def _writer_changes(before: dict, after: dict) -> list[str]:
     if before["name"] and after["name"] is None:
         return [after["status"]]
     return []
+
+
+RATE_SAMPLES_MAX = 60  # commit-rate and lag history kept, one sample per look
+EVENTS_KEPT_MAX = 20
+
+
+class History:
+    """What successive looks at a cluster add up to: commit rate and reader lag over time,
+    and the events between looks. Shared by `sixfold watch` and `sixfold dashboard`."""
+
+    def __init__(self) -> None:
+        self.status: Status | None = None
+        self.at = 0.0
+        self.rates: deque[float] = deque(maxlen=RATE_SAMPLES_MAX)  # LSNs per second
+        self.lags: deque[int] = deque(maxlen=RATE_SAMPLES_MAX)  # worst reader lag, LSNs
+        self.events: deque[str] = deque(maxlen=EVENTS_KEPT_MAX)
+
+    def update(self, status: Status, now: float) -> None:
+        """Take one look, at monotonic time `now`."""
+        before, before_at = self.status, self.at
+        for event in cluster_events(before, status):
+            self.events.append(f"{time.strftime('%H:%M:%S')}  {event}")
+        vdl, old = status["writer"]["vdl"], before and before["writer"]["vdl"]
+        if vdl is not None and old is not None and now > before_at:
+            self.rates.append(max(vdl - old, 0) / (now - before_at))
+        elif before is not None:
+            self.rates.append(0.0)
+        if vdl is not None:
+            points = [r["read_point"] for r in status["readers"] if r["up"] and r["read_point"]]
+            self.lags.append(max((max(vdl - p, 0) for p in points), default=0))
+        self.status, self.at = status, now

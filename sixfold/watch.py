@@ -21,36 +21,18 @@ from rich.table import Table
 from rich.text import Text
 
 from sixfold.cluster import Endpoints
-from sixfold.events import cluster_events
+from sixfold.events import History
 from sixfold.quorum import AZS, READ_QUORUM, WRITE_QUORUM, nodes_in_az
 from sixfold.status import gather_status
 
 REFRESH_S = 0.25
 STATE_TIMEOUT_S = 0.3  # a dead member must not slow the view down
-RATE_SAMPLES_MAX = 60  # commit-rate history shown, one sample per refresh
 EVENTS_SHOWN_MAX = 5  # the whole view fits an 80 x 24 terminal
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-class View:
-    """What the screen shows, from one status after another: rates and events need history."""
-
-    def __init__(self) -> None:
-        self.status: dict[str, Any] | None = None
-        self.at = 0.0
-        self.rates: deque[float] = deque(maxlen=RATE_SAMPLES_MAX)
-        self.events: deque[str] = deque(maxlen=EVENTS_SHOWN_MAX)
-
-    def update(self, status: dict[str, Any], now: float) -> None:
-        before, before_at = self.status, self.at
-        for event in cluster_events(before, status):
-            self.events.append(f"{time.strftime('%H:%M:%S')}  {event}")
-        vdl, old = status["writer"]["vdl"], before and before["writer"]["vdl"]
-        if vdl is not None and old is not None and now > before_at:
-            self.rates.append(max(vdl - old, 0) / (now - before_at))
-        elif before is not None:
-            self.rates.append(0.0)
-        self.status, self.at = status, now
+class View(History):
+    """The screen, drawn from the history of looks (sixfold/events.py)."""
 
     def render(self) -> Group:
         status = self.status
@@ -59,7 +41,11 @@ class View:
             Columns([self._az(status, az) for az in AZS], expand=True),
             self._quorums(status),
             self._instances(status),
-            Panel("\n".join(self.events) or "(none yet)", title="events", title_align="left"),
+            Panel(
+                "\n".join(list(self.events)[-EVENTS_SHOWN_MAX:]) or "(none yet)",
+                title="events",
+                title_align="left",
+            ),
         )
 
     def _az(self, status: dict[str, Any], az: str) -> Panel:
