@@ -57,6 +57,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
     if args.base_port is not None and layout.processes[cluster.WRITER_NAME].port != args.base_port:
         cluster.set_ports(layout, args.base_port)  # the data stays; every process moves
+    cluster.ensure_metrics_ports(layout)
     cluster.check_ports_free(layout)
     if args.partitionable:
         cluster.make_partitionable(layout)  # kept in cluster.json: restarts stay partitionable
@@ -160,7 +161,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
             f"unknown process {args.name!r}: expected one of {', '.join(cluster.ALL_NAMES)}"
         )
     if targets.use_compose(args.compose):
-        logs.container_logs({n: targets.container_name(n) for n in names}, args.lines, args.follow)
+        containers = {n: targets.container_name(n) for n in names}
+        return 0 if logs.container_logs(containers, args.lines, args.follow) else 1
     else:
         layout = cluster.ClusterLayout.load(_dir(args))
         logs.process_logs(Path(layout.directory), names, args.lines, args.follow)
@@ -301,10 +303,11 @@ def cmd_switchover(args: argparse.Namespace) -> int:
 
     try:
         response = asyncio.run(promote())
-    except NodeDownError:
+    except NodeDownError as exc:
         raise SixfoldError(
-            f"{args.name} does not answer at {address}: start it first "
-            f"(`{_cli(args)} start {args.name}`)"
+            f"{args.name} did not answer at {address} ({exc}). If it is not running, start it "
+            f"first (`{_cli(args)} start {args.name}`); if it is, the switchover's outcome is "
+            f"unknown: `{_cli(args)} status` shows which instance is the writer"
         ) from None
     print(
         f"{args.name} is the writer now: epoch {response.epoch}, recovered VDL {response.vdl} "

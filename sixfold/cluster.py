@@ -181,9 +181,15 @@ def check_base_port(base_port: int) -> None:
 
 def check_ports_free(layout: ClusterLayout) -> None:
     """Refuse to start when another program holds one of the layout's ports, naming it."""
+    for link, port in layout.links.items():  # a partitionable cluster's interposer links
+        if not _bindable(port):
+            raise SixfoldError(
+                f"port {port} (the interposer's link {link}) on {HOST} is taken: stop what "
+                "holds it, or start this cluster in a new --dir"
+            )
     for name, info in layout.processes.items():
         taken = [p for p in (info.port, info.metrics_port) if p and not _bindable(p)]
-        if info.role == "interposer" or not taken:
+        if not taken:
             continue
         raise SixfoldError(
             f"port {taken[0]} ({name}{' metrics' if taken[0] == info.metrics_port else ''}) on {HOST} is taken: another sixfold cluster (`sixfold "
@@ -200,6 +206,14 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def ensure_metrics_ports(layout: ClusterLayout) -> None:
+    """Give metrics ports to the processes of a cluster laid out before metrics existed."""
+    for info in layout.processes.values():
+        if not info.metrics_port and info.role != "interposer":
+            wanted = info.port + METRICS_PORT_OFFSET
+            info.metrics_port = wanted if wanted <= 65535 and _bindable(wanted) else free_port()
 
 
 def free_base_port(tries_max: int = PORT_TRIES_MAX) -> int:

@@ -25,7 +25,7 @@ from sixfold.status import gather_status
 log = logging.getLogger("sixfold.dashboard")
 
 LOOK_EVERY_S = 0.25
-STATE_TIMEOUT_S = 0.3
+STATE_TIMEOUT_S = 1.0  # a member slower than this is shown down (a hung one slows the view)
 PORT_DEFAULT = 7300
 PAGE = Path(__file__).with_name("dashboard.html")
 STREAM_S_MAX = 3600.0  # one event stream lives at most this long; the browser reconnects

@@ -639,16 +639,21 @@ def directory_for(seeds: tuple[str, ...]) -> Directory:
 
 def local_seeds() -> list[str]:
     """Where the local cluster answers: the process cluster in $SIXFOLD_DIR or ./.sixfold
-    (its cluster.json), else the compose cluster's ports (both clusters' default ports).
-    Storage nodes first: they answer for the topology whichever instance is the writer."""
+    while any of its processes runs, else (or with SIXFOLD_COMPOSE=1) the compose cluster's
+    ports, which are also the process cluster's defaults. Storage nodes first: they answer
+    for the topology whichever instance is the writer."""
     from sixfold import cluster, targets  # only here: a connection with seeds needs neither
 
     directory = Path(os.environ.get("SIXFOLD_DIR") or cluster.DEFAULT_DIR)
     try:
-        layout = cluster.ClusterLayout.load(directory)
-    except errors.SixfoldError:  # the compose ports (SIXFOLD_<NAME>_PORT moves them)
+        if not targets.use_compose(False):
+            with contextlib.suppress(cluster.NoClusterError):
+                layout = cluster.ClusterLayout.load(directory)
+                if any(cluster.is_running(info) for info in layout.processes.values()):
+                    return [layout.processes[name].address for name in cluster.ALL_NAMES]
         return [f"{cluster.HOST}:{targets.compose_port(name)}" for name in cluster.ALL_NAMES]
-    return [layout.processes[name].address for name in cluster.ALL_NAMES]
+    except errors.SixfoldError as exc:  # a bad SIXFOLD_<NAME>_PORT, an unreadable layout
+        raise InterfaceError(f"cannot find the local cluster: {exc}") from None
 
 
 def connect(

@@ -88,7 +88,8 @@ class History:
             self.rates.append(max(vdl - old, 0) / (now - before_at))
         elif before is not None:
             self.rates.append(0.0)
-        if vdl is not None:
+        if before is not None:  # in step with `rates`
             points = [r["read_point"] for r in status["readers"] if r["up"] and r["read_point"]]
-            self.lags.append(max((max(vdl - p, 0) for p in points), default=0))
+            lags = [max(vdl - p, 0) for p in points] if vdl is not None else []
+            self.lags.append(max(lags, default=0))
         self.status, self.at = status, now

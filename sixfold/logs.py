@@ -6,6 +6,7 @@ several members each line is prefixed by its member's name. `-f` follows until C
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,8 +21,9 @@ FOLLOW_POLL_S = 0.2
 READ_CHUNK_BYTES = 1 << 16
 
 
-def tail_lines(path: Path, count: int) -> list[str]:
-    """The last `count` lines of a file (read from its end, so a large log costs little)."""
+def tail_lines(path: Path, count: int) -> tuple[list[str], int]:
+    """The last `count` whole lines of a file (read from its end, so a large log costs
+    little), and the offset just after them, where following it goes on."""
     with open(path, "rb") as f:
         f.seek(0, 2)
         size = f.tell()
@@ -32,8 +34,9 @@ def tail_lines(path: Path, count: int) -> list[str]:
             pos -= step
             f.seek(pos)
             block = f.read(step) + block
-    lines = block.decode("utf-8", errors="replace").splitlines()
-    return lines[-count:] if count else []
+    whole = block[: block.rfind(b"\n") + 1]  # a line still being written waits for -f
+    lines = whole.decode("utf-8", errors="replace").splitlines()
+    return (lines[-count:] if count else []), pos + len(whole)
 
 
 def process_logs(
@@ -50,9 +53,9 @@ def process_logs(
     for name, path in paths.items():
         if not path.exists():
             continue
-        for line in tail_lines(path, lines):
+        tail, offsets[name] = tail_lines(path, lines)
+        for line in tail:
             out.write(f"{name:<7}| {line}\n" if prefix else f"{line}\n")
-        offsets[name] = path.stat().st_size
     out.flush()
     while follow:
         time.sleep(FOLLOW_POLL_S)
@@ -80,9 +83,13 @@ def _print_new(path: Path, offset: int, prefix: str, out: TextIO) -> int:
 
 def container_logs(
     containers: dict[str, str], lines: int, follow: bool, out: TextIO = sys.stdout
-) -> None:
-    """`docker logs` of each container (name -> container), prefixed when several."""
+) -> bool:
+    """`docker logs` of each container (name -> container), prefixed when several; False
+    when any of them failed (its error is printed in its place)."""
+    if shutil.which("docker") is None:
+        raise SixfoldError("docker is not installed or not on PATH")
     prefix = len(containers) > 1
+    failed: list[str] = []
     args = ["--tail", str(lines)] + (["--follow"] if follow else [])
     lock = threading.Lock()
     pending: deque[threading.Thread] = deque()
@@ -97,6 +104,8 @@ def container_logs(
                 with lock:
                     out.write(f"{name:<7}| {line}" if prefix else line)
                     out.flush()
+        if proc.returncode != 0:
+            failed.append(name)
 
     for name, container in containers.items():
         thread = threading.Thread(target=pump, args=(name, container), daemon=True)
@@ -106,3 +115,4 @@ def container_logs(
         pending[0].join(timeout=FOLLOW_POLL_S)
         if not pending[0].is_alive():
             pending.popleft()
+    return not failed

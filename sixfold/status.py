@@ -24,7 +24,7 @@ class Health(enum.IntEnum):
 
     WRITABLE = 0  # a writer accepts writes and a write quorum of nodes is up
     READ_ONLY = 1  # a read quorum is up, but writes cannot be made now
-    UNAVAILABLE = 2  # fewer than a read quorum of nodes answer
+    UNAVAILABLE = 2  # fewer than a read quorum of nodes answer, or no instance does
     NO_CLUSTER = 3  # nothing was asked: no cluster is set up where the command looked
 
 
@@ -117,9 +117,8 @@ def summarise(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> d
         n["behind_vdl"] = max(vdl - n["scl"], 0) if n["up"] else None
     readers = [i for i in instances if i is not writer]
     writable = bool(writer) and writer_info["status"] == ACCEPTING_WRITES and write_quorum
-    health = (
-        Health.WRITABLE if writable else Health.READ_ONLY if read_quorum else Health.UNAVAILABLE
-    )
+    readable = read_quorum and any(i["up"] and i["read_point"] is not None for i in instances)
+    health = Health.WRITABLE if writable else Health.READ_ONLY if readable else Health.UNAVAILABLE
     return {
         "health": health.name.lower().replace("_", "-"),
         "exit_code": int(health),

@@ -26,7 +26,7 @@ from sixfold.quorum import AZS, READ_QUORUM, WRITE_QUORUM, nodes_in_az
 from sixfold.status import gather_status
 
 REFRESH_S = 0.25
-STATE_TIMEOUT_S = 0.3  # a dead member must not slow the view down
+STATE_TIMEOUT_S = 1.0  # a member slower than this is shown down (a hung one slows the view)
 EVENTS_SHOWN_MAX = 5  # the whole view fits an 80 x 24 terminal
 SPARK = "▁▂▃▄▅▆▇█"
 

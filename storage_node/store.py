@@ -161,8 +161,8 @@ class NodeStore:
     ) -> tuple[float, float]:
         """Store records and the points they were admitted under, in one durable transaction.
         Returns the seconds spent putting them and committing (writes and fsyncs), for metrics."""
+        txn = self.env.begin(write=True)  # may wait for another writer: not timed
         started = time.perf_counter()
-        txn = self.env.begin(write=True)
         try:
             for record in records:
                 txn.put(lsn_key(record.lsn), record.encoded, db=self.log_db)

@@ -6,9 +6,11 @@ import json
 import os
 import pty
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -229,3 +231,37 @@ def assert_bad_input_is_refused(d: Path) -> None:
     one_line_error(sixfold(d, "sql", "  "), "no SQL given")
     one_line_error(sixfold(d, "switchover", "writer"), "writer is already the writer")
     assert status_of(d)[0]["writer"]["vdl"] == before
+
+
+def test_the_foreground_up_tells_cluster_events(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    base = cluster.free_base_port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "sixfold.cli", "--dir", str(d), "up", "--base-port", str(base)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert up.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(up.stdout), daemon=True)
+    reader.start()
+
+    def wait_told(needle: str, limit_s: float = 60) -> None:
+        deadline = time.monotonic() + limit_s
+        while needle not in "".join(lines):
+            assert up.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, f"never told {needle!r}:\n{''.join(lines)}"
+            time.sleep(0.1)
+
+    try:
+        wait_told("Cluster events follow")
+        assert sixfold(d, "kill", "a1", "a2", "b1").returncode == 0
+        wait_told("storage node b1 lost")
+        wait_told("write quorum LOST: 3 of 6 nodes up")
+        assert sixfold(d, "start", "a1", "a2", "b1").returncode == 0
+        wait_told("write quorum regained")
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
+        reader.join(timeout=10)
+        sixfold(d, "down")
+    assert "stopped 9 processes" in "".join(lines)

@@ -192,6 +192,13 @@ def test_every_container_serves_metrics(compose_cluster: dict[str, str]) -> None
         assert wanted in text, f"{name} at {url}"
 
 
+def test_logs_come_from_the_containers(compose_cluster: dict[str, str]) -> None:
+    one = sixfold_cli(compose_cluster, "logs", "a1", "-n", "5")
+    assert one.returncode == 0 and "storage node a1" in one.stdout, one.stderr
+    every = sixfold_cli(compose_cluster, "logs", "-n", "2").stdout.splitlines()
+    assert {line.split("|")[0].strip() for line in every} >= {"a1", "c2", "writer"}
+
+
 def test_a_killed_node_comes_back_with_its_data(compose_cluster: dict[str, str]) -> None:
     env = compose_cluster
     written = sixfold_cli(env, "page", "write", "77", "kept on a volume")

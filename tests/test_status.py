@@ -49,6 +49,8 @@ def test_the_exit_code_says_what_the_cluster_can_do() -> None:
         "writes wait: no write quorum (3 of 6 nodes up, 4 needed)"
     )
     assert cluster(down=4)["exit_code"] == Health.UNAVAILABLE
+    # Nodes up but no instance answering: nothing can be read either.
+    assert cluster(roles=("down", "down", "down"))["exit_code"] == Health.UNAVAILABLE
     no_writer = cluster(roles=("down", "taking-over", "reader"))
     assert no_writer["exit_code"] == Health.READ_ONLY
     assert no_writer["writer"]["status"] == "no writer: r1 is taking over"
