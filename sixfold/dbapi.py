@@ -88,10 +88,12 @@ import dataclasses
 import itertools
 import math
 import os
+import queue
 import random
 import re
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -104,7 +106,7 @@ from sixfold import errors, sqlvalues
 from sixfold.clients import CHANNEL_OPTIONS
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.wire import error_from_rpc
+from sixfold.wire import ERROR_KEY, error_from_rpc
 
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not a connection
@@ -121,6 +123,9 @@ TOPOLOGY_TTL_S = 5.0  # a topology older than this is asked again before routing
 TOPOLOGY_ANSWERS_MAX = 3  # answers naming a writer gathered before taking the newest epoch
 ENDPOINTS_MAX = 16  # instance addresses a topology remembers (besides the seeds) to ask later
 READER_SKIP_S = 2.0  # a reader that did not answer is left out of the rotation this long
+# Execute goes over one stream per connection and address (Sql/ExecuteStream); False: a
+# unary call each, as against servers from before the stream (their UNIMPLEMENTED says so).
+STREAMING = True
 CHANNELS_MAX = 32  # gRPC channels open in this process; the least recently used closed beyond
 DIRECTORIES_MAX = 64  # seed lists whose shared topology this process keeps
 SEEDS_MAX = 16
@@ -469,6 +474,98 @@ class ChannelPool:
 CHANNELS = ChannelPool(CHANNELS_MAX)
 
 
+# -- Execute on one stream per connection and address (issue 11) -----------------------------
+
+
+class StreamedCallError(grpc.RpcError):
+    """A request on an Execute stream that failed: it reads like the unary call's failure
+    (code, details, the sixfold-error name), so the failover rules apply unchanged."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, name: str = "") -> None:
+        super().__init__(details)
+        self._code, self._details, self._name = code, details, name
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((ERROR_KEY, self._name),) if self._name else ()
+
+
+_STATUS_BY_NAME = {code.name: code for code in grpc.StatusCode}
+_STREAM_ENDED = object()  # what the answer reader queues when the stream ends
+
+
+class ExecuteStream:
+    """Sql/ExecuteStream to one address: one message each way per request instead of a call
+    (the server spends half the CPU on it). Requests go one at a time, as a connection is
+    not shared between threads; a thread of its own reads the answers, so a silent server
+    meets the request's deadline. A stream that broke is not reused: its next request opens
+    a new one, so a failure is never blamed on a request it could not have reached."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._ids = itertools.count(1)
+        self._requests: queue.SimpleQueue[pb.ExecuteStreamRequest | None] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._hold = contextlib.ExitStack()  # the pooled channel stays open while streaming
+        stub = self._hold.enter_context(CHANNELS.stub(address, pb_grpc.SqlStub))
+        self._call = stub.ExecuteStream(iter(self._requests.get, None))
+        self._reader = threading.Thread(
+            target=self._read, name=f"sixfold-stream-{address}", daemon=True
+        )
+        self._reader.start()
+
+    @property
+    def usable(self) -> bool:
+        return self._reader.is_alive() and self._answers.empty()
+
+    def _read(self) -> None:
+        try:
+            for answer in self._call:
+                self._answers.put(answer)
+        except grpc.RpcError as err:
+            self._answers.put(err)
+        else:
+            self._answers.put(_STREAM_ENDED)
+
+    def execute(self, request: pb.ExecuteRequest, timeout: float) -> pb.ExecuteResponse:
+        request_id = next(self._ids)
+        self._requests.put(
+            pb.ExecuteStreamRequest(id=request_id, request=request, timeout_s=timeout)
+        )
+        try:
+            answer = self._answers.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise StreamedCallError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded (on the Execute stream)"
+            ) from None
+        if isinstance(answer, grpc.RpcError):
+            raise answer
+        if answer is _STREAM_ENDED:
+            raise StreamedCallError(grpc.StatusCode.UNAVAILABLE, "the Execute stream ended")
+        assert answer.id == request_id, (answer.id, request_id)  # one request at a time
+        if answer.error_code:
+            code = _STATUS_BY_NAME.get(answer.error_code, grpc.StatusCode.UNKNOWN)
+            raise StreamedCallError(code, answer.error_message, answer.error_name)
+        return answer.response
+
+    def close(self) -> None:
+        self._requests.put(None)  # the request side ends; the server finishes the stream
+        self._call.cancel()
+        self._hold.close()
+
+
+def _close_streams(streams: dict[str, ExecuteStream]) -> None:
+    for stream in streams.values():
+        stream.close()
+    streams.clear()
+
+
 def _topology_of(address: str) -> pb.Topology:
     with CHANNELS.stub(address, pb_grpc.TopologyServiceStub) as stub:
         return stub.GetTopology(pb.GetTopologyRequest(), timeout=TOPOLOGY_TIMEOUT_S)
@@ -711,6 +808,9 @@ class Connection:
         self._session = ""  # the open transaction's server session, "" when none
         self._session_address = ""  # the writer that holds it
         self.last_commit_lsn = 0  # durable LSN of the last commit through this connection
+        self._streams: dict[str, ExecuteStream] = {}  # Execute streams by address
+        # A connection dropped without close() still ends its streams (and their threads).
+        weakref.finalize(self, _close_streams, self._streams)
 
     # -- state
 
@@ -799,6 +899,7 @@ class Connection:
             return
         self._abandon_session()
         self._closed = True
+        _close_streams(self._streams)
 
     def __enter__(self) -> Connection:
         self._check_open()
@@ -865,8 +966,20 @@ class Connection:
     # -- calls
 
     def _invoke(self, address: str, method: str, request: Any, timeout: float = 0.0) -> Any:
+        if method == "Execute" and STREAMING:
+            return self._stream_to(address).execute(request, timeout or self.timeout)
         with CHANNELS.stub(address, pb_grpc.SqlStub) as stub:
             return getattr(stub, method)(request, timeout=timeout or self.timeout)
+
+    def _stream_to(self, address: str) -> ExecuteStream:
+        """This connection's Execute stream to `address`: the open one, or a new one when
+        that one broke (or was never opened)."""
+        stream = self._streams.get(address)
+        if stream is None or not stream.usable:
+            if stream is not None:
+                stream.close()
+            stream = self._streams[address] = ExecuteStream(address)
+        return stream
 
     def _writer_call(self, method: str, request: Any, kind: str) -> tuple[Any, str]:
         """Call the writer, following a failover: (the answer, the address that gave it).

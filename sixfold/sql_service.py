@@ -8,18 +8,20 @@ so the loop that answers health probes and replication never waits on SQL work.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import grpc
 
-from sixfold.errors import SixfoldError
+from sixfold.errors import InvalidRequestError, SixfoldError
+from sixfold.guard import Undecodable
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.sqlvalues import Statement, result_to_proto, statement_from_proto
-from sixfold.wire import abort
+from sixfold.wire import abort, status_of
 
 RESULT_ROWS_INLINE_MAX = 256  # results with more rows are serialised on a worker thread
+STREAM_REQUESTS_IN_FLIGHT_MAX = 64  # requests of one ExecuteStream running at once
 
 
 class SqlEngine(Protocol):
@@ -55,20 +57,78 @@ class SqlService(pb_grpc.SqlServicer):
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext):
         try:
-            statements = [statement_from_proto(s) for s in request.statements]
-            engine = self.engine_for(request.writer_only)
-            outcome = await engine.execute(
-                statements, request.session, context.time_remaining(), request.min_read_point
-            )
-            if sum(len(r.rows) for r in outcome.results) > RESULT_ROWS_INLINE_MAX:
-                results = await asyncio.to_thread(results_to_proto, outcome.results)
-            else:
-                results = results_to_proto(outcome.results)
+            return await self._execute(request, context.time_remaining())
         except SixfoldError as exc:
             await abort(context, exc)
+
+    async def _execute(
+        self, request: pb.ExecuteRequest, client_s: float | None
+    ) -> pb.ExecuteResponse:
+        statements = [statement_from_proto(s) for s in request.statements]
+        engine = self.engine_for(request.writer_only)
+        outcome = await engine.execute(
+            statements, request.session, client_s, request.min_read_point
+        )
+        if sum(len(r.rows) for r in outcome.results) > RESULT_ROWS_INLINE_MAX:
+            results = await asyncio.to_thread(results_to_proto, outcome.results)
+        else:
+            results = results_to_proto(outcome.results)
         return pb.ExecuteResponse(
             results=results, commit_lsn=outcome.commit_lsn, read_point=outcome.read_point
         )
+
+    async def ExecuteStream(
+        self, requests: AsyncIterator[pb.ExecuteStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExecuteStreamResponse]:
+        """Execute requests as they come, each on its own (pipelined, up to
+        STREAM_REQUESTS_IN_FLIGHT_MAX at once), answered by id as each finishes; an error is
+        answered in band and the stream goes on."""
+        answers: asyncio.Queue[pb.ExecuteStreamResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_REQUESTS_IN_FLIGHT_MAX)
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.ExecuteStreamRequest) -> None:
+            try:
+                answers.put_nowait(await self._stream_answer(request))
+            finally:
+                slots.release()
+
+        async def take() -> None:
+            try:
+                async for request in requests:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.wait(set(running))
+            finally:
+                answers.put_nowait(None)
+
+        taker = asyncio.create_task(take())
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+            await taker  # the request side's own failure, if any, ends the stream
+        finally:
+            taker.cancel()
+            for task in running:
+                task.cancel()
+
+    async def _stream_answer(self, request: pb.ExecuteStreamRequest) -> pb.ExecuteStreamResponse:
+        try:
+            if isinstance(request, Undecodable):  # sixfold/guard.py: answered, not raised
+                raise InvalidRequestError(
+                    f"not a valid ExecuteStreamRequest ({request.error}); the stream goes on"
+                )
+            response = await self._execute(request.request, request.timeout_s or None)
+        except SixfoldError as exc:
+            code, name, message = status_of(exc)
+            return pb.ExecuteStreamResponse(
+                id=getattr(request, "id", 0), error_code=code.name, error_name=name,
+                error_message=message,
+            )  # fmt: skip
+        return pb.ExecuteStreamResponse(id=request.id, response=response)
 
     async def Begin(self, request: pb.BeginRequest, context: grpc.aio.ServicerContext):
         try:

@@ -45,12 +45,20 @@ async def abort(
     context: grpc.aio.ServicerContext, exc: Exception, code: grpc.StatusCode | None = None
 ) -> NoReturn:
     """End an RPC with the status that fits an operating error."""
+    status, name, message = status_of(exc, code)
+    context.set_trailing_metadata(((ERROR_KEY, name),))
+    await context.abort(status, message)
+
+
+def status_of(
+    exc: Exception, code: grpc.StatusCode | None = None
+) -> tuple[grpc.StatusCode, str, str]:
+    """(status code, error name, message) that tell a client an operating error: as a call's
+    status (`abort`) or in band, on a stream (sixfold/sql_service.py)."""
     if isinstance(exc, lmdb.MapFullError):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
     exc = reportable(exc)
-    status = code or _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
-    context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
-    await context.abort(status, str(exc))
+    return code or _CODES.get(type(exc), grpc.StatusCode.INTERNAL), type(exc).__name__, str(exc)
 
 
 def reportable(exc: Exception) -> Exception:

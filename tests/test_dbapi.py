@@ -493,3 +493,64 @@ def test_quorum_loss_outcome_unknown_then_resolved(sql_cluster: LocalCluster) ->
     assert not (refused and 2 in ids), "a write refused with the quorum error took effect"
     assert not (first_refused and 1 in ids), "a commit refused before it was sent took effect"
     conn.close()
+
+
+def test_the_execute_stream_pipelines_requests_and_answers_errors_in_band(
+    sql_cluster: LocalCluster,
+) -> None:
+    # Several requests sent before any answer is read; a bad statement and a message that
+    # is not an ExecuteStreamRequest are answered in band, and the stream goes on.
+    import grpc
+
+    from sixfold.rpc import sixfold_pb2 as pb
+
+    def execute(sql: str) -> pb.ExecuteRequest:
+        statement = pb.SqlStatement(sql=sql)
+        request = pb.ExecuteRequest(statements=[statement], writer_only=True)
+        return request
+
+    requests = [
+        pb.ExecuteStreamRequest(id=1, request=execute("CREATE TABLE IF NOT EXISTS piped(x)")),
+        pb.ExecuteStreamRequest(id=2, request=execute("INSERT INTO piped VALUES (1)")),
+        pb.ExecuteStreamRequest(id=3, request=execute("SELEC nothing")),
+    ]
+    raw = [r.SerializeToString() for r in requests]
+    raw.insert(2, b"\xff\xff\xff not a message")
+    raw.append(pb.ExecuteStreamRequest(id=4, request=execute("SELECT count(*) FROM piped"))
+               .SerializeToString())  # fmt: skip
+    with grpc.insecure_channel(sql_cluster.layout.writer_address) as channel:
+        stream = channel.stream_stream(
+            "/sixfold.v1.Sql/ExecuteStream",
+            request_serializer=None,
+            response_deserializer=pb.ExecuteStreamResponse.FromString,
+        )
+        answers = list(stream(iter(raw), timeout=30))
+    by_id = {a.id: a for a in answers if a.id}
+    assert len(answers) == 5 and set(by_id) == {1, 2, 3, 4}
+    assert not by_id[1].error_code and not by_id[2].error_code
+    assert by_id[2].response.commit_lsn > 0
+    assert by_id[3].error_code == "INVALID_ARGUMENT" and "syntax error" in by_id[3].error_message
+    refused = [a for a in answers if not a.id]
+    assert refused[0].error_name == "InvalidRequestError"
+    assert "not a valid ExecuteStreamRequest" in refused[0].error_message
+    assert by_id[4].response.results[0].rows[0].values[0].integer >= 1
+
+
+def test_a_connection_keeps_one_execute_stream_and_replaces_a_broken_one(
+    sql_cluster: LocalCluster,
+) -> None:
+    connection = sixfold.connect(sql_cluster.layout.writer_address, timeout=10.0)
+    with contextlib.closing(connection):
+        connection.execute("CREATE TABLE IF NOT EXISTS kept(x)")
+        connection.commit()
+        first = dict(connection._streams)
+        for i in range(5):
+            connection.execute("INSERT INTO kept VALUES (?)", (i,))
+            connection.commit()
+        assert connection._streams == first and len(first) == 1  # the same stream throughout
+        (stream,) = first.values()
+        stream._call.cancel()  # as if the connection to the server broke
+        stream._reader.join(timeout=10)
+        assert connection.execute("SELECT count(*) FROM kept").fetchone()[0] >= 5
+        assert next(iter(connection._streams.values())) is not stream
+    assert not connection._streams  # closed with the connection

@@ -420,6 +420,30 @@ class EndResponse(_message.Message):
     commit_lsn: int
     def __init__(self, commit_lsn: _Optional[int] = ...) -> None: ...
 
+class ExecuteStreamRequest(_message.Message):
+    __slots__ = ("id", "request", "timeout_s")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request: ExecuteRequest
+    timeout_s: float
+    def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[ExecuteRequest, _Mapping]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class ExecuteStreamResponse(_message.Message):
+    __slots__ = ("id", "response", "error_code", "error_name", "error_message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_NAME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    response: ExecuteResponse
+    error_code: str
+    error_name: str
+    error_message: str
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[ExecuteResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_name: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
 class Topology(_message.Message):
     __slots__ = ("epoch", "writer_name", "writer_address", "instances", "answered_by", "writer_client_address")
     EPOCH_FIELD_NUMBER: _ClassVar[int]

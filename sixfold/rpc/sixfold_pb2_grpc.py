@@ -744,6 +744,11 @@ class SqlStub:
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.EndRequest.SerializeToString,
                 response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.EndResponse.FromString,
                 _registered_method=True)
+        self.ExecuteStream = channel.stream_stream(
+                '/sixfold.v1.Sql/ExecuteStream',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ExecuteStreamRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ExecuteStreamResponse.FromString,
+                _registered_method=True)
 
 
 class SqlServicer:
@@ -767,6 +772,14 @@ class SqlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteStream(self, request_iterator, context):
+        """Execute, many requests on one long-lived stream per client connection: one message each
+        way instead of a call each. The unary Execute stays (grpcurl, other clients).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SqlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -784,6 +797,11 @@ def add_SqlServicer_to_server(servicer, server):
                     servicer.End,
                     request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.EndRequest.FromString,
                     response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.EndResponse.SerializeToString,
+            ),
+            'ExecuteStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecuteStream,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ExecuteStreamRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ExecuteStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -867,6 +885,33 @@ class Sql:
             '/sixfold.v1.Sql/End',
             sixfold_dot_rpc_dot_sixfold__pb2.EndRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.EndResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/sixfold.v1.Sql/ExecuteStream',
+            sixfold_dot_rpc_dot_sixfold__pb2.ExecuteStreamRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.ExecuteStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
