@@ -96,7 +96,7 @@ class ReaderSql:
         min_read_point: int = 0,
     ) -> Outcome:
         if session:
-            raise SessionError(_NO_SESSIONS)
+            raise SessionError(_NO_SESSIONS, on_reader=True)
         if min_read_point > self.reader.read_point:  # read your writes: wait, or refuse
             wait_s = min(READ_YOUR_WRITES_WAIT_S, client_s or READ_YOUR_WRITES_WAIT_S)
             await self.reader.wait_read_point_above(min_read_point, wait_s)
@@ -117,10 +117,10 @@ class ReaderSql:
             await self.execute([Statement("SELECT count(*) FROM sqlite_master")])
 
     async def begin(self) -> str:
-        raise SessionError(_NO_SESSIONS)
+        raise SessionError(_NO_SESSIONS, on_reader=True)
 
     async def end(self, session: str, commit: bool) -> int:
-        raise SessionError(_NO_SESSIONS)
+        raise SessionError(_NO_SESSIONS, on_reader=True)
 
     async def _start(self) -> None:
         async with self.starting:

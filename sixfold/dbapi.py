@@ -106,7 +106,7 @@ from sixfold import errors, sqlvalues
 from sixfold.clients import CHANNEL_OPTIONS
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.wire import ERROR_KEY, error_from_rpc
+from sixfold.wire import ERROR_KEY, FIELDS_KEY, error_from_rpc
 
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not a connection
@@ -317,12 +317,11 @@ def translate_error(exc: Exception, *, commit: bool, endpoint: str) -> Error:
         return _with_cause(
             TransactionAbortedError, f"{message}; the transaction was rolled back", exc
         )  # fmt: skip
-    outcome_unknown = isinstance(exc, errors.CommitTimeoutError | errors.WriterFencedError) or (
-        isinstance(exc, errors.QuorumUnavailableError)
-        and (exc.outcome_unknown or "outcome is unknown" in message)
-    )
+    fenced = isinstance(exc, errors.WriterFencedError)  # what it had sent may or may not stay
+    outcome_unknown = fenced or getattr(exc, "outcome_unknown", False)
     if commit and outcome_unknown:
-        hint = _CHECK_HINT if "outcome is unknown" in message else _OUTCOME_UNKNOWN_HINT
+        # A fenced writer's message does not say the outcome is unknown; the others' do.
+        hint = _OUTCOME_UNKNOWN_HINT if fenced else _CHECK_HINT
         return _with_cause(TransactionOutcomeUnknownError, f"{message}; {hint}", exc)
     if isinstance(exc, errors.InvalidRequestError):
         return _with_cause(InterfaceError, message, exc)
@@ -352,8 +351,6 @@ REFUSED = "refused"  # the instance is not the writer: it refused before running
 LOST = "lost"  # sent, and the connection died: it may have run
 FENCED = "fenced"  # the writer was superseded: what it was committing may or may not stay
 
-_READER_NO_SESSIONS = "have no sessions"  # a reader's refusal of Begin (reader/sql.py)
-
 
 def failover_kind(err: grpc.RpcError) -> str | None:
     """Why a call to the writer failed, when the reason is that it is no longer the writer
@@ -365,7 +362,7 @@ def failover_kind(err: grpc.RpcError) -> str | None:
         return NEVER_SENT if "failed to connect" in (err.details() or "").lower() else LOST
     if isinstance(named, errors.NotWriterError | errors.ReadOnlyError | errors.RecoveryError):
         return REFUSED  # a stepped-down writer answers as a reader; a new one may be recovering
-    if isinstance(named, errors.SessionError) and _READER_NO_SESSIONS in str(named):
+    if isinstance(named, errors.SessionError) and getattr(named, "on_reader", False):
         return REFUSED
     if isinstance(named, errors.WriterFencedError):
         return FENCED
@@ -481,9 +478,11 @@ class StreamedCallError(grpc.RpcError):
     """A request on an Execute stream that failed: it reads like the unary call's failure
     (code, details, the sixfold-error name), so the failover rules apply unchanged."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, name: str = "") -> None:
+    def __init__(
+        self, code: grpc.StatusCode, details: str, name: str = "", fields: str = ""
+    ) -> None:
         super().__init__(details)
-        self._code, self._details, self._name = code, details, name
+        self._code, self._details, self._name, self._fields = code, details, name, fields
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -492,7 +491,9 @@ class StreamedCallError(grpc.RpcError):
         return self._details
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((ERROR_KEY, self._name),) if self._name else ()
+        if not self._name:
+            return ()
+        return ((ERROR_KEY, self._name), (FIELDS_KEY, self._fields))
 
 
 _STATUS_BY_NAME = {code.name: code for code in grpc.StatusCode}
@@ -551,7 +552,9 @@ class ExecuteStream:
         assert answer.id == request_id, (answer.id, request_id)  # one request at a time
         if answer.error_code:
             code = _STATUS_BY_NAME.get(answer.error_code, grpc.StatusCode.UNKNOWN)
-            raise StreamedCallError(code, answer.error_message, answer.error_name)
+            raise StreamedCallError(
+                code, answer.error_message, answer.error_name, answer.error_fields
+            )
         return answer.response
 
     def close(self) -> None:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 
 class SixfoldError(Exception):
-    """Base of every operating error sixfold reports."""
+    """Base of every operating error sixfold reports.
+
+    Its simple fields (ints, strings, booleans set on the instance) travel with it across
+    gRPC (sixfold/wire.py), so a client decides by them, never by the message's text.
+    """
+
+    outcome_unknown = False  # a commit was sent and may or may not take effect
 
 
 class CorruptRecordError(SixfoldError):
@@ -61,9 +67,8 @@ class BatchTooLargeError(SixfoldError):
 
 
 class QuorumUnavailableError(SixfoldError):
-    """Too few storage nodes reachable for a write (4) or read (3) quorum."""
-
-    outcome_unknown = False  # True when a commit was sent before the quorum was lost
+    """Too few storage nodes reachable for a write (4) or read (3) quorum. `outcome_unknown`
+    is set when a commit was sent before the quorum was lost."""
 
     def __init__(self, kind: str, reachable: int, needed: int, total: int = 6) -> None:
         self.kind = kind
@@ -77,6 +82,8 @@ class QuorumUnavailableError(SixfoldError):
 
 class CommitTimeoutError(SixfoldError):
     """A commit did not become durable in time although a write quorum seemed reachable."""
+
+    outcome_unknown = True
 
 
 class WriterFencedError(SixfoldError):
@@ -128,4 +135,9 @@ class NotWriterError(SixfoldError):
 
 
 class SessionError(SixfoldError):
-    """A SQL session is unknown, expired, or already ended."""
+    """A SQL session is unknown, expired, or already ended; or (`on_reader`) asked of a
+    reader, which has none."""
+
+    def __init__(self, message: str, on_reader: bool = False) -> None:
+        super().__init__(message)
+        self.on_reader = on_reader

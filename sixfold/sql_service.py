@@ -123,10 +123,10 @@ class SqlService(pb_grpc.SqlServicer):
                 )
             response = await self._execute(request.request, request.timeout_s or None)
         except SixfoldError as exc:
-            code, name, message = status_of(exc)
+            code, name, message, fields = status_of(exc)
             return pb.ExecuteStreamResponse(
                 id=getattr(request, "id", 0), error_code=code.name, error_name=name,
-                error_message=message,
+                error_message=message, error_fields=fields,
             )  # fmt: skip
         return pb.ExecuteStreamResponse(id=request.id, response=response)
 

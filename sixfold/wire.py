@@ -6,15 +6,18 @@ the same named exception the server did, with the server's message.
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import NoReturn
 
 import grpc
-import lmdb
 
 from sixfold import errors
 from sixfold.truncation import TruncationRange
 
 ERROR_KEY = "sixfold-error"
+FIELDS_KEY = "sixfold-error-fields"  # JSON of the error's simple fields (outcome_unknown, ...)
+_FIELD_TYPES = (bool, int, float, str)
 
 _CODES: dict[type[Exception], grpc.StatusCode] = {
     errors.StaleEpochError: grpc.StatusCode.FAILED_PRECONDITION,
@@ -45,25 +48,41 @@ async def abort(
     context: grpc.aio.ServicerContext, exc: Exception, code: grpc.StatusCode | None = None
 ) -> NoReturn:
     """End an RPC with the status that fits an operating error."""
-    status, name, message = status_of(exc, code)
-    context.set_trailing_metadata(((ERROR_KEY, name),))
+    status, name, message, fields = status_of(exc, code)
+    metadata = ((ERROR_KEY, name), (FIELDS_KEY, fields)) if fields else ((ERROR_KEY, name),)
+    context.set_trailing_metadata(metadata)
     await context.abort(status, message)
 
 
 def status_of(
     exc: Exception, code: grpc.StatusCode | None = None
-) -> tuple[grpc.StatusCode, str, str]:
-    """(status code, error name, message) that tell a client an operating error: as a call's
-    status (`abort`) or in band, on a stream (sixfold/sql_service.py)."""
-    if isinstance(exc, lmdb.MapFullError):
+) -> tuple[grpc.StatusCode, str, str, str]:
+    """(status code, error name, message, fields as JSON) that tell a client an operating
+    error: as a call's status (`abort`) or in band, on a stream (sixfold/sql_service.py)."""
+    if _is_map_full(exc):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
     exc = reportable(exc)
-    return code or _CODES.get(type(exc), grpc.StatusCode.INTERNAL), type(exc).__name__, str(exc)
+    status = code or _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
+    return status, type(exc).__name__, str(exc), error_fields(exc)
+
+
+def error_fields(exc: Exception) -> str:
+    """The exception's simple instance fields as JSON ("" when none)."""
+    fields = {
+        k: v for k, v in vars(exc).items() if not k.startswith("_") and isinstance(v, _FIELD_TYPES)
+    }
+    return json.dumps(fields, sort_keys=True) if fields else ""
+
+
+def _is_map_full(exc: Exception) -> bool:
+    # lmdb only when loaded: a client (import sixfold.dbapi) never imports it.
+    lmdb = sys.modules.get("lmdb")
+    return lmdb is not None and isinstance(exc, lmdb.MapFullError)
 
 
 def reportable(exc: Exception) -> Exception:
     """The error a client is told: an operating error as raised, a full store explained."""
-    if isinstance(exc, lmdb.MapFullError):
+    if _is_map_full(exc):
         return errors.SixfoldError(
             "storage full: the LMDB map size is used up; restart the node with a larger "
             "--map-size-mib"
@@ -73,21 +92,41 @@ def reportable(exc: Exception) -> Exception:
 
 def error_from_rpc(err: grpc.aio.AioRpcError | grpc.RpcError) -> Exception:
     """The named exception an RPC failure stands for (the RpcError itself when not ours)."""
-    names = [value for key, value in (err.trailing_metadata() or ()) if key == ERROR_KEY]
-    if not names or names[0] not in _BY_NAME:
+    metadata = dict(err.trailing_metadata() or ())
+    name = metadata.get(ERROR_KEY)
+    if name not in _BY_NAME:
         return err
-    return named_error(names[0], err.details() or "")
+    return named_error(name, err.details() or "", metadata.get(FIELDS_KEY, ""))
 
 
-def named_error(name: str, message: str) -> Exception:
-    """The exception a server named (class and message); a SixfoldError for a name we do
-    not know."""
+def named_error(name: str, message: str, fields: str = "") -> Exception:
+    """The exception a server named (class, message and fields); a SixfoldError for a name
+    we do not know."""
     cls = _BY_NAME.get(name)
     if cls is None:
         return errors.SixfoldError(f"{name}: {message}")
     exc = cls.__new__(cls)  # the server already formatted the message: keep it verbatim
     Exception.__init__(exc, message)
+    for key, value in _parse_fields(fields).items():
+        setattr(exc, key, value)
     return exc
+
+
+def _parse_fields(fields: str) -> dict[str, object]:
+    """Fields sent with an error, keeping only well-formed simple ones (a peer may be hostile)."""
+    if not fields:
+        return {}
+    try:
+        raw = json.loads(fields)
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        k: v for k, v in raw.items()
+        if isinstance(k, str) and k.isidentifier() and not k.startswith("_")
+        and not hasattr(BaseException, k) and isinstance(v, _FIELD_TYPES)
+    }  # fmt: skip
 
 
 def ranges_to_proto(ranges: tuple[TruncationRange, ...], message_cls: type) -> list:

@@ -96,9 +96,15 @@ def test_sql_errors_map_like_sqlite3_and_keep_the_message(message: str, cls: typ
 def test_commit_outcome_errors() -> None:
     unknown = errors.QuorumUnavailableError("write", 3, 4)
     Exception.__init__(unknown, "write quorum unavailable: ...; its outcome is unknown: ...")
+    unknown.outcome_unknown = True  # the field decides (issue 13), not the text
     exc = dbapi.translate_error(unknown, commit=True, endpoint="w")
     assert type(exc) is dbapi.TransactionOutcomeUnknownError
     assert str(exc).startswith("write quorum unavailable") and "read the data back" in str(exc)
+    said_only = errors.QuorumUnavailableError("write", 3, 4)
+    Exception.__init__(said_only, "write quorum unavailable: ...; its outcome is unknown: ...")
+    assert type(dbapi.translate_error(said_only, commit=True, endpoint="w")) is (
+        dbapi.OperationalError
+    )
     refused = dbapi.translate_error(
         errors.QuorumUnavailableError("write", 3, 4), commit=True, endpoint="w"
     )

@@ -431,18 +431,20 @@ class ExecuteStreamRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[ExecuteRequest, _Mapping]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
 
 class ExecuteStreamResponse(_message.Message):
-    __slots__ = ("id", "response", "error_code", "error_name", "error_message")
+    __slots__ = ("id", "response", "error_code", "error_name", "error_message", "error_fields")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_NAME_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELDS_FIELD_NUMBER: _ClassVar[int]
     id: int
     response: ExecuteResponse
     error_code: str
     error_name: str
     error_message: str
-    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[ExecuteResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_name: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+    error_fields: str
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[ExecuteResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_name: _Optional[str] = ..., error_message: _Optional[str] = ..., error_fields: _Optional[str] = ...) -> None: ...
 
 class Topology(_message.Message):
     __slots__ = ("epoch", "writer_name", "writer_address", "instances", "answered_by", "writer_client_address")
