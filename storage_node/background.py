@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from sixfold.crash import OPERATING_ERRORS
 from sixfold.errors import StoredCorruptionError
 from sixfold.log_cleanup import coalesce_point, gc_horizon, plan_coalesce
 from storage_node.node import StorageNode
@@ -153,7 +154,7 @@ async def run_background(node: StorageNode, peer_names: list[str]) -> None:
         started = time.monotonic()
         try:
             work = await background_cycle(node, peer_names)
-        except Exception:  # reported, and tried again next cycle
+        except OPERATING_ERRORS:  # reported, and tried again next cycle; a bug ends it
             log.exception("%s: background cycle failed", node.name)
             work = CycleWork()
         took_s = time.monotonic() - started

@@ -14,6 +14,7 @@ import contextlib
 import logging
 
 from sixfold.clients import NodeClient
+from sixfold.crash import OPERATING_ERRORS
 from sixfold.errors import SixfoldError
 from sixfold.record import RedoRecord, decode_record
 from sixfold.rpc import sixfold_pb2 as pb
@@ -39,7 +40,7 @@ class Gossip:
             behind = False
             try:
                 behind = await self.round()
-            except Exception:  # reported, and tried again next round
+            except OPERATING_ERRORS:  # reported, and tried again next round; a bug ends it
                 log.exception("%s: gossip round failed", self.node.name)
             if not behind:
                 await asyncio.sleep(GOSSIP_INTERVAL_S)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sixfold.completeness import SegmentCompleteness
+from sixfold.crash import OPERATING_ERRORS, guarded_task
 from sixfold.errors import (
     BatchTooLargeError,
     CorruptRecordError,
@@ -185,7 +186,7 @@ class StorageNode:
         return meta.gc_horizon, 0
 
     def start(self) -> None:
-        self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
+        self._committer = guarded_task(self._commit_loop(), f"{self.name} commit loop")
 
     async def stop(self) -> None:
         self.stopped = True
@@ -290,10 +291,14 @@ class StorageNode:
             try:
                 async with self.write_lock:
                     await self._commit(batch)
-            except Exception as exc:  # a failed transaction fails its appends, not the node
+            except OPERATING_ERRORS as exc:  # a failed transaction fails its appends only
                 log.exception("%s: commit failed", self.name)
                 for p in batch:
                     settle(p.done, exc)
+            except BaseException as exc:  # a bug: its appends fail, and the process ends
+                for p in batch:
+                    settle(p.done, exc)
+                raise
 
     async def _commit(self, batch: list[_PendingAppend]) -> None:
         st = self.state

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
 
 from sixfold import metrics
+from sixfold.crash import guarded_task
 from sixfold.quorum import NODE_AZ, NODE_NAMES
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import (
@@ -92,8 +92,8 @@ async def run(args: argparse.Namespace) -> None:
     )  # fmt: skip
     gossip = Gossip(node, args.peers)
     tasks = [
-        asyncio.create_task(gossip.run()),
-        asyncio.create_task(run_background(node, list(args.peers))),
+        guarded_task(gossip.run(), f"{node.name} gossip"),
+        guarded_task(run_background(node, list(args.peers)), f"{node.name} background"),
     ]
     st = node.state
     log.info(

@@ -11,6 +11,7 @@ import pytest
 
 from sixfold import cluster
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
+from sixfold.crash import BUG_MARK
 from sixfold.errors import SixfoldError
 from sixfold.page import until_nul
 from sixfold.rpc import sixfold_pb2 as pb
@@ -43,6 +44,15 @@ class LocalCluster:
 
     def down(self) -> None:
         cluster.stop_all(self.layout)
+        self.check_no_bug_logged()
+
+    def check_no_bug_logged(self) -> None:
+        """A process that hit a bug logged it and exited (sixfold/crash.py): fail the test."""
+        for log_file in sorted((self.directory / "logs").glob("*.log")):
+            text = log_file.read_text(errors="replace")
+            if BUG_MARK in text:
+                at = text.index(BUG_MARK)
+                pytest.fail(f"{log_file.name} logged a bug:\n{text[max(at - 200, 0) : at + 2000]}")
 
     def kill(self, *names: str) -> None:
         layout = self.layout

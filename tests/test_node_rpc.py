@@ -302,3 +302,34 @@ def test_unreadable_data_directories_refuse_to_start(tmp_path: Path) -> None:
 
 def test_default_map_size_is_roomy() -> None:
     assert MAP_SIZE_BYTES_DEFAULT >= 1 << 30  # py-lmdb's own default of 10 MiB fills at once
+
+
+def test_a_bug_in_the_commit_path_ends_the_process(tmp_path: Path, monkeypatch) -> None:
+    # Issue 13: an operating error fails its appends and the node goes on; anything else is
+    # a bug, and the process exits (here the exit is recorded instead: sixfold/crash.py).
+    from sixfold import crash
+
+    bugs: list[BaseException] = []
+    monkeypatch.setattr(crash, "on_bug", bugs.append)
+
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+
+        def disk_full(*args: object) -> tuple[float, float]:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(node.store, "put_records", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            await node.append(1, [record(1, 0, 3, b"x")])
+        assert bugs == [] and not node._committer.done()  # an operating error: it goes on
+
+        def broken(*args: object) -> tuple[float, float]:
+            raise AssertionError("an invariant does not hold")
+
+        monkeypatch.setattr(node.store, "put_records", broken)
+        with pytest.raises(AssertionError):
+            await node.append(1, [record(1, 0, 3, b"x")])
+        await asyncio.sleep(0)  # the done-callback runs
+        assert len(bugs) == 1 and isinstance(bugs[0], AssertionError)
+
+    run_with_node(tmp_path / "a1", body)
