@@ -129,6 +129,7 @@ def summarise(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> d
         "write_quorum": write_quorum,
         "read_quorum": read_quorum,
         "nodes_up": up_count,
+        "quorum_sizes": {"copies": len(NODE_NAMES), "write": WRITE_QUORUM, "read": READ_QUORUM},
     }
 
 

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from sixfold.cluster import Endpoints
 from sixfold.events import History
-from sixfold.quorum import AZS, READ_QUORUM, WRITE_QUORUM, nodes_in_az
+from sixfold.quorum import AZS, NODE_NAMES, READ_QUORUM, WRITE_QUORUM, nodes_in_az
 from sixfold.status import gather_status
 
 REFRESH_S = 0.25
@@ -68,7 +68,7 @@ class View(History):
 
     def _quorums(self, status: dict[str, Any]) -> Text:
         up = status["nodes_up"]
-        line = Text(f"{up} of 6 nodes up   ")
+        line = Text(f"{up} of {len(NODE_NAMES)} nodes up   ")
         for label, ok, need in (
             ("write quorum", status["write_quorum"], WRITE_QUORUM),
             ("read quorum", status["read_quorum"], READ_QUORUM),
