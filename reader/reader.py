@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 
 from sixfold.clients import NodeClient
-from sixfold.errors import NotServingError, SixfoldError
+from sixfold.crash import OPERATING_ERRORS, guarded_task
+from sixfold.errors import NotServingError
 from sixfold.page_reader import PageReader
 from sixfold.read_point import advance_read_point
 from sixfold.rpc import sixfold_pb2 as pb
@@ -84,10 +85,7 @@ class Reader:
         moved, self.read_point_moved = self.read_point_moved, asyncio.Event()
         moved.set()
         for listener in list(self._listeners):
-            try:
-                listener(self.epoch, self.read_point)
-            except Exception:  # a listener's bug must not stop the read point
-                log.exception("reader %s: read point listener failed", self.name)
+            listener(self.epoch, self.read_point)  # a listener's bug ends the process
 
     # -- waiting for the read point ---------------------------------------------------------
 
@@ -124,13 +122,14 @@ class Reader:
     async def run(self) -> None:
         """Watch every node, and poll slowly to report the read point; runs until cancelled."""
         self._tasks = [
-            asyncio.create_task(self._watch_node(c), name=f"watch {c.name}") for c in self.clients
+            guarded_task(self._watch_node(c), f"reader {self.name} watching {c.name}")
+            for c in self.clients
         ]
         try:
             while True:
                 try:
                     await self.poll_once()
-                except Exception:
+                except OPERATING_ERRORS:  # reported, and tried again; a bug ends the process
                     log.exception("reader %s: polling storage failed", self.name)
                 await asyncio.sleep(READ_POINT_REPORT_S)
         finally:
@@ -161,11 +160,8 @@ class Reader:
                     self._watching.discard(client.name)
                     continue
                 reason = "the node ended the stream"
-            except SixfoldError as exc:
+            except OPERATING_ERRORS as exc:  # the node went away; a bug ends the process
                 reason = str(exc)
-            except Exception as exc:  # a bug here must not stop the reader following the node
-                log.exception("reader %s: watching %s failed", self.name, client.name)
-                reason = repr(exc)
             self._watching.discard(client.name)
             self.note_down(client.name)
             # Once per outage at INFO; the retries while the node stays down at DEBUG.

@@ -32,6 +32,7 @@ from reader.reader import Reader
 from reader.sql import ReaderSql
 from sixfold import topology
 from sixfold.clients import PROBE_CHANNEL_OPTIONS
+from sixfold.crash import OPERATING_ERRORS, guarded_task
 from sixfold.errors import NotWriterError, SixfoldError
 from sixfold.metrics import InstanceMetrics
 from sixfold.quorum import WRITE_QUORUM
@@ -206,11 +207,11 @@ class Instance:
     # -- background --------------------------------------------------------------------------
 
     async def start(self, as_writer: bool) -> None:
-        self._tasks.append(asyncio.create_task(self.reader.run()))
+        self._tasks.append(guarded_task(self.reader.run(), f"{self.name} reader"))
         if as_writer:
             self.reader.role = "starting"
             self._tasks.append(asyncio.create_task(self._start_as_writer()))
-        self._tasks.append(asyncio.create_task(self._watch_writer()))
+        self._tasks.append(guarded_task(self._watch_writer(), f"{self.name} writer watch"))
         self._tasks.append(asyncio.create_task(self._warm_reads()))
 
     async def _warm_reads(self) -> None:
@@ -252,7 +253,7 @@ class Instance:
             await asyncio.sleep(PROBE_INTERVAL_S)
             try:
                 await self._check_writer(detector)
-            except Exception:
+            except OPERATING_ERRORS:  # reported, and checked again; a bug ends the process
                 log.exception("%s: checking the writer failed", self.name)
 
     async def _check_writer(self, detector: TakeoverDetector) -> None:
