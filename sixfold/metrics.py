@@ -33,6 +33,10 @@ LATENCY_BUCKETS_S = (
 Gauges = Callable[[], dict[str, tuple[str, float]]]  # name -> (help, value)
 
 
+def _latency(name: str, text: str, registry: CollectorRegistry) -> Histogram:
+    return Histogram(name, text, buckets=LATENCY_BUCKETS_S, registry=registry)
+
+
 class _GaugeCollector(Collector):
     """Gauges read at scrape time from a function of the live state."""
 
@@ -59,16 +63,16 @@ class NodeMetrics:
         self.bytes = Counter(
             "sixfold_node_bytes_received", "Bytes of redo records received", registry=r
         )
-        self.lmdb_write = Histogram(
+        self.lmdb_write = _latency(
             "sixfold_node_lmdb_write_seconds",
             "Putting one commit's records into an LMDB write transaction (no I/O wait)",
-            buckets=LATENCY_BUCKETS_S, registry=r,
-        )  # fmt: skip
-        self.fsync = Histogram(
+            r,
+        )
+        self.fsync = _latency(
             "sixfold_node_fsync_seconds",
             "Committing that LMDB transaction: its data and meta page writes and fsyncs",
-            buckets=LATENCY_BUCKETS_S, registry=r,
-        )  # fmt: skip
+            r,
+        )
         self.gossip_records = Counter(
             "sixfold_node_gossip_records_fetched", "Records fetched from peers to fill holes",
             registry=r,
@@ -77,10 +81,9 @@ class NodeMetrics:
             "sixfold_node_repairs", "Damaged records and page versions repaired from a peer",
             registry=r,
         )  # fmt: skip
-        self.page_reads = Histogram(
-            "sixfold_node_page_read_seconds", "GetPage: one page built at an LSN",
-            buckets=LATENCY_BUCKETS_S, registry=r,
-        )  # fmt: skip
+        self.page_reads = _latency(
+            "sixfold_node_page_read_seconds", "GetPage: one page built at an LSN", r
+        )
 
     def watch(self, gauges: Gauges) -> None:
         self.registry.register(_GaugeCollector(gauges))
@@ -92,15 +95,17 @@ class InstanceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.commit = Histogram(
+        self.commit = _latency(
             "sixfold_writer_commit_seconds",
-            "From a commit's submission to its acknowledgement (VDL passed it)",
-            buckets=LATENCY_BUCKETS_S, registry=r,
-        )  # fmt: skip
-        self.page_reads = Histogram(
-            "sixfold_reader_page_read_seconds", "ReadPage on a reader: one page at its read point",
-            buckets=LATENCY_BUCKETS_S, registry=r,
-        )  # fmt: skip
+            "A commit's wait for durability: from its admission to the pipeline to its "
+            "acknowledgement (VDL passed it)",
+            r,
+        )
+        self.page_reads = _latency(
+            "sixfold_reader_page_read_seconds",
+            "ReadPage on a reader: one page at its read point",
+            r,
+        )
         self.takeovers = Counter(
             "sixfold_instance_takeovers",
             "Times this instance became the writer (failover or switchover)", registry=r,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 DBAPI_INTRO = "From Python, with the DB-API 2.0 client"
 
 
@@ -29,3 +32,13 @@ def sql_commands() -> list[list[str]]:
             commands.append(shlex.split(line, comments=True)[1:])
     assert commands, "the README shows no `sixfold sql` command before the DB-API example"
     return commands
+
+
+def run_dbapi_example(env: dict[str, str], cwd: Path, timeout_s: float = 120) -> str:
+    """Run the DB-API example as printed (in `cwd`, with `env`); what it printed."""
+    ran = subprocess.run(
+        [sys.executable, "-c", dbapi_example()], capture_output=True, text=True,
+        timeout=timeout_s, env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout.strip()

@@ -205,13 +205,7 @@ def test_cli_session(tmp_path: Path) -> None:
 
 def run_readme_example(d: Path, cwd: Path) -> str:
     """The README's DB-API example as printed; `connect()` finds the cluster by $SIXFOLD_DIR."""
-    env = {**os.environ, "SIXFOLD_DIR": str(d), "PYTHONPATH": str(ROOT)}
-    ran = subprocess.run(
-        [sys.executable, "-c", readme.dbapi_example()], capture_output=True, text=True,
-        timeout=60, env=env, cwd=cwd,
-    )  # fmt: skip
-    assert ran.returncode == 0, ran.stderr
-    return ran.stdout.strip()
+    return readme.run_dbapi_example({**os.environ, "SIXFOLD_DIR": str(d)}, cwd)
 
 
 def assert_bad_input_is_refused(d: Path) -> None:

@@ -172,12 +172,7 @@ def test_the_readme_dbapi_example_runs_as_printed(
         "INSERT OR REPLACE INTO acct(id, bal) VALUES (1, 100), (2, 250)",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    ran = subprocess.run(
-        [sys.executable, "-c", readme.dbapi_example()], capture_output=True, text=True,
-        timeout=120, env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
-    )  # fmt: skip
-    assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.strip() == "(350,)"
+    assert readme.run_dbapi_example(env, tmp_path) == "(350,)"
 
 
 def test_every_container_serves_metrics(compose_cluster: dict[str, str]) -> None:
