@@ -104,6 +104,7 @@ import grpc
 
 from sixfold import errors, sqlvalues
 from sixfold.clients import CHANNEL_OPTIONS
+from sixfold.discovery import newest_answer
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import ERROR_KEY, FIELDS_KEY, error_from_rpc
@@ -690,9 +691,7 @@ class Directory:
             raise NoTopologyError(f"no writer found from {','.join(self.seeds)}: {why}")
         for answer in answers:
             self._learn(answer)
-        # The newest epoch; among its answers, one that knows where clients reach the writer.
-        newest = max(answers, key=lambda t: (t.epoch, bool(t.writer_client_address)))
-        return route_of(newest, answers, time.monotonic())
+        return route_of(newest_answer(answers), answers, time.monotonic())
 
     def _learn(self, topology: pb.Topology) -> None:
         for view in topology.instances:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import grpc
 
+from sixfold import topology
 from sixfold.clients import CHANNEL_OPTIONS
 from sixfold.errors import SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
@@ -48,8 +49,16 @@ def newest_topology(seeds: Iterable[str], timeout: float = TOPOLOGY_TIMEOUT_S) -
         raise NoWriterError(
             "no writer found: " + ("; ".join(errors) if errors else "no writer has recovered yet")
         )
-    # The newest epoch; among its answers, one that knows where clients reach the writer.
-    return max(answers, key=lambda t: (t.epoch, bool(t.writer_client_address)))
+    return newest_answer(answers)
+
+
+def newest_answer(answers: list[pb.Topology]) -> pb.Topology:
+    """The newest epoch's answer; among its answers, one that knows where clients reach the
+    writer (sixfold/topology.py's rule, for every resolver: the CLI, status, the DB-API)."""
+    assert answers, "at least one answer"
+    return topology.newest(
+        answers, lambda t: t.epoch, lambda t: bool(t.writer_client_address), answers[0]
+    )
 
 
 def writer_client_address(topology: pb.Topology) -> str:

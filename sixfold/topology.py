@@ -8,8 +8,11 @@ the nodes with their read points. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 OWNER_SEPARATOR = "@"
 NONCE_SEPARATOR = "#"
@@ -50,7 +53,16 @@ def newest_epoch(views: Iterable[EpochView]) -> EpochView:
     """
     # A node that learnt the epoch from a truncation rather than a seal may not know its
     # owner: among views of the newest epoch, one that names it.
-    return max(views, key=lambda v: (v.epoch, bool(v.owner)), default=EpochView(0, ""))
+    return newest(views, lambda v: v.epoch, lambda v: bool(v.owner), EpochView(0, ""))
+
+
+def newest(
+    answers: Iterable[T], epoch: Callable[[T], int], complete: Callable[[T], bool], default: T
+) -> T:
+    """The answer of the newest epoch: the one rule every topology resolver follows (nodes,
+    instances, clients). Among answers of that epoch, a `complete` one (it names the owner,
+    or where clients reach it); `default` when there is none."""
+    return max(answers, key=lambda a: (epoch(a), complete(a)), default=default)
 
 
 def promotion_order(candidates: Sequence[str], preferred: str = "") -> list[str]:

@@ -107,3 +107,25 @@ def test_the_ready_scrape_config_names_every_metrics_port() -> None:
     offset = cluster.METRICS_PORT_OFFSET
     ports = {str(p + offset) for p in cluster.ports_from(cluster.BASE_PORT_DEFAULT).values()}
     assert targets == ports
+
+
+def test_every_topology_resolver_takes_the_newest_epoch_the_same_way() -> None:
+    # sixfold/topology.py's rule: the newest epoch; among its answers, a complete one. The
+    # nodes' views, the CLI's discovery and the DB-API's directory all go through it.
+    from sixfold import topology
+    from sixfold.discovery import newest_answer
+
+    views = [
+        topology.EpochView(3, ""),
+        topology.EpochView(3, "r1@h:1#n"),
+        topology.EpochView(2, "w"),
+    ]
+    assert topology.newest_epoch(views) == topology.EpochView(3, "r1@h:1#n")
+    assert topology.newest_epoch([]) == topology.EpochView(0, "")
+    answers = [
+        pb.Topology(epoch=4, writer_address="a:1"),
+        pb.Topology(epoch=4, writer_address="a:1", writer_client_address="127.0.0.1:7201"),
+        pb.Topology(epoch=3, writer_address="b:1", writer_client_address="127.0.0.1:7100"),
+    ]
+    assert newest_answer(answers) is answers[1]
+    assert newest_answer(answers[:1]) is answers[0]
