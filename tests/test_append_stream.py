@@ -91,7 +91,11 @@ def test_batches_are_acknowledged_in_order_with_the_scl(tmp_path: Path) -> None:
             pb.AppendBatch(epoch=1, records=pack_records(chain(6, 5)), vdl=5, batch_id=3),
         ]
         acks = await exchange(client, batches)
-        assert [(a.batch_id, a.scl) for a in acks] == [(1, 5), (2, 5), (3, 10)]
+        assert [a.batch_id for a in acks] == [1, 2, 3]
+        # Each ack's SCL covers its batch and never goes back. Batches 1 and 3 may share one
+        # commit (the node drains what is queued), so the bare batch's ack may already say 10.
+        scls = [a.scl for a in acks]
+        assert scls == sorted(scls) and 5 <= scls[0] <= scls[1] <= 10 and scls[2] == 10
         assert node.state.scl == 10 and node.state.vdl == 5
 
     run_with_node(tmp_path / "a1", body)
