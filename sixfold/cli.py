@@ -16,7 +16,7 @@ from pathlib import Path
 from sixfold import cluster, targets
 from sixfold.clients import NodeDownError, ReaderClient, WriterClient
 from sixfold.errors import SixfoldError
-from sixfold.events import cluster_events
+from sixfold.events import History
 from sixfold.page import until_nul
 from sixfold.quorum import NODE_NAMES
 from sixfold.record import PAGE_SIZE_BYTES
@@ -94,14 +94,13 @@ EVENTS_POLL_S = 1.0
 def _tell_events(target: cluster.Endpoints, stopped: Callable[[], bool]) -> None:
     """Print cluster events (a node lost or back, a quorum lost or regained, a new writer)
     with the time, until `stopped()`."""
-    before = None
+    history = History()
     next_poll = 0.0
     while not stopped():
         if time.monotonic() >= next_poll:
-            after = asyncio.run(gather_status(target))
-            for event in cluster_events(before, after):
-                print(f"{time.strftime('%H:%M:%S')}  {event}", flush=True)
-            before, next_poll = after, time.monotonic() + EVENTS_POLL_S
+            for event in history.update(asyncio.run(gather_status(target)), time.monotonic()):
+                print(event, flush=True)
+            next_poll = time.monotonic() + EVENTS_POLL_S
         time.sleep(0.1)
 
 

@@ -78,11 +78,11 @@ class History:
         self.lags: deque[int] = deque(maxlen=RATE_SAMPLES_MAX)  # worst reader lag, LSNs
         self.events: deque[str] = deque(maxlen=EVENTS_KEPT_MAX)
 
-    def update(self, status: Status, now: float) -> None:
-        """Take one look, at monotonic time `now`."""
+    def update(self, status: Status, now: float) -> list[str]:
+        """Take one look, at monotonic time `now`; the events since the last, with the time."""
         before, before_at = self.status, self.at
-        for event in cluster_events(before, status):
-            self.events.append(f"{time.strftime('%H:%M:%S')}  {event}")
+        told = [f"{time.strftime('%H:%M:%S')}  {event}" for event in cluster_events(before, status)]
+        self.events.extend(told)
         vdl, old = status["writer"]["vdl"], before and before["writer"]["vdl"]
         if vdl is not None and old is not None and now > before_at:
             self.rates.append(max(vdl - old, 0) / (now - before_at))
@@ -93,3 +93,4 @@ class History:
             lags = [max(vdl - p, 0) for p in points] if vdl is not None else []
             self.lags.append(max(lags, default=0))
         self.status, self.at = status, now
+        return told

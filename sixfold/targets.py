@@ -27,13 +27,24 @@ DOCKER_TIMEOUT_S = 60.0
 
 def compose_port(name: str) -> int:
     """The localhost port of a compose service: SIXFOLD_<NAME>_PORT, or the default."""
-    raw = os.environ.get(f"SIXFOLD_{name.upper()}_PORT")
+    return _env_port(f"SIXFOLD_{name.upper()}_PORT", COMPOSE_PORT_DEFAULTS[name])
+
+
+def compose_metrics_port(name: str) -> int:
+    """Where a compose service's metrics are published: SIXFOLD_<NAME>_METRICS_PORT, or 1000
+    above its default gRPC port (docker-compose.yml)."""
+    default = COMPOSE_PORT_DEFAULTS[name] + cluster.METRICS_PORT_OFFSET
+    return _env_port(f"SIXFOLD_{name.upper()}_METRICS_PORT", default)
+
+
+def _env_port(variable: str, default: int) -> int:
+    raw = os.environ.get(variable)
     if raw is None:
-        return COMPOSE_PORT_DEFAULTS[name]
+        return default
     try:
         return int(raw)
     except ValueError:
-        raise SixfoldError(f"SIXFOLD_{name.upper()}_PORT={raw!r} is not a port number") from None
+        raise SixfoldError(f"{variable}={raw!r} is not a port number") from None
 
 
 class ProcessTarget:
@@ -115,14 +126,7 @@ class ComposeTarget:
         return self.instance_address(name)
 
     def metrics_url(self, name: str) -> str | None:
-        """Published by docker-compose.yml 1000 above each gRPC port (SIXFOLD_<NAME>_METRICS_PORT)."""
-        raw = os.environ.get(f"SIXFOLD_{name.upper()}_METRICS_PORT")
-        port = (
-            int(raw)
-            if raw and raw.isdigit()
-            else COMPOSE_PORT_DEFAULTS[name] + cluster.METRICS_PORT_OFFSET
-        )
-        return f"http://127.0.0.1:{port}/metrics"
+        return f"http://127.0.0.1:{compose_metrics_port(name)}/metrics"
 
     def kill(self, names: list[str]) -> list[str]:
         running = [n for n in names if self._running(n)]
