@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "instead of commits (implies --via-grpc)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
-    from writer.pipeline import WriterLimits
+    from sixfold.commit_log import WriterLimits
 
     d = WriterLimits()
     p.add_argument("--batch-records-max", type=int, default=d.append_batch_records_max,
@@ -225,7 +225,7 @@ async def drive(args: argparse.Namespace, commit: Commit, bytes_sent: BytesSent)
 
 
 async def run_in_process(args: argparse.Namespace, layout: cluster.ClusterLayout) -> dict:
-    from writer.pipeline import PageWrite, WriterLimits
+    from sixfold.commit_log import PageWrite, WriterLimits
     from writer.writer import Writer
 
     limits = WriterLimits(
@@ -245,10 +245,7 @@ async def run_in_process(args: argparse.Namespace, layout: cluster.ClusterLayout
         async def commit(pages: list[int], data: bytes) -> None:
             await writer.write_pages([PageWrite(p, ((0, data),)) for p in pages])
 
-        def bytes_sent() -> int:
-            return sum(s.bytes_sent for s in pipeline.senders)
-
-        return await drive(args, commit, bytes_sent)
+        return await drive(args, commit, pipeline.bytes_sent)
     finally:
         await writer.close()
 

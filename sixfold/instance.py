@@ -32,6 +32,7 @@ from reader.reader import Reader
 from reader.sql import ReaderSql
 from sixfold import topology
 from sixfold.clients import PROBE_CHANNEL_OPTIONS
+from sixfold.commit_log import WriterLimits
 from sixfold.crash import OPERATING_ERRORS, guarded_task
 from sixfold.errors import NotWriterError, SixfoldError
 from sixfold.metrics import InstanceMetrics
@@ -40,7 +41,6 @@ from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.sqlengine import SqlLimits
 from sixfold.takeover import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe, TakeoverDetector
-from writer.pipeline import WriterLimits
 from writer.sql import WriterSql
 from writer.writer import Writer
 
@@ -136,18 +136,18 @@ class Instance:
         pipeline = self.writer.pipeline if self.writer is not None else None
         if pipeline is None:
             return gauges
-        reachable = sum(1 for s in pipeline.senders if s.reachable and not s.stale)
+        reachable = pipeline.live_count()
         gauges.update({
             "sixfold_instance_is_writer": ("1 while this instance is the writer", 1.0),
             "sixfold_writer_vdl": ("Volume durable LSN (VDL) the writer computed", pipeline.vdl),
-            "sixfold_writer_vcl": ("Volume complete LSN (VCL) the writer computed", pipeline.durability.vcl),
+            "sixfold_writer_vcl": ("Volume complete LSN (VCL) the writer computed", pipeline.vcl),
             "sixfold_writer_epoch": ("Volume epoch the writer writes at", pipeline.epoch),
             "sixfold_writer_nodes_reachable": ("Storage nodes the writer reaches", reachable),
             "sixfold_writer_write_quorum_available": (
                 "1 while a write quorum (4 of 6) of nodes is reachable",
                 float(reachable >= WRITE_QUORUM),
             ),
-            "sixfold_writer_commits_waiting": ("Commits waiting to become durable", len(pipeline.waiters)),
+            "sixfold_writer_commits_waiting": ("Commits waiting to become durable", pipeline.waiting),
         })  # fmt: skip
         return gauges
 

@@ -13,6 +13,7 @@ import socket
 from reader.service import ReaderService
 from sixfold import metrics
 from sixfold.allocation import LAL_DEFAULT
+from sixfold.commit_log import WriterLimits
 from sixfold.instance import Instance
 from sixfold.instance_service import InstanceService, InstanceTopologyService
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
@@ -20,7 +21,6 @@ from sixfold.serving import service_name, start_server, wait_for_termination
 from sixfold.sql_service import SqlService
 from sixfold.sqlengine import SqlLimits
 from storage_node.server import parse_peers
-from writer.pipeline import WriterLimits
 from writer.service import WriterService
 from writer.sql_volume import ShippedCounters
 

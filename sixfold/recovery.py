@@ -28,6 +28,7 @@ class SegmentReport:
     highest_lsn: int
     truncations: tuple[TruncationRange, ...]
     truncations_version: int = 0
+    epoch_owner: str = ""  # the writer that sealed `epoch`
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,20 +1,24 @@
 """A deterministic simulation of the whole volume: six nodes, writers and a reader, one seed.
 
-The simulator runs the REAL pure core (SegmentState, VolumeDurability, LsnAllocator,
-plan_recovery, apply_records) and replaces only what the async shells do with I/O: the network
-is a queue of messages with delay, drop and reorder; a node's disk is a dict of records, made
-durable by a commit step that a crash may forestall (the real node acknowledges only after
-fsync, so a crash loses exactly the appends queued but not yet committed). Time is a logical
-clock in ticks; every random choice comes from one random.Random(seed), so a seed replays the
-same trace exactly (the approach of TigerBeetle's VOPR and FoundationDB's simulator).
+The simulator runs the code that ships wherever it is free of I/O, and replaces only what the
+asyncio shells do: the network is a queue of messages with delay, drop and reorder; a node's
+disk is a dict of records, made durable by a commit step that a crash may forestall (the real
+node acknowledges only after fsync, so a crash loses exactly the appends queued but not yet
+committed). Time is a logical clock in ticks (SIM_TICK_S each for the writer's limits); every
+random choice comes from one random.Random(seed), so a seed replays the same trace exactly
+(the approach of TigerBeetle's VOPR and FoundationDB's simulator).
 
-The shells are mirrored step by step: storage_node/node.py (commit path, seal, truncate, read
-gate), storage_node/gossip.py (take a newer truncation set, then fill holes from peers holding
-the same set), writer/recovery.py (seal on >= 4, sync the newest truncation set, plan, write
-the new set versioned with the epoch, repair), writer/pipeline.py (one append in flight per
-node, durable points from acks, a node that lacks the epoch's truncation set is sent it) and
-reader/reader.py (read point = the newest (vdl_epoch, vdl) the nodes learned; a page is read
-only from a node holding that epoch's truncation set).
+The writer IS the shipping one: recovery is sixfold/recovery_machine.py's Recovery (seal on
+>= 4, sync the newest truncation set, plan, write the new set versioned with the epoch,
+repair), and the commit pipeline is sixfold/commit_log.py's CommitLog with a NodeShipper per
+node (batching, the window in flight, lingering, VDL announcements, acks to VCL and VDL,
+trimming, fencing), driven here as writer/recovery.py and writer/pipeline.py drive them over
+gRPC; only the streams are simulated. Nodes and the reader still mirror their shells step by
+step (issue 13): storage_node/node.py (commit path, seal, truncate, read gate),
+storage_node/gossip.py (take a newer truncation set, then fill holes from peers holding the
+same set) and reader/reader.py (read point = the newest (vdl_epoch, vdl) the nodes learned; a
+page is read only from a node holding that epoch's truncation set), over the pure SegmentState,
+log_cleanup rules and apply_records they share with the shells.
 
 Faults stay within what the design tolerates for progress (at most MAX_NODES_DOWN nodes down
 at once), but the safety invariants are checked after every step whatever happens:
@@ -62,7 +66,7 @@ from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 
-from sixfold.allocation import LsnAllocator
+from sixfold.commit_log import Acked, CommitLog, PageWrite, WriterLimits
 from sixfold.durability import VolumeDurability
 from sixfold.errors import (
     CorruptRecordError,
@@ -73,21 +77,21 @@ from sixfold.errors import (
     StaleEpochError,
 )
 from sixfold.log_cleanup import coalesce_point, gc_horizon, plan_coalesce, record_redundant
+from sixfold.node_requests import Append, GetPage, GetState, ReadRecords, Seal, Truncate
 from sixfold.page import EMPTY_PAGE, apply_records
 from sixfold.quorum import COPIES, NODE_NAMES, WRITE_QUORUM, quorum_lsn
-from sixfold.read_index import Answer, ReadIndex
+from sixfold.read_index import Answer as ReadAnswer
+from sixfold.read_index import ReadIndex
 from sixfold.read_point import advance_read_point
 from sixfold.record import (
-    Delta,
-    RecordFlags,
     RedoRecord,
     decode_record,
-    encode_deltas,
-    encode_record,
 )
-from sixfold.recovery import SegmentReport, newest_truncations, next_epoch, plan_recovery
+from sixfold.recovery import RecoveryPlan, SegmentReport, newest_truncations
+from sixfold.recovery_machine import Answer, Answers, Recovered, Recovery, Steps
 from sixfold.segment import SegmentState
-from sixfold.truncation import TruncationRange, is_cancelled, merge
+from sixfold.shipping import Batch
+from sixfold.truncation import TruncationRange, is_cancelled
 
 # -- bounds (units last) ----------------------------------------------------------------------
 
@@ -102,13 +106,11 @@ WRITER_RESTART_TICKS_MAX = 10  # ticks between a writer crash and its successor 
 WRITER_PAUSE_TICKS = (40, 120)  # a paused writer resumes after this many ticks
 RECOVERY_ATTEMPTS_MAX = 6  # a writer that fails this often gives up (bounds dueling writers)
 RECOVERY_RETRY_TICKS = 6
-TRUNCATION_SYNC_ROUNDS_MAX = 3  # pushes of the newest truncation set until the sealed agree
-REPAIR_ROUNDS_MAX = 8  # read-then-append rounds to repair one lagging node
 REPAIR_BATCH_RECORDS_MAX = 16
 GOSSIP_PERIOD_TICKS = 5
 GOSSIP_RECORDS_MAX = 32  # records fetched from one peer per gossip round
 APPEND_BATCH_RECORDS_MAX = 16
-TAIL_RECORDS_MAX = 64  # records the writer holds for its senders
+TAIL_RECORDS_MAX = 64  # records the writer holds for its shippers
 SENDER_BACKOFF_TICKS_MAX = 8
 READER_POLL_TICKS = 4
 COALESCE_RECORDS_SIM = 8  # records a simulated node coalesces in one step
@@ -124,6 +126,17 @@ LAL_SIM = 24  # a small LSN allocation limit, so back-pressure and truncations a
 DISK_FAULTS_MAX = 1  # nodes with an unrepaired disk fault at once (the driven mode's budget)
 DRIVEN_WRITERS_MAX = 64  # writers a driven run may start (failovers are explicit there)
 DOWN_FOREVER = 1 << 62  # a node crashed by an explicit action stays down until restarted
+# The writer's clock: one tick stands for 10 ms, so its limits keep their shipping meaning
+# (a lingering batch waits 2 ticks, a VDL announcement 2, a silent node is down after 12).
+SIM_TICK_S = 0.01
+SIM_LIMITS = WriterLimits(
+    lal=LAL_SIM,
+    tail_records_max=TAIL_RECORDS_MAX,
+    append_batch_records_max=APPEND_BATCH_RECORDS_MAX,
+    append_timeout_s=CALL_TIMEOUT_TICKS * SIM_TICK_S,
+    retry_backoff_s=SIM_TICK_S,
+    retry_backoff_s_max=SENDER_BACKOFF_TICKS_MAX * SIM_TICK_S,
+)  # every other limit as it ships
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,45 +189,6 @@ class InvariantViolation(AssertionError):
 
 
 # -- messages -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Append:
-    epoch: int
-    records: tuple[RedoRecord, ...]
-    vdl: int
-
-
-@dataclass(frozen=True, slots=True)
-class Seal:
-    epoch: int
-    owner: str
-
-
-@dataclass(frozen=True, slots=True)
-class Truncate:
-    epoch: int
-    ranges: tuple[TruncationRange, ...]
-    version: int  # the epoch of the recovery that wrote this set
-
-
-@dataclass(frozen=True, slots=True)
-class GetState:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class ReadRecords:
-    after_lsn: int
-    through_lsn: int
-    records_max: int
-
-
-@dataclass(frozen=True, slots=True)
-class GetPage:
-    page_no: int
-    lsn: int
-    min_epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -803,22 +777,6 @@ class SimNode(Actor):
 # -- writers ------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Sender:
-    """writer/pipeline.py NodeSender: one append in flight to one node."""
-
-    node: str
-    next_lsn: int
-    reachable: bool = True
-    stale: bool = False
-    vdl_sent: int = -1
-    call_id: int = 0  # the append or truncate in flight, 0 when idle
-    batch_end: int = 0
-    vdl_in_flight: int = 0
-    retry_at: int = 0
-    backoff: int = 1
-
-
 class _FlawedDurability(VolumeDurability):
     """A deliberately broken VDL: acknowledges once `quorum` nodes complete a commit."""
 
@@ -835,153 +793,109 @@ class _FlawedDurability(VolumeDurability):
         return self.vdl
 
 
-@dataclass(slots=True)
-class _Running:
-    """The commit pipeline of a recovered writer."""
+class _SkippingRecovery(Recovery):
+    """A deliberately broken recovery: no new truncation range, LSNs above VDL reused."""
 
-    epoch: int
-    durability: VolumeDurability
-    allocator: LsnAllocator
-    truncations: tuple[TruncationRange, ...]
-    senders: list[_Sender]
-    tail: deque[RedoRecord] = field(default_factory=deque)
-    tail_first_lsn: int = 0
-    waiters: deque[int] = field(default_factory=deque)  # commit LSNs not yet acknowledged
-    page_last_lsn: dict[int, int] = field(default_factory=dict)
-    read_index: ReadIndex = field(default_factory=lambda: ReadIndex(0))
+    def plan(
+        self, epoch: int, reports: list[SegmentReport]
+    ) -> tuple[RecoveryPlan, tuple[TruncationRange, ...]]:
+        plan, _ = super().plan(epoch, reports)
+        return replace(plan, next_lsn=plan.vdl + 1), newest_truncations(reports).truncations
+
+
+@dataclass(slots=True)
+class _Stream:
+    """The simulator's stand-in for one node's append stream (writer/pipeline.py
+    NodeSender): its calls in flight, answered in order, or the stream is broken."""
+
+    calls: deque[tuple[int, int]] = field(default_factory=deque)  # (call id, batch id)
+    open: bool = False
+    retry_at: float = 0.0  # seconds
+    truncate_call: int = 0  # the node lacked the epoch's truncations: they are on the way
+
+
+def _answer(reply: object) -> Answer:
+    """A node's reply as the recovery machine takes it (writer/recovery.py _call)."""
+    if isinstance(reply, Snapshot):
+        return reply.report()
+    if isinstance(reply, Records):
+        return reply.records
+    if isinstance(reply, AppendAck):
+        return reply.scl
+    assert isinstance(reply, Failure), reply
+    return reply.error
 
 
 class SimWriter(Actor):
+    """A writer: the shipping Recovery machine and CommitLog, driven over the simulated
+    network and clock (the asyncio shells: writer/recovery.py, writer/pipeline.py)."""
+
     def __init__(self, sim: Simulation, name: str) -> None:
         super().__init__(sim, name)
         self.alive = True
         self.paused_until = 0  # a paused writer does nothing before this tick
-        self.fenced = False
         self.gave_up = False
-        self.running: _Running | None = None
+        self.log: CommitLog | None = None
+        self.streams = {n: _Stream() for n in NODE_NAMES}
+        self.read_index = ReadIndex(0)
         self.reads_answered = 0
         self.recovered_vdl = 0
         self.spawn(self._recover())
 
-    # -- recovery (writer/recovery.py) -----------------------------------------------------------
+    @property
+    def fenced(self) -> bool:
+        return self.log is not None and self.log.fenced is not None
+
+    @property
+    def now(self) -> float:
+        return self.sim.tick * SIM_TICK_S
+
+    # -- recovery (sixfold/recovery_machine.py) ---------------------------------------------------
 
     def _recover(self) -> Task:
+        flawed = self.sim.flaws.skip_truncation
         for _ in range(RECOVERY_ATTEMPTS_MAX):
-            done = yield from self._recover_once()
-            if done:
-                return
-            yield from self.sleep(RECOVERY_RETRY_TICKS)
+            machine = (_SkippingRecovery if flawed else Recovery)(
+                list(NODE_NAMES), self.name, LAL_SIM,
+                repair_batch_records_max=REPAIR_BATCH_RECORDS_MAX,
+            )  # fmt: skip
+            try:
+                result = yield from self._drive(machine.run())
+            except SixfoldError as exc:
+                self.sim.trace_event(f"{self.name} recovery failed: {exc}")
+                yield from self.sleep(RECOVERY_RETRY_TICKS)
+                continue
+            self._start_pipeline(result)
+            return
         self.gave_up = True
         self.sim.trace_event(f"{self.name} gave up recovery")
 
-    def _call_all(self, names: list[str], body: object) -> Generator[Wait, None, dict]:
-        calls = {n: self.call(n, body) for n in names}
-        yield list(calls.values())
-        return {n: self.take(c) for n, c in calls.items()}
+    def _drive(self, steps: Steps) -> Generator[Wait, None, Recovered]:
+        answers: Answers | None = None
+        while True:
+            try:
+                requests = steps.send(answers)  # type: ignore[arg-type]  # None starts it
+            except StopIteration as done:
+                return done.value
+            calls = {n: self.call(n, request) for n, request in requests.items()}
+            yield list(calls.values())
+            answers = {n: _answer(self.take(c)) for n, c in calls.items()}
 
-    def _recover_once(self) -> Generator[Wait, None, bool]:
-        states = yield from self._call_all(list(NODE_NAMES), GetState())
-        reachable = [s for s in states.values() if isinstance(s, Snapshot)]
-        if len(reachable) < WRITE_QUORUM:
-            return False
-        epoch = next_epoch([s.report() for s in reachable])
-        results = yield from self._call_all([s.name for s in reachable], Seal(epoch, self.name))
-        sealed = {n: s for n, s in results.items() if isinstance(s, Snapshot)}
-        if len(sealed) < WRITE_QUORUM:
-            self.sim.trace_event(f"{self.name} lost seal of epoch {epoch}: {len(sealed)} nodes")
-            return False
-        # Every sealed node must hold the newest set among them (writer/recovery.py
-        # _sync_truncations): a node may take a newer one from gossip meanwhile, so repeat.
-        for _ in range(TRUNCATION_SYNC_ROUNDS_MAX):
-            reports = [s.report() for s in sealed.values()]
-            newest = newest_truncations(reports)
-            if all(
-                r.truncations_version == newest.truncations_version
-                and set(r.truncations) == set(newest.truncations)
-                for r in reports
-            ):
-                break
-            sealed = yield from self._truncate_all(
-                list(sealed), epoch, newest.truncations, newest.truncations_version
-            )
-            if len(sealed) < WRITE_QUORUM:
-                return False
-        else:
-            self.sim.trace_event(f"{self.name} truncation sets of epoch {epoch} did not agree")
-            return False
-        reports = [s.report() for s in sealed.values()]
-        plan = plan_recovery(epoch, reports, LAL_SIM)
-        base = newest_truncations(reports)
-        truncations = merge(base.truncations, [plan.truncation])
-        if self.sim.flaws.skip_truncation:  # the epoch's set, but without the new range
-            plan = replace(plan, next_lsn=plan.vdl + 1)
-            truncations = base.truncations
-        sealed = yield from self._truncate_all(list(sealed), epoch, truncations, epoch)
-        if len(sealed) < WRITE_QUORUM or plan.source not in sealed:
-            return False
-        node_scls = {n: s.scl for n, s in sealed.items()}
-        yield from self._repair(plan.source, plan.vdl, epoch, plan.lagging, node_scls)
-        if sum(1 for scl in node_scls.values() if scl >= plan.vdl) < WRITE_QUORUM:
-            return False
-        self._start_pipeline(epoch, plan.vdl, plan.next_lsn, node_scls, truncations)
-        self.sim.on_recovered(self, epoch, plan.vdl, plan.truncation)
-        return True
-
-    def _truncate_all(
-        self, names: list[str], epoch: int, ranges: tuple[TruncationRange, ...], version: int
-    ) -> Generator[Wait, None, dict[str, Snapshot]]:
-        results = yield from self._call_all(names, Truncate(epoch, ranges, version))
-        return {n: s for n, s in results.items() if isinstance(s, Snapshot) and s.epoch == epoch}
-
-    def _repair(
-        self, source: str, vdl: int, epoch: int, lagging: tuple[str, ...], node_scls: dict
-    ) -> Generator[Wait, None, None]:
-        """Copy records up to VDL from the most complete node to sealed nodes that lack them."""
-        for name in lagging:
-            if name not in node_scls:
-                continue  # it failed the truncation: not repaired (writer/recovery.py too)
-            for _ in range(REPAIR_ROUNDS_MAX):
-                if node_scls[name] >= vdl:
-                    break
-                read = self.call(
-                    source, ReadRecords(node_scls[name], vdl, REPAIR_BATCH_RECORDS_MAX)
-                )
-                yield [read]
-                reply = self.take(read)
-                if not isinstance(reply, Records) or not reply.records:
-                    break
-                append = self.call(name, Append(epoch, reply.records, 0))
-                yield [append]
-                ack = self.take(append)
-                if not isinstance(ack, AppendAck) or ack.scl <= node_scls[name]:
-                    break
-                node_scls[name] = ack.scl
-
-    def _start_pipeline(
-        self,
-        epoch: int,
-        vdl: int,
-        next_lsn: int,
-        node_scls: dict[str, int],
-        truncations: tuple[TruncationRange, ...],
-    ) -> None:
-        flaws = self.sim.flaws
-        args = (list(NODE_NAMES), vdl, node_scls)
+    def _start_pipeline(self, result: Recovered) -> None:
+        plan, flaws = result.plan, self.sim.flaws
         durability = (
-            VolumeDurability(*args)
+            None
             if flaws.ack_quorum == WRITE_QUORUM
-            else _FlawedDurability(flaws.ack_quorum, *args)
+            else _FlawedDurability(flaws.ack_quorum, list(NODE_NAMES), plan.vdl, result.node_scls)
         )
-        self.running = _Running(
-            epoch=epoch,
+        self.log = CommitLog(
+            list(NODE_NAMES), epoch=plan.epoch, vdl=plan.vdl, next_lsn=plan.next_lsn,
+            node_scls=result.node_scls, truncations=result.truncations, limits=SIM_LIMITS,
             durability=durability,
-            allocator=LsnAllocator(last_lsn=vdl, epoch_base=next_lsn - 1, lal=LAL_SIM),
-            truncations=truncations,
-            senders=[_Sender(n, next_lsn) for n in NODE_NAMES],
-            tail_first_lsn=next_lsn,
-            read_index=ReadIndex(epoch),
-        )
-        self.recovered_vdl = vdl
+        )  # fmt: skip
+        self.read_index = ReadIndex(plan.epoch)
+        self.recovered_vdl = plan.vdl
+        self.sim.on_recovered(self, plan.epoch, plan.vdl, plan.truncation)
 
     # -- client reads (writer/writer.py read_page_linearizable, writer/read_index.py) -----------
 
@@ -996,16 +910,16 @@ class SimWriter(Actor):
 
     def _client_read(self, page_no: int, acked_floor: int) -> Task:
         yield []  # received now; handled once the writer runs (not while paused)
-        run = self.running
-        if run is None or self.fenced:
+        core = self.log
+        if core is None or core.fenced:
             return  # refused: not (or no longer) the writer
-        round_no = run.read_index.want()
-        self._start_round_if_due(run)
-        point = run.durability.vdl
-        covering = [n for n in NODE_NAMES if run.durability.node_scl[n] >= point]
+        round_no = self.read_index.want()
+        self._start_round_if_due(core)
+        point = core.vdl
+        covering = [n for n in NODE_NAMES if core.durability.node_scl[n] >= point]
         page = None
         for node in covering[:2]:
-            call_id = self.call(node, GetPage(page_no, point, run.epoch))
+            call_id = self.call(node, GetPage(page_no, point, core.epoch))
             yield [call_id]
             reply = self.take(call_id)
             if isinstance(reply, Page):
@@ -1014,158 +928,142 @@ class SimWriter(Actor):
         if page is None:
             return  # failed: no node answered in time
         if not self.sim.flaws.unconfirmed_reads:
-            while not run.read_index.is_confirmed(round_no):
-                if run.read_index.is_decided(round_no):
+            while not self.read_index.is_confirmed(round_no):
+                if self.read_index.is_decided(round_no):
                     return  # refused: the epoch could not be confirmed
                 yield from self.sleep(1)
         self.sim.oracle.check_writer_read(self.sim, self.name, page_no, point, page, acked_floor)
         self.reads_answered += 1
 
-    def _start_round_if_due(self, run: _Running) -> None:
-        round_no = run.read_index.start_round()
+    def _start_round_if_due(self, core: CommitLog) -> None:
+        round_no = self.read_index.start_round()
         if round_no is not None:
-            self.spawn(self._confirm_round(run, round_no))
+            self.spawn(self._confirm_round(core, round_no))
 
-    def _confirm_round(self, run: _Running, round_no: int) -> Task:
+    def _confirm_round(self, core: CommitLog, round_no: int) -> Task:
         """One read-index round: a bare append with the epoch to every node."""
-        calls = {n: self.call(n, Append(run.epoch, (), run.durability.vdl)) for n in NODE_NAMES}
+        calls = {n: self.call(n, Append(core.epoch, (), core.vdl)) for n in NODE_NAMES}
         yield list(calls.values())
         for node, call_id in calls.items():
             reply = self.take(call_id)
             if isinstance(reply, AppendAck) or (
                 isinstance(reply, Failure) and isinstance(reply.error, EpochAheadError)
             ):
-                answer = Answer.CONFIRMS
+                answer = ReadAnswer.CONFIRMS
             elif isinstance(reply, Failure) and isinstance(reply.error, StaleEpochError):
-                answer = Answer.REFUSES
+                answer = ReadAnswer.REFUSES
             else:
-                answer = Answer.SILENT
-            run.read_index.on_answer(round_no, node, answer)
-        self._start_round_if_due(run)
+                answer = ReadAnswer.SILENT
+            self.read_index.on_answer(round_no, node, answer)
+        self._start_round_if_due(core)
 
-    # -- the commit pipeline (writer/pipeline.py) -----------------------------------------------
+    # -- the commit pipeline (sixfold/commit_log.py) ----------------------------------------------
 
     def step_pipeline(self) -> None:
-        run = self.running
-        if run is None or self.fenced:
+        core = self.log
+        if core is None or core.fenced:
             return
+        core.expire(self.now)  # not durable in time: the client gives up, outcome unknown
         if self.sim.rng.random() < self.sim.faults.commit and not self.sim.commits_paused:
-            self._maybe_commit(run)
+            self._maybe_commit(core)
         client = self.sim.client_writes
-        if client and self._commit_pages(run, client[0]):
+        if client and self._commit_pages(core, client[0]):
             client.popleft()
-        for sender in run.senders:
-            if sender.call_id and sender.call_id in self.replies:
-                self._on_sender_reply(run, sender, self.take(sender.call_id))
-            if not sender.call_id and not sender.stale and self.sim.tick >= sender.retry_at:
-                self._send_once(run, sender)
-            if self.fenced:
+        for node in NODE_NAMES:
+            self._step_stream(core, node)
+            if core.fenced:
                 return
 
-    def _has_room(self, run: _Running, count: int) -> bool:
-        reachable = sum(1 for s in run.senders if s.reachable and not s.stale)
-        return (
-            reachable >= WRITE_QUORUM
-            and run.allocator.available(run.durability.vdl) >= count
-            and len(run.tail) + count <= TAIL_RECORDS_MAX
-        )
-
-    def _maybe_commit(self, run: _Running) -> None:
+    def _maybe_commit(self, core: CommitLog) -> None:
         rng = self.sim.rng
         pages = rng.sample(range(PAGES), rng.randint(1, WRITES_PER_TXN_MAX))
         if rng.random() < COLD_WRITE_SHARE:
             pages[-1] = PAGES + rng.randrange(COLD_PAGES)
-        self._commit_pages(run, pages)
+        self._commit_pages(core, pages)
 
-    def _commit_pages(self, run: _Running, pages: list[int]) -> bool:
+    def _commit_pages(self, core: CommitLog, pages: list[int]) -> bool:
         """Start a mini-transaction writing `pages`; False if there is no room for it yet."""
-        rng = self.sim.rng
-        if not self._has_room(run, len(pages)):
+        if not core.has_room(len(pages)):
             return False
-        vdl = run.durability.vdl
-        lsn = 0
-        for i, page_no in enumerate(pages):
-            lsn, prev = run.allocator.allocate(vdl)
-            # A page not written in this epoch links to its latest version at VDL, which the
-            # real writer reads from storage; the oracle's history gives the same answer.
-            prev_page = run.page_last_lsn.get(page_no) or self.sim.oracle.page_lsn_at(
-                page_no, self.recovered_vdl
-            )
-            offset = rng.randrange(DELTA_OFFSET_MAX)
-            data = rng.randbytes(rng.randint(1, DELTA_BYTES_MAX))
-            record = encode_record(
-                lsn=lsn, prev_volume_lsn=prev, prev_page_lsn=prev_page, page_no=page_no,
-                epoch=run.epoch, flags=RecordFlags.CPL if i == len(pages) - 1 else RecordFlags(0),
-                payload=encode_deltas([Delta(offset, data)]),
-            )  # fmt: skip
-            assert record.lsn == run.tail_first_lsn + len(run.tail)
-            run.tail.append(record)
-            run.page_last_lsn[page_no] = lsn
+        rng = self.sim.rng
+        writes = [
+            PageWrite(p, ((rng.randrange(DELTA_OFFSET_MAX), rng.randbytes(rng.randint(1, DELTA_BYTES_MAX))),))
+            for p in pages
+        ]  # fmt: skip
+        # A page not written in this epoch links to its latest version at VDL, which the
+        # real writer reads from storage; the oracle's history gives the same answer.
+        links = {
+            p: self.sim.oracle.page_lsn_at(p, self.recovered_vdl)
+            for p in pages
+            if not core.knows_page(p)
+        }
+        waiter = core.append(writes, links, self.now)
+        for record in list(core.tail.records)[-len(pages) :]:
             self.sim.oracle.on_generated(self.sim, record)
-        run.durability.note_cpl(lsn)
-        run.waiters.append(lsn)
         if self.sim.driven:
-            self.sim.trace_event(f"{self.name} commit {lsn} pages {pages}")
+            self.sim.trace_event(f"{self.name} commit {waiter.lsn} pages {pages}")
         return True
 
-    def _send_once(self, run: _Running, sender: _Sender) -> None:
-        sender.next_lsn = max(sender.next_lsn, run.tail_first_lsn)  # trimmed: node gossips
-        start = sender.next_lsn - run.tail_first_lsn
-        batch = tuple(list(run.tail)[start : start + APPEND_BATCH_RECORDS_MAX])
-        vdl = run.durability.vdl
-        if not batch and vdl == sender.vdl_sent and sender.reachable:
+    def _step_stream(self, core: CommitLog, node: str) -> None:
+        """One node's stream, as NodeSender.run: answers in order, then what to send."""
+        stream, now = self.streams[node], self.now
+        if stream.truncate_call:
+            if stream.truncate_call not in self.replies:
+                return
+            if not isinstance(self.take(stream.truncate_call), Snapshot):
+                stream.retry_at = core.broken(node, now)
+            stream.truncate_call = 0
+        while stream.calls and stream.calls[0][0] in self.replies:
+            call_id, batch_id = stream.calls.popleft()
+            reply = self.take(call_id)
+            if isinstance(reply, AppendAck):
+                self._on_acked(core, core.on_ack(node, batch_id, reply.scl))
+                continue
+            self._close(stream)
+            error = reply.error if isinstance(reply, Failure) else None
+            if isinstance(error, EpochAheadError):
+                # The node lacks this epoch or its truncation set: send it, versioned with the epoch.
+                body = Truncate(core.epoch, core.truncations, core.epoch)
+                stream.truncate_call = self.call(node, body)
+            elif isinstance(error, StaleEpochError):
+                core.on_stale(node, str(error))
+                if core.fenced:  # commits it had sent get no answer: their outcome is unknown
+                    self.sim.trace_event(f"{self.name} fenced at epoch {core.epoch}")
+            else:
+                stream.retry_at = core.broken(node, now)
             return
-        sender.call_id = self.call(sender.node, Append(run.epoch, batch, vdl))
-        sender.batch_end = batch[-1].lsn if batch else 0
-        sender.vdl_in_flight = vdl
-
-    def _on_sender_reply(self, run: _Running, sender: _Sender, reply: object) -> None:
-        sender.call_id = 0
-        if isinstance(reply, AppendAck):
-            sender.reachable, sender.backoff = True, 1
-            sender.vdl_sent = sender.vdl_in_flight
-            if sender.batch_end:
-                sender.next_lsn = sender.batch_end + 1
-                sender.batch_end = 0
-            self._on_ack(run, sender.node, reply.scl)
-        elif isinstance(reply, Snapshot):
-            pass  # the node took our truncations: the next append goes through
-        elif isinstance(reply, Failure) and isinstance(reply.error, EpochAheadError):
-            # The node lacks this epoch or its truncation set: send it, versioned with the epoch.
-            sender.call_id = self.call(sender.node, Truncate(run.epoch, run.truncations, run.epoch))
-        elif isinstance(reply, Failure) and isinstance(reply.error, StaleEpochError):
-            sender.stale = True
-            self._on_stale(run)
-        else:
-            sender.reachable = False
-            sender.retry_at = self.sim.tick + sender.backoff
-            sender.backoff = min(2 * sender.backoff, SENDER_BACKOFF_TICKS_MAX)
-
-    def _on_ack(self, run: _Running, node: str, scl: int) -> None:
-        before = run.durability.vdl
-        vdl = run.durability.on_scl(node, scl)
-        if vdl == before:
+        if core.shippers[node].stale or stream.truncate_call:
             return
-        while run.waiters and run.waiters[0] <= vdl:
-            self.sim.oracle.on_ack(self.sim, self, run.epoch, run.waiters.popleft())
-        self.sim.oracle.on_vdl(self.sim, self.name, vdl)
-        sent = [s.next_lsn - 1 for s in run.senders if s.reachable and not s.stale]
-        self._trim(run, min([vdl, *sent]))
-        if len(run.tail) >= TAIL_RECORDS_MAX:
-            self._trim(run, vdl)
+        if not stream.open:
+            if now < stream.retry_at:
+                return
+            stream.open = True
+            self._send(core, node, stream, core.open(node, now))
+        poll = core.poll(node, now)
+        if poll.silent is not None:
+            self._close(stream)
+            stream.retry_at = core.broken(node, now)
+            return
+        for batch in poll.batches:
+            self._send(core, node, stream, batch)
 
-    @staticmethod
-    def _trim(run: _Running, through: int) -> None:
-        while run.tail and run.tail[0].lsn <= through:
-            run.tail.popleft()
-            run.tail_first_lsn += 1
+    def _send(self, core: CommitLog, node: str, stream: _Stream, batch: Batch) -> None:
+        call_id = self.call(node, Append(core.epoch, tuple(batch.records), batch.vdl))
+        stream.calls.append((call_id, batch.batch_id))
 
-    def _on_stale(self, run: _Running) -> None:
-        stale = sum(1 for s in run.senders if s.stale)
-        if COPIES - stale < WRITE_QUORUM:
-            self.fenced = True
-            run.waiters.clear()
-            self.sim.trace_event(f"{self.name} fenced at epoch {run.epoch}")
+    def _close(self, stream: _Stream) -> None:
+        """The stream broke: answers to what is still in flight on it are never read."""
+        for call_id, _ in stream.calls:
+            self.deadlines.pop(call_id, None)
+            self.replies.pop(call_id, None)
+        stream.calls.clear()
+        stream.open = False
+
+    def _on_acked(self, core: CommitLog, acked: Acked) -> None:
+        for waiter in acked.released:
+            self.sim.oracle.on_ack(self.sim, self, core.epoch, waiter.lsn)
+        if acked.vdl_advanced:
+            self.sim.oracle.on_vdl(self.sim, self.name, core.vdl)
 
 
 # -- the reader (reader/reader.py) --------------------------------------------------------------
@@ -1696,7 +1594,7 @@ class Simulation:
                 return
         self.fail(
             f"no progress within {QUIET_TICKS_MAX} ticks after the faults stopped (all nodes "
-            f"up): writer {'recovered' if writer.running else 'not recovered'}, "
+            f"up): writer {'recovered' if writer.log else 'not recovered'}, "
             f"{self.acked_count - acked_before} commits acknowledged, reader read point "
             f"{self.reader.read_point}"
         )
@@ -1962,7 +1860,7 @@ class DrivenCluster:
         sim.check_all()
         sim.fail(
             f"no progress within {ticks_max} ticks after healing: writer {writer.name} "
-            f"{'recovered' if writer.running else 'not recovered'}, commit "
+            f"{'recovered' if writer.log else 'not recovered'}, commit "
             f"{lsn or 'not acknowledged'}, reader read point {sim.reader.read_point}, last "
             f"read {sim.reader.last_read}, disk faults unrepaired {sim.disk_faults}, damaged "
             f"{ {n.name: sorted(n.damaged) for n in sim.nodes.values() if n.damaged} }"

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.clients import NodeClient, rpc_error
+from sixfold.commit_log import Waiter
 from sixfold.errors import (
     BatchTooLargeError,
     CorruptRecordError,
@@ -23,10 +24,10 @@ from sixfold.errors import (
 )
 from sixfold.record import RedoRecord, pack_records, unpack_records
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.shipping import commits_at_or_above
 from sixfold.wire import named_error
 from storage_node.node import NodeLimits, StorageNode
 from tests.test_node_rpc import record, run_with_node, sealed
-from writer.pipeline import commits_at_or_above
 
 
 def chain(first: int, count: int, epoch: int = 1) -> list[RedoRecord]:
@@ -171,8 +172,7 @@ def test_an_undecodable_stream_message_is_refused_by_name(tmp_path: Path) -> Non
 def test_a_lingering_batch_counts_the_commits_it_holds() -> None:
     # The writer's linger rule (issue 11) sends a batch once it holds a share of the
     # waiting commits: those at or above its first LSN, counted from the newest.
-    never: asyncio.Future[int] = asyncio.Future(loop=asyncio.new_event_loop())
-    waiters = deque((lsn, never, 0.0) for lsn in (3, 5, 9, 10, 14))
+    waiters = deque(Waiter(lsn, 0.0, 10.0) for lsn in (3, 5, 9, 10, 14))
     assert commits_at_or_above(waiters, 9) == 3
     assert commits_at_or_above(waiters, 15) == 0
     assert commits_at_or_above(waiters, 1) == 5

@@ -72,7 +72,7 @@ class ClusterMachine(RuleBasedStateMachine):
         self.cluster = DrivenCluster(seed, self.flaws)
         for _ in range(START_TICKS_MAX):  # a healthy start: the first writer recovers
             self.c.advance(1)
-            if self.c.sim.writers[0].running is not None:
+            if self.c.sim.writers[0].log is not None:
                 break
 
     # -- workload ---------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ class ClusterMachine(RuleBasedStateMachine):
     def _may_fail_over(self) -> bool:
         sim = self.c.sim
         newest = sim.writers[-1]
-        settled = newest.running is not None or newest.gave_up or not newest.alive
+        settled = newest.log is not None or newest.gave_up or not newest.alive
         return len(sim.writers) < WRITERS_PER_RUN_MAX and (
             settled or sim.tick >= self.failover_tick + FAILOVER_GAP_TICKS
         )

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import grpc
 
+from sixfold.commit_log import PageWrite
 from sixfold.errors import NotWriterError, SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import abort
-from writer.pipeline import PageWrite
 from writer.sql_volume import ShippedCounters
 from writer.writer import Writer
 
@@ -76,8 +76,8 @@ class WriterService(pb_grpc.WriterServicer):
             return state
         state.epoch = p.epoch
         state.vdl = p.vdl
-        state.vcl = p.durability.vcl
-        state.next_lsn = p.allocator.next_lsn
+        state.vcl = p.vcl
+        state.next_lsn = p.next_lsn
         state.fenced = p.fenced is not None
         if self.shipped is not None:
             c = self.shipped()
@@ -85,9 +85,6 @@ class WriterService(pb_grpc.WriterServicer):
             state.sql.changed_page_bytes = c.changed_page_bytes
         if p.fenced:
             state.status = str(p.fenced)
-        for s in p.senders:
-            state.nodes.add(
-                name=s.client.name, reachable=s.reachable and not s.stale,
-                scl=p.durability.node_scl[s.client.name],
-            )  # fmt: skip
+        for name, reachable, scl in p.node_views():
+            state.nodes.add(name=name, reachable=reachable, scl=scl)
         return state

@@ -21,13 +21,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sixfold import sqlvolume
+from sixfold.commit_log import PageWrite
 from sixfold.errors import SixfoldError, SqlError
 from sixfold.page import EMPTY_PAGE
 from sixfold.record import RECORD_OVERHEAD_BYTES
 from sixfold.redo_delta import DELTA_HEADER_BYTES, page_delta
 from sixfold.sqlengine import VolumeFileBase, call_in_loop
 from sixfold.sqlvolume import SQL_PAGE_BYTES, CommitInfo, sqlite_page_at, volume_page
-from writer.pipeline import PageWrite
 
 PAGE_CACHE_PAGES = 16_384  # page images the writer keeps (64 MiB); durable ones are evicted
 TRANSACTION_PAGES_MAX = 16_384  # pages one SQL transaction may change (64 MiB of page writes)

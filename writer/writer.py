@@ -11,6 +11,7 @@ import weakref
 from collections.abc import AsyncIterator
 
 from sixfold.clients import NodeClient
+from sixfold.commit_log import PageWrite, WriterLimits
 from sixfold.errors import (
     CommitTimeoutError,
     InvalidRequestError,
@@ -21,7 +22,7 @@ from sixfold.errors import (
 from sixfold.page_reader import PageReader
 from sixfold.record import PAGE_SIZE_BYTES
 from sixfold.sqlvolume import SQL_PAGE_BASE
-from writer.pipeline import CommitPipeline, PageWrite, WriterLimits
+from writer.pipeline import CommitPipeline
 from writer.read_index import EpochConfirmer
 from writer.recovery import recover
 
@@ -77,9 +78,8 @@ class Writer:
         self.confirmer = EpochConfirmer(
             self.clients, plan.epoch, lambda: self.pipeline.vdl, self.limits.append_timeout_s
         )
-        self.pipeline.on_ack(plan.source, result.node_scls[plan.source])
-        for sender in self.pipeline.senders:
-            sender.wake.set()  # announce the recovered VDL to every node
+        self.pipeline.on_scl(plan.source, result.node_scls[plan.source])
+        self.pipeline.wake_all()  # announce the recovered VDL to every node
         self.status = "accepting writes"
         self.recovered.set()
         log.info("writer %s recovered: epoch %d, VDL %d", self.owner, plan.epoch, plan.vdl)
