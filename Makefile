@@ -38,11 +38,13 @@ system-tools:
 test: $(STAMP) system-tools  ## lint, then every test (one line per file, so slow files show where it is)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 check: $(STAMP)  ## the fast lane (under 90 s): lint, then every test that starts no process
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q -m 'not processes and not slow'
 
 proto: $(STAMP)  ## regenerate sixfold/rpc from proto/
@@ -55,7 +57,7 @@ chaos: $(STAMP)  ## the AZ+1 story on the running process cluster (`make up` fir
 	$(BIN)/sixfold chaos
 
 clean:
-	rm -rf $(VENV) .sixfold .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .sixfold .pytest_cache .ruff_cache .mypy_cache .hypothesis
 
 IMAGES_SCRIPT := docker/build-images.sh
 

@@ -137,7 +137,7 @@ def encode_record(
     return RedoRecord(lsn, prev_volume_lsn, prev_page_lsn, page_no, epoch, flags, payload, encoded)
 
 
-def decode_record(encoded: bytes) -> RedoRecord:
+def decode_record(encoded: bytes | memoryview) -> RedoRecord:
     """Decode and verify one record. Raises CorruptRecordError naming what is wrong."""
     size = len(encoded)
     if size < RECORD_OVERHEAD_BYTES:
@@ -178,14 +178,16 @@ _PAGE_NO_OFFSET = struct.calcsize("<BBHIQQQ")  # the header fields before page_n
 
 def peek_page_no(encoded: bytes) -> int:
     """The page number from a record's header, without verifying it."""
-    return _PAGE_NO.unpack_from(encoded, _PAGE_NO_OFFSET)[0]
+    page_no: int = _PAGE_NO.unpack_from(encoded, _PAGE_NO_OFFSET)[0]
+    return page_no
 
 
 def peek_lsn(encoded: bytes) -> int:
     """The LSN from a record's header, without verifying it (for error messages and keys)."""
     if len(encoded) < HEADER_BYTES:
         return 0
-    return _HEADER.unpack_from(encoded, 0)[4]
+    lsn: int = _HEADER.unpack_from(encoded, 0)[4]
+    return lsn
 
 
 def pack_records(records: list[RedoRecord]) -> bytes:
@@ -198,7 +200,7 @@ def unpack_records(blob: bytes) -> list[RedoRecord]:
     """Split a blob into records, verifying each (CRC, bounds). Raises CorruptRecordError
     naming the first bad one, or where the blob was cut short: nothing of it is usable then.
     """
-    records = []
+    records: list[RedoRecord] = []
     view = memoryview(blob)
     pos, end = 0, len(blob)
     while pos < end:
