@@ -36,11 +36,13 @@ class Truncate:
 
 @dataclass(frozen=True, slots=True)
 class ReadRecords:
-    """Records in (`after_lsn`, `through_lsn`], at most `records_max` of them."""
+    """Records in (`after_lsn`, `through_lsn`], at most `records_max` of them (0: the
+    node's own bound), of page `page_no` only when given."""
 
     after_lsn: int
     through_lsn: int
     records_max: int
+    page_no: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from sixfold.truncation import TruncationRange
 
 @dataclass(frozen=True, slots=True)
 class SegmentReport:
-    """What recovery needs from one node's state."""
+    """What the core needs of one node's state (recovery, quorum reads)."""
 
     name: str
     epoch: int
@@ -29,6 +29,7 @@ class SegmentReport:
     truncations: tuple[TruncationRange, ...]
     truncations_version: int = 0
     epoch_owner: str = ""  # the writer that sealed `epoch`
+    serving: bool = True  # it answers reads (not still restoring its state)
 
 
 @dataclass(frozen=True, slots=True)

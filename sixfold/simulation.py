@@ -65,6 +65,7 @@ import sys
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from sixfold.commit_log import Acked, CommitLog, PageWrite, WriterLimits
 from sixfold.durability import VolumeDurability
@@ -77,8 +78,17 @@ from sixfold.errors import (
     StaleEpochError,
 )
 from sixfold.log_cleanup import coalesce_point, gc_horizon, plan_coalesce, record_redundant
-from sixfold.node_requests import Append, GetPage, GetState, ReadRecords, Seal, Truncate
+from sixfold.node_requests import (
+    Append,
+    GetPage,
+    GetState,
+    NodeRequest,
+    ReadRecords,
+    Seal,
+    Truncate,
+)
 from sixfold.page import EMPTY_PAGE, apply_records
+from sixfold.page_read import NodeChoice, PageImage, read_page
 from sixfold.quorum import COPIES, NODE_NAMES, WRITE_QUORUM, quorum_lsn
 from sixfold.read_index import Answer as ReadAnswer
 from sixfold.read_index import ReadIndex
@@ -88,10 +98,12 @@ from sixfold.record import (
     decode_record,
 )
 from sixfold.recovery import RecoveryPlan, SegmentReport, newest_truncations
-from sixfold.recovery_machine import Answer, Answers, Recovered, Recovery, Steps
+from sixfold.recovery_machine import Recovered, Recovery
 from sixfold.segment import SegmentState
 from sixfold.shipping import Batch
 from sixfold.truncation import TruncationRange, is_cancelled
+
+T = TypeVar("T")
 
 # -- bounds (units last) ----------------------------------------------------------------------
 
@@ -125,6 +137,7 @@ DELTA_BYTES_MAX = 8
 LAL_SIM = 24  # a small LSN allocation limit, so back-pressure and truncations are exercised
 DISK_FAULTS_MAX = 1  # nodes with an unrepaired disk fault at once (the driven mode's budget)
 DRIVEN_WRITERS_MAX = 64  # writers a driven run may start (failovers are explicit there)
+SIM_READ_RECORDS_MAX = 1_000  # records a node returns when a request sets no bound
 DOWN_FOREVER = 1 << 62  # a node crashed by an explicit action stays down until restarted
 # The writer's clock: one tick stands for 10 ms, so its limits keep their shipping meaning
 # (a lingering batch waits 2 ticks, a VDL announcement 2, a silent node is down after 12).
@@ -211,7 +224,7 @@ class Snapshot:
     def report(self) -> SegmentReport:
         return SegmentReport(
             self.name, self.epoch, self.scl, self.cpl_at_scl, self.highest_lsn, self.truncations,
-            self.truncations_version,
+            self.truncations_version, serving=self.serving,
         )  # fmt: skip
 
 
@@ -223,12 +236,6 @@ class AppendAck:
 @dataclass(frozen=True, slots=True)
 class Records:
     records: tuple[RedoRecord, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    image: bytes
-    page_lsn: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +282,20 @@ class Network:
         out = [m for _, _, m in self.in_flight[:count]]
         del self.in_flight[:count]
         return out
+
+
+def _answer(reply: object) -> object:
+    """A node's reply as the core's machines take it (sixfold/node_calls.py call)."""
+    if isinstance(reply, Snapshot):
+        return reply.report()
+    if isinstance(reply, Records):
+        return reply.records
+    if isinstance(reply, AppendAck):
+        return reply.scl
+    if isinstance(reply, PageImage):
+        return reply
+    assert isinstance(reply, Failure), reply
+    return reply.error
 
 
 Wait = list[int]  # what a task yields: the call ids it waits for (each answers or times out)
@@ -330,6 +351,19 @@ class Actor:
 
     def take(self, call_id: int) -> object:
         return self.replies.pop(call_id)
+
+    def drive(self, steps: Generator[dict[str, NodeRequest], Any, T]) -> Generator[Wait, None, T]:
+        """Run a sans-I/O machine (recovery, a page read) over the simulated network, as
+        sixfold/node_calls.py drive does over gRPC."""
+        answers: dict[str, object] | None = None
+        while True:
+            try:
+                requests = steps.send(answers)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            calls = {n: self.call(n, request) for n, request in requests.items()}
+            yield list(calls.values())
+            answers = {n: _answer(self.take(c)) for n, c in calls.items()}
 
     def sleep(self, ticks: int) -> Generator[Wait, None, None]:
         """Wait `ticks`: a call to nobody, which simply reaches its deadline."""
@@ -491,7 +525,10 @@ class SimNode(Actor):
         if isinstance(body, GetState):
             return self.snapshot()
         if isinstance(body, ReadRecords):
-            return Records(self.read_records(body.after_lsn, body.through_lsn, body.records_max))
+            records_max = body.records_max or SIM_READ_RECORDS_MAX
+            return Records(
+                self.read_records(body.after_lsn, body.through_lsn, records_max, body.page_no)
+            )
         if isinstance(body, GetPage):
             st.check_covers(body.lsn, body.min_epoch)
             if body.lsn < self.meta.gc_horizon:  # storage_node/node.py page_at
@@ -521,14 +558,21 @@ class SimNode(Actor):
         self.meta.vdl, self.meta.vdl_epoch = st.vdl, st.vdl_epoch
         self.sim.dirty_nodes.append(self)
 
-    def read_records(self, after: int, through: int, records_max: int) -> tuple[RedoRecord, ...]:
+    def read_records(
+        self, after: int, through: int, records_max: int, page_no: int | None = None
+    ) -> tuple[RedoRecord, ...]:
         self.state.check_serving()
-        lsns = sorted(x for x in self.log if after < x <= through)[:records_max]
+        # The page index (page -> LSNs) is separate from the records: it survives their damage.
+        lsns = sorted(
+            x
+            for x, r in self.log.items()
+            if after < x <= through and (page_no is None or r.page_no == page_no)
+        )[:records_max]
         records = [self.read_disk(x) for x in lsns]  # a corrupt one fails the whole read
         # Belt and braces, as the real node: a cancelled record is never served.
         return tuple(r for r in records if not self.state.cancels(r))
 
-    def page_at(self, page_no: int, lsn: int) -> Page:
+    def page_at(self, page_no: int, lsn: int) -> PageImage:
         """The newest version at or below `lsn`, with the page's records above it applied
         (storage_node/store.py page_at)."""
         base_lsn = max((v for v in self.versions.get(page_no, {}) if v <= lsn), default=0)
@@ -539,7 +583,7 @@ class SimNode(Actor):
         )
         records = [self.read_disk(x) for x in lsns]
         image = apply_records(base, records) if records else base
-        return Page(image, records[-1].lsn if records else base_lsn)
+        return PageImage(image, records[-1].lsn if records else base_lsn, self.state.scl)
 
     # -- coalescing and GC (storage_node/background.py, sixfold/log_cleanup.py) ------------------
 
@@ -814,18 +858,6 @@ class _Stream:
     truncate_call: int = 0  # the node lacked the epoch's truncations: they are on the way
 
 
-def _answer(reply: object) -> Answer:
-    """A node's reply as the recovery machine takes it (writer/recovery.py _call)."""
-    if isinstance(reply, Snapshot):
-        return reply.report()
-    if isinstance(reply, Records):
-        return reply.records
-    if isinstance(reply, AppendAck):
-        return reply.scl
-    assert isinstance(reply, Failure), reply
-    return reply.error
-
-
 class SimWriter(Actor):
     """A writer: the shipping Recovery machine and CommitLog, driven over the simulated
     network and clock (the asyncio shells: writer/recovery.py, writer/pipeline.py)."""
@@ -838,6 +870,7 @@ class SimWriter(Actor):
         self.log: CommitLog | None = None
         self.streams = {n: _Stream() for n in NODE_NAMES}
         self.read_index = ReadIndex(0)
+        self.choice = NodeChoice(list(NODE_NAMES))  # its PageReader's (writer/writer.py)
         self.reads_answered = 0
         self.recovered_vdl = 0
         self.spawn(self._recover())
@@ -860,7 +893,7 @@ class SimWriter(Actor):
                 repair_batch_records_max=REPAIR_BATCH_RECORDS_MAX,
             )  # fmt: skip
             try:
-                result = yield from self._drive(machine.run())
+                result = yield from self.drive(machine.run())
             except SixfoldError as exc:
                 self.sim.trace_event(f"{self.name} recovery failed: {exc}")
                 yield from self.sleep(RECOVERY_RETRY_TICKS)
@@ -869,17 +902,6 @@ class SimWriter(Actor):
             return
         self.gave_up = True
         self.sim.trace_event(f"{self.name} gave up recovery")
-
-    def _drive(self, steps: Steps) -> Generator[Wait, None, Recovered]:
-        answers: Answers | None = None
-        while True:
-            try:
-                requests = steps.send(answers)  # type: ignore[arg-type]  # None starts it
-            except StopIteration as done:
-                return done.value
-            calls = {n: self.call(n, request) for n, request in requests.items()}
-            yield list(calls.values())
-            answers = {n: _answer(self.take(c)) for n, c in calls.items()}
 
     def _start_pipeline(self, result: Recovered) -> None:
         plan, flaws = result.plan, self.sim.flaws
@@ -916,23 +938,16 @@ class SimWriter(Actor):
         round_no = self.read_index.want()
         self._start_round_if_due(core)
         point = core.vdl
-        covering = [n for n in NODE_NAMES if core.durability.node_scl[n] >= point]
-        page = None
-        for node in covering[:2]:
-            call_id = self.call(node, GetPage(page_no, point, core.epoch))
-            yield [call_id]
-            reply = self.take(call_id)
-            if isinstance(reply, Page):
-                page = reply
-                break
-        if page is None:
-            return  # failed: no node answered in time
+        try:  # writer/writer.py read_page_linearizable: its PageReader's read
+            page = yield from self.drive(read_page(self.choice, page_no, point, core.epoch))
+        except SixfoldError:
+            return  # failed: no node (nor a read quorum) answered in time
         if not self.sim.flaws.unconfirmed_reads:
             while not self.read_index.is_confirmed(round_no):
                 if self.read_index.is_decided(round_no):
                     return  # refused: the epoch could not be confirmed
                 yield from self.sleep(1)
-        self.sim.oracle.check_writer_read(self.sim, self.name, page_no, point, page, acked_floor)
+        self.sim.oracle.check_writer_read(self.sim, self.name, page_no, point, *page, acked_floor)
         self.reads_answered += 1
 
     def _start_round_if_due(self, core: CommitLog) -> None:
@@ -1070,10 +1085,14 @@ class SimWriter(Actor):
 
 
 class SimReader(Actor):
+    """A reader (reader/reader.py): its read point from the nodes' states, and its page
+    reads by the shipping sixfold/page_read.py, single-node or from a read quorum."""
+
     def __init__(self, sim: Simulation, name: str) -> None:
         super().__init__(sim, name)
         self.read_point = 0
         self.epoch = 0
+        self.choice = NodeChoice(list(NODE_NAMES))
         self.pages_checked = 0
         self.last_read: tuple[int, int] = (-1, 0)  # (page, read point) of the last page read
         self.spawn(self._loop())
@@ -1083,48 +1102,43 @@ class SimReader(Actor):
         self.spawn(self._read_once(page_no))
 
     def _read_once(self, page_no: int) -> Task:
-        calls = {n: self.call(n, GetState()) for n in NODE_NAMES}
-        yield list(calls.values())
-        states = [s for c in calls.values() if isinstance(s := self.take(c), Snapshot)]
-        self._advance(states)
+        yield from self._poll()
         if self.epoch:
-            yield from self._read_page(states, page_no)
+            yield from self._read_page(page_no)
 
     def _loop(self) -> Task:
         while True:  # bounded by the simulation's step count: the task dies with the run
             yield from self.sleep(READER_POLL_TICKS)
-            calls = {n: self.call(n, GetState()) for n in NODE_NAMES}
-            yield list(calls.values())
-            states = [s for c in calls.values() if isinstance(s := self.take(c), Snapshot)]
-            self._advance(states)
+            yield from self._poll()
             if self.epoch:
-                yield from self._read_page(states)
+                yield from self._read_page(self.sim.rng.randrange(PAGES))
 
-    def _advance(self, states: list[Snapshot]) -> None:
+    def _poll(self) -> Task:
+        """reader.py poll_once and note_state: each node's SCL, and the read point."""
+        calls = {n: self.call(n, GetState()) for n in NODE_NAMES}
+        yield list(calls.values())
+        states: list[Snapshot] = []
+        for node, call_id in calls.items():
+            state = self.take(call_id)
+            if isinstance(state, Snapshot):
+                states.append(state)
+                self.choice.note_scl(node, state.scl if state.serving else 0)
+            else:
+                self.choice.note_scl(node, 0)  # note_down: covers nothing until heard again
         learned = ((s.vdl_epoch, s.vdl) for s in states)
         self.epoch, self.read_point = advance_read_point((self.epoch, self.read_point), learned)
         if self.epoch:
             self.sim.oracle.check_read_point(self.sim, self.read_point)
 
-    def _read_page(self, states: list[Snapshot], page_no: int | None = None) -> Task:
-        """A single-node read (P18 §3): one node whose SCL covers the read point."""
+    def _read_page(self, page_no: int) -> Task:
         point, epoch = self.read_point, self.epoch
-        if page_no is None:
-            page_no = self.sim.rng.randrange(PAGES)
-        covering = [
-            s.name
-            for s in states
-            if s.serving and s.scl >= point and s.truncations_version >= epoch
-        ]
-        for node in covering[:2]:  # hedged to a second node if the first cannot answer
-            call_id = self.call(node, GetPage(page_no, point, epoch))
-            yield [call_id]
-            reply = self.take(call_id)
-            if isinstance(reply, Page):
-                self.sim.oracle.check_page(self.sim, node, page_no, point, reply)
-                self.pages_checked += 1
-                self.last_read = (page_no, point)
-                return
+        try:
+            image, page_lsn = yield from self.drive(read_page(self.choice, page_no, point, epoch))
+        except SixfoldError:
+            return  # no node, nor a read quorum, could answer in time
+        self.sim.oracle.check_page(self.sim, self.name, page_no, point, image, page_lsn)
+        self.pages_checked += 1
+        self.last_read = (page_no, point)
 
 
 # -- the oracle: what really happened, and the invariants ----------------------------------------
@@ -1269,23 +1283,26 @@ class Oracle:
         return self.acked[-1] if self.acked else 0
 
     def check_writer_read(
-        self, sim: Simulation, writer: str, page_no: int, point: int, got: Page, floor: int
-    ) -> None:
+        self, sim: Simulation, writer: str, page_no: int, point: int, image: bytes,
+        page_lsn: int, floor: int,
+    ) -> None:  # fmt: skip
         """A writer's answer to a client read sent when every acknowledged commit was at or
         below `floor`: the page at a durable point, and none older than at `floor`."""
-        self.check_page(sim, writer, page_no, point, got)
+        self.check_page(sim, writer, page_no, point, image, page_lsn)
         newest = self.page_lsn_at(page_no, floor)
-        if got.page_lsn < newest:
+        if page_lsn < newest:
             sim.fail(f"{writer} answered a stale read of page {page_no}: its version at LSN "
-                     f"{got.page_lsn} (read at {point}), but the version at LSN {newest} was "
+                     f"{page_lsn} (read at {point}), but the version at LSN {newest} was "
                      "acknowledged before the read was sent")  # fmt: skip
 
-    def check_page(self, sim: Simulation, node: str, page_no: int, point: int, got: Page) -> None:
-        if got.image != self.page_at(page_no, point):
-            sim.fail(f"{node} served page {page_no} at read point {point} that differs from "
+    def check_page(
+        self, sim: Simulation, who: str, page_no: int, point: int, image: bytes, page_lsn: int
+    ) -> None:
+        if image != self.page_at(page_no, point):
+            sim.fail(f"{who} served page {page_no} at read point {point} that differs from "
                      "the durable history")  # fmt: skip
-        if got.page_lsn != self.page_lsn_at(page_no, point):
-            sim.fail(f"{node} served page {page_no} at {point} with page LSN {got.page_lsn}, "
+        if page_lsn != self.page_lsn_at(page_no, point):
+            sim.fail(f"{who} served page {page_no} at {point} with page LSN {page_lsn}, "
                      f"history says {self.page_lsn_at(page_no, point)}")  # fmt: skip
 
 
@@ -1881,7 +1898,7 @@ class DrivenCluster:
                     page = node.page_at(page_no, point)
                 except SixfoldError:
                     continue
-                sim.oracle.check_page(sim, node.name, page_no, point, page)
+                sim.oracle.check_page(sim, node.name, page_no, point, page.image, page.page_lsn)
             try:
                 node.read_records(0, node.state.scl, len(node.log))  # checked as served
             except SixfoldError:

@@ -1,0 +1,118 @@
+"""The asyncio shell that runs a sans-I/O machine over the storage nodes' gRPC API.
+
+Machines (sixfold/recovery_machine.py, sixfold/page_read.py) yield `{node: request}` with
+the typed requests of sixfold/node_requests.py. `drive` sends each step's requests at once,
+each as a gRPC call with a deadline, and sends the machine back the answers in the core's
+types, or the operating error a call ended with. Anything else (a bug, a cancellation) is
+raised, never handed to a machine as a node's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sixfold.clients import NodeClient
+from sixfold.errors import SixfoldError
+from sixfold.node_requests import (
+    Append,
+    GetPage,
+    GetState,
+    NodeRequest,
+    ReadRecords,
+    Seal,
+    Truncate,
+)
+from sixfold.page_read import PageImage
+from sixfold.record import decode_record
+from sixfold.recovery import SegmentReport
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.wire import ranges_from_proto, ranges_to_proto
+
+T = TypeVar("T")
+Steps = Generator[dict[str, NodeRequest], dict[str, Any], T]
+
+
+@dataclass(frozen=True, slots=True)
+class CallTimeouts:
+    quick_s: float  # GetState, Seal, GetPage
+    bulk_s: float  # Truncate, ReadRecords, Append: they move more
+
+
+def report_of(state: pb.NodeState) -> SegmentReport:
+    return SegmentReport(
+        name=state.name, epoch=state.epoch, scl=state.scl, cpl_at_scl=state.cpl_at_scl,
+        highest_lsn=state.highest_lsn, truncations=ranges_from_proto(state.truncations),
+        truncations_version=state.truncations_version, epoch_owner=state.epoch_owner,
+        serving=state.serving,
+    )  # fmt: skip
+
+
+async def drive(
+    steps: Steps[T],
+    by_name: dict[str, NodeClient],
+    timeouts: CallTimeouts,
+    after_step: Callable[[], None] | None = None,
+) -> T:
+    """Run `steps` to its end over the nodes in `by_name`; return what it returns."""
+    answers: dict[str, Any] | None = None
+    try:
+        while True:
+            requests = steps.send(answers)
+            answers = await ask(by_name, requests, timeouts)
+            if after_step is not None:
+                after_step()
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def ask(
+    by_name: dict[str, NodeClient], requests: dict[str, NodeRequest], timeouts: CallTimeouts
+) -> dict[str, Any]:
+    names = list(requests)
+    results = await asyncio.gather(
+        *(call(by_name[n], requests[n], timeouts) for n in names), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, SixfoldError):
+            raise result
+    return dict(zip(names, results, strict=True))
+
+
+async def call(client: NodeClient, request: NodeRequest, timeouts: CallTimeouts) -> object:
+    """One request as a gRPC call; its answer in the core's types."""
+    if isinstance(request, GetState):
+        return report_of(await client.get_state(timeout=timeouts.quick_s))
+    if isinstance(request, Seal):
+        return report_of(await client.seal(request.epoch, request.owner, timeout=timeouts.quick_s))
+    if isinstance(request, GetPage):
+        response = await client.get_page(
+            pb.GetPageRequest(
+                page_no=request.page_no, lsn=request.lsn, min_epoch=request.min_epoch
+            ),
+            timeout=timeouts.quick_s,
+        )
+        return PageImage(response.image, response.page_lsn, response.scl)
+    if isinstance(request, Truncate):
+        message = pb.TruncateRequest(
+            epoch=request.epoch, ranges=ranges_to_proto(request.ranges, pb.TruncationRange),
+            truncations_version=request.version,
+        )  # fmt: skip
+        return report_of(await client.truncate(message, timeout=timeouts.bulk_s))
+    if isinstance(request, ReadRecords):
+        response = await client.read_records(
+            pb.ReadRecordsRequest(
+                after_lsn=request.after_lsn, through_lsn=request.through_lsn,
+                max_records=request.records_max, page_no=request.page_no,
+            ),
+            timeout=timeouts.bulk_s,
+        )  # fmt: skip
+        return tuple(decode_record(r) for r in response.records)  # CRCs checked on the way
+    if isinstance(request, Append):
+        message = pb.AppendRequest(
+            epoch=request.epoch, records=[r.encoded for r in request.records], vdl=request.vdl
+        )
+        return (await client.append(message, timeout=timeouts.bulk_s)).scl
+    raise AssertionError(f"no call for {request!r}")
