@@ -40,7 +40,7 @@ from sixfold.quorum import WRITE_QUORUM
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.sqlengine import SqlLimits
-from sixfold.takeover import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe, TakeoverDetector
+from sixfold.takeover import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe, WriterWatch, superseded
 from writer.sql import WriterSql
 from writer.writer import Writer
 
@@ -248,43 +248,40 @@ class Instance:
         return owner if owner.address else None
 
     async def _watch_writer(self) -> None:
-        detector = TakeoverDetector(self.rank)
+        watch = WriterWatch(self.rank)
         while True:
             await asyncio.sleep(PROBE_INTERVAL_S)
             try:
-                await self._check_writer(detector)
+                await self._check_writer(watch)
             except OPERATING_ERRORS:  # reported, and checked again; a bug ends the process
                 log.exception("%s: checking the writer failed", self.name)
 
-    async def _check_writer(self, detector: TakeoverDetector) -> None:
+    async def _check_writer(self, watch: WriterWatch) -> None:
         writer = self.writer
         if writer is not None:
             await self._step_down_if_superseded(writer)
             return
-        newest = topology.newest_epoch(self._epoch_views())
-        current = topology.parse_owner(newest.owner)
-        if not current.address or not self.takeover:
-            return  # no writer yet (a fresh volume waits for its writer to start)
         asked_at = time.monotonic()
-        probe = await self._probe(current, detector.probe_timeout(asked_at))
-        if topology.newest_epoch(self._epoch_views()) != newest:
-            return  # another instance took over during the probe: watch the new writer
-        if detector.on_probe(newest.owner, probe, asked_at, time.monotonic()):
+        asked = watch.probe(self._epoch_views(), asked_at)
+        if asked is None or not self.takeover:
+            return
+        current = topology.parse_owner(asked.owner)
+        probe = await self._probe(current, asked.timeout_s)
+        decision = watch.on_probe(asked, probe, self._epoch_views(), asked_at, time.monotonic())
+        if decision is not None:
             log.warning("%s: writer %s at %s silent for %.1f s: taking over", self.name,
-                        current.name, current.address, detector.silence_s)  # fmt: skip
-            await self.become_writer(epoch_wanted=newest.epoch + 1)
+                        current.name, current.address, decision.silence_s)  # fmt: skip
+            await self.become_writer(epoch_wanted=decision.epoch_wanted)
 
     async def _step_down_if_superseded(self, writer: Writer) -> None:
         """A newer epoch on the nodes means another writer won: stop before being refused."""
         pipeline = writer.pipeline
         if pipeline is None:
             return
-        newest = topology.newest_epoch(self._epoch_views())
         if pipeline.fenced:
             await self.step_down(str(pipeline.fenced))
-        elif newest.epoch > pipeline.epoch:
-            owner = topology.parse_owner(newest.owner)
-            await self.step_down(f"epoch {newest.epoch} was taken by {owner.name}")
+        elif (why := superseded(self._epoch_views(), pipeline.epoch)) is not None:
+            await self.step_down(why)
 
     def _epoch_views(self) -> list[topology.EpochView]:
         return [topology.EpochView(s.epoch, s.epoch_owner)

@@ -13,12 +13,15 @@ The writer IS the shipping one: recovery is sixfold/recovery_machine.py's Recove
 repair), and the commit pipeline is sixfold/commit_log.py's CommitLog with a NodeShipper per
 node (batching, the window in flight, lingering, VDL announcements, acks to VCL and VDL,
 trimming, fencing), driven here as writer/recovery.py and writer/pipeline.py drive them over
-gRPC; only the streams are simulated. Nodes and the reader still mirror their shells step by
-step (issue 13): storage_node/node.py (commit path, seal, truncate, read gate),
+gRPC; only the streams are simulated. Page reads, the reader's and the writers', are
+sixfold/page_read.py's (a covering node in turn, else a read quorum), and the read point is
+sixfold/read_point.py's. Failover is the readers' own: two reader instances (ranks 0 and 1)
+run sixfold/takeover.py's WriterWatch on the epochs the nodes report, probe the writer, and
+take over at exactly the next epoch when it is gone or silent long enough, racing each other
+when their stagger is 0 (TakeoverLimits on a shorter clock). Nodes still mirror their shell
+step by step (issue 13): storage_node/node.py (commit path, seal, truncate, read gate) and
 storage_node/gossip.py (take a newer truncation set, then fill holes from peers holding the
-same set) and reader/reader.py (read point = the newest (vdl_epoch, vdl) the nodes learned; a
-page is read only from a node holding that epoch's truncation set), over the pure SegmentState,
-log_cleanup rules and apply_records they share with the shells.
+same set), over the pure SegmentState, log_cleanup rules and apply_records they share.
 
 Faults stay within what the design tolerates for progress (at most MAX_NODES_DOWN nodes down
 at once), but the safety invariants are checked after every step whatever happens:
@@ -32,8 +35,9 @@ at once), but the safety invariants are checked after every step whatever happen
   ever reused, acknowledged or made visible, and a node whose truncation set is as new as a
   completed recovery's holds that recovery's range (P17 §4.3, P18 §2.4).
 
-Writers can also be paused (a SIGSTOP, a long GC): a paused writer does nothing until it
-resumes, while a successor takes over. Clients with a stale view send page reads to any
+A writer crashes (its port refuses: gone), is paused (a SIGSTOP, a long GC: silent) or is
+cut off from the instances while it still reaches the nodes (a zombie); a reader takes over
+and the old writer must be fenced. Clients with a stale view send page reads to any
 writer they knew, a paused or deposed one included; every read a writer answers must be
 linearizable: no older than the newest commit acknowledged anywhere before it was sent
 (the writer confirms its epoch on a read quorum first: sixfold/read_index.py).
@@ -101,6 +105,8 @@ from sixfold.recovery import RecoveryPlan, SegmentReport, newest_truncations
 from sixfold.recovery_machine import Recovered, Recovery
 from sixfold.segment import SegmentState
 from sixfold.shipping import Batch
+from sixfold.takeover import Probe, TakeoverLimits, WriterWatch
+from sixfold.topology import EpochView, owner_id, parse_owner
 from sixfold.truncation import TruncationRange, is_cancelled
 
 T = TypeVar("T")
@@ -114,6 +120,7 @@ CALL_TIMEOUT_TICKS = 12  # a request with no answer by then has failed (NodeDown
 MAX_NODES_DOWN = COPIES - WRITE_QUORUM  # crashed at once: writes still have a quorum
 NODE_DOWN_TICKS_MAX = 40
 WRITERS_MAX = 8  # writers started in one run (each crash or race starts a new one)
+QUIET_WRITERS_MAX = 8  # more writers the liveness phase may start (racing takeovers)
 WRITER_RESTART_TICKS_MAX = 10  # ticks between a writer crash and its successor starting
 WRITER_PAUSE_TICKS = (40, 120)  # a paused writer resumes after this many ticks
 RECOVERY_ATTEMPTS_MAX = 6  # a writer that fails this often gives up (bounds dueling writers)
@@ -150,6 +157,14 @@ SIM_LIMITS = WriterLimits(
     retry_backoff_s=SIM_TICK_S,
     retry_backoff_s_max=SENDER_BACKOFF_TICKS_MAX * SIM_TICK_S,
 )  # every other limit as it ships
+# Takeovers on the same clock, shortened: a writer gone for 20 ticks, or silent for 60 (a
+# recovery under faults can take 30), is taken over from; a probe every 2 ticks.
+SIM_TAKEOVER_LIMITS = TakeoverLimits(
+    probe_interval_s=0.02, probe_timeout_s=0.1, probe_timeout_s_min=0.03, gone_after_s=0.2,
+    silent_after_s=0.6,
+)  # fmt: skip
+PROBE_INTERVAL_TICKS = round(SIM_TAKEOVER_LIMITS.probe_interval_s / SIM_TICK_S)
+INSTANCES = 2  # reader instances watching the writer, ranks 0 and 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +180,8 @@ class Faults:
     # Readers report their read points and nodes keep them a while (READ_POINT_TTL_S): GC
     # stays below the VDL a node learned this many ticks ago.
     read_point_lag: int = 30
-    race: float = 0.25  # a writer start brings two racing writers
+    # Readers' promotion stagger (sixfold/takeover.py): 0 races them at once.
+    stagger_s: float = 0.02
     commit: float = 0.5  # a client starts a mini-transaction
     node_commit: float = 0.7  # a node syncs its queued appends (fsync latency)
 
@@ -176,7 +192,7 @@ class Faults:
             node_crash=rng.choice([0.0, 0.005, 0.01, 0.02]),
             writer_crash=rng.choice([0.0, 0.005, 0.01]),
             zombie=rng.choice([0.0, 0.3, 0.6]),
-            race=rng.choice([0.0, 0.25, 0.5]),
+            stagger_s=rng.choice([0.0, 0.02, 0.05]),
             commit=rng.choice([0.3, 0.6]),
             node_commit=rng.choice([0.4, 0.8]),
             pause=rng.choice([0.3, 0.6, 0.9]),
@@ -205,6 +221,18 @@ class InvariantViolation(AssertionError):
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """GetWriterState, as an instance probes the writer (sixfold/instance.py _probe)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStateReply:
+    recovered: bool
+    fenced: bool
+    starting: bool  # still recovering: its role says starting or taking over
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """pb.NodeState: what a node tells peers, writers and readers about itself."""
 
@@ -220,11 +248,12 @@ class Snapshot:
     serving: bool
     repair_floor: int = 0  # the lowest LSN it must fetch back from a peer (0: none)
     coalesced_through: int = 0  # sixfold/log_cleanup.py: peers collect nothing above it
+    epoch_owner: str = ""  # the writer that sealed `epoch` (topology.owner_id)
 
     def report(self) -> SegmentReport:
         return SegmentReport(
             self.name, self.epoch, self.scl, self.cpl_at_scl, self.highest_lsn, self.truncations,
-            self.truncations_version, serving=self.serving,
+            self.truncations_version, epoch_owner=self.epoch_owner, serving=self.serving,
         )  # fmt: skip
 
 
@@ -244,6 +273,7 @@ class Failure:
 
 
 TIMEOUT = Failure(SixfoldError("no answer before the call deadline"))
+REFUSED = Failure(SixfoldError("connection refused: nothing listens at that address"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,10 +342,10 @@ class Actor:
         self.replies: dict[int, object] = {}
         self.tasks: list[tuple[Task, Wait]] = []
 
-    def call(self, dst: str, body: object) -> int:
+    def call(self, dst: str, body: object, timeout_ticks: int = CALL_TIMEOUT_TICKS) -> int:
         sim = self.sim
         sim.call_seq += 1
-        self.deadlines[sim.call_seq] = sim.tick + CALL_TIMEOUT_TICKS
+        self.deadlines[sim.call_seq] = sim.tick + timeout_ticks
         sim.network.send(Message(self.name, dst, sim.call_seq, body, is_reply=False))
         return sim.call_seq
 
@@ -484,6 +514,7 @@ class SimNode(Actor):
             self.name, st.epoch, st.scl, st.completeness.cpl_at_scl,
             st.completeness.highest_lsn, st.vdl, st.vdl_epoch, st.truncations,
             st.truncations_version, st.serving, self.repair_floor, self.meta.coalesced_through,
+            st.epoch_owner,
         )  # fmt: skip
 
     @property
@@ -862,10 +893,13 @@ class SimWriter(Actor):
     """A writer: the shipping Recovery machine and CommitLog, driven over the simulated
     network and clock (the asyncio shells: writer/recovery.py, writer/pipeline.py)."""
 
-    def __init__(self, sim: Simulation, name: str) -> None:
+    def __init__(self, sim: Simulation, name: str, epoch_wanted: int = 0) -> None:
         super().__init__(sim, name)
+        self.owner = owner_id(name, f"sim/{name}", "0")  # says where instances probe it
+        self.epoch_wanted = epoch_wanted  # promoted by a reader: only this epoch will do
         self.alive = True
         self.paused_until = 0  # a paused writer does nothing before this tick
+        self.hidden = False  # a zombie: cut off from the instances, not from the nodes
         self.gave_up = False
         self.log: CommitLog | None = None
         self.streams = {n: _Stream() for n in NODE_NAMES}
@@ -887,9 +921,12 @@ class SimWriter(Actor):
 
     def _recover(self) -> Task:
         flawed = self.sim.flaws.skip_truncation
-        for _ in range(RECOVERY_ATTEMPTS_MAX):
+        # A promotion makes one attempt (sixfold/instance.py become_writer): a reader that
+        # loses goes back to watching; a writer started as such retries.
+        attempts = 1 if self.epoch_wanted else RECOVERY_ATTEMPTS_MAX
+        for _ in range(attempts):
             machine = (_SkippingRecovery if flawed else Recovery)(
-                list(NODE_NAMES), self.name, LAL_SIM,
+                list(NODE_NAMES), self.owner, LAL_SIM, self.epoch_wanted,
                 repair_batch_records_max=REPAIR_BATCH_RECORDS_MAX,
             )  # fmt: skip
             try:
@@ -918,6 +955,17 @@ class SimWriter(Actor):
         self.read_index = ReadIndex(plan.epoch)
         self.recovered_vdl = plan.vdl
         self.sim.on_recovered(self, plan.epoch, plan.vdl, plan.truncation)
+
+    def on_probe(self, request: Message) -> None:
+        """An instance's GetWriterState: answered unless paused (it answers once it resumes,
+        after the probe gave up) or cut off from the instances."""
+        if self.paused or self.hidden:
+            return
+        state = WriterStateReply(
+            recovered=self.log is not None, fenced=self.fenced,
+            starting=self.log is None and not self.gave_up,
+        )  # fmt: skip
+        self.reply(request, state)
 
     # -- client reads (writer/writer.py read_page_linearizable, writer/read_index.py) -----------
 
@@ -1141,6 +1189,60 @@ class SimReader(Actor):
         self.last_read = (page_no, point)
 
 
+# -- reader instances that take over (sixfold/instance.py, sixfold/takeover.py) -----------------
+
+
+def _probe_answer(reply: object) -> Probe:
+    """A probe's reply as sixfold/instance.py _probe reads GetWriterState's."""
+    if isinstance(reply, WriterStateReply):
+        if reply.recovered and not reply.fenced:
+            return Probe.WRITER
+        return Probe.SILENT if reply.starting else Probe.NOT_WRITER
+    return Probe.GONE if reply is REFUSED else Probe.SILENT
+
+
+class SimInstance(Actor):
+    """A reader instance's writer watch: the shipping WriterWatch decides whom to probe and
+    when to take over; a takeover starts a writer that recovers at exactly the epoch after
+    the silent writer's, so of racing instances one wins."""
+
+    def __init__(self, sim: Simulation, name: str, rank: int) -> None:
+        super().__init__(sim, name)
+        self.watch = WriterWatch(rank, replace(SIM_TAKEOVER_LIMITS, stagger_s=sim.faults.stagger_s))
+        self.writer: SimWriter | None = None  # the writer this instance became
+        self.spawn(self._loop())
+
+    def _loop(self) -> Task:
+        while True:  # bounded by the simulation's step count: the task dies with the run
+            yield from self.sleep(PROBE_INTERVAL_TICKS)
+            writer = self.writer
+            if writer is not None and writer.alive and not writer.fenced and not writer.gave_up:
+                continue  # it is the writer (a fenced one stepped down)
+            self.writer = None
+            views = yield from self._views()
+            asked_at = self.sim.tick * SIM_TICK_S
+            asked = self.watch.probe(views, asked_at)
+            if asked is None:
+                continue
+            target = parse_owner(asked.owner).name
+            timeout_ticks = max(1, round(asked.timeout_s / SIM_TICK_S))
+            call_id = self.call(target, ProbeRequest(), timeout_ticks)
+            yield [call_id]
+            probe = _probe_answer(self.take(call_id))
+            views = yield from self._views()
+            now = self.sim.tick * SIM_TICK_S
+            decision = self.watch.on_probe(asked, probe, views, asked_at, now)
+            if decision is not None:
+                self.writer = self.sim.promote(self, target, decision.epoch_wanted)
+
+    def _views(self) -> Generator[Wait, None, list[EpochView]]:
+        """The epochs the nodes report (the instance's reader hears them on its streams)."""
+        calls = [self.call(n, GetState()) for n in NODE_NAMES]
+        yield calls
+        states = [s for c in calls if isinstance(s := self.take(c), Snapshot)]
+        return [EpochView(s.epoch, s.epoch_owner) for s in states]
+
+
 # -- the oracle: what really happened, and the invariants ----------------------------------------
 
 
@@ -1323,6 +1425,7 @@ class SimulationResult:
     durable_point: int
     writer_reads: int = 0
     writer_pauses: int = 0
+    takeovers: int = 0  # writers started by a reader instance's writer watch
 
 
 class Simulation:
@@ -1345,11 +1448,13 @@ class Simulation:
         self.nodes = {n: SimNode(self, n) for n in NODE_NAMES}
         self.writers: list[SimWriter] = []
         self.reader = SimReader(self, "reader1")
+        self.instances: list[SimInstance] = []  # the random mode's writer watches (run())
         self.next_writer_at = 0  # tick at which a new writer starts (-1: none pending)
         self.acked_count = 0
         self.recoveries = 0
         self.node_crashes = 0
         self.writer_pauses = 0
+        self.takeovers = 0
         self.commits_paused = False  # the drain check stops the workload's commits
         # The driven mode (DrivenCluster): explicit actions instead of random faults.
         self.driven = False
@@ -1449,6 +1554,9 @@ class Simulation:
     # -- the run ----------------------------------------------------------------------------------
 
     def run(self, check_liveness: bool = True) -> SimulationResult:
+        """The random mode: one writer starts; after a crash, pause or partition, the reader
+        instances' writer watches decide when to take over, and race to."""
+        self.instances = [SimInstance(self, f"r{i + 1}", rank=i) for i in range(INSTANCES)]
         for _ in range(self.steps):
             self.step(faults=True)
         if check_liveness:
@@ -1461,7 +1569,7 @@ class Simulation:
             node_crashes=self.node_crashes, pages_checked=self.reader.pages_checked,
             durable_point=self.oracle.durable_point,
             writer_reads=sum(w.reads_answered for w in self.writers),
-            writer_pauses=self.writer_pauses,
+            writer_pauses=self.writer_pauses, takeovers=self.takeovers,
         )  # fmt: skip
 
     def step(self, faults: bool) -> None:
@@ -1483,8 +1591,9 @@ class Simulation:
                 writer.expire_calls()
                 writer.run_tasks()
                 writer.step_pipeline()
-        self.reader.expire_calls()
-        self.reader.run_tasks()
+        for actor in [self.reader, *self.instances]:
+            actor.expire_calls()
+            actor.run_tasks()
         self.check_invariants()
 
     def _step_node(self, node: SimNode) -> None:
@@ -1510,12 +1619,20 @@ class Simulation:
                     node.on_request(message)
                 continue
             actor = self._endpoint(message.dst)
-            if actor is not None and message.is_reply:
-                actor.on_reply(message)
+            if message.is_reply:
+                if actor is not None:
+                    actor.on_reply(message)
+            elif isinstance(actor, SimWriter):
+                actor.on_probe(message)
+            elif any(w.name == message.dst for w in self.writers):  # a dead writer's port
+                self.network.send(Message(message.dst, message.src, message.call_id, REFUSED, True))
 
     def _endpoint(self, name: str) -> Actor | None:
         if name == self.reader.name:
             return self.reader
+        for instance in self.instances:
+            if instance.name == name:
+                return instance
         for writer in self.writers:
             if writer.name == name and writer.alive:
                 return writer
@@ -1541,26 +1658,34 @@ class Simulation:
             node.crash(self.tick + rng.randint(1, NODE_DOWN_TICKS_MAX))
             self.node_crashes += 1
             self.trace_event(f"crash {node.name} until {node.down_until}")
-        active = self._manage_writers()
-        if active and self.next_writer_at < 0 and rng.random() < faults.writer_crash:
+        if not self.recoveries:
+            # No writer ever took an epoch, so no reader takes over: the designated writer's
+            # supervisor starts it again (sixfold/instance.py _start_as_writer).
+            self._manage_writers()
+        active = [w for w in self._active_writers() if not w.hidden]
+        if active and rng.random() < faults.writer_crash:
+            # No successor is scheduled: the reader instances notice, and take over.
             victim = active[-1]
             if rng.random() < faults.zombie:
-                self.trace_event(f"{victim.name} partitioned (zombie); successor coming")
+                victim.hidden = True
+                self.trace_event(f"{victim.name} cut off from the instances (zombie)")
             elif rng.random() < faults.pause:
                 victim.paused_until = self.tick + rng.randint(*WRITER_PAUSE_TICKS)
                 self.writer_pauses += 1
-                self.trace_event(
-                    f"{victim.name} paused until {victim.paused_until}; successor coming"
-                )
+                self.trace_event(f"{victim.name} paused until {victim.paused_until}")
             else:
                 victim.alive = False
                 self.trace_event(f"{victim.name} crashed")
-            self.next_writer_at = self.tick + rng.randint(1, WRITER_RESTART_TICKS_MAX)
 
-    def _manage_writers(self) -> list[SimWriter]:
-        active = [
+    def _active_writers(self) -> list[SimWriter]:
+        return [
             w for w in self.writers if w.alive and not w.fenced and not w.gave_up and not w.paused
         ]
+
+    def _manage_writers(self) -> list[SimWriter]:
+        """The cluster manager: it starts a writer when none runs. The driven mode's; the
+        random mode has reader instances, and needs it only before a first recovery."""
+        active = self._active_writers()
         if not active and self.next_writer_at < 0:
             # The writer process gave up or was fenced: the cluster manager starts another.
             self.next_writer_at = self.tick + self.rng.randint(1, WRITER_RESTART_TICKS_MAX)
@@ -1578,19 +1703,26 @@ class Simulation:
         if self.next_writer_at < 0 or self.tick < self.next_writer_at:
             return
         self.next_writer_at = -1
-        count = 2 if self.rng.random() < self.faults.race else 1
-        for _ in range(min(count, self.writers_max - len(self.writers))):
+        if len(self.writers) < self.writers_max:
             self._new_writer()
 
     def start_first_writer(self) -> None:
         self.next_writer_at = -1
         self._new_writer()
 
-    def _new_writer(self) -> SimWriter:
-        writer = SimWriter(self, f"writer{len(self.writers) + 1}")
+    def _new_writer(self, epoch_wanted: int = 0) -> SimWriter:
+        writer = SimWriter(self, f"writer{len(self.writers) + 1}", epoch_wanted)
         self.writers.append(writer)
         self.trace_event(f"start {writer.name}")
         return writer
+
+    def promote(self, instance: SimInstance, silent: str, epoch_wanted: int) -> SimWriter | None:
+        """`instance` takes over from `silent`: a writer that recovers at `epoch_wanted`."""
+        if len(self.writers) >= self.writers_max:
+            return None
+        self.takeovers += 1
+        self.trace_event(f"{instance.name} takes over from {silent} at epoch {epoch_wanted}")
+        return self._new_writer(epoch_wanted)
 
     # -- liveness: with the faults gone, a writer must commit and the reader catch up ----------
 
@@ -1601,6 +1733,7 @@ class Simulation:
         for writer in self.writers:
             writer.alive = False
         self.next_writer_at = -1
+        self.writers_max = len(self.writers) + QUIET_WRITERS_MAX
         writer = self._new_writer()
         acked_before = len(self.oracle.acked)
         for _ in range(QUIET_TICKS_MAX):
@@ -1692,7 +1825,7 @@ class DrivenCluster:
     """
 
     def __init__(self, seed: int, flaws: Flaws | None = None, node_commit: float = 0.7) -> None:
-        faults = Faults(drop=0.0, node_crash=0.0, writer_crash=0.0, zombie=0.0, race=0.0,
+        faults = Faults(drop=0.0, node_crash=0.0, writer_crash=0.0, zombie=0.0,
                         commit=0.0, node_commit=node_commit)  # fmt: skip
         self.sim = sim = Simulation(seed, 0, flaws, faults)
         sim.driven = True
@@ -1969,6 +2102,7 @@ def main(argv: list[str] | None = None) -> int:
             f"seed {seed}: ok, {result.acked_commits} commits acknowledged, "
             f"{result.recoveries} recoveries by {result.writers_started} writers, "
             f"{result.node_crashes} node crashes, {result.writer_pauses} writer pauses, "
+            f"{result.takeovers} takeovers, "
             f"{result.pages_checked} pages checked, {result.writer_reads} writer reads, "
             f"durable point {result.durable_point}, trace {result.trace_digest[:12]}"
         )

@@ -14,14 +14,18 @@ merely loaded, or paused for a moment, should stay the writer.
   others find a new writer in place by their turn.
 
 Silence counts from the start of the first probe left unanswered, and starts again whenever
-the writer answers or another writer is named. Pure: the shell (sixfold/instance.py) sends
-the probes and passes in the monotonic time.
+the writer answers or another writer is named. Pure: the shell (sixfold/instance.py) and
+the simulator send the probes, run the promotions and pass in the time; WriterWatch says
+whom to probe, when to take over and when a writer must step down.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sixfold.topology import EpochView, newest_epoch, parse_owner
 
 PROBE_INTERVAL_S = 0.2  # how often a reader checks that the writer answers
 PROBE_TIMEOUT_S = 1.0  # the longest a probe waits for an answer
@@ -30,8 +34,24 @@ WRITER_GONE_AFTER_S = 1.0
 WRITER_SILENT_AFTER_S = 5.0
 PROMOTION_STAGGER_S = 0.5
 
-assert PROBE_TIMEOUT_S_MIN <= PROBE_TIMEOUT_S < WRITER_SILENT_AFTER_S
-assert WRITER_GONE_AFTER_S <= WRITER_SILENT_AFTER_S
+
+@dataclass(frozen=True, slots=True)
+class TakeoverLimits:
+    """The timing of takeovers (the simulator runs them on a shorter clock)."""
+
+    probe_interval_s: float = PROBE_INTERVAL_S
+    probe_timeout_s: float = PROBE_TIMEOUT_S
+    probe_timeout_s_min: float = PROBE_TIMEOUT_S_MIN
+    gone_after_s: float = WRITER_GONE_AFTER_S
+    silent_after_s: float = WRITER_SILENT_AFTER_S
+    stagger_s: float = PROMOTION_STAGGER_S
+
+    def __post_init__(self) -> None:
+        assert self.probe_timeout_s_min <= self.probe_timeout_s < self.silent_after_s
+        assert self.gone_after_s <= self.silent_after_s
+
+
+TAKEOVER_LIMITS = TakeoverLimits()
 
 
 class Probe(enum.Enum):
@@ -44,25 +64,30 @@ class Probe(enum.Enum):
 @dataclass(slots=True)
 class TakeoverDetector:
     rank: int  # promotion rank: 0 goes first
+    limits: TakeoverLimits = TAKEOVER_LIMITS
     watched: str = ""  # the owner id of the writer being watched
     silent_since: float | None = None
-    after_s: float = WRITER_SILENT_AFTER_S  # the silence that makes it take over
+    after_s: float = field(init=False)  # the silence that makes it take over
     silence_s: float = 0.0  # how long the writer had been silent at the last takeover
+
+    def __post_init__(self) -> None:
+        self.after_s = self.limits.silent_after_s
 
     def deadline(self) -> float | None:
         """The monotonic time at which it takes over if nothing answers, None when the
         writer is answering."""
         if self.silent_since is None:
             return None
-        return self.silent_since + self.after_s + self.rank * PROMOTION_STAGGER_S
+        return self.silent_since + self.after_s + self.rank * self.limits.stagger_s
 
     def probe_timeout(self, now: float) -> float:
         """How long the next probe may wait: never past the takeover deadline by much, so
         ranks half a second apart stay half a second apart."""
+        lim = self.limits
         deadline = self.deadline()
         if deadline is None:
-            return PROBE_TIMEOUT_S
-        return min(PROBE_TIMEOUT_S, max(PROBE_TIMEOUT_S_MIN, deadline - now))
+            return lim.probe_timeout_s
+        return min(lim.probe_timeout_s, max(lim.probe_timeout_s_min, deadline - now))
 
     def on_probe(self, owner: str, probe: Probe, asked_at: float, now: float) -> bool:
         """The answer of a probe sent at `asked_at` to `owner`; True: take over now."""
@@ -74,9 +99,9 @@ class TakeoverDetector:
             return False
         if self.silent_since is None:
             self.silent_since = asked_at
-            self.after_s = WRITER_SILENT_AFTER_S
+            self.after_s = self.limits.silent_after_s
         if probe in (Probe.GONE, Probe.NOT_WRITER):
-            self.after_s = WRITER_GONE_AFTER_S
+            self.after_s = self.limits.gone_after_s
         deadline = self.deadline()
         assert deadline is not None
         if now < deadline:
@@ -84,3 +109,60 @@ class TakeoverDetector:
         self.silence_s = now - self.silent_since
         self.silent_since = None  # one attempt per deadline; a failed one starts over
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeWriter:
+    """Probe the writer that owns `epoch` (owner id `owner`), waiting at most `timeout_s`."""
+
+    owner: str
+    epoch: int
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOver:
+    """Recover at exactly `epoch_wanted`: of several readers racing, the first to seal it
+    wins and the others give up rather than fence it with the epoch after."""
+
+    epoch_wanted: int
+    silence_s: float
+
+
+class WriterWatch:
+    """A reader instance's watch on the writer, from the epochs the nodes report."""
+
+    def __init__(self, rank: int, limits: TakeoverLimits = TAKEOVER_LIMITS) -> None:
+        self.detector = TakeoverDetector(rank, limits)
+
+    def probe(self, views: Iterable[EpochView], now: float) -> ProbeWriter | None:
+        """Whom to probe now: the owner of the newest epoch; None while no writer ever
+        said where it serves (a fresh volume waits for its writer to start)."""
+        newest = newest_epoch(views)
+        if not parse_owner(newest.owner).address:
+            return None
+        return ProbeWriter(newest.owner, newest.epoch, self.detector.probe_timeout(now))
+
+    def on_probe(
+        self,
+        asked: ProbeWriter,
+        probe: Probe,
+        views_now: Iterable[EpochView],
+        asked_at: float,
+        now: float,
+    ) -> TakeOver | None:
+        """The probe's answer: take over now, or not (yet)."""
+        if newest_epoch(views_now) != EpochView(asked.epoch, asked.owner):
+            return None  # another instance took over during the probe: watch the new writer
+        if self.detector.on_probe(asked.owner, probe, asked_at, now):
+            return TakeOver(asked.epoch + 1, self.detector.silence_s)
+        return None
+
+
+def superseded(views: Iterable[EpochView], epoch: int) -> str | None:
+    """Why the writer of `epoch` must step down (a newer epoch on the nodes: another writer
+    won), or None."""
+    newest = newest_epoch(views)
+    if newest.epoch <= epoch:
+        return None
+    return f"epoch {newest.epoch} was taken by {parse_owner(newest.owner).name}"

@@ -49,7 +49,7 @@ def test_same_seed_same_trace() -> None:
 
 
 def test_runs_exercise_the_faults() -> None:
-    """The seeds must actually crash nodes and writers, race recoveries and read pages."""
+    """The seeds must actually crash nodes and writers, race takeovers and read pages."""
     results = [run_simulation(seed, STEPS) for seed in range(20)]
     assert sum(r.node_crashes for r in results) >= 20
     assert sum(r.recoveries for r in results) >= 40  # each run's first writer, and successors
@@ -58,6 +58,15 @@ def test_runs_exercise_the_faults() -> None:
     assert sum(r.acked_commits for r in results) >= 1000
     assert sum(r.writer_pauses for r in results) >= 10  # deposed while paused (issue 10)
     assert sum(r.writer_reads for r in results) >= 500  # stale clients' reads on writers
+    # Failover runs the shipping WriterWatch: readers take over, and race each other to.
+    assert sum(r.takeovers for r in results) >= 20
+    assert sum(1 for r in results if _raced(r.trace)) >= 3
+
+
+def _raced(trace: tuple[str, ...]) -> bool:
+    """Two reader instances took over at the same epoch."""
+    wanted = [e.rpartition(" at epoch ")[2] for e in trace if " takes over from " in e]
+    return len(wanted) != len(set(wanted))
 
 
 def _first_caught(flaws: Flaws, faults: Faults | None = None) -> InvariantViolation:
@@ -115,7 +124,7 @@ def test_failure_replays_identically() -> None:
 
 
 def test_quiet_cluster_commits_and_reads() -> None:
-    calm = Faults(drop=0.0, node_crash=0.0, writer_crash=0.0, zombie=0.0, race=0.0)
+    calm = Faults(drop=0.0, node_crash=0.0, writer_crash=0.0, zombie=0.0)
     result = run_simulation(1, 200, faults=calm)
     assert result.recoveries == 2 and result.node_crashes == 0  # first writer, quiet-phase one
     assert result.acked_commits >= 50 and result.pages_checked >= 10
