@@ -82,6 +82,7 @@ from sixfold.errors import (
     StaleEpochError,
 )
 from sixfold.log_cleanup import coalesce_point, gc_horizon, plan_coalesce, record_redundant
+from sixfold.node_commit import QueuedAppend, plan_commit
 from sixfold.node_requests import (
     Append,
     GetPage,
@@ -426,15 +427,16 @@ class _Meta:
     gc_horizon: int = 0
 
 
-@dataclass(slots=True)
-class _Queued:
-    """An append waiting for the next commit (not yet durable: a crash loses it)."""
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """Who waits for a queued append (not yet durable: a crash loses it): the request to
+    answer, if any, and intact copies of records found corrupt on disk, to rewrite."""
 
-    epoch: int | None  # None: records fetched by gossip
-    records: tuple[RedoRecord, ...]
-    vdl: int
-    request: Message | None
-    repairs: tuple[RedoRecord, ...] = ()  # intact copies of records found corrupt on disk
+    request: Message | None = None
+    repairs: tuple[RedoRecord, ...] = ()
+
+
+Queued = QueuedAppend[_Caller]
 
 
 class SimNode(Actor):
@@ -458,7 +460,7 @@ class SimNode(Actor):
         self.peer_repair_floor: dict[str, int] = {}
         self.peer_coalesced: dict[str, int] = {}
         self.state = SegmentState(name)
-        self.queue: list[_Queued] = []
+        self.queue: list[Queued] = []
         self.down_until = 0
         self.next_gossip = sim.rng.randint(1, GOSSIP_PERIOD_TICKS)
 
@@ -541,7 +543,7 @@ class SimNode(Actor):
                 return AppendAck(st.scl)
             for record in body.records:
                 assert record.epoch <= body.epoch, "decode_batch rejects a record from the future"
-            self.queue.append(_Queued(body.epoch, body.records, body.vdl, message))
+            self.queue.append(QueuedAppend(body.epoch, body.records, body.vdl, _Caller(message)))
             return None  # answered by the commit
         if isinstance(body, Seal):
             st.check_seal(body.epoch, body.owner)
@@ -703,46 +705,28 @@ class SimNode(Actor):
     # -- the commit path (storage_node/node.py _commit): durable, then acknowledged ---------------
 
     def commit(self) -> None:
+        """storage_node/node.py _commit: the shipping plan_commit, then one atomic write."""
         st = self.state
         batch, self.queue = self.queue, []
-        accepted: list[_Queued] = []
-        for q in batch:
-            try:
-                if q.epoch is not None:
-                    st.check_current(q.epoch, "append")
-            except SixfoldError as exc:
-                if q.request is not None:
-                    self.reply(q.request, Failure(exc))
-                continue
-            accepted.append(q)
-        records = self._unique_admitted(accepted)
-        for q in accepted:
-            if q.epoch is not None:
-                st.learn_vdl(q.epoch, q.vdl)
-            for record in q.repairs:  # rewritten in place: the SCL does not move
+        plan = plan_commit(st, batch)
+        for queued, exc in plan.refused:
+            if queued.token.request is not None:
+                self.reply(queued.token.request, Failure(exc))
+        for queued in plan.accepted:
+            for record in queued.token.repairs:  # rewritten in place: the SCL does not move
                 if record.lsn in self.damaged and not st.cancels(record):
                     self.sim.repair(self, record)
-        if records:
+        if plan.records:
             meta = self.meta
-            meta.scl, meta.cpl_at_scl = st.scl, st.completeness.cpl_at_scl  # the SCL before
+            meta.scl, meta.cpl_at_scl = plan.after.scl, plan.after.cpl_at_scl
             meta.vdl, meta.vdl_epoch = st.vdl, st.vdl_epoch
-            for record in records:
+            for record in plan.records:
                 self.sim.store(self, record)
-            st.on_durable(records)
+            st.completeness = plan.after
             self.sim.dirty_nodes.append(self)
-        for q in accepted:
-            if q.request is not None:
-                self.reply(q.request, AppendAck(st.scl))
-
-    def _unique_admitted(self, accepted: list[_Queued]) -> list[RedoRecord]:
-        seen: set[int] = set()
-        out = []
-        for q in accepted:
-            for record in q.records:
-                if record.lsn not in seen and self.state.admits(record):
-                    seen.add(record.lsn)
-                    out.append(record)
-        return out
+        for queued in plan.accepted:
+            if queued.token.request is not None:
+                self.reply(queued.token.request, AppendAck(st.scl))
 
     # -- gossip (storage_node/gossip.py) ---------------------------------------------------------
 
@@ -810,7 +794,7 @@ class SimNode(Actor):
                 decode_record(record.encoded)  # as the real node decodes what a peer sends
             except CorruptRecordError:
                 return
-            self.queue.append(_Queued(None, (), 0, None, repairs=(record,)))
+            self.queue.append(QueuedAppend(None, (), 0, _Caller(repairs=(record,))))
 
     def _adopt_truncations(self, states: list[Snapshot]) -> None:
         """Take the newest peer set if newer than ours; never a bare epoch, never a merge."""
@@ -844,7 +828,7 @@ class SimNode(Actor):
         reply = self.take(call_id)
         if isinstance(reply, Records) and reply.records:
             self.fill_failures = 0
-            self.queue.append(_Queued(None, reply.records, 0, None))
+            self.queue.append(QueuedAppend(None, reply.records, 0, _Caller()))
         else:
             self.fill_failures += 1
 

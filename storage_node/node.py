@@ -10,23 +10,21 @@ commit at the node, one fsync for many batches.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from sixfold.completeness import SegmentCompleteness
 from sixfold.crash import OPERATING_ERRORS, guarded_task
 from sixfold.errors import (
     BatchTooLargeError,
     CorruptRecordError,
     NotServingError,
-    SixfoldError,
     StoredCorruptionError,
 )
 from sixfold.futures import settle
 from sixfold.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
 from sixfold.metrics import NodeMetrics
+from sixfold.node_commit import QueuedAppend, plan_commit
 from sixfold.record import RedoRecord, decode_record, unpack_records
 from sixfold.segment import SegmentState
 from sixfold.truncation import TruncationRange
@@ -62,12 +60,7 @@ def _answer_future() -> asyncio.Future[int]:
     return future
 
 
-@dataclass(slots=True)
-class _PendingAppend:
-    epoch: int | None  # None: records from gossip, checked against the node's epoch instead
-    records: list[RedoRecord]
-    vdl: int
-    done: asyncio.Future[int] = field(default_factory=_answer_future)
+Queued = QueuedAppend[asyncio.Future[int]]  # the future resolves to the SCL once durable
 
 
 class StorageNode:
@@ -93,7 +86,7 @@ class StorageNode:
         self.coalesced_through = 0  # every record at or below is in a page version (stored)
         self._restore_state()
         self.write_lock = asyncio.Lock()
-        self._queue: list[_PendingAppend] = []
+        self._queue: list[Queued] = []
         self._queue_event = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self.read_points: dict[str, tuple[int, float]] = {}  # reader -> (point, seen at)
@@ -256,10 +249,10 @@ class StorageNode:
             m.appends.inc()
             m.records.inc(len(records))
             m.bytes.inc(sum(len(r.encoded) for r in records))
-        pending = _PendingAppend(epoch, records, vdl)
-        self._queue.append(pending)
+        done = _answer_future()
+        self._queue.append(QueuedAppend(epoch, records, vdl, done))
         self._queue_event.set()
-        return pending.done
+        return done
 
     def announce(self, epoch: int, vdl: int) -> int:
         """A bare append (no records): check the epoch, learn the VDL, return the SCL.
@@ -294,33 +287,21 @@ class StorageNode:
             except OPERATING_ERRORS as exc:  # a failed transaction fails its appends only
                 log.exception("%s: commit failed", self.name)
                 for p in batch:
-                    settle(p.done, exc)
+                    settle(p.token, exc)
             except BaseException as exc:  # a bug: its appends fail, and the process ends
                 for p in batch:
-                    settle(p.done, exc)
+                    settle(p.token, exc)
                 raise
 
-    async def _commit(self, batch: list[_PendingAppend]) -> None:
+    async def _commit(self, batch: list[Queued]) -> None:
         st = self.state
-        accepted: list[_PendingAppend] = []
-        for p in batch:
-            try:
-                if p.epoch is not None:
-                    st.check_current(p.epoch, "append")
-            except SixfoldError as exc:
-                settle(p.done, exc)
-                continue
-            accepted.append(p)
-        records = _unique_admitted(st, accepted)
-        for p in accepted:
-            if p.epoch is not None:
-                st.learn_vdl(p.epoch, p.vdl)
-        if records:
-            # The SCL stored is exactly the one these records complete: start-up rescans only
-            # what lies above it, and a damaged record at or below it is repaired, not dropped.
-            after = _completeness_after(st, records)
+        plan = plan_commit(st, batch)
+        for queued, exc in plan.refused:
+            settle(queued.token, exc)
+        if plan.records:
+            after = plan.after
             write_s, commit_s = await asyncio.to_thread(
-                self.store.put_records, records, after.scl, after.cpl_at_scl,
+                self.store.put_records, plan.records, after.scl, after.cpl_at_scl,
                 st.vdl, st.vdl_epoch,
             )  # fmt: skip
             self.metrics.lmdb_write.observe(write_s)
@@ -328,10 +309,10 @@ class StorageNode:
             # Durable now: the trial is the node's completeness (no change can slip in
             # between: truncations and epochs wait for the same write lock).
             st.completeness = after
-        if accepted:
+        if plan.accepted:
             self.note_state_changed()
-        for p in accepted:
-            settle(p.done, st.scl)
+        for queued in plan.accepted:
+            settle(queued.token, st.scl)
 
     def note_state_changed(self) -> None:
         """Wake every watcher waiting on the current event; later waiters get a fresh one."""
@@ -457,22 +438,3 @@ class StorageNode:
             r: v for r, v in self.read_points.items() if now - v[1] <= READ_POINT_TTL_S
         }
         return min([*live, self.state.vdl])
-
-
-def _completeness_after(st: SegmentState, records: list[RedoRecord]) -> SegmentCompleteness:
-    """What the node's completeness will be once `records` are stored (pending is small)."""
-    trial = dataclasses.replace(st.completeness, pending=dict(st.completeness.pending))
-    for record in records:
-        trial.add(record.lsn, record.prev_volume_lsn, record.is_cpl)
-    return trial
-
-
-def _unique_admitted(st: SegmentState, pending: list[_PendingAppend]) -> list[RedoRecord]:
-    seen: set[int] = set()
-    out = []
-    for p in pending:
-        for record in p.records:
-            if record.lsn not in seen and st.admits(record):
-                seen.add(record.lsn)
-                out.append(record)
-    return out
