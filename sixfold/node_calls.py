@@ -10,7 +10,7 @@ raised, never handed to a machine as a node's answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,7 +32,6 @@ from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import ranges_from_proto, ranges_to_proto
 
 T = TypeVar("T")
-Steps = Generator[dict[str, NodeRequest], dict[str, Any], T]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,22 +45,30 @@ def report_of(state: pb.NodeState) -> SegmentReport:
         name=state.name, epoch=state.epoch, scl=state.scl, cpl_at_scl=state.cpl_at_scl,
         highest_lsn=state.highest_lsn, truncations=ranges_from_proto(state.truncations),
         truncations_version=state.truncations_version, epoch_owner=state.epoch_owner,
-        serving=state.serving,
+        serving=state.serving, repair_floor=state.repair_floor,
+        coalesced_through=state.coalesced_through,
     )  # fmt: skip
 
 
 async def drive(
-    steps: Steps[T],
+    steps: Generator[Any, Any, T],
     by_name: dict[str, NodeClient],
     timeouts: CallTimeouts,
     after_step: Callable[[], None] | None = None,
+    local: Callable[[Any], Awaitable[object]] | None = None,
 ) -> T:
-    """Run `steps` to its end over the nodes in `by_name`; return what it returns."""
-    answers: dict[str, Any] | None = None
+    """Run `steps` to its end over the nodes in `by_name`; return what it returns. A step
+    that is not `{node: request}` is the caller's own to carry out (`local`), such as a
+    gossip round's store of what it fetched."""
+    answers: object = None
     try:
         while True:
-            requests = steps.send(answers)
-            answers = await ask(by_name, requests, timeouts)
+            step = steps.send(answers)
+            if isinstance(step, dict):
+                answers = await ask(by_name, step, timeouts)
+            else:
+                assert local is not None, f"no local step expected: {step!r}"
+                answers = await local(step)
             if after_step is not None:
                 after_step()
     except StopIteration as done:

@@ -30,6 +30,8 @@ class SegmentReport:
     truncations_version: int = 0
     epoch_owner: str = ""  # the writer that sealed `epoch`
     serving: bool = True  # it answers reads (not still restoring its state)
+    repair_floor: int = 0  # the lowest LSN it must fetch back from a peer (0: none)
+    coalesced_through: int = 0  # peers collect no garbage above it (sixfold/log_cleanup.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ import hashlib
 import random
 import sys
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -81,13 +81,21 @@ from sixfold.errors import (
     SixfoldError,
     StaleEpochError,
 )
+from sixfold.gossip_round import (
+    AdoptTruncations,
+    GossipLimits,
+    GossipRound,
+    LocalStep,
+    NotePeers,
+    RepairRecord,
+    StoreFetched,
+)
 from sixfold.log_cleanup import coalesce_point, gc_horizon, plan_coalesce, record_redundant
 from sixfold.node_commit import QueuedAppend, plan_commit
 from sixfold.node_requests import (
     Append,
     GetPage,
     GetState,
-    NodeRequest,
     ReadRecords,
     Seal,
     Truncate,
@@ -129,6 +137,7 @@ RECOVERY_RETRY_TICKS = 6
 REPAIR_BATCH_RECORDS_MAX = 16
 GOSSIP_PERIOD_TICKS = 5
 GOSSIP_RECORDS_MAX = 32  # records fetched from one peer per gossip round
+REPAIRS_MAX = 4  # damaged records repaired per gossip round
 APPEND_BATCH_RECORDS_MAX = 16
 TAIL_RECORDS_MAX = 64  # records the writer holds for its shippers
 SENDER_BACKOFF_TICKS_MAX = 8
@@ -255,6 +264,7 @@ class Snapshot:
         return SegmentReport(
             self.name, self.epoch, self.scl, self.cpl_at_scl, self.highest_lsn, self.truncations,
             self.truncations_version, epoch_owner=self.epoch_owner, serving=self.serving,
+            repair_floor=self.repair_floor, coalesced_through=self.coalesced_through,
         )  # fmt: skip
 
 
@@ -320,7 +330,10 @@ def _answer(reply: object) -> object:
     if isinstance(reply, Snapshot):
         return reply.report()
     if isinstance(reply, Records):
-        return reply.records
+        try:  # CRCs checked on arrival, as sixfold/node_calls.py decodes what a peer sends
+            return tuple(decode_record(r.encoded) for r in reply.records)
+        except CorruptRecordError as exc:
+            return exc
     if isinstance(reply, AppendAck):
         return reply.scl
     if isinstance(reply, PageImage):
@@ -383,16 +396,22 @@ class Actor:
     def take(self, call_id: int) -> object:
         return self.replies.pop(call_id)
 
-    def drive(self, steps: Generator[dict[str, NodeRequest], Any, T]) -> Generator[Wait, None, T]:
-        """Run a sans-I/O machine (recovery, a page read) over the simulated network, as
-        sixfold/node_calls.py drive does over gRPC."""
-        answers: dict[str, object] | None = None
+    def drive(
+        self, steps: Generator[Any, Any, T], local: Callable[[Any], object] | None = None
+    ) -> Generator[Wait, None, T]:
+        """Run a sans-I/O machine (recovery, a page read, a gossip round) over the simulated
+        network, as sixfold/node_calls.py drive does over gRPC; `local` does its local steps."""
+        answers: object = None
         while True:
             try:
-                requests = steps.send(answers)
+                step = steps.send(answers)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
-            calls = {n: self.call(n, request) for n, request in requests.items()}
+            if not isinstance(step, dict):
+                assert local is not None, step
+                answers = local(step)
+                continue
+            calls = {n: self.call(n, request) for n, request in step.items()}
             yield list(calls.values())
             answers = {n: _answer(self.take(c)) for n, c in calls.items()}
 
@@ -448,8 +467,6 @@ class SimNode(Actor):
         # read of such a record fails its CRC check (unless Flaws.serve_corrupt).
         self.damaged: dict[int, bytes] = {}
         self.needs_repair: set[int] = set()  # damaged LSNs this node has found (in memory)
-        self.repair_attempts = 0
-        self.fill_failures = 0  # hole fills that failed in a row: the next tries another peer
         self.meta = _Meta()
         # Durable, as the LMDB versions and superseded databases: page -> {LSN: image}, and
         # (newer version's LSN, page, older version's LSN) waiting for the GC horizon.
@@ -463,6 +480,9 @@ class SimNode(Actor):
         self.queue: list[Queued] = []
         self.down_until = 0
         self.next_gossip = sim.rng.randint(1, GOSSIP_PERIOD_TICKS)
+        self.gossip = GossipRound(
+            [n for n in NODE_NAMES if n != name], GossipLimits(GOSSIP_RECORDS_MAX, REPAIRS_MAX)
+        )
 
     # -- crash and restart (storage_node/node.py _restore_state) --------------------------------
 
@@ -736,22 +756,14 @@ class SimNode(Actor):
             self.spawn(self._gossip_round())
 
     def _gossip_round(self) -> Task:
-        peers = [n for n in NODE_NAMES if n != self.name]
-        calls = {p: self.call(p, GetState()) for p in peers}
-        yield list(calls.values())
-        answered = []
-        for peer, call_id in calls.items():
-            reply = self.take(call_id)
-            if isinstance(reply, Snapshot):
-                self.state.heard_from(peer)
-                answered.append(reply)
-        # Only peers that answered this round (storage_node/gossip.py).
-        self.peer_scl = {s.name: s.scl for s in answered}
-        self.peer_repair_floor = {s.name: s.repair_floor for s in answered if s.repair_floor}
-        self.peer_coalesced = {s.name: s.coalesced_through for s in answered}
-        self._adopt_truncations(answered)
-        yield from self._repair_corrupt(answered)
-        yield from self._fill_holes(answered)
+        """storage_node/gossip.py: the shipping GossipRound, its local steps done here."""
+        self.scrub()
+        self.needs_repair &= self.damaged.keys()
+        damaged = [(lsn, None) for lsn in sorted(self.needs_repair)]
+        try:
+            yield from self.drive(self.gossip.run(self.state, damaged), local=self._carry_out)
+        except SixfoldError as exc:  # a malformed peer state: the round ends, as the node's
+            self.sim.trace_event(f"{self.name} gossip round failed: {exc}")
 
     def scrub(self) -> None:
         """The periodic CRC check of every stored record (P17 §3.2 step 8), each gossip
@@ -760,77 +772,23 @@ class SimNode(Actor):
         if not self.sim.flaws.serve_corrupt:
             self.needs_repair.update(x for x in self.damaged if x > self.meta.coalesced_through)
 
-    def _repair_corrupt(self, answered: list[Snapshot]) -> Task:
-        """Fetch an intact copy of the lowest corrupt record from a peer, rewrite it in place.
-
-        Never truncates and never lowers the SCL: the record may be durable. Sources are
-        peers cancelling exactly what this node cancels, that hold records that far."""
-        self.scrub()
-        st = self.state
-        self.needs_repair &= self.damaged.keys()
-        if not self.needs_repair or not st.serving:
-            return
-        lsn = min(self.needs_repair)
-        sources = sorted(
-            (
-                s
-                for s in answered
-                if s.serving
-                and s.truncations_version == st.truncations_version
-                and s.highest_lsn >= lsn
-            ),
-            key=lambda s: (s.scl < lsn, s.name),  # complete through it first
-        )
-        if not sources:
-            return
-        source = sources[self.repair_attempts % len(sources)]
-        self.repair_attempts += 1
-        call_id = self.call(source.name, ReadRecords(lsn - 1, lsn, 1))
-        yield [call_id]
-        reply = self.take(call_id)
-        if isinstance(reply, Records) and reply.records and reply.records[0].lsn == lsn:
-            record = reply.records[0]
-            try:
-                decode_record(record.encoded)  # as the real node decodes what a peer sends
-            except CorruptRecordError:
-                return
-            self.queue.append(QueuedAppend(None, (), 0, _Caller(repairs=(record,))))
-
-    def _adopt_truncations(self, states: list[Snapshot]) -> None:
-        """Take the newest peer set if newer than ours; never a bare epoch, never a merge."""
-        st = self.state
-        newest = max(states, key=lambda s: s.truncations_version, default=None)
-        if newest is None or newest.truncations_version <= st.truncations_version:
-            return
-        version = newest.truncations_version
-        assert all(r.epoch <= version for r in newest.truncations), newest
-        self.truncate(max(st.epoch, version), newest.truncations, version)
-
-    def _fill_holes(self, answered: list[Snapshot]) -> Task:
-        st = self.state
-        if not st.serving:
-            return
-        # Only peers that cancel exactly what this node cancels may fill its holes.
-        ahead = [
-            s
-            for s in answered
-            if s.serving and s.truncations_version == st.truncations_version and s.scl > st.scl
-        ]
-        if not ahead:
-            return
-        # Furthest ahead first; after a failed fetch the next peer, as storage_node/gossip.py
-        # does: a peer that cannot serve a range (a damaged record its versions cover) must
-        # not hold this node back for good.
-        ahead.sort(key=lambda s: (-s.scl, s.name))
-        source = ahead[self.fill_failures % len(ahead)]
-        call_id = self.call(source.name, ReadRecords(st.scl, source.scl, GOSSIP_RECORDS_MAX))
-        yield [call_id]
-        reply = self.take(call_id)
-        if isinstance(reply, Records) and reply.records:
-            self.fill_failures = 0
-            self.queue.append(QueuedAppend(None, reply.records, 0, _Caller()))
+    def _carry_out(self, step: LocalStep) -> None:
+        """A gossip round's local step. Fetched records and repairs are queued for the next
+        commit, as the node's are: a crash before it loses them."""
+        if isinstance(step, NotePeers):
+            self.peer_scl = {s.name: s.scl for s in step.answered}
+            self.peer_repair_floor = {
+                s.name: s.repair_floor for s in step.answered if s.repair_floor
+            }
+            self.peer_coalesced = {s.name: s.coalesced_through for s in step.answered}
+        elif isinstance(step, AdoptTruncations):
+            self.truncate(step.epoch, step.ranges, step.version)
+        elif isinstance(step, StoreFetched):
+            self.queue.append(QueuedAppend(None, step.records, 0, _Caller()))
+        elif isinstance(step, RepairRecord):
+            self.queue.append(QueuedAppend(None, (), 0, _Caller(repairs=(step.record,))))
         else:
-            self.fill_failures += 1
+            raise AssertionError(f"a simulated disk damages no page versions: {step!r}")
 
 
 # -- writers ------------------------------------------------------------------------------------

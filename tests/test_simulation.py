@@ -99,8 +99,10 @@ def test_checker_catches_a_deposed_writer_answering_reads() -> None:
 
 
 def test_checker_catches_gc_of_records_no_version_covers() -> None:
-    # GC right behind the read points, and many reads: the dropped records are missed soon.
-    caught = _first_caught(Flaws(gc_without_versions=True), Faults(read_point_lag=0))
+    # GC right behind the read points, on a calm cluster whose GC keeps up, with many reads:
+    # the dropped records are missed soon (4 of 40 seeds; the first is seed 7).
+    calm = Faults(read_point_lag=0, drop=0.0, node_crash=0.0, writer_crash=0.0)
+    caught = _first_caught(Flaws(gc_without_versions=True), calm)
     assert "differs from the durable history" in str(caught), caught
 
 
