@@ -100,6 +100,7 @@ from sixfold.node_requests import (
     Seal,
     Truncate,
 )
+from sixfold.node_restart import complete_from, restore
 from sixfold.page import EMPTY_PAGE, apply_records
 from sixfold.page_read import NodeChoice, PageImage, read_page
 from sixfold.quorum import COPIES, NODE_NAMES, WRITE_QUORUM, quorum_lsn
@@ -500,24 +501,21 @@ class SimNode(Actor):
         self.replies.clear()
 
     def restart(self) -> None:
+        """storage_node/node.py _restore_state: the shipping restore, from the simulated disk.
+
+        A corrupt or torn record above the stored SCL is dropped: gossip fetches it again.
+        Those at or below it are not scanned (start-up does not grow with the log): a read
+        or the scrub finds them, and they are repaired in place, the SCL kept."""
         meta = self.meta
         st = SegmentState(self.name)
-        st.epoch, st.epoch_owner, st.truncations = meta.epoch, meta.epoch_owner, meta.truncations
-        st.truncations_version = meta.truncations_version
-        st.vdl, st.vdl_epoch = meta.vdl, meta.vdl_epoch
-        st.completeness.scl = meta.scl
-        st.completeness.cpl_at_scl = meta.cpl_at_scl
-        st.completeness.highest_lsn = meta.scl
-        # A corrupt or torn record above the stored SCL is dropped: gossip fetches it again.
-        # Those at or below it are not scanned (start-up does not grow with the log): a read
-        # or the scrub finds them, and they are repaired in place, the SCL kept.
-        for lsn in sorted(x for x in self.damaged if x > meta.scl):
+        start = complete_from(meta, lambda lsn: lsn in self.log)
+        above = [
+            (x, CorruptRecordError(f"LSN {x}") if x in self.damaged else self.log[x])
+            for x in sorted(x for x in self.log if x > start[0])
+        ]
+        for lsn in restore(st, meta, start, above):
             self.sim.forget(self, lsn)
             self.sim.trace_event(f"{self.name} dropped corrupt LSN {lsn} above its SCL")
-        for lsn in sorted(x for x in self.log if x > meta.scl):
-            record = self.log[lsn]
-            if st.admits(record):
-                st.completeness.add(record.lsn, record.prev_volume_lsn, record.is_cpl)
         if self.sim.flaws.coalesce_in_memory:  # the bug issue 18 found
             meta.coalesced_through = max(meta.coalesced_through, meta.scl)
         self.state = st

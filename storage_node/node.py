@@ -25,6 +25,7 @@ from sixfold.futures import settle
 from sixfold.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
 from sixfold.metrics import NodeMetrics
 from sixfold.node_commit import QueuedAppend, plan_commit
+from sixfold.node_restart import complete_from, restore
 from sixfold.record import RedoRecord, decode_record, unpack_records
 from sixfold.segment import SegmentState
 from sixfold.truncation import TruncationRange
@@ -120,63 +121,29 @@ class StorageNode:
     # -- start-up ---------------------------------------------------------------------------------
 
     def _restore_state(self) -> None:
-        """Rebuild the segment core from metadata and the records above the stored SCL.
-
-        Only records above the last stored SCL are scanned: start-up does not grow with the
-        log. A corrupt record found here is dropped; gossip fetches it again from a peer.
-        If the record at the stored SCL itself is gone (a disk that lost writes), the stored
-        SCL is not believed: completeness is rebuilt from the GC horizon (`_complete_from`).
-        Coalescing resumes at its stored frontier; the CRC scrub of the rest of the log runs
-        in the background while the node serves (every read checks CRCs anyway).
-        """
+        """Rebuild the segment core from metadata and the records above the stored SCL
+        (sixfold/node_restart.py). Coalescing resumes at its stored frontier; the CRC scrub
+        of the rest of the log runs in the background while the node serves (every read
+        checks CRCs anyway)."""
         meta = self.store.load_meta()
-        st = self.state
-        st.epoch, st.epoch_owner, st.truncations = meta.epoch, meta.epoch_owner, meta.truncations
-        st.truncations_version = meta.truncations_version
-        st.vdl, st.vdl_epoch = meta.vdl, meta.vdl_epoch
         # A directory from before the horizon was stored: GC never passes the SCL, so the
         # stored SCL bounds whatever horizon was used.
         self.gc_horizon = meta.scl if meta.gc_horizon is None else meta.gc_horizon
         self.coalesced_through = meta.coalesced_through
-        start, start_cpl = self._complete_from(meta)
-        st.completeness.scl = start
-        st.completeness.cpl_at_scl = start_cpl
-        st.completeness.highest_lsn = start
+        start = complete_from(meta, self.store.has_record)
+        if start[0] != meta.scl:
+            log.error(
+                "%s: the stored SCL is %d but the log has no record there: this disk lost "
+                "acknowledged writes; complete only to the GC horizon %d, re-fetching the rest "
+                "from peers", self.name, meta.scl, start[0],
+            )  # fmt: skip
         for rng in meta.truncations:  # finish deletions a crash may have cut short
             self.store.delete_truncated(rng)
-        corrupt: list[int] = []
-        for lsn, item in list(self.store.records_after(start)):
-            if isinstance(item, CorruptRecordError):
-                log.warning("%s: %s; dropping it to be re-fetched from peers", self.name, item)
-                corrupt.append(lsn)
-            elif st.admits(item):
-                # No record lies between a back-link below `start` and this one, and all up
-                # to `start` is complete: the link counts as reaching `start`.
-                prev = max(item.prev_volume_lsn, start)
-                st.completeness.add(item.lsn, prev, item.is_cpl)
+        corrupt = restore(self.state, meta, start, self.store.records_after(start[0]))
         for lsn in corrupt:
+            log.warning("%s: corrupt record LSN %d dropped, to be re-fetched from peers",
+                        self.name, lsn)  # fmt: skip
             self.store.delete_record(lsn)
-
-    def _complete_from(self, meta: StoredMeta) -> tuple[int, int]:
-        """The (SCL, CPL) start-up may trust: the stored ones, unless the log lost its tail.
-
-        The record at the stored SCL is still there unless GC collected it (only ever at or
-        below the stored GC horizon). If it is gone, the disk lost writes that this node had
-        acknowledged, so only the GC horizon is known complete; the records above it that
-        survived are re-chained, gossip fetches the rest, and the node serves no read above
-        what it holds. The CPL restarts at 0: recovery takes the highest over a quorum, so a
-        node reporting too low a CPL is safe, and one reporting too high is not.
-        """
-        if meta.gc_horizon is None or meta.scl <= meta.gc_horizon:
-            return meta.scl, meta.cpl_at_scl
-        if self.store.has_record(meta.scl):
-            return meta.scl, meta.cpl_at_scl
-        log.error(
-            "%s: the stored SCL is %d but the log has no record there: this disk lost "
-            "acknowledged writes; complete only to the GC horizon %d, re-fetching the rest "
-            "from peers", self.name, meta.scl, meta.gc_horizon,
-        )  # fmt: skip
-        return meta.gc_horizon, 0
 
     def start(self) -> None:
         self._committer = guarded_task(self._commit_loop(), f"{self.name} commit loop")
