@@ -178,9 +178,12 @@ class Reader:
         message, and a slow poll answer does not mean the node is gone.
         """
         request = pb.GetStateRequest(
-            reader=self.name, read_point=self.reported_read_point(), address=self.address,
-            role=self.role, client_address=self.client_address,
-        )  # fmt: skip
+            reader=self.name,
+            read_point=self.reported_read_point(),
+            address=self.address,
+            role=self.role,
+            client_address=self.client_address,
+        )
         results = await asyncio.gather(
             *(c.get_state(request, timeout=POLL_TIMEOUT_S) for c in self.clients),
             return_exceptions=True,

@@ -17,9 +17,11 @@ from sixfold.wire import abort
 
 class ReaderService(pb_grpc.ReaderServicer):
     def __init__(
-        self, reader: Reader, sql_pages: Callable[[], tuple[int, int]] | None = None,
+        self,
+        reader: Reader,
+        sql_pages: Callable[[], tuple[int, int]] | None = None,
         page_read_seconds: Histogram | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.reader = reader
         self.sql_pages = sql_pages  # (pages brought forward, pages read whole), when SQL runs
         self.page_read_seconds = page_read_seconds or InstanceMetrics().page_reads
@@ -39,7 +41,9 @@ class ReaderService(pb_grpc.ReaderServicer):
             state.sql_pages_forwarded, state.sql_pages_fetched = self.sql_pages()
         for name, s in r.node_states.items():
             state.nodes.add(
-                name=name, reachable=s is not None,
-                scl=s.scl if s else 0, epoch=s.epoch if s else 0,
-            )  # fmt: skip
+                name=name,
+                reachable=s is not None,
+                scl=s.scl if s else 0,
+                epoch=s.epoch if s else 0,
+            )
         return state

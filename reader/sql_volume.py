@@ -98,8 +98,12 @@ class ReaderVolume:
         """The cached page with its records in (cached point, point] applied, or None."""
         pages = self.reader.pages
         for client in pages.covering_nodes(point):
-            request = pb.ReadRecordsRequest(after_lsn=cached.read_point, through_lsn=point,
-                                            max_records=FORWARD_RECORDS_MAX, page_no=vpage)  # fmt: skip
+            request = pb.ReadRecordsRequest(
+                after_lsn=cached.read_point,
+                through_lsn=point,
+                max_records=FORWARD_RECORDS_MAX,
+                page_no=vpage,
+            )
             try:
                 response = await client.read_records(request, timeout=READ_TIMEOUT_S)
             except SixfoldError:

@@ -47,26 +47,45 @@ BytesSent = Callable[[], int | None]  # bytes shipped to the nodes so far (None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--committers", type=int, default=64, help="concurrent committers (default 64)")
     p.add_argument("--record-bytes", type=int, default=600, help="bytes each record writes")
-    p.add_argument("--records-per-commit", type=int, default=1,
-                   help="pages (records) changed by one commit (default 1)")  # fmt: skip
-    p.add_argument("--pages", type=int, default=0,
-                   help="distinct pages written (default: one per committer)")  # fmt: skip
+    p.add_argument(
+        "--records-per-commit",
+        type=int,
+        default=1,
+        help="pages (records) changed by one commit (default 1)",
+    )
+    p.add_argument(
+        "--pages", type=int, default=0, help="distinct pages written (default: one per committer)"
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds (default 10)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
-    p.add_argument("--via-grpc", action="store_true",
-                   help="start the writer process too and commit through its WritePages API")  # fmt: skip
-    p.add_argument("--reads", action="store_true",
-                   help="measure linearizable page reads through the writer's ReadPage API "
-                   "instead of commits (implies --via-grpc)")  # fmt: skip
+    p.add_argument(
+        "--via-grpc",
+        action="store_true",
+        help="start the writer process too and commit through its WritePages API",
+    )
+    p.add_argument(
+        "--reads",
+        action="store_true",
+        help="measure linearizable page reads through the writer's ReadPage API "
+        "instead of commits (implies --via-grpc)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
     from sixfold.commit_log import WriterLimits
 
     d = WriterLimits()
-    p.add_argument("--batch-records-max", type=int, default=d.append_batch_records_max,
-                   help="writer: records per append to a node (in-process writer only)")  # fmt: skip
-    p.add_argument("--write-timeout", type=float, default=d.write_timeout_s,
-                   help="writer: seconds a commit may wait for durability")  # fmt: skip
+    p.add_argument(
+        "--batch-records-max",
+        type=int,
+        default=d.append_batch_records_max,
+        help="writer: records per append to a node (in-process writer only)",
+    )
+    p.add_argument(
+        "--write-timeout",
+        type=float,
+        default=d.write_timeout_s,
+        help="writer: seconds a commit may wait for durability",
+    )
 
 
 @dataclass
@@ -299,12 +318,26 @@ def summarize(args: argparse.Namespace, raw: dict) -> Result:
     ratio = per_record / (COPIES * args.record_bytes) if per_record is not None else None
     rate = records / args.seconds
     return Result(
-        mode="page reads via gRPC" if args.reads else "via-grpc" if args.via_grpc else "in-process writer",
-        committers=args.committers, record_bytes=args.record_bytes,
-        records_per_commit=args.records_per_commit, seconds=args.seconds, commits=commits,
-        records=records, errors=errors, records_per_s=rate, commits_per_s=commits / args.seconds,
-        latency_ms=ms, bytes_per_record=per_record, bytes_ratio_to_copies=ratio,
-        cpu_percent=raw["cpu"], machine=machine_info(), last_error=last_error,
+        mode="page reads via gRPC"
+        if args.reads
+        else "via-grpc"
+        if args.via_grpc
+        else "in-process writer",
+        committers=args.committers,
+        record_bytes=args.record_bytes,
+        records_per_commit=args.records_per_commit,
+        seconds=args.seconds,
+        commits=commits,
+        records=records,
+        errors=errors,
+        records_per_s=rate,
+        commits_per_s=commits / args.seconds,
+        latency_ms=ms,
+        bytes_per_record=per_record,
+        bytes_ratio_to_copies=ratio,
+        cpu_percent=raw["cpu"],
+        machine=machine_info(),
+        last_error=last_error,
         targets={
             "records_per_s>=10000": rate >= 10_000,
             "p99_ms<20": ms["p99"] < 20,
@@ -312,35 +345,47 @@ def summarize(args: argparse.Namespace, raw: dict) -> Result:
             if ratio is None
             else ratio <= NETWORK_TARGET_RATIO,
         },
-    )  # fmt: skip
+    )
 
 
 def print_result(r: Result) -> None:
     m = r.machine
-    print(f"sixfold bench: {r.mode}, {r.committers} committers, {r.record_bytes}-byte records, "
-          f"{r.records_per_commit} record(s)/commit, {r.seconds:g} s measured")  # fmt: skip
-    print(f"machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['implementation']} {m['python']}, "
-          f"Linux {m['kernel']}")  # fmt: skip
+    print(
+        f"sixfold bench: {r.mode}, {r.committers} committers, {r.record_bytes}-byte records, "
+        f"{r.records_per_commit} record(s)/commit, {r.seconds:g} s measured"
+    )
+    print(
+        f"machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['implementation']} {m['python']}, "
+        f"Linux {m['kernel']}"
+    )
     lat = r.latency_ms
     if r.mode.startswith("page reads"):
         print(f"page reads/s      : {r.records_per_s:,.0f}  ({r.records} reads, {r.errors} errors)")
-        print(f"read latency ms   : p50 {lat['p50']:.2f}  p99 {lat['p99']:.2f}  max "
-              f"{lat['max']:.2f}  mean {lat['mean']:.2f}")  # fmt: skip
+        print(
+            f"read latency ms   : p50 {lat['p50']:.2f}  p99 {lat['p99']:.2f}  max "
+            f"{lat['max']:.2f}  mean {lat['mean']:.2f}"
+        )
         cpu = "  ".join(f"{n} {v:.0f}%" for n, v in r.cpu_percent.items())
         print(f"CPU (% of 1 core) : {cpu}")
         return
     print(f"durable records/s : {r.records_per_s:,.0f}")
     print(f"commits/s         : {r.commits_per_s:,.0f}  ({r.commits} commits, {r.errors} errors)")
-    print(f"commit latency ms : p50 {lat['p50']:.2f}  p99 {lat['p99']:.2f}  max {lat['max']:.2f}"
-          f"  mean {lat['mean']:.2f}")  # fmt: skip
+    print(
+        f"commit latency ms : p50 {lat['p50']:.2f}  p99 {lat['p99']:.2f}  max {lat['max']:.2f}"
+        f"  mean {lat['mean']:.2f}"
+    )
     if r.bytes_per_record is None:
         print("network bytes/rec : n/a (the writer runs in another process)")
     else:
-        print(f"network bytes/rec : {r.bytes_per_record:,.0f} = {r.bytes_ratio_to_copies:.3f} x "
-              f"({COPIES} x {r.record_bytes})")  # fmt: skip
+        print(
+            f"network bytes/rec : {r.bytes_per_record:,.0f} = {r.bytes_ratio_to_copies:.3f} x "
+            f"({COPIES} x {r.record_bytes})"
+        )
     cpu = "  ".join(f"{n} {v:.0f}%" for n, v in r.cpu_percent.items())
     print(f"CPU (% of 1 core) : {cpu}")
-    marks = "  ".join(f"{k}: {'-' if v is None else 'yes' if v else 'NO'}" for k, v in r.targets.items())  # fmt: skip
+    marks = "  ".join(
+        f"{k}: {'-' if v is None else 'yes' if v else 'NO'}" for k, v in r.targets.items()
+    )
     print(f"targets           : {marks}")
     if r.last_error:
         print(f"last error        : {r.last_error}")

@@ -370,47 +370,55 @@ def build_parser() -> argparse.ArgumentParser:
         description="A quorum storage engine on Aurora's design: 6 storage nodes in 3 AZs, a writer, readers.",
     )
     parser.add_argument(
-        "--dir", default=os.environ.get("SIXFOLD_DIR", str(cluster.DEFAULT_DIR)),
+        "--dir",
+        default=os.environ.get("SIXFOLD_DIR", str(cluster.DEFAULT_DIR)),
         help="cluster directory (default $SIXFOLD_DIR or ./.sixfold)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--compose", action="store_true",
+        "--compose",
+        action="store_true",
         help="talk to the docker compose cluster (ports from docker-compose.yml) instead of "
         "the process cluster in --dir; also SIXFOLD_COMPOSE=1",
-    )  # fmt: skip
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("up", help="start a local cluster: 6 storage nodes, a writer, 2 readers")
     p.add_argument("--detach", action="store_true", help="return once the cluster is healthy")
     p.add_argument(
-        "--partitionable", action="store_true",
+        "--partitionable",
+        action="store_true",
         help="route node links through a TCP interposer so `fuzz --nemesis partition` can cut "
         "them (kept for this cluster directory; the default talks directly)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--base-port", type=int, metavar="N",
+        "--base-port",
+        type=int,
+        metavar="N",
         help="ports: the writer at N, nodes a1..c2 at N+1..N+6, readers r1, r2 at N+101, N+102 "
         f"(default {cluster.BASE_PORT_DEFAULT}, as in docker-compose.yml; an existing cluster "
         "directory keeps its ports unless this is given)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--timeout", type=float, default=HEALTHY_TIMEOUT_S,
+        "--timeout",
+        type=float,
+        default=HEALTHY_TIMEOUT_S,
         help="seconds to wait for the cluster to become healthy (default %(default)s)",
-    )  # fmt: skip
+    )
     p.set_defaults(fn=cmd_up)
 
     p = sub.add_parser("down", help="stop the local cluster")
     p.set_defaults(fn=cmd_down)
 
     p = sub.add_parser(
-        "status", help="nodes, writer, readers and quorum availability",
+        "status",
+        help="nodes, writer, readers and quorum availability",
         description="Every storage node (up, SCL, how far behind the writer's VDL, epoch, "
         "log records and page versions kept) and every instance (its role now, which follows "
         "failovers and switchovers, its VDL or read point, its address), then the quorums.",
         epilog="exit codes: 0 the cluster takes writes; 1 read-only (a read quorum, but no "
         "writer accepting writes or no write quorum); 2 unavailable (fewer than 3 nodes "
         "answer); 3 no cluster set up in --dir (nothing asked)",
-    )  # fmt: skip
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_status)
 
@@ -419,39 +427,43 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=f"{verb} processes by name (a1 ... c2, writer, r1, r2) or a whole AZ"
         )
         p.add_argument(
-            "names", nargs="*",
+            "names",
+            nargs="*",
             help=f"process names: storage nodes {' '.join(NODE_NAMES)}; instances "
             f"{' '.join(cluster.INSTANCE_NAMES)} (whichever is the writer now)",
-        )  # fmt: skip
+        )
         p.add_argument("--az", choices=("a", "b", "c"), help="every storage node of this AZ")
         p.set_defaults(fn=fn)
 
     p = sub.add_parser(
-        "watch", help="a live view of the quorum: nodes by AZ, writer, readers, events",
+        "watch",
+        help="a live view of the quorum: nodes by AZ, writer, readers, events",
         description="Redraws about 4 times a second: the six nodes grouped by AZ (up or down, "
         "SCL, how far behind VDL, epoch), the write and read quorums, each instance's role "
         "with its VDL or read point and lag, the commit rate over the last 15 s, and the last "
         "cluster events. Ctrl-C ends it. `--compose` watches the compose cluster.",
-    )  # fmt: skip
+    )
     p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     p.set_defaults(fn=cmd_watch)
 
     p = sub.add_parser(
-        "dashboard", help="the live quorum as a web page on 127.0.0.1",
+        "dashboard",
+        help="the live quorum as a web page on 127.0.0.1",
         description="Serves one page on 127.0.0.1: the three AZs as columns with a tile per "
         "node, the writer and the readers, a commit-rate and reader-lag chart and the last "
         "events, updated live by server-sent events. `--compose` shows the compose cluster.",
-    )  # fmt: skip
+    )
     p.add_argument("--port", type=int, default=7300, help="the page's port on 127.0.0.1")
     p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     p.set_defaults(fn=cmd_dashboard)
 
     p = sub.add_parser(
-        "logs", help="the members' logs (every member's, prefixed, or one); -f follows them",
+        "logs",
+        help="the members' logs (every member's, prefixed, or one); -f follows them",
         description="Print the last lines of each member's log: DIR/logs/NAME.log for the "
         "process cluster, `docker logs` for the compose cluster (--compose). With -f, keep "
         "printing new lines until Ctrl-C.",
-    )  # fmt: skip
+    )
     p.add_argument("name", nargs="?", help="one member: a1 ... c2, writer, r1, r2 (default: all)")
     p.add_argument("-f", "--follow", action="store_true", help="print new lines as they come")
     p.add_argument("-n", "--lines", type=int, default=20, help="lines from the end of each log")
@@ -475,45 +487,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_page_read)
 
     p = sub.add_parser(
-        "sql", help="run SQL on the writer (or a reader) as one transaction; print its rows",
+        "sql",
+        help="run SQL on the writer (or a reader) as one transaction; print its rows",
         description="Run SQL as one request: on the writer the statements (separated by ';') "
         "are one transaction, committed once durable; on a reader (--reader) they read one "
         "snapshot and writes are refused. Prints the rows as a table, or what the last "
         "statement did, as psql does (INSERT 0 1, UPDATE 2, CREATE TABLE). "
         "Exit code 1, with a one-line error, when SQLite or the cluster refuses it.",
-    )  # fmt: skip
+    )
     p.add_argument("sql", help='the SQL text, e.g. "SELECT * FROM t"')
     p.add_argument("--reader", help="run it on this reader (r1, r2) instead of the writer")
     p.add_argument(
-        "--json", action="store_true",
-        help="print one JSON document: columns, rows (blobs as {\"blob_hex\": ...}), "
+        "--json",
+        action="store_true",
+        help='print one JSON document: columns, rows (blobs as {"blob_hex": ...}), '
         "rows_changed, commit_lsn, read_point",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait (default %(default)s)"
     )
     p.set_defaults(fn=cmd_sql)
 
     p = sub.add_parser(
-        "shell", help="an interactive SQL shell on the writer (or a reader)",
+        "shell",
+        help="an interactive SQL shell on the writer (or a reader)",
         description="Statements end with ';' and may span lines; each runs on its own unless "
         "you type BEGIN (then COMMIT or ROLLBACK). Dot commands: .help, .tables, .schema, "
         ".quit. Reads statements from stdin when it is not a terminal "
         '(echo "SELECT 1;" | sixfold shell) and then exits 1 if any statement failed.',
-    )  # fmt: skip
+    )
     p.add_argument("--reader", help="connect to this reader (r1, r2) instead of the writer")
     p.add_argument(
-        "--timeout", type=float, default=30.0,
+        "--timeout",
+        type=float,
+        default=30.0,
         help="seconds each statement may take (default %(default)s)",
-    )  # fmt: skip
+    )
     p.set_defaults(fn=cmd_shell)
 
     p = sub.add_parser(
-        "switchover", help="move the writer role to another instance, losing nothing",
+        "switchover",
+        help="move the writer role to another instance, losing nothing",
         description="Drains the current writer (no new commits; every commit it took made "
         "durable), then NAME wins a new volume epoch and takes writes. The old writer steps "
         "down to a reader. Prints how long writes were paused.",
-    )  # fmt: skip
+    )
     p.add_argument("name", choices=cluster.INSTANCE_NAMES, help="the instance to become the writer")
     p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait (default %(default)s)"
@@ -521,11 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_switchover)
 
     p = sub.add_parser(
-        "bench-failover", help="RTO after killing the writer, and reader restart time",
+        "bench-failover",
+        help="RTO after killing the writer, and reader restart time",
         description="Against the running cluster: kills the writer --runs times and times the "
         "first successful commit through the client after each kill; then restarts readers "
         "and times their first answered query. Checks nothing acknowledged was lost.",
-    )  # fmt: skip
+    )
     from sixfold.failoverbench import add_arguments as add_failover_arguments
 
     add_failover_arguments(p)
@@ -549,9 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     from sixfold import soak
 
     p = sub.add_parser(
-        "soak", help="a long mixed load with restarts; fails if logs, disk or memory do not settle",
-        description=soak.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        "soak",
+        help="a long mixed load with restarts; fails if logs, disk or memory do not settle",
+        description=soak.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     soak.add_arguments(p)
     p.set_defaults(fn=cmd_soak)
 
@@ -564,29 +585,32 @@ def build_parser() -> argparse.ArgumentParser:
     from sixfold import restartbench
 
     p = sub.add_parser(
-        "bench-restart", help="first write and first read after a cold restart, by log size",
+        "bench-restart",
+        help="first write and first read after a cold restart, by log size",
         description=restartbench.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     restartbench.add_restart_arguments(p)
     p.set_defaults(fn=cmd_bench_restart)
 
     p = sub.add_parser(
-        "bench-idle", help="idle CPU of each node, by the number of pages stored",
+        "bench-idle",
+        help="idle CPU of each node, by the number of pages stored",
         description=restartbench.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     restartbench.add_idle_arguments(p)
     p.set_defaults(fn=cmd_bench_idle)
 
     p = sub.add_parser(
-        "bench-sql", help="SQL commits/s, redo vs page bytes and reader lag on a fresh cluster",
+        "bench-sql",
+        help="SQL commits/s, redo vs page bytes and reader lag on a fresh cluster",
         description="Start a fresh cluster (nodes, writer, readers) in a temporary directory; "
         "32 clients send single-row INSERT/UPDATE transactions to the writer's Sql API. "
         "Prints commits/s, commit latency, redo bytes per commit against the changed page "
         "bytes, CPU seconds per process, then the reader's lag behind acknowledged commits "
         "with the load paced to --lag-rate commits/s, each next to its target.",
-    )  # fmt: skip
+    )
     from sixfold.sqlbench import add_arguments as add_sqlbench_arguments
 
     add_sqlbench_arguments(p)

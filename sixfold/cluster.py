@@ -288,19 +288,48 @@ def command_for(layout: ClusterLayout, name: str) -> list[str]:
     info = layout.processes[name]
     directory = Path(layout.directory)
     if info.role == "interposer":
-        return [sys.executable, "-m", "sixfold.interposer", "--dir", str(directory),
-                "--port", str(info.port)]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "sixfold.interposer",
+            "--dir",
+            str(directory),
+            "--port",
+            str(info.port),
+        ]
     nodes = ",".join(f"{n}={layout.node_address_for(name, n)}" for n in NODE_NAMES if n != name)
     if info.role == "node":
-        cmd = [sys.executable, "-m", "storage_node", "--name", name, "--data-dir",
-               str(directory / name), "--port", str(info.port), "--peers", nodes]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "storage_node",
+            "--name",
+            name,
+            "--data-dir",
+            str(directory / name),
+            "--port",
+            str(info.port),
+            "--peers",
+            nodes,
+        ]
     elif info.role == "writer":
         cmd = [sys.executable, "-m", "writer", "--nodes", nodes, "--port", str(info.port)]
     else:
         # r1 takes over a dead writer first, r2 half a second later if r1 did not.
         rank = READER_NAMES.index(name) if name in READER_NAMES else len(READER_NAMES)
-        cmd = [sys.executable, "-m", "reader", "--name", name, "--nodes", nodes,
-               "--port", str(info.port), "--promotion-rank", str(rank)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "reader",
+            "--name",
+            name,
+            "--nodes",
+            nodes,
+            "--port",
+            str(info.port),
+            "--promotion-rank",
+            str(rank),
+        ]
     if info.metrics_port:
         cmd += ["--metrics-port", str(info.metrics_port)]
     # Instances share the writer's settings: any of them may become the writer.
@@ -331,9 +360,13 @@ def spawn(layout: ClusterLayout, name: str) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as log_file:
         proc = subprocess.Popen(
-            command_for(layout, name), stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=Path(__file__).resolve().parents[1],
-        )  # fmt: skip
+            command_for(layout, name),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     info.pid = proc.pid
 
 

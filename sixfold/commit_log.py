@@ -190,9 +190,14 @@ class CommitLog:
             flags = RecordFlags.CPL if i == len(writes) - 1 else 0
             payload = encode_deltas([Delta(offset, data) for offset, data in write.deltas])
             record = encode_record(
-                lsn=lsn, prev_volume_lsn=prev, prev_page_lsn=prev_page, page_no=write.page_no,
-                epoch=self.epoch, flags=flags, payload=payload,
-            )  # fmt: skip
+                lsn=lsn,
+                prev_volume_lsn=prev,
+                prev_page_lsn=prev_page,
+                page_no=write.page_no,
+                epoch=self.epoch,
+                flags=flags,
+                payload=payload,
+            )
             self.tail.append(record)
             self.page_last_lsn[write.page_no] = lsn
         self.durability.note_cpl(lsn)

@@ -317,7 +317,7 @@ def translate_error(exc: Exception, *, commit: bool, endpoint: str) -> Error:
     if isinstance(exc, errors.SessionError):
         return _with_cause(
             TransactionAbortedError, f"{message}; the transaction was rolled back", exc
-        )  # fmt: skip
+        )
     fenced = isinstance(exc, errors.WriterFencedError)  # what it had sent may or may not stay
     outcome_unknown = fenced or getattr(exc, "outcome_unknown", False)
     if commit and outcome_unknown:
@@ -795,9 +795,13 @@ class Connection:
     NotSupportedError = NotSupportedError
 
     def __init__(
-        self, seeds: str | Sequence[str], *, timeout: float, autocommit: bool,
+        self,
+        seeds: str | Sequence[str],
+        *,
+        timeout: float,
+        autocommit: bool,
         read_only: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         assert timeout > 0, timeout
         self.seeds = parse_seeds(seeds)
         self.address = ",".join(self.seeds)
@@ -1255,8 +1259,12 @@ class Cursor:
         statement = self._statement(sql, params=parameters)
         keyword = first_keyword(sql)
         on_reader = conn._read_only_default if read_only is None else read_only
-        self._run(sql, statement, dml=keyword in DML_KEYWORDS,
-                  read_only=on_reader and not conn.in_transaction)  # fmt: skip
+        self._run(
+            sql,
+            statement,
+            dml=keyword in DML_KEYWORDS,
+            read_only=on_reader and not conn.in_transaction,
+        )
         if keyword in ("INSERT", "REPLACE"):
             self.lastrowid = self._last_row_id
         return self
@@ -1278,9 +1286,14 @@ class Cursor:
             raise translate_error(exc, commit=False, endpoint=self.connection.address) from None
 
     def _run(
-        self, sql: str, statement: pb.SqlStatement, *, dml: bool, force_standalone: bool = False,
+        self,
+        sql: str,
+        statement: pb.SqlStatement,
+        *,
+        dml: bool,
+        force_standalone: bool = False,
         read_only: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         conn = self.connection
         standalone = force_standalone or conn.autocommit
         response, self.endpoint = conn._execute(

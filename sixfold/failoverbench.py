@@ -161,11 +161,15 @@ def print_report(r: Report) -> None:
     print(
         f"\n{r.target}, {r.runs} runs on {r.machine.get('nproc')} CPUs ({r.machine.get('cpu_model')})"
     )
-    print(f"  RTO (SIGKILL of the writer -> first commit through the client): {summary(r.rto_s)}"
-          f"  [target median <= {TARGET_RTO_MEDIAN_S:g} s: {'met' if rto_ok else 'NOT met'}]")  # fmt: skip
+    print(
+        f"  RTO (SIGKILL of the writer -> first commit through the client): {summary(r.rto_s)}"
+        f"  [target median <= {TARGET_RTO_MEDIAN_S:g} s: {'met' if rto_ok else 'NOT met'}]"
+    )
     print(f"  acknowledged rows: {r.acknowledged}, lost: {r.lost}")
-    print(f"  reader restart (start -> first answered query): {summary(r.reader_restart_s)}"
-          f"  [target <= {TARGET_READER_RESTART_S:g} s: {'met' if restart_ok else 'NOT met'}]")  # fmt: skip
+    print(
+        f"  reader restart (start -> first answered query): {summary(r.reader_restart_s)}"
+        f"  [target <= {TARGET_READER_RESTART_S:g} s: {'met' if restart_ok else 'NOT met'}]"
+    )
 
 
 def main(target, args: argparse.Namespace) -> int:

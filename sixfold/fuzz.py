@@ -572,17 +572,29 @@ def parse_nemeses(text: str) -> list[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time", type=float, default=30.0, help="seconds of workload (default 30)")
-    p.add_argument("--nemesis", type=parse_nemeses, default=["kill", "pause"],
-                   help=f"faults to inject, comma-separated from {','.join(NEMESES)} (default kill,pause); "
-                   "'none' for a quiet run")  # fmt: skip
+    p.add_argument(
+        "--nemesis",
+        type=parse_nemeses,
+        default=["kill", "pause"],
+        help=f"faults to inject, comma-separated from {','.join(NEMESES)} (default kill,pause); "
+        "'none' for a quiet run",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for the workload and the nemesis")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
-    p.add_argument("--stale-clients", type=int, default=None,
-                   help="how many of the clients keep the writer they started with until "
-                   "refused (default: half of --clients)")  # fmt: skip
+    p.add_argument(
+        "--stale-clients",
+        type=int,
+        default=None,
+        help="how many of the clients keep the writer they started with until "
+        "refused (default: half of --clients)",
+    )
     p.add_argument("--keys", type=int, default=16, help="registers (default 16)")
-    p.add_argument("--groups", type=int, default=4,
-                   help="multi-page groups written in one mini-transaction (default 4; 0: none)")  # fmt: skip
+    p.add_argument(
+        "--groups",
+        type=int,
+        default=4,
+        help="multi-page groups written in one mini-transaction (default 4; 0: none)",
+    )
     p.add_argument(
         "--history", type=Path, default=None, help="history file (default in the cluster dir)"
     )

@@ -51,9 +51,12 @@ class UndecodableLog:
         more = self.suppressed.pop(peer, 0)
         self.last[peer] = now
         log.warning(
-            "refused an undecodable %s request from %s (%s)%s", method, peer, error,
+            "refused an undecodable %s request from %s (%s)%s",
+            method,
+            peer,
+            error,
             f"; {more} more from it since the last report" if more else "",
-        )  # fmt: skip
+        )
         return True
 
 

@@ -196,10 +196,13 @@ def _group_value(f: str, event_type: str, value: Any) -> Value:
     if event_type != "ok":
         return value  # who served it, on the invoke
     triples = isinstance(value, list) and all(
-        isinstance(t, list) and len(t) == 3 and _is_int(t[0]) and _is_int(t[1])
+        isinstance(t, list)
+        and len(t) == 3
+        and _is_int(t[0])
+        and _is_int(t[1])
         and (t[2] is None or _is_int(t[2]))
         for t in value
-    )  # fmt: skip
+    )
     if not triples:
         raise HistoryError(
             f"an ok mread's value must be [[page, read_point, value], ...], got {value!r}"

@@ -51,10 +51,18 @@ WARM_WAIT_S = 30.0  # how long a starting instance waits for a read point to war
 
 
 class Instance:
-    def __init__(self, name: str, address: str, nodes: dict[str, str], *,
-                 limits: WriterLimits | None = None, rank: int = 0,
-                 client_address: str = "", takeover: bool = True,
-                 sql_limits: SqlLimits | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        nodes: dict[str, str],
+        *,
+        limits: WriterLimits | None = None,
+        rank: int = 0,
+        client_address: str = "",
+        takeover: bool = True,
+        sql_limits: SqlLimits | None = None,
+    ) -> None:
         self.name = name
         self.address = address
         self.client_address = client_address or address
@@ -131,24 +139,38 @@ class Instance:
                 "Newest VDL a node has learned, less the read point (LSNs)",
                 max(max(learned, default=0) - reader.read_point, 0),
             ),
-            "sixfold_reader_nodes_heard": ("Storage nodes whose state this instance hears", len(learned)),
-        }  # fmt: skip
+            "sixfold_reader_nodes_heard": (
+                "Storage nodes whose state this instance hears",
+                len(learned),
+            ),
+        }
         pipeline = self.writer.pipeline if self.writer is not None else None
         if pipeline is None:
             return gauges
         reachable = pipeline.live_count()
-        gauges.update({
-            "sixfold_instance_is_writer": ("1 while this instance is the writer", 1.0),
-            "sixfold_writer_vdl": ("Volume durable LSN (VDL) the writer computed", pipeline.vdl),
-            "sixfold_writer_vcl": ("Volume complete LSN (VCL) the writer computed", pipeline.vcl),
-            "sixfold_writer_epoch": ("Volume epoch the writer writes at", pipeline.epoch),
-            "sixfold_writer_nodes_reachable": ("Storage nodes the writer reaches", reachable),
-            "sixfold_writer_write_quorum_available": (
-                "1 while a write quorum (4 of 6) of nodes is reachable",
-                float(reachable >= WRITE_QUORUM),
-            ),
-            "sixfold_writer_commits_waiting": ("Commits waiting to become durable", pipeline.waiting),
-        })  # fmt: skip
+        gauges.update(
+            {
+                "sixfold_instance_is_writer": ("1 while this instance is the writer", 1.0),
+                "sixfold_writer_vdl": (
+                    "Volume durable LSN (VDL) the writer computed",
+                    pipeline.vdl,
+                ),
+                "sixfold_writer_vcl": (
+                    "Volume complete LSN (VCL) the writer computed",
+                    pipeline.vcl,
+                ),
+                "sixfold_writer_epoch": ("Volume epoch the writer writes at", pipeline.epoch),
+                "sixfold_writer_nodes_reachable": ("Storage nodes the writer reaches", reachable),
+                "sixfold_writer_write_quorum_available": (
+                    "1 while a write quorum (4 of 6) of nodes is reachable",
+                    float(reachable >= WRITE_QUORUM),
+                ),
+                "sixfold_writer_commits_waiting": (
+                    "Commits waiting to become durable",
+                    pipeline.waiting,
+                ),
+            }
+        )
         return gauges
 
     def current_writer(self) -> topology.Owner:
@@ -228,8 +250,12 @@ class Instance:
         while self.writer_sql is None:
             current = await self._known_writer()
             if current is not None and current.name != self.name and await self._answers(current):
-                log.warning("%s: %s at %s is the writer; joining as a reader", self.name,
-                            current.name, current.address)  # fmt: skip
+                log.warning(
+                    "%s: %s at %s is the writer; joining as a reader",
+                    self.name,
+                    current.name,
+                    current.address,
+                )
                 self.reader.role = "reader"
                 return
             if await self.become_writer():
@@ -269,8 +295,13 @@ class Instance:
         probe = await self._probe(current, asked.timeout_s)
         decision = watch.on_probe(asked, probe, self._epoch_views(), asked_at, time.monotonic())
         if decision is not None:
-            log.warning("%s: writer %s at %s silent for %.1f s: taking over", self.name,
-                        current.name, current.address, decision.silence_s)  # fmt: skip
+            log.warning(
+                "%s: writer %s at %s silent for %.1f s: taking over",
+                self.name,
+                current.name,
+                current.address,
+                decision.silence_s,
+            )
             await self.become_writer(epoch_wanted=decision.epoch_wanted)
 
     async def _step_down_if_superseded(self, writer: Writer) -> None:
@@ -284,8 +315,11 @@ class Instance:
             await self.step_down(why)
 
     def _epoch_views(self) -> list[topology.EpochView]:
-        return [topology.EpochView(s.epoch, s.epoch_owner)
-                for s in self.reader.node_states.values() if s is not None]  # fmt: skip
+        return [
+            topology.EpochView(s.epoch, s.epoch_owner)
+            for s in self.reader.node_states.values()
+            if s is not None
+        ]
 
     async def _answers(self, owner: topology.Owner) -> bool:
         """True if the instance at `owner.address` answers as the writer."""

@@ -28,46 +28,106 @@ log = logging.getLogger("sixfold.instance")
 
 
 def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None) -> None:
-    p.add_argument("--name", default=default_name, required=default_name is None,
-                   help="instance name (default %(default)s)")  # fmt: skip
-    p.add_argument("--nodes", type=parse_peers, required=True,
-                   help="NAME=HOST:PORT,... of the six storage nodes")  # fmt: skip
+    p.add_argument(
+        "--name",
+        default=default_name,
+        required=default_name is None,
+        help="instance name (default %(default)s)",
+    )
+    p.add_argument(
+        "--nodes",
+        type=parse_peers,
+        required=True,
+        help="NAME=HOST:PORT,... of the six storage nodes",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--advertise", default="",
-                   help="HOST:PORT other instances reach this one at (default: --host:--port, "
-                        "or this machine's hostname when listening on 0.0.0.0)")  # fmt: skip
-    p.add_argument("--client-address", default="",
-                   help="HOST:PORT clients reach this one at, if not --advertise (e.g. a port "
-                        "published by docker)")  # fmt: skip
-    p.add_argument("--promotion-rank", type=int, default=0,
-                   help="order in which readers take over a dead writer: 0 first (the "
-                        "preferred reader); each rank waits 0.5 s longer")  # fmt: skip
-    p.add_argument("--no-takeover", action="store_true",
-                   help="never take over from a dead writer (a reader that only reads)")  # fmt: skip
-    p.add_argument("--write-timeout", type=float, default=WriterLimits.write_timeout_s,
-                   help="seconds a commit waits for a write quorum (default %(default)s)")  # fmt: skip
-    p.add_argument("--lal", type=int, default=LAL_DEFAULT,
-                   help="LSN allocation limit above VDL (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--advertise",
+        default="",
+        help="HOST:PORT other instances reach this one at (default: --host:--port, "
+        "or this machine's hostname when listening on 0.0.0.0)",
+    )
+    p.add_argument(
+        "--client-address",
+        default="",
+        help="HOST:PORT clients reach this one at, if not --advertise (e.g. a port "
+        "published by docker)",
+    )
+    p.add_argument(
+        "--promotion-rank",
+        type=int,
+        default=0,
+        help="order in which readers take over a dead writer: 0 first (the "
+        "preferred reader); each rank waits 0.5 s longer",
+    )
+    p.add_argument(
+        "--no-takeover",
+        action="store_true",
+        help="never take over from a dead writer (a reader that only reads)",
+    )
+    p.add_argument(
+        "--write-timeout",
+        type=float,
+        default=WriterLimits.write_timeout_s,
+        help="seconds a commit waits for a write quorum (default %(default)s)",
+    )
+    p.add_argument(
+        "--lal",
+        type=int,
+        default=LAL_DEFAULT,
+        help="LSN allocation limit above VDL (default %(default)s)",
+    )
     d = SqlLimits()
-    p.add_argument("--sql-statement-timeout", type=float, default=d.statement_timeout_s,
-                   help="seconds a SQL request's statements may run (default %(default)s)")  # fmt: skip
-    p.add_argument("--sql-result-rows-max", type=int, default=d.result_rows_max,
-                   help="rows a SQL request may return (default %(default)s)")  # fmt: skip
-    p.add_argument("--sql-result-bytes-max", type=int, default=d.result_bytes_max,
-                   help="bytes of values a SQL request may return (default %(default)s)")  # fmt: skip
-    p.add_argument("--sql-value-bytes-max", type=int, default=d.value_bytes_max,
-                   help="the largest string or blob SQLite may build (default %(default)s)")  # fmt: skip
-    p.add_argument("--sql-heap-bytes-max", type=int, default=d.heap_bytes_max,
-                   help="memory SQLite may use in this process (default %(default)s)")  # fmt: skip
-    p.add_argument("--sql-session-idle", type=float, default=d.session_idle_s,
-                   help="seconds an unused SQL session lives before it is rolled back "
-                   "(default %(default)s)")  # fmt: skip
-    p.add_argument("--sql-connection-wait", type=float, default=d.connection_wait_s,
-                   help="seconds a SQL request waits for the writer's busy connection before "
-                   "it is refused as busy (default %(default)s)")  # fmt: skip
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default 0: none)")  # fmt: skip
+    p.add_argument(
+        "--sql-statement-timeout",
+        type=float,
+        default=d.statement_timeout_s,
+        help="seconds a SQL request's statements may run (default %(default)s)",
+    )
+    p.add_argument(
+        "--sql-result-rows-max",
+        type=int,
+        default=d.result_rows_max,
+        help="rows a SQL request may return (default %(default)s)",
+    )
+    p.add_argument(
+        "--sql-result-bytes-max",
+        type=int,
+        default=d.result_bytes_max,
+        help="bytes of values a SQL request may return (default %(default)s)",
+    )
+    p.add_argument(
+        "--sql-value-bytes-max",
+        type=int,
+        default=d.value_bytes_max,
+        help="the largest string or blob SQLite may build (default %(default)s)",
+    )
+    p.add_argument(
+        "--sql-heap-bytes-max",
+        type=int,
+        default=d.heap_bytes_max,
+        help="memory SQLite may use in this process (default %(default)s)",
+    )
+    p.add_argument(
+        "--sql-session-idle",
+        type=float,
+        default=d.session_idle_s,
+        help="seconds an unused SQL session lives before it is rolled back (default %(default)s)",
+    )
+    p.add_argument(
+        "--sql-connection-wait",
+        type=float,
+        default=d.connection_wait_s,
+        help="seconds a SQL request waits for the writer's busy connection before "
+        "it is refused as busy (default %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default 0: none)",
+    )
     p.add_argument("--log-level", default="INFO")
 
 
@@ -95,33 +155,59 @@ async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
     address = advertised_address(args)
     sql = sql_limits(args)
     sql.apply_to_process()
-    instance = Instance(args.name, address, args.nodes, limits=limits,
-                        rank=args.promotion_rank, client_address=args.client_address,
-                        takeover=not args.no_takeover, sql_limits=sql)  # fmt: skip
+    instance = Instance(
+        args.name,
+        address,
+        args.nodes,
+        limits=limits,
+        rank=args.promotion_rank,
+        client_address=args.client_address,
+        takeover=not args.no_takeover,
+        sql_limits=sql,
+    )
 
     def shipped() -> ShippedCounters:
         return instance.writer_sql.shipped() if instance.writer_sql else ShippedCounters()
 
     services = [
-        (pb_grpc.add_WriterServicer_to_server,
-         WriterService(instance.writer_or_refuse, shipped, instance.role_now),
-         service_name("Writer")),
-        (pb_grpc.add_ReaderServicer_to_server,
-         ReaderService(instance.reader, instance.reader_sql.pages_counted,
-                       instance.metrics.page_reads),
-         service_name("Reader")),
-        (pb_grpc.add_SqlServicer_to_server,
-         SqlService(lambda: instance.sql, instance.writer_sql_or_refuse), service_name("Sql")),
-        (pb_grpc.add_TopologyServiceServicer_to_server, InstanceTopologyService(instance),
-         service_name("TopologyService")),
-        (pb_grpc.add_InstanceServicer_to_server, InstanceService(instance),
-         service_name("Instance")),
-    ]  # fmt: skip
+        (
+            pb_grpc.add_WriterServicer_to_server,
+            WriterService(instance.writer_or_refuse, shipped, instance.role_now),
+            service_name("Writer"),
+        ),
+        (
+            pb_grpc.add_ReaderServicer_to_server,
+            ReaderService(
+                instance.reader, instance.reader_sql.pages_counted, instance.metrics.page_reads
+            ),
+            service_name("Reader"),
+        ),
+        (
+            pb_grpc.add_SqlServicer_to_server,
+            SqlService(lambda: instance.sql, instance.writer_sql_or_refuse),
+            service_name("Sql"),
+        ),
+        (
+            pb_grpc.add_TopologyServiceServicer_to_server,
+            InstanceTopologyService(instance),
+            service_name("TopologyService"),
+        ),
+        (
+            pb_grpc.add_InstanceServicer_to_server,
+            InstanceService(instance),
+            service_name("Instance"),
+        ),
+    ]
     server, port = await start_server(args.host, args.port, services)
     if args.metrics_port:
         metrics.serve(instance.metrics.registry, args.host, args.metrics_port, args.name)
-    log.info("%s on port %d (advertised %s), starting as %s", args.name, port, address,
-             "the writer" if as_writer else "a reader")  # fmt: skip
+    log.info(
+        "%s on port %d (advertised %s), starting as %s",
+        args.name,
+        port,
+        address,
+        "the writer" if as_writer else "a reader",
+    )
     await instance.start(as_writer)
     try:
         await wait_for_termination(server)

@@ -23,8 +23,12 @@ def instance_topology(instance: Instance) -> pb.Topology:
     writer = instance.current_writer()
     states = [s for s in instance.reader.node_states.values() if s is not None]
     epoch = max((s.epoch for s in states), default=0)
-    answer = pb.Topology(epoch=epoch, writer_name=writer.name, writer_address=writer.address,
-                         answered_by=instance.name)  # fmt: skip
+    answer = pb.Topology(
+        epoch=epoch,
+        writer_name=writer.name,
+        writer_address=writer.address,
+        answered_by=instance.name,
+    )
     if writer.name == instance.name:
         answer.writer_client_address = instance.client_address
     freshest: dict[str, pb.InstanceView] = {}
@@ -34,10 +38,13 @@ def instance_topology(instance: Instance) -> pb.Topology:
             if known is None or view.seen_s_ago < known.seen_s_ago:
                 freshest[view.name] = view
     freshest[instance.name] = pb.InstanceView(
-        name=instance.name, address=instance.address, role=instance.role,
-        read_point=instance.reader.read_point, seen_s_ago=0.0,
+        name=instance.name,
+        address=instance.address,
+        role=instance.role,
+        read_point=instance.reader.read_point,
+        seen_s_ago=0.0,
         client_address=instance.client_address,
-    )  # fmt: skip
+    )
     for view in sorted(freshest.values(), key=lambda v: v.name):
         if view.seen_s_ago <= topology.INSTANCE_SEEN_TTL_S:
             answer.instances.append(view)

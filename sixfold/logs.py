@@ -96,9 +96,12 @@ def container_logs(
 
     def pump(name: str, container: str) -> None:
         with subprocess.Popen(
-            ["docker", "logs", *args, container], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, errors="replace",
-        ) as proc:  # fmt: skip
+            ["docker", "logs", *args, container],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        ) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 with lock:

@@ -27,8 +27,21 @@ disable_created_metrics()  # the *_created series say only when a process starte
 
 # Seconds: from a loopback RPC to a slow disk's fsync.
 LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-)  # fmt: skip
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
 
 Gauges = Callable[[], dict[str, tuple[str, float]]]  # name -> (help, value)
 
@@ -74,13 +87,15 @@ class NodeMetrics:
             r,
         )
         self.gossip_records = Counter(
-            "sixfold_node_gossip_records_fetched", "Records fetched from peers to fill holes",
+            "sixfold_node_gossip_records_fetched",
+            "Records fetched from peers to fill holes",
             registry=r,
-        )  # fmt: skip
+        )
         self.repairs = Counter(
-            "sixfold_node_repairs", "Damaged records and page versions repaired from a peer",
+            "sixfold_node_repairs",
+            "Damaged records and page versions repaired from a peer",
             registry=r,
-        )  # fmt: skip
+        )
         self.page_reads = _latency(
             "sixfold_node_page_read_seconds", "GetPage: one page built at an LSN", r
         )
@@ -108,8 +123,9 @@ class InstanceMetrics:
         )
         self.takeovers = Counter(
             "sixfold_instance_takeovers",
-            "Times this instance became the writer (failover or switchover)", registry=r,
-        )  # fmt: skip
+            "Times this instance became the writer (failover or switchover)",
+            registry=r,
+        )
 
     def watch(self, gauges: Gauges) -> None:
         self.registry.register(_GaugeCollector(gauges))

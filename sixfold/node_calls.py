@@ -42,12 +42,18 @@ class CallTimeouts:
 
 def report_of(state: pb.NodeState) -> SegmentReport:
     return SegmentReport(
-        name=state.name, epoch=state.epoch, scl=state.scl, cpl_at_scl=state.cpl_at_scl,
-        highest_lsn=state.highest_lsn, truncations=ranges_from_proto(state.truncations),
-        truncations_version=state.truncations_version, epoch_owner=state.epoch_owner,
-        serving=state.serving, repair_floor=state.repair_floor,
+        name=state.name,
+        epoch=state.epoch,
+        scl=state.scl,
+        cpl_at_scl=state.cpl_at_scl,
+        highest_lsn=state.highest_lsn,
+        truncations=ranges_from_proto(state.truncations),
+        truncations_version=state.truncations_version,
+        epoch_owner=state.epoch_owner,
+        serving=state.serving,
+        repair_floor=state.repair_floor,
         coalesced_through=state.coalesced_through,
-    )  # fmt: skip
+    )
 
 
 async def drive(
@@ -104,18 +110,21 @@ async def call(client: NodeClient, request: NodeRequest, timeouts: CallTimeouts)
         return PageImage(response.image, response.page_lsn, response.scl)
     if isinstance(request, Truncate):
         message = pb.TruncateRequest(
-            epoch=request.epoch, ranges=ranges_to_proto(request.ranges, pb.TruncationRange),
+            epoch=request.epoch,
+            ranges=ranges_to_proto(request.ranges, pb.TruncationRange),
             truncations_version=request.version,
-        )  # fmt: skip
+        )
         return report_of(await client.truncate(message, timeout=timeouts.bulk_s))
     if isinstance(request, ReadRecords):
         response = await client.read_records(
             pb.ReadRecordsRequest(
-                after_lsn=request.after_lsn, through_lsn=request.through_lsn,
-                max_records=request.records_max, page_no=request.page_no,
+                after_lsn=request.after_lsn,
+                through_lsn=request.through_lsn,
+                max_records=request.records_max,
+                page_no=request.page_no,
             ),
             timeout=timeouts.bulk_s,
-        )  # fmt: skip
+        )
         return tuple(decode_record(r) for r in response.records)  # CRCs checked on the way
     if isinstance(request, Append):
         message = pb.AppendRequest(

@@ -129,9 +129,16 @@ def encode_record(
     if flags & _FULL_IMAGE:
         assert len(payload) == PAGE_SIZE_BYTES
     header = _HEADER.pack(
-        RECORD_ENCODING, flags, 0, len(payload),
-        lsn, prev_volume_lsn, prev_page_lsn, page_no, epoch,
-    )  # fmt: skip
+        RECORD_ENCODING,
+        flags,
+        0,
+        len(payload),
+        lsn,
+        prev_volume_lsn,
+        prev_page_lsn,
+        page_no,
+        epoch,
+    )
     crc = crc32c(payload, crc32c(header))
     encoded = header + payload + _CRC.pack(crc)
     return RedoRecord(lsn, prev_volume_lsn, prev_page_lsn, page_no, epoch, flags, payload, encoded)

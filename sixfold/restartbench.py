@@ -50,15 +50,23 @@ def sizes(text: str) -> list[int]:
 
 
 def add_restart_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--records", type=sizes, default=[10_000, 300_000],
-                   help="log sizes to restart with, comma-separated (default 10000,300000)")  # fmt: skip
+    p.add_argument(
+        "--records",
+        type=sizes,
+        default=[10_000, 300_000],
+        help="log sizes to restart with, comma-separated (default 10000,300000)",
+    )
     p.add_argument("--pages", type=int, default=5_000, help="pages the records spread over")
     p.add_argument("--runs", type=int, default=1, help="cold restarts per size (default 1)")
 
 
 def add_idle_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pages", type=sizes, default=[1_000, 100_000],
-                   help="page counts to compare, comma-separated (default 1000,100000)")  # fmt: skip
+    p.add_argument(
+        "--pages",
+        type=sizes,
+        default=[1_000, 100_000],
+        help="page counts to compare, comma-separated (default 1000,100000)",
+    )
     p.add_argument("--seconds", type=float, default=30.0, help="idle seconds measured")
 
 
@@ -172,8 +180,10 @@ def main_restart(args: argparse.Namespace) -> int:
         read_ratio = median(r.first_read_s for r in largest) / median(
             r.first_read_s for r in smallest
         )
-        print(f"ratio largest/smallest (medians): first write {write_ratio:.2f}, first read "
-              f"{read_ratio:.2f} (goal <= 1.2)")  # fmt: skip
+        print(
+            f"ratio largest/smallest (medians): first write {write_ratio:.2f}, first read "
+            f"{read_ratio:.2f} (goal <= 1.2)"
+        )
     return 0
 
 
@@ -216,5 +226,7 @@ def main_idle(args: argparse.Namespace) -> int:
 
 def print_machine() -> None:
     m = machine_info()
-    print(f"machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['implementation']} {m['python']}, "
-          f"Linux {m['kernel']}")  # fmt: skip
+    print(
+        f"machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['implementation']} {m['python']}, "
+        f"Linux {m['kernel']}"
+    )

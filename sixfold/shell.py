@@ -254,9 +254,12 @@ def run_shell(address: str, label: str, timeout: float, stdin: TextIO = sys.stdi
 
 
 def run_sql(
-    address: str, sql: str, timeout: float, as_json: bool,
+    address: str,
+    sql: str,
+    timeout: float,
+    as_json: bool,
     waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> int:  # fmt: skip
+) -> int:
     """Run `sql` as one Execute and print what it gave; 1 with a one-line error if it failed.
     `waiting` is entered while the request is in flight (the CLI's waiting notice)."""
     connection = dbapi.connect(address, timeout=timeout, autocommit=True)

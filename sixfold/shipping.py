@@ -146,10 +146,13 @@ class NodeShipper:
         """What to send now, as far as the window allows; else when to look again."""
         if self.in_flight and now >= self.in_flight[0].sent_at + self.limits.append_timeout_s:
             oldest = self.in_flight[0]
-            return Poll([], silent=(
-                f"{self.name}: no acknowledgement of batch {oldest.batch_id} in "
-                f"{now - oldest.sent_at:.1f} s (append_timeout_s={self.limits.append_timeout_s:g})"
-            ))  # fmt: skip
+            return Poll(
+                [],
+                silent=(
+                    f"{self.name}: no acknowledgement of batch {oldest.batch_id} in "
+                    f"{now - oldest.sent_at:.1f} s (append_timeout_s={self.limits.append_timeout_s:g})"
+                ),
+            )
         out: list[Batch] = []
         wake: list[float] = []
         while self.has_room():

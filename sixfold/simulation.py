@@ -171,9 +171,12 @@ SIM_LIMITS = WriterLimits(
 # Takeovers on the same clock, shortened: a writer gone for 20 ticks, or silent for 60 (a
 # recovery under faults can take 30), is taken over from; a probe every 2 ticks.
 SIM_TAKEOVER_LIMITS = TakeoverLimits(
-    probe_interval_s=0.02, probe_timeout_s=0.1, probe_timeout_s_min=0.03, gone_after_s=0.2,
+    probe_interval_s=0.02,
+    probe_timeout_s=0.1,
+    probe_timeout_s_min=0.03,
+    gone_after_s=0.2,
     silent_after_s=0.6,
-)  # fmt: skip
+)
 PROBE_INTERVAL_TICKS = round(SIM_TAKEOVER_LIMITS.probe_interval_s / SIM_TICK_S)
 INSTANCES = 2  # reader instances watching the writer, ranks 0 and 1
 
@@ -263,10 +266,18 @@ class Snapshot:
 
     def report(self) -> SegmentReport:
         return SegmentReport(
-            self.name, self.epoch, self.scl, self.cpl_at_scl, self.highest_lsn, self.truncations,
-            self.truncations_version, epoch_owner=self.epoch_owner, serving=self.serving,
-            repair_floor=self.repair_floor, coalesced_through=self.coalesced_through,
-        )  # fmt: skip
+            self.name,
+            self.epoch,
+            self.scl,
+            self.cpl_at_scl,
+            self.highest_lsn,
+            self.truncations,
+            self.truncations_version,
+            epoch_owner=self.epoch_owner,
+            serving=self.serving,
+            repair_floor=self.repair_floor,
+            coalesced_through=self.coalesced_through,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -531,11 +542,20 @@ class SimNode(Actor):
     def snapshot(self) -> Snapshot:
         st = self.state
         return Snapshot(
-            self.name, st.epoch, st.scl, st.completeness.cpl_at_scl,
-            st.completeness.highest_lsn, st.vdl, st.vdl_epoch, st.truncations,
-            st.truncations_version, st.serving, self.repair_floor, self.meta.coalesced_through,
+            self.name,
+            st.epoch,
+            st.scl,
+            st.completeness.cpl_at_scl,
+            st.completeness.highest_lsn,
+            st.vdl,
+            st.vdl_epoch,
+            st.truncations,
+            st.truncations_version,
+            st.serving,
+            self.repair_floor,
+            self.meta.coalesced_through,
             st.epoch_owner,
-        )  # fmt: skip
+        )
 
     @property
     def repair_floor(self) -> int:
@@ -643,8 +663,9 @@ class SimNode(Actor):
         st, meta = self.state, self.meta
         point = coalesce_point(st.scl, st.vdl, st.vdl_epoch, st.epoch)
         above = sorted((x, r.page_no) for x, r in self.log.items() if x > meta.coalesced_through)
-        step = plan_coalesce(meta.coalesced_through, point, above[:COALESCE_RECORDS_SIM],
-                             COALESCE_RECORDS_SIM)  # fmt: skip
+        step = plan_coalesce(
+            meta.coalesced_through, point, above[:COALESCE_RECORDS_SIM], COALESCE_RECORDS_SIM
+        )
         if step is not None:
             try:
                 pages = [(p, self.page_at(p, step.through)) for p in step.pages]
@@ -674,9 +695,11 @@ class SimNode(Actor):
         heard = len(self.peer_scl) == COPIES - 1
         peer_points = [*self.peer_scl.values(), *self.peer_coalesced.values()]
         horizon = gc_horizon(
-            meta.coalesced_through, self._read_point_min(), peer_points if heard else None,
+            meta.coalesced_through,
+            self._read_point_min(),
+            peer_points if heard else None,
             [self.repair_floor, *self.peer_repair_floor.values()],
-        )  # fmt: skip
+        )
         if horizon <= 0:
             return
         meta.gc_horizon = max(meta.gc_horizon, horizon)
@@ -866,9 +889,12 @@ class SimWriter(Actor):
         attempts = 1 if self.epoch_wanted else RECOVERY_ATTEMPTS_MAX
         for _ in range(attempts):
             machine = (_SkippingRecovery if flawed else Recovery)(
-                list(NODE_NAMES), self.owner, LAL_SIM, self.epoch_wanted,
+                list(NODE_NAMES),
+                self.owner,
+                LAL_SIM,
+                self.epoch_wanted,
                 repair_batch_records_max=REPAIR_BATCH_RECORDS_MAX,
-            )  # fmt: skip
+            )
             try:
                 result = yield from self.drive(machine.run())
             except SixfoldError as exc:
@@ -888,10 +914,15 @@ class SimWriter(Actor):
             else _FlawedDurability(flaws.ack_quorum, list(NODE_NAMES), plan.vdl, result.node_scls)
         )
         self.log = CommitLog(
-            list(NODE_NAMES), epoch=plan.epoch, vdl=plan.vdl, next_lsn=plan.next_lsn,
-            node_scls=result.node_scls, truncations=result.truncations, limits=SIM_LIMITS,
+            list(NODE_NAMES),
+            epoch=plan.epoch,
+            vdl=plan.vdl,
+            next_lsn=plan.next_lsn,
+            node_scls=result.node_scls,
+            truncations=result.truncations,
+            limits=SIM_LIMITS,
             durability=durability,
-        )  # fmt: skip
+        )
         self.read_index = ReadIndex(plan.epoch)
         self.recovered_vdl = plan.vdl
         self.sim.on_recovered(self, plan.epoch, plan.vdl, plan.truncation)
@@ -902,9 +933,10 @@ class SimWriter(Actor):
         if self.paused or self.hidden:
             return
         state = WriterStateReply(
-            recovered=self.log is not None, fenced=self.fenced,
+            recovered=self.log is not None,
+            fenced=self.fenced,
             starting=self.log is None and not self.gave_up,
-        )  # fmt: skip
+        )
         self.reply(request, state)
 
     # -- client reads (writer/writer.py read_page_linearizable, writer/read_index.py) -----------
@@ -990,9 +1022,17 @@ class SimWriter(Actor):
             return False
         rng = self.sim.rng
         writes = [
-            PageWrite(p, ((rng.randrange(DELTA_OFFSET_MAX), rng.randbytes(rng.randint(1, DELTA_BYTES_MAX))),))
+            PageWrite(
+                p,
+                (
+                    (
+                        rng.randrange(DELTA_OFFSET_MAX),
+                        rng.randbytes(rng.randint(1, DELTA_BYTES_MAX)),
+                    ),
+                ),
+            )
             for p in pages
-        ]  # fmt: skip
+        ]
         # A page not written in this epoch links to its latest version at VDL, which the
         # real writer reads from storage; the oracle's history gives the same answer.
         links = {
@@ -1207,8 +1247,10 @@ class Oracle:
 
     def on_generated(self, sim: Simulation, record: RedoRecord) -> None:
         if record.lsn in self.generated:
-            sim.fail(f"LSN {record.lsn} reused at epoch {record.epoch} (first written at epoch "
-                     f"{self.generated[record.lsn].epoch}): a truncation missed it")  # fmt: skip
+            sim.fail(
+                f"LSN {record.lsn} reused at epoch {record.epoch} (first written at epoch "
+                f"{self.generated[record.lsn].epoch}): a truncation missed it"
+            )
         self.generated[record.lsn] = record
 
     def on_ack(self, sim: Simulation, writer: SimWriter, epoch: int, lsn: int) -> None:
@@ -1228,8 +1270,10 @@ class Oracle:
         """A writer announced (or recovered) `vdl`: it must extend the history, not fork it."""
         if vdl <= self.durable_point:
             if vdl not in self.chain_set:
-                sim.fail(f"{who}'s durable point {vdl} is not on the history to "
-                         f"{self.durable_point}: history forked")  # fmt: skip
+                sim.fail(
+                    f"{who}'s durable point {vdl} is not on the history to "
+                    f"{self.durable_point}: history forked"
+                )
             return
         added: list[int] = []
         lsn = vdl
@@ -1240,9 +1284,11 @@ class Oracle:
             added.append(lsn)
             lsn = record.prev_volume_lsn
         if lsn != self.durable_point:
-            sim.fail(f"{who}'s durable point {vdl} does not extend durable point "
-                     f"{self.durable_point} (links back to {lsn}): an acknowledged commit or "
-                     "recovered VDL was lost")  # fmt: skip
+            sim.fail(
+                f"{who}'s durable point {vdl} does not extend durable point "
+                f"{self.durable_point} (links back to {lsn}): an acknowledged commit or "
+                "recovered VDL was lost"
+            )
         for x in reversed(added):
             self.chain.append(x)
             self.chain_set.add(x)
@@ -1260,10 +1306,12 @@ class Oracle:
         held = self.holders.get(lsn, 0)
         refetching = sum(1 for lsns in sim.disk_faults.values() if lsn in lsns)
         if held + refetching < WRITE_QUORUM or held < WRITE_QUORUM - DISK_FAULTS_MAX:
-            sim.fail(f"durable LSN {lsn} (history to {self.durable_point}) is held by only "
-                     f"{held} of {COPIES} nodes intact ({refetching} more re-fetching after a "
-                     f"disk fault), fewer than the write quorum of {WRITE_QUORUM} that made it "
-                     "durable")  # fmt: skip
+            sim.fail(
+                f"durable LSN {lsn} (history to {self.durable_point}) is held by only "
+                f"{held} of {COPIES} nodes intact ({refetching} more re-fetching after a "
+                f"disk fault), fewer than the write quorum of {WRITE_QUORUM} that made it "
+                "durable"
+            )
 
     def on_store(self, sim: Simulation, node: str, record: RedoRecord) -> None:
         original = self.generated.get(record.lsn)
@@ -1276,8 +1324,10 @@ class Oracle:
         if original is None or (
             original.encoded is not record.encoded and original.encoded != record.encoded
         ):
-            sim.fail(f"{node} returned LSN {record.lsn} whose bytes differ from what was "
-                     "written: corrupt data served")  # fmt: skip
+            sim.fail(
+                f"{node} returned LSN {record.lsn} whose bytes differ from what was "
+                "written: corrupt data served"
+            )
 
     def on_damage(self, sim: Simulation, lsn: int) -> None:
         """A node's copy of `lsn` was damaged on disk: it no longer counts as held."""
@@ -1298,14 +1348,18 @@ class Oracle:
         # over and acknowledged commits (its pipeline is then fenced at the first append).
         for lsn in self.acked:
             if lsn > vdl and self.generated[lsn].epoch < rng.epoch:
-                sim.fail(f"{who} recovered VDL {vdl} at epoch {rng.epoch} below acknowledged "
-                         f"commit LSN {lsn} of epoch {self.generated[lsn].epoch}")  # fmt: skip
+                sim.fail(
+                    f"{who} recovered VDL {vdl} at epoch {rng.epoch} below acknowledged "
+                    f"commit LSN {lsn} of epoch {self.generated[lsn].epoch}"
+                )
         self.on_vdl(sim, who, vdl)
 
     def check_read_point(self, sim: Simulation, point: int) -> None:
         if point > self.durable_point or point not in self.chain_set:
-            sim.fail(f"reader read point {point} is not a durable point (history to "
-                     f"{self.durable_point})")  # fmt: skip
+            sim.fail(
+                f"reader read point {point} is not a durable point (history to "
+                f"{self.durable_point})"
+            )
         if point and not self.generated[point].is_cpl:
             sim.fail(f"reader read point {point} is inside a mini-transaction (not a CPL)")
 
@@ -1325,27 +1379,39 @@ class Oracle:
         return self.acked[-1] if self.acked else 0
 
     def check_writer_read(
-        self, sim: Simulation, writer: str, page_no: int, point: int, image: bytes,
-        page_lsn: int, floor: int,
-    ) -> None:  # fmt: skip
+        self,
+        sim: Simulation,
+        writer: str,
+        page_no: int,
+        point: int,
+        image: bytes,
+        page_lsn: int,
+        floor: int,
+    ) -> None:
         """A writer's answer to a client read sent when every acknowledged commit was at or
         below `floor`: the page at a durable point, and none older than at `floor`."""
         self.check_page(sim, writer, page_no, point, image, page_lsn)
         newest = self.page_lsn_at(page_no, floor)
         if page_lsn < newest:
-            sim.fail(f"{writer} answered a stale read of page {page_no}: its version at LSN "
-                     f"{page_lsn} (read at {point}), but the version at LSN {newest} was "
-                     "acknowledged before the read was sent")  # fmt: skip
+            sim.fail(
+                f"{writer} answered a stale read of page {page_no}: its version at LSN "
+                f"{page_lsn} (read at {point}), but the version at LSN {newest} was "
+                "acknowledged before the read was sent"
+            )
 
     def check_page(
         self, sim: Simulation, who: str, page_no: int, point: int, image: bytes, page_lsn: int
     ) -> None:
         if image != self.page_at(page_no, point):
-            sim.fail(f"{who} served page {page_no} at read point {point} that differs from "
-                     "the durable history")  # fmt: skip
+            sim.fail(
+                f"{who} served page {page_no} at read point {point} that differs from "
+                "the durable history"
+            )
         if page_lsn != self.page_lsn_at(page_no, point):
-            sim.fail(f"{who} served page {page_no} at {point} with page LSN {page_lsn}, "
-                     f"history says {self.page_lsn_at(page_no, point)}")  # fmt: skip
+            sim.fail(
+                f"{who} served page {page_no} at {point} with page LSN {page_lsn}, "
+                f"history says {self.page_lsn_at(page_no, point)}"
+            )
 
 
 # -- the simulation -----------------------------------------------------------------------------
@@ -1502,15 +1568,20 @@ class Simulation:
         if check_liveness:
             self._quiet_phase()
         return SimulationResult(
-            seed=self.seed, steps=self.steps,
+            seed=self.seed,
+            steps=self.steps,
             trace_digest=hashlib.sha256("\n".join(self.trace).encode()).hexdigest(),
-            trace=tuple(self.trace), acked_commits=self.acked_count,
-            writers_started=len(self.writers), recoveries=self.recoveries,
-            node_crashes=self.node_crashes, pages_checked=self.reader.pages_checked,
+            trace=tuple(self.trace),
+            acked_commits=self.acked_count,
+            writers_started=len(self.writers),
+            recoveries=self.recoveries,
+            node_crashes=self.node_crashes,
+            pages_checked=self.reader.pages_checked,
             durable_point=self.oracle.durable_point,
             writer_reads=sum(w.reads_answered for w in self.writers),
-            writer_pauses=self.writer_pauses, takeovers=self.takeovers,
-        )  # fmt: skip
+            writer_pauses=self.writer_pauses,
+            takeovers=self.takeovers,
+        )
 
     def step(self, faults: bool) -> None:
         self.tick += 1
@@ -1701,8 +1772,10 @@ class Simulation:
                 return
             self.step(faults=False)
         stuck = {name: f"{len(lsns)} from LSN {min(lsns)}" for name, lsns in left.items() if lsns}
-        self.fail(f"logs did not drain below the durable point {target} within "
-                  f"{DRAIN_TICKS_MAX} ticks after the faults: {stuck}")  # fmt: skip
+        self.fail(
+            f"logs did not drain below the durable point {target} within "
+            f"{DRAIN_TICKS_MAX} ticks after the faults: {stuck}"
+        )
 
     # -- invariants -------------------------------------------------------------------------------
 
@@ -1723,14 +1796,18 @@ class Simulation:
         if st.vdl_epoch > st.epoch:
             self.fail(f"{node.name} learned a VDL of epoch {st.vdl_epoch} above its epoch")
         if st.truncations_version > st.epoch:
-            self.fail(f"{node.name} holds a truncation set of epoch {st.truncations_version} "
-                      f"above its epoch {st.epoch}")  # fmt: skip
+            self.fail(
+                f"{node.name} holds a truncation set of epoch {st.truncations_version} "
+                f"above its epoch {st.epoch}"
+            )
         for rng in self.oracle.truncations:
             # A completed recovery's set reached a write quorum, so every later recovery saw
             # it and built on it: no set as new as it may have dropped its range.
             if st.truncations_version >= rng.epoch and rng not in st.truncations:
-                self.fail(f"{node.name}'s truncation set of epoch {st.truncations_version} lacks "
-                          f"{rng}, written by a completed recovery")  # fmt: skip
+                self.fail(
+                    f"{node.name}'s truncation set of epoch {st.truncations_version} lacks "
+                    f"{rng}, written by a completed recovery"
+                )
 
     def check_all(self) -> None:
         """A full check of the state, beyond the per-step one: every node, every durable LSN's
@@ -1765,8 +1842,14 @@ class DrivenCluster:
     """
 
     def __init__(self, seed: int, flaws: Flaws | None = None, node_commit: float = 0.7) -> None:
-        faults = Faults(drop=0.0, node_crash=0.0, writer_crash=0.0, zombie=0.0,
-                        commit=0.0, node_commit=node_commit)  # fmt: skip
+        faults = Faults(
+            drop=0.0,
+            node_crash=0.0,
+            writer_crash=0.0,
+            zombie=0.0,
+            commit=0.0,
+            node_commit=node_commit,
+        )
         self.sim = sim = Simulation(seed, 0, flaws, faults)
         sim.driven = True
         sim.writers_max = DRIVEN_WRITERS_MAX
@@ -2015,12 +2098,21 @@ def main(argv: list[str] | None = None) -> int:
         "--ack-quorum", type=int, default=WRITE_QUORUM, help="flaw: acknowledge at N nodes"
     )
     parser.add_argument("--skip-truncation", action="store_true", help="flaw: no truncation")
-    parser.add_argument("--unconfirmed-reads", action="store_true",
-                        help="flaw: writers answer reads without confirming their epoch")  # fmt: skip
-    parser.add_argument("--coalesce-in-memory", action="store_true",
-                        help="flaw: a restart takes everything below the stored SCL as coalesced")  # fmt: skip
-    parser.add_argument("--gc-without-versions", action="store_true",
-                        help="flaw: GC drops records below its horizon whether covered or not")  # fmt: skip
+    parser.add_argument(
+        "--unconfirmed-reads",
+        action="store_true",
+        help="flaw: writers answer reads without confirming their epoch",
+    )
+    parser.add_argument(
+        "--coalesce-in-memory",
+        action="store_true",
+        help="flaw: a restart takes everything below the stored SCL as coalesced",
+    )
+    parser.add_argument(
+        "--gc-without-versions",
+        action="store_true",
+        help="flaw: GC drops records below its horizon whether covered or not",
+    )
     args = parser.parse_args(argv)
     flaws = Flaws(
         ack_quorum=args.ack_quorum,

@@ -53,17 +53,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pages", type=int, default=5_000, help="pages written (default 5000)")
     p.add_argument("--sql-clients", type=int, default=2, help="SQL clients (default 2)")
     p.add_argument("--rows", type=int, default=1_000, help="rows the SQL load keeps (default 1000)")
-    p.add_argument("--restart-every", type=float, default=120.0,
-                   help="seconds between restarts (default 120; 0: none)")  # fmt: skip
-    p.add_argument("--report-every", type=float, default=30.0,
-                   help="seconds between reports (default 30)")  # fmt: skip
-    p.add_argument("--settle", type=float, default=90.0,
-                   help="seconds after the load for the logs to drain (default 90)")  # fmt: skip
-    p.add_argument("--growth-max", type=float, default=0.15,
-                   help="allowed growth at the end over the middle third (default 0.15)")  # fmt: skip
+    p.add_argument(
+        "--restart-every",
+        type=float,
+        default=120.0,
+        help="seconds between restarts (default 120; 0: none)",
+    )
+    p.add_argument(
+        "--report-every", type=float, default=30.0, help="seconds between reports (default 30)"
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=90.0,
+        help="seconds after the load for the logs to drain (default 90)",
+    )
+    p.add_argument(
+        "--growth-max",
+        type=float,
+        default=0.15,
+        help="allowed growth at the end over the middle third (default 0.15)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for the load")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON-lines file of the samples (default DIR/soak-TIME.jsonl)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON-lines file of the samples (default DIR/soak-TIME.jsonl)",
+    )
 
 
 @dataclass
@@ -92,8 +109,9 @@ class Counts:
 # -- the load -------------------------------------------------------------------------------
 
 
-async def page_writer(target: ProcessTarget, args, rng: random.Random, counts: Counts,
-                      stop: asyncio.Event) -> None:  # fmt: skip
+async def page_writer(
+    target: ProcessTarget, args, rng: random.Random, counts: Counts, stop: asyncio.Event
+) -> None:
     address = await asyncio.to_thread(lambda: target.writer_address)
     client = WriterClient(address)
     try:
@@ -126,8 +144,9 @@ def sql_client(seeds: str, rows: int, seed: int, counts: Counts, stop: asyncio.E
                 if rng.random() < 0.5:
                     conn.execute("UPDATE soak SET v = ? WHERE id = ?", (rng.randbytes(100), key))
                 else:
-                    conn.execute("INSERT OR REPLACE INTO soak VALUES (?, ?)",
-                                 (key, rng.randbytes(100)))  # fmt: skip
+                    conn.execute(
+                        "INSERT OR REPLACE INTO soak VALUES (?, ?)", (key, rng.randbytes(100))
+                    )
                 counts.sql_commits += 1
             except dbapi.Error:
                 counts.errors += 1
@@ -140,8 +159,9 @@ def sql_client(seeds: str, rows: int, seed: int, counts: Counts, stop: asyncio.E
 # -- restarts -------------------------------------------------------------------------------
 
 
-async def restarter(target: ProcessTarget, every_s: float, counts: Counts,
-                    stop: asyncio.Event) -> None:  # fmt: skip
+async def restarter(
+    target: ProcessTarget, every_s: float, counts: Counts, stop: asyncio.Event
+) -> None:
     turn = 0
     while every_s > 0:
         with contextlib.suppress(TimeoutError):
@@ -247,12 +267,16 @@ def print_report(batch: list[Sample]) -> None:
     parts = []
     for s in batch:
         if s.name in NODE_NAMES:
-            parts.append(f"{s.name} rec {num(s.records, ',')} ver {num(s.versions, ',')} "
-                         f"disk {num(s.disk_mib, '.0f')}M rss {num(s.rss_anon_mib, '.0f')}"
-                         f"+{num(s.rss_file_mib, '.0f')}M cpu {num(s.cpu_percent, '.0f')}%")  # fmt: skip
+            parts.append(
+                f"{s.name} rec {num(s.records, ',')} ver {num(s.versions, ',')} "
+                f"disk {num(s.disk_mib, '.0f')}M rss {num(s.rss_anon_mib, '.0f')}"
+                f"+{num(s.rss_file_mib, '.0f')}M cpu {num(s.cpu_percent, '.0f')}%"
+            )
         else:
-            parts.append(f"{s.name} rss {num(s.rss_anon_mib, '.0f')}+{num(s.rss_file_mib, '.0f')}M "
-                         f"cpu {num(s.cpu_percent, '.0f')}%")  # fmt: skip
+            parts.append(
+                f"{s.name} rss {num(s.rss_anon_mib, '.0f')}+{num(s.rss_file_mib, '.0f')}M "
+                f"cpu {num(s.cpu_percent, '.0f')}%"
+            )
     print(f"[{t:7.1f}s] " + " | ".join(parts), flush=True)
 
 
@@ -265,8 +289,10 @@ def verdict(samples: list[Sample], end_samples: list[Sample], growth_max: float)
     records_allowed = COALESCE_RECORDS_MAX
     for s in end_samples:
         if s.records is not None and s.records > records_allowed:
-            problems.append(f"{s.name}: {s.records:,} log records left after the settle time "
-                            f"(at most {records_allowed:,} expected)")  # fmt: skip
+            problems.append(
+                f"{s.name}: {s.records:,} log records left after the settle time "
+                f"(at most {records_allowed:,} expected)"
+            )
     if not samples:
         return problems
     span = max(s.t for s in samples)
@@ -278,8 +304,10 @@ def verdict(samples: list[Sample], end_samples: list[Sample], growth_max: float)
             mid = [x for x in mid if x is not None]
             end = [x for x in end if x is not None]
             if mid and end and end[-1] > max(mid) * (1 + growth_max):
-                problems.append(f"{name}: {metric} still growing: {end[-1]:.1f} at the end "
-                                f"against at most {max(mid):.1f} in the middle third")  # fmt: skip
+                problems.append(
+                    f"{name}: {metric} still growing: {end[-1]:.1f} at the end "
+                    f"against at most {max(mid):.1f} in the middle third"
+                )
     return sorted(problems)
 
 
@@ -293,8 +321,9 @@ async def soak(target: ProcessTarget, args: argparse.Namespace, out) -> int:
     stop = asyncio.Event()
     reporter = Reporter(target, started, out)
     seeds = ",".join(target.instance_address(n) for n in cluster.INSTANCE_NAMES)
-    print(f"soak: {args.time:g} s, seed {seed}, restarts every {args.restart_every:g} s",
-          flush=True)  # fmt: skip
+    print(
+        f"soak: {args.time:g} s, seed {seed}, restarts every {args.restart_every:g} s", flush=True
+    )
     tasks = [
         asyncio.create_task(page_writer(target, args, random.Random(seed + i), counts, stop))
         for i in range(args.page_writers)
@@ -313,9 +342,12 @@ async def soak(target: ProcessTarget, args: argparse.Namespace, out) -> int:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
     load_samples = list(reporter.samples)
-    print(f"load stopped: {counts.page_writes:,} page writes, {counts.sql_commits:,} SQL "
-          f"commits, {counts.errors:,} errors, restarts: {', '.join(counts.restarts) or 'none'}; "
-          f"settling {args.settle:g} s", flush=True)  # fmt: skip
+    print(
+        f"load stopped: {counts.page_writes:,} page writes, {counts.sql_commits:,} SQL "
+        f"commits, {counts.errors:,} errors, restarts: {', '.join(counts.restarts) or 'none'}; "
+        f"settling {args.settle:g} s",
+        flush=True,
+    )
     target.start(list(target.layout.processes))  # anything a restart left down
     await asyncio.sleep(args.settle)
     end = await reporter.report()
@@ -328,8 +360,10 @@ async def soak(target: ProcessTarget, args: argparse.Namespace, out) -> int:
 
 def main(target, args: argparse.Namespace, directory: Path) -> int:
     if not isinstance(target, ProcessTarget):
-        raise SixfoldError("sixfold soak measures processes by pid and data directory: run it "
-                           "on the local process cluster (`sixfold up --detach`)")  # fmt: skip
+        raise SixfoldError(
+            "sixfold soak measures processes by pid and data directory: run it "
+            "on the local process cluster (`sixfold up --detach`)"
+        )
     out_path = args.out or directory / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("w") as out:

@@ -125,9 +125,12 @@ class SqlService(pb_grpc.SqlServicer):
         except SixfoldError as exc:
             code, name, message, fields = status_of(exc)
             return pb.ExecuteStreamResponse(
-                id=getattr(request, "id", 0), error_code=code.name, error_name=name,
-                error_message=message, error_fields=fields,
-            )  # fmt: skip
+                id=getattr(request, "id", 0),
+                error_code=code.name,
+                error_name=name,
+                error_message=message,
+                error_fields=fields,
+            )
         return pb.ExecuteStreamResponse(id=request.id, response=response)
 
     async def Begin(self, request: pb.BeginRequest, context: grpc.aio.ServicerContext):

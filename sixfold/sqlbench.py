@@ -64,16 +64,32 @@ UPDATE_SQL = "UPDATE t SET v = ? WHERE k = ?"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     p.add_argument("--value-bytes", type=int, default=100, help="bytes of each row's value")
-    p.add_argument("--rows", type=int, default=1000,
-                   help="rows loaded before measuring; UPDATEs pick among them (default 1000)")  # fmt: skip
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=1000,
+        help="rows loaded before measuring; UPDATEs pick among them (default 1000)",
+    )
     p.add_argument("--seconds", type=float, default=15.0, help="measured seconds (default 15)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
-    p.add_argument("--lag-rate", type=float, default=1000.0,
-                   help="commits/s of the paced reader-lag phase (default 1000; 0 skips it)")  # fmt: skip
-    p.add_argument("--lag-seconds", type=float, default=10.0,
-                   help="measured seconds of the reader-lag phase (default 10)")  # fmt: skip
-    p.add_argument("--lag-warmup", type=float, default=1.0,
-                   help="seconds of paced load before the lag is measured (default 1)")  # fmt: skip
+    p.add_argument(
+        "--lag-rate",
+        type=float,
+        default=1000.0,
+        help="commits/s of the paced reader-lag phase (default 1000; 0 skips it)",
+    )
+    p.add_argument(
+        "--lag-seconds",
+        type=float,
+        default=10.0,
+        help="measured seconds of the reader-lag phase (default 10)",
+    )
+    p.add_argument(
+        "--lag-warmup",
+        type=float,
+        default=1.0,
+        help="seconds of paced load before the lag is measured (default 1)",
+    )
     p.add_argument("--reader", default="r1", help="the reader whose lag is measured (r1, r2)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds one Execute may take")
     p.add_argument("--seed", type=int, default=0, help="seed of the values and UPDATE keys")
@@ -177,8 +193,9 @@ class SqlLoad:
         response = await self.execute(statement)
         changed = response.results[0].rows_changed if response.results else 0
         if changed != 1 or response.commit_lsn == 0:
-            raise SixfoldError(f"expected 1 row changed and a commit LSN, got {changed} and "
-                               f"{response.commit_lsn}")  # fmt: skip
+            raise SixfoldError(
+                f"expected 1 row changed and a commit LSN, got {changed} and {response.commit_lsn}"
+            )
         return response.commit_lsn
 
     async def close(self) -> None:
@@ -300,15 +317,19 @@ async def run_throughput(
     pages = end.sql.changed_page_bytes - start.sql.changed_page_bytes
     cpu = cpu_between(start, end)
     result = Throughput(
-        seconds=args.seconds, commits=len(latencies), errors=sum(s.errors for s in samples),
-        commits_per_s=len(latencies) / args.seconds, latency_ms=latency_ms(latencies),
+        seconds=args.seconds,
+        commits=len(latencies),
+        errors=sum(s.errors for s in samples),
+        commits_per_s=len(latencies) / args.seconds,
+        latency_ms=latency_ms(latencies),
         writer_commits=writer_commits,
         redo_bytes_per_commit=redo / writer_commits if writer_commits else None,
         changed_page_bytes_per_commit=pages / writer_commits if writer_commits else None,
-        redo_to_page_ratio=redo / pages if pages else None, cpu_seconds=cpu,
+        redo_to_page_ratio=redo / pages if pages else None,
+        cpu_seconds=cpu,
         cpu_percent={n: round(100 * v / args.seconds, 1) for n, v in cpu.items()},
         cpu_ms_per_commit={n: round(1e3 * v / max(1, writer_commits), 3) for n, v in cpu.items()},
-    )  # fmt: skip
+    )
     return result, next((s.last_error for s in samples if s.last_error), "")
 
 
@@ -393,14 +414,19 @@ async def run_lag(
     polled = [t for t, _ in points.samples if window.start <= t <= window.end]
     rate = len(acks) / args.lag_seconds
     result = Lag(
-        reader=args.reader, rate_paced=args.lag_rate, seconds=args.lag_seconds,
-        commits=len(acks), errors=sum(s.errors for s in samples), commits_per_s=rate,
+        reader=args.reader,
+        rate_paced=args.lag_rate,
+        seconds=args.lag_seconds,
+        commits=len(acks),
+        errors=sum(s.errors for s in samples),
+        commits_per_s=rate,
         sustained=rate >= SUSTAINED_FRACTION * args.lag_rate,
         lag_ms={k: v for k, v in latency_ms(lags).items() if k != "mean"},
-        unresolved=unresolved, polls=len(polled),
+        unresolved=unresolved,
+        polls=len(polled),
         poll_interval_ms_mean=1e3 * args.lag_seconds / len(polled) if polled else float("nan"),
         cpu_seconds=cpu_between(start, end),
-    )  # fmt: skip
+    )
     return result, next((s.last_error for s in samples if s.last_error), "")
 
 
@@ -435,10 +461,15 @@ async def bench(args: argparse.Namespace, layout: cluster.ClusterLayout) -> Resu
         for client in (load, writer, reader):
             await client.close()
     return Result(
-        clients=args.clients, value_bytes=args.value_bytes, rows=args.rows,
-        throughput=throughput, lag=lag, machine=machine_info(),
-        targets=targets_of(throughput, lag), last_error=error or lag_error,
-    )  # fmt: skip
+        clients=args.clients,
+        value_bytes=args.value_bytes,
+        rows=args.rows,
+        throughput=throughput,
+        lag=lag,
+        machine=machine_info(),
+        targets=targets_of(throughput, lag),
+        last_error=error or lag_error,
+    )
 
 
 def mark(met: bool | None) -> str:
@@ -447,27 +478,39 @@ def mark(met: bool | None) -> str:
 
 def print_result(r: Result) -> None:
     t, m, marks = r.throughput, r.machine, list(r.targets.values())
-    print(f"sixfold bench-sql: {r.clients} clients through the writer's Sql API, single-row "
-          f"INSERT/UPDATE ({r.value_bytes}-byte values, {r.rows} rows loaded)")  # fmt: skip
-    print(f"machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['implementation']} {m['python']}, "
-          f"Linux {m['kernel']}")  # fmt: skip
+    print(
+        f"sixfold bench-sql: {r.clients} clients through the writer's Sql API, single-row "
+        f"INSERT/UPDATE ({r.value_bytes}-byte values, {r.rows} rows loaded)"
+    )
+    print(
+        f"machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['implementation']} {m['python']}, "
+        f"Linux {m['kernel']}"
+    )
     print(f"-- closed loop, {t.seconds:g} s measured")
-    print(f"commits/s          : {t.commits_per_s:,.0f}  ({t.commits} commits, {t.errors} errors)"
-          f"   target >= {TARGET_COMMITS_PER_S:,}: {mark(marks[0])}")  # fmt: skip
+    print(
+        f"commits/s          : {t.commits_per_s:,.0f}  ({t.commits} commits, {t.errors} errors)"
+        f"   target >= {TARGET_COMMITS_PER_S:,}: {mark(marks[0])}"
+    )
     lat = t.latency_ms
-    print(f"commit latency ms  : p50 {lat['p50']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}"
-          f"  mean {lat['mean']:.1f}")  # fmt: skip
+    print(
+        f"commit latency ms  : p50 {lat['p50']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}"
+        f"  mean {lat['mean']:.1f}"
+    )
     if t.redo_to_page_ratio is None:
         print("redo bytes/commit  : n/a (the writer counted no SQL commit)")
     else:
-        print(f"redo bytes/commit  : {t.redo_bytes_per_commit:,.0f} vs changed page bytes/commit "
-              f"{t.changed_page_bytes_per_commit:,.0f} = {t.redo_to_page_ratio:.3f} "
-              f"({t.writer_commits} writer commits)   target <= 0.200: {mark(marks[1])}")  # fmt: skip
+        print(
+            f"redo bytes/commit  : {t.redo_bytes_per_commit:,.0f} vs changed page bytes/commit "
+            f"{t.changed_page_bytes_per_commit:,.0f} = {t.redo_to_page_ratio:.3f} "
+            f"({t.writer_commits} writer commits)   target <= 0.200: {mark(marks[1])}"
+        )
     cpu = "  ".join(f"{n} {v:.1f}" for n, v in t.cpu_seconds.items())
     print(f"{f'CPU s in {t.seconds:g} s':<19}: {cpu}")
     per_commit = t.cpu_ms_per_commit
-    print(f"CPU ms per commit  : {sum(per_commit.values()):.2f} in all; "
-          + "  ".join(f"{n} {v:.2f}" for n, v in per_commit.items()))  # fmt: skip
+    print(
+        f"CPU ms per commit  : {sum(per_commit.values()):.2f} in all; "
+        + "  ".join(f"{n} {v:.2f}" for n, v in per_commit.items())
+    )
     if r.lag is not None:
         print_lag(r.lag, marks[2])
     if r.last_error:
@@ -475,18 +518,26 @@ def print_result(r: Result) -> None:
 
 
 def print_lag(lag: Lag, met: bool | None) -> None:
-    print(f"-- paced to {lag.rate_paced:,.0f} commits/s, {lag.seconds:g} s measured, "
-          f"lag of reader {lag.reader}")  # fmt: skip
-    print(f"commits/s achieved : {lag.commits_per_s:,.0f}  ({lag.commits} commits, "
-          f"{lag.errors} errors)")  # fmt: skip
+    print(
+        f"-- paced to {lag.rate_paced:,.0f} commits/s, {lag.seconds:g} s measured, "
+        f"lag of reader {lag.reader}"
+    )
+    print(
+        f"commits/s achieved : {lag.commits_per_s:,.0f}  ({lag.commits} commits, "
+        f"{lag.errors} errors)"
+    )
     if not lag.sustained:
-        print(f"NOTE               : this machine did not sustain {lag.rate_paced:,.0f} commits/s;"
-              f" the lag below is at the achieved {lag.commits_per_s:,.0f} commits/s")  # fmt: skip
+        print(
+            f"NOTE               : this machine did not sustain {lag.rate_paced:,.0f} commits/s;"
+            f" the lag below is at the achieved {lag.commits_per_s:,.0f} commits/s"
+        )
     ms = lag.lag_ms
-    print(f"reader lag ms      : p50 {ms['p50']:.1f}  p99 {ms['p99']:.1f}  max {ms['max']:.1f}"
-          f"  ({lag.unresolved} unresolved; {lag.polls} polls, every "
-          f"{lag.poll_interval_ms_mean:.1f} ms)   target p99 <= {TARGET_LAG_P99_MS:g}: "
-          f"{mark(met)}")  # fmt: skip
+    print(
+        f"reader lag ms      : p50 {ms['p50']:.1f}  p99 {ms['p99']:.1f}  max {ms['max']:.1f}"
+        f"  ({lag.unresolved} unresolved; {lag.polls} polls, every "
+        f"{lag.poll_interval_ms_mean:.1f} ms)   target p99 <= {TARGET_LAG_P99_MS:g}: "
+        f"{mark(met)}"
+    )
     cpu = "  ".join(f"{n} {v:.1f}" for n, v in lag.cpu_seconds.items())
     print(f"{f'CPU s in {lag.seconds:g} s':<19}: {cpu}")
 

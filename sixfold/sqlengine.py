@@ -287,10 +287,20 @@ def _collect(cursor: apsw.Cursor, returned: _Returned) -> list[tuple[Any, ...]]:
 
 # PRAGMAs that take an argument yet only read: any other PRAGMA with an argument changes the
 # connection, which clients share, and is refused.
-READING_PRAGMAS = frozenset({
-    "foreign_key_check", "foreign_key_list", "index_info", "index_list", "index_xinfo",
-    "integrity_check", "quick_check", "table_info", "table_list", "table_xinfo",
-})  # fmt: skip
+READING_PRAGMAS = frozenset(
+    {
+        "foreign_key_check",
+        "foreign_key_list",
+        "index_info",
+        "index_list",
+        "index_xinfo",
+        "integrity_check",
+        "quick_check",
+        "table_info",
+        "table_list",
+        "table_xinfo",
+    }
+)
 
 
 def guard_shared_connection(conn: apsw.Connection) -> None:
@@ -299,8 +309,9 @@ def guard_shared_connection(conn: apsw.Connection) -> None:
     conn.authorizer = _authorize
 
 
-def _authorize(action: int, arg1: str | None, arg2: str | None, db: str | None,
-               trigger: str | None) -> int:  # fmt: skip
+def _authorize(
+    action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
+) -> int:
     if action in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH):
         return apsw.SQLITE_DENY
     if (

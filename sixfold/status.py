@@ -63,15 +63,20 @@ async def gather_status(target: Endpoints, timeout_s: float = STATE_TIMEOUT_S) -
 def _node(name: str, address: str, state: object) -> dict[str, Any]:
     up = not isinstance(state, BaseException)
     return {
-        "name": name, "az": NODE_AZ[name], "address": address, "up": up,
-        "scl": state.scl if up else None, "epoch": state.epoch if up else None,
-        "vdl": state.vdl if up else None, "serving": state.serving if up else False,
+        "name": name,
+        "az": NODE_AZ[name],
+        "address": address,
+        "up": up,
+        "scl": state.scl if up else None,
+        "epoch": state.epoch if up else None,
+        "vdl": state.vdl if up else None,
+        "serving": state.serving if up else False,
         # The log holds records until every node has them in page versions (log_cleanup.py):
         # after a quiet moment it is often 0, and the data lives in the versions.
         "log_records": state.records_stored if up else None,
         "page_versions": state.page_versions_stored if up else None,
         "error": None if up else str(state),
-    }  # fmt: skip
+    }
 
 
 def _instance(name: str, address: str, writer: object, reader: object) -> dict[str, Any]:
@@ -84,10 +89,13 @@ def _instance(name: str, address: str, writer: object, reader: object) -> dict[s
         return info
     is_writer = writer.role == "writer" and writer.recovered
     info.update(
-        role=writer.role or "reader", epoch=writer.epoch if is_writer else reader.epoch,
-        vdl=writer.vdl if is_writer else None, read_point=reader.read_point,
-        status=writer.status if is_writer else writer.role, fenced=writer.fenced,
-    )  # fmt: skip
+        role=writer.role or "reader",
+        epoch=writer.epoch if is_writer else reader.epoch,
+        vdl=writer.vdl if is_writer else None,
+        read_point=reader.read_point,
+        status=writer.status if is_writer else writer.role,
+        fenced=writer.fenced,
+    )
     return info
 
 
@@ -103,10 +111,21 @@ def summarise(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> d
                 "stepping-down",
                 f"deposed: epoch {i['epoch']} is not the newest",
             )
-    writer_info = dict(writer) if writer else {
-        "name": None, "address": None, "up": False, "role": None, "epoch": None, "vdl": None,
-        "read_point": None, "fenced": False, "status": _no_writer(instances),
-    }  # fmt: skip
+    writer_info = (
+        dict(writer)
+        if writer
+        else {
+            "name": None,
+            "address": None,
+            "up": False,
+            "role": None,
+            "epoch": None,
+            "vdl": None,
+            "read_point": None,
+            "fenced": False,
+            "status": _no_writer(instances),
+        }
+    )
     if writer and writer_info["status"] == ACCEPTING_WRITES and not write_quorum:
         writer_info["status"] = (
             f"writes wait: no write quorum ({up_count} of {len(NODE_NAMES)} nodes up, "
@@ -162,9 +181,12 @@ def render(status: dict[str, Any]) -> str:
     lines.append(f"{'instance':<10}{'role':<13}{'epoch':>6}  {'position':<24}{'address':<22}status")
     for i in status["instances"]:
         position = (
-            f"vdl {show(i['vdl'])}" if i["vdl"] is not None
-            else f"read point {show(i['read_point'])}" if i["read_point"] is not None else "-"
-        )  # fmt: skip
+            f"vdl {show(i['vdl'])}"
+            if i["vdl"] is not None
+            else f"read point {show(i['read_point'])}"
+            if i["read_point"] is not None
+            else "-"
+        )
         role = "DOWN" if not i["up"] else i["role"]
         state = status["writer"]["status"] if i["name"] == status["writer"]["name"] else ""
         if not i["up"]:

@@ -123,10 +123,14 @@ def _parse_fields(fields: str) -> dict[str, object]:
     if not isinstance(raw, dict):
         return {}
     return {
-        k: v for k, v in raw.items()
-        if isinstance(k, str) and k.isidentifier() and not k.startswith("_")
-        and not hasattr(BaseException, k) and isinstance(v, _FIELD_TYPES)
-    }  # fmt: skip
+        k: v
+        for k, v in raw.items()
+        if isinstance(k, str)
+        and k.isidentifier()
+        and not k.startswith("_")
+        and not hasattr(BaseException, k)
+        and isinstance(v, _FIELD_TYPES)
+    }
 
 
 def ranges_to_proto(ranges: tuple[TruncationRange, ...], message_cls: type) -> list:

@@ -85,10 +85,14 @@ async def serve_append_stream(node: StorageNode, context: grpc.aio.ServicerConte
     except _Failed as failed:
         stop.set()
         error = reportable(failed.error)
-        await context.write(pb.AppendBatchAck(
-            batch_id=failed.batch_id, epoch=node.state.epoch,
-            error=type(error).__name__, message=str(error),
-        ))  # fmt: skip
+        await context.write(
+            pb.AppendBatchAck(
+                batch_id=failed.batch_id,
+                epoch=node.state.epoch,
+                error=type(error).__name__,
+                message=str(error),
+            )
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(taker), STREAM_CLOSE_WAIT_S)
     finally:

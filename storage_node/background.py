@@ -113,9 +113,12 @@ async def collect_garbage_once(node: StorageNode, peer_names: list[str], work: C
     st = node.state
     try:
         collected = await asyncio.to_thread(
-            node.store.collect_garbage, horizon, node.limits.gc_keys_max, st.scl,
+            node.store.collect_garbage,
+            horizon,
+            node.limits.gc_keys_max,
+            st.scl,
             st.completeness.cpl_at_scl,
-        )  # fmt: skip
+        )
     except StoredCorruptionError as exc:  # the horizon stays below it until it is repaired
         node.note_damage(exc)
         return

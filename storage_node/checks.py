@@ -43,8 +43,9 @@ def check_vdl(state: SegmentState, vdl: int) -> None:
         )
 
 
-def check_registration(name: str, role: str, address: str, client_address: str,
-                       read_point: int) -> None:  # fmt: skip
+def check_registration(
+    name: str, role: str, address: str, client_address: str, read_point: int
+) -> None:
     """An instance reporting to the node (GetState): the topology lists what it says."""
     if not NAME_PATTERN.fullmatch(name):
         raise InvalidRequestError(

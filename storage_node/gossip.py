@@ -70,8 +70,14 @@ class Gossip:
             before = node.state.scl
             node.metrics.gossip_records.inc(len(step.records))
             await node.append(None, list(step.records))
-            log.debug("%s: gossip from %s: %d records, SCL %d -> %d", node.name, step.source,
-                      len(step.records), before, node.state.scl)  # fmt: skip
+            log.debug(
+                "%s: gossip from %s: %d records, SCL %d -> %d",
+                node.name,
+                step.source,
+                len(step.records),
+                before,
+                node.state.scl,
+            )
         else:
             try:
                 if isinstance(step, RepairRecord):

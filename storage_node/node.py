@@ -135,14 +135,18 @@ class StorageNode:
             log.error(
                 "%s: the stored SCL is %d but the log has no record there: this disk lost "
                 "acknowledged writes; complete only to the GC horizon %d, re-fetching the rest "
-                "from peers", self.name, meta.scl, start[0],
-            )  # fmt: skip
+                "from peers",
+                self.name,
+                meta.scl,
+                start[0],
+            )
         for rng in meta.truncations:  # finish deletions a crash may have cut short
             self.store.delete_truncated(rng)
         corrupt = restore(self.state, meta, start, self.store.records_after(start[0]))
         for lsn in corrupt:
-            log.warning("%s: corrupt record LSN %d dropped, to be re-fetched from peers",
-                        self.name, lsn)  # fmt: skip
+            log.warning(
+                "%s: corrupt record LSN %d dropped, to be re-fetched from peers", self.name, lsn
+            )
             self.store.delete_record(lsn)
 
     def start(self) -> None:
@@ -268,9 +272,13 @@ class StorageNode:
         if plan.records:
             after = plan.after
             write_s, commit_s = await asyncio.to_thread(
-                self.store.put_records, plan.records, after.scl, after.cpl_at_scl,
-                st.vdl, st.vdl_epoch,
-            )  # fmt: skip
+                self.store.put_records,
+                plan.records,
+                after.scl,
+                after.cpl_at_scl,
+                st.vdl,
+                st.vdl_epoch,
+            )
             self.metrics.lmdb_write.observe(write_s)
             self.metrics.fsync.observe(commit_s)
             # Durable now: the trial is the node's completeness (no change can slip in
@@ -291,10 +299,16 @@ class StorageNode:
     def _meta(self) -> StoredMeta:
         st = self.state
         return StoredMeta(
-            node_name=self.name, epoch=st.epoch, epoch_owner=st.epoch_owner,
-            truncations=st.truncations, truncations_version=st.truncations_version, scl=st.scl, cpl_at_scl=st.completeness.cpl_at_scl,
-            vdl=st.vdl, vdl_epoch=st.vdl_epoch,
-        )  # fmt: skip
+            node_name=self.name,
+            epoch=st.epoch,
+            epoch_owner=st.epoch_owner,
+            truncations=st.truncations,
+            truncations_version=st.truncations_version,
+            scl=st.scl,
+            cpl_at_scl=st.completeness.cpl_at_scl,
+            vdl=st.vdl,
+            vdl_epoch=st.vdl_epoch,
+        )
 
     async def seal(self, epoch: int, owner: str) -> None:
         async with self.write_lock:
@@ -320,8 +334,13 @@ class StorageNode:
             self.note_state_changed()  # epoch, SCL and learned VDL may all have changed
             for rng in fresh:
                 await asyncio.to_thread(self.store.delete_truncated, rng)
-                log.info("%s: truncated (%d, %d] at epoch %d", self.name, rng.after_lsn,
-                         rng.through_lsn, rng.epoch)  # fmt: skip
+                log.info(
+                    "%s: truncated (%d, %d] at epoch %d",
+                    self.name,
+                    rng.after_lsn,
+                    rng.through_lsn,
+                    rng.epoch,
+                )
 
     # -- reads --------------------------------------------------------------------------------------
 

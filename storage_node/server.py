@@ -54,17 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers", type=parse_peers, default={}, help="NAME=HOST:PORT,... of the other nodes"
     )
     p.add_argument(
-        "--map-size-mib", type=int, default=MAP_SIZE_BYTES_DEFAULT >> 20,
+        "--map-size-mib",
+        type=int,
+        default=MAP_SIZE_BYTES_DEFAULT >> 20,
         help=f"LMDB map size in MiB (default {MAP_SIZE_BYTES_DEFAULT >> 20}); the store cannot grow past it",
-    )  # fmt: skip
-    p.add_argument("--batch-records-max", type=int, default=NodeLimits.append_batch_records_max,
-                   help="largest append batch accepted, in records")  # fmt: skip
-    p.add_argument("--batch-bytes-max", type=int, default=NodeLimits.append_batch_bytes_max,
-                   help="largest append batch accepted, in bytes")  # fmt: skip
+    )
     p.add_argument(
-        "--metrics-port", type=int, default=0,
+        "--batch-records-max",
+        type=int,
+        default=NodeLimits.append_batch_records_max,
+        help="largest append batch accepted, in records",
+    )
+    p.add_argument(
+        "--batch-bytes-max",
+        type=int,
+        default=NodeLimits.append_batch_bytes_max,
+        help="largest append batch accepted, in bytes",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default 0: none)",
-    )  # fmt: skip
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -74,9 +86,12 @@ async def run(args: argparse.Namespace) -> None:
         append_batch_records_max=args.batch_records_max, append_batch_bytes_max=args.batch_bytes_max
     )
     node = StorageNode(
-        args.name, NODE_AZ[args.name], args.data_dir,
-        map_size_bytes=args.map_size_mib << 20, limits=limits,
-    )  # fmt: skip
+        args.name,
+        NODE_AZ[args.name],
+        args.data_dir,
+        map_size_bytes=args.map_size_mib << 20,
+        limits=limits,
+    )
     node.start()
     if args.metrics_port:
         metrics.serve(
@@ -85,11 +100,17 @@ async def run(args: argparse.Namespace) -> None:
     instances = InstancesSeen()
     servicer = StorageNodeService(node, instances)
     server, port = await start_server(
-        args.host, args.port,
-        [(pb_grpc.add_StorageNodeServicer_to_server, servicer, service_name("StorageNode")),
-         (pb_grpc.add_TopologyServiceServicer_to_server, NodeTopologyService(node, instances),
-          service_name("TopologyService"))],
-    )  # fmt: skip
+        args.host,
+        args.port,
+        [
+            (pb_grpc.add_StorageNodeServicer_to_server, servicer, service_name("StorageNode")),
+            (
+                pb_grpc.add_TopologyServiceServicer_to_server,
+                NodeTopologyService(node, instances),
+                service_name("TopologyService"),
+            ),
+        ],
+    )
     gossip = Gossip(node, args.peers)
     tasks = [
         guarded_task(gossip.run(), f"{node.name} gossip"),

@@ -99,8 +99,12 @@ class NodeTopologyService(pb_grpc.TopologyServiceServicer):
     async def GetTopology(self, request: pb.GetTopologyRequest, context):
         st = self.node.state
         owner = parse_owner(st.epoch_owner)
-        answer = pb.Topology(epoch=st.epoch, writer_name=owner.name, writer_address=owner.address,
-                             answered_by=self.node.name)  # fmt: skip
+        answer = pb.Topology(
+            epoch=st.epoch,
+            writer_name=owner.name,
+            writer_address=owner.address,
+            answered_by=self.node.name,
+        )
         for view in self.instances.views(time.monotonic()):
             answer.instances.append(view)
             if view.name == owner.name:
@@ -136,8 +140,9 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
     async def ReadRecords(self, request: pb.ReadRecordsRequest, context):
         page_no = request.page_no if request.HasField("page_no") else None
         try:
-            check_numbers(after_lsn=request.after_lsn, through_lsn=request.through_lsn,
-                          page_no=page_no or 0)  # fmt: skip
+            check_numbers(
+                after_lsn=request.after_lsn, through_lsn=request.through_lsn, page_no=page_no or 0
+            )
             records = self.node.read_records(
                 request.after_lsn, request.through_lsn, request.max_records, page_no
             )
@@ -147,9 +152,11 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
             await abort(context, exc)
         st = self.node.state
         return pb.ReadRecordsResponse(
-            records=[r.encoded for r in records], scl=st.scl, epoch=st.epoch,
+            records=[r.encoded for r in records],
+            scl=st.scl,
+            epoch=st.epoch,
             gc_horizon=self.node.gc_horizon,
-        )  # fmt: skip
+        )
 
     async def GetPage(self, request: pb.GetPageRequest, context):
         try:
@@ -167,8 +174,13 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         now = time.monotonic()
         if request.reader:
             try:
-                check_registration(request.reader, request.role, request.address,
-                                   request.client_address, request.read_point)  # fmt: skip
+                check_registration(
+                    request.reader,
+                    request.role,
+                    request.address,
+                    request.client_address,
+                    request.read_point,
+                )
             except SixfoldError as exc:
                 await abort(context, exc)
             self.node.note_read_point(request.reader, request.read_point, now)

@@ -450,9 +450,14 @@ def _open_env(path: Path, map_size_bytes: int) -> lmdb.Environment:
         raise DataFormatError(f"{path}: data directory is not readable and writable by this user")
     try:
         return lmdb.open(
-            str(path), map_size=map_size_bytes, max_dbs=8, sync=True, metasync=True,
-            readahead=False, max_readers=256,
-        )  # fmt: skip
+            str(path),
+            map_size=map_size_bytes,
+            max_dbs=8,
+            sync=True,
+            metasync=True,
+            readahead=False,
+            max_readers=256,
+        )
     except lmdb.Error as exc:
         raise DataFormatError(f"{path}: cannot open as an LMDB data directory: {exc}") from exc
 

@@ -37,8 +37,12 @@ def sql_commands() -> list[list[str]]:
 def run_dbapi_example(env: dict[str, str], cwd: Path, timeout_s: float = 120) -> str:
     """Run the DB-API example as printed (in `cwd`, with `env`); what it printed."""
     ran = subprocess.run(
-        [sys.executable, "-c", dbapi_example()], capture_output=True, text=True,
-        timeout=timeout_s, env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd,
-    )  # fmt: skip
+        [sys.executable, "-c", dbapi_example()],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+    )
     assert ran.returncode == 0, ran.stderr
     return ran.stdout.strip()

@@ -106,13 +106,18 @@ BAD = [
     ("stale epoch", StaleEpochError, lambda good: pb.AppendBatch(epoch=1, records=good)),
     ("epoch ahead", EpochAheadError, lambda good: pb.AppendBatch(epoch=3, records=good)),
     ("cut blob", CorruptRecordError, lambda good: pb.AppendBatch(epoch=2, records=good[:-9])),
-    ("bad CRC", CorruptRecordError, lambda good: pb.AppendBatch(
-        epoch=2, records=good[:40] + bytes([good[40] ^ 1]) + good[41:])),
-    ("VDL beyond allocation", InvalidRequestError,
-     lambda good: pb.AppendBatch(epoch=2, records=good, vdl=2**62)),
-    ("batch too large", BatchTooLargeError,
-     lambda good: pb.AppendBatch(epoch=2, records=good * 3)),
-]  # fmt: skip
+    (
+        "bad CRC",
+        CorruptRecordError,
+        lambda good: pb.AppendBatch(epoch=2, records=good[:40] + bytes([good[40] ^ 1]) + good[41:]),
+    ),
+    (
+        "VDL beyond allocation",
+        InvalidRequestError,
+        lambda good: pb.AppendBatch(epoch=2, records=good, vdl=2**62),
+    ),
+    ("batch too large", BatchTooLargeError, lambda good: pb.AppendBatch(epoch=2, records=good * 3)),
+]
 
 
 @pytest.mark.parametrize(("what", "error", "make"), BAD, ids=[b[0] for b in BAD])

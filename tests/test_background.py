@@ -45,10 +45,14 @@ async def write_log(node: StorageNode, pages: list[int], first_lsn: int = 1) -> 
         await node.truncate(1, (), 1)
     for lsn, page_no in enumerate(pages, start=first_lsn):
         record = encode_record(
-            lsn=lsn, prev_volume_lsn=lsn - 1, prev_page_lsn=last_of.get(page_no, 0),
-            page_no=page_no, epoch=1, flags=RecordFlags.CPL,
+            lsn=lsn,
+            prev_volume_lsn=lsn - 1,
+            prev_page_lsn=last_of.get(page_no, 0),
+            page_no=page_no,
+            epoch=1,
+            flags=RecordFlags.CPL,
             payload=encode_deltas([Delta(0, f"p{page_no}v{lsn}\0".encode())]),
-        )  # fmt: skip
+        )
         last_of[page_no] = lsn
         await node.append(1, [record], vdl=lsn)
     return lsn

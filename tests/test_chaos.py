@@ -14,10 +14,22 @@ pytestmark = pytest.mark.processes
 
 def test_chaos_story_on_the_process_cluster(local_cluster: LocalCluster) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sixfold.cli", "--dir", local_cluster.layout.directory,
-         "chaos", "--settle", "1", "--limit", "60"],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sixfold.cli",
+            "--dir",
+            local_cluster.layout.directory,
+            "chaos",
+            "--settle",
+            "1",
+            "--limit",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "1. kill AZ a (a1, a2)" in out and "writes go on" in out

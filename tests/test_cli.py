@@ -27,8 +27,10 @@ pytestmark = pytest.mark.processes
 def sixfold(directory: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sixfold.cli", "--dir", str(directory), *args],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_cli_without_a_cluster_says_how_to_start_one(tmp_path: Path) -> None:
@@ -94,8 +96,10 @@ def on_a_terminal(d: Path, *args: str, timeout: float = 60) -> tuple[int, str]:
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sixfold.cli", "--dir", str(d), *args],
-        stdout=subprocess.DEVNULL, stderr=follower, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+    )
     os.close(follower)
     seen = b""
     deadline = time.monotonic() + timeout
@@ -180,8 +184,10 @@ def test_cli_session(tmp_path: Path) -> None:
         assert sixfold(d, "start", "writer", "--az", "a").returncode == 0
         deadline = time.monotonic() + 30
         while (roles := {i["name"]: i["role"] for i in status_of(d)[0]["instances"]}) != {
-            "writer": "reader", "r1": "writer", "r2": "reader"
-        }:  # fmt: skip
+            "writer": "reader",
+            "r1": "writer",
+            "r2": "reader",
+        }:
             assert time.monotonic() < deadline, roles
             time.sleep(0.2)
         assert [r["name"] for r in status_of(d)[0]["readers"]] == ["writer", "r2"]
@@ -232,8 +238,10 @@ def test_the_foreground_up_tells_cluster_events(tmp_path: Path) -> None:
     base = cluster.free_base_port()
     up = subprocess.Popen(
         [sys.executable, "-m", "sixfold.cli", "--dir", str(d), "up", "--base-port", str(base)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert up.stdout is not None
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(up.stdout), daemon=True)

@@ -291,8 +291,9 @@ def test_recovery_seals_truncates_and_repairs_to_a_write_quorum() -> None:
     result, asked = drive(Recovery(NODES, "w2", lal=100).run(), nodes.answer)
     kinds = [type(next(iter(r.values()))).__name__ for r in asked]
     assert kinds[:3] == ["GetState", "Seal", "Truncate"] and set(kinds[3:]) <= {
-        "ReadRecords", "Append",
-    }  # fmt: skip
+        "ReadRecords",
+        "Append",
+    }
     plan = result.plan
     assert (plan.epoch, plan.vdl, plan.next_lsn) == (2, 10, 111)
     assert plan.truncation == TruncationRange(2, 10, 110)

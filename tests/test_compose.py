@@ -62,8 +62,12 @@ def compose_env() -> dict[str, str]:
 def compose(*args: str, timeout: float = UP_LIMIT_S) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*compose_command(), "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml"), *args],
-        capture_output=True, text=True, timeout=timeout, env=compose_env(), cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=compose_env(),
+        cwd=ROOT,
+    )
 
 
 def make_images(say: Callable[[str], None]) -> None:
@@ -71,7 +75,7 @@ def make_images(say: Callable[[str], None]) -> None:
     minutes), checked to leave no dangling image of ours behind."""
     with subprocess.Popen(
         ["make", "images"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
-    ) as proc:  # fmt: skip
+    ) as proc:
         assert proc.stdout is not None
         tail: list[str] = []
         deadline = time.monotonic() + IMAGE_BUILD_LIMIT_S
@@ -83,8 +87,10 @@ def make_images(say: Callable[[str], None]) -> None:
         assert proc.wait() == 0, "".join(tail)
     dangling = subprocess.run(
         ["docker", "images", "-q", "-f", "dangling=true", "-f", "label=org.sixfold.image"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert dangling.stdout.strip() == "", f"make images left dangling images: {dangling.stdout}"
 
 
@@ -127,16 +133,28 @@ def sixfold_cli(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sixfold.cli", "--compose", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_the_images_crc32c_gives_the_check_value(compose_cluster: dict[str, str]) -> None:
     probe = subprocess.run(
-        ["docker", "run", "--rm", "sixfold:latest", "python", "-c",
-         "from sixfold.checksum import crc32c; print(hex(crc32c(b'123456789')))"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            "docker",
+            "run",
+            "--rm",
+            "sixfold:latest",
+            "python",
+            "-c",
+            "from sixfold.checksum import crc32c; print(hex(crc32c(b'123456789')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert probe.stdout.strip() == "0xe3069283", probe.stderr
 
 
@@ -145,10 +163,17 @@ def test_containers_are_healthy_and_chaos_loses_nothing(compose_cluster: dict[st
     deadline = time.monotonic() + UP_LIMIT_S
     while True:
         health = subprocess.run(
-            ["docker", "inspect", "-f", "{{.Name}} {{.State.Health.Status}}",
-             *(f"{PROJECT}-{n}" for n in COMPOSE_PORT_DEFAULTS)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                "docker",
+                "inspect",
+                "-f",
+                "{{.Name}} {{.State.Health.Status}}",
+                *(f"{PROJECT}-{n}" for n in COMPOSE_PORT_DEFAULTS),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if health.returncode == 0 and health.stdout.count(" healthy") == len(COMPOSE_PORT_DEFAULTS):
             break
         assert time.monotonic() < deadline, f"containers not healthy: {health.stdout}"
@@ -168,9 +193,11 @@ def test_the_readme_dbapi_example_runs_as_printed(
     # the working directory) finds the compose cluster and follows its writer.
     env = compose_cluster
     made = sixfold_cli(
-        env, "sql", "CREATE TABLE IF NOT EXISTS acct(id INTEGER PRIMARY KEY, bal INTEGER); "
+        env,
+        "sql",
+        "CREATE TABLE IF NOT EXISTS acct(id INTEGER PRIMARY KEY, bal INTEGER); "
         "INSERT OR REPLACE INTO acct(id, bal) VALUES (1, 100), (2, 250)",
-    )  # fmt: skip
+    )
     assert made.returncode == 0, made.stderr
     assert readme.run_dbapi_example(env, tmp_path) == "(350,)"
 
@@ -234,9 +261,17 @@ def test_fuzz_against_the_compose_cluster(compose_cluster: dict[str, str], tmp_p
     nemesis = "kill,pause" + (",partition" if not iptables_unavailable() else "")
     # Seed 21 brings, within 15 s: an AZ split, a paused writer, the writer cut from AZ+1.
     fuzz = sixfold_cli(
-        compose_cluster, "fuzz", "--time", "15", "--nemesis", nemesis, "--seed", "21",
-        "--history", str(history),
-    )  # fmt: skip
+        compose_cluster,
+        "fuzz",
+        "--time",
+        "15",
+        "--nemesis",
+        nemesis,
+        "--seed",
+        "21",
+        "--history",
+        str(history),
+    )
     assert fuzz.returncode == 0, fuzz.stdout + fuzz.stderr
     assert "verdict: ok" in fuzz.stdout and history.exists()
     if "partition" in nemesis:
@@ -255,6 +290,9 @@ def container_drop_rules(container: str) -> list[str]:
         return []
     rules = subprocess.run(
         ["nsenter", "-t", str(pid), "-n", "iptables", "-S"],
-        capture_output=True, text=True, timeout=30, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     return [line for line in rules.splitlines() if "DROP" in line]

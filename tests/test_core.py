@@ -183,10 +183,14 @@ def test_a_range_cancels_only_older_epochs_inside_it() -> None:
 
 def _record(lsn: int, prev: int, epoch: int = 1, cpl: bool = True, page_no: int = 0):
     return encode_record(
-        lsn=lsn, prev_volume_lsn=prev, prev_page_lsn=0, page_no=page_no, epoch=epoch,
+        lsn=lsn,
+        prev_volume_lsn=prev,
+        prev_page_lsn=0,
+        page_no=page_no,
+        epoch=epoch,
         flags=RecordFlags.CPL if cpl else RecordFlags(0),
         payload=encode_deltas([Delta(0, lsn.to_bytes(4, "little"))]),
-    )  # fmt: skip
+    )
 
 
 def test_segment_epochs_fence_older_writers() -> None:
@@ -558,9 +562,14 @@ def test_bad_deltas_are_detected_even_with_a_good_crc() -> None:
         decode_deltas(cut_header)
     for payload in (overrun, cut_header):
         bad = encode_record(
-            lsn=2, prev_volume_lsn=1, prev_page_lsn=0, page_no=0, epoch=1,
-            flags=RecordFlags.CPL, payload=payload,
-        )  # fmt: skip
+            lsn=2,
+            prev_volume_lsn=1,
+            prev_page_lsn=0,
+            page_no=0,
+            epoch=1,
+            flags=RecordFlags.CPL,
+            payload=payload,
+        )
         with pytest.raises(CorruptRecordError):
             decode_record(bad.encoded)  # the CRC is right; the content is not
 
@@ -577,9 +586,14 @@ def test_corrupt_header_fields_are_named() -> None:
 def test_apply_records_in_lsn_order() -> None:
     a = _record(1, 0)
     b = encode_record(
-        lsn=2, prev_volume_lsn=1, prev_page_lsn=1, page_no=0, epoch=1, flags=RecordFlags.CPL,
+        lsn=2,
+        prev_volume_lsn=1,
+        prev_page_lsn=1,
+        page_no=0,
+        epoch=1,
+        flags=RecordFlags.CPL,
         payload=encode_deltas([Delta(2, b"zz")]),
-    )  # fmt: skip
+    )
     page = apply_records(EMPTY_PAGE, [a, b])
     assert page[:4] == b"\x01\x00zz" and len(page) == PAGE_SIZE_BYTES
     with pytest.raises(AssertionError):
@@ -607,9 +621,14 @@ def test_truncation_of_a_failed_recovery_never_cancels_a_later_durable_point() -
     def report(seg: SegmentState) -> SegmentReport:
         c = seg.completeness
         return SegmentReport(
-            seg.name, seg.epoch, c.scl, c.cpl_at_scl, c.highest_lsn, seg.truncations,
+            seg.name,
+            seg.epoch,
+            c.scl,
+            c.cpl_at_scl,
+            c.highest_lsn,
+            seg.truncations,
             seg.truncations_version,
-        )  # fmt: skip
+        )
 
     def gossip(seg: SegmentState, peers: list[str]) -> None:
         """storage_node/gossip.py _adopt_truncations: the newest peer set, if newer."""

@@ -23,10 +23,22 @@ PAGE_WAIT_MS = 20_000
 
 def start_dashboard(c: LocalCluster, port: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sixfold.cli", "--dir", str(c.directory), "dashboard",
-         "--port", str(port), "--seconds", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sixfold.cli",
+            "--dir",
+            str(c.directory),
+            "dashboard",
+            "--port",
+            str(port),
+            "--seconds",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while True:
         try:

@@ -27,9 +27,13 @@ def test_module_globals_and_exception_hierarchy() -> None:
     for name in ("InterfaceError", "DatabaseError"):
         assert issubclass(getattr(dbapi, name), dbapi.Error)
     for name in (
-        "DataError", "OperationalError", "IntegrityError", "InternalError", "ProgrammingError",
+        "DataError",
+        "OperationalError",
+        "IntegrityError",
+        "InternalError",
+        "ProgrammingError",
         "NotSupportedError",
-    ):  # fmt: skip
+    ):
         assert issubclass(getattr(dbapi, name), dbapi.DatabaseError)
         assert getattr(dbapi.Connection, name) is getattr(dbapi, name)
     assert issubclass(dbapi.ReadOnlyError, dbapi.OperationalError)
@@ -368,17 +372,22 @@ def sixfold_cli(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sixfold.cli", "--dir", str(c.directory), *args],
-        input=stdin, capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 @pytest.mark.processes
 def test_sixfold_sql_command(sql_cluster: LocalCluster) -> None:
     c = sql_cluster
     created = sixfold_cli(
-        c, "sql", "CREATE TABLE cli (id INTEGER PRIMARY KEY, name TEXT, data BLOB); "
+        c,
+        "sql",
+        "CREATE TABLE cli (id INTEGER PRIMARY KEY, name TEXT, data BLOB); "
         "INSERT INTO cli VALUES (1, 'ada', x'00ff'), (2, 'bob', NULL)",
-    )  # fmt: skip
+    )
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip() == "INSERT 0 2"
     table = sixfold_cli(c, "sql", "SELECT id, name, data FROM cli ORDER BY id")
@@ -522,8 +531,11 @@ def test_the_execute_stream_pipelines_requests_and_answers_errors_in_band(
     ]
     raw = [r.SerializeToString() for r in requests]
     raw.insert(2, b"\xff\xff\xff not a message")
-    raw.append(pb.ExecuteStreamRequest(id=4, request=execute("SELECT count(*) FROM piped"))
-               .SerializeToString())  # fmt: skip
+    raw.append(
+        pb.ExecuteStreamRequest(
+            id=4, request=execute("SELECT count(*) FROM piped")
+        ).SerializeToString()
+    )
     with grpc.insecure_channel(sql_cluster.layout.writer_address) as channel:
         stream = channel.stream_stream(
             "/sixfold.v1.Sql/ExecuteStream",

@@ -36,11 +36,26 @@ def test_fuzz_run_is_linearizable_under_faults(
     history = tmp_path / "history.jsonl"
     # Seed 29 brings, within 15 s: a node losing its unsynced tail, an AZ split and a pause.
     result = subprocess.run(
-        [sys.executable, "-m", "sixfold.cli", "--dir", partitionable_cluster.layout.directory,
-         "fuzz", "--time", "15", "--nemesis", "kill,pause,disk,partition", "--seed", "29",
-         "--history", str(history)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sixfold.cli",
+            "--dir",
+            partitionable_cluster.layout.directory,
+            "fuzz",
+            "--time",
+            "15",
+            "--nemesis",
+            "kill,pause,disk,partition",
+            "--seed",
+            "29",
+            "--history",
+            str(history),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verdict: ok" in result.stdout and f"history: {history}" in result.stdout
     events = load_history(history)
@@ -64,11 +79,28 @@ def test_fuzz_with_a_deposed_writer_and_stale_clients(
     sending to it. Before issue 10 a run like this answered stale reads."""
     history = tmp_path / "history.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "sixfold.cli", "--dir", local_cluster.layout.directory,
-         "fuzz", "--time", "20", "--nemesis", "pause-writer", "--clients", "6",
-         "--seed", "3", "--history", str(history)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sixfold.cli",
+            "--dir",
+            local_cluster.layout.directory,
+            "fuzz",
+            "--time",
+            "20",
+            "--nemesis",
+            "pause-writer",
+            "--clients",
+            "6",
+            "--seed",
+            "3",
+            "--history",
+            str(history),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     events = load_history(history)
     assert any(e.f == "pause" for e in events if e.is_nemesis), result.stdout
@@ -83,16 +115,30 @@ def test_fuzz_with_a_deposed_writer_and_stale_clients(
 def test_partition_is_refused_on_a_cluster_that_cannot_be_partitioned(tmp_path: Path) -> None:
     layout = LocalCluster(tmp_path / "direct").layout  # laid out, not started: refused first
     result = subprocess.run(
-        [sys.executable, "-m", "sixfold.cli", "--dir", layout.directory, "fuzz",
-         "--time", "1", "--nemesis", "partition"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sixfold.cli",
+            "--dir",
+            layout.directory,
+            "fuzz",
+            "--time",
+            "1",
+            "--nemesis",
+            "partition",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "sixfold up --partitionable" in result.stderr
 
 
 def test_fuzz_refuses_an_unknown_nemesis(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "sixfold.cli", "--dir", str(tmp_path), "fuzz", "--nemesis", "flood"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "unknown nemesis flood" in result.stderr

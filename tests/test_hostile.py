@@ -48,11 +48,15 @@ def hostile_cluster(tmp_path: Path):
     c = LocalCluster(tmp_path / "cluster")
     layout = c.layout
     layout.extra_args["writer"] = [
-        "--write-timeout", str(WRITE_TIMEOUT_S),
-        "--sql-statement-timeout", str(STATEMENT_TIMEOUT_S),
-        "--sql-connection-wait", str(CONNECTION_WAIT_S),
-        "--sql-session-idle", str(SESSION_IDLE_S),
-    ]  # fmt: skip
+        "--write-timeout",
+        str(WRITE_TIMEOUT_S),
+        "--sql-statement-timeout",
+        str(STATEMENT_TIMEOUT_S),
+        "--sql-connection-wait",
+        str(CONNECTION_WAIT_S),
+        "--sql-session-idle",
+        str(SESSION_IDLE_S),
+    ]
     layout.save()
     try:
         c.up()
@@ -213,13 +217,15 @@ def test_numbers_beyond_range_and_bad_registrations_are_invalid(
         calls = [
             (stub.ReadRecords, pb.ReadRecordsRequest(after_lsn=2**64 - 1, through_lsn=2**64 - 1)),
             (stub.GetPage, pb.GetPageRequest(page_no=1, lsn=2**64 - 1)),
-            (stub.GetState, pb.GetStateRequest(reader="x" * (3 << 20), role="writer",
-                                               address="127.0.0.1:1")),
+            (
+                stub.GetState,
+                pb.GetStateRequest(reader="x" * (3 << 20), role="writer", address="127.0.0.1:1"),
+            ),
             (stub.GetState, pb.GetStateRequest(reader="evil", role="king", address="h:1")),
             (stub.GetState, pb.GetStateRequest(reader="evil", address="not an address")),
             (stub.SealEpoch, pb.SealEpochRequest(epoch=2**64 - 1, owner="w")),
             (stub.SealEpoch, pb.SealEpochRequest(epoch=99, owner="o" * 10_000)),
-        ]  # fmt: skip
+        ]
         for method, request in calls:
             with pytest.raises(grpc.RpcError) as refused:
                 method(request, timeout=5)

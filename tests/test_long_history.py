@@ -92,9 +92,14 @@ def plant_lost_write(key_ops: list[Op]) -> tuple[None, Op] | None:
         # The read began after the write returned: it sees the write, or a later one.
         if nothing_can_produce(key_ops, read.value_out, start, read.return_time):
             lost = dataclasses.replace(
-                read, f="write", value_in=LOST_VALUE, value_out=None, invoke_time=start,
-                complete_time=end, process=PLANTED_PROCESS,
-            )  # fmt: skip
+                read,
+                f="write",
+                value_in=LOST_VALUE,
+                value_out=None,
+                invoke_time=start,
+                complete_time=end,
+                process=PLANTED_PROCESS,
+            )
             return None, lost
     return None
 

@@ -24,12 +24,14 @@ def _history(reads: list[list[list[int | None]]], writes: tuple[int, ...] = (7, 
 
 def test_pages_read_at_one_read_point_agree() -> None:
     result = check_groups(
-        _history([
-            [[10, 5, 7], [11, 5, 7]],
-            [[10, 6, 8], [11, 9, None]],  # different read points: not compared
-            [[10, 9, None], [11, 12, 8]],
-        ])
-    )  # fmt: skip
+        _history(
+            [
+                [[10, 5, 7], [11, 5, 7]],
+                [[10, 6, 8], [11, 9, None]],  # different read points: not compared
+                [[10, 9, None], [11, 12, 8]],
+            ]
+        )
+    )
     assert result.violations == ()
     assert result.reads == 6 and result.shared_read_points == 2
 

@@ -36,9 +36,14 @@ def record(
     lsn: int, prev: int, page: int, text: bytes, epoch: int = 1, cpl: bool = True
 ) -> RedoRecord:
     return encode_record(
-        lsn=lsn, prev_volume_lsn=prev, prev_page_lsn=0, page_no=page, epoch=epoch,
-        flags=RecordFlags.CPL if cpl else RecordFlags(0), payload=encode_deltas([Delta(0, text)]),
-    )  # fmt: skip
+        lsn=lsn,
+        prev_volume_lsn=prev,
+        prev_page_lsn=0,
+        page_no=page,
+        epoch=epoch,
+        flags=RecordFlags.CPL if cpl else RecordFlags(0),
+        payload=encode_deltas([Delta(0, text)]),
+    )
 
 
 def run_with_node(
@@ -51,9 +56,16 @@ def run_with_node(
         node.state.peers_heard.update({"a2", "b1"})  # no peers here: serve at once
         node.start()
         server, port = await start_server(
-            "127.0.0.1", 0,
-            [(pb_grpc.add_StorageNodeServicer_to_server, StorageNodeService(node), service_name("StorageNode"))],
-        )  # fmt: skip
+            "127.0.0.1",
+            0,
+            [
+                (
+                    pb_grpc.add_StorageNodeServicer_to_server,
+                    StorageNodeService(node),
+                    service_name("StorageNode"),
+                )
+            ],
+        )
         client = NodeClient("a1", f"127.0.0.1:{port}")
         try:
             await body(client, node)
@@ -265,9 +277,21 @@ def flip_stored_bit(data: Path, lsn: int) -> None:
 
 def run_node_process(data_dir: Path, name: str = "a1") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "storage_node", "--name", name, "--data-dir", str(data_dir), "--port", "0"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "storage_node",
+            "--name",
+            name,
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_unknown_format_version_refuses_to_start(tmp_path: Path) -> None:

@@ -112,9 +112,13 @@ def test_watch_shows_the_quorum_go_and_come_back(local_cluster: LocalCluster) ->
         screen_shows("a1  UP", "c2  UP", "write quorum: available", "cluster: writable")
         c.kill("a1", "a2", "b1")
         screen_shows(
-            "a1  DOWN", "b1  DOWN", "write quorum: UNAVAILABLE", "read quorum: available",
-            "cluster: read-only", "write quorum LOST: 3 of 6 nodes up",
-        )  # fmt: skip
+            "a1  DOWN",
+            "b1  DOWN",
+            "write quorum: UNAVAILABLE",
+            "read quorum: available",
+            "cluster: read-only",
+            "write quorum LOST: 3 of 6 nodes up",
+        )
         c.start("a1", "a2", "b1")
         screen_shows("write quorum regained", "storage node a1 back")
         screen_shows("a1  UP", "cluster: writable")

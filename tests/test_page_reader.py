@@ -29,9 +29,16 @@ async def start_nodes(root: Path) -> tuple[list, list[NodeClient]]:
         node.state.peers_heard.update(n for n in NODE_NAMES if n != name)
         node.start()
         server, port = await start_server(
-            "127.0.0.1", 0,
-            [(pb_grpc.add_StorageNodeServicer_to_server, StorageNodeService(node), service_name("StorageNode"))],
-        )  # fmt: skip
+            "127.0.0.1",
+            0,
+            [
+                (
+                    pb_grpc.add_StorageNodeServicer_to_server,
+                    StorageNodeService(node),
+                    service_name("StorageNode"),
+                )
+            ],
+        )
         servers.append((server, node))
         clients.append(NodeClient(name, f"127.0.0.1:{port}"))
     return servers, clients
@@ -50,9 +57,14 @@ def test_no_single_node_complete_so_three_are_merged(tmp_path: Path) -> None:
             for lsn in range(1, 7):
                 text = f"version {lsn}".encode() + b"\0"
                 record = encode_record(
-                    lsn=lsn, prev_volume_lsn=lsn - 1, prev_page_lsn=prev_page, page_no=PAGE,
-                    epoch=1, flags=RecordFlags.CPL, payload=encode_deltas([Delta(0, text)]),
-                )  # fmt: skip
+                    lsn=lsn,
+                    prev_volume_lsn=lsn - 1,
+                    prev_page_lsn=prev_page,
+                    page_no=PAGE,
+                    epoch=1,
+                    flags=RecordFlags.CPL,
+                    payload=encode_deltas([Delta(0, text)]),
+                )
                 prev_page = lsn
                 skip = {(lsn - 1) % 6, lsn % 6}
                 for i, c in enumerate(clients):

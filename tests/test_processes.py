@@ -126,10 +126,14 @@ def test_truncation_sticks_on_a_node_that_was_down(local_cluster: LocalCluster) 
     # Play the old writer's last, unfinished append: it reached c2 alone.
     rogue_lsn = state.scl + 1
     rogue = encode_record(
-        lsn=rogue_lsn, prev_volume_lsn=state.scl, prev_page_lsn=0, page_no=21,
-        epoch=state.epoch, flags=RecordFlags.CPL,
+        lsn=rogue_lsn,
+        prev_volume_lsn=state.scl,
+        prev_page_lsn=0,
+        page_no=21,
+        epoch=state.epoch,
+        flags=RecordFlags.CPL,
         payload=encode_deltas([Delta(0, b"ROGUE\0")]),
-    )  # fmt: skip
+    )
     append = pb.AppendRequest(epoch=state.epoch, records=[rogue.encoded])
     ack = c.on_node("c2", lambda n: n.append(append))
     assert ack.scl == rogue_lsn
@@ -164,10 +168,21 @@ def test_superseded_writer_is_fenced(local_cluster: LocalCluster) -> None:
     # A second instance told to take over while the first writer still runs (a writer that
     # starts while another answers would join as a reader instead).
     second = subprocess.Popen(
-        [sys.executable, "-m", "reader", "--nodes", nodes, "--port", str(port), "--name",
-         "second", "--no-takeover"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "reader",
+            "--nodes",
+            nodes,
+            "--port",
+            str(port),
+            "--name",
+            "second",
+            "--no-takeover",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = c.layout.processes["writer"].address
     try:
         c.wait_for(lambda: _promote(f"127.0.0.1:{port}"), "the second instance to take over")

@@ -38,10 +38,11 @@ def test_no_round_confirms_once_a_newer_epoch_is_sealed_on_a_write_quorum(sealed
     """A newer writer sealed its epoch on `sealed` (>= 4 nodes) before the round was sent:
     those nodes refuse or say nothing, whatever the others answer, in any order."""
     answers = [
-        (n, data.draw(st.sampled_from([Answer.REFUSES, Answer.SILENT]))) if n in sealed
+        (n, data.draw(st.sampled_from([Answer.REFUSES, Answer.SILENT])))
+        if n in sealed
         else (n, data.draw(st.sampled_from(list(Answer))))
         for n in NODE_NAMES
-    ]  # fmt: skip
+    ]
     order = data.draw(st.permutations(answers))
     index = ReadIndex(epoch=3)
     index.want()

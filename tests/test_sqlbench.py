@@ -41,9 +41,27 @@ def test_pacer_hands_out_slots_at_the_rate_and_stops_at_the_end() -> None:
 
 @pytest.mark.processes
 def test_short_run_reports_sane_figures() -> None:
-    argv = [sys.executable, "-m", "sixfold.cli", "bench-sql", "--json", "--clients", "8",
-            "--rows", "100", "--seconds", "1", "--warmup", "0.5", "--lag-rate", "100",
-            "--lag-seconds", "1", "--lag-warmup", "0.2"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "sixfold.cli",
+        "bench-sql",
+        "--json",
+        "--clients",
+        "8",
+        "--rows",
+        "100",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0.5",
+        "--lag-rate",
+        "100",
+        "--lag-seconds",
+        "1",
+        "--lag-warmup",
+        "0.2",
+    ]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=RUN_LIMIT_S)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

@@ -13,9 +13,7 @@ from sixfold.errors import InvalidRequestError
 from sixfold.rpc import sixfold_pb2 as pb
 
 integers = st.integers(min_value=sv.INTEGER_MIN, max_value=sv.INTEGER_MAX)
-scalars = st.one_of(
-    st.none(), integers, st.floats(allow_nan=True), st.text(), st.binary()
-)  # fmt: skip
+scalars = st.one_of(st.none(), integers, st.floats(allow_nan=True), st.text(), st.binary())
 
 
 def same(a: object, b: object) -> bool:

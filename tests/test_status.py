@@ -14,20 +14,33 @@ from sixfold.waiting import write_quorum_line
 
 def node(name: str, up: bool = True, scl: int = 10) -> dict[str, Any]:
     return {
-        "name": name, "az": NODE_AZ[name], "address": f"127.0.0.1:{name}", "up": up,
-        "scl": scl if up else None, "epoch": 2 if up else None, "vdl": scl if up else None,
-        "serving": up, "log_records": 0 if up else None, "page_versions": 3 if up else None,
+        "name": name,
+        "az": NODE_AZ[name],
+        "address": f"127.0.0.1:{name}",
+        "up": up,
+        "scl": scl if up else None,
+        "epoch": 2 if up else None,
+        "vdl": scl if up else None,
+        "serving": up,
+        "log_records": 0 if up else None,
+        "page_versions": 3 if up else None,
         "error": None if up else "UNAVAILABLE",
-    }  # fmt: skip
+    }
 
 
 def instance(name: str, role: str, epoch: int = 2, vdl: int | None = None) -> dict[str, Any]:
     up = role != "down"
     return {
-        "name": name, "address": f"127.0.0.1:{name}", "up": up, "role": role,
-        "epoch": epoch if up else None, "vdl": vdl, "read_point": 10 if up else None,
-        "status": "accepting writes" if vdl is not None else role, "fenced": False,
-    }  # fmt: skip
+        "name": name,
+        "address": f"127.0.0.1:{name}",
+        "up": up,
+        "role": role,
+        "epoch": epoch if up else None,
+        "vdl": vdl,
+        "read_point": 10 if up else None,
+        "status": "accepting writes" if vdl is not None else role,
+        "fenced": False,
+    }
 
 
 def cluster(down: int = 0, roles: tuple[str, str, str] = ("writer", "reader", "reader")):
@@ -64,8 +77,14 @@ def test_roles_follow_the_topology_not_the_start_up_names() -> None:
     assert "writer    reader" in text and "r1        writer" in text
     # A deposed writer still answering as one is shown stepping down, not as the writer.
     nodes = [node(n) for n in NODE_NAMES]
-    both = summarise(nodes, [instance("writer", "writer", 1, 9), instance("r1", "writer", 2, 12),
-                             instance("r2", "reader")])  # fmt: skip
+    both = summarise(
+        nodes,
+        [
+            instance("writer", "writer", 1, 9),
+            instance("r1", "writer", 2, 12),
+            instance("r2", "reader"),
+        ],
+    )
     assert both["writer"]["name"] == "r1"
     assert both["instances"][0]["role"] == "stepping-down"
 

@@ -26,8 +26,10 @@ def test_an_errors_fields_travel_with_it() -> None:
     assert got.outcome_unknown is True and got.reachable == 3 and str(got) == "quorum lost"
     told = dbapi.translate_error(failed, commit=True, endpoint="w")
     assert isinstance(told, dbapi.TransactionOutcomeUnknownError)
-    assert not isinstance(dbapi.translate_error(failed, commit=False, endpoint="w"),
-                          dbapi.TransactionOutcomeUnknownError)  # fmt: skip
+    assert not isinstance(
+        dbapi.translate_error(failed, commit=False, endpoint="w"),
+        dbapi.TransactionOutcomeUnknownError,
+    )
 
 
 def test_a_readers_refusal_of_sessions_is_known_by_its_field() -> None:
@@ -42,9 +44,10 @@ def test_a_readers_refusal_of_sessions_is_known_by_its_field() -> None:
 
 def test_hostile_fields_are_ignored() -> None:
     exc = named_error(
-        "NotWriterError", "not the writer",
+        "NotWriterError",
+        "not the writer",
         '{"args": "x", "__class__": 1, "_private": 2, "nested": [1], "writer_address": "w:1"}',
-    )  # fmt: skip
+    )
     assert str(exc) == "not the writer" and exc.args == ("not the writer",)
     assert exc.writer_address == "w:1" and not hasattr(exc, "nested")
     assert not hasattr(exc, "_private")

@@ -122,9 +122,11 @@ class NodeSender:
 
     async def _send(self, call: grpc.aio.StreamStreamCall, batch: Batch) -> None:
         message = pb.AppendBatch(
-            epoch=self.pipeline.log.epoch, records=pack_records(batch.records), vdl=batch.vdl,
+            epoch=self.pipeline.log.epoch,
+            records=pack_records(batch.records),
+            vdl=batch.vdl,
             batch_id=batch.batch_id,
-        )  # fmt: skip
+        )
         self.bytes_sent += message.ByteSize() + 5  # 5: gRPC's length-prefix framing
         if len(self.shipper.in_flight) == 1:
             self._arm(self.pipeline.log.limits.append_timeout_s)
@@ -163,13 +165,15 @@ class NodeSender:
     async def _send_truncations(self) -> None:
         core = self.pipeline.log
         request = pb.TruncateRequest(
-            epoch=core.epoch, ranges=ranges_to_proto(core.truncations, pb.TruncationRange),
+            epoch=core.epoch,
+            ranges=ranges_to_proto(core.truncations, pb.TruncationRange),
             truncations_version=core.epoch,
-        )  # fmt: skip
+        )
         log.info(
-            "storage node %s missed epoch %d: sending its truncations", self.client.name,
+            "storage node %s missed epoch %d: sending its truncations",
+            self.client.name,
             core.epoch,
-        )  # fmt: skip
+        )
         await self.client.truncate(request, timeout=core.limits.append_timeout_s)
 
 
@@ -186,9 +190,14 @@ class CommitPipeline:
         limits: WriterLimits,
     ) -> None:
         self.log = CommitLog(
-            [c.name for c in clients], epoch=epoch, vdl=vdl, next_lsn=next_lsn,
-            node_scls=node_scls, truncations=truncations, limits=limits,
-        )  # fmt: skip
+            [c.name for c in clients],
+            epoch=epoch,
+            vdl=vdl,
+            next_lsn=next_lsn,
+            node_scls=node_scls,
+            truncations=truncations,
+            limits=limits,
+        )
         self.limits = limits
         self.observe_commit: Callable[[float], None] | None = None  # seconds to acknowledgement
         self.room = asyncio.Event()  # set when VDL advanced (LAL), a node came back, or fenced
@@ -257,10 +266,14 @@ class CommitPipeline:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         fenced = self.log.fenced
         for waiter in self.log.stop(why):
-            _fail(waiter, fenced or WriterFencedError(
-                f"{why}: commit LSN {waiter.lsn} was sent but is not known to be durable; its "
-                "outcome is unknown until the next writer recovers"
-            ))  # fmt: skip
+            _fail(
+                waiter,
+                fenced
+                or WriterFencedError(
+                    f"{why}: commit LSN {waiter.lsn} was sent but is not known to be durable; its "
+                    "outcome is unknown until the next writer recovers"
+                ),
+            )
         self.room.set()  # commits waiting for room see `fenced`
 
     # -- commits ------------------------------------------------------------------------------------

@@ -85,8 +85,13 @@ def record_bytes(write: PageWrite) -> int:
 class WriterVolume:
     """What survives a reopen of SQLite: page images, the size, the commits not yet answered."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_page: ReadPage,
-                 submit: SubmitCommit, durable_lsn: Callable[[], int]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        read_page: ReadPage,
+        submit: SubmitCommit,
+        durable_lsn: Callable[[], int],
+    ) -> None:
         self.loop = loop
         self.read_page = read_page
         self.submit = submit

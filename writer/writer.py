@@ -71,9 +71,14 @@ class Writer:
         result = await recover(self.clients, self.owner, self.limits.lal, epoch_wanted)
         plan = result.plan
         self.pipeline = CommitPipeline(
-            self.clients, epoch=plan.epoch, vdl=plan.vdl, next_lsn=plan.next_lsn,
-            node_scls=result.node_scls, truncations=result.truncations, limits=self.limits,
-        )  # fmt: skip
+            self.clients,
+            epoch=plan.epoch,
+            vdl=plan.vdl,
+            next_lsn=plan.next_lsn,
+            node_scls=result.node_scls,
+            truncations=result.truncations,
+            limits=self.limits,
+        )
         self.pipeline.start()
         self.confirmer = EpochConfirmer(
             self.clients, plan.epoch, lambda: self.pipeline.vdl, self.limits.append_timeout_s
