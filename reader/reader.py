@@ -25,6 +25,7 @@ from sixfold.errors import NotServingError
 from sixfold.page_reader import PageReader
 from sixfold.read_point import advance_read_point
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.topology import Role
 
 log = logging.getLogger("sixfold.reader")
 
@@ -55,7 +56,7 @@ class Reader:
         # Set by the instance that runs this reader (sixfold/instance.py): how it is reached,
         # and the read points its SQL transactions still read at (nodes' GC must keep them).
         self.address = ""
-        self.role = "reader"
+        self.role: Role = Role.READER
         self.client_address = ""
         self.pins: PinSource | None = None
         self.instances_seen: dict[str, list[pb.InstanceView]] = {}  # node -> its last list
@@ -143,7 +144,7 @@ class Reader:
         """Follow one node's state; reconnect with bounded jittered backoff when it goes."""
         backoff_s = WATCH_BACKOFF_MIN_S
         while True:
-            if self.role == "writer":
+            if self.role is Role.WRITER:
                 # The writer makes the durable points itself: streaming them back from every
                 # node would cost it CPU on each commit. The slow poll keeps its view current.
                 await asyncio.sleep(WATCH_BACKOFF_MAX_S)
@@ -154,9 +155,9 @@ class Reader:
                     self.note_state(client.name, state)
                     self._watching.add(client.name)
                     heard, backoff_s = True, WATCH_BACKOFF_MIN_S
-                    if self.role == "writer":
+                    if self.role is Role.WRITER:
                         break
-                if self.role == "writer":  # stopped on purpose: the node is not gone
+                if self.role is Role.WRITER:  # stopped on purpose: the node is not gone
                     self._watching.discard(client.name)
                     continue
                 reason = "the node ended the stream"

@@ -270,8 +270,8 @@ async def run_in_process(args: argparse.Namespace, layout: cluster.ClusterLayout
 
 
 async def run_via_grpc(args: argparse.Namespace, layout: cluster.ClusterLayout) -> dict:
-    await wait_writer_ready(layout.writer_address, STARTUP_TIMEOUT_S)
-    client = WriterClient(layout.writer_address)
+    await wait_writer_ready(layout.find_writer_address(), STARTUP_TIMEOUT_S)
+    client = WriterClient(layout.find_writer_address())
     try:
 
         async def commit(pages: list[int], data: bytes) -> None:

@@ -67,7 +67,7 @@ class Narrator:
 
 
 async def write_load(target: cluster.Endpoints, load: Load, stop: asyncio.Event) -> None:
-    client = WriterClient(await asyncio.to_thread(lambda: target.writer_address))
+    client = WriterClient(await asyncio.to_thread(target.find_writer_address))
     try:
         while not stop.is_set():
             load.seq += 1
@@ -82,7 +82,7 @@ async def write_load(target: cluster.Endpoints, load: Load, stop: asyncio.Event)
                 load.writer_errors += 1  # the writer is gone or stepped down: find the new one
                 load.last_error = str(exc)
                 await client.close()
-                client = WriterClient(await asyncio.to_thread(lambda: target.writer_address))
+                client = WriterClient(await asyncio.to_thread(target.find_writer_address))
             except SixfoldError as exc:
                 load.other_errors += 1
                 load.last_error = str(exc)
@@ -212,7 +212,7 @@ async def verify(target: cluster.Endpoints, load: Load) -> tuple[int, int]:
     Writes to a page are sequential, so an acknowledged write is present when its page
     shows it or a later write (a later write whose outcome was unknown may have landed).
     """
-    client = WriterClient(target.writer_address)
+    client = WriterClient(target.find_writer_address())
     verified = lost = 0
     try:
         for page, seqs in load.acked.items():

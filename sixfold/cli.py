@@ -18,7 +18,7 @@ from sixfold.clients import NodeDownError, ReaderClient, WriterClient
 from sixfold.errors import SixfoldError
 from sixfold.events import History
 from sixfold.page import until_nul
-from sixfold.quorum import NODE_NAMES
+from sixfold.quorum import AZS, COPIES, NODE_NAMES, READ_QUORUM
 from sixfold.record import PAGE_SIZE_BYTES
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.status import Health, gather_status
@@ -210,7 +210,7 @@ def cmd_page_write(args: argparse.Namespace) -> int:
             f"text of {len(data)} bytes is too long: a page holds at most "
             f"{PAGE_TEXT_BYTES_MAX} bytes of text (and a NUL byte after it)"
         )
-    address = _running_target(args).writer_address
+    address = _running_target(args).find_writer_address()
 
     async def write() -> int:
         client = WriterClient(address)
@@ -234,7 +234,7 @@ def cmd_page_read(args: argparse.Namespace) -> int:
         if args.reader:
             client = ReaderClient(target.reader_address(args.reader), args.reader)
         else:
-            client = WriterClient(target.writer_address)
+            client = WriterClient(target.find_writer_address())
         try:
             return await client.read_page(args.page, timeout=args.timeout)
         finally:
@@ -252,7 +252,7 @@ def _sql_address(args: argparse.Namespace) -> tuple[str, str]:
     target = _running_target(args)
     if args.reader:
         return target.reader_address(args.reader), f"reader {args.reader}"
-    return target.writer_address, "the writer"
+    return target.find_writer_address(), "the writer"
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -367,7 +367,8 @@ def cmd_bench_sql(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sixfold",
-        description="A quorum storage engine on Aurora's design: 6 storage nodes in 3 AZs, a writer, readers.",
+        description=f"A quorum storage engine on Aurora's design: {COPIES} storage nodes in "
+        f"{len(AZS)} AZs, a writer, readers.",
     )
     parser.add_argument(
         "--dir",
@@ -382,7 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("up", help="start a local cluster: 6 storage nodes, a writer, 2 readers")
+    p = sub.add_parser(
+        "up",
+        help=f"start a local cluster: {COPIES} storage nodes, a writer, "
+        f"{len(cluster.READER_NAMES)} readers",
+    )
     p.add_argument("--detach", action="store_true", help="return once the cluster is healthy")
     p.add_argument(
         "--partitionable",
@@ -416,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
         "log records and page versions kept) and every instance (its role now, which follows "
         "failovers and switchovers, its VDL or read point, its address), then the quorums.",
         epilog="exit codes: 0 the cluster takes writes; 1 read-only (a read quorum, but no "
-        "writer accepting writes or no write quorum); 2 unavailable (fewer than 3 nodes "
+        "writer accepting writes or no write quorum); 2 unavailable (fewer than "
+        f"{READ_QUORUM} nodes "
         "answer); 3 no cluster set up in --dir (nothing asked)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -438,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "watch",
         help="a live view of the quorum: nodes by AZ, writer, readers, events",
-        description="Redraws about 4 times a second: the six nodes grouped by AZ (up or down, "
+        description=f"Redraws about 4 times a second: the {COPIES} nodes grouped by AZ (up or down, "
         "SCL, how far behind VDL, epoch), the write and read quorums, each instance's role "
         "with its VDL or read point and lag, the commit rate over the last 15 s, and the last "
         "cluster events. Ctrl-C ends it. `--compose` watches the compose cluster.",

@@ -77,10 +77,10 @@ class ClusterLayout:
             return self.processes[node].address
         return f"{HOST}:{self.links[link_key(src, node)]}"
 
-    @property
-    def writer_address(self) -> str:
-        """The current writer: asked of the instances, since a reader may have taken over;
-        the instance started as the writer when none answers."""
+    def find_writer_address(self) -> str:
+        """The current writer: asked of the instances over the network (it blocks: async
+        callers run it in a thread), since a reader may have taken over; the instance
+        started as the writer when none answers."""
         from sixfold.discovery import current_writer_address
 
         seeds = [self.processes[n].address for n in INSTANCE_NAMES]
@@ -429,8 +429,7 @@ class Endpoints(Protocol):
     @property
     def nodes(self) -> dict[str, str]: ...
 
-    @property
-    def writer_address(self) -> str: ...
+    def find_writer_address(self) -> str: ...
 
     def reader_address(self, name: str) -> str: ...
 

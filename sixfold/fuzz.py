@@ -25,18 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import signal
-import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
-
-import lmdb
 
 from sixfold import cluster
 from sixfold.clients import ReaderClient, WriterClient
@@ -53,10 +49,10 @@ from sixfold.linearizability import CheckResult, Verdict, check_history
 from sixfold.multipage import GroupCheck, check_groups
 from sixfold.partition import Pair, Partitioner, all_members, between, isolate
 from sixfold.quorum import AZS, NODE_NAMES, nodes_in_az
-from sixfold.record import peek_page_no
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.takeover import PROMOTION_STAGGER_S, WRITER_SILENT_AFTER_S
 from sixfold.targets import ProcessTarget, current_writer_name
+from storage_node.store import NodeStore
 
 FUZZ_PAGE_BASE = 2_000_000  # pages used by the workload, away from hand-written ones
 GROUP_PAGE_BASE = 2_100_000  # pages of the multi-page groups
@@ -158,7 +154,7 @@ class Clients:
     @classmethod
     def open(cls, target, stale: bool = False) -> Clients:
         readers = {r: ReaderClient(target.reader_address(r), r) for r in cluster.READER_NAMES}
-        address = target.writer_address
+        address = target.find_writer_address()
         return cls(WriterClient(address), readers, address, stale)
 
     async def after_failure(self, target, exc: SixfoldError) -> None:
@@ -169,7 +165,7 @@ class Clients:
         """After a failure: if another instance has become the writer, talk to it instead.
 
         Finding it asks the instances with blocking calls, so it runs off the event loop."""
-        address = await asyncio.to_thread(lambda: target.writer_address)
+        address = await asyncio.to_thread(target.find_writer_address)
         if address != self.writer_address:
             await self.writer.close()
             self.writer, self.writer_address = WriterClient(address), address
@@ -397,11 +393,14 @@ class Nemesis:
         how = self.rng.choice(("flip", "torn", "lost-tail"))
         self._do("kill", [victim], "disk fault")
         await asyncio.sleep(0.2)
-        data_dir = Path(self.target.layout.directory) / victim
-        if how == "lost-tail":
-            damaged = lose_tail(data_dir, self.rng.randint(1, LOST_TAIL_RECORDS_MAX))
-        else:
-            damaged = damage_one(data_dir, how, self.rng)
+        store = NodeStore.of_stopped(Path(self.target.layout.directory) / victim, victim)
+        try:
+            if how == "lost-tail":
+                damaged = store.lose_tail(self.rng.randint(1, LOST_TAIL_RECORDS_MAX))
+            else:
+                damaged = store.damage_one(how, self.rng)
+        finally:
+            store.close()
         self.rec.fault("corrupt", f"{victim} {how} {damaged}")
         self._do("start", [victim], "disk fault")
         await self._hold(stop)
@@ -445,60 +444,6 @@ class Nemesis:
         self.rec.fault(action, f"{','.join(names)} ({why})")
 
 
-def damage_one(data_dir: Path, how: str, rng: random.Random) -> str:
-    """Flip a bit in, or tear, one stored record (or page version) of a stopped node."""
-    env = lmdb.open(str(data_dir), max_dbs=8)
-    try:
-        with env.begin(write=True) as txn:
-            for name in (b"log", b"versions"):
-                db = env.open_db(name, txn=txn)
-                keys = [k for k, _ in txn.cursor(db=db)]
-                if keys:
-                    key = rng.choice(keys)
-                    value = bytearray(txn.get(key, db=db))
-                    if how == "torn":
-                        value = value[: len(value) // 2]
-                    else:
-                        value[rng.randrange(len(value))] ^= 1 << rng.randrange(8)
-                    txn.put(key, bytes(value), db=db)
-                    return f"{name.decode()} key {key.hex()}"
-    finally:
-        env.close()
-    return "nothing stored yet"
-
-
-def lose_tail(data_dir: Path, records: int) -> str:
-    """Drop a stopped node's newest `records` log records above its stored VDL, keeping its
-    stored SCL: the node acknowledged them, and its disk has lost them.
-
-    Our nodes fsync before they acknowledge, so this is what an OS that lost writes it had
-    not synced would leave behind, not something our node does. Only records above the
-    stored VDL go: nothing is coalesced there, and peers keep records above the VDL for
-    gossip, so the node can fetch them back (older ones had been synced long before).
-    """
-    env = lmdb.open(str(data_dir), max_dbs=8)
-    try:
-        with env.begin(write=True) as txn:
-            meta = env.open_db(b"meta", txn=txn)
-            log_db = env.open_db(b"log", txn=txn)
-            page_log = env.open_db(b"page_log", txn=txn)
-            vdl = int(txn.get(b"vdl", db=meta) or b"0")
-            scl = int(txn.get(b"scl", db=meta) or b"0")
-            tail = [(k, v) for k, v in txn.cursor(db=log_db) if int.from_bytes(k, "big") > vdl]
-            lost = tail[-records:]
-            for key, value in lost:
-                txn.delete(key, db=log_db)
-                with contextlib.suppress(struct.error):  # a torn record: no page to name
-                    page_no = peek_page_no(bytes(value))
-                    txn.delete(page_no.to_bytes(8, "big") + key, db=page_log)
-    finally:
-        env.close()
-    if not lost:
-        return f"nothing above the stored VDL {vdl} to lose"
-    first = int.from_bytes(lost[0][0], "big")
-    return f"lost {len(lost)} newest records from LSN {first} (stored VDL {vdl}, SCL {scl})"
-
-
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     try:
         await asyncio.wait_for(stop.wait(), seconds)
@@ -518,7 +463,7 @@ async def heal(target, rec: Recorder) -> None:
     deadline = time.monotonic() + HEAL_LIMIT_S
     while time.monotonic() < deadline:
         # Asked again each time: another instance may have become the writer meanwhile.
-        address = await asyncio.to_thread(lambda: target.writer_address)
+        address = await asyncio.to_thread(target.find_writer_address)
         client = WriterClient(address)
         try:
             if (await client.state(timeout=2.0)).status == "accepting writes":
@@ -637,7 +582,7 @@ async def clear_registers(target, work: Workload) -> None:
     ]
     for group in range(work.groups):
         changes += [_change(page, 0, None) for page in group_pages(group)]
-    writer = WriterClient(target.writer_address)
+    writer = WriterClient(target.find_writer_address())
     try:
         await writer.write_pages(changes, timeout=OP_TIMEOUT_S)
     except SixfoldError as exc:

@@ -41,6 +41,7 @@ from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.sqlengine import SqlLimits
 from sixfold.takeover import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe, WriterWatch, superseded
+from sixfold.topology import Role
 from writer.sql import WriterSql
 from writer.writer import Writer
 
@@ -72,7 +73,7 @@ class Instance:
         self.rank = rank
         self.takeover = takeover  # False: never take over from a dead writer
         self.reader = Reader(name, nodes)
-        self.reader.address, self.reader.role = address, "reader"
+        self.reader.address, self.reader.role = address, Role.READER
         self.reader.client_address = self.client_address
         self.reader_sql = ReaderSql(self.reader, self.sql_limits)
         self.reader.pins = self.reader_sql.lowest_pin
@@ -89,14 +90,14 @@ class Instance:
     # -- roles ------------------------------------------------------------------------------
 
     @property
-    def role(self) -> str:
+    def role(self) -> Role:
         """The role now: writer, reader, or starting (a writer process deciding which)."""
         return self.reader.role
 
-    def role_now(self) -> str:
+    def role_now(self) -> Role:
         """The role as GetWriterState reports it: "taking-over" while recovering to become
         the writer, which readers watching the writer give as long as a silent writer."""
-        return "taking-over" if self.taking_over else self.role
+        return Role.TAKING_OVER if self.taking_over else self.role
 
     @property
     def sql(self) -> WriterSql | ReaderSql:
@@ -198,7 +199,7 @@ class Instance:
                 self.role_change = ""
                 self.taking_over = False
             self.writer, self.writer_sql = writer, WriterSql(writer, self.sql_limits)
-            self.reader.role = "writer"
+            self.reader.role = Role.WRITER
             assert writer.pipeline is not None, "recovered"
             writer.pipeline.observe_commit = self.metrics.commit.observe
             self.metrics.takeovers.inc()
@@ -211,7 +212,7 @@ class Instance:
             if writer is None or writer_sql is None:
                 return
             self.writer = self.writer_sql = None
-            self.reader.role = "reader"
+            self.reader.role = Role.READER
             self.role_change = "stepping down from the writer role (another writer took over)"
             log.warning("%s steps down to a reader: %s", self.name, why)
             try:
@@ -231,7 +232,7 @@ class Instance:
     async def start(self, as_writer: bool) -> None:
         self._tasks.append(guarded_task(self.reader.run(), f"{self.name} reader"))
         if as_writer:
-            self.reader.role = "starting"
+            self.reader.role = Role.STARTING
             self._tasks.append(asyncio.create_task(self._start_as_writer()))
         self._tasks.append(guarded_task(self._watch_writer(), f"{self.name} writer watch"))
         self._tasks.append(asyncio.create_task(self._warm_reads()))
@@ -256,7 +257,7 @@ class Instance:
                     current.name,
                     current.address,
                 )
-                self.reader.role = "reader"
+                self.reader.role = Role.READER
                 return
             if await self.become_writer():
                 return
@@ -339,7 +340,7 @@ class Instance:
                 return Probe.GONE if gone else Probe.SILENT
         if state.recovered and not state.fenced:
             return Probe.WRITER
-        return Probe.SILENT if state.role in ("starting", "taking-over") else Probe.NOT_WRITER
+        return Probe.SILENT if state.role in (Role.STARTING, Role.TAKING_OVER) else Probe.NOT_WRITER
 
     # -- switchover --------------------------------------------------------------------------
 

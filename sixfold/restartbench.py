@@ -79,7 +79,7 @@ class Restart:
 
 
 async def load(layout: cluster.ClusterLayout, records: int, pages: int) -> None:
-    client = WriterClient(layout.writer_address)
+    client = WriterClient(layout.find_writer_address())
     payload = os.urandom(RECORD_BYTES)
     try:
         for first in range(0, records, LOAD_BATCH_PAGES):

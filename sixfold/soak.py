@@ -112,7 +112,7 @@ class Counts:
 async def page_writer(
     target: ProcessTarget, args, rng: random.Random, counts: Counts, stop: asyncio.Event
 ) -> None:
-    address = await asyncio.to_thread(lambda: target.writer_address)
+    address = await asyncio.to_thread(target.find_writer_address)
     client = WriterClient(address)
     try:
         while not stop.is_set():
@@ -124,7 +124,7 @@ async def page_writer(
             except SixfoldError:
                 counts.errors += 1
                 await client.close()
-                address = await asyncio.to_thread(lambda: target.writer_address)
+                address = await asyncio.to_thread(target.find_writer_address)
                 client = WriterClient(address)
                 await asyncio.sleep(0.2)
             await asyncio.sleep(WRITE_PAUSE_S)

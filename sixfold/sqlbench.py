@@ -448,8 +448,8 @@ def targets_of(t: Throughput, lag: Lag | None) -> dict[str, bool | None]:
 
 async def bench(args: argparse.Namespace, layout: cluster.ClusterLayout) -> Result:
     await cluster.wait_healthy(layout, STARTUP_TIMEOUT_S)
-    load = SqlLoad(layout.writer_address, args)
-    writer = WriterClient(layout.writer_address)
+    load = SqlLoad(layout.find_writer_address(), args)
+    writer = WriterClient(layout.find_writer_address())
     reader = ReaderClient(layout.reader_address(args.reader), args.reader)
     try:
         await load.preload()

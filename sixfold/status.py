@@ -14,6 +14,7 @@ from typing import Any
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
 from sixfold.cluster import INSTANCE_NAMES, Endpoints
 from sixfold.quorum import NODE_AZ, NODE_NAMES, READ_QUORUM, WRITE_QUORUM
+from sixfold.topology import Role
 
 STATE_TIMEOUT_S = 1.0
 ACCEPTING_WRITES = "accepting writes"  # the writer's own status once recovered (writer/writer.py)
@@ -87,9 +88,9 @@ def _instance(name: str, address: str, writer: object, reader: object) -> dict[s
         info.update(role="down", epoch=None, vdl=None, read_point=None, status=str(failed))
         info["fenced"] = False
         return info
-    is_writer = writer.role == "writer" and writer.recovered
+    is_writer = writer.role == Role.WRITER and writer.recovered
     info.update(
-        role=writer.role or "reader",
+        role=writer.role or Role.READER,
         epoch=writer.epoch if is_writer else reader.epoch,
         vdl=writer.vdl if is_writer else None,
         read_point=reader.read_point,
@@ -153,7 +154,7 @@ def summarise(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> d
 
 
 def _no_writer(instances: list[dict[str, Any]]) -> str:
-    taking_over = [i["name"] for i in instances if i["role"] == "taking-over"]
+    taking_over = [i["name"] for i in instances if i["role"] == Role.TAKING_OVER]
     if taking_over:
         return f"no writer: {', '.join(taking_over)} is taking over"
     if not any(i["up"] for i in instances):

@@ -59,9 +59,8 @@ class ProcessTarget:
     def nodes(self) -> dict[str, str]:
         return self.layout.nodes
 
-    @property
-    def writer_address(self) -> str:
-        return self.layout.writer_address
+    def find_writer_address(self) -> str:
+        return self.layout.find_writer_address()
 
     def reader_address(self, name: str) -> str:
         return self.layout.reader_address(name)
@@ -106,8 +105,7 @@ class ComposeTarget:
     def nodes(self) -> dict[str, str]:
         return {n: f"127.0.0.1:{compose_port(n)}" for n in NODE_NAMES}
 
-    @property
-    def writer_address(self) -> str:
+    def find_writer_address(self) -> str:
         """The current writer: asked of the instances, since a reader may have taken over."""
         from sixfold.discovery import current_writer_address
 

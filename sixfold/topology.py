@@ -8,6 +8,7 @@ the nodes with their read points. Pure: no I/O.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -17,6 +18,16 @@ T = TypeVar("T")
 OWNER_SEPARATOR = "@"
 NONCE_SEPARATOR = "#"
 INSTANCE_SEEN_TTL_S = 10.0  # an instance not heard from this long is left out
+
+
+class Role(enum.StrEnum):
+    """What an instance is now, as it reports itself to the nodes and to GetWriterState (the
+    wire carries the value)."""
+
+    READER = "reader"
+    WRITER = "writer"
+    STARTING = "starting"  # started as the writer: deciding whether another one answers
+    TAKING_OVER = "taking-over"  # a reader recovering to become the writer
 
 
 @dataclass(frozen=True, slots=True)

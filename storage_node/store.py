@@ -17,8 +17,10 @@ only once its transaction is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import struct
 import time
 from collections.abc import Iterator
@@ -90,6 +92,58 @@ class NodeStore:
 
     def close(self) -> None:
         self.env.close()
+
+    @classmethod
+    def of_stopped(cls, path: Path, node_name: str) -> NodeStore:
+        """The store of a stopped node's directory, to inject disk faults (sixfold fuzz)."""
+        if not path.is_dir():
+            raise DataFormatError(f"{path}: no storage node directory there")
+        return cls(path, node_name, MAP_SIZE_BYTES_DEFAULT)
+
+    # -- disk faults, injected into a stopped node by the fuzzer and the tests --------------------
+
+    def damage_one(self, how: str, rng: random.Random) -> str:
+        """Flip a bit in (`how` "flip"), or tear ("torn"), one stored record, else one page
+        version; say which."""
+        with self.env.begin(write=True) as txn:
+            for name, db in ((b"log", self.log_db), (b"versions", self.versions_db)):
+                keys = [k for k, _ in txn.cursor(db=db)]
+                if keys:
+                    key = rng.choice(keys)
+                    value = bytearray(txn.get(key, db=db))
+                    if how == "torn":
+                        value = value[: len(value) // 2]
+                    else:
+                        value[rng.randrange(len(value))] ^= 1 << rng.randrange(8)
+                    txn.put(key, bytes(value), db=db)
+                    return f"{name.decode()} key {key.hex()}"
+        return "nothing stored yet"
+
+    def lose_tail(self, records: int) -> str:
+        """Drop the newest `records` log records above the stored VDL, keeping the stored
+        SCL: the node acknowledged them, and its disk has lost them.
+
+        Our nodes fsync before they acknowledge, so this is what an OS that lost writes it
+        had not synced would leave behind, not something our node does. Only records above
+        the stored VDL go: nothing is coalesced there, and peers keep records above the VDL
+        for gossip, so the node can fetch them back (older ones had been synced long before).
+        """
+        meta = self.load_meta()
+        with self.env.begin(write=True) as txn:
+            tail = [(k, v) for k, v in txn.cursor(db=self.log_db) if _U64.unpack(k)[0] > meta.vdl]
+            lost = tail[-records:]
+            for key, value in lost:
+                txn.delete(key, db=self.log_db)
+                with contextlib.suppress(struct.error):  # a torn record: no page to name
+                    page_no = peek_page_no(bytes(value))
+                    txn.delete(page_key(page_no, _U64.unpack(key)[0]), db=self.page_log_db)
+        if not lost:
+            return f"nothing above the stored VDL {meta.vdl} to lose"
+        first = _U64.unpack(lost[0][0])[0]
+        return (
+            f"lost {len(lost)} newest records from LSN {first} (stored VDL {meta.vdl}, "
+            f"SCL {meta.scl})"
+        )
 
     # -- metadata -------------------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ class LocalCluster:
         return asyncio.run(self.write_async([(page_no, text)], timeout))
 
     async def write_async(self, pages: list[tuple[int, str]], timeout: float = 30.0) -> int:
-        client = WriterClient(self.layout.writer_address)
+        client = WriterClient(self.layout.find_writer_address())
         try:
             changes = [
                 pb.PageChange(page_no=p, offset=0, data=t.encode() + b"\0") for p, t in pages
@@ -100,7 +100,7 @@ class LocalCluster:
         client = (
             ReaderClient(self.layout.reader_address(reader), reader)
             if reader
-            else WriterClient(self.layout.writer_address)
+            else WriterClient(self.layout.find_writer_address())
         )
         try:
             response = await client.read_page(page_no, timeout=10.0)
@@ -116,7 +116,7 @@ class LocalCluster:
 
     def writer_ready(self) -> bool:
         """Some instance takes writes (the writer, or a reader that took over)."""
-        address = self.layout.writer_address
+        address = self.layout.find_writer_address()
         try:
             state = asyncio.run(_writer_state(address))
         except SixfoldError:

@@ -188,7 +188,7 @@ def sql_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
 
 @pytest.fixture
 def conn(sql_cluster: LocalCluster) -> Iterator[dbapi.Connection]:
-    connection = sixfold.connect(sql_cluster.layout.writer_address, timeout=30.0)
+    connection = sixfold.connect(sql_cluster.layout.find_writer_address(), timeout=30.0)
     with contextlib.closing(connection):
         yield connection
 
@@ -251,12 +251,12 @@ def test_commit_and_rollback(sql_cluster: LocalCluster, conn: dbapi.Connection) 
     with pytest.raises(ZeroDivisionError), conn:  # rolls back on an exception
         conn.execute("INSERT INTO tx VALUES (3, 'dropped')")
         raise ZeroDivisionError
-    other = sixfold.connect(sql_cluster.layout.writer_address)
+    other = sixfold.connect(sql_cluster.layout.find_writer_address())
     with contextlib.closing(other):
         assert other.execute("SELECT id, v FROM tx").fetchall() == [(2, "kept")]
 
     # BEGIN / COMMIT / ROLLBACK as statements, with autocommit=True too
-    auto = sixfold.connect(sql_cluster.layout.writer_address, autocommit=True)
+    auto = sixfold.connect(sql_cluster.layout.find_writer_address(), autocommit=True)
     with contextlib.closing(auto):
         auto.execute("INSERT INTO tx VALUES (4, 'autocommitted')")
         assert not auto.in_transaction
@@ -471,7 +471,7 @@ def test_shell_in_process(conn: dbapi.Connection) -> None:
 def test_quorum_loss_outcome_unknown_then_resolved(sql_cluster: LocalCluster) -> None:
     """Last in the module: it kills AZ+1 of the shared cluster (and restarts it)."""
     c = sql_cluster
-    conn = sixfold.connect(c.layout.writer_address, timeout=30.0)
+    conn = sixfold.connect(c.layout.find_writer_address(), timeout=30.0)
     try:
         conn.execute("CREATE TABLE quorum (id INTEGER PRIMARY KEY, v TEXT)")
         conn.execute("INSERT INTO quorum VALUES (1, 'sent before the loss')")
@@ -536,7 +536,7 @@ def test_the_execute_stream_pipelines_requests_and_answers_errors_in_band(
             id=4, request=execute("SELECT count(*) FROM piped")
         ).SerializeToString()
     )
-    with grpc.insecure_channel(sql_cluster.layout.writer_address) as channel:
+    with grpc.insecure_channel(sql_cluster.layout.find_writer_address()) as channel:
         stream = channel.stream_stream(
             "/sixfold.v1.Sql/ExecuteStream",
             request_serializer=None,
@@ -557,7 +557,7 @@ def test_the_execute_stream_pipelines_requests_and_answers_errors_in_band(
 def test_a_connection_keeps_one_execute_stream_and_replaces_a_broken_one(
     sql_cluster: LocalCluster,
 ) -> None:
-    connection = sixfold.connect(sql_cluster.layout.writer_address, timeout=10.0)
+    connection = sixfold.connect(sql_cluster.layout.find_writer_address(), timeout=10.0)
     with contextlib.closing(connection):
         connection.execute("CREATE TABLE IF NOT EXISTS kept(x)")
         connection.commit()

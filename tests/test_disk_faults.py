@@ -10,10 +10,9 @@ import lmdb
 import pytest
 
 from sixfold.errors import SixfoldError
-from sixfold.fuzz import lose_tail
 from sixfold.page import until_nul
 from sixfold.rpc import sixfold_pb2 as pb
-from storage_node.store import lsn_key
+from storage_node.store import NodeStore, lsn_key
 from tests.conftest import LocalCluster
 
 pytestmark = pytest.mark.processes
@@ -89,7 +88,11 @@ def test_a_node_that_lost_its_tail_gets_it_back_and_never_serves_without_it(
     lsn = asyncio.run(c.write_async([(p, f"tail {p}") for p in TAIL_PAGES]))
     c.wait_for(lambda: c.on_node("a1", lambda n: n.get_state()).scl >= lsn, "a1 to hold it")
     c.kill("a1")
-    lost = lose_tail(Path(c.layout.directory) / "a1", records=len(TAIL_PAGES))
+    store = NodeStore.of_stopped(Path(c.layout.directory) / "a1", "a1")
+    try:
+        lost = store.lose_tail(records=len(TAIL_PAGES))
+    finally:
+        store.close()
     assert lost.startswith(f"lost {len(TAIL_PAGES)} newest records"), lost
     c.start("a1")
 

@@ -252,7 +252,7 @@ def test_compare_and_set_is_atomic_under_contention(local_cluster: LocalCluster)
     page, rounds = 50, 15
 
     async def client(applied: list[int]) -> None:
-        writer = WriterClient(c.layout.writer_address)
+        writer = WriterClient(c.layout.find_writer_address())
         try:
             seen = b"\0" * 8
             for _ in range(rounds):
@@ -270,7 +270,7 @@ def test_compare_and_set_is_atomic_under_contention(local_cluster: LocalCluster)
     async def run() -> int:
         applied: list[int] = []
         await asyncio.wait_for(asyncio.gather(*(client(applied) for _ in range(8))), 120)
-        writer = WriterClient(c.layout.writer_address)
+        writer = WriterClient(c.layout.find_writer_address())
         try:
             image = (await writer.read_page(page)).image
         finally:

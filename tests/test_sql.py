@@ -75,7 +75,7 @@ def test_read_point_stamp_moves_the_change_counter() -> None:
 
 
 def writer(c: LocalCluster, **kw) -> dbapi.Connection:
-    return dbapi.connect(c.layout.writer_address, timeout=30.0, **kw)
+    return dbapi.connect(c.layout.find_writer_address(), timeout=30.0, **kw)
 
 
 def reader(c: LocalCluster, name: str) -> dbapi.Connection:
@@ -321,7 +321,7 @@ def test_concurrent_requests_commit_in_groups_and_fail_alone(local_cluster: Loca
     sqls[10] = "INSERT INTO g VALUES (0, 'duplicate')"  # fails alone: a constraint
     sqls[20] = "INSERT INTO nowhere VALUES (1)"  # fails alone: no such table
     sqls[30] = "SELECT count(*) FROM g"  # a read among the writes
-    answers = asyncio.run(_execute_all(c.layout.writer_address, sqls))
+    answers = asyncio.run(_execute_all(c.layout.find_writer_address(), sqls))
     failed = {i for i, a in enumerate(answers) if isinstance(a, Exception)}
     assert failed == {10, 20}, [answers[i] for i in sorted(failed)]
     lsns = [a.commit_lsn for i, a in enumerate(answers) if i not in failed | {30}]
@@ -346,7 +346,7 @@ def test_a_group_that_cannot_reach_a_quorum_applies_nothing(local_cluster: Local
     with pytest.raises(dbapi.OperationalError, match="write quorum unavailable"):
         w.execute("INSERT INTO q VALUES (-1)")  # sent, in doubt: it may stay or not
     sqls = [f"INSERT INTO q VALUES ({k})" for k in range(1, 9)]
-    answers = asyncio.run(_execute_all(c.layout.writer_address, sqls))
+    answers = asyncio.run(_execute_all(c.layout.find_writer_address(), sqls))
     assert all(isinstance(a, Exception) for a in answers), answers
     assert all("nothing of this transaction was applied" in str(a) for a in answers), answers
     c.start("a1", "a2", "b1")
