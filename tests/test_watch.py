@@ -193,7 +193,7 @@ def test_watch_of_a_killed_node_fails_and_the_reader_reconnects(
                 while True:
                     await next_state(stream)
             await _until(lambda: reader.node_states["a1"] is None, what="t1 to lose a1")
-            assert reader.pages.scl_hint["a1"] == 0, "a lost node covers nothing"
+            assert reader.pages.choice.scl_hint["a1"] == 0, "a lost node covers nothing"
             c.start("a1")
             lsn = await c.write_async([(5, "after a1 restart")])
             await _until(lambda: _heard_at(reader, "a1", lsn), 20.0, "t1 to re-watch a1")
