@@ -142,6 +142,7 @@ class CommitLog:
         self.page_last_lsn: dict[int, int] = {}
         self.waiters: deque[Waiter] = deque()  # LSN and deadline ascend together
         self.shippers = {name: NodeShipper(name, next_lsn, limits) for name in nodes}
+        self._live = len(self.shippers)  # recounted whenever a shipper's liveness may change
         self.fenced: WriterFencedError | None = None
 
     @property
@@ -149,7 +150,11 @@ class CommitLog:
         return self.durability.vdl
 
     def live_count(self) -> int:
-        return sum(1 for s in self.shippers.values() if s.live)
+        """Nodes reachable and not superseded: a write quorum of them lets commits go."""
+        return self._live
+
+    def _recount_live(self) -> None:
+        self._live = sum(1 for s in self.shippers.values() if s.live)
 
     def knows_page(self, page_no: int) -> bool:
         """Whether this writer knows the page's latest LSN without asking storage."""
@@ -181,7 +186,7 @@ class CommitLog:
         `prev_page_lsns` holds, for pages this writer has not written in its epoch, their
         latest LSN at or below VDL (looked up by the caller).
         """
-        assert writes and self.fenced is None and self.has_room(len(writes))
+        assert writes and self.fenced is None  # the allocator asserts the LAL, the tail its order
         vdl = self.durability.vdl
         lsn = 0
         for i, write in enumerate(writes):
@@ -257,12 +262,16 @@ class CommitLog:
 
     def broken(self, node: str, now: float) -> float:
         """`node`'s stream broke: when to open another."""
-        return self.shippers[node].broken(now)
+        retry_at = self.shippers[node].broken(now)
+        self._recount_live()
+        return retry_at
 
     # -- acknowledgements ---------------------------------------------------------------------------
 
     def on_ack(self, node: str, batch_id: int, scl: int) -> Acked:
         came_back = self.shippers[node].on_ack(batch_id)
+        if came_back:
+            self._recount_live()
         acked = self.on_scl(node, scl)
         acked.came_back = came_back
         return acked
@@ -290,6 +299,7 @@ class CommitLog:
         """`node` holds a newer volume epoch. Once too few nodes are left for a write quorum
         this writer is fenced: its waiting commits fail (returned), their outcome unknown."""
         self.shippers[node].stale = True
+        self._recount_live()
         stale = sum(1 for s in self.shippers.values() if s.stale)
         if COPIES - stale >= WRITE_QUORUM or self.fenced:
             return []

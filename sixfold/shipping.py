@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sixfold.errors import SixfoldError
-from sixfold.record import RedoRecord
+from sixfold.record import RedoRecord, pack_records
 
 VDL_ANNOUNCE_DELAY_S = 0.02  # a bare VDL update waits this long for a batch to ride on
 
@@ -68,9 +68,13 @@ class Batch:
 
     batch_id: int
     records: list[RedoRecord]
+    blob: bytes  # the records packed, as the stream carries them (sixfold/record.py)
     vdl: int
-    size_bytes: int
     sent_at: float
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.blob)
 
     @property
     def last_lsn(self) -> int:
@@ -131,6 +135,17 @@ class NodeShipper:
         return (
             len(self.in_flight) < lim.append_batches_in_flight_max
             and self.bytes_in_flight < lim.append_window_bytes_max
+        )
+
+    def has_work(self, now: float) -> bool:
+        """Whether a poll now could send anything or find the node silent. When the window
+        is full it could not, until an acknowledgement comes or the silence is due: a
+        commit or a VDL advance then wakes the sender for nothing (issue 11: the writer's
+        CPU per commit)."""
+        if self.has_room():
+            return True
+        return bool(self.in_flight) and (
+            now >= self.in_flight[0].sent_at + self.limits.append_timeout_s
         )
 
     def open(self, tail: TailView, vdl: int, now: float) -> Batch:
@@ -232,10 +247,9 @@ class NodeShipper:
         return 0.0
 
     def _send(self, records: list[RedoRecord], vdl: int, now: float) -> Batch:
-        size = sum(len(r.encoded) for r in records)
-        batch = Batch(next(self.batch_ids), records, vdl, size, now)
+        batch = Batch(next(self.batch_ids), records, pack_records(records), vdl, now)
         self.in_flight.append(batch)
-        self.bytes_in_flight += size
+        self.bytes_in_flight += len(batch.blob)
         if records:
             self.next_lsn = records[-1].lsn + 1
         self.announce_at = 0.0

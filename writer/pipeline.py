@@ -23,7 +23,6 @@ from sixfold.errors import (
     StaleEpochError,
     WriterFencedError,
 )
-from sixfold.record import pack_records
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.shipping import Batch
 from sixfold.truncation import TruncationRange
@@ -58,6 +57,7 @@ class NodeSender:
         self.bytes_sent = 0
         self.failure: BaseException | None = None  # what broke the current stream
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # loop time the timer is due
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -97,13 +97,16 @@ class NodeSender:
                 self.wake.clear()
                 if self.failure is not None:
                     raise self.failure
-                poll = p.log.poll(self.client.name, loop.time())
+                now = loop.time()
+                if not self.shipper.has_work(now):
+                    continue
+                poll = p.log.poll(self.client.name, now)
                 if poll.silent is not None:
                     raise NodeDownError(poll.silent)
                 for batch in poll.batches:
                     await self._send(call, batch)
                 if poll.wake_at is not None:
-                    self._arm(poll.wake_at - loop.time())
+                    self._wake_at(poll.wake_at)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as err:
             # A write to a stream the node ended fails vaguely: why it ended (a stale epoch,
             # say) is what the acknowledgement reader gets.
@@ -123,24 +126,28 @@ class NodeSender:
     async def _send(self, call: grpc.aio.StreamStreamCall, batch: Batch) -> None:
         message = pb.AppendBatch(
             epoch=self.pipeline.log.epoch,
-            records=pack_records(batch.records),
+            records=batch.blob,
             vdl=batch.vdl,
             batch_id=batch.batch_id,
         )
         self.bytes_sent += message.ByteSize() + 5  # 5: gRPC's length-prefix framing
         if len(self.shipper.in_flight) == 1:
-            self._arm(self.pipeline.log.limits.append_timeout_s)
+            loop = asyncio.get_running_loop()
+            self._wake_at(loop.time() + self.pipeline.log.limits.append_timeout_s)
         await call.write(message)
 
-    def _arm(self, delay_s: float) -> None:
-        """Wake the sender after `delay_s` (an announcement or a lingering batch due, or a
-        silence to check). A timer may fire a little early (uvloop counts milliseconds):
-        the poll it wakes asks for another for what is left, so nothing waits for another
-        event."""
+    def _wake_at(self, when: float) -> None:
+        """Wake the sender by loop time `when` (an announcement or a lingering batch due, or a
+        silence to check). A timer already due by then stands: the poll it wakes asks for the
+        next one, so a wake per commit does not cost a timer each. A timer may fire a little
+        early (uvloop counts milliseconds): the poll then asks for another for what is left."""
         if self.timer is not None:
+            if self.timer_at <= when:
+                return
             self.timer.cancel()
-        delay_s = max(delay_s, TIMER_MIN_S)
-        self.timer = asyncio.get_running_loop().call_later(delay_s, self._on_timer)
+        loop = asyncio.get_running_loop()
+        self.timer_at = when
+        self.timer = loop.call_later(max(when - loop.time(), TIMER_MIN_S), self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
