@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 
 from sixfold.clients import NodeClient
+from sixfold.core.errors import NotServingError
+from sixfold.core.read_point import advance_read_point
+from sixfold.core.topology import Role
 from sixfold.crash import OPERATING_ERRORS, guarded_task
-from sixfold.errors import NotServingError
 from sixfold.page_reader import PageReader
-from sixfold.read_point import advance_read_point
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.topology import Role
 
 log = logging.getLogger("sixfold.reader")
 

@@ -8,7 +8,7 @@ import grpc
 from prometheus_client import Histogram
 
 from reader.reader import Reader
-from sixfold.errors import SixfoldError
+from sixfold.core.errors import SixfoldError
 from sixfold.metrics import InstanceMetrics
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc

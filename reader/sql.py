@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import apsw
 
 from reader.sql_volume import ReaderFile, ReaderVolume
-from sixfold.errors import SessionError
+from sixfold.core.errors import SessionError
 from sixfold.sqlengine import (
     Outcome,
     RequestBudget,

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import apsw
 
 from sixfold import sqlvolume
-from sixfold.errors import NotServingError, ReadOnlyError, SixfoldError
-from sixfold.page import apply_records
+from sixfold.core.errors import NotServingError, ReadOnlyError, SixfoldError
+from sixfold.core.page import apply_records
+from sixfold.core.record import decode_record
 from sixfold.page_reader import READ_TIMEOUT_S
-from sixfold.record import decode_record
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.sqlengine import VolumeFileBase, call_in_loop
 from sixfold.sqlvolume import SQL_PAGE_BYTES, sqlite_page_at, volume_page

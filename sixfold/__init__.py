@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sixfold.dbapi import Connection
+    from sixfold.client.dbapi import Connection
 
 __version__ = "0.1.0"
 
@@ -17,11 +17,11 @@ def connect(
     autocommit: bool = False,
     read_only: bool = False,
 ) -> Connection:
-    """A DB-API 2.0 connection to SQLite on sixfold: see `sixfold.dbapi.connect`.
+    """A DB-API 2.0 connection to SQLite on sixfold: see `sixfold.client.dbapi.connect`.
 
     No seeds: the local cluster ($SIXFOLD_DIR or ./.sixfold, else the default ports).
     Imported on first use so that `import sixfold` stays light (no gRPC).
     """
-    from sixfold.dbapi import connect as dbapi_connect
+    from sixfold.client.dbapi import connect as dbapi_connect
 
     return dbapi_connect(seeds, timeout=timeout, autocommit=autocommit, read_only=read_only)

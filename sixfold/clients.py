@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import grpc
 
-from sixfold.errors import SixfoldError
+from sixfold.core.errors import SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import error_from_rpc

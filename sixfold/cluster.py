@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from sixfold.errors import SixfoldError
-from sixfold.quorum import AZS, NODE_NAMES, nodes_in_az
+from sixfold.core.errors import SixfoldError
+from sixfold.core.quorum import AZS, NODE_NAMES, nodes_in_az
 
 DEFAULT_DIR = Path(".sixfold")
 READER_NAMES = ("r1", "r2")
@@ -81,7 +81,7 @@ class ClusterLayout:
         """The current writer: asked of the instances over the network (it blocks: async
         callers run it in a thread), since a reader may have taken over; the instance
         started as the writer when none answers."""
-        from sixfold.discovery import current_writer_address
+        from sixfold.client.discovery import current_writer_address
 
         seeds = [self.processes[n].address for n in INSTANCE_NAMES]
         return current_writer_address(seeds, fallback=self.processes[WRITER_NAME].address)
@@ -259,7 +259,7 @@ def set_ports(layout: ClusterLayout, base_port: int | None) -> None:
 
 
 def make_partitionable(layout: ClusterLayout) -> None:
-    """Route every member-to-node link through an interposer (sixfold/interposer.py).
+    """Route every member-to-node link through an interposer (sixfold/tools/interposer.py).
 
     Opt-in: the default cluster talks directly, with no extra hop on the commit path.
     """
@@ -291,7 +291,7 @@ def command_for(layout: ClusterLayout, name: str) -> list[str]:
         return [
             sys.executable,
             "-m",
-            "sixfold.interposer",
+            "sixfold.tools.interposer",
             "--dir",
             str(directory),
             "--port",
@@ -440,7 +440,7 @@ class Endpoints(Protocol):
 
 async def wait_healthy(layout: ClusterLayout, timeout_s: float) -> dict:
     """Wait until all nodes serve, the writer has recovered and readers have a read point."""
-    from sixfold.status import Health, gather_status
+    from sixfold.tools.status import Health, gather_status
 
     deadline = time.monotonic() + timeout_s
     status: dict = {}

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 import grpc
 import lmdb
 
-from sixfold.errors import SixfoldError
+from sixfold.core.errors import SixfoldError
 
 log = logging.getLogger("sixfold.crash")
 

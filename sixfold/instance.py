@@ -1,11 +1,11 @@
 """An instance: a reader that can take over as the writer, and a writer that can step down.
 
 Every instance follows the read point from storage and serves reads. One of them is the
-writer: the owner of the newest volume epoch (sixfold/topology.py). When the writer stops
+writer: the owner of the newest volume epoch (sixfold/core/topology.py). When the writer stops
 answering, readers take over without an operator (issue 6):
 
 - each reader probes the writer named by the newest epoch, and once it has gone unanswered
-  long enough (sixfold/takeover.py: 1 s when its port refuses connections, 5 s when it is
+  long enough (sixfold/core/takeover.py: 1 s when its port refuses connections, 5 s when it is
   there but silent, plus a stagger by promotion rank), the reader runs the writer's
   recovery at a new epoch: it seals it on at least 4 nodes, truncates above VDL and starts
   taking writes. No redo is replayed (P17 §4.3);
@@ -30,18 +30,18 @@ import grpc
 
 from reader.reader import Reader
 from reader.sql import ReaderSql
-from sixfold import topology
 from sixfold.clients import PROBE_CHANNEL_OPTIONS
-from sixfold.commit_log import WriterLimits
+from sixfold.core import topology
+from sixfold.core.commit_log import WriterLimits
+from sixfold.core.errors import NotWriterError, SixfoldError
+from sixfold.core.quorum import WRITE_QUORUM
+from sixfold.core.takeover import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe, WriterWatch, superseded
+from sixfold.core.topology import Role
 from sixfold.crash import OPERATING_ERRORS, guarded_task
-from sixfold.errors import NotWriterError, SixfoldError
 from sixfold.metrics import InstanceMetrics
-from sixfold.quorum import WRITE_QUORUM
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.sqlengine import SqlLimits
-from sixfold.takeover import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe, WriterWatch, superseded
-from sixfold.topology import Role
 from writer.sql import WriterSql
 from writer.writer import Writer
 

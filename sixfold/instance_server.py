@@ -12,8 +12,8 @@ import socket
 
 from reader.service import ReaderService
 from sixfold import metrics
-from sixfold.allocation import LAL_DEFAULT
-from sixfold.commit_log import WriterLimits
+from sixfold.core.allocation import LAL_DEFAULT
+from sixfold.core.commit_log import WriterLimits
 from sixfold.instance import Instance
 from sixfold.instance_service import InstanceService, InstanceTopologyService
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc

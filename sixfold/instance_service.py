@@ -6,9 +6,9 @@ import time
 
 import grpc
 
-from sixfold import topology
 from sixfold.clients import CALL_TIMEOUT_S, CHANNEL_OPTIONS, call
-from sixfold.errors import RecoveryError, SixfoldError
+from sixfold.core import topology
+from sixfold.core.errors import RecoveryError, SixfoldError
 from sixfold.instance import Instance
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc

@@ -1,7 +1,7 @@
 """The asyncio shell that runs a sans-I/O machine over the storage nodes' gRPC API.
 
-Machines (sixfold/recovery_machine.py, sixfold/page_read.py) yield `{node: request}` with
-the typed requests of sixfold/node_requests.py. `drive` sends each step's requests at once,
+Machines (sixfold/core/recovery_machine.py, sixfold/core/page_read.py) yield `{node: request}` with
+the typed requests of sixfold/core/node_requests.py. `drive` sends each step's requests at once,
 each as a gRPC call with a deadline, and sends the machine back the answers in the core's
 types, or the operating error a call ended with. Anything else (a bug, a cancellation) is
 raised, never handed to a machine as a node's answer.
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sixfold.clients import NodeClient
-from sixfold.errors import SixfoldError
-from sixfold.node_requests import (
+from sixfold.core.errors import SixfoldError
+from sixfold.core.node_requests import (
     Append,
     GetPage,
     GetState,
@@ -25,9 +25,9 @@ from sixfold.node_requests import (
     Seal,
     Truncate,
 )
-from sixfold.page_read import PageImage
-from sixfold.record import decode_record
-from sixfold.recovery import SegmentReport
+from sixfold.core.page_read import PageImage
+from sixfold.core.record import decode_record
+from sixfold.core.recovery import SegmentReport
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import ranges_from_proto, ranges_to_proto
 

@@ -1,13 +1,13 @@
 """Reading a page at a read point from the storage nodes: the asyncio shell around
-sixfold.page_read, which decides which nodes to ask and when a read quorum is needed."""
+sixfold.core.page_read, which decides which nodes to ask and when a read quorum is needed."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from sixfold.clients import NodeClient
+from sixfold.core.page_read import NodeChoice, read_page
 from sixfold.node_calls import CallTimeouts, drive
-from sixfold.page_read import NodeChoice, read_page
 
 READ_TIMEOUT_S = 2.0
 READ_CALL_TIMEOUTS = CallTimeouts(quick_s=READ_TIMEOUT_S, bulk_s=READ_TIMEOUT_S)

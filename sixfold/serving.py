@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sixfold.clients import MESSAGE_BYTES_MAX
-from sixfold.errors import DataFormatError
+from sixfold.core.errors import DataFormatError
 from sixfold.guard import UndecodableGuard
 from sixfold.rpc import sixfold_pb2 as pb
 

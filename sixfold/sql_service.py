@@ -13,7 +13,7 @@ from typing import Protocol
 
 import grpc
 
-from sixfold.errors import InvalidRequestError, SixfoldError
+from sixfold.core.errors import InvalidRequestError, SixfoldError
 from sixfold.guard import Undecodable
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc

@@ -25,7 +25,13 @@ from typing import Any, TypeVar
 
 import apsw
 
-from sixfold.errors import NotServingError, ReadOnlyError, SixfoldError, SqlError, SqlLimitError
+from sixfold.core.errors import (
+    NotServingError,
+    ReadOnlyError,
+    SixfoldError,
+    SqlError,
+    SqlLimitError,
+)
 from sixfold.sqlvalues import Result, Statement
 
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """SQL values, rows, statements and results between Python and the wire (`SqlValue` & co).
 
-Pure conversions, shared by the client (`sixfold.dbapi`) and the servers: no I/O.
+Pure conversions, shared by the client (`sixfold.client.dbapi`) and the servers: no I/O.
 The five SQLite storage classes map one to one:
 
 | Python                              | SqlValue  | back to Python |
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sixfold.errors import InvalidRequestError
+from sixfold.core.errors import InvalidRequestError
 from sixfold.rpc import sixfold_pb2 as pb
 
 SqlScalar = None | int | float | str | bytes

@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from sixfold.errors import CorruptRecordError
-from sixfold.record import PAGE_SIZE_BYTES
+from sixfold.core.errors import CorruptRecordError
+from sixfold.core.record import PAGE_SIZE_BYTES
 
 SQL_PAGE_BASE = 1 << 32
 SQL_META_PAGE = SQL_PAGE_BASE

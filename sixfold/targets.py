@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sixfold import cluster
-from sixfold.errors import SixfoldError
-from sixfold.partition import InterposerPartitioner, IptablesPartitioner, Partitioner
-from sixfold.quorum import NODE_NAMES
+from sixfold.core.errors import SixfoldError
+from sixfold.core.quorum import NODE_NAMES
+from sixfold.tools.partition import InterposerPartitioner, IptablesPartitioner, Partitioner
 
 COMPOSE_PORT_DEFAULTS = cluster.ports_from(cluster.BASE_PORT_DEFAULT)
 CONTAINER_PREFIX_DEFAULT = "sixfold-"  # docker-compose.yml names containers PREFIX + NAME
@@ -107,7 +107,7 @@ class ComposeTarget:
 
     def find_writer_address(self) -> str:
         """The current writer: asked of the instances, since a reader may have taken over."""
-        from sixfold.discovery import current_writer_address
+        from sixfold.client.discovery import current_writer_address
 
         seeds = instance_seeds(self)
         return current_writer_address(seeds, fallback=seeds[0])
@@ -169,7 +169,7 @@ def instance_seeds(target: ProcessTarget | ComposeTarget) -> list[str]:
 
 def current_writer_name(target: ProcessTarget | ComposeTarget) -> str:
     """The instance that is the writer now: a reader may have taken over from `writer`."""
-    from sixfold.discovery import newest_topology
+    from sixfold.client.discovery import newest_topology
 
     return newest_topology(instance_seeds(target)).writer_name
 

@@ -12,8 +12,8 @@ from typing import NoReturn
 
 import grpc
 
-from sixfold import errors
-from sixfold.truncation import TruncationRange
+from sixfold.core import errors
+from sixfold.core.truncation import TruncationRange
 
 ERROR_KEY = "sixfold-error"
 FIELDS_KEY = "sixfold-error-fields"  # JSON of the error's simple fields (outcome_unknown, ...)
@@ -75,7 +75,7 @@ def error_fields(exc: Exception) -> str:
 
 
 def _is_map_full(exc: Exception) -> bool:
-    # lmdb only when loaded: a client (import sixfold.dbapi) never imports it.
+    # lmdb only when loaded: a client (import sixfold.client.dbapi) never imports it.
     lmdb = sys.modules.get("lmdb")
     return lmdb is not None and isinstance(exc, lmdb.MapFullError)
 

@@ -2,7 +2,7 @@
 
 The batch is the unit (issue 11): one message carries a whole batch as one blob of encoded
 records, which the node splits and CRC-checks without a protobuf message per record
-(sixfold/record.py unpack_records), then queues for the commit loop, which folds every
+(sixfold/core/record.py unpack_records), then queues for the commit loop, which folds every
 pending batch, from every stream and from gossip, into one LMDB transaction and one fsync.
 Reading and acknowledging run side by side: the next batch is taken while earlier ones sync.
 
@@ -20,7 +20,7 @@ import contextlib
 
 import grpc
 
-from sixfold.errors import BatchTooLargeError, InvalidRequestError
+from sixfold.core.errors import BatchTooLargeError, InvalidRequestError
 from sixfold.guard import Undecodable
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import reportable

@@ -1,6 +1,6 @@
 """Background work: coalesce redo into page versions, collect garbage, scrub (P17 §3.2, 5-8).
 
-What to do next comes from sixfold/log_cleanup.py: coalescing walks the log in LSN order
+What to do next comes from sixfold/core/log_cleanup.py: coalescing walks the log in LSN order
 from a frontier stored on disk, and garbage collection deletes the log from its head and
 the superseded versions queued on disk. So every step costs in proportion to what changed
 since the last one, and a restart leaves nothing behind. Each step is bounded; when one
@@ -18,9 +18,9 @@ import logging
 import time
 from dataclasses import dataclass
 
+from sixfold.core.errors import StoredCorruptionError
+from sixfold.core.log_cleanup import coalesce_point, gc_horizon, plan_coalesce
 from sixfold.crash import OPERATING_ERRORS
-from sixfold.errors import StoredCorruptionError
-from sixfold.log_cleanup import coalesce_point, gc_horizon, plan_coalesce
 from storage_node.node import StorageNode
 
 log = logging.getLogger("sixfold.background")

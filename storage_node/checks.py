@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from sixfold.errors import InvalidRequestError
-from sixfold.record import NUMBER_MAX
-from sixfold.segment import SegmentState
+from sixfold.core.errors import InvalidRequestError
+from sixfold.core.record import NUMBER_MAX
+from sixfold.core.segment import SegmentState
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # an instance's name
 ADDRESS_PATTERN = re.compile(r"[A-Za-z0-9_.:\[\]-]{1,253}:[0-9]{1,5}")  # HOST:PORT

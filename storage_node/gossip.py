@@ -1,6 +1,6 @@
 """Gossip: a node fills its own holes from its peers (P17 §3.2, steps 3-4).
 
-The asyncio shell around sixfold/gossip_round.py, which decides each round: adopt a newer
+The asyncio shell around sixfold/core/gossip_round.py, which decides each round: adopt a newer
 truncation set, repair damaged records and versions, fetch the records above this node's
 SCL from a peer complete further. This shell sends its requests to the peers and carries
 out its local steps on the node (storage_node/node.py).
@@ -12,9 +12,8 @@ import asyncio
 import logging
 
 from sixfold.clients import NodeClient
-from sixfold.crash import OPERATING_ERRORS
-from sixfold.errors import SixfoldError
-from sixfold.gossip_round import (
+from sixfold.core.errors import SixfoldError
+from sixfold.core.gossip_round import (
     AdoptTruncations,
     GossipLimits,
     GossipRound,
@@ -24,6 +23,7 @@ from sixfold.gossip_round import (
     RepairVersion,
     StoreFetched,
 )
+from sixfold.crash import OPERATING_ERRORS
 from sixfold.node_calls import CallTimeouts, drive
 from storage_node.node import StorageNode
 

@@ -14,21 +14,21 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sixfold.crash import OPERATING_ERRORS, guarded_task
-from sixfold.errors import (
+from sixfold.core.errors import (
     BatchTooLargeError,
     CorruptRecordError,
     NotServingError,
     StoredCorruptionError,
 )
+from sixfold.core.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
+from sixfold.core.node_commit import QueuedAppend, plan_commit
+from sixfold.core.node_restart import complete_from, restore
+from sixfold.core.record import RedoRecord, decode_record, unpack_records
+from sixfold.core.segment import SegmentState
+from sixfold.core.truncation import TruncationRange
+from sixfold.crash import OPERATING_ERRORS, guarded_task
 from sixfold.futures import settle
-from sixfold.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
 from sixfold.metrics import NodeMetrics
-from sixfold.node_commit import QueuedAppend, plan_commit
-from sixfold.node_restart import complete_from, restore
-from sixfold.record import RedoRecord, decode_record, unpack_records
-from sixfold.segment import SegmentState
-from sixfold.truncation import TruncationRange
 from storage_node.checks import check_vdl
 from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore, StoredMeta
 
@@ -122,7 +122,7 @@ class StorageNode:
 
     def _restore_state(self) -> None:
         """Rebuild the segment core from metadata and the records above the stored SCL
-        (sixfold/node_restart.py). Coalescing resumes at its stored frontier; the CRC scrub
+        (sixfold/core/node_restart.py). Coalescing resumes at its stored frontier; the CRC scrub
         of the rest of the log runs in the background while the node serves (every read
         checks CRCs anyway)."""
         meta = self.store.load_meta()
@@ -230,7 +230,7 @@ class StorageNode:
 
         Answered at once, not after the queued syncs: nothing is stored, and the SCL it
         returns is already durable. The writer sends these to announce its VDL and to
-        confirm its epoch before answering reads (sixfold/read_index.py); the check reads the
+        confirm its epoch before answering reads (sixfold/core/read_index.py); the check reads the
         epoch in memory, which a seal changes before it is acknowledged."""
         self.state.check_current(epoch, "append")
         check_vdl(self.state, vdl)

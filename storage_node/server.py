@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from sixfold import metrics
+from sixfold.core.quorum import NODE_AZ, NODE_NAMES
 from sixfold.crash import guarded_task
-from sixfold.quorum import NODE_AZ, NODE_NAMES
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import (
     configure_logging,

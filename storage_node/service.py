@@ -9,11 +9,11 @@ import time
 
 import grpc
 
-from sixfold.errors import CorruptRecordError, InvalidRequestError, SixfoldError
-from sixfold.record import PAGE_SIZE_BYTES
+from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
+from sixfold.core.record import PAGE_SIZE_BYTES
+from sixfold.core.topology import INSTANCE_SEEN_TTL_S, parse_owner
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.topology import INSTANCE_SEEN_TTL_S, parse_owner
 from sixfold.wire import abort, ranges_from_proto, ranges_to_proto
 from storage_node.append_stream import serve_append_stream
 from storage_node.checks import check_numbers, check_owner, check_registration, check_vdl

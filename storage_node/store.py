@@ -3,7 +3,7 @@
 Named databases:
     meta      key -> value: format version, node name, epoch, truncations, SCL, VDL, the
               highest GC horizon used (so start-up can tell a collected record from a lost
-              one), and the coalescing frontier (sixfold/log_cleanup.py)
+              one), and the coalescing frontier (sixfold/core/log_cleanup.py)
     log       LSN (u64 BE) -> record in its canonical encoding (CRC included)
     page_log  page (u64 BE) + LSN (u64 BE) -> b"": the records of each page, in LSN order
     versions  page (u64 BE) + LSN (u64 BE) -> page image + CRC32C: coalesced page versions
@@ -29,18 +29,18 @@ from pathlib import Path
 
 import lmdb
 
-from sixfold.checksum import crc32c
-from sixfold.errors import CorruptRecordError, DataFormatError, StoredCorruptionError
-from sixfold.log_cleanup import record_redundant
-from sixfold.page import EMPTY_PAGE, apply_records
-from sixfold.record import (
+from sixfold.core.checksum import crc32c
+from sixfold.core.errors import CorruptRecordError, DataFormatError, StoredCorruptionError
+from sixfold.core.log_cleanup import record_redundant
+from sixfold.core.page import EMPTY_PAGE, apply_records
+from sixfold.core.record import (
     PAGE_SIZE_BYTES,
     RECORD_OVERHEAD_BYTES,
     RedoRecord,
     decode_record,
     peek_page_no,
 )
-from sixfold.truncation import TruncationRange
+from sixfold.core.truncation import TruncationRange
 
 FORMAT_VERSION = 1
 NAMED_DBS = 5  # meta, log, page_log, versions, superseded: the main database's entries
@@ -416,7 +416,7 @@ class NodeStore:
             return self._version_at(txn, page_no, at_or_below)[1]
 
     def collect_garbage(self, horizon_lsn: int, keys_max: int, scl: int, cpl: int) -> int:
-        """One bounded step of garbage collection below the horizon (sixfold/log_cleanup.py).
+        """One bounded step of garbage collection below the horizon (sixfold/core/log_cleanup.py).
 
         Log records go from the head while each is covered by a version of its page at or
         below the horizon (the first one not yet covered ends the step: those after it are

@@ -11,11 +11,11 @@ import pytest
 
 from sixfold import cluster
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
+from sixfold.core.errors import SixfoldError
+from sixfold.core.page import until_nul
 from sixfold.crash import BUG_MARK
-from sixfold.errors import SixfoldError
-from sixfold.page import until_nul
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.status import gather_status
+from sixfold.tools.status import gather_status
 
 WRITE_TIMEOUT_S = 3.0
 WAIT_LIMIT_S = 30.0

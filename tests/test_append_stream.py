@@ -14,17 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.clients import NodeClient, rpc_error
-from sixfold.commit_log import Waiter
-from sixfold.errors import (
+from sixfold.core.commit_log import Waiter
+from sixfold.core.errors import (
     BatchTooLargeError,
     CorruptRecordError,
     EpochAheadError,
     InvalidRequestError,
     StaleEpochError,
 )
-from sixfold.record import RedoRecord, pack_records, unpack_records
+from sixfold.core.record import RedoRecord, pack_records, unpack_records
+from sixfold.core.shipping import commits_at_or_above
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.shipping import commits_at_or_above
 from sixfold.wire import named_error
 from storage_node.node import NodeLimits, StorageNode
 from tests.test_node_rpc import record, run_with_node, sealed

@@ -10,10 +10,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sixfold.log_cleanup import CoalesceStep, gc_horizon, plan_coalesce
-from sixfold.page import until_nul
-from sixfold.quorum import NODE_NAMES
-from sixfold.record import Delta, RecordFlags, encode_deltas, encode_record
+from sixfold.core.log_cleanup import CoalesceStep, gc_horizon, plan_coalesce
+from sixfold.core.page import until_nul
+from sixfold.core.quorum import NODE_NAMES
+from sixfold.core.record import Delta, RecordFlags, encode_deltas, encode_record
 from storage_node.background import (
     CycleWork,
     background_cycle,

@@ -17,7 +17,7 @@ def test_chaos_story_on_the_process_cluster(local_cluster: LocalCluster) -> None
         [
             sys.executable,
             "-m",
-            "sixfold.cli",
+            "sixfold.tools.cli",
             "--dir",
             local_cluster.layout.directory,
             "chaos",

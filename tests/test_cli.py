@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sixfold import cli, cluster
+from sixfold import cluster
+from sixfold.tools import cli
 from tests import readme
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.processes
 
 def sixfold(directory: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sixfold.cli", "--dir", str(directory), *args],
+        [sys.executable, "-m", "sixfold.tools.cli", "--dir", str(directory), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -95,7 +96,7 @@ def on_a_terminal(d: Path, *args: str, timeout: float = 60) -> tuple[int, str]:
     """Run the CLI with stderr on a pseudo-terminal; (exit code, what the terminal got)."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sixfold.cli", "--dir", str(d), *args],
+        [sys.executable, "-m", "sixfold.tools.cli", "--dir", str(d), *args],
         stdout=subprocess.DEVNULL,
         stderr=follower,
         stdin=subprocess.DEVNULL,
@@ -237,7 +238,16 @@ def test_the_foreground_up_tells_cluster_events(tmp_path: Path) -> None:
     d = tmp_path / "c"
     base = cluster.free_base_port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "sixfold.cli", "--dir", str(d), "up", "--base-port", str(base)],
+        [
+            sys.executable,
+            "-m",
+            "sixfold.tools.cli",
+            "--dir",
+            str(d),
+            "up",
+            "--base-port",
+            str(base),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from sixfold import dbapi
+from sixfold.client import dbapi
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from tests.conftest import LocalCluster

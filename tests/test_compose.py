@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from sixfold.check.history import load_history
 from sixfold.clients import NodeClient
-from sixfold.history import load_history
-from sixfold.partition import container_pid, iptables_unavailable
-from sixfold.quorum import NODE_NAMES
+from sixfold.core.quorum import NODE_NAMES
 from sixfold.targets import COMPOSE_PORT_DEFAULTS, compose_command
+from sixfold.tools.partition import container_pid, iptables_unavailable
 from tests import readme
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def sixfold_cli(
     env: dict[str, str], *args: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sixfold.cli", "--compose", *args],
+        [sys.executable, "-m", "sixfold.tools.cli", "--compose", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -149,7 +149,7 @@ def test_the_images_crc32c_gives_the_check_value(compose_cluster: dict[str, str]
             "sixfold:latest",
             "python",
             "-c",
-            "from sixfold.checksum import crc32c; print(hex(crc32c(b'123456789')))",
+            "from sixfold.core.checksum import crc32c; print(hex(crc32c(b'123456789')))",
         ],
         capture_output=True,
         text=True,

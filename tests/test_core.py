@@ -13,12 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sixfold.allocation import LsnAllocator
-from sixfold.completeness import SegmentCompleteness
-from sixfold.durability import VolumeDurability
-from sixfold.errors import CorruptRecordError, EpochAheadError, NotServingError, StaleEpochError
-from sixfold.page import EMPTY_PAGE, apply_records
-from sixfold.quorum import (
+from sixfold.core.allocation import LsnAllocator
+from sixfold.core.completeness import SegmentCompleteness
+from sixfold.core.durability import VolumeDurability
+from sixfold.core.errors import (
+    CorruptRecordError,
+    EpochAheadError,
+    NotServingError,
+    StaleEpochError,
+)
+from sixfold.core.page import EMPTY_PAGE, apply_records
+from sixfold.core.quorum import (
     AZS,
     COPIES,
     NODE_AZ,
@@ -28,7 +33,7 @@ from sixfold.quorum import (
     nodes_in_az,
     quorum_lsn,
 )
-from sixfold.record import (
+from sixfold.core.record import (
     HEADER_BYTES,
     PAGE_SIZE_BYTES,
     Delta,
@@ -38,15 +43,15 @@ from sixfold.record import (
     encode_deltas,
     encode_record,
 )
-from sixfold.recovery import (
+from sixfold.core.recovery import (
     RecoveryPlan,
     SegmentReport,
     newest_truncations,
     next_epoch,
     plan_recovery,
 )
-from sixfold.segment import SegmentState
-from sixfold.truncation import TruncationRange, is_cancelled, merge
+from sixfold.core.segment import SegmentState
+from sixfold.core.truncation import TruncationRange, is_cancelled, merge
 
 EXAMPLES_MAX = 300  # hypothesis examples per property: enough to matter, fast in CI
 

@@ -26,7 +26,7 @@ def start_dashboard(c: LocalCluster, port: int) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "sixfold.cli",
+            "sixfold.tools.cli",
             "--dir",
             str(c.directory),
             "dashboard",

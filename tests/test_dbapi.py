@@ -13,7 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 import sixfold
-from sixfold import dbapi, errors, shell
+from sixfold.client import dbapi
+from sixfold.core import errors
+from sixfold.tools import shell
 from tests.conftest import LocalCluster
 
 READER_LAG_LIMIT_S = 15.0  # readers learn the VDL from the nodes: a little behind the writer
@@ -371,7 +373,7 @@ def sixfold_cli(
     c: LocalCluster, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sixfold.cli", "--dir", str(c.directory), *args],
+        [sys.executable, "-m", "sixfold.tools.cli", "--dir", str(c.directory), *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -13,13 +13,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sixfold import cluster, dbapi
+from sixfold import cluster
+from sixfold.client import dbapi
 from sixfold.clients import WriterClient
-from sixfold.errors import NotWriterError, SixfoldError, WriterFencedError
-from sixfold.page import until_nul
+from sixfold.core.errors import NotWriterError, SixfoldError, WriterFencedError
+from sixfold.core.page import until_nul
+from sixfold.core.takeover import WRITER_GONE_AFTER_S, WRITER_SILENT_AFTER_S
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.takeover import WRITER_GONE_AFTER_S, WRITER_SILENT_AFTER_S
 from sixfold.wire import error_from_rpc
 from tests.conftest import LocalCluster
 from tests.test_failover import _accepts_writes, promote, topology

@@ -9,8 +9,8 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from sixfold.errors import SixfoldError
-from sixfold.page import until_nul
+from sixfold.core.errors import SixfoldError
+from sixfold.core.page import until_nul
 from sixfold.rpc import sixfold_pb2 as pb
 from storage_node.store import NodeStore, lsn_key
 from tests.conftest import LocalCluster

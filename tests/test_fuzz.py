@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sixfold.history import load_history
-from sixfold.linearizability import Verdict, check_history
-from sixfold.multipage import check_groups
+from sixfold.check.history import load_history
+from sixfold.check.linearizability import Verdict, check_history
+from sixfold.check.multipage import check_groups
 from tests.conftest import LocalCluster
 from tests.test_deposed_writer import log_problems
 
@@ -39,7 +39,7 @@ def test_fuzz_run_is_linearizable_under_faults(
         [
             sys.executable,
             "-m",
-            "sixfold.cli",
+            "sixfold.tools.cli",
             "--dir",
             partitionable_cluster.layout.directory,
             "fuzz",
@@ -82,7 +82,7 @@ def test_fuzz_with_a_deposed_writer_and_stale_clients(
         [
             sys.executable,
             "-m",
-            "sixfold.cli",
+            "sixfold.tools.cli",
             "--dir",
             local_cluster.layout.directory,
             "fuzz",
@@ -118,7 +118,7 @@ def test_partition_is_refused_on_a_cluster_that_cannot_be_partitioned(tmp_path: 
         [
             sys.executable,
             "-m",
-            "sixfold.cli",
+            "sixfold.tools.cli",
             "--dir",
             layout.directory,
             "fuzz",
@@ -136,7 +136,16 @@ def test_partition_is_refused_on_a_cluster_that_cannot_be_partitioned(tmp_path: 
 
 def test_fuzz_refuses_an_unknown_nemesis(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sixfold.cli", "--dir", str(tmp_path), "fuzz", "--nemesis", "flood"],
+        [
+            sys.executable,
+            "-m",
+            "sixfold.tools.cli",
+            "--dir",
+            str(tmp_path),
+            "fuzz",
+            "--nemesis",
+            "flood",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

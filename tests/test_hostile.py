@@ -18,7 +18,8 @@ import grpc
 import pytest
 from google.protobuf import descriptor as pb_descriptor
 
-from sixfold import cluster, dbapi
+from sixfold import cluster
+from sixfold.client import dbapi
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from tests.conftest import WRITE_TIMEOUT_S, LocalCluster

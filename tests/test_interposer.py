@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sixfold import cluster
-from sixfold.interposer import Interposer, read_status, write_cuts
+from sixfold.tools.interposer import Interposer, read_status, write_cuts
 
 STALL_S = 0.3  # long enough for a forwarded byte to arrive many times over on loopback
 
@@ -88,8 +88,8 @@ def test_the_control_file_and_status_port(tmp_path: Path) -> None:
 
 
 def test_a_cluster_that_is_not_partitionable_refuses_partitions(tmp_path: Path) -> None:
-    from sixfold.errors import SixfoldError
-    from sixfold.partition import InterposerPartitioner
+    from sixfold.core.errors import SixfoldError
+    from sixfold.tools.partition import InterposerPartitioner
 
     with pytest.raises(SixfoldError, match="sixfold up --partitionable"):
         InterposerPartitioner(cluster.new_layout(tmp_path))

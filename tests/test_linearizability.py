@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sixfold.history import (
+from sixfold.check.history import (
     NEMESIS,
     Event,
     HistoryError,
@@ -29,7 +29,7 @@ from sixfold.history import (
     parse_history,
     write_event,
 )
-from sixfold.linearizability import (
+from sixfold.check.linearizability import (
     Budget,
     Verdict,
     check_history,
@@ -561,7 +561,7 @@ def arbitrary_op(draw: st.DrawFn) -> Op:
 @given(st.lists(arbitrary_op(), max_size=6))
 def test_checker_agrees_with_brute_force(ops: list[Op]) -> None:
     """Exact, except that an info op carried past a quiescent point may take effect more
-    than once in the checker (sixfold.linearizability._free_moves): then it may accept a
+    than once in the checker (sixfold.check.linearizability._free_moves): then it may accept a
     history brute force rejects, never the other way round."""
     linearizable = _brute_force_linearizable(ops)
     verdict = check_register(ops).verdict
@@ -650,7 +650,7 @@ def unique_values_history(draw: st.DrawFn) -> list[Op]:
 @settings(max_examples=1000, deadline=None)
 @given(unique_values_history())
 def test_the_unique_values_test_agrees_with_brute_force(ops: list[Op]) -> None:
-    from sixfold.linearizability import _unique_values_verdict
+    from sixfold.check.linearizability import _unique_values_verdict
 
     expected = Verdict.OK if _brute_force_linearizable(ops) else Verdict.VIOLATION
     assert _unique_values_verdict([op for op in ops if op.status != "fail"]) == expected
@@ -659,7 +659,7 @@ def test_the_unique_values_test_agrees_with_brute_force(ops: list[Op]) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(arbitrary_op(), max_size=9))
 def test_searching_segment_by_segment_agrees_with_one_search(ops: list[Op]) -> None:
-    from sixfold.linearizability import _search, _search_segments, is_checked
+    from sixfold.check.linearizability import _search, _search_segments, is_checked
 
     checked = [op for op in ops if is_checked(op)]
     whole = _search(checked, Budget(max_steps=None)).verdict

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sixfold.history import Op, pair_operations, parse_history
-from sixfold.linearizability import Verdict, check_operations
+from sixfold.check.history import Op, pair_operations, parse_history
+from sixfold.check.linearizability import Verdict, check_operations
 
 pytestmark = pytest.mark.slow  # ~30 s: not in the fast lane (make check)
 

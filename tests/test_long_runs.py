@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sixfold.quorum import NODE_NAMES
+from sixfold.core.quorum import NODE_NAMES
 from sixfold.rpc import sixfold_pb2 as pb
 from tests.conftest import LocalCluster
 

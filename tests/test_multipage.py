@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sixfold.history import Event, parse_history, write_event
-from sixfold.multipage import check_groups
+from sixfold.check.history import Event, parse_history, write_event
+from sixfold.check.multipage import check_groups
 
 
 def _history(reads: list[list[list[int | None]]], writes: tuple[int, ...] = (7, 8)) -> list[Event]:
@@ -54,7 +54,7 @@ def test_a_value_never_written_or_from_a_failed_write_is_a_violation() -> None:
 
 
 def test_group_events_round_trip_and_are_left_out_of_the_register_check(tmp_path) -> None:
-    from sixfold.history import pair_operations
+    from sixfold.check.history import pair_operations
 
     events = _history([[[10, 5, 7], [11, 5, 7]]])
     path = tmp_path / "h.jsonl"

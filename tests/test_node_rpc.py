@@ -15,13 +15,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sixfold.clients import NodeClient
-from sixfold.errors import (
+from sixfold.core.errors import (
     BatchTooLargeError,
     InvalidRequestError,
     StaleEpochError,
 )
-from sixfold.page import until_nul
-from sixfold.record import Delta, RecordFlags, RedoRecord, encode_deltas, encode_record
+from sixfold.core.page import until_nul
+from sixfold.core.record import Delta, RecordFlags, RedoRecord, encode_deltas, encode_record
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import service_name, start_server

@@ -95,7 +95,7 @@ def tmux(socket: str, *args: str) -> str:
 def test_watch_shows_the_quorum_go_and_come_back(local_cluster: LocalCluster) -> None:
     c = local_cluster
     socket = f"sixfold-test-{id(c)}"
-    command = f"{sys.executable} -m sixfold.cli --dir {c.directory} watch --seconds 90"
+    command = f"{sys.executable} -m sixfold.tools.cli --dir {c.directory} watch --seconds 90"
     tmux(socket, "new-session", "-d", "-s", "watch", "-x", "100", "-y", "30", command)
     try:
         tmux(socket, "resize-window", "-t", "watch", "-x", "100", "-y", "30")

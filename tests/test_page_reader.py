@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from sixfold.clients import NodeClient
-from sixfold.errors import QuorumUnavailableError
-from sixfold.page import until_nul
+from sixfold.core.errors import QuorumUnavailableError
+from sixfold.core.page import until_nul
+from sixfold.core.quorum import NODE_AZ, NODE_NAMES
+from sixfold.core.record import Delta, RecordFlags, encode_deltas, encode_record
 from sixfold.page_reader import PageReader
-from sixfold.quorum import NODE_AZ, NODE_NAMES
-from sixfold.record import Delta, RecordFlags, encode_deltas, encode_record
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import service_name, start_server

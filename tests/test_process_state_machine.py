@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sixfold.errors import SixfoldError
-from sixfold.quorum import NODE_NAMES
+from sixfold.core.errors import SixfoldError
+from sixfold.core.quorum import NODE_NAMES
 from tests.conftest import LocalCluster
 
 pytestmark = pytest.mark.processes

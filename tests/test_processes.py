@@ -14,8 +14,8 @@ import pytest
 
 from sixfold import cluster
 from sixfold.clients import WriterClient
-from sixfold.errors import NotWriterError, QuorumUnavailableError, WriterFencedError
-from sixfold.record import Delta, RecordFlags, decode_record, encode_deltas, encode_record
+from sixfold.core.errors import NotWriterError, QuorumUnavailableError, WriterFencedError
+from sixfold.core.record import Delta, RecordFlags, decode_record, encode_deltas, encode_record
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from tests.conftest import LocalCluster

@@ -1,5 +1,5 @@
-"""The read-index rule (sixfold/read_index.py) and the takeover timing (sixfold/takeover.py):
-pure, against naive models."""
+"""The read-index rule (sixfold/core/read_index.py) and the takeover timing
+(sixfold/core/takeover.py): pure, against naive models."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sixfold.quorum import COPIES, NODE_NAMES, READ_QUORUM, WRITE_QUORUM
-from sixfold.read_index import Answer, ReadIndex, RoundOutcome
-from sixfold.takeover import (
+from sixfold.core.quorum import COPIES, NODE_NAMES, READ_QUORUM, WRITE_QUORUM
+from sixfold.core.read_index import Answer, ReadIndex, RoundOutcome
+from sixfold.core.takeover import (
     PROBE_TIMEOUT_S,
     PROBE_TIMEOUT_S_MIN,
     PROMOTION_STAGGER_S,
@@ -181,7 +181,7 @@ def test_an_owner_that_answers_as_a_reader_is_replaced_as_soon_as_a_dead_one() -
 def test_a_read_point_moves_only_where_a_read_quorum_of_nodes_agrees() -> None:
     """One node told a bogus VDL (anyone who reaches its port can tell it one) moves no
     reader; three that learned it from the writer do (issue 19)."""
-    from sixfold.read_point import advance_read_point
+    from sixfold.core.read_point import advance_read_point
 
     bogus = (2, 2**63 - 1)
     assert advance_read_point((2, 100), [bogus, (2, 100), (2, 100), (2, 90)]) == (2, 100)

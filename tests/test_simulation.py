@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from sixfold.simulation import (
+from sixfold.sim.simulation import (
     Faults,
     Flaws,
     InvariantViolation,
@@ -30,7 +30,7 @@ def _run_block(first: int, count: int) -> None:
         except Exception as exc:  # an assertion inside the core is a bug too: name the seed
             raise AssertionError(
                 f"simulation seed {seed} crashed with {type(exc).__name__}: {exc}. Replay: "
-                f"python -m sixfold.simulation --seed {seed} --steps {STEPS}"
+                f"python -m sixfold.sim --seed {seed} --steps {STEPS}"
             ) from exc
 
 
@@ -81,13 +81,13 @@ def _first_caught(flaws: Flaws, faults: Faults | None = None) -> InvariantViolat
 def test_checker_catches_acknowledging_at_three_nodes() -> None:
     caught = _first_caught(Flaws(ack_quorum=3))
     message = str(caught)
-    assert "simulation seed" in message and "python -m sixfold.simulation --seed" in message
+    assert "simulation seed" in message and "python -m sixfold.sim --seed" in message
     assert "held by only" in message  # an acknowledged commit on fewer than 4 nodes
 
 
 def test_checker_catches_recovery_without_truncation() -> None:
     caught = _first_caught(Flaws(skip_truncation=True))
-    assert "python -m sixfold.simulation --seed" in str(caught)
+    assert "python -m sixfold.sim --seed" in str(caught)
 
 
 def test_checker_catches_a_deposed_writer_answering_reads() -> None:

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sixfold import dbapi, sqlvolume
+from sixfold import sqlvolume
+from sixfold.client import dbapi
 from sixfold.clients import ReaderClient
-from sixfold.record import PAGE_SIZE_BYTES
-from sixfold.redo_delta import DELTA_HEADER_BYTES, apply_delta, page_delta
+from sixfold.core.record import PAGE_SIZE_BYTES
+from sixfold.core.redo_delta import DELTA_HEADER_BYTES, apply_delta, page_delta
 from sixfold.rpc import sixfold_pb2 as pb
 from tests.conftest import LocalCluster
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sixfold.sqlbench import Pacer, lags_s
+from sixfold.tools.sqlbench import Pacer, lags_s
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_LIMIT_S = 120.0
@@ -44,7 +44,7 @@ def test_short_run_reports_sane_figures() -> None:
     argv = [
         sys.executable,
         "-m",
-        "sixfold.cli",
+        "sixfold.tools.cli",
         "bench-sql",
         "--json",
         "--clients",

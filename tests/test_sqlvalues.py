@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sixfold import sqlvalues as sv
-from sixfold.errors import InvalidRequestError
+from sixfold.core.errors import InvalidRequestError
 from sixfold.rpc import sixfold_pb2 as pb
 
 integers = st.integers(min_value=sv.INTEGER_MIN, max_value=sv.INTEGER_MAX)

@@ -27,8 +27,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from sixfold.quorum import NODE_NAMES
-from sixfold.simulation import (
+from sixfold.core.quorum import NODE_NAMES
+from sixfold.sim.simulation import (
     ENDPOINTS,
     MAX_NODES_DOWN,
     PAGES,

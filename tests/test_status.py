@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sixfold.events import cluster_events
-from sixfold.quorum import NODE_AZ, NODE_NAMES
+from sixfold.core.quorum import NODE_AZ, NODE_NAMES
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.status import Health, render, summarise
-from sixfold.waiting import write_quorum_line
+from sixfold.tools.events import cluster_events
+from sixfold.tools.status import Health, render, summarise
+from sixfold.tools.waiting import write_quorum_line
 
 
 def node(name: str, up: bool = True, scl: int = 10) -> dict[str, Any]:
@@ -129,10 +129,10 @@ def test_the_ready_scrape_config_names_every_metrics_port() -> None:
 
 
 def test_every_topology_resolver_takes_the_newest_epoch_the_same_way() -> None:
-    # sixfold/topology.py's rule: the newest epoch; among its answers, a complete one. The
+    # sixfold/core/topology.py's rule: the newest epoch; among its answers, a complete one. The
     # nodes' views, the CLI's discovery and the DB-API's directory all go through it.
-    from sixfold import topology
-    from sixfold.discovery import newest_answer
+    from sixfold.client.discovery import newest_answer
+    from sixfold.core import topology
 
     views = [
         topology.EpochView(3, ""),

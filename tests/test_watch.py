@@ -11,8 +11,8 @@ import pytest
 from reader import reader as reader_module
 from reader.reader import Reader
 from sixfold.clients import NodeClient, NodeDownError, ReaderClient
-from sixfold.errors import NotServingError, SixfoldError
-from sixfold.quorum import READ_QUORUM
+from sixfold.core.errors import NotServingError, SixfoldError
+from sixfold.core.quorum import READ_QUORUM
 from sixfold.rpc import sixfold_pb2 as pb
 from storage_node import service as service_module
 from storage_node.node import StorageNode

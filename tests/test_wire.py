@@ -7,8 +7,9 @@ import sys
 
 import grpc
 
-from sixfold import dbapi, errors
-from sixfold.dbapi import StreamedCallError
+from sixfold.client import dbapi
+from sixfold.client.dbapi import StreamedCallError
+from sixfold.core import errors
 from sixfold.wire import error_fields, error_from_rpc, named_error
 
 
@@ -55,6 +56,6 @@ def test_hostile_fields_are_ignored() -> None:
 
 
 def test_the_client_does_not_import_lmdb() -> None:
-    code = "import sys, sixfold.dbapi; print('lmdb' in sys.modules)"
+    code = "import sys, sixfold.client.dbapi; print('lmdb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr

@@ -1,4 +1,4 @@
-"""The writer's commit pipeline: the asyncio shell around sixfold.commit_log (issue 11).
+"""The writer's commit pipeline: the asyncio shell around sixfold.core.commit_log (issue 11).
 
 The pure CommitLog decides everything: LSNs, the log tail, what each node is sent and when,
 durable points and fencing. This shell owns what it cannot: one long-lived append stream per
@@ -15,17 +15,16 @@ from collections.abc import Callable
 import grpc
 
 from sixfold.clients import NodeClient, NodeDownError, rpc_error
-from sixfold.commit_log import CommitLog, PageWrite, Waiter, WriterLimits
-from sixfold.errors import (
+from sixfold.core.commit_log import CommitLog, PageWrite, Waiter, WriterLimits
+from sixfold.core.errors import (
     EpochAheadError,
     NotWriterError,
     SixfoldError,
     StaleEpochError,
     WriterFencedError,
 )
+from sixfold.core.shipping import Batch
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.shipping import Batch
-from sixfold.truncation import TruncationRange
 from sixfold.wire import named_error, ranges_to_proto
 
 __all__ = ["CommitPipeline", "PageWrite", "WriterLimits"]
@@ -185,27 +184,10 @@ class NodeSender:
 
 
 class CommitPipeline:
-    def __init__(
-        self,
-        clients: list[NodeClient],
-        *,
-        epoch: int,
-        vdl: int,
-        next_lsn: int,
-        node_scls: dict[str, int],
-        truncations: tuple[TruncationRange, ...],
-        limits: WriterLimits,
-    ) -> None:
-        self.log = CommitLog(
-            [c.name for c in clients],
-            epoch=epoch,
-            vdl=vdl,
-            next_lsn=next_lsn,
-            node_scls=node_scls,
-            truncations=truncations,
-            limits=limits,
-        )
-        self.limits = limits
+    def __init__(self, clients: list[NodeClient], log: CommitLog) -> None:
+        assert list(log.shippers) == [c.name for c in clients]
+        self.log = log
+        self.limits = log.limits
         self.observe_commit: Callable[[float], None] | None = None  # seconds to acknowledgement
         self.room = asyncio.Event()  # set when VDL advanced (LAL), a node came back, or fenced
         self.senders = [NodeSender(self, c) for c in clients]

@@ -1,6 +1,6 @@
 """The writer's read-index shell: rounds of bare appends that confirm its epoch.
 
-The rule and why it is safe are in sixfold/read_index.py. A round is a bare append (no
+The rule and why it is safe are in sixfold/core/read_index.py. A round is a bare append (no
 records) with the writer's epoch and VDL: a node answers it as soon as it has checked the
 epoch, without waiting for a sync (storage_node/node.py `announce`). A round asks a read
 quorum first, a different three each time so the nodes share the work, and the other nodes
@@ -16,15 +16,15 @@ import logging
 from collections.abc import Callable
 
 from sixfold.clients import NodeClient
-from sixfold.errors import (
+from sixfold.core.errors import (
     EpochAheadError,
     NotWriterError,
     QuorumUnavailableError,
     SixfoldError,
     StaleEpochError,
 )
-from sixfold.quorum import COPIES, READ_QUORUM
-from sixfold.read_index import Answer, ReadIndex, RoundOutcome
+from sixfold.core.quorum import COPIES, READ_QUORUM
+from sixfold.core.read_index import Answer, ReadIndex, RoundOutcome
 from sixfold.rpc import sixfold_pb2 as pb
 
 log = logging.getLogger("sixfold.writer")

@@ -1,4 +1,4 @@
-"""Writer recovery over the network: the asyncio shell around sixfold.recovery_machine.
+"""Writer recovery over the network: the asyncio shell around sixfold.core.recovery_machine.
 
 The machine decides every step (P17 §4.3); sixfold/node_calls.py sends each step's requests
 to the nodes at once, as gRPC calls with a deadline, and hands the answers back to it.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from sixfold.clients import NodeClient
+from sixfold.core.recovery_machine import Recovered, Recovery
 from sixfold.node_calls import CallTimeouts, drive
-from sixfold.recovery_machine import Recovered, Recovery
 
 __all__ = ["Recovered", "recover"]
 

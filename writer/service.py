@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import grpc
 
-from sixfold.commit_log import PageWrite
-from sixfold.errors import NotWriterError, SixfoldError
+from sixfold.core.commit_log import PageWrite
+from sixfold.core.errors import NotWriterError, SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import abort

@@ -10,7 +10,7 @@ Each client is answered once VDL has passed its commit LSN, so an acknowledged t
 durable, and a crash truncates every unacknowledged one whole (P17 §4.3). A read-only request
 may have seen a commit that is not durable yet: it is answered only once VDL covers the newest
 commit it could have seen (the read barrier), and once a read quorum has confirmed that no
-newer writer exists (sixfold/read_index.py), so a deposed writer never answers a stale read.
+newer writer exists (sixfold/core/read_index.py), so a deposed writer never answers a stale read.
 
 Sessions hold the connection across requests for an interactive transaction, as SQLite's
 single writer does; they are rolled back when idle too long (SqlLimits.session_idle_s). A
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from sixfold.errors import BusyError, SessionError, SixfoldError, SqlError
+from sixfold.core.errors import BusyError, SessionError, SixfoldError, SqlError
 from sixfold.futures import settle
 from sixfold.sqlengine import (
     LIMIT_OPTIONS,

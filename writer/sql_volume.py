@@ -21,11 +21,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sixfold import sqlvolume
-from sixfold.commit_log import PageWrite
-from sixfold.errors import SixfoldError, SqlError
-from sixfold.page import EMPTY_PAGE
-from sixfold.record import RECORD_OVERHEAD_BYTES
-from sixfold.redo_delta import DELTA_HEADER_BYTES, page_delta
+from sixfold.core.commit_log import PageWrite
+from sixfold.core.errors import SixfoldError, SqlError
+from sixfold.core.page import EMPTY_PAGE
+from sixfold.core.record import RECORD_OVERHEAD_BYTES
+from sixfold.core.redo_delta import DELTA_HEADER_BYTES, page_delta
 from sixfold.sqlengine import VolumeFileBase, call_in_loop
 from sixfold.sqlvolume import SQL_PAGE_BYTES, CommitInfo, sqlite_page_at, volume_page
 

@@ -11,16 +11,16 @@ import weakref
 from collections.abc import AsyncIterator
 
 from sixfold.clients import NodeClient
-from sixfold.commit_log import PageWrite, WriterLimits
-from sixfold.errors import (
+from sixfold.core.commit_log import CommitLog, PageWrite, WriterLimits
+from sixfold.core.errors import (
     CommitTimeoutError,
     InvalidRequestError,
     NotWriterError,
     RecoveryError,
     SixfoldError,
 )
+from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.page_reader import PageReader
-from sixfold.record import PAGE_SIZE_BYTES
 from sixfold.sqlvolume import SQL_PAGE_BASE
 from writer.pipeline import CommitPipeline
 from writer.read_index import EpochConfirmer
@@ -70,14 +70,9 @@ class Writer:
         """One recovery attempt at a new epoch (P17 §4.3); raises if it cannot win one."""
         result = await recover(self.clients, self.owner, self.limits.lal, epoch_wanted)
         plan = result.plan
+        names = [c.name for c in self.clients]
         self.pipeline = CommitPipeline(
-            self.clients,
-            epoch=plan.epoch,
-            vdl=plan.vdl,
-            next_lsn=plan.next_lsn,
-            node_scls=result.node_scls,
-            truncations=result.truncations,
-            limits=self.limits,
+            self.clients, CommitLog.recovered(names, result, self.limits)
         )
         self.pipeline.start()
         self.confirmer = EpochConfirmer(
@@ -210,7 +205,7 @@ class Writer:
 
     async def confirm_epoch(self) -> None:
         """Return once a read quorum, asked after this call, confirmed that no newer writer
-        exists: a read answered after this is linearizable (sixfold/read_index.py)."""
+        exists: a read answered after this is linearizable (sixfold/core/read_index.py)."""
         self._ready()
         assert self.confirmer is not None, "made with the pipeline"
         await self.confirmer.confirm()

@@ -1,0 +1,1 @@
+"""The consistency checkers: histories, linearizability, multi-page invariants."""

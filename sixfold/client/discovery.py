@@ -1,0 +1,73 @@
+"""Finding the writer from any seed: the topology every node and instance answers (issue 6).
+
+Ask the seeds in turn; the first answer naming a writer wins, except that an answer with a
+newer epoch replaces an older one among those that answered (a node that missed a takeover
+still names the old writer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+
+from sixfold.clients import CHANNEL_OPTIONS
+from sixfold.core import topology
+from sixfold.core.errors import SixfoldError
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+
+TOPOLOGY_TIMEOUT_S = 2.0
+SEEDS_ASKED_MAX = 3  # answers gathered before choosing the newest epoch among them
+
+
+class NoWriterError(SixfoldError):
+    """No seed answered with a writer: none reachable, or no writer has recovered yet."""
+
+
+def topology_of(address: str, timeout: float = TOPOLOGY_TIMEOUT_S) -> pb.Topology:
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.TopologyServiceStub(channel)
+        return stub.GetTopology(pb.GetTopologyRequest(), timeout=timeout)
+
+
+def newest_topology(seeds: Iterable[str], timeout: float = TOPOLOGY_TIMEOUT_S) -> pb.Topology:
+    """The answer with the newest epoch among the first few seeds that name a writer."""
+    answers: list[pb.Topology] = []
+    errors: list[str] = []
+    for seed in seeds:
+        try:
+            answer = topology_of(seed, timeout)
+        except grpc.RpcError as err:
+            errors.append(f"{seed}: {err.code().name}")
+            continue
+        if answer.writer_address:
+            answers.append(answer)
+            if len(answers) >= SEEDS_ASKED_MAX:
+                break
+    if not answers:
+        raise NoWriterError(
+            "no writer found: " + ("; ".join(errors) if errors else "no writer has recovered yet")
+        )
+    return newest_answer(answers)
+
+
+def newest_answer(answers: list[pb.Topology]) -> pb.Topology:
+    """The newest epoch's answer; among its answers, one that knows where clients reach the
+    writer (sixfold/core/topology.py's rule, for every resolver: the CLI, status, the DB-API)."""
+    assert answers, "at least one answer"
+    return topology.newest(
+        answers, lambda t: t.epoch, lambda t: bool(t.writer_client_address), answers[0]
+    )
+
+
+def writer_client_address(topology: pb.Topology) -> str:
+    return topology.writer_client_address or topology.writer_address
+
+
+def current_writer_address(seeds: list[str], fallback: str, timeout: float = 0.5) -> str:
+    """Where clients reach the writer now, or `fallback` when no seed names one."""
+    try:
+        return writer_client_address(newest_topology(seeds, timeout))
+    except NoWriterError:
+        return fallback

@@ -1,0 +1,37 @@
+"""The writer's durable points: VCL and VDL from per-node SCLs (P17 §4.1, P18 §2.3).
+
+VCL is the highest LSN that a write quorum (4 of 6) of nodes has completed. VDL is the highest
+CPL at or below VCL. A commit is acknowledged once VDL has reached its LSN; no consensus
+round is needed because each node's SCL already says what it holds without holes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from sixfold.core.quorum import WRITE_QUORUM, quorum_lsn
+
+
+class VolumeDurability:
+    def __init__(self, node_names: Iterable[str], vdl: int, node_scls: dict[str, int]) -> None:
+        self.node_scl = {name: node_scls.get(name, 0) for name in node_names}
+        self.vdl = vdl
+        self.vcl = max(vdl, quorum_lsn(self.node_scl.values(), WRITE_QUORUM))
+        self._cpls: deque[int] = deque()  # CPLs allocated above VDL, ascending
+
+    def note_cpl(self, lsn: int) -> None:
+        assert lsn > self.vdl and (not self._cpls or lsn > self._cpls[-1]), lsn
+        self._cpls.append(lsn)
+
+    def on_scl(self, node: str, scl: int) -> int:
+        """Record a node's SCL from an append ack; return the (possibly advanced) VDL."""
+        if scl > self.node_scl[node]:
+            self.node_scl[node] = scl
+            self.vcl = max(self.vcl, quorum_lsn(self.node_scl.values(), WRITE_QUORUM))
+            while self._cpls and self._cpls[0] <= self.vcl:
+                self.vdl = self._cpls.popleft()
+        return self.vdl
+
+    def nodes_at_or_above(self, lsn: int) -> int:
+        return sum(1 for scl in self.node_scl.values() if scl >= lsn)

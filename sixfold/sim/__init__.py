@@ -1,0 +1,1 @@
+"""The deterministic simulator that runs the pure core under faults (python -m sixfold.sim)."""

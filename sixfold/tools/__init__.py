@@ -1,0 +1,1 @@
+"""The command-line tools: the sixfold CLI, benchmarks, chaos, fuzzing, dashboards."""

@@ -1,0 +1,667 @@
+"""The `sixfold` command: run a local cluster, watch it, kill parts of it, read and write pages."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sixfold import cluster, targets
+from sixfold.clients import NodeDownError, ReaderClient, WriterClient
+from sixfold.core.errors import SixfoldError
+from sixfold.core.page import until_nul
+from sixfold.core.quorum import AZS, COPIES, NODE_NAMES, READ_QUORUM
+from sixfold.core.record import PAGE_SIZE_BYTES
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.tools.events import History
+from sixfold.tools.status import Health, gather_status
+from sixfold.tools.status import render as render_status
+from sixfold.tools.waiting import write_notice
+
+HEALTHY_TIMEOUT_S = 60.0
+
+
+def _dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir)
+
+
+def _cli(args: argparse.Namespace) -> str:
+    """The command a user types for this cluster: `sixfold`, with --dir when not the default."""
+    default = os.environ.get("SIXFOLD_DIR", str(cluster.DEFAULT_DIR))
+    return "sixfold" if args.dir == default else f"sixfold --dir {args.dir}"
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    directory = _dir(args)
+    directory.mkdir(parents=True, exist_ok=True)
+    if args.base_port is not None:
+        cluster.check_base_port(args.base_port)
+    try:
+        layout = cluster.ClusterLayout.load(directory)
+    except SixfoldError:
+        layout = cluster.new_layout(
+            directory, base_port=args.base_port or cluster.BASE_PORT_DEFAULT
+        )
+    running = [n for n, p in layout.processes.items() if cluster.is_running(p)]
+    if running:
+        raise SixfoldError(
+            f"a cluster is already running in {directory} ({', '.join(running)}); "
+            f"`{_cli(args)} status` shows it, `{_cli(args)} down` stops it"
+        )
+    if args.base_port is not None and layout.processes[cluster.WRITER_NAME].port != args.base_port:
+        cluster.set_ports(layout, args.base_port)  # the data stays; every process moves
+    cluster.ensure_metrics_ports(layout)
+    cluster.check_ports_free(layout)
+    if args.partitionable:
+        cluster.make_partitionable(layout)  # kept in cluster.json: restarts stay partitionable
+    if layout.partitionable:
+        from sixfold.tools.interposer import write_cuts
+
+        write_cuts(Path(layout.directory), 0, [])  # a fresh `up` starts with no partition
+    node_names = [n for n, p in layout.processes.items() if p.role in ("node", "interposer")]
+    cluster.start_processes(layout, node_names)
+    cluster.start_processes(layout, [cluster.WRITER_NAME, *cluster.READER_NAMES])
+    print(f"starting sixfold in {directory.resolve()} ...", flush=True)
+    try:
+        status = asyncio.run(cluster.wait_healthy(layout, args.timeout))
+    except SixfoldError:
+        cluster.stop_all(layout)
+        raise
+    print(render_status(status))
+    if args.detach:
+        print(f"cluster is up; `{_cli(args)} down` stops it")
+        return 0
+    print("cluster is up; Ctrl-C stops it. Cluster events follow as they happen.", flush=True)
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    _tell_events(layout, lambda: stop["now"])
+    stopped = cluster.stop_all(cluster.ClusterLayout.load(directory))
+    print(f"stopped {len(stopped)} processes")
+    return 0
+
+
+EVENTS_POLL_S = 1.0
+
+
+def _tell_events(target: cluster.Endpoints, stopped: Callable[[], bool]) -> None:
+    """Print cluster events (a node lost or back, a quorum lost or regained, a new writer)
+    with the time, until `stopped()`."""
+    history = History()
+    next_poll = 0.0
+    while not stopped():
+        if time.monotonic() >= next_poll:
+            for event in history.update(asyncio.run(gather_status(target)), time.monotonic()):
+                print(event, flush=True)
+            next_poll = time.monotonic() + EVENTS_POLL_S
+        time.sleep(0.1)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    layout = cluster.ClusterLayout.load(_dir(args))
+    stopped = cluster.stop_all(layout)
+    print(f"stopped {', '.join(stopped) if stopped else 'nothing (no process was running)'}")
+    return 0
+
+
+def _target(args: argparse.Namespace) -> targets.ProcessTarget | targets.ComposeTarget:
+    return targets.load_target(_dir(args), args.compose)
+
+
+def _running_target(args: argparse.Namespace) -> targets.ProcessTarget | targets.ComposeTarget:
+    """The cluster to talk to, refused with a hint when none of its processes runs."""
+    target = _target(args)
+    if isinstance(target, targets.ProcessTarget) and not target.running():
+        raise SixfoldError(
+            f"no cluster is running in {args.dir}: `{_cli(args)} up` starts it "
+            "(--compose talks to the docker compose cluster)"
+        )
+    return target
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        target = _target(args)
+    except cluster.NoClusterError as exc:
+        print(f"sixfold: {exc}", file=sys.stderr)
+        return Health.NO_CLUSTER
+    status = asyncio.run(gather_status(target))
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    if isinstance(target, targets.ProcessTarget) and not target.running():
+        print(f"nothing is running in {args.dir}: `{_cli(args)} up` starts it", file=sys.stderr)
+    return status["exit_code"]
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from sixfold.tools.watch import run_watch
+
+    return run_watch(_target(args), args.seconds)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from sixfold.tools.dashboard import run_dashboard
+
+    return run_dashboard(_target(args), args.port, args.seconds)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from sixfold.tools import logs
+
+    names = [args.name] if args.name else list(cluster.ALL_NAMES)
+    if args.name and args.name not in cluster.ALL_NAMES:
+        raise SixfoldError(
+            f"unknown process {args.name!r}: expected one of {', '.join(cluster.ALL_NAMES)}"
+        )
+    if targets.use_compose(args.compose):
+        containers = {n: targets.container_name(n) for n in names}
+        return 0 if logs.container_logs(containers, args.lines, args.follow) else 1
+    else:
+        layout = cluster.ClusterLayout.load(_dir(args))
+        logs.process_logs(Path(layout.directory), names, args.lines, args.follow)
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    target = _target(args)
+    names = cluster.resolve_names(args.names, args.az)
+    killed = target.kill(names)
+    not_running = [n for n in names if n not in killed]
+    if killed:
+        print(f"killed (SIGKILL) {', '.join(killed)}")
+    if not_running:
+        print(f"not running: {', '.join(not_running)}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    target = _target(args)
+    names = cluster.resolve_names(args.names, args.az)
+    started = target.start(names)
+    already = [n for n in names if n not in started]
+    line = f"started {', '.join(started) if started else 'nothing'}"
+    print(line + (f"; already running: {', '.join(already)}" if already else ""))
+    return 0
+
+
+PAGE_NO_LIMIT = 1 << 32  # the page API's pages; the SQL database's start here (sqlvolume.py)
+PAGE_TEXT_BYTES_MAX = PAGE_SIZE_BYTES - 1  # the text and its NUL terminator fill a page
+
+
+def _check_page_no(page_no: int) -> None:
+    if not 0 <= page_no < PAGE_NO_LIMIT:
+        raise SixfoldError(
+            f"page {page_no}: page numbers run from 0 to {PAGE_NO_LIMIT - 1} (the SQL "
+            "database's pages, from 2^32 up, are read and written through `sixfold sql`)"
+        )
+
+
+def cmd_page_write(args: argparse.Namespace) -> int:
+    _check_page_no(args.page)
+    data = args.text.encode("utf-8")
+    if len(data) > PAGE_TEXT_BYTES_MAX:
+        raise SixfoldError(
+            f"text of {len(data)} bytes is too long: a page holds at most "
+            f"{PAGE_TEXT_BYTES_MAX} bytes of text (and a NUL byte after it)"
+        )
+    address = _running_target(args).find_writer_address()
+
+    async def write() -> int:
+        client = WriterClient(address)
+        try:
+            change = pb.PageChange(page_no=args.page, offset=0, data=data + b"\x00")
+            return await client.write_pages([change], timeout=args.timeout)
+        finally:
+            await client.close()
+
+    with write_notice(address, args.timeout):
+        lsn = asyncio.run(write())
+    print(lsn)
+    return 0
+
+
+def cmd_page_read(args: argparse.Namespace) -> int:
+    _check_page_no(args.page)
+    target = _running_target(args)
+
+    async def read() -> pb.ReadPageResponse:
+        if args.reader:
+            client = ReaderClient(target.reader_address(args.reader), args.reader)
+        else:
+            client = WriterClient(target.find_writer_address())
+        try:
+            return await client.read_page(args.page, timeout=args.timeout)
+        finally:
+            await client.close()
+
+    response = asyncio.run(read())
+    if not response.page_lsn:
+        raise SixfoldError(f"page {args.page} has never been written")
+    print(until_nul(response.image).decode("utf-8", errors="replace"))
+    return 0
+
+
+def _sql_address(args: argparse.Namespace) -> tuple[str, str]:
+    """The address and a label of the writer, or of the reader named by --reader."""
+    target = _running_target(args)
+    if args.reader:
+        return target.reader_address(args.reader), f"reader {args.reader}"
+    return target.find_writer_address(), "the writer"
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from sixfold.tools.shell import run_sql
+
+    if not args.sql.strip():
+        raise SixfoldError('no SQL given: sixfold sql "SELECT ..."')
+    address, _ = _sql_address(args)
+    if args.reader:
+        return run_sql(address, args.sql, args.timeout, args.json)
+    notice = functools.partial(write_notice, address, args.timeout)
+    return run_sql(address, args.sql, args.timeout, args.json, waiting=notice)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from sixfold.tools.shell import run_shell
+
+    address, label = _sql_address(args)
+    return run_shell(address, label, args.timeout)
+
+
+def cmd_switchover(args: argparse.Namespace) -> int:
+    """Move the writer role to instance NAME with nothing acknowledged lost (issue 6)."""
+    from sixfold.clients import CHANNEL_OPTIONS, call
+    from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+
+    target = _running_target(args)
+    address = target.instance_address(args.name)
+    try:
+        writer = targets.current_writer_name(target)
+    except SixfoldError:
+        writer = ""  # none answers: the promotion says why, if it cannot go ahead
+    if writer == args.name:
+        raise SixfoldError(f"{args.name} is already the writer: nothing changed")
+
+    async def promote() -> pb.PromoteResponse:
+        import grpc
+
+        channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        try:
+            stub = pb_grpc.InstanceStub(channel)
+            return await call(
+                args.name, stub.Promote, pb.PromoteRequest(planned=True), args.timeout
+            )
+        finally:
+            await channel.close()
+
+    try:
+        response = asyncio.run(promote())
+    except NodeDownError as exc:
+        raise SixfoldError(
+            f"{args.name} did not answer at {address} ({exc}). If it is not running, start it "
+            f"first (`{_cli(args)} start {args.name}`); if it is, the switchover's outcome is "
+            f"unknown: `{_cli(args)} status` shows which instance is the writer"
+        ) from None
+    print(
+        f"{args.name} is the writer now: epoch {response.epoch}, recovered VDL {response.vdl} "
+        f"(every acknowledged commit is at or below it); writes paused "
+        f"{response.writes_paused_s:.2f} s"
+    )
+    return 0
+
+
+def cmd_bench_failover(args: argparse.Namespace) -> int:
+    from sixfold.tools.failoverbench import main as failover_main
+
+    return failover_main(_target(args), args)
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from sixfold.tools.chaos import run_chaos
+
+    return run_chaos(_target(args), args)
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from sixfold.tools.fuzz import main as fuzz_main
+
+    return fuzz_main(_target(args), args, _dir(args))
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from sixfold.tools.soak import main as soak_main
+
+    return soak_main(_target(args), args, _dir(args))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sixfold.tools.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def cmd_bench_restart(args: argparse.Namespace) -> int:
+    from sixfold.tools.restartbench import main_restart
+
+    return main_restart(args)
+
+
+def cmd_bench_idle(args: argparse.Namespace) -> int:
+    from sixfold.tools.restartbench import main_idle
+
+    return main_idle(args)
+
+
+def cmd_bench_sql(args: argparse.Namespace) -> int:
+    from sixfold.tools.sqlbench import main as sqlbench_main
+
+    return sqlbench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sixfold",
+        description=f"A quorum storage engine on Aurora's design: {COPIES} storage nodes in "
+        f"{len(AZS)} AZs, a writer, readers.",
+    )
+    parser.add_argument(
+        "--dir",
+        default=os.environ.get("SIXFOLD_DIR", str(cluster.DEFAULT_DIR)),
+        help="cluster directory (default $SIXFOLD_DIR or ./.sixfold)",
+    )
+    parser.add_argument(
+        "--compose",
+        action="store_true",
+        help="talk to the docker compose cluster (ports from docker-compose.yml) instead of "
+        "the process cluster in --dir; also SIXFOLD_COMPOSE=1",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "up",
+        help=f"start a local cluster: {COPIES} storage nodes, a writer, "
+        f"{len(cluster.READER_NAMES)} readers",
+    )
+    p.add_argument("--detach", action="store_true", help="return once the cluster is healthy")
+    p.add_argument(
+        "--partitionable",
+        action="store_true",
+        help="route node links through a TCP interposer so `fuzz --nemesis partition` can cut "
+        "them (kept for this cluster directory; the default talks directly)",
+    )
+    p.add_argument(
+        "--base-port",
+        type=int,
+        metavar="N",
+        help="ports: the writer at N, nodes a1..c2 at N+1..N+6, readers r1, r2 at N+101, N+102 "
+        f"(default {cluster.BASE_PORT_DEFAULT}, as in docker-compose.yml; an existing cluster "
+        "directory keeps its ports unless this is given)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=HEALTHY_TIMEOUT_S,
+        help="seconds to wait for the cluster to become healthy (default %(default)s)",
+    )
+    p.set_defaults(fn=cmd_up)
+
+    p = sub.add_parser("down", help="stop the local cluster")
+    p.set_defaults(fn=cmd_down)
+
+    p = sub.add_parser(
+        "status",
+        help="nodes, writer, readers and quorum availability",
+        description="Every storage node (up, SCL, how far behind the writer's VDL, epoch, "
+        "log records and page versions kept) and every instance (its role now, which follows "
+        "failovers and switchovers, its VDL or read point, its address), then the quorums.",
+        epilog="exit codes: 0 the cluster takes writes; 1 read-only (a read quorum, but no "
+        "writer accepting writes or no write quorum); 2 unavailable (fewer than "
+        f"{READ_QUORUM} nodes "
+        "answer); 3 no cluster set up in --dir (nothing asked)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_status)
+
+    for name, fn, verb in (("kill", cmd_kill, "SIGKILL"), ("start", cmd_start, "restart")):
+        p = sub.add_parser(
+            name, help=f"{verb} processes by name (a1 ... c2, writer, r1, r2) or a whole AZ"
+        )
+        p.add_argument(
+            "names",
+            nargs="*",
+            help=f"process names: storage nodes {' '.join(NODE_NAMES)}; instances "
+            f"{' '.join(cluster.INSTANCE_NAMES)} (whichever is the writer now)",
+        )
+        p.add_argument("--az", choices=("a", "b", "c"), help="every storage node of this AZ")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser(
+        "watch",
+        help="a live view of the quorum: nodes by AZ, writer, readers, events",
+        description=f"Redraws about 4 times a second: the {COPIES} nodes grouped by AZ (up or down, "
+        "SCL, how far behind VDL, epoch), the write and read quorums, each instance's role "
+        "with its VDL or read point and lag, the commit rate over the last 15 s, and the last "
+        "cluster events. Ctrl-C ends it. `--compose` watches the compose cluster.",
+    )
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    p.set_defaults(fn=cmd_watch)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="the live quorum as a web page on 127.0.0.1",
+        description="Serves one page on 127.0.0.1: the three AZs as columns with a tile per "
+        "node, the writer and the readers, a commit-rate and reader-lag chart and the last "
+        "events, updated live by server-sent events. `--compose` shows the compose cluster.",
+    )
+    p.add_argument("--port", type=int, default=7300, help="the page's port on 127.0.0.1")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    p.set_defaults(fn=cmd_dashboard)
+
+    p = sub.add_parser(
+        "logs",
+        help="the members' logs (every member's, prefixed, or one); -f follows them",
+        description="Print the last lines of each member's log: DIR/logs/NAME.log for the "
+        "process cluster, `docker logs` for the compose cluster (--compose). With -f, keep "
+        "printing new lines until Ctrl-C.",
+    )
+    p.add_argument("name", nargs="?", help="one member: a1 ... c2, writer, r1, r2 (default: all)")
+    p.add_argument("-f", "--follow", action="store_true", help="print new lines as they come")
+    p.add_argument("-n", "--lines", type=int, default=20, help="lines from the end of each log")
+    p.set_defaults(fn=cmd_logs)
+
+    page = sub.add_parser("page", help="write or read a page")
+    page_sub = page.add_subparsers(dest="page_command", required=True, metavar="ACTION")
+    p = page_sub.add_parser("write", help="write TEXT at offset 0 of page N; prints the commit LSN")
+    p.add_argument("page", type=int, help="page number")
+    p.add_argument("text", help="UTF-8 text")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait (default %(default)s)"
+    )
+    p.set_defaults(fn=cmd_page_write)
+    p = page_sub.add_parser("read", help="print page N up to its first NUL byte")
+    p.add_argument("page", type=int, help="page number")
+    p.add_argument("--reader", help="read through this reader (r1, r2) instead of the writer")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait (default %(default)s)"
+    )
+    p.set_defaults(fn=cmd_page_read)
+
+    p = sub.add_parser(
+        "sql",
+        help="run SQL on the writer (or a reader) as one transaction; print its rows",
+        description="Run SQL as one request: on the writer the statements (separated by ';') "
+        "are one transaction, committed once durable; on a reader (--reader) they read one "
+        "snapshot and writes are refused. Prints the rows as a table, or what the last "
+        "statement did, as psql does (INSERT 0 1, UPDATE 2, CREATE TABLE). "
+        "Exit code 1, with a one-line error, when SQLite or the cluster refuses it.",
+    )
+    p.add_argument("sql", help='the SQL text, e.g. "SELECT * FROM t"')
+    p.add_argument("--reader", help="run it on this reader (r1, r2) instead of the writer")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON document: columns, rows (blobs as {"blob_hex": ...}), '
+        "rows_changed, commit_lsn, read_point",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait (default %(default)s)"
+    )
+    p.set_defaults(fn=cmd_sql)
+
+    p = sub.add_parser(
+        "shell",
+        help="an interactive SQL shell on the writer (or a reader)",
+        description="Statements end with ';' and may span lines; each runs on its own unless "
+        "you type BEGIN (then COMMIT or ROLLBACK). Dot commands: .help, .tables, .schema, "
+        ".quit. Reads statements from stdin when it is not a terminal "
+        '(echo "SELECT 1;" | sixfold shell) and then exits 1 if any statement failed.',
+    )
+    p.add_argument("--reader", help="connect to this reader (r1, r2) instead of the writer")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds each statement may take (default %(default)s)",
+    )
+    p.set_defaults(fn=cmd_shell)
+
+    p = sub.add_parser(
+        "switchover",
+        help="move the writer role to another instance, losing nothing",
+        description="Drains the current writer (no new commits; every commit it took made "
+        "durable), then NAME wins a new volume epoch and takes writes. The old writer steps "
+        "down to a reader. Prints how long writes were paused.",
+    )
+    p.add_argument("name", choices=cluster.INSTANCE_NAMES, help="the instance to become the writer")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait (default %(default)s)"
+    )
+    p.set_defaults(fn=cmd_switchover)
+
+    p = sub.add_parser(
+        "bench-failover",
+        help="RTO after killing the writer, and reader restart time",
+        description="Against the running cluster: kills the writer --runs times and times the "
+        "first successful commit through the client after each kill; then restarts readers "
+        "and times their first answered query. Checks nothing acknowledged was lost.",
+    )
+    from sixfold.tools.failoverbench import add_arguments as add_failover_arguments
+
+    add_failover_arguments(p)
+    p.set_defaults(fn=cmd_bench_failover)
+
+    p = sub.add_parser(
+        "chaos", help="kill an AZ, then one more node, under a write load; restart; count losses"
+    )
+    p.add_argument("--settle", type=float, default=3.0, help="seconds to watch each step")
+    p.add_argument("--limit", type=float, default=60.0, help="seconds any step may wait at most")
+    p.set_defaults(fn=cmd_chaos)
+
+    p = sub.add_parser(
+        "fuzz", help="a register workload under injected faults, checked for linearizability"
+    )
+    from sixfold.tools.fuzz import add_arguments as add_fuzz_arguments
+
+    add_fuzz_arguments(p)
+    p.set_defaults(fn=cmd_fuzz)
+
+    from sixfold.tools import soak
+
+    p = sub.add_parser(
+        "soak",
+        help="a long mixed load with restarts; fails if logs, disk or memory do not settle",
+        description=soak.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    soak.add_arguments(p)
+    p.set_defaults(fn=cmd_soak)
+
+    p = sub.add_parser("bench", help="commit throughput and latency on a fresh local cluster")
+    from sixfold.tools.bench import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(fn=cmd_bench)
+
+    from sixfold.tools import restartbench
+
+    p = sub.add_parser(
+        "bench-restart",
+        help="first write and first read after a cold restart, by log size",
+        description=restartbench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    restartbench.add_restart_arguments(p)
+    p.set_defaults(fn=cmd_bench_restart)
+
+    p = sub.add_parser(
+        "bench-idle",
+        help="idle CPU of each node, by the number of pages stored",
+        description=restartbench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    restartbench.add_idle_arguments(p)
+    p.set_defaults(fn=cmd_bench_idle)
+
+    p = sub.add_parser(
+        "bench-sql",
+        help="SQL commits/s, redo vs page bytes and reader lag on a fresh cluster",
+        description="Start a fresh cluster (nodes, writer, readers) in a temporary directory; "
+        "32 clients send single-row INSERT/UPDATE transactions to the writer's Sql API. "
+        "Prints commits/s, commit latency, redo bytes per commit against the changed page "
+        "bytes, CPU seconds per process, then the reader's lag behind acknowledged commits "
+        "with the load paced to --lag-rate commits/s, each next to its target.",
+    )
+    from sixfold.tools.sqlbench import add_arguments as add_sqlbench_arguments
+
+    add_sqlbench_arguments(p)
+    p.set_defaults(fn=cmd_bench_sql)
+    return parser
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows each option's default, unless its help already does or it has none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = "%(default)" in text or "default" in text
+        if shown or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _finish_help(parser: argparse.ArgumentParser, summary: str | None = None) -> None:
+    """Every command shows its defaults, and a description (its one-line help at least)."""
+    parser.formatter_class = _DefaultsFormatter
+    if parser.description is None and summary:
+        parser.description = summary[0].upper() + summary[1:] + "."
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                _finish_help(sub, helps.get(name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    _finish_help(parser)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except SixfoldError as exc:
+        print(f"sixfold: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `sixfold logs | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
