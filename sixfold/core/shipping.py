@@ -142,11 +142,14 @@ class NodeShipper:
         is full it could not, until an acknowledgement comes or the silence is due: a
         commit or a VDL advance then wakes the sender for nothing (issue 11: the writer's
         CPU per commit)."""
-        if self.has_room():
-            return True
-        return bool(self.in_flight) and (
-            now >= self.in_flight[0].sent_at + self.limits.append_timeout_s
-        )
+        return self.has_room() or self._silence_due(now)
+
+    def _silence_due(self, now: float) -> bool:
+        """The oldest batch in flight went unacknowledged for `append_timeout_s`."""
+        return bool(self.in_flight) and now >= self._silence_deadline()
+
+    def _silence_deadline(self) -> float:
+        return self.in_flight[0].sent_at + self.limits.append_timeout_s
 
     def open(self, tail: TailView, vdl: int, now: float) -> Batch:
         """A new stream: resume after the last acknowledged record. The first message is bare:
@@ -159,7 +162,7 @@ class NodeShipper:
 
     def poll(self, tail: TailView, waiters: Sequence[Waiting], vdl: int, now: float) -> Poll:
         """What to send now, as far as the window allows; else when to look again."""
-        if self.in_flight and now >= self.in_flight[0].sent_at + self.limits.append_timeout_s:
+        if self._silence_due(now):
             oldest = self.in_flight[0]
             return Poll(
                 [],
@@ -189,7 +192,7 @@ class NodeShipper:
             else:
                 wake.append(self.announce_at)
         if self.in_flight:
-            wake.append(self.in_flight[0].sent_at + self.limits.append_timeout_s)
+            wake.append(self._silence_deadline())
         return Poll(out, min(wake, default=None))
 
     def on_ack(self, batch_id: int) -> bool:
