@@ -330,14 +330,14 @@ class CommitLog:
             "acknowledges nothing more: commits it had sent may or may not stay, and the next "
             "writer's recovery decides."
         )
-        return self.stop_waiting()
+        return self._take_waiters()
 
     def stop(self, why: str) -> list[Waiter]:
         """Take no more commits; those still waiting are returned: their outcome is unknown."""
         self.fenced = self.fenced or WriterFencedError(f"{why}: it takes no more commits")
-        return self.stop_waiting()
+        return self._take_waiters()
 
-    def stop_waiting(self) -> list[Waiter]:
+    def _take_waiters(self) -> list[Waiter]:
         out = list(self.waiters)
         self.waiters.clear()
         return out

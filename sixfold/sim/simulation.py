@@ -1033,7 +1033,8 @@ class SimWriter(Actor):
             if not core.knows_page(p)
         }
         waiter = core.append(writes, links, self.now)
-        for record in list(core.tail.records)[-len(pages) :]:
+        tail = core.tail.records  # the commit's records end it; a deque reads its end in O(1)
+        for record in (tail[i] for i in range(-len(pages), 0)):
             self.sim.oracle.on_generated(self.sim, record)
         if self.sim.driven:
             self.sim.trace_event(f"{self.name} commit {waiter.lsn} pages {pages}")
