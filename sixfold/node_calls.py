@@ -97,7 +97,8 @@ async def ask(
 async def call(client: NodeClient, request: NodeRequest, timeouts: CallTimeouts) -> object:
     """One request as a gRPC call; its answer in the core's types."""
     if isinstance(request, GetState):
-        return report_of(await client.get_state(timeout=timeouts.quick_s))
+        asked = pb.GetStateRequest(reader=request.reader, read_point=request.read_point)
+        return report_of(await client.get_state(asked, timeout=timeouts.quick_s))
     if isinstance(request, Seal):
         return report_of(await client.seal(request.epoch, request.owner, timeout=timeouts.quick_s))
     if isinstance(request, GetPage):

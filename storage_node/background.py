@@ -19,7 +19,12 @@ import time
 from dataclasses import dataclass
 
 from sixfold.core.errors import StoredCorruptionError
-from sixfold.core.log_cleanup import coalesce_point, gc_horizon, plan_coalesce
+from sixfold.core.log_cleanup import (
+    coalesce_point,
+    node_gc_horizon,
+    plan_coalesce,
+    version_needed,
+)
 from sixfold.crash import OPERATING_ERRORS
 from storage_node.node import StorageNode
 
@@ -52,14 +57,13 @@ def node_coalesce_point(node: StorageNode) -> int:
     return coalesce_point(st.scl, st.vdl, st.vdl_epoch, st.epoch)
 
 
-def node_gc_horizon(node: StorageNode, now: float, peer_names: list[str]) -> int:
-    # A peer that did not answer last round may need anything.
-    heard = all(p in node.peer_scl for p in peer_names)
-    peer_points = [*node.peer_scl.values(), *node.peer_coalesced.values()]
-    return gc_horizon(
+def horizon_of(node: StorageNode, now: float, peer_names: list[str]) -> int:
+    return node_gc_horizon(
         node.coalesced_through,
         node.min_read_point(now),
-        peer_points if heard else None,
+        peer_names,
+        node.peer_scl,
+        node.peer_coalesced,
         [node.repair_floor, *node.peer_repair_floor.values()],
     )
 
@@ -98,13 +102,13 @@ def _materialise(
     versions = []
     for page_no in pages:
         image, page_lsn = node.store.page_at(page_no, point)
-        if page_lsn > node.store.newest_version_lsn(page_no, point):
+        if version_needed(page_lsn, node.store.newest_version_lsn(page_no, point)):
             versions.append((page_no, page_lsn, image))
     return versions
 
 
 async def collect_garbage_once(node: StorageNode, peer_names: list[str], work: CycleWork) -> None:
-    horizon = node_gc_horizon(node, time.monotonic(), peer_names)
+    horizon = horizon_of(node, time.monotonic(), peer_names)
     if horizon <= 0:
         return
     # Raised before any record goes, so a reader told the horizon after its read knows

@@ -17,12 +17,12 @@ from pathlib import Path
 from sixfold.core.errors import (
     BatchTooLargeError,
     CorruptRecordError,
-    NotServingError,
     StoredCorruptionError,
 )
 from sixfold.core.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
 from sixfold.core.node_commit import QueuedAppend, plan_commit
 from sixfold.core.node_restart import complete_from, restore
+from sixfold.core.read_point import ReadPointTable
 from sixfold.core.record import RedoRecord, decode_record, unpack_records
 from sixfold.core.segment import SegmentState
 from sixfold.core.truncation import TruncationRange
@@ -35,7 +35,6 @@ from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore, StoredMeta
 log = logging.getLogger("sixfold.storage_node")
 
 READ_POINT_TTL_S = 10.0  # a reader that stops reporting no longer holds back GC
-READ_POINTS_MAX = 64  # readers whose read points a node keeps (more are not remembered)
 
 
 @dataclass(frozen=True)  # no slots: fields double as argparse defaults
@@ -90,7 +89,7 @@ class StorageNode:
         self._queue: list[Queued] = []
         self._queue_event = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
-        self.read_points: dict[str, tuple[int, float]] = {}  # reader -> (point, seen at)
+        self.read_points = ReadPointTable(READ_POINT_TTL_S)
         self.peer_scl: dict[str, int] = {}
         self.peer_coalesced: dict[str, int] = {}  # peers' coalescing frontiers
         self.peer_repair_floor: dict[str, int] = {}  # peers' lowest LSN awaiting repair
@@ -326,8 +325,7 @@ class StorageNode:
         """
         async with self.write_lock:
             st = self.state
-            st.check_truncate(epoch)
-            if epoch == st.epoch and version <= st.truncations_version:
+            if not st.truncation_is_news(epoch, version):
                 return
             fresh = st.truncate(epoch, ranges, version)
             await asyncio.to_thread(self.store.save_meta, self._meta())
@@ -345,14 +343,7 @@ class StorageNode:
     # -- reads --------------------------------------------------------------------------------------
 
     def page_at(self, page_no: int, lsn: int, min_epoch: int) -> tuple[bytes, int]:
-        self.state.check_covers(lsn, min_epoch)
-        if lsn < self.gc_horizon:
-            # The versions a read below the horizon needs may be gone (P17 §3.2, step 7):
-            # refuse rather than build the page from what is left.
-            raise NotServingError(
-                f"storage node {self.name} collected garbage up to LSN {self.gc_horizon}; it "
-                f"cannot build a page at the older LSN {lsn}: read at a newer read point"
-            )
+        self.state.check_page_at(lsn, min_epoch, self.gc_horizon)
         try:
             return self.store.page_at(page_no, lsn)
         except StoredCorruptionError as exc:
@@ -369,8 +360,7 @@ class StorageNode:
         except StoredCorruptionError as exc:
             self.note_damage(exc)
             raise
-        # Belt and braces: a cancelled record is never served, even if not yet deleted.
-        return [r for r in records if not self.state.cancels(r)]
+        return self.state.servable(records)
 
     # -- damage and repair (P17 §3.2, step 8) -----------------------------------------------------
 
@@ -410,17 +400,8 @@ class StorageNode:
     # -- read points (PGMRPL, P18 §3) ---------------------------------------------------------------
 
     def note_read_point(self, reader: str, read_point: int, now: float) -> None:
-        """A reader's read point holds GC back for a while. None yet (0), or one already
-        below the GC horizon (too late to keep anything for it), holds nothing."""
-        if read_point == 0 or read_point < self.gc_horizon:
-            self.read_points.pop(reader, None)
-            return
-        if reader in self.read_points or len(self.read_points) < READ_POINTS_MAX:
-            self.read_points[reader] = (read_point, now)
+        """A reader's read point holds GC back for a while (sixfold/core/read_point.py)."""
+        self.read_points.note(reader, read_point, now, self.gc_horizon)
 
     def min_read_point(self, now: float) -> int:
-        live = [p for p, seen in self.read_points.values() if now - seen <= READ_POINT_TTL_S]
-        self.read_points = {
-            r: v for r, v in self.read_points.items() if now - v[1] <= READ_POINT_TTL_S
-        }
-        return min([*live, self.state.vdl])
+        return self.read_points.lowest(now, self.state.vdl)

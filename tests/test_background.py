@@ -19,7 +19,7 @@ from storage_node.background import (
     background_cycle,
     coalesce_once,
     collect_garbage_once,
-    node_gc_horizon,
+    horizon_of,
 )
 from storage_node.node import NodeLimits, StorageNode
 from storage_node.store import NodeStore
@@ -82,7 +82,7 @@ def test_coalesce_then_collect_garbage_keeps_every_read_point(tmp_path: Path) ->
             assert work.collected == 0, "peers unknown: nothing goes"
 
             node.peer_scl.update({p: 40 for p in PEERS})
-            assert node_gc_horizon(node, time.monotonic(), PEERS) == 30  # held back by r1
+            assert horizon_of(node, time.monotonic(), PEERS) == 30  # held back by r1
             work = CycleWork()
             await collect_garbage_once(node, PEERS, work)
             assert work.collected == 0, "the only version is at 40, above the horizon"

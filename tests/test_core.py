@@ -33,6 +33,7 @@ from sixfold.core.quorum import (
     nodes_in_az,
     quorum_lsn,
 )
+from sixfold.core.read_point import ReadPointTable
 from sixfold.core.record import (
     HEADER_BYTES,
     PAGE_SIZE_BYTES,
@@ -299,6 +300,42 @@ def test_reads_need_the_truncation_set_of_the_readers_epoch() -> None:
     seg.check_covers(1, 3)
     with pytest.raises(NotServingError, match="complete only to LSN 1"):
         seg.check_covers(2, 3)
+
+
+def test_page_reads_below_the_gc_horizon_are_refused() -> None:
+    seg = SegmentState("a1")
+    seg.truncate(1, (), 1)
+    seg.on_durable([_record(lsn, lsn - 1) for lsn in range(1, 6)])
+    seg.heard_from("b1")
+    seg.heard_from("c1")
+    seg.check_page_at(3, 1, gc_horizon=3)
+    with pytest.raises(NotServingError, match="collected garbage up to LSN 4"):
+        seg.check_page_at(3, 1, gc_horizon=4)
+    with pytest.raises(NotServingError, match="complete only to LSN 5"):
+        seg.check_page_at(6, 1, gc_horizon=0)
+
+
+def test_a_repeated_truncation_is_no_news() -> None:
+    seg = SegmentState("a1")
+    seg.seal(2, "w2")
+    assert seg.truncation_is_news(3, 0)  # a newer epoch
+    assert seg.truncation_is_news(2, 2) and not seg.truncation_is_news(2, 0)
+    seg.truncate(2, (TruncationRange(2, 4, 9),), 2)
+    assert not seg.truncation_is_news(2, 2)
+    with pytest.raises(StaleEpochError):
+        seg.truncation_is_news(1, 1)
+
+
+def test_read_points_hold_gc_until_they_expire() -> None:
+    table = ReadPointTable(ttl=10.0, readers_max=2)
+    table.note("r1", 30, now=0.0, gc_horizon=0)
+    table.note("r2", 50, now=5.0, gc_horizon=0)
+    table.note("r3", 20, now=5.0, gc_horizon=0)  # beyond readers_max: not remembered
+    assert table.lowest(now=6.0, vdl=100) == 30
+    assert table.lowest(now=6.0, vdl=25) == 25  # never above the learned VDL
+    assert table.lowest(now=12.0, vdl=100) == 50  # r1 stopped reporting
+    table.note("r2", 40, now=13.0, gc_horizon=45)  # too late: nothing kept for it
+    assert table.lowest(now=13.0, vdl=100) == 100
 
 
 def test_serving_gate_needs_a_read_quorum_with_itself() -> None:

@@ -101,7 +101,7 @@ def test_checker_catches_a_deposed_writer_answering_reads() -> None:
 def test_checker_catches_gc_of_records_no_version_covers() -> None:
     # GC right behind the read points, on a calm cluster whose GC keeps up, with many reads:
     # the dropped records are missed soon (4 of 40 seeds; the first is seed 7).
-    calm = Faults(read_point_lag=0, drop=0.0, node_crash=0.0, writer_crash=0.0)
+    calm = Faults(read_point_hold_ticks=0, drop=0.0, node_crash=0.0, writer_crash=0.0)
     caught = _first_caught(Flaws(gc_without_versions=True), calm)
     assert "differs from the durable history" in str(caught), caught
 
@@ -128,7 +128,9 @@ def test_failure_replays_identically() -> None:
 def test_quiet_cluster_commits_and_reads() -> None:
     calm = Faults(drop=0.0, node_crash=0.0, writer_crash=0.0, zombie=0.0)
     result = run_simulation(1, 200, faults=calm)
-    assert result.recoveries == 2 and result.node_crashes == 0  # first writer, quiet-phase one
+    # The first writer and the quiet phase's; a third when that one's recovery, repairing
+    # lagging nodes one by one, outlasts a reader's takeover deadline (seed 1 does).
+    assert result.recoveries in (2, 3) and result.node_crashes == 0
     assert result.acked_commits >= 50 and result.pages_checked >= 10
 
 

@@ -28,7 +28,7 @@ Pure: the LMDB store (storage_node/store.py) and the background loop
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 COALESCE_RECORDS_MAX = 2_000  # records coalesced in one step (one LMDB write transaction)
@@ -92,6 +92,29 @@ def gc_horizon(
         return 0
     floors = [f - 1 for f in repair_floors if f]
     return max(0, min([coalesced_through, read_point_min, *peer_points, *floors]))
+
+
+def node_gc_horizon(
+    coalesced_through: int,
+    read_point_min: int,
+    peers: Sequence[str],
+    peer_scl: Mapping[str, int],
+    peer_coalesced: Mapping[str, int],
+    repair_floors: Iterable[int],
+) -> int:
+    """A node's horizon from what its last gossip round heard: every peer's SCL and
+    coalescing frontier, and none at all when a peer did not answer (it may need anything)."""
+    heard = all(p in peer_scl for p in peers)
+    peer_points = [*peer_scl.values(), *peer_coalesced.values()]
+    return gc_horizon(
+        coalesced_through, read_point_min, peer_points if heard else None, repair_floors
+    )
+
+
+def version_needed(page_lsn: int, newest_version_lsn: int) -> bool:
+    """A coalescing step stores a page's version only when the page changed since its newest
+    version at or below the step's end."""
+    return page_lsn > newest_version_lsn
 
 
 def record_redundant(lsn: int, horizon: int, newest_version_at_horizon: int) -> bool:

@@ -14,7 +14,11 @@ from sixfold.core.truncation import TruncationRange
 
 @dataclass(frozen=True, slots=True)
 class GetState:
-    """Answered with the node's state (a SegmentReport to the core)."""
+    """Answered with the node's state (a SegmentReport to the core). A reader names itself
+    and its read point, which holds the node's GC back (sixfold/core/read_point.py)."""
+
+    reader: str = ""
+    read_point: int = 0
 
 
 @dataclass(frozen=True, slots=True)

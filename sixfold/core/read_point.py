@@ -28,3 +28,33 @@ def advance_read_point(
     if agreed <= current:
         return current
     return agreed[0], max(current[1], agreed[1])
+
+
+READ_POINTS_MAX = 64  # readers whose read points a node keeps (more are not remembered)
+
+
+class ReadPointTable:
+    """The read points readers report to a storage node, which hold its GC back (PGMRPL,
+    P18 §3): the node keeps every version a read at or above the lowest of them needs.
+
+    A reader that stops reporting for `ttl` (in the caller's clock units: seconds on a
+    node, ticks in the simulator) no longer holds anything back. A point already below the
+    GC horizon is too late to keep anything for: it is dropped, not kept.
+    """
+
+    def __init__(self, ttl: float, readers_max: int = READ_POINTS_MAX) -> None:
+        self.ttl = ttl
+        self.readers_max = readers_max
+        self.points: dict[str, tuple[int, float]] = {}  # reader -> (read point, seen at)
+
+    def note(self, reader: str, read_point: int, now: float, gc_horizon: int) -> None:
+        if read_point == 0 or read_point < gc_horizon:
+            self.points.pop(reader, None)
+            return
+        if reader in self.points or len(self.points) < self.readers_max:
+            self.points[reader] = (read_point, now)
+
+    def lowest(self, now: float, vdl: int) -> int:
+        """The lowest read point still reported, and never above the node's learned VDL."""
+        self.points = {r: v for r, v in self.points.items() if now - v[1] <= self.ttl}
+        return min([*(p for p, _ in self.points.values()), vdl])

@@ -6,6 +6,7 @@ may proceed, store what it admits, then tell it what became durable. No I/O happ
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sixfold.core.completeness import SegmentCompleteness
@@ -57,6 +58,12 @@ class SegmentState:
         if epoch < self.epoch:
             raise StaleEpochError(epoch, self.epoch, "truncation")
 
+    def truncation_is_news(self, epoch: int, version: int) -> bool:
+        """Whether a truncation request (checked by check_truncate) changes anything: a newer
+        epoch, or a newer set. A repeat is answered without storing anything."""
+        self.check_truncate(epoch)
+        return epoch > self.epoch or version > self.truncations_version
+
     def new_truncations(
         self, ranges: tuple[TruncationRange, ...], version: int
     ) -> list[TruncationRange]:
@@ -100,6 +107,11 @@ class SegmentState:
     def cancels(self, record: RedoRecord) -> bool:
         return is_cancelled(self.truncations, record.lsn, record.epoch)
 
+    def servable(self, records: Iterable[RedoRecord]) -> list[RedoRecord]:
+        """Records read from the log, less any cancelled one: belt and braces, a cancelled
+        record is never served even if it is not yet deleted."""
+        return [r for r in records if not self.cancels(r)]
+
     def on_durable(self, records: list[RedoRecord]) -> None:
         for record in records:
             self.completeness.add(record.lsn, record.prev_volume_lsn, record.is_cpl)
@@ -137,6 +149,17 @@ class SegmentState:
             raise NotServingError(
                 f"storage node {self.name} is complete only to LSN {self.completeness.scl}, "
                 f"below the asked LSN {lsn}"
+            )
+
+    def check_page_at(self, lsn: int, min_epoch: int, gc_horizon: int) -> None:
+        """A page read at `lsn` must be covered (check_covers) and at or above the node's GC
+        horizon: the versions a read below it needs may be gone (P17 §3.2, step 7), so it is
+        refused rather than built from what is left."""
+        self.check_covers(lsn, min_epoch)
+        if lsn < gc_horizon:
+            raise NotServingError(
+                f"storage node {self.name} collected garbage up to LSN {gc_horizon}; it "
+                f"cannot build a page at the older LSN {lsn}: read at a newer read point"
             )
 
     @property

@@ -20,9 +20,11 @@ run sixfold/core/takeover.py's WriterWatch on the epochs the nodes report, probe
 take over at exactly the next epoch when it is gone or silent long enough, racing each other
 when their stagger is 0 (TakeoverLimits on a shorter clock). A node's commit step, restart
 and gossip round are the shipping ones too (sixfold/core/node_commit.py, node_restart.py,
-gossip_round.py), their local steps done on the simulated disk. What a node still mirrors
-from storage_node/node.py, over the pure SegmentState and log_cleanup rules they share, is
-its seal, truncate and read gate, and its coalescing and GC steps (issue 13).
+gossip_round.py), their local steps done on the simulated disk; so are its seal, truncation
+and read gates (sixfold/core/segment.py), the coalescing plan and the GC horizon
+(log_cleanup.py), and the read points readers report to it (read_point.py's ReadPointTable).
+What a node keeps of its own is its disk: a dict of records and versions, walked where
+storage_node/store.py walks LMDB.
 
 Faults stay within what the design tolerates for progress (at most MAX_NODES_DOWN nodes down
 at once), but the safety invariants are checked after every step whatever happens:
@@ -78,7 +80,6 @@ from sixfold.core.errors import (
     CorruptRecordError,
     EpochAheadError,
     InvalidRequestError,
-    NotServingError,
     SixfoldError,
     StaleEpochError,
 )
@@ -91,7 +92,13 @@ from sixfold.core.gossip_round import (
     RepairRecord,
     StoreFetched,
 )
-from sixfold.core.log_cleanup import coalesce_point, gc_horizon, plan_coalesce, record_redundant
+from sixfold.core.log_cleanup import (
+    coalesce_point,
+    node_gc_horizon,
+    plan_coalesce,
+    record_redundant,
+    version_needed,
+)
 from sixfold.core.node_commit import QueuedAppend, plan_commit
 from sixfold.core.node_requests import (
     Append,
@@ -107,7 +114,7 @@ from sixfold.core.page_read import NodeChoice, PageImage, read_page
 from sixfold.core.quorum import COPIES, NODE_NAMES, WRITE_QUORUM, quorum_lsn
 from sixfold.core.read_index import Answer as ReadAnswer
 from sixfold.core.read_index import ReadIndex
-from sixfold.core.read_point import advance_read_point
+from sixfold.core.read_point import ReadPointTable, advance_read_point
 from sixfold.core.record import (
     RedoRecord,
     decode_record,
@@ -144,6 +151,7 @@ APPEND_BATCH_RECORDS_MAX = 16
 TAIL_RECORDS_MAX = 64  # records the writer holds for its shippers
 SENDER_BACKOFF_TICKS_MAX = 8
 READER_POLL_TICKS = 4
+READ_POINT_TTL_TICKS = 40  # a reader silent this long no longer holds a node's GC back
 COALESCE_RECORDS_SIM = 8  # records a simulated node coalesces in one step
 GC_KEYS_SIM = 8  # records (and versions) it collects in one step
 DRAIN_TICKS_MAX = 400  # after the faults, ticks for every log to drain below the durable point
@@ -192,9 +200,9 @@ class Faults:
     zombie: float = 0.3  # a crashed writer keeps running, partitioned (it must be fenced)
     pause: float = 0.3  # of the other crashes: the writer is paused, and resumes later
     client_read: float = 0.3  # a client with a stale view reads a page from some writer
-    # Readers report their read points and nodes keep them a while (READ_POINT_TTL_S): GC
-    # stays below the VDL a node learned this many ticks ago.
-    read_point_lag: int = 30
+    # A reader keeps its read point this many ticks before it takes a newer one (a long
+    # query): it reports the point it holds, and the nodes' GC must keep what it needs.
+    read_point_hold_ticks: int = 30
     # Readers' promotion stagger (sixfold/core/takeover.py): 0 races them at once.
     stagger_s: float = 0.02
     commit: float = 0.5  # a client starts a mini-transaction
@@ -212,7 +220,7 @@ class Faults:
             node_commit=rng.choice([0.4, 0.8]),
             pause=rng.choice([0.3, 0.6, 0.9]),
             client_read=rng.choice([0.1, 0.3]),
-            read_point_lag=rng.choice([0, 10, 30]),
+            read_point_hold_ticks=rng.choice([0, 10, 30]),
         )
 
 
@@ -486,7 +494,7 @@ class SimNode(Actor):
         self.versions: dict[int, dict[int, bytes]] = {}
         self.superseded: list[tuple[int, int, int]] = []
         self.peer_scl: dict[str, int] = {}  # from the last gossip round (in memory)
-        self.vdl_learned: deque[tuple[int, int]] = deque()  # (tick, VDL): read points in use
+        self.read_points = ReadPointTable(READ_POINT_TTL_TICKS)  # in memory
         self.peer_repair_floor: dict[str, int] = {}
         self.peer_coalesced: dict[str, int] = {}
         self.state = SegmentState(name)
@@ -501,7 +509,7 @@ class SimNode(Actor):
 
     def crash(self, until: int) -> None:
         self.up = False
-        self.vdl_learned.clear()
+        self.read_points = ReadPointTable(READ_POINT_TTL_TICKS)
         self.peer_scl.clear()
         self.peer_repair_floor.clear()
         self.peer_coalesced.clear()
@@ -595,6 +603,10 @@ class SimNode(Actor):
             self.truncate(body.epoch, body.ranges, body.version)
             return self.snapshot()
         if isinstance(body, GetState):
+            if body.reader:  # storage_node/service.py GetState
+                self.read_points.note(
+                    body.reader, body.read_point, self.sim.tick, self.meta.gc_horizon
+                )
             return self.snapshot()
         if isinstance(body, ReadRecords):
             records_max = body.records_max or SIM_READ_RECORDS_MAX
@@ -602,9 +614,7 @@ class SimNode(Actor):
                 self.read_records(body.after_lsn, body.through_lsn, records_max, body.page_no)
             )
         if isinstance(body, GetPage):
-            st.check_covers(body.lsn, body.min_epoch)
-            if body.lsn < self.meta.gc_horizon:  # storage_node/node.py page_at
-                raise NotServingError(f"{self.name} collected garbage up to {self.meta.gc_horizon}")
+            st.check_page_at(body.lsn, body.min_epoch, self.meta.gc_horizon)
             return self.page_at(body.page_no, body.lsn)
         raise AssertionError(f"unknown request {body!r}")
 
@@ -612,8 +622,7 @@ class SimNode(Actor):
         """storage_node/node.py truncate: adopt the epoch and a newer set, record them, then
         delete what the set newly cancels. Ranges the new set drops cancel nothing any more."""
         st = self.state
-        st.check_truncate(epoch)
-        if epoch == st.epoch and version <= st.truncations_version:
+        if not st.truncation_is_news(epoch, version):
             return
         fresh = st.truncate(epoch, ranges, version)
         self._save_epoch()
@@ -640,9 +649,8 @@ class SimNode(Actor):
             for x, r in self.log.items()
             if after < x <= through and (page_no is None or r.page_no == page_no)
         )[:records_max]
-        records = [self.read_disk(x) for x in lsns]  # a corrupt one fails the whole read
-        # Belt and braces, as the real node: a cancelled record is never served.
-        return tuple(r for r in records if not self.state.cancels(r))
+        # A corrupt record fails the whole read.
+        return tuple(self.state.servable(self.read_disk(x) for x in lsns))
 
     def page_at(self, page_no: int, lsn: int) -> PageImage:
         """The newest version at or below `lsn`, with the page's records above it applied
@@ -675,30 +683,21 @@ class SimNode(Actor):
             if pages is not None:
                 for page_no, page in pages:
                     versions = self.versions.setdefault(page_no, {})
-                    if page.page_lsn > max((v for v in versions if v <= step.through), default=0):
+                    newest = max((v for v in versions if v <= step.through), default=0)
+                    if version_needed(page.page_lsn, newest):
                         self.superseded += [(page.page_lsn, page_no, v) for v in versions]
                         versions[page.page_lsn] = page.image
                 meta.coalesced_through = step.through
         self._collect_garbage()
 
-    def _read_point_min(self) -> int:
-        """The VDL this node knew `read_point_lag` ticks ago (0 when it knew none that long)."""
-        tick, learned = self.sim.tick, self.vdl_learned
-        if not learned or learned[-1][1] != self.state.vdl:
-            learned.append((tick, self.state.vdl))
-        lag = self.sim.faults.read_point_lag
-        while len(learned) > 1 and learned[1][0] <= tick - lag:
-            learned.popleft()
-        return learned[0][1] if learned[0][0] <= tick - lag else 0
-
     def _collect_garbage(self) -> None:
         meta, flaws = self.meta, self.sim.flaws
-        heard = len(self.peer_scl) == COPIES - 1
-        peer_points = [*self.peer_scl.values(), *self.peer_coalesced.values()]
-        horizon = gc_horizon(
+        horizon = node_gc_horizon(
             meta.coalesced_through,
-            self._read_point_min(),
-            peer_points if heard else None,
+            self.read_points.lowest(self.sim.tick, self.state.vdl),
+            self.gossip.peers,
+            self.peer_scl,
+            self.peer_coalesced,
             [self.repair_floor, *self.peer_repair_floor.values()],
         )
         if horizon <= 0:
@@ -1113,6 +1112,7 @@ class SimReader(Actor):
         super().__init__(sim, name)
         self.read_point = 0
         self.epoch = 0
+        self.point_taken_at = 0  # tick: a held read point is kept Faults.read_point_hold_ticks
         self.choice = NodeChoice(list(NODE_NAMES))
         self.pages_checked = 0
         self.last_read: tuple[int, int] = (-1, 0)  # (page, read point) of the last page read
@@ -1136,7 +1136,8 @@ class SimReader(Actor):
 
     def _poll(self) -> Task:
         """reader.py poll_once and note_state: each node's SCL, and the read point."""
-        calls = {n: self.call(n, GetState()) for n in NODE_NAMES}
+        asked = GetState(self.name, self.read_point)  # the point it reads at holds GC back
+        calls = {n: self.call(n, asked) for n in NODE_NAMES}
         yield list(calls.values())
         states: list[Snapshot] = []
         for node, call_id in calls.items():
@@ -1147,7 +1148,12 @@ class SimReader(Actor):
             else:
                 self.choice.note_scl(node, 0)  # note_down: covers nothing until heard again
         learned = ((s.vdl_epoch, s.vdl) for s in states)
-        self.epoch, self.read_point = advance_read_point((self.epoch, self.read_point), learned)
+        held = self.sim.tick - self.point_taken_at < self.sim.faults.read_point_hold_ticks
+        if not (self.epoch and held):
+            newer = advance_read_point((self.epoch, self.read_point), learned)
+            if newer != (self.epoch, self.read_point):
+                self.epoch, self.read_point = newer
+                self.point_taken_at = self.sim.tick
         if self.epoch:
             self.sim.oracle.check_read_point(self.sim, self.read_point)
 
