@@ -60,7 +60,16 @@ LAYOUT = {
         "waiting",
         "shell",
     ],
-    "client": ["dbapi", "discovery"],
+    "client": [
+        "dbapi",
+        "errors",
+        "statements",
+        "routing",
+        "stream",
+        "connection",
+        "cursor",
+        "discovery",
+    ],
 }
 
 
