@@ -40,7 +40,17 @@ LAYOUT = {
         "truncation",
     ],
     "check": ["history", "linearizability", "multipage"],
-    "sim": ["simulation", "__main__"],
+    "sim": [
+        "faults",
+        "network",
+        "node",
+        "writer",
+        "reader",
+        "oracle",
+        "simulation",
+        "driven",
+        "__main__",
+    ],
     "tools": [
         "cli",
         "bench",

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from sixfold.sim.simulation import (
-    Faults,
-    Flaws,
-    InvariantViolation,
-    main,
-    run_simulation,
-)
+from sixfold.sim.faults import Faults, Flaws, InvariantViolation
+from sixfold.sim.simulation import main, run_simulation
 
 SEEDS = 300  # about 30 s on a 2-core CI machine (measured: ~0.1 s per seed)
 SEEDS_PER_TEST = 50  # seeds per test case, so a failure shows which block and runs in parallel

@@ -28,15 +28,15 @@ from hypothesis.stateful import (
 )
 
 from sixfold.core.quorum import NODE_NAMES
-from sixfold.sim.simulation import (
-    ENDPOINTS,
+from sixfold.sim.driven import DrivenCluster
+from sixfold.sim.faults import (
     MAX_NODES_DOWN,
     PAGES,
     WRITES_PER_TXN_MAX,
-    DrivenCluster,
     Flaws,
     InvariantViolation,
 )
+from sixfold.sim.network import ENDPOINTS
 
 EXAMPLES = (
     200  # state machine runs in CI: with STEPS, ~45 s wall (~23 s CPU) on a busy 2-core machine

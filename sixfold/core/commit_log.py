@@ -9,7 +9,7 @@ are trimmed from the tail; a node that comes back is sent what the tail still ho
 older records it gets from its peers by gossip. A writer whose epoch a write quorum has
 superseded is fenced (P18 §2.4): it acknowledges nothing more.
 
-The asyncio shell (writer/pipeline.py) and the simulator (sixfold/sim/simulation.py) drive this
+The asyncio shell (writer/pipeline.py) and the simulator (sixfold/sim/writer.py) drive this
 same class; the time is passed in as `now`, in seconds.
 """
 

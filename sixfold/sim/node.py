@@ -1,0 +1,414 @@
+"""A simulated storage node: the shipping node core (sixfold/core/segment.py, node_commit.py,
+node_restart.py, gossip_round.py, log_cleanup.py, read_point.py) over a simulated disk
+that a crash may cut short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
+from sixfold.core.gossip_round import (
+    AdoptTruncations,
+    GossipLimits,
+    GossipRound,
+    LocalStep,
+    NotePeers,
+    RepairRecord,
+    StoreFetched,
+)
+from sixfold.core.log_cleanup import (
+    coalesce_point,
+    node_gc_horizon,
+    plan_coalesce,
+    record_redundant,
+    version_needed,
+)
+from sixfold.core.node_commit import QueuedAppend, plan_commit
+from sixfold.core.node_requests import Append, GetPage, GetState, ReadRecords, Seal, Truncate
+from sixfold.core.node_restart import complete_from, restore
+from sixfold.core.page import EMPTY_PAGE, apply_records
+from sixfold.core.page_read import PageImage
+from sixfold.core.quorum import NODE_NAMES
+from sixfold.core.read_point import ReadPointTable
+from sixfold.core.record import RedoRecord, decode_record
+from sixfold.core.segment import SegmentState
+from sixfold.core.truncation import TruncationRange
+from sixfold.sim.faults import (
+    COALESCE_RECORDS_SIM,
+    GC_KEYS_SIM,
+    GOSSIP_PERIOD_TICKS,
+    GOSSIP_RECORDS_MAX,
+    READ_POINT_TTL_TICKS,
+    REPAIRS_MAX,
+    SIM_READ_RECORDS_MAX,
+)
+from sixfold.sim.network import Actor, AppendAck, Failure, Records, Snapshot
+
+if TYPE_CHECKING:
+    from sixfold.sim.network import Message, Task
+    from sixfold.sim.simulation import Simulation
+
+# -- storage nodes ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Meta:
+    """What the node's LMDB meta database holds: survives a crash."""
+
+    epoch: int = 0
+    epoch_owner: str = ""
+    truncations: tuple[TruncationRange, ...] = ()
+    truncations_version: int = 0
+    scl: int = 0
+    cpl_at_scl: int = 0
+    vdl: int = 0
+    vdl_epoch: int = 0
+    coalesced_through: int = 0  # sixfold/core/log_cleanup.py: stored with the versions
+    gc_horizon: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """Who waits for a queued append (not yet durable: a crash loses it): the request to
+    answer, if any, and intact copies of records found corrupt on disk, to rewrite."""
+
+    request: Message | None = None
+    repairs: tuple[RedoRecord, ...] = ()
+
+
+Queued = QueuedAppend[_Caller]
+
+
+class SimNode(Actor):
+    def __init__(self, sim: Simulation, name: str) -> None:
+        super().__init__(sim, name)
+        self.up = True
+        self.log: dict[int, RedoRecord] = {}  # the durable log: LSN -> record
+        # Disk faults: LSN -> the damaged bytes stored in place of the record's encoding. A
+        # read of such a record fails its CRC check (unless Flaws.serve_corrupt).
+        self.damaged: dict[int, bytes] = {}
+        self.needs_repair: set[int] = set()  # damaged LSNs this node has found (in memory)
+        self.meta = _Meta()
+        # Durable, as the LMDB versions and superseded databases: page -> {LSN: image}, and
+        # (newer version's LSN, page, older version's LSN) waiting for the GC horizon.
+        self.versions: dict[int, dict[int, bytes]] = {}
+        self.superseded: list[tuple[int, int, int]] = []
+        self.peer_scl: dict[str, int] = {}  # from the last gossip round (in memory)
+        self.read_points = ReadPointTable(READ_POINT_TTL_TICKS)  # in memory
+        self.peer_repair_floor: dict[str, int] = {}
+        self.peer_coalesced: dict[str, int] = {}
+        self.state = SegmentState(name)
+        self.queue: list[Queued] = []
+        self.down_until = 0
+        self.next_gossip = sim.rng.randint(1, GOSSIP_PERIOD_TICKS)
+        self.gossip = GossipRound(
+            [n for n in NODE_NAMES if n != name], GossipLimits(GOSSIP_RECORDS_MAX, REPAIRS_MAX)
+        )
+
+    # -- crash and restart (storage_node/node.py _restore_state) --------------------------------
+
+    def crash(self, until: int) -> None:
+        self.up = False
+        self.read_points = ReadPointTable(READ_POINT_TTL_TICKS)
+        self.peer_scl.clear()
+        self.peer_repair_floor.clear()
+        self.peer_coalesced.clear()
+        self.down_until = until
+        self.queue.clear()  # received, not synced: lost
+        self.needs_repair.clear()
+        self.tasks.clear()
+        self.deadlines.clear()
+        self.replies.clear()
+
+    def restart(self) -> None:
+        """storage_node/node.py _restore_state: the shipping restore, from the simulated disk.
+
+        A corrupt or torn record above the stored SCL is dropped: gossip fetches it again.
+        Those at or below it are not scanned (start-up does not grow with the log): a read
+        or the scrub finds them, and they are repaired in place, the SCL kept."""
+        meta = self.meta
+        st = SegmentState(self.name)
+        start = complete_from(meta, lambda lsn: lsn in self.log)
+        above = [
+            (x, CorruptRecordError(f"LSN {x}") if x in self.damaged else self.log[x])
+            for x in sorted(x for x in self.log if x > start[0])
+        ]
+        for lsn in restore(st, meta, start, above):
+            self.sim.forget(self, lsn)
+            self.sim.trace_event(f"{self.name} dropped corrupt LSN {lsn} above its SCL")
+        if self.sim.flaws.coalesce_in_memory:  # the bug issue 18 found
+            meta.coalesced_through = max(meta.coalesced_through, meta.scl)
+        self.state = st
+        self.up = True
+        self.sim.dirty_nodes.append(self)
+
+    def _save_epoch(self) -> None:
+        st, meta = self.state, self.meta
+        meta.epoch, meta.epoch_owner, meta.truncations = st.epoch, st.epoch_owner, st.truncations
+        meta.truncations_version = st.truncations_version
+        meta.scl, meta.cpl_at_scl = st.scl, st.completeness.cpl_at_scl
+
+    def snapshot(self) -> Snapshot:
+        st = self.state
+        return Snapshot(
+            self.name,
+            st.epoch,
+            st.scl,
+            st.completeness.cpl_at_scl,
+            st.completeness.highest_lsn,
+            st.vdl,
+            st.vdl_epoch,
+            st.truncations,
+            st.truncations_version,
+            st.serving,
+            self.repair_floor,
+            self.meta.coalesced_through,
+            st.epoch_owner,
+        )
+
+    @property
+    def repair_floor(self) -> int:
+        return min(self.needs_repair, default=0)
+
+    # -- requests (storage_node/service.py) -----------------------------------------------------
+
+    def on_request(self, message: Message) -> None:
+        body = message.body
+        try:
+            answer = self._handle(body, message)
+        except SixfoldError as exc:
+            answer = Failure(exc)
+        if answer is not None:
+            self.reply(message, answer)
+
+    def _handle(self, body: object, message: Message) -> object | None:
+        st = self.state
+        if isinstance(body, Append):
+            st.check_current(body.epoch, "append")
+            if not body.records:  # storage_node/node.py announce: answered at once
+                st.learn_vdl(body.epoch, body.vdl)
+                return AppendAck(st.scl)
+            for record in body.records:
+                assert record.epoch <= body.epoch, "decode_batch rejects a record from the future"
+            self.queue.append(QueuedAppend(body.epoch, body.records, body.vdl, _Caller(message)))
+            return None  # answered by the commit
+        if isinstance(body, Seal):
+            st.check_seal(body.epoch, body.owner)
+            st.seal(body.epoch, body.owner)
+            self._save_epoch()
+            return self.snapshot()
+        if isinstance(body, Truncate):
+            if any(r.epoch > body.version for r in body.ranges) or body.version > body.epoch:
+                raise InvalidRequestError(f"malformed truncation request {body!r}")
+            self.truncate(body.epoch, body.ranges, body.version)
+            return self.snapshot()
+        if isinstance(body, GetState):
+            if body.reader:  # storage_node/service.py GetState
+                self.read_points.note(
+                    body.reader, body.read_point, self.sim.tick, self.meta.gc_horizon
+                )
+            return self.snapshot()
+        if isinstance(body, ReadRecords):
+            records_max = body.records_max or SIM_READ_RECORDS_MAX
+            return Records(
+                self.read_records(body.after_lsn, body.through_lsn, records_max, body.page_no)
+            )
+        if isinstance(body, GetPage):
+            st.check_page_at(body.lsn, body.min_epoch, self.meta.gc_horizon)
+            return self.page_at(body.page_no, body.lsn)
+        raise AssertionError(f"unknown request {body!r}")
+
+    def truncate(self, epoch: int, ranges: tuple[TruncationRange, ...], version: int) -> None:
+        """storage_node/node.py truncate: adopt the epoch and a newer set, record them, then
+        delete what the set newly cancels. Ranges the new set drops cancel nothing any more."""
+        st = self.state
+        if not st.truncation_is_news(epoch, version):
+            return
+        fresh = st.truncate(epoch, ranges, version)
+        self._save_epoch()
+        for rng in fresh:
+            # A corrupt record inside the range is deleted whatever its (unreadable) epoch.
+            doomed = [
+                x
+                for x, r in self.log.items()
+                if rng.cancels(x, r.epoch)
+                or (x in self.damaged and rng.after_lsn < x <= rng.through_lsn)
+            ]
+            for lsn in doomed:
+                self.sim.forget(self, lsn)
+        self.meta.vdl, self.meta.vdl_epoch = st.vdl, st.vdl_epoch
+        self.sim.dirty_nodes.append(self)
+
+    def read_records(
+        self, after: int, through: int, records_max: int, page_no: int | None = None
+    ) -> tuple[RedoRecord, ...]:
+        self.state.check_serving()
+        # The page index (page -> LSNs) is separate from the records: it survives their damage.
+        lsns = sorted(
+            x
+            for x, r in self.log.items()
+            if after < x <= through and (page_no is None or r.page_no == page_no)
+        )[:records_max]
+        # A corrupt record fails the whole read.
+        return tuple(self.state.servable(self.read_disk(x) for x in lsns))
+
+    def page_at(self, page_no: int, lsn: int) -> PageImage:
+        """The newest version at or below `lsn`, with the page's records above it applied
+        (storage_node/store.py page_at)."""
+        base_lsn = max((v for v in self.versions.get(page_no, {}) if v <= lsn), default=0)
+        base = self.versions[page_no][base_lsn] if base_lsn else EMPTY_PAGE
+        # The page index (page -> LSNs) is separate from the records: it survives their damage.
+        lsns = sorted(
+            x for x, r in self.log.items() if base_lsn < x <= lsn and r.page_no == page_no
+        )
+        records = [self.read_disk(x) for x in lsns]
+        image = apply_records(base, records) if records else base
+        return PageImage(image, records[-1].lsn if records else base_lsn, self.state.scl)
+
+    # -- coalescing and GC (storage_node/background.py, sixfold/core/log_cleanup.py) ---------------
+
+    def background_step(self) -> None:
+        """One coalescing step and one GC step, each all or nothing (one LMDB transaction)."""
+        st, meta = self.state, self.meta
+        point = coalesce_point(st.scl, st.vdl, st.vdl_epoch, st.epoch)
+        above = sorted((x, r.page_no) for x, r in self.log.items() if x > meta.coalesced_through)
+        step = plan_coalesce(
+            meta.coalesced_through, point, above[:COALESCE_RECORDS_SIM], COALESCE_RECORDS_SIM
+        )
+        if step is not None:
+            try:
+                pages = [(p, self.page_at(p, step.through)) for p in step.pages]
+            except CorruptRecordError:
+                pages = None  # repaired from a peer first; the step runs after that
+            if pages is not None:
+                for page_no, page in pages:
+                    versions = self.versions.setdefault(page_no, {})
+                    newest = max((v for v in versions if v <= step.through), default=0)
+                    if version_needed(page.page_lsn, newest):
+                        self.superseded += [(page.page_lsn, page_no, v) for v in versions]
+                        versions[page.page_lsn] = page.image
+                meta.coalesced_through = step.through
+        self._collect_garbage()
+
+    def _collect_garbage(self) -> None:
+        meta, flaws = self.meta, self.sim.flaws
+        horizon = node_gc_horizon(
+            meta.coalesced_through,
+            self.read_points.lowest(self.sim.tick, self.state.vdl),
+            self.gossip.peers,
+            self.peer_scl,
+            self.peer_coalesced,
+            [self.repair_floor, *self.peer_repair_floor.values()],
+        )
+        if horizon <= 0:
+            return
+        meta.gc_horizon = max(meta.gc_horizon, horizon)
+        meta.scl, meta.cpl_at_scl = self.state.scl, self.state.completeness.cpl_at_scl
+        for lsn in sorted(self.log)[:GC_KEYS_SIM]:
+            record = self.log[lsn]
+            if lsn in self.damaged:
+                if lsn > horizon:
+                    break
+                self.sim.covered(self, lsn)  # read intact when coalesced: its versions hold it
+                continue
+            versions = self.versions.get(record.page_no, {})
+            newest = max((v for v in versions if v <= horizon), default=0)
+            covered = record_redundant(lsn, horizon, newest)
+            if lsn > horizon or not (covered or flaws.gc_without_versions):
+                break
+            del self.log[lsn]  # covered by a version: still held, as far as the oracle cares
+        due = [x for x in self.superseded if x[0] <= horizon][:GC_KEYS_SIM]
+        for newer, page_no, older in due:
+            self.versions.get(page_no, {}).pop(older, None)
+            self.superseded.remove((newer, page_no, older))
+
+    def read_disk(self, lsn: int) -> RedoRecord:
+        """A record read from disk, CRC-checked: a corrupt one raises and is marked for repair.
+
+        Every record a node returns or applies passes here, and the oracle checks it equals
+        what the writer wrote (corrupt data is never served)."""
+        record = self.log[lsn]
+        bad = self.damaged.get(lsn)
+        if bad is not None:
+            if self.sim.flaws.serve_corrupt:
+                record = replace(record, encoded=bad)
+            else:
+                if lsn > self.meta.coalesced_through:  # below, its versions hold it
+                    self.needs_repair.add(lsn)
+                try:
+                    decode_record(bad)
+                except CorruptRecordError as exc:
+                    raise CorruptRecordError(f"{self.name}: stored {exc}") from None
+                raise AssertionError(f"damaged bytes of LSN {lsn} passed the CRC check")
+        self.sim.oracle.check_served(self.sim, self.name, record)
+        return record
+
+    # -- the commit path (storage_node/node.py _commit): durable, then acknowledged ---------------
+
+    def commit(self) -> None:
+        """storage_node/node.py _commit: the shipping plan_commit, then one atomic write."""
+        st = self.state
+        batch, self.queue = self.queue, []
+        plan = plan_commit(st, batch)
+        for queued, exc in plan.refused:
+            if queued.token.request is not None:
+                self.reply(queued.token.request, Failure(exc))
+        for queued in plan.accepted:
+            for record in queued.token.repairs:  # rewritten in place: the SCL does not move
+                if record.lsn in self.damaged and not st.cancels(record):
+                    self.sim.repair(self, record)
+        if plan.records:
+            meta = self.meta
+            meta.scl, meta.cpl_at_scl = plan.after.scl, plan.after.cpl_at_scl
+            meta.vdl, meta.vdl_epoch = st.vdl, st.vdl_epoch
+            for record in plan.records:
+                self.sim.store(self, record)
+            st.completeness = plan.after
+            self.sim.dirty_nodes.append(self)
+        for queued in plan.accepted:
+            if queued.token.request is not None:
+                self.reply(queued.token.request, AppendAck(st.scl))
+
+    # -- gossip (storage_node/gossip.py) ---------------------------------------------------------
+
+    def maybe_gossip(self) -> None:
+        if self.sim.tick >= self.next_gossip and not self.tasks:
+            self.next_gossip = self.sim.tick + GOSSIP_PERIOD_TICKS
+            self.spawn(self._gossip_round())
+
+    def _gossip_round(self) -> Task:
+        """storage_node/gossip.py: the shipping GossipRound, its local steps done here."""
+        self.scrub()
+        self.needs_repair &= self.damaged.keys()
+        damaged = [(lsn, None) for lsn in sorted(self.needs_repair)]
+        try:
+            yield from self.drive(self.gossip.run(self.state, damaged), local=self._carry_out)
+        except SixfoldError as exc:  # a malformed peer state: the round ends, as the node's
+            self.sim.trace_event(f"{self.name} gossip round failed: {exc}")
+
+    def scrub(self) -> None:
+        """The periodic CRC check of every stored record (P17 §3.2 step 8), each gossip
+        round; modelled as finding every damaged record at once. A node that never checks
+        CRCs (Flaws.serve_corrupt) finds nothing."""
+        if not self.sim.flaws.serve_corrupt:
+            self.needs_repair.update(x for x in self.damaged if x > self.meta.coalesced_through)
+
+    def _carry_out(self, step: LocalStep) -> None:
+        """A gossip round's local step. Fetched records and repairs are queued for the next
+        commit, as the node's are: a crash before it loses them."""
+        if isinstance(step, NotePeers):
+            self.peer_scl = {s.name: s.scl for s in step.answered}
+            self.peer_repair_floor = {
+                s.name: s.repair_floor for s in step.answered if s.repair_floor
+            }
+            self.peer_coalesced = {s.name: s.coalesced_through for s in step.answered}
+        elif isinstance(step, AdoptTruncations):
+            self.truncate(step.epoch, step.ranges, step.version)
+        elif isinstance(step, StoreFetched):
+            self.queue.append(QueuedAppend(None, step.records, 0, _Caller()))
+        elif isinstance(step, RepairRecord):
+            self.queue.append(QueuedAppend(None, (), 0, _Caller(repairs=(step.record,))))
+        else:
+            raise AssertionError(f"a simulated disk damages no page versions: {step!r}")
