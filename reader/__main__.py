@@ -1,5 +1,11 @@
+"""`python -m reader`: an instance process that starts as a reader.
+
+An entry point, not a module anything imports: the instance host (instance/) sits above
+writer/ and reader/, and only this file reaches up to it.
+"""
+
 import sys
 
-from reader.server import main
+from instance.server import main
 
-sys.exit(main())
+sys.exit(main("reader"))

@@ -53,7 +53,7 @@ class Reader:
         self._listeners: list[ReadPointListener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._watching: set[str] = set()  # nodes whose stream is live: it speaks for them
-        # Set by the instance that runs this reader (sixfold/instance.py): how it is reached,
+        # Set by the instance that runs this reader (instance/host.py): how it is reached,
         # and the read points its SQL transactions still read at (nodes' GC must keep them).
         self.address = ""
         self.role: Role = Role.READER
@@ -137,7 +137,7 @@ class Reader:
             await self._stop_watches()
 
     async def run_polling(self) -> None:
-        """The name reader/server.py starts the reader by: see `run`."""
+        """The name instance/server.py starts the reader by: see `run`."""
         await self.run()
 
     async def _watch_node(self, client: NodeClient) -> None:

@@ -58,7 +58,7 @@ def status_of(
     exc: Exception, code: grpc.StatusCode | None = None
 ) -> tuple[grpc.StatusCode, str, str, str]:
     """(status code, error name, message, fields as JSON) that tell a client an operating
-    error: as a call's status (`abort`) or in band, on a stream (sixfold/sql_service.py)."""
+    error: as a call's status (`abort`) or in band, on a stream (instance/sql_service.py)."""
     if _is_map_full(exc):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
     exc = reportable(exc)

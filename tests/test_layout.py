@@ -5,11 +5,13 @@ only."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "sixfold"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "sixfold"
 
 LAYOUT = {
     "core": [
@@ -70,6 +72,7 @@ LAYOUT = {
         "waiting",
         "shell",
     ],
+    "sql": ["layout", "engine", "values"],
     "client": [
         "dbapi",
         "errors",
@@ -103,3 +106,46 @@ def test_no_moved_module_is_back_at_the_top() -> None:
     moved = {name for names in LAYOUT.values() for name in names} - {"__main__"}
     top = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if p.is_dir()}
     assert not sorted(moved & top), f"back at the top of sixfold/: {sorted(moved & top)}"
+
+
+# The packages of the project, bottom to top: each may import only those on its line. The
+# instance host joins the writer and the readers, so neither of them (nor the shared shell
+# in sixfold/) may reach up to it: there is no package loop. The tools sit above everything.
+MAY_IMPORT = {
+    "sixfold": {"sixfold"},
+    "storage_node": {"sixfold", "storage_node"},
+    "writer": {"sixfold", "writer"},
+    "reader": {"sixfold", "reader"},
+    "instance": {"sixfold", "storage_node", "writer", "reader", "instance"},
+}
+OURS = {*MAY_IMPORT, "tests"}
+# Entry points nothing imports: `python -m writer` and `python -m reader` start the host.
+ENTRY_POINTS = {"writer/__main__.py", "reader/__main__.py"}
+
+
+def _our_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found & OURS
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_packages_import_only_downwards(package: str) -> None:
+    wrong = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative in ENTRY_POINTS or relative.startswith("sixfold/tools/"):
+            continue
+        reached = _our_imports(path) - MAY_IMPORT[package]
+        wrong += [f"{relative} imports {name}" for name in sorted(reached)]
+    assert not wrong, "imports against the layering: " + "; ".join(wrong)
+
+
+def test_the_layering_check_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from instance.host import Instance\nimport writer.writer\n")
+    assert _our_imports(bad) == {"instance", "writer"}

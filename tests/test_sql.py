@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sixfold import sqlvolume
 from sixfold.client import dbapi
 from sixfold.clients import ReaderClient
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.core.redo_delta import DELTA_HEADER_BYTES, apply_delta, page_delta
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.sql import layout as sql_layout
 from tests.conftest import LocalCluster
 
 ACCOUNTS = 60
@@ -57,17 +57,17 @@ def test_small_change_ships_small_delta() -> None:
 
 
 def test_commit_info_round_trip_and_foreign_meta_page() -> None:
-    info = sqlvolume.CommitInfo(db_pages=7, commit_time_us=123, commits=9)
+    info = sql_layout.CommitInfo(db_pages=7, commit_time_us=123, commits=9)
     page = info.encode().ljust(PAGE_SIZE_BYTES, b"\0")
-    assert sqlvolume.decode_commit_info(page) == info
-    assert sqlvolume.decode_commit_info(bytes(PAGE_SIZE_BYTES)) == sqlvolume.EMPTY_DATABASE
+    assert sql_layout.decode_commit_info(page) == info
+    assert sql_layout.decode_commit_info(bytes(PAGE_SIZE_BYTES)) == sql_layout.EMPTY_DATABASE
     with pytest.raises(Exception, match="not written by this SQL layer"):
-        sqlvolume.decode_commit_info(b"junk".ljust(PAGE_SIZE_BYTES, b"\0"))
+        sql_layout.decode_commit_info(b"junk".ljust(PAGE_SIZE_BYTES, b"\0"))
 
 
 def test_read_point_stamp_moves_the_change_counter() -> None:
     page1 = bytes(PAGE_SIZE_BYTES)
-    a, b = sqlvolume.stamp_read_point(page1, 10), sqlvolume.stamp_read_point(page1, 11)
+    a, b = sql_layout.stamp_read_point(page1, 10), sql_layout.stamp_read_point(page1, 11)
     assert a[24:28] != b[24:28] and a[24:28] == a[92:96]
     assert a[:24] == page1[:24] and a[28:92] == page1[28:92]
 
@@ -285,7 +285,7 @@ def test_bad_sql_and_reader_writes_are_refused_and_the_writer_stays_healthy(
 @pytest.mark.processes
 def test_page_api_cannot_touch_the_sql_database(local_cluster: LocalCluster) -> None:
     with pytest.raises(Exception, match="belongs to the SQL database"):
-        local_cluster.write(sqlvolume.SQL_PAGE_BASE + 1, "clobber")
+        local_cluster.write(sql_layout.SQL_PAGE_BASE + 1, "clobber")
 
 
 async def _reader_state(address: str) -> pb.ReaderState:

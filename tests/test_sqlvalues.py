@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sixfold import sqlvalues as sv
 from sixfold.core.errors import InvalidRequestError
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.sql import values as sv
 
 integers = st.integers(min_value=sv.INTEGER_MIN, max_value=sv.INTEGER_MAX)
 scalars = st.one_of(st.none(), integers, st.floats(allow_nan=True), st.text(), st.binary())

@@ -12,7 +12,7 @@ from sixfold.core.errors import NotWriterError, SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import abort
-from writer.sql_volume import ShippedCounters
+from writer.sql_vfs import ShippedCounters
 from writer.writer import Writer
 
 

@@ -21,7 +21,7 @@ from sixfold.core.errors import (
 )
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.page_reader import PageReader
-from sixfold.sqlvolume import SQL_PAGE_BASE
+from sixfold.sql.layout import SQL_PAGE_BASE
 from writer.pipeline import CommitPipeline
 from writer.read_index import EpochConfirmer
 from writer.recovery import recover

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sixfold import sqlvalues
 from sixfold.client.errors import NotSupportedError, ProgrammingError, translate_error
 from sixfold.client.statements import DML_KEYWORDS, first_keyword, transaction_control
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.sql import values as sqlvalues
 
 if TYPE_CHECKING:
     from sixfold.client.connection import Connection

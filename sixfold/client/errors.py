@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import grpc
 
-from sixfold import sqlvalues
 from sixfold.core import errors
+from sixfold.sql import values as sqlvalues
 from sixfold.wire import error_from_rpc
 
 # -- PEP 249 exceptions ---------------------------------------------------------------------

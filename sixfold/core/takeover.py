@@ -14,7 +14,7 @@ merely loaded, or paused for a moment, should stay the writer.
   others find a new writer in place by their turn.
 
 Silence counts from the start of the first probe left unanswered, and starts again whenever
-the writer answers or another writer is named. Pure: the shell (sixfold/instance.py) and
+the writer answers or another writer is named. Pure: the shell (instance/host.py) and
 the simulator send the probes, run the promotions and pass in the time; WriterWatch says
 whom to probe, when to take over and when a writer must step down.
 """

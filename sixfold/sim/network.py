@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class ProbeRequest:
-    """GetWriterState, as an instance probes the writer (sixfold/instance.py _probe)."""
+    """GetWriterState, as an instance probes the writer (instance/host.py _probe)."""
 
 
 @dataclass(frozen=True, slots=True)

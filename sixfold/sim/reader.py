@@ -96,11 +96,11 @@ class SimReader(Actor):
         self.last_read = (page_no, point)
 
 
-# -- reader instances that take over (sixfold/instance.py, sixfold/core/takeover.py) ---------------
+# -- reader instances that take over (instance/host.py, sixfold/core/takeover.py) ---------------
 
 
 def _probe_answer(reply: object) -> Probe:
-    """A probe's reply as sixfold/instance.py _probe reads GetWriterState's."""
+    """A probe's reply as instance/host.py _probe reads GetWriterState's."""
     if isinstance(reply, WriterStateReply):
         if reply.recovered and not reply.fenced:
             return Probe.WRITER

@@ -367,7 +367,7 @@ class Simulation:
             self.trace_event(f"crash {node.name} until {node.down_until}")
         if not self.recoveries:
             # No writer ever took an epoch, so no reader takes over: the designated writer's
-            # supervisor starts it again (sixfold/instance.py _start_as_writer).
+            # supervisor starts it again (instance/host.py _start_as_writer).
             self._manage_writers()
         active = [w for w in self._active_writers() if not w.hidden]
         if active and rng.random() < faults.writer_crash:

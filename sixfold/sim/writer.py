@@ -114,7 +114,7 @@ class SimWriter(Actor):
 
     def _recover(self) -> Task:
         flawed = self.sim.flaws.skip_truncation
-        # A promotion makes one attempt (sixfold/instance.py become_writer): a reader that
+        # A promotion makes one attempt (instance/host.py become_writer): a reader that
         # loses goes back to watching; a writer started as such retries.
         attempts = 1 if self.epoch_wanted else RECOVERY_ATTEMPTS_MAX
         for _ in range(attempts):

@@ -190,7 +190,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-PAGE_NO_LIMIT = 1 << 32  # the page API's pages; the SQL database's start here (sqlvolume.py)
+PAGE_NO_LIMIT = (
+    1 << 32
+)  # the page API's pages; the SQL database's start here (sixfold/sql/layout.py)
 PAGE_TEXT_BYTES_MAX = PAGE_SIZE_BYTES - 1  # the text and its NUL terminator fill a page
 
 

@@ -32,7 +32,7 @@ from sixfold.clients import CHANNEL_OPTIONS
 from sixfold.core.errors import SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.sqlvalues import statement_to_proto
+from sixfold.sql.values import statement_to_proto
 from sixfold.targets import current_writer_name, instance_seeds
 from sixfold.tools.bench import machine_info
 

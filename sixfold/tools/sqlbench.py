@@ -33,7 +33,7 @@ from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.sqlvalues import statement_to_proto
+from sixfold.sql.values import statement_to_proto
 from sixfold.tools.bench import (
     STARTUP_TIMEOUT_S,
     Window,

@@ -3,7 +3,7 @@
 A read transaction pins the reader's read point when SQLite takes its SHARED lock and keeps
 it until the lock is dropped, so every page of the transaction comes from one consistent
 point at or below VDL. Page 1's change counter is stamped with the read point, so SQLite
-empties its own page cache whenever the point has moved (sixfold/sqlvolume.py).
+empties its own page cache whenever the point has moved (sixfold/sql/layout.py).
 
 Pages are kept in a bounded cache keyed by page and the read point they were built at. A
 cached page is brought forward to a newer point by applying only the page's records between
@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 import apsw
 
-from sixfold import sqlvolume
 from sixfold.core.errors import NotServingError, ReadOnlyError, SixfoldError
 from sixfold.core.page import apply_records
 from sixfold.core.record import decode_record
 from sixfold.page_reader import READ_TIMEOUT_S
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.sqlengine import VolumeFileBase, call_in_loop
-from sixfold.sqlvolume import SQL_PAGE_BYTES, sqlite_page_at, volume_page
+from sixfold.sql import layout as sql_layout
+from sixfold.sql.engine import VolumeFileBase, call_in_loop
+from sixfold.sql.layout import SQL_PAGE_BYTES, sqlite_page_at, volume_page
 
 PAGE_CACHE_PAGES = 16_384  # page images a reader keeps (64 MiB)
 FORWARD_RECORDS_MAX = 1_024  # more records than this for one page: read it whole instead
@@ -160,12 +160,12 @@ class ReaderFile(VolumeFileBase):
             return b""
         image = self.volume.page(volume_page(sqlite_page), point, epoch)
         if sqlite_page == 1:
-            image = sqlvolume.stamp_read_point(image, point)
+            image = sql_layout.stamp_read_point(image, point)
         return image[start : start + amount]
 
     def _db_pages(self, point: int, epoch: int) -> int:
-        meta = self.volume.page(sqlvolume.SQL_META_PAGE, point, epoch)
-        return sqlvolume.decode_commit_info(meta).db_pages
+        meta = self.volume.page(sql_layout.SQL_META_PAGE, point, epoch)
+        return sql_layout.decode_commit_info(meta).db_pages
 
     def xFileSize(self) -> int:
         point, epoch = self._point()

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import apsw
 
-from reader.sql_volume import ReaderFile, ReaderVolume
+from reader.sql_vfs import ReaderFile, ReaderVolume
 from sixfold.core.errors import SessionError
-from sixfold.sqlengine import (
+from sixfold.sql.engine import (
     Outcome,
     RequestBudget,
     SqlLimits,
@@ -27,7 +27,7 @@ from sixfold.sqlengine import (
     run_guarded,
     run_statements,
 )
-from sixfold.sqlvalues import Result, Statement
+from sixfold.sql.values import Result, Statement
 
 CONNECTIONS = 2  # SQLite connections (threads) serving reads side by side
 SQLITE_CACHE_KIB = 8_192  # each connection's own page cache; emptied when the point moves

@@ -31,7 +31,7 @@ import apsw
 
 from sixfold.core.errors import BusyError, SessionError, SixfoldError, SqlError
 from sixfold.futures import settle
-from sixfold.sqlengine import (
+from sixfold.sql.engine import (
     LIMIT_OPTIONS,
     Outcome,
     RequestBudget,
@@ -44,8 +44,8 @@ from sixfold.sqlengine import (
     run_statements,
     time_limit_error,
 )
-from sixfold.sqlvalues import Result, Statement
-from writer.sql_volume import (
+from sixfold.sql.values import Result, Statement
+from writer.sql_vfs import (
     Commit,
     ShippedCounters,
     StagedCommitError,
@@ -54,7 +54,7 @@ from writer.sql_volume import (
 )
 from writer.writer import Writer
 
-log = logging.getLogger("sixfold.writer.sql")
+log = logging.getLogger("sixfold.writer.sql_engine")
 
 SESSIONS_MAX = 64  # open sessions (all but one wait for the connection)
 GROUP_REQUESTS_MAX = 256  # requests the SQL thread runs back to back in one hop

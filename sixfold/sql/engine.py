@@ -32,7 +32,7 @@ from sixfold.core.errors import (
     SqlError,
     SqlLimitError,
 )
-from sixfold.sqlvalues import Result, Statement
+from sixfold.sql.values import Result, Statement
 
 T = TypeVar("T")
 

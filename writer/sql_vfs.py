@@ -20,14 +20,14 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sixfold import sqlvolume
 from sixfold.core.commit_log import PageWrite
 from sixfold.core.errors import SixfoldError, SqlError
 from sixfold.core.page import EMPTY_PAGE
 from sixfold.core.record import RECORD_OVERHEAD_BYTES
 from sixfold.core.redo_delta import DELTA_HEADER_BYTES, page_delta
-from sixfold.sqlengine import VolumeFileBase, call_in_loop
-from sixfold.sqlvolume import SQL_PAGE_BYTES, CommitInfo, sqlite_page_at, volume_page
+from sixfold.sql import layout as sql_layout
+from sixfold.sql.engine import VolumeFileBase, call_in_loop
+from sixfold.sql.layout import SQL_PAGE_BYTES, CommitInfo, sqlite_page_at, volume_page
 
 PAGE_CACHE_PAGES = 16_384  # page images the writer keeps (64 MiB); durable ones are evicted
 TRANSACTION_PAGES_MAX = 16_384  # pages one SQL transaction may change (64 MiB of page writes)
@@ -106,8 +106,8 @@ class WriterVolume:
 
     def load(self) -> CommitInfo:
         if self.info is None:
-            image, _ = self._fetch(sqlvolume.SQL_META_PAGE)
-            self.info = sqlvolume.decode_commit_info(image)
+            image, _ = self._fetch(sql_layout.SQL_META_PAGE)
+            self.info = sql_layout.decode_commit_info(image)
         return self.info
 
     def page(self, sqlite_page: int) -> bytes:
@@ -147,7 +147,7 @@ class WriterVolume:
         new_info = CommitInfo(db_pages, time.time_ns() // 1000, info.commits + 1)
         if not writes and db_pages == info.db_pages:
             return  # nothing changed: no record
-        writes.append(PageWrite(sqlvolume.SQL_META_PAGE, ((0, new_info.encode()),)))
+        writes.append(PageWrite(sql_layout.SQL_META_PAGE, ((0, new_info.encode()),)))
         links = {p: self.links[p] for p in {w.page_no for w in writes} if p in self.links}
         before = {vpage: self.images.get(vpage) for vpage in images}
         self.staged.append(StagedCommit(writes, links, images, before, new_info, self.info))

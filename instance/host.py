@@ -29,7 +29,7 @@ import uuid
 import grpc
 
 from reader.reader import Reader
-from reader.sql import ReaderSql
+from reader.sql_engine import ReaderSql
 from sixfold.clients import PROBE_CHANNEL_OPTIONS
 from sixfold.core import topology
 from sixfold.core.commit_log import WriterLimits
@@ -41,11 +41,11 @@ from sixfold.crash import OPERATING_ERRORS, guarded_task
 from sixfold.metrics import InstanceMetrics
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.sqlengine import SqlLimits
-from writer.sql import WriterSql
+from sixfold.sql.engine import SqlLimits
+from writer.sql_engine import WriterSql
 from writer.writer import Writer
 
-log = logging.getLogger("sixfold.instance")
+log = logging.getLogger("instance.host")
 
 DRAIN_HOLD_S_MAX = 30.0  # a drained writer takes writes again if nobody took over by then
 WARM_WAIT_S = 30.0  # how long a starting instance waits for a read point to warm its reads

@@ -17,7 +17,7 @@ from sixfold.core.errors import InvalidRequestError, SixfoldError
 from sixfold.guard import Undecodable
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.sqlvalues import Statement, result_to_proto, statement_from_proto
+from sixfold.sql.values import Statement, result_to_proto, statement_from_proto
 from sixfold.wire import abort, status_of
 
 RESULT_ROWS_INLINE_MAX = 256  # results with more rows are serialised on a worker thread

@@ -10,21 +10,27 @@ import argparse
 import logging
 import socket
 
+from instance.host import Instance
+from instance.services import InstanceService, InstanceTopologyService
+from instance.sql_service import SqlService
 from reader.service import ReaderService
 from sixfold import metrics
 from sixfold.core.allocation import LAL_DEFAULT
 from sixfold.core.commit_log import WriterLimits
-from sixfold.instance import Instance
-from sixfold.instance_service import InstanceService, InstanceTopologyService
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.serving import service_name, start_server, wait_for_termination
-from sixfold.sql_service import SqlService
-from sixfold.sqlengine import SqlLimits
+from sixfold.serving import (
+    configure_logging,
+    run_process,
+    service_name,
+    start_server,
+    wait_for_termination,
+)
+from sixfold.sql.engine import SqlLimits
 from storage_node.server import parse_peers
 from writer.service import WriterService
-from writer.sql_volume import ShippedCounters
+from writer.sql_vfs import ShippedCounters
 
-log = logging.getLogger("sixfold.instance")
+log = logging.getLogger("instance.host")
 
 
 def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None) -> None:
@@ -213,3 +219,39 @@ async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
         await wait_for_termination(server)
     finally:
         await instance.close()
+
+
+# -- the two entry points (writer/__main__.py, reader/__main__.py) -------------------------------
+
+_STARTS = {
+    # role: (prog, description, default --name)
+    "writer": (
+        "python -m writer",
+        "Run the sixfold writer. It recovers and takes writes, unless another instance "
+        "already answers as the writer (a reader took over while this one was down): then it "
+        "joins as a reader.",
+        "writer",
+    ),
+    "reader": (
+        "python -m reader",
+        "Run a sixfold reader. It serves reads at the read point learned from storage, and "
+        "takes over as the writer when the writer stops answering (in the order of "
+        "--promotion-rank).",
+        None,
+    ),
+}
+
+
+def build_parser(role: str) -> argparse.ArgumentParser:
+    prog, description, default_name = _STARTS[role]
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    add_instance_arguments(p, default_name=default_name)
+    return p
+
+
+def main(role: str, argv: list[str] | None = None) -> int:
+    """Start an instance process as the writer or as a reader."""
+    args = build_parser(role).parse_args(argv)
+    configure_logging(args.log_level)
+    name = "writer" if role == "writer" else f"reader {args.name}"
+    return run_process(name, run_instance(args, as_writer=role == "writer"))

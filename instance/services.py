@@ -6,10 +6,10 @@ import time
 
 import grpc
 
+from instance.host import Instance
 from sixfold.clients import CALL_TIMEOUT_S, CHANNEL_OPTIONS, call
 from sixfold.core import topology
 from sixfold.core.errors import RecoveryError, SixfoldError
-from sixfold.instance import Instance
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import abort
