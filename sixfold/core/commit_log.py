@@ -178,6 +178,11 @@ class CommitLog:
     def _recount_live(self) -> None:
         self._live = sum(1 for s in self.shippers.values() if s.live)
 
+    def drained(self) -> bool:
+        """Every commit taken is durable: a planned switchover may seal a new epoch now and
+        leave no commit with an unknown outcome."""
+        return self.vdl >= self.last_commit_lsn
+
     def knows_page(self, page_no: int) -> bool:
         """Whether this writer knows the page's latest LSN without asking storage."""
         return page_no in self.page_last_lsn or self.recovered_vdl == 0

@@ -70,6 +70,13 @@ SIM_TAKEOVER_LIMITS = TakeoverLimits(
 )
 PROBE_INTERVAL_TICKS = round(SIM_TAKEOVER_LIMITS.probe_interval_s / SIM_TICK_S)
 INSTANCES = 2  # reader instances watching the writer, ranks 0 and 1
+# A planned switchover (instance/services.py, DRAIN_HOLD_S and DRAIN_TIMEOUT_S shortened): the
+# drained writer takes no commits for DRAIN_HOLD_TICKS, the promoting instance waits at most
+# DRAIN_TIMEOUT_TICKS for its answer, and the writer gives up after DRAIN_WAIT_TICKS_MAX if
+# its commits are not all durable by then (writer/writer.py drain).
+DRAIN_HOLD_TICKS = 60
+DRAIN_TIMEOUT_TICKS = 40
+DRAIN_WAIT_TICKS_MAX = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,7 @@ class Faults:
     read_point_hold_ticks: int = 30
     # Readers' promotion stagger (sixfold/core/takeover.py): 0 races them at once.
     stagger_s: float = 0.02
+    switchover: float = 0.005  # an operator asks an idle reader instance for a switchover
     commit: float = 0.5  # a client starts a mini-transaction
     node_commit: float = 0.7  # a node syncs its queued appends (fsync latency)
 
@@ -103,6 +111,7 @@ class Faults:
             pause=rng.choice([0.3, 0.6, 0.9]),
             client_read=rng.choice([0.1, 0.3]),
             read_point_hold_ticks=rng.choice([0, 10, 30]),
+            switchover=rng.choice([0.0, 0.005, 0.01]),
         )
 
 
@@ -116,6 +125,7 @@ class Flaws:
     unconfirmed_reads: bool = False  # a writer answers reads without confirming its epoch
     coalesce_in_memory: bool = False  # a restart takes all below the stored SCL as coalesced
     gc_without_versions: bool = False  # GC drops records below its horizon, covered or not
+    drain_without_wait: bool = False  # a drained writer answers before its commits are durable
 
 
 class InvariantViolation(AssertionError):

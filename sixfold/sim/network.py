@@ -35,6 +35,18 @@ class ProbeRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class DrainRequest:
+    """Instance/Drain: take no commits for `hold_ticks`; answer once all taken are durable."""
+
+    hold_ticks: int
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReply:
+    vdl: int
+
+
+@dataclass(frozen=True, slots=True)
 class WriterStateReply:
     recovered: bool
     fenced: bool

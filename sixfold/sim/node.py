@@ -306,6 +306,7 @@ class SimNode(Actor):
             return
         meta.gc_horizon = max(meta.gc_horizon, horizon)
         meta.scl, meta.cpl_at_scl = self.state.scl, self.state.completeness.cpl_at_scl
+        collected: set[int] = set()  # pages that lost a record or a version
         for lsn in sorted(self.log)[:GC_KEYS_SIM]:
             record = self.log[lsn]
             if lsn in self.damaged:
@@ -319,10 +320,24 @@ class SimNode(Actor):
             if lsn > horizon or not (covered or flaws.gc_without_versions):
                 break
             del self.log[lsn]  # covered by a version: still held, as far as the oracle cares
+            collected.add(record.page_no)
         due = [x for x in self.superseded if x[0] <= horizon][:GC_KEYS_SIM]
         for newer, page_no, older in due:
             self.versions.get(page_no, {}).pop(older, None)
             self.superseded.remove((newer, page_no, older))
+            collected.add(page_no)
+        self._check_servable(collected, meta.gc_horizon)
+
+    def _check_servable(self, pages: set[int], point: int) -> None:
+        """The oracle's check that GC kept what a read at its horizon (the oldest point the
+        node still serves) needs: each page it collected from builds as the history says."""
+        for page_no in sorted(pages):
+            try:
+                page = self.page_at(page_no, point)
+            except CorruptRecordError:
+                continue  # repaired from a peer before it is served
+            who = f"{self.name} after GC"
+            self.sim.oracle.check_page(self.sim, who, page_no, point, page.image, page.page_lsn)
 
     def read_disk(self, lsn: int) -> RedoRecord:
         """A record read from disk, CRC-checked: a corrupt one raises and is marked for repair.

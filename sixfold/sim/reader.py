@@ -14,15 +14,25 @@ from sixfold.core.page_read import NodeChoice, read_page
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.core.read_point import advance_read_point
 from sixfold.core.takeover import Probe, WriterWatch
-from sixfold.core.topology import EpochView, parse_owner
+from sixfold.core.topology import EpochView, newest_epoch, parse_owner
 from sixfold.sim.faults import (
+    DRAIN_HOLD_TICKS,
+    DRAIN_TIMEOUT_TICKS,
     PAGES,
     PROBE_INTERVAL_TICKS,
     READER_POLL_TICKS,
     SIM_TAKEOVER_LIMITS,
     SIM_TICK_S,
 )
-from sixfold.sim.network import REFUSED, Actor, ProbeRequest, Snapshot, WriterStateReply
+from sixfold.sim.network import (
+    REFUSED,
+    Actor,
+    DrainReply,
+    DrainRequest,
+    ProbeRequest,
+    Snapshot,
+    WriterStateReply,
+)
 
 if TYPE_CHECKING:
     from sixfold.sim.network import Task, Wait
@@ -122,8 +132,7 @@ class SimInstance(Actor):
     def _loop(self) -> Task:
         while True:  # bounded by the simulation's step count: the task dies with the run
             yield from self.sleep(PROBE_INTERVAL_TICKS)
-            writer = self.writer
-            if writer is not None and writer.alive and not writer.fenced and not writer.gave_up:
+            if self.is_writer:
                 continue  # it is the writer (a fenced one stepped down)
             self.writer = None
             views = yield from self._views()
@@ -141,6 +150,30 @@ class SimInstance(Actor):
             decision = self.watch.on_probe(asked, probe, views, asked_at, now)
             if decision is not None:
                 self.writer = self.sim.promote(self, target, decision.epoch_wanted)
+
+    @property
+    def is_writer(self) -> bool:
+        writer = self.writer
+        return writer is not None and writer.alive and not writer.fenced and not writer.gave_up
+
+    def switch_over(self) -> None:
+        """An operator's planned switchover to this instance (`sixfold switchover NAME`,
+        instance/services.py _promote): drain the writer, then take over at any newer epoch."""
+        self.spawn(self._switch_over())
+
+    def _switch_over(self) -> Task:
+        newest = newest_epoch((yield from self._views()))
+        target = parse_owner(newest.owner).name
+        if not target or self.is_writer:
+            return
+        call_id = self.call(target, DrainRequest(DRAIN_HOLD_TICKS), DRAIN_TIMEOUT_TICKS)
+        yield [call_id]
+        reply = self.take(call_id)
+        if not isinstance(reply, DrainReply):
+            self.sim.trace_event(f"{self.name}: switchover from {target} refused: {reply}")
+            return
+        if not self.is_writer:  # its watch may have taken over meanwhile
+            self.writer = self.sim.switch_over(self, target, reply.vdl)
 
     def _views(self) -> Generator[Wait, None, list[EpochView]]:
         """The epochs the nodes report (the instance's reader hears them on its streams)."""

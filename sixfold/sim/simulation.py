@@ -18,7 +18,10 @@ sixfold/core/page_read.py's (a covering node in turn, else a read quorum), and t
 sixfold/core/read_point.py's. Failover is the readers' own: two reader instances (ranks 0 and 1)
 run sixfold/core/takeover.py's WriterWatch on the epochs the nodes report, probe the writer, and
 take over at exactly the next epoch when it is gone or silent long enough, racing each other
-when their stagger is 0 (TakeoverLimits on a shorter clock). A node's commit step, restart
+when their stagger is 0 (TakeoverLimits on a shorter clock). An operator's planned
+switchover drains the writer (no new commits, and an answer once every commit it took is
+durable, as writer/writer.py's drain) and promotes an idle instance: the drain must leave
+no commit with an unknown outcome, and the new writer recovers at or above its VDL. A node's commit step, restart
 and gossip round are the shipping ones too (sixfold/core/node_commit.py, node_restart.py,
 gossip_round.py), their local steps done on the simulated disk; so are its seal, truncation
 and read gates (sixfold/core/segment.py), the coalescing plan and the GC horizon
@@ -124,6 +127,7 @@ class SimulationResult:
     writer_reads: int = 0
     writer_pauses: int = 0
     takeovers: int = 0  # writers started by a reader instance's writer watch
+    switchovers: int = 0  # writers started by a planned switchover, after a drain
 
 
 class Simulation:
@@ -153,6 +157,7 @@ class Simulation:
         self.node_crashes = 0
         self.writer_pauses = 0
         self.takeovers = 0
+        self.switchovers = 0
         self.commits_paused = False  # the drain check stops the workload's commits
         # The driven mode (DrivenCluster): explicit actions instead of random faults.
         self.driven = False
@@ -177,6 +182,8 @@ class Simulation:
             options += " --coalesce-in-memory"
         if self.flaws.gc_without_versions:
             options += " --gc-without-versions"
+        if self.flaws.drain_without_wait:
+            options += " --drain-without-wait"
         self.failed = True
         if self.driven:
             raise InvariantViolation(
@@ -246,6 +253,11 @@ class Simulation:
     def on_recovered(self, writer: SimWriter, epoch: int, vdl: int, rng: TruncationRange) -> None:
         self.recoveries += 1
         self.trace_event(f"{writer.name} recovered epoch {epoch} VDL {vdl} truncating {rng}")
+        if vdl < writer.drained_vdl:  # instance/services.py _promote asserts the same
+            self.fail(
+                f"{writer.name} recovered at VDL {vdl}, below the VDL {writer.drained_vdl} of "
+                "the writer it switched over from: a planned switchover lost commits"
+            )
         self.oracle.on_recovered(self, writer.name, vdl, rng)
         self.dirty_nodes.extend(self.nodes.values())  # every node's set is checked against it
 
@@ -273,6 +285,7 @@ class Simulation:
             writer_reads=sum(w.reads_answered for w in self.writers),
             writer_pauses=self.writer_pauses,
             takeovers=self.takeovers,
+            switchovers=self.switchovers,
         )
 
     def step(self, faults: bool) -> None:
@@ -330,7 +343,7 @@ class Simulation:
                 if actor is not None:
                     actor.on_reply(message)
             elif isinstance(actor, SimWriter):
-                actor.on_probe(message)
+                actor.on_instance_call(message)
             elif any(w.name == message.dst for w in self.writers):  # a dead writer's port
                 self.network.send(Message(message.dst, message.src, message.call_id, REFUSED, True))
 
@@ -370,6 +383,9 @@ class Simulation:
             # supervisor starts it again (instance/host.py _start_as_writer).
             self._manage_writers()
         active = [w for w in self._active_writers() if not w.hidden]
+        idle = [i for i in self.instances if not i.is_writer]
+        if faults.switchover and idle and rng.random() < faults.switchover:
+            rng.choice(idle).switch_over()
         if active and rng.random() < faults.writer_crash:
             # No successor is scheduled: the reader instances notice, and take over.
             victim = active[-1]
@@ -430,6 +446,23 @@ class Simulation:
         self.takeovers += 1
         self.trace_event(f"{instance.name} takes over from {silent} at epoch {epoch_wanted}")
         return self._new_writer(epoch_wanted)
+
+    def switch_over(self, instance: SimInstance, drained: str, vdl: int) -> SimWriter | None:
+        """`instance` takes over from `drained`, whose commits were all durable at `vdl`."""
+        if len(self.writers) >= self.writers_max:
+            return None
+        self.switchovers += 1
+        self.trace_event(f"{instance.name} switches over from {drained}, drained at VDL {vdl}")
+        old = next(w for w in self.writers if w.name == drained)
+        if old.log is not None and vdl < old.log.last_commit_lsn:
+            self.fail(
+                f"{drained} answered a switchover's drain at VDL {vdl}, but it had taken a "
+                f"commit at LSN {old.log.last_commit_lsn}: its outcome is unknown after the "
+                "switchover, which must lose nothing"
+            )
+        writer = self._new_writer()
+        writer.drained_vdl = vdl
+        return writer
 
     # -- liveness: with the faults gone, a writer must commit and the reader catch up ----------
 
@@ -565,6 +598,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="flaw: GC drops records below its horizon whether covered or not",
     )
+    parser.add_argument(
+        "--drain-without-wait",
+        action="store_true",
+        help="flaw: a switchover's drain answers before the writer's commits are durable",
+    )
     args = parser.parse_args(argv)
     flaws = Flaws(
         ack_quorum=args.ack_quorum,
@@ -572,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         unconfirmed_reads=args.unconfirmed_reads,
         coalesce_in_memory=args.coalesce_in_memory,
         gc_without_versions=args.gc_without_versions,
+        drain_without_wait=args.drain_without_wait,
     )
     for seed in range(args.seed, args.seed + args.seeds):
         try:
@@ -586,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             f"seed {seed}: ok, {result.acked_commits} commits acknowledged, "
             f"{result.recoveries} recoveries by {result.writers_started} writers, "
             f"{result.node_crashes} node crashes, {result.writer_pauses} writer pauses, "
-            f"{result.takeovers} takeovers, "
+            f"{result.takeovers} takeovers, {result.switchovers} switchovers, "
             f"{result.pages_checked} pages checked, {result.writer_reads} writer reads, "
             f"durable point {result.durable_point}, trace {result.trace_digest[:12]}"
         )

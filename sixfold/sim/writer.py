@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from sixfold.core.commit_log import Acked, CommitLog, PageWrite
 from sixfold.core.durability import VolumeDurability
-from sixfold.core.errors import EpochAheadError, SixfoldError, StaleEpochError
+from sixfold.core.errors import (
+    CommitTimeoutError,
+    EpochAheadError,
+    NotWriterError,
+    SixfoldError,
+    StaleEpochError,
+)
 from sixfold.core.node_requests import Append, Truncate
 from sixfold.core.page_read import NodeChoice, read_page
 from sixfold.core.quorum import NODE_NAMES, WRITE_QUORUM, quorum_lsn
@@ -27,6 +33,7 @@ from sixfold.sim.faults import (
     COLD_WRITE_SHARE,
     DELTA_BYTES_MAX,
     DELTA_OFFSET_MAX,
+    DRAIN_WAIT_TICKS_MAX,
     LAL_SIM,
     PAGES,
     RECOVERY_ATTEMPTS_MAX,
@@ -36,7 +43,15 @@ from sixfold.sim.faults import (
     SIM_TICK_S,
     WRITES_PER_TXN_MAX,
 )
-from sixfold.sim.network import Actor, AppendAck, Failure, Snapshot, WriterStateReply
+from sixfold.sim.network import (
+    Actor,
+    AppendAck,
+    DrainReply,
+    DrainRequest,
+    Failure,
+    Snapshot,
+    WriterStateReply,
+)
 
 if TYPE_CHECKING:
     from sixfold.sim.network import Message, Task
@@ -93,6 +108,8 @@ class SimWriter(Actor):
         self.alive = True
         self.paused_until = 0  # a paused writer does nothing before this tick
         self.hidden = False  # a zombie: cut off from the instances, not from the nodes
+        self.drained_until = 0  # a planned switchover: no new commits before this tick
+        self.drained_vdl = 0  # promoted by a switchover: the drained writer's VDL
         self.gave_up = False
         self.log: CommitLog | None = None
         self.streams = {n: _Stream() for n in NODE_NAMES}
@@ -148,10 +165,13 @@ class SimWriter(Actor):
         self.recovered_vdl = plan.vdl
         self.sim.on_recovered(self, plan.epoch, plan.vdl, plan.truncation)
 
-    def on_probe(self, request: Message) -> None:
-        """An instance's GetWriterState: answered unless paused (it answers once it resumes,
-        after the probe gave up) or cut off from the instances."""
+    def on_instance_call(self, request: Message) -> None:
+        """An instance's GetWriterState or Drain: answered unless paused (it answers once it
+        resumes, after the caller gave up) or cut off from the instances."""
         if self.paused or self.hidden:
+            return
+        if isinstance(request.body, DrainRequest):
+            self._on_drain(request, request.body)
             return
         state = WriterStateReply(
             recovered=self.log is not None,
@@ -159,6 +179,33 @@ class SimWriter(Actor):
             starting=self.log is None and not self.gave_up,
         )
         self.reply(request, state)
+
+    # -- a planned switchover (instance/host.py drain, writer/writer.py drain) ----------------
+
+    @property
+    def draining(self) -> bool:
+        return self.sim.tick < self.drained_until
+
+    def _on_drain(self, request: Message, drain: DrainRequest) -> None:
+        core = self.log
+        if core is None or core.fenced:
+            self.reply(request, Failure(NotWriterError(f"{self.name} is not the writer")))
+            return
+        self.drained_until = self.sim.tick + drain.hold_ticks
+        self.spawn(self._drain(request, core))
+
+    def _drain(self, request: Message, core: CommitLog) -> Task:
+        """Answer once every commit taken is durable; a failed drain takes commits again."""
+        yield []  # received now; answered once the writer runs
+        give_up_at = self.sim.tick + DRAIN_WAIT_TICKS_MAX
+        while not (core.drained() or self.sim.flaws.drain_without_wait):
+            if core.fenced or self.sim.tick >= give_up_at:
+                self.drained_until = 0
+                failure = CommitTimeoutError(f"{self.name}: commits still not durable")
+                self.reply(request, Failure(failure))
+                return
+            yield from self.sleep(1)
+        self.reply(request, DrainReply(core.vdl))
 
     # -- client reads (writer/writer.py read_page_linearizable, writer/read_index.py) -----------
 
@@ -220,10 +267,12 @@ class SimWriter(Actor):
         if core is None or core.fenced:
             return
         core.expire(self.now)  # not durable in time: the client gives up, outcome unknown
-        if self.sim.rng.random() < self.sim.faults.commit and not self.sim.commits_paused:
+        # The draw comes first: a drained writer refuses new commits (NotWriterError).
+        sim = self.sim
+        if sim.rng.random() < sim.faults.commit and not sim.commits_paused and not self.draining:
             self._maybe_commit(core)
         client = self.sim.client_writes
-        if client and self._commit_pages(core, client[0]):
+        if client and not self.draining and self._commit_pages(core, client[0]):
             client.popleft()
         for node in NODE_NAMES:
             self._step_stream(core, node)
