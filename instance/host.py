@@ -84,7 +84,6 @@ class Instance:
         self.role_lock = asyncio.Lock()  # one promotion or demotion at a time
         self.role_change = ""  # what the holder of role_lock is doing, for error messages
         self.taking_over = False  # recovering at a new epoch to become the writer
-        self.drained_until = 0.0  # monotonic time until which writes are refused (switchover)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- roles ------------------------------------------------------------------------------
@@ -101,8 +100,8 @@ class Instance:
 
     @property
     def sql(self) -> WriterSql | ReaderSql:
-        writer_sql = self.writer_sql
-        if writer_sql is not None and time.monotonic() < self.drained_until:
+        writer, writer_sql = self.writer, self.writer_sql
+        if writer_sql is not None and writer and writer.drain_holds.refusing(time.monotonic()):
             raise NotWriterError(
                 f"{self.name} is handing the writer role over (switchover): retry shortly at "
                 "the new writer",
@@ -349,16 +348,8 @@ class Instance:
         commit taken is durable: a switchover then leaves no commit with an unknown outcome.
         Requests refused meanwhile get NotWriterError: nothing of them was applied."""
         writer = self.writer_or_refuse()
-        hold_s = min(hold_s, DRAIN_HOLD_S_MAX)
-        self.drained_until = time.monotonic() + hold_s
-        try:
-            if self.writer_sql is not None:
-                await self.writer_sql.quiesce()
-            return await writer.drain(hold_s)
-        except BaseException:
-            self.drained_until = 0.0  # a failed drain leaves the writer taking writes
-            writer.undrain()
-            raise
+        quiesce = self.writer_sql.quiesce if self.writer_sql is not None else None
+        return await writer.drain(min(hold_s, DRAIN_HOLD_S_MAX), quiesce)
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from sixfold.core.allocation import LsnAllocator
 from sixfold.core.completeness import SegmentCompleteness
+from sixfold.core.drain import DrainHolds
 from sixfold.core.durability import VolumeDurability
 from sixfold.core.errors import (
     CorruptRecordError,
@@ -336,6 +337,18 @@ def test_read_points_hold_gc_until_they_expire() -> None:
     assert table.lowest(now=12.0, vdl=100) == 50  # r1 stopped reporting
     table.note("r2", 40, now=13.0, gc_horizon=45)  # too late: nothing kept for it
     assert table.lowest(now=13.0, vdl=100) == 100
+
+
+def test_a_failed_drain_releases_only_its_own_hold() -> None:
+    holds = DrainHolds(drains_max=2)
+    first, second = holds.hold(now=0.0, hold=10.0), holds.hold(now=1.0, hold=10.0)
+    assert first is not None and second is not None and holds.refusing(5.0)
+    assert holds.hold(now=2.0, hold=10.0) is None  # drains_max at once
+    holds.release(first)
+    assert holds.refusing(5.0)  # the second drain still holds the writer
+    assert not holds.refusing(11.0)  # until its own time is up
+    holds.release(second)
+    assert not holds.refusing(5.0) and holds.hold(now=5.0, hold=1.0) is not None
 
 
 def test_serving_gate_needs_a_read_quorum_with_itself() -> None:

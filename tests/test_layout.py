@@ -19,6 +19,7 @@ LAYOUT = {
         "checksum",
         "commit_log",
         "completeness",
+        "drain",
         "durability",
         "errors",
         "gossip_round",

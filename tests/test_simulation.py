@@ -116,6 +116,15 @@ def test_checker_catches_a_switchover_that_leaves_commits_in_flight() -> None:
     assert "a switchover's drain" in str(caught) and "--drain-without-wait" in str(caught)
 
 
+def test_a_failed_drain_keeps_the_other_drains_hold() -> None:
+    # Seed 31298: two switchovers drain writer1 at once; the first times out. When its failure
+    # lifted every hold (as writer/writer.py did), writer1 took commits while the second
+    # drain's switchover went ahead, leaving their outcome unknown.
+    assert run_simulation(31298, STEPS).switchovers == 2
+    with pytest.raises(InvariantViolation, match="a switchover's drain"):
+        run_simulation(31298, STEPS, flaws=Flaws(drain_lifts_all=True), check_liveness=False)
+
+
 def test_drain_check_catches_coalescing_that_forgets_its_place_on_restart() -> None:
     """The bug of issue 18: a restart took everything below the stored SCL as coalesced, so
     those records were never coalesced, and GC, stopped at them, collected nothing more."""

@@ -8,10 +8,11 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sixfold.clients import NodeClient
 from sixfold.core.commit_log import CommitLog, PageWrite, WriterLimits
+from sixfold.core.drain import DrainHolds
 from sixfold.core.errors import (
     CommitTimeoutError,
     InvalidRequestError,
@@ -45,8 +46,8 @@ class Writer:
         self.status = "recovering"
         self.recovered = asyncio.Event()
         # A planned switchover drains the writer: page writes are refused (NotWriterError,
-        # nothing taken) until this monotonic time, and those already admitted finish.
-        self.writes_refused_until = 0.0
+        # nothing taken) while a drain holds it, and those already admitted finish.
+        self.drain_holds = DrainHolds()
         self.writes_active = 0
         self.writes_idle = asyncio.Event()
         self.writes_idle.set()
@@ -104,7 +105,7 @@ class Writer:
     @contextlib.contextmanager
     def _admitted(self):
         """Count a page write until its LSNs are taken; refuse it while draining."""
-        if time.monotonic() < self.writes_refused_until:
+        if self.drain_holds.refusing(time.monotonic()):
             raise NotWriterError(
                 "this writer is handing the writer role over (switchover): the write was not "
                 "applied; retry it shortly at the new writer"
@@ -118,23 +119,35 @@ class Writer:
             if not self.writes_active:
                 self.writes_idle.set()
 
-    async def drain(self, hold_s: float) -> int:
+    async def drain(
+        self, hold_s: float, quiesce: Callable[[], Awaitable[None]] | None = None
+    ) -> int:
         """Refuse new page writes for `hold_s`; return the VDL once every write taken is
-        durable. Nothing is then in flight: a new writer's seal fences no commit."""
+        durable. Nothing is then in flight: a new writer's seal fences no commit. A drain
+        that fails releases its own hold only (sixfold/core/drain.py). `quiesce` waits for
+        the writes of the layer above (SQL) once the hold refuses new ones."""
         pipeline = self._ready()
-        self.writes_refused_until = time.monotonic() + hold_s
+        drain = self.drain_holds.hold(time.monotonic(), hold_s)
+        if drain is None:
+            raise NotWriterError(
+                f"{self.drain_holds.drains_max} switchovers are already draining this writer; "
+                "wait for them to finish"
+            )
         try:
+            if quiesce is not None:
+                await quiesce()
             await asyncio.wait_for(self.writes_idle.wait(), self.limits.write_timeout_s)
+            await pipeline.wait_durable(pipeline.last_commit_lsn)
         except TimeoutError:
+            self.drain_holds.release(drain)
             raise CommitTimeoutError(
                 f"drain: {self.writes_active} page writes still taking their LSNs after "
                 f"{self.limits.write_timeout_s:g} s"
             ) from None
-        await pipeline.wait_durable(pipeline.last_commit_lsn)
+        except BaseException:
+            self.drain_holds.release(drain)
+            raise
         return pipeline.vdl
-
-    def undrain(self) -> None:
-        self.writes_refused_until = 0.0
 
     async def submit_commit(
         self, writes: list[PageWrite], known_links: dict[int, int]

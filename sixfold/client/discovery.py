@@ -17,8 +17,8 @@ from sixfold.core.errors import SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 
-TOPOLOGY_TIMEOUT_S = 2.0
-SEEDS_ASKED_MAX = 3  # answers gathered before choosing the newest epoch among them
+TOPOLOGY_TIMEOUT_S = 2.0  # one GetTopology call
+SEEDS_ASKED_MAX = 3  # answers naming a writer gathered before taking the newest epoch
 
 
 class NoWriterError(SixfoldError):

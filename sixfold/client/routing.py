@@ -20,7 +20,8 @@ from typing import Any
 
 import grpc
 
-from sixfold.client.discovery import newest_answer
+from sixfold.client.discovery import SEEDS_ASKED_MAX as TOPOLOGY_ANSWERS_MAX
+from sixfold.client.discovery import TOPOLOGY_TIMEOUT_S, newest_answer
 from sixfold.client.errors import InterfaceError, NoTopologyError, _describe
 from sixfold.clients import CHANNEL_OPTIONS
 from sixfold.core import errors
@@ -29,9 +30,7 @@ from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 
 BACKOFF_S_FIRST = 0.05  # the first wait before asking the topology again
 BACKOFF_S_MAX = 1.0  # the waits double up to this, each one jittered
-TOPOLOGY_TIMEOUT_S = 2.0  # one GetTopology call
 TOPOLOGY_TTL_S = 5.0  # a topology older than this is asked again before routing a read
-TOPOLOGY_ANSWERS_MAX = 3  # answers naming a writer gathered before taking the newest epoch
 ENDPOINTS_MAX = 16  # instance addresses a topology remembers (besides the seeds) to ask later
 READER_SKIP_S = 2.0  # a reader that did not answer is left out of the rotation this long
 CHANNELS_MAX = 32  # gRPC channels open in this process; the least recently used closed beyond

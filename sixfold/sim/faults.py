@@ -126,6 +126,7 @@ class Flaws:
     coalesce_in_memory: bool = False  # a restart takes all below the stored SCL as coalesced
     gc_without_versions: bool = False  # GC drops records below its horizon, covered or not
     drain_without_wait: bool = False  # a drained writer answers before its commits are durable
+    drain_lifts_all: bool = False  # a failed drain lifts every drain's hold, not its own
 
 
 class InvariantViolation(AssertionError):

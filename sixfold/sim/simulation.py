@@ -184,6 +184,8 @@ class Simulation:
             options += " --gc-without-versions"
         if self.flaws.drain_without_wait:
             options += " --drain-without-wait"
+        if self.flaws.drain_lifts_all:
+            options += " --drain-lifts-all"
         self.failed = True
         if self.driven:
             raise InvariantViolation(
@@ -603,6 +605,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="flaw: a switchover's drain answers before the writer's commits are durable",
     )
+    parser.add_argument(
+        "--drain-lifts-all",
+        action="store_true",
+        help="flaw: a failed drain lifts every drain's hold, not its own",
+    )
     args = parser.parse_args(argv)
     flaws = Flaws(
         ack_quorum=args.ack_quorum,
@@ -611,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         coalesce_in_memory=args.coalesce_in_memory,
         gc_without_versions=args.gc_without_versions,
         drain_without_wait=args.drain_without_wait,
+        drain_lifts_all=args.drain_lifts_all,
     )
     for seed in range(args.seed, args.seed + args.seeds):
         try:

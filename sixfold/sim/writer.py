@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sixfold.core.commit_log import Acked, CommitLog, PageWrite
+from sixfold.core.drain import DrainHolds
 from sixfold.core.durability import VolumeDurability
 from sixfold.core.errors import (
     CommitTimeoutError,
@@ -108,7 +109,7 @@ class SimWriter(Actor):
         self.alive = True
         self.paused_until = 0  # a paused writer does nothing before this tick
         self.hidden = False  # a zombie: cut off from the instances, not from the nodes
-        self.drained_until = 0  # a planned switchover: no new commits before this tick
+        self.drain_holds = DrainHolds()  # planned switchovers' holds on new commits, in ticks
         self.drained_vdl = 0  # promoted by a switchover: the drained writer's VDL
         self.gave_up = False
         self.log: CommitLog | None = None
@@ -184,23 +185,29 @@ class SimWriter(Actor):
 
     @property
     def draining(self) -> bool:
-        return self.sim.tick < self.drained_until
+        return self.drain_holds.refusing(self.sim.tick)
 
     def _on_drain(self, request: Message, drain: DrainRequest) -> None:
         core = self.log
         if core is None or core.fenced:
             self.reply(request, Failure(NotWriterError(f"{self.name} is not the writer")))
             return
-        self.drained_until = self.sim.tick + drain.hold_ticks
-        self.spawn(self._drain(request, core))
+        held = self.drain_holds.hold(self.sim.tick, drain.hold_ticks)
+        if held is None:
+            self.reply(request, Failure(NotWriterError(f"{self.name}: too many drains")))
+            return
+        self.spawn(self._drain(request, core, held))
 
-    def _drain(self, request: Message, core: CommitLog) -> Task:
+    def _drain(self, request: Message, core: CommitLog, held: int) -> Task:
         """Answer once every commit taken is durable; a failed drain takes commits again."""
         yield []  # received now; answered once the writer runs
         give_up_at = self.sim.tick + DRAIN_WAIT_TICKS_MAX
         while not (core.drained() or self.sim.flaws.drain_without_wait):
             if core.fenced or self.sim.tick >= give_up_at:
-                self.drained_until = 0
+                if not self.sim.flaws.drain_lifts_all:
+                    self.drain_holds.release(held)
+                else:  # the bug seed 31298 found: every hold lifted
+                    self.drain_holds = DrainHolds()
                 failure = CommitTimeoutError(f"{self.name}: commits still not durable")
                 self.reply(request, Failure(failure))
                 return
