@@ -175,11 +175,12 @@ def test_a_small_batch_lingers_while_many_commits_wait() -> None:
 def test_a_writer_superseded_on_a_write_quorum_is_fenced() -> None:
     log = fresh_log()
     lsn = commit(log, [1])
-    assert log.on_stale("a1", "epoch 2") == [] and log.on_stale("a2", "epoch 2") == []
+    assert log.on_stale("a1", "epoch 2") is None and log.on_stale("a2", "epoch 2") is None
     assert log.fenced is None  # four nodes still take this epoch
-    failed = log.on_stale("b1", "epoch 2")
-    assert [w.lsn for w in failed] == [lsn]
-    assert log.fenced is not None and "superseded (epoch 2)" in str(log.fenced)
+    fenced = log.on_stale("b1", "epoch 2")
+    assert fenced is not None and [w.lsn for w in fenced.waiters] == [lsn]
+    assert fenced.error is log.fenced and "superseded (epoch 2)" in str(log.fenced)
+    assert log.on_stale("c1", "epoch 2") is None  # fenced already: nothing more to fail
     assert isinstance(log.refusal(), NotWriterError)
 
 

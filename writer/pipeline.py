@@ -364,13 +364,12 @@ class CommitPipeline:
 
     def on_stale(self, node: str, exc: StaleEpochError) -> None:
         log.warning("storage node %s rejected epoch %d: %s", node, self.log.epoch, exc)
-        fenced_before = self.log.fenced
-        failed = self.log.on_stale(node, str(exc))
-        if self.log.fenced is None or fenced_before is not None:
+        fenced = self.log.on_stale(node, str(exc))
+        if fenced is None:
             return
-        log.error("%s", self.log.fenced)
-        for waiter in failed:
-            _fail(waiter, self.log.fenced)
+        log.error("%s", fenced.error)
+        for waiter in fenced.waiters:
+            _fail(waiter, fenced.error)
         self.room.set()
 
 

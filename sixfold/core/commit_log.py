@@ -85,6 +85,14 @@ class Acked:
     came_back: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """This writer was just fenced: why, and its waiting commits, now of unknown outcome."""
+
+    error: WriterFencedError
+    waiters: list[Waiter]
+
+
 class LogTail:
     """Records not yet trimmed, in LSN order. LSNs of an epoch are contiguous."""
 
@@ -322,20 +330,21 @@ class CommitLog:
         if len(self.tail.records) >= self.limits.tail_records_max:
             self.tail.trim_through(self.durability.vdl)
 
-    def on_stale(self, node: str, why: str) -> list[Waiter]:
+    def on_stale(self, node: str, why: str) -> Fenced | None:
         """`node` holds a newer volume epoch. Once too few nodes are left for a write quorum
-        this writer is fenced: its waiting commits fail (returned), their outcome unknown."""
+        this writer is fenced: its waiting commits fail, their outcome unknown. Returns them
+        with the error when this call fenced it; None otherwise (not yet, or already)."""
         self.shippers[node].stale = True
         self._recount_live()
         stale = sum(1 for s in self.shippers.values() if s.stale)
         if COPIES - stale >= WRITE_QUORUM or self.fenced:
-            return []
+            return None
         self.fenced = WriterFencedError(
             f"writer fenced: volume epoch {self.epoch} was superseded ({why}); this writer "
             "acknowledges nothing more: commits it had sent may or may not stay, and the next "
             "writer's recovery decides."
         )
-        return self._take_waiters()
+        return Fenced(self.fenced, self._take_waiters())
 
     def stop(self, why: str) -> list[Waiter]:
         """Take no more commits; those still waiting are returned: their outcome is unknown."""

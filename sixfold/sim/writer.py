@@ -347,8 +347,8 @@ class SimWriter(Actor):
                 body = Truncate(core.epoch, core.truncations, core.epoch)
                 stream.truncate_call = self.call(node, body)
             elif isinstance(error, StaleEpochError):
-                core.on_stale(node, str(error))
-                if core.fenced:  # commits it had sent get no answer: their outcome is unknown
+                if core.on_stale(node, str(error)) is not None:
+                    # Commits it had sent get no answer: their outcome is unknown.
                     self.sim.trace_event(f"{self.name} fenced at epoch {core.epoch}")
             else:
                 stream.retry_at = core.broken(node, now)
