@@ -24,6 +24,7 @@ LAYOUT = {
         "errors",
         "gossip_round",
         "log_cleanup",
+        "membership",
         "node_commit",
         "node_requests",
         "node_restart",

@@ -141,3 +141,19 @@ class SessionError(SixfoldError):
     def __init__(self, message: str, on_reader: bool = False) -> None:
         super().__init__(message)
         self.on_reader = on_reader
+
+
+class MembershipError(SixfoldError):
+    """A membership change was refused, and nothing changed: the message says why."""
+
+
+class StaleMembershipError(SixfoldError):
+    """A request carried an older membership epoch than the node has (P18 §2.3)."""
+
+    def __init__(self, request_epoch: int, node_epoch: int, what: str = "request") -> None:
+        self.request_epoch = request_epoch
+        self.node_epoch = node_epoch
+        super().__init__(
+            f"stale membership: {what} carries membership epoch {request_epoch} but the node "
+            f"is at membership epoch {node_epoch}; refresh the volume's membership and retry"
+        )

@@ -1,0 +1,253 @@
+"""The volume's membership: which node holds each of the six positions, versioned by epoch,
+and how a dead node is replaced without stopping writes (P18 §2.3, issue 14).
+
+Positions are fixed: a1 a2 b1 b2 c1 c2, two in each AZ (sixfold/core/quorum.py). A node
+holds a position; replacing the holder F of a position with a spare G in the same AZ goes
+through a transitional membership, each step a new membership epoch:
+
+    ABCDEF  --begin-->  ABCDEF/G  --complete-->  ABCDEG
+                            \\--revert-->  ABCDEF  (F came back before G caught up)
+
+While transitional, a write needs 4 of 6 of ABCDEF *and* 4 of 6 of ABCDEG, and a read 3 of
+6 of either. Every step is then safe on its own, whatever the others' order:
+- a transitional write quorum holds 4 of the old set, so it meets every read quorum of the
+  old set (4 + 3 > 6) and every write quorum of it (2 x 4 > 6); the same for the new set;
+- so a reader or a recovery that uses either set, before or after the change completes,
+  sees every write made in the transitional membership, and two writers, one of them at
+  the old membership, cannot both succeed.
+These are asserted below over every subset of the seven nodes, and checked by hypothesis
+in tests/test_membership.py.
+
+Pure: the shells keep the membership with the epochs (the nodes store it; the writer and
+readers carry its epoch on every request and are refused with StaleMembershipError when a
+node has a newer one).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from sixfold.core.errors import MembershipError
+from sixfold.core.quorum import COPIES, NODE_AZ, NODE_NAMES, READ_QUORUM, WRITE_QUORUM, quorum_lsn
+
+POSITIONS = NODE_NAMES  # the six positions, named after their first holders
+NODE_NAME_CHARS_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Replacing `old`, the holder of `position`, with `new`."""
+
+    position: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """The holders of the six positions at membership `epoch`, and a change in progress."""
+
+    epoch: int
+    holders: tuple[str, ...]  # the node at each position, in POSITIONS order
+    change: Change | None = None
+
+    def __post_init__(self) -> None:
+        assert len(self.holders) == COPIES and len(set(self.holders)) == COPIES, self.holders
+        if self.change is not None:
+            c = self.change
+            assert self.holders[POSITIONS.index(c.position)] == c.old, (self.holders, c)
+            assert c.new not in self.holders, c
+
+    @staticmethod
+    def initial() -> Membership:
+        return Membership(1, POSITIONS)
+
+    # -- the sets -----------------------------------------------------------------------------
+
+    @property
+    def old_set(self) -> frozenset[str]:
+        return frozenset(self.holders)
+
+    @property
+    def new_set(self) -> frozenset[str]:
+        """The set once the change completes (the old set when there is none)."""
+        if self.change is None:
+            return self.old_set
+        return (self.old_set - {self.change.old}) | {self.change.new}
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        """Every node a writer ships to: six, or seven during a change."""
+        return self.old_set | self.new_set
+
+    def position_of(self, node: str) -> str | None:
+        if node in self.holders:
+            return POSITIONS[self.holders.index(node)]
+        if self.change is not None and node == self.change.new:
+            return self.change.position
+        return None
+
+    def az_of(self, node: str) -> str | None:
+        position = self.position_of(node)
+        return None if position is None else NODE_AZ[position]
+
+    # -- quorums ------------------------------------------------------------------------------
+
+    def is_write_quorum(self, nodes: Iterable[str]) -> bool:
+        acked = set(nodes)
+        return (
+            len(acked & self.old_set) >= WRITE_QUORUM and len(acked & self.new_set) >= WRITE_QUORUM
+        )
+
+    def is_read_quorum(self, nodes: Iterable[str]) -> bool:
+        answered = set(nodes)
+        return (
+            len(answered & self.old_set) >= READ_QUORUM
+            or len(answered & self.new_set) >= READ_QUORUM
+        )
+
+    def write_quorum_lsn(self, points: Mapping[str, int]) -> int:
+        """The highest LSN a write quorum has reached (the VCL, from per-node SCLs): during a
+        change, the lower of the two sets' (both must have it)."""
+        return min(
+            quorum_lsn([points.get(n, 0) for n in self.old_set], WRITE_QUORUM),
+            quorum_lsn([points.get(n, 0) for n in self.new_set], WRITE_QUORUM),
+        )
+
+    # -- changes (each a new membership epoch) --------------------------------------------------
+
+    def begin(self, old: str, new: str) -> Membership:
+        """Start replacing `old` with `new`. Raises MembershipError, nothing changed, if a
+        change is in progress, `old` holds no position or `new` already takes part."""
+        if self.change is not None:
+            c = self.change
+            raise MembershipError(
+                f"a membership change is in progress (replacing {c.old} with {c.new} at "
+                f"position {c.position}, membership epoch {self.epoch}): let it complete or "
+                "revert before starting another"
+            )
+        if old not in self.holders:
+            raise MembershipError(
+                f"{old} holds no position in the volume (members: {', '.join(self.holders)})"
+            )
+        if new in self.holders:
+            raise MembershipError(f"{new} already holds position {self.position_of(new)}")
+        if not new or len(new) > NODE_NAME_CHARS_MAX:
+            raise MembershipError(f"bad node name {new!r}")
+        position = POSITIONS[self.holders.index(old)]
+        return Membership(self.epoch + 1, self.holders, Change(position, old, new))
+
+    def complete(self) -> Membership:
+        """The new node holds the position (it has hydrated to the volume's durable point)."""
+        c = self._in_progress()
+        holders = tuple(c.new if h == c.old else h for h in self.holders)
+        return Membership(self.epoch + 1, holders)
+
+    def revert(self) -> Membership:
+        """Back to the old set (the old node returned before the new one caught up)."""
+        self._in_progress()
+        return replace(self, epoch=self.epoch + 1, change=None)
+
+    def _in_progress(self) -> Change:
+        if self.change is None:
+            raise MembershipError(f"no membership change is in progress at epoch {self.epoch}")
+        return self.change
+
+
+# -- an operator's replacement, and when a change settles --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spare:
+    """A node that holds no position: its AZ, and the volume whose data it holds ("" when
+    it is empty)."""
+
+    name: str
+    az: str
+    volume_id: str = ""
+
+
+def plan_replacement(
+    membership: Membership,
+    old: str,
+    spare: Spare,
+    volume_id: str,
+    old_in_sync: bool,
+    force: bool = False,
+) -> Membership:
+    """The transitional membership replacing `old` with `spare`. Raises MembershipError,
+    nothing changed, for a change in progress, a spare in another AZ (it would break AZ+1),
+    a spare holding another volume's data, or an `old` node that is alive and in sync
+    (unless `force`)."""
+    transitional = membership.begin(old, spare.name)  # refuses a second change, bad names
+    position = transitional.position_of(old)
+    assert position is not None
+    if spare.az != NODE_AZ[position]:
+        raise MembershipError(
+            f"spare {spare.name} is in AZ {spare.az}, but position {position} is in AZ "
+            f"{NODE_AZ[position]}: a spare in another AZ would leave AZ {spare.az} with three "
+            f"copies, and losing it would stop writes (AZ+1 needs two per AZ); use a spare in "
+            f"AZ {NODE_AZ[position]}"
+        )
+    if spare.volume_id and spare.volume_id != volume_id:
+        raise MembershipError(
+            f"spare {spare.name} holds data of another volume ({spare.volume_id}, not "
+            f"{volume_id}): empty its data directory, or use another spare"
+        )
+    if old_in_sync and not force:
+        raise MembershipError(
+            f"{old} is alive and in sync: replacing it would lower the volume's margin while "
+            "the spare hydrates, for nothing; pass --force to replace it anyway"
+        )
+    return transitional
+
+
+def settle(
+    membership: Membership, new_scl: int, old_scl: int | None, durable_point: int
+) -> Membership | None:
+    """The next membership of a change in progress, or None while it must wait.
+
+    It completes once the new node is complete to `durable_point` (the volume's durable
+    point when the change began: everything acknowledged before it), and reverts if the old
+    node is back and complete to it first (`old_scl` None: the old node is unreachable).
+    """
+    if membership.change is None:
+        return None
+    if new_scl >= durable_point:
+        return membership.complete()
+    if old_scl is not None and old_scl >= durable_point:
+        return membership.revert()
+    return None
+
+
+# -- the rules, checked once over every subset of seven nodes (the most a change involves) -----
+
+
+def _subsets(nodes: tuple[str, ...]) -> list[frozenset[str]]:
+    return [frozenset(c) for k in range(len(nodes) + 1) for c in itertools.combinations(nodes, k)]
+
+
+def _check_rules() -> None:
+    stable = Membership.initial()
+    moving = stable.begin(POSITIONS[-1], "spare")
+    done = moving.complete()
+    subsets = _subsets(tuple(sorted(moving.nodes)))
+    writes = [s for s in subsets if moving.is_write_quorum(s)]
+    for view in (stable, done, moving):
+        reads = [s for s in subsets if view.is_read_quorum(s)]
+        other_writes = [s for s in subsets if view.is_write_quorum(s)]
+        assert all(w & r for w in writes for r in reads), "a read must see the latest write"
+        assert all(w & o for w in writes for o in other_writes), "two writes must overlap"
+    # Losing any AZ leaves a transitional write quorum when the spare sits in the AZ of the
+    # position it fills (issue 14: a spare in another AZ would break AZ+1).
+    az_of = {n: moving.az_of(n) for n in moving.nodes}
+    for az in set(NODE_AZ.values()):
+        left = {n for n in moving.nodes if az_of[n] != az}
+        assert moving.is_write_quorum(left), "losing an AZ must leave writes"
+        # ... and losing one more node as well (AZ+1) must leave reads.
+        assert all(moving.is_read_quorum(left - {n}) for n in left), "AZ+1 must leave reads"
+
+
+_check_rules()

@@ -1,0 +1,114 @@
+"""The membership core (sixfold/core/membership.py, issue 14): transitional quorums against
+every read and write quorum of the old and new sets, and the refusals of a replacement."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sixfold.core.errors import MembershipError
+from sixfold.core.membership import (
+    POSITIONS,
+    Membership,
+    Spare,
+    plan_replacement,
+    settle,
+)
+from sixfold.core.quorum import NODE_AZ, READ_QUORUM, WRITE_QUORUM
+
+EXAMPLES_MAX = 300
+
+
+def _moving(position: str) -> Membership:
+    return Membership.initial().begin(position, "spare")
+
+
+def _naive_write_quorums(members: frozenset[str]) -> list[frozenset[str]]:
+    """Every set of WRITE_QUORUM or more members: written out, not computed by the rule."""
+    nodes = sorted(members)
+    return [
+        frozenset(c)
+        for k in range(WRITE_QUORUM, len(nodes) + 1)
+        for c in itertools.combinations(nodes, k)
+    ]
+
+
+def _naive_read_quorums(members: frozenset[str]) -> list[frozenset[str]]:
+    nodes = sorted(members)
+    return [frozenset(c) for c in itertools.combinations(nodes, READ_QUORUM)]
+
+
+@settings(max_examples=EXAMPLES_MAX)
+@given(st.sampled_from(POSITIONS), st.sets(st.sampled_from([*POSITIONS, "spare"])))
+def test_a_transitional_write_meets_every_read_of_both_sets(position: str, acked: set[str]):
+    moving = _moving(position)
+    if not moving.is_write_quorum(acked):
+        return
+    for members in (moving.old_set, moving.new_set):
+        for read in _naive_read_quorums(members):
+            assert read & acked, (position, sorted(acked), sorted(read))
+        for write in _naive_write_quorums(members):
+            assert write & acked  # a writer at either stable membership cannot also win
+
+
+def test_the_transitional_write_quorum_is_both_sets_quorums() -> None:
+    moving = _moving("c2")
+    assert moving.is_write_quorum({"a1", "a2", "b1", "b2"})  # 4 of both sets
+    assert not moving.is_write_quorum({"a1", "a2", "b1", "c2"})  # 4 of the old, 3 of the new
+    assert moving.is_write_quorum({"a1", "a2", "b1", "c2", "spare"})
+    assert moving.is_read_quorum({"c1", "spare", "a1"})  # 3 of the new set
+    assert not moving.is_read_quorum({"c2", "spare"})
+
+
+def test_the_vcl_of_a_change_is_what_both_sets_have() -> None:
+    moving = _moving("c2")
+    scls = {"a1": 10, "a2": 10, "b1": 10, "b2": 4, "c1": 4, "c2": 10, "spare": 0}
+    assert moving.write_quorum_lsn(scls) == 4  # the new set has 10 on three nodes only
+    scls["spare"] = 10
+    assert moving.write_quorum_lsn(scls) == 10
+
+
+def test_a_change_completes_or_reverts_each_at_a_new_epoch() -> None:
+    stable = Membership.initial()
+    moving = stable.begin("b2", "b3")
+    assert moving.epoch == stable.epoch + 1 and moving.nodes == stable.nodes | {"b3"}
+    assert settle(moving, new_scl=40, old_scl=None, durable_point=50) is None
+    done = settle(moving, new_scl=50, old_scl=None, durable_point=50)
+    assert done is not None and done.epoch == moving.epoch + 1 and done.change is None
+    assert done.holders[POSITIONS.index("b2")] == "b3" and done.position_of("b3") == "b2"
+    back = settle(moving, new_scl=10, old_scl=55, durable_point=50)  # b2 returned first
+    assert back is not None and back.holders == stable.holders and back.epoch == moving.epoch + 1
+
+
+def test_replacements_are_refused_with_nothing_changed() -> None:
+    stable = Membership.initial()
+    spare = Spare("a3", "a")
+    with pytest.raises(MembershipError, match="in AZ b, but position a2 is in AZ a"):
+        plan_replacement(stable, "a2", Spare("b3", "b"), "vol-1", old_in_sync=False)
+    with pytest.raises(MembershipError, match="holds data of another volume"):
+        plan_replacement(stable, "a2", Spare("a3", "a", "vol-2"), "vol-1", old_in_sync=False)
+    with pytest.raises(MembershipError, match=r"alive and in sync.*--force"):
+        plan_replacement(stable, "a2", spare, "vol-1", old_in_sync=True)
+    moving = plan_replacement(stable, "a2", spare, "vol-1", old_in_sync=True, force=True)
+    with pytest.raises(MembershipError, match="a membership change is in progress"):
+        plan_replacement(moving, "b1", Spare("b3", "b"), "vol-1", old_in_sync=False)
+    with pytest.raises(MembershipError, match="holds no position"):
+        plan_replacement(stable, "z9", spare, "vol-1", old_in_sync=False)
+    with pytest.raises(MembershipError, match="already holds position"):
+        stable.begin("a2", "b1")
+    with pytest.raises(MembershipError, match="no membership change is in progress"):
+        stable.complete()
+    ok = plan_replacement(stable, "a2", Spare("a3", "a", "vol-1"), "vol-1", old_in_sync=False)
+    assert ok.change is not None and ok.az_of("a3") == NODE_AZ["a2"]
+
+
+def test_losing_an_az_mid_change_leaves_writes_and_az_plus_one_leaves_reads() -> None:
+    for position in POSITIONS:
+        moving = _moving(position)
+        for az in {NODE_AZ[p] for p in POSITIONS}:
+            left = {n for n in moving.nodes if moving.az_of(n) != az}
+            assert moving.is_write_quorum(left)
+            assert all(moving.is_read_quorum(left - {n}) for n in left)
