@@ -438,19 +438,24 @@ class NodeStore:
 
     def _collect_records(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
         cursor = txn.cursor(db=self.log_db)
-        doomed: list[tuple[int, int | None]] = []
+        doomed: list[tuple[int, int]] = []
         version_of: dict[int, int] = {}  # page -> its newest version at or below the horizon
         if cursor.first():
             for key, value in cursor:
                 lsn = _U64.unpack(key)[0]
                 if len(doomed) >= keys_max or lsn > horizon_lsn:
                     break
-                if not _crc_intact(value):
-                    # Below the horizon, so below the coalescing frontier: it was read intact
-                    # when coalesced and its versions hold it. Dropped, not repaired.
-                    doomed.append((lsn, self._page_of_lsn(txn, lsn)))
-                    continue
-                page_no = _page_of_verified(value, lsn)
+                # A damaged record lies below the horizon, so below the coalescing frontier:
+                # it was read intact when coalesced, and its versions hold it from the end of
+                # its coalescing step. It is dropped, not repaired, once a version at or below
+                # the horizon covers it, as any record: a read between the horizon and that
+                # version still needs it (found by the simulator's GC check, issue 13). Its
+                # page comes from the index; with no entry naming it, nothing shows it is
+                # covered.
+                intact = _crc_intact(value)
+                page_no = peek_page_no(value) if intact else self._page_of_lsn(txn, lsn)
+                if page_no is None:
+                    break
                 if page_no not in version_of:
                     version_of[page_no] = self._version_lsn_at(txn, page_no, horizon_lsn)
                 if not record_redundant(lsn, horizon_lsn, version_of[page_no]):
@@ -458,8 +463,7 @@ class NodeStore:
                 doomed.append((lsn, page_no))
         for lsn, page_no in doomed:
             txn.delete(lsn_key(lsn), db=self.log_db)
-            if page_no is not None:
-                txn.delete(page_key(page_no, lsn), db=self.page_log_db)
+            txn.delete(page_key(page_no, lsn), db=self.page_log_db)
         return len(doomed)
 
     def _page_of_lsn(self, txn: lmdb.Transaction, lsn: int) -> int | None:

@@ -7,9 +7,11 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sixfold.core.errors import StoredCorruptionError
 from sixfold.core.log_cleanup import CoalesceStep, gc_horizon, plan_coalesce
 from sixfold.core.page import until_nul
 from sixfold.core.quorum import NODE_NAMES
@@ -22,7 +24,7 @@ from storage_node.background import (
     horizon_of,
 )
 from storage_node.node import NodeLimits, StorageNode
-from storage_node.store import NodeStore
+from storage_node.store import NodeStore, lsn_key
 
 PAGE = 5
 PEERS = [n for n in NODE_NAMES if n != "a1"]
@@ -215,3 +217,50 @@ def test_the_gc_horizon_waits_for_every_peer_and_repair() -> None:
     assert gc_horizon(80, 90, [95, 99], []) == 80  # never above the coalesced frontier
     assert gc_horizon(100, 90, None, []) == 0  # a peer not heard from may need anything
     assert gc_horizon(100, 90, [95, 99], [0, 40]) == 39  # a record awaiting repair at 40
+
+
+def test_gc_keeps_a_damaged_record_until_a_version_below_the_horizon_covers_it(
+    tmp_path: Path,
+) -> None:
+    """A damaged record below the coalescing frontier is held by its page's version at the
+    end of its coalescing step, which may lie above the GC horizon: a read between the two
+    still needs the record. GC dropped it at once, so such a read built the page without it
+    (found by the simulator's GC check, issue 13). Now it stays, and the read fails its CRC
+    check (and goes to another node) until the horizon passes that version."""
+
+    async def run() -> None:
+        node = open_node(tmp_path / "a1", coalesce_records_max=3)
+        try:
+            await node.seal(1, "w")
+            await node.truncate(1, (), 1)
+            for lsn in range(1, 7):  # page 5, each record writing bytes of its own
+                record = encode_record(
+                    lsn=lsn,
+                    prev_volume_lsn=lsn - 1,
+                    prev_page_lsn=lsn - 1,
+                    page_no=PAGE,
+                    epoch=1,
+                    flags=RecordFlags.CPL,
+                    payload=encode_deltas([Delta(lsn * 8, f"v{lsn}".encode())]),
+                )
+                await node.append(1, [record], vdl=lsn)
+            for _ in range(2):  # two steps: versions at LSN 3 and LSN 6
+                await coalesce_once(node, CycleWork())
+            assert node.coalesced_through == 6
+            with node.store.env.begin(write=True, db=node.store.log_db) as txn:
+                stored = bytearray(txn.get(lsn_key(4)))
+                stored[20] ^= 0x10
+                txn.put(lsn_key(4), bytes(stored))
+            st = node.state
+            node.store.collect_garbage(5, 100, st.scl, st.completeness.cpl_at_scl)
+            assert not node.store.has_record(3) and node.store.has_record(4)  # 3 is covered
+            with pytest.raises(StoredCorruptionError):
+                node.store.page_at(PAGE, 5)  # never the page without record 4
+            node.store.collect_garbage(6, 100, st.scl, st.completeness.cpl_at_scl)
+            assert not node.store.has_record(4)  # the version at 6 covers it now
+            image, page_lsn = node.store.page_at(PAGE, 6)
+            assert page_lsn == 6 and image[32:34] == b"v4"
+        finally:
+            await node.stop()
+
+    asyncio.run(run())

@@ -309,16 +309,15 @@ class SimNode(Actor):
         collected: set[int] = set()  # pages that lost a record or a version
         for lsn in sorted(self.log)[:GC_KEYS_SIM]:
             record = self.log[lsn]
-            if lsn in self.damaged:
-                if lsn > horizon:
-                    break
-                self.sim.covered(self, lsn)  # read intact when coalesced: its versions hold it
-                continue
             versions = self.versions.get(record.page_no, {})
             newest = max((v for v in versions if v <= horizon), default=0)
             covered = record_redundant(lsn, horizon, newest)
             if lsn > horizon or not (covered or flaws.gc_without_versions):
                 break
+            if lsn in self.damaged:  # storage_node/store.py _collect_records: its page from
+                self.sim.covered(self, lsn)  # the index, and dropped once a version covers it
+                collected.add(record.page_no)
+                continue
             del self.log[lsn]  # covered by a version: still held, as far as the oracle cares
             collected.add(record.page_no)
         due = [x for x in self.superseded if x[0] <= horizon][:GC_KEYS_SIM]
