@@ -9,7 +9,7 @@
 5. Write the new truncation set, versioned with this epoch, to the sealed nodes (a write
    quorum must take it).
 6. Repair: copy records up to VDL from the most complete node to sealed nodes that lack
-   them, until a write quorum is complete to VDL.
+   them, all lagging nodes at once; a write quorum must then be complete to VDL.
 Nothing here replays redo: the work is bounded by the LAL, not by the length of the log.
 
 `Recovery.run()` is a generator. Each step yields `{node: request}` (sixfold/core/node_requests.py)
@@ -166,22 +166,38 @@ class Recovery:
     def _repair(
         self, plan: RecoveryPlan, node_scls: dict[str, int]
     ) -> Generator[Requests, Answers, None]:
-        """Copy records (SCL, VDL] from the most complete node to nodes that lack them. A
-        failed call ends that node's repair: gossip completes it later."""
+        """Copy records (SCL, VDL] from the most complete node to every node that lacks
+        them: each batch is read once, from just above the lowest lagging SCL, and appended
+        to all lagging nodes at once, each taking what lies above its own SCL. So a
+        recovery with several lagging nodes costs the round trips of the one furthest
+        behind, not their sum. A failed call ends that node's repair: gossip completes it
+        later."""
         source = plan.source
-        for name in [n for n in plan.lagging if n in node_scls]:
-            while node_scls[name] < plan.vdl:
-                read = ReadRecords(node_scls[name], plan.vdl, self.repair_batch_records_max)
-                records = (yield {source: read})[source]
-                if isinstance(records, Exception):
-                    self.notes.append(f"repair of {name} from {source} failed: {records}")
-                    break
-                if not isinstance(records, tuple) or not records:
-                    break
-                scl = (yield {name: Append(plan.epoch, records)})[name]
+        lagging = [n for n in plan.lagging if n in node_scls]
+        while lagging:
+            start = min(node_scls[n] for n in lagging)
+            read = ReadRecords(start, plan.vdl, self.repair_batch_records_max)
+            records = (yield {source: read})[source]
+            if isinstance(records, Exception):
+                self.notes.append(f"repair of {', '.join(lagging)} from {source} failed: {records}")
+                return
+            if not isinstance(records, tuple) or not records:
+                return
+            appends: Requests = {}
+            for name in lagging:
+                above = tuple(r for r in records if r.lsn > node_scls[name])
+                if above:
+                    appends[name] = Append(plan.epoch, above)
+            if not appends:
+                return  # the source sent nothing above any lagging SCL: gossip fills in
+            answers = yield appends
+            for name in appends:
+                scl = answers[name]
                 if isinstance(scl, Exception):
                     self.notes.append(f"repair of {name} from {source} failed: {scl}")
-                    break
-                if not isinstance(scl, int) or scl <= node_scls[name]:
-                    break  # a hole the source cannot fill either: gossip may, later
-                node_scls[name] = scl
+                    lagging.remove(name)
+                elif not isinstance(scl, int) or scl <= node_scls[name]:
+                    lagging.remove(name)  # a hole the source cannot fill either: gossip may
+                else:
+                    node_scls[name] = scl
+            lagging = [n for n in lagging if node_scls[n] < plan.vdl]
