@@ -45,7 +45,7 @@ from sixfold.sql.engine import SqlLimits
 from writer.sql_engine import WriterSql
 from writer.writer import Writer
 
-log = logging.getLogger("instance.host")
+log = logging.getLogger("sixfold.instance")
 
 DRAIN_HOLD_S_MAX = 30.0  # a drained writer takes writes again if nobody took over by then
 WARM_WAIT_S = 30.0  # how long a starting instance waits for a read point to warm its reads

@@ -30,7 +30,7 @@ from storage_node.server import parse_peers
 from writer.service import WriterService
 from writer.sql_vfs import ShippedCounters
 
-log = logging.getLogger("instance.host")
+log = logging.getLogger("sixfold.instance")
 
 
 def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None) -> None:

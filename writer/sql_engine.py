@@ -54,7 +54,7 @@ from writer.sql_vfs import (
 )
 from writer.writer import Writer
 
-log = logging.getLogger("sixfold.writer.sql_engine")
+log = logging.getLogger("sixfold.writer.sql")
 
 SESSIONS_MAX = 64  # open sessions (all but one wait for the connection)
 GROUP_REQUESTS_MAX = 256  # requests the SQL thread runs back to back in one hop
