@@ -314,11 +314,10 @@ class SimNode(Actor):
             covered = record_redundant(lsn, horizon, newest)
             if lsn > horizon or not (covered or flaws.gc_without_versions):
                 break
-            if lsn in self.damaged:  # storage_node/store.py _collect_records: its page from
-                self.sim.covered(self, lsn)  # the index, and dropped once a version covers it
-                collected.add(record.page_no)
-                continue
-            del self.log[lsn]  # covered by a version: still held, as far as the oracle cares
+            if lsn in self.damaged:  # dropped once a version covers it, as any record (its
+                self.sim.covered(self, lsn)  # page from the index: store.py _collect_records)
+            else:
+                del self.log[lsn]  # covered by a version: still held, as far as the oracle cares
             collected.add(record.page_no)
         due = [x for x in self.superseded if x[0] <= horizon][:GC_KEYS_SIM]
         for newer, page_no, older in due:
@@ -334,7 +333,7 @@ class SimNode(Actor):
             try:
                 page = self.page_at(page_no, point)
             except CorruptRecordError:
-                continue  # repaired from a peer before it is served
+                continue  # a damaged record fails the read: the page is never served
             who = f"{self.name} after GC"
             self.sim.oracle.check_page(self.sim, who, page_no, point, page.image, page.page_lsn)
 
