@@ -199,7 +199,8 @@ class SimWriter(Actor):
         self.spawn(self._drain(request, core, held))
 
     def _drain(self, request: Message, core: CommitLog, held: int) -> Task:
-        """Answer once every commit taken is durable; a failed drain takes commits again."""
+        """Answer once every commit taken is durable; a drain that fails releases its own
+        hold (sixfold/core/drain.py) and answers with the error."""
         yield []  # received now; answered once the writer runs
         give_up_at = self.sim.tick + DRAIN_WAIT_TICKS_MAX
         while not (core.drained() or self.sim.flaws.drain_without_wait):
