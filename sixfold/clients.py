@@ -92,6 +92,11 @@ class NodeClient:
     ) -> pb.GetPageResponse:
         return await call(self.name, self.stub.GetPage, request, timeout)
 
+    async def read_page_images(
+        self, request: pb.ReadPageImagesRequest, timeout: float = CALL_TIMEOUT_S
+    ) -> pb.ReadPageImagesResponse:
+        return await call(self.name, self.stub.ReadPageImages, request, timeout)
+
     async def get_state(
         self, request: pb.GetStateRequest | None = None, timeout: float = CALL_TIMEOUT_S
     ) -> pb.NodeState:

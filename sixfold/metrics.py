@@ -99,6 +99,14 @@ class NodeMetrics:
         self.page_reads = _latency(
             "sixfold_node_page_read_seconds", "GetPage: one page built at an LSN", r
         )
+        self.hydrated_pages = Counter(
+            "sixfold_node_hydrated_pages",
+            "Page images copied from peers while hydrating (a lost disk, a new node)",
+            registry=r,
+        )
+        self.hydrated_bytes = Counter(
+            "sixfold_node_hydrated_bytes", "Bytes of those page images", registry=r
+        )
 
     def watch(self, gauges: Gauges) -> None:
         self.registry.register(_GaugeCollector(gauges))

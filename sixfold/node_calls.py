@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sixfold.clients import NodeClient
-from sixfold.core.errors import SixfoldError
+from sixfold.core.checksum import crc32c
+from sixfold.core.errors import CorruptPageImageError, SixfoldError
+from sixfold.core.hydration import HydratedPage, PageImages
 from sixfold.core.node_requests import (
     Append,
     GetPage,
     GetState,
     NodeRequest,
+    ReadPageImages,
     ReadRecords,
     Seal,
     Truncate,
@@ -53,6 +56,7 @@ def report_of(state: pb.NodeState) -> SegmentReport:
         serving=state.serving,
         repair_floor=state.repair_floor,
         coalesced_through=state.coalesced_through,
+        gc_horizon=state.gc_horizon,
     )
 
 
@@ -132,4 +136,26 @@ async def call(client: NodeClient, request: NodeRequest, timeouts: CallTimeouts)
             epoch=request.epoch, records=[r.encoded for r in request.records], vdl=request.vdl
         )
         return (await client.append(message, timeout=timeouts.bulk_s)).scl
+    if isinstance(request, ReadPageImages):
+        response = await client.read_page_images(
+            pb.ReadPageImagesRequest(
+                at_lsn=request.at_lsn,
+                from_page=request.from_page,
+                pages_max=request.pages_max,
+                min_epoch=request.min_epoch,
+            ),
+            timeout=timeouts.bulk_s,
+        )
+        return page_images_of(client.name, response)
     raise AssertionError(f"no call for {request!r}")
+
+
+def page_images_of(source: str, response: pb.ReadPageImagesResponse) -> PageImages:
+    """A ReadPageImages answer in the core's types, each image's CRC32C checked first."""
+    for p in response.pages:
+        if crc32c(p.image) != p.crc32c:
+            raise CorruptPageImageError(
+                f"{source} sent page {p.page_no}'s image with a bad CRC32C: not stored"
+            )
+    pages = tuple(HydratedPage(p.page_no, p.page_lsn, p.image) for p in response.pages)
+    return PageImages(pages, response.next_page, response.done, response.page_versions_stored)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from sixfold.clients import NodeClient
 from sixfold.core.errors import SixfoldError
 from sixfold.core.gossip_round import (
     AdoptTruncations,
+    DropHydration,
+    FinishHydration,
     GossipLimits,
     GossipRound,
     LocalStep,
@@ -22,6 +25,7 @@ from sixfold.core.gossip_round import (
     RepairRecord,
     RepairVersion,
     StoreFetched,
+    StoreImages,
 )
 from sixfold.crash import OPERATING_ERRORS
 from sixfold.node_calls import CallTimeouts, drive
@@ -53,7 +57,8 @@ class Gossip:
 
     async def round(self) -> bool:
         """One gossip round; True when the node fetched records and may still be behind."""
-        steps = self.machine.run(self.node.state, list(self.node.damaged))
+        node = self.node
+        steps = self.machine.run(node.state, list(node.damaged), node.hydration)
         return await drive(steps, self.by_name, GOSSIP_CALL_TIMEOUTS, local=self._carry_out)
 
     async def _carry_out(self, step: LocalStep) -> SixfoldError | None:
@@ -66,6 +71,12 @@ class Gossip:
             }
         elif isinstance(step, AdoptTruncations):
             await node.truncate(step.epoch, step.ranges, step.version)
+        elif isinstance(step, StoreImages):
+            await self._store_images(step)
+        elif isinstance(step, FinishHydration):
+            await node.finish_hydration(step.target_lsn)
+        elif isinstance(step, DropHydration):
+            await node.drop_hydration()
         elif isinstance(step, StoreFetched):
             before = node.state.scl
             node.metrics.gossip_records.inc(len(step.records))
@@ -88,6 +99,22 @@ class Gossip:
             except SixfoldError as exc:
                 return exc  # another peer's copy is tried
         return None
+
+    async def _store_images(self, step: StoreImages) -> None:
+        """Store a run of hydrated pages, then wait as long as the throttle asks (the
+        copy shares the disk and the CPU with commits)."""
+        node, started = self.node, time.monotonic()
+        if step.progress.pages_done == len(step.pages):
+            log.info(
+                "%s: hydrating to LSN %d from peers (its log is gone below their GC horizon)",
+                node.name,
+                step.progress.target_lsn,
+            )
+        await node.store_images(step.pages, step.progress)
+        rate = node.limits.hydrate_bytes_per_s_max
+        if rate:
+            spent_s = time.monotonic() - started
+            await asyncio.sleep(max(0.0, sum(len(p.image) for p in step.pages) / rate - spent_s))
 
     async def close(self) -> None:
         for peer in self.peers:

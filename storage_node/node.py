@@ -10,15 +10,18 @@ commit at the node, one fsync for many batches.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sixfold.core.errors import (
     BatchTooLargeError,
     CorruptRecordError,
+    DataFormatError,
     StoredCorruptionError,
 )
+from sixfold.core.hydration import HYDRATE_PAGES_MAX, HydratedPage, HydrationProgress
 from sixfold.core.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
 from sixfold.core.node_commit import QueuedAppend, plan_commit
 from sixfold.core.node_restart import complete_from, restore
@@ -50,6 +53,10 @@ class NodeLimits:
     repairs_per_round_max: int = 64  # damaged items repaired per gossip round
     scrub_records_max: int = 2_000  # stored records CRC-checked per background cycle
     stream_window_bytes_max: int = 64 << 20  # an append stream's bytes not yet acknowledged
+    hydrate_pages_max: int = HYDRATE_PAGES_MAX  # page images one ReadPageImages answer holds
+    # Hydration copies at most this many bytes a second, so commits keep their latency
+    # (sixfold/core/hydration.py); 0: unthrottled.
+    hydrate_bytes_per_s_max: int = 64 << 20
 
 
 def _answer_future() -> asyncio.Future[int]:
@@ -84,6 +91,7 @@ class StorageNode:
         self.scrub_rest_until = 0.0  # monotonic: the next scrub pass starts then
         self.gc_horizon = 0  # the highest GC horizon used: set from the store at start-up
         self.coalesced_through = 0  # every record at or below is in a page version (stored)
+        self.hydration: HydrationProgress | None = None  # stored: a restart resumes it
         self._restore_state()
         self.write_lock = asyncio.Lock()
         self._queue: list[Queued] = []
@@ -115,6 +123,14 @@ class StorageNode:
                 len(self.damaged),
             ),
             "sixfold_node_serving": ("1 once truncations are in sync with peers", int(st.serving)),
+            "sixfold_node_hydrating_to": (
+                "The LSN a hydration copies page images as of (0: none under way)",
+                self.hydration.target_lsn if self.hydration else 0,
+            ),
+            "sixfold_node_hydration_progress": (
+                "A hydration's rough progress, 0 to 1 (1: none under way)",
+                self.hydration.fraction if self.hydration else 1.0,
+            ),
         }
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -129,6 +145,7 @@ class StorageNode:
         # stored SCL bounds whatever horizon was used.
         self.gc_horizon = meta.scl if meta.gc_horizon is None else meta.gc_horizon
         self.coalesced_through = meta.coalesced_through
+        self.hydration = _parse_progress(self.store.load_hydration(), self.store.path)
         start = complete_from(meta, self.store.has_record)
         if start[0] != meta.scl:
             log.error(
@@ -397,6 +414,54 @@ class StorageNode:
         self.metrics.repairs.inc()
         log.info("%s: repaired page %d's version at LSN %d from a peer", self.name, page_no, lsn)
 
+    # -- hydration (sixfold/core/hydration.py) ----------------------------------------------------
+
+    def page_images(
+        self, at_lsn: int, from_page: int, pages_max: int, min_epoch: int
+    ) -> tuple[list[tuple[int, int, bytes]], int, bool]:
+        """Page images as of `at_lsn` for a hydrating peer: refused below the GC horizon or
+        above the SCL, as any page read (runs in a thread: an LMDB read transaction)."""
+        self.state.check_page_at(at_lsn, min_epoch, self.gc_horizon)
+        limit = min(pages_max or self.limits.hydrate_pages_max, self.limits.hydrate_pages_max)
+        try:
+            return self.store.page_images_at(at_lsn, from_page, limit)
+        except StoredCorruptionError as exc:
+            self.note_damage(exc)
+            raise
+
+    async def store_images(
+        self, pages: tuple[HydratedPage, ...], progress: HydrationProgress
+    ) -> None:
+        versions = [(p.page_no, p.page_lsn, p.image) for p in pages]
+        async with self.write_lock:
+            await asyncio.to_thread(self.store.put_hydrated, versions, _dump_progress(progress))
+            self.hydration = progress
+        m = self.metrics
+        m.hydrated_pages.inc(len(pages))
+        m.hydrated_bytes.inc(sum(len(p.image) for p in pages))
+
+    async def finish_hydration(self, target_lsn: int) -> None:
+        """Take the hydration target as SCL, frontier and horizon, then rebuild the segment
+        state from the store as a restart does: records above it re-chain from it."""
+        async with self.write_lock:
+            await asyncio.to_thread(self.store.finish_hydration, target_lsn)
+            peers_heard = self.state.peers_heard
+            self.state = SegmentState(self.name)
+            self.state.peers_heard = peers_heard  # its truncations are still in sync
+            self._restore_state()
+            self.note_state_changed()
+        log.info(
+            "%s: hydrated to LSN %d; catching up above it from peers, SCL %d",
+            self.name,
+            target_lsn,
+            self.state.scl,
+        )
+
+    async def drop_hydration(self) -> None:
+        async with self.write_lock:
+            await asyncio.to_thread(self.store.drop_hydration)
+            self.hydration = None
+
     # -- read points (PGMRPL, P18 §3) ---------------------------------------------------------------
 
     def note_read_point(self, reader: str, read_point: int, now: float) -> None:
@@ -405,3 +470,16 @@ class StorageNode:
 
     def min_read_point(self, now: float) -> int:
         return self.read_points.lowest(now, self.state.vdl)
+
+
+def _dump_progress(progress: HydrationProgress) -> str:
+    return json.dumps(asdict(progress))
+
+
+def _parse_progress(raw: str | None, path: Path) -> HydrationProgress | None:
+    if raw is None:
+        return None
+    try:
+        return HydrationProgress(**json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise DataFormatError(f"{path}: unreadable hydration progress {raw[:64]!r}") from exc

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest append batch accepted, in bytes",
     )
     p.add_argument(
+        "--hydrate-mib-per-s",
+        type=float,
+        default=NodeLimits.hydrate_bytes_per_s_max / (1 << 20),
+        help="a hydration after a lost disk copies at most this many MiB a second from peers, "
+        "so commits keep their latency (default %(default)g; 0: unthrottled)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=0,
@@ -82,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> None:
+    if args.hydrate_mib_per_s < 0:
+        raise SystemExit(f"--hydrate-mib-per-s must be 0 or more, got {args.hydrate_mib_per_s:g}")
     limits = NodeLimits(
-        append_batch_records_max=args.batch_records_max, append_batch_bytes_max=args.batch_bytes_max
+        append_batch_records_max=args.batch_records_max,
+        append_batch_bytes_max=args.batch_bytes_max,
+        hydrate_bytes_per_s_max=int(args.hydrate_mib_per_s * (1 << 20)),
     )
     node = StorageNode(
         args.name,

@@ -9,6 +9,7 @@ import time
 
 import grpc
 
+from sixfold.core.checksum import crc32c
 from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.core.topology import INSTANCE_SEEN_TTL_S, parse_owner
@@ -34,7 +35,7 @@ INSTANCES_MAX = 64  # instances a node lists in the topology
 def node_state(node: StorageNode, counts: bool = True) -> pb.NodeState:
     """The node's state; without the stored counts (an LMDB read) when `counts` is False,
     as in the watch stream, which sends it up to 100 times a second to each watcher."""
-    st = node.state
+    st, hydration = node.state, node.hydration
     records, versions = node.store.counts() if counts else (0, 0)
     return pb.NodeState(
         name=node.name,
@@ -55,6 +56,10 @@ def node_state(node: StorageNode, counts: bool = True) -> pb.NodeState:
         records_stored=records,
         page_versions_stored=versions,
         coalesced_through=node.coalesced_through,
+        gc_horizon=node.gc_horizon,
+        hydrating_to=hydration.target_lsn if hydration else 0,
+        hydrated_pages=hydration.pages_done if hydration else 0,
+        hydrated_bytes=hydration.bytes_done if hydration else 0,
     )
 
 
@@ -169,6 +174,33 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
             await abort(context, exc)
         assert len(image) == PAGE_SIZE_BYTES
         return pb.GetPageResponse(image=image, page_lsn=page_lsn, scl=self.node.state.scl)
+
+    async def ReadPageImages(self, request: pb.ReadPageImagesRequest, context):
+        """Page images for a hydrating peer (sixfold/core/hydration.py), each with its CRC."""
+        try:
+            check_numbers(
+                at_lsn=request.at_lsn, from_page=request.from_page, min_epoch=request.min_epoch
+            )
+            pages, next_page, done = await asyncio.to_thread(
+                self.node.page_images,
+                request.at_lsn,
+                request.from_page,
+                request.pages_max,
+                request.min_epoch,
+            )
+        except CorruptRecordError as exc:
+            await abort(context, exc, grpc.StatusCode.DATA_LOSS)
+        except SixfoldError as exc:
+            await abort(context, exc)
+        return pb.ReadPageImagesResponse(
+            pages=[
+                pb.PageImageEntry(page_no=p, page_lsn=lsn, image=image, crc32c=crc32c(image))
+                for p, lsn, image in pages
+            ],
+            next_page=next_page,
+            done=done,
+            page_versions_stored=self.node.store.counts()[1],
+        )
 
     async def GetState(self, request: pb.GetStateRequest, context):
         now = time.monotonic()

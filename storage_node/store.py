@@ -3,7 +3,8 @@
 Named databases:
     meta      key -> value: format version, node name, epoch, truncations, SCL, VDL, the
               highest GC horizon used (so start-up can tell a collected record from a lost
-              one), and the coalescing frontier (sixfold/core/log_cleanup.py)
+              one), the coalescing frontier (sixfold/core/log_cleanup.py) and a hydration's
+              progress (sixfold/core/hydration.py), stored with the images it counts
     log       LSN (u64 BE) -> record in its canonical encoding (CRC included)
     page_log  page (u64 BE) + LSN (u64 BE) -> b"": the records of each page, in LSN order
     versions  page (u64 BE) + LSN (u64 BE) -> page image + CRC32C: coalesced page versions
@@ -411,6 +412,68 @@ class NodeStore:
                 _put_version(txn, page_no, lsn, image, self.versions_db)
             txn.put(b"coalesced_through", str(through_lsn).encode(), db=self.meta_db)
 
+    # -- hydration (sixfold/core/hydration.py) ------------------------------------------------------
+
+    def page_images_at(
+        self, at_lsn: int, from_page: int, pages_max: int
+    ) -> tuple[list[tuple[int, int, bytes]], int, bool]:
+        """(page, page LSN, image) as of `at_lsn` for the next `pages_max` pages from
+        `from_page` on that have a version or a record at or below it, read in one
+        transaction; with the page to go on from, and whether none is left."""
+        out: list[tuple[int, int, bytes]] = []
+        with self.env.begin() as txn:
+            versions = txn.cursor(db=self.versions_db)
+            index = txn.cursor(db=self.page_log_db)
+            page_no = from_page
+            while len(out) < pages_max:
+                found = _next_page(versions, page_no), _next_page(index, page_no)
+                if found == (None, None):
+                    return out, page_no, True
+                page_no = min(p for p in found if p is not None)
+                base, base_lsn = self._version_at(txn, page_no, at_lsn)
+                lsns = self._page_lsns(txn, page_no, base_lsn, at_lsn)
+                records = [self._log_record(txn, x) for x in lsns]
+                page_lsn = records[-1].lsn if records else base_lsn
+                if page_lsn:  # a page whose changes all lie above `at_lsn` is not sent
+                    image = apply_records(base, records) if records else base
+                    out.append((page_no, page_lsn, image))
+                page_no += 1
+        return out, page_no, False
+
+    def put_hydrated(self, versions: list[tuple[int, int, bytes]], progress: str) -> None:
+        """Store hydrated page images as versions and the hydration's progress, in one
+        durable transaction. Older versions of those pages are queued for GC, as coalescing
+        queues them (an earlier attempt's, or what the disk still held)."""
+        with self.env.begin(write=True) as txn:
+            cursor = txn.cursor(db=self.versions_db)
+            for page_no, lsn, image in versions:
+                for older in _version_lsns_below(cursor, page_no, lsn):
+                    txn.put(_SUPERSEDED.pack(lsn, page_no, older), b"", db=self.superseded_db)
+                _put_version(txn, page_no, lsn, image, self.versions_db)
+            txn.put(b"hydration", progress.encode(), db=self.meta_db)
+
+    def load_hydration(self) -> str | None:
+        with self.env.begin(db=self.meta_db) as txn:
+            raw = txn.get(b"hydration")
+        return None if raw is None else bytes(raw).decode()
+
+    def finish_hydration(self, target_lsn: int) -> None:
+        """Every page's image as of `target_lsn` is stored: it is the SCL (with no CPL known:
+        too low a CPL is safe, sixfold/core/node_restart.py), the coalescing frontier and the
+        GC horizon, and the progress goes, in one durable transaction."""
+        with self.env.begin(write=True, db=self.meta_db) as txn:
+            scl = _parse_int(txn.get(b"scl") or b"0", self.path)
+            if scl < target_lsn:
+                _put_points(txn, target_lsn, 0)
+            for key in (b"coalesced_through", b"gc_horizon"):
+                stored = _parse_int(txn.get(key) or b"0", self.path)
+                txn.put(key, str(max(stored, target_lsn)).encode())
+            txn.delete(b"hydration")
+
+    def drop_hydration(self) -> None:
+        with self.env.begin(write=True, db=self.meta_db) as txn:
+            txn.delete(b"hydration")
+
     def newest_version_lsn(self, page_no: int, at_or_below: int) -> int:
         with self.env.begin(db=self.versions_db) as txn:
             return self._version_at(txn, page_no, at_or_below)[1]
@@ -546,6 +609,14 @@ def _version_lsns_below(cursor: lmdb.Cursor, page_no: int, lsn: int) -> list[int
             break
         found.append(version_lsn)
     return found
+
+
+def _next_page(cursor: lmdb.Cursor, page_no: int) -> int | None:
+    """The first page at or above `page_no` with a key under the cursor (versions or the
+    page index, both keyed page + LSN)."""
+    if not cursor.set_range(page_key(page_no, 0)):
+        return None
+    return int(_PAGE_LSN.unpack(cursor.key())[0])
 
 
 def _put_points(txn: lmdb.Transaction, scl: int, cpl: int, db: object = None) -> None:

@@ -5,6 +5,9 @@ A failure names its seed and the command that replays it exactly.
 
 from __future__ import annotations
 
+import dataclasses
+import random
+
 import pytest
 
 from sixfold.sim.faults import Faults, Flaws, InvariantViolation
@@ -39,6 +42,21 @@ def _run_block(first: int, count: int) -> None:
 )
 def test_seeds_hold_every_invariant(first: int) -> None:
     _run_block(first, SEEDS_PER_TEST)
+
+
+def test_lost_disks_hydrate_under_the_seeds() -> None:
+    """Some seeds replace a crashed node's disk with an empty one; the node hydrates from its
+    peers' page images (the oracle checks each image against the history) or, before any GC,
+    catches up by gossip, and every invariant holds."""
+    results = [run_simulation(seed, STEPS) for seed in range(4, 24)]
+    assert sum(r.disk_losses for r in results) >= 3
+    assert sum(r.hydrations for r in results) >= 2
+
+
+def test_drain_check_catches_a_lost_disk_that_never_hydrates() -> None:
+    """Before issue 14 a node whose disk was replaced waited for records its peers had
+    collected: it never caught up, and every peer's GC waited for it, so no log drained."""
+    _assert_drain_check_catches(Flaws(no_hydration=True), "--no-hydration")
 
 
 def test_same_seed_same_trace() -> None:
@@ -119,21 +137,28 @@ def test_checker_catches_a_switchover_that_leaves_commits_in_flight() -> None:
 def test_a_failed_drain_keeps_the_other_drains_hold() -> None:
     # Seed 31298: two switchovers drain writer1 at once; the first times out. When its failure
     # lifted every hold (as writer/writer.py did), writer1 took commits while the second
-    # drain's switchover went ahead, leaving their outcome unknown.
-    assert run_simulation(31298, STEPS).switchovers == 2
+    # drain's switchover went ahead, leaving their outcome unknown. (The seed's fault mix as it
+    # was found, before lost disks joined it.)
+    found = dataclasses.replace(Faults.from_rng(random.Random(31298)), disk_loss=0.0)
+    assert run_simulation(31298, STEPS, faults=found).switchovers == 2
     with pytest.raises(InvariantViolation, match="a switchover's drain"):
-        run_simulation(31298, STEPS, flaws=Flaws(drain_lifts_all=True), check_liveness=False)
+        flaws = Flaws(drain_lifts_all=True)
+        run_simulation(31298, STEPS, flaws=flaws, faults=found, check_liveness=False)
 
 
 def test_drain_check_catches_coalescing_that_forgets_its_place_on_restart() -> None:
     """The bug of issue 18: a restart took everything below the stored SCL as coalesced, so
     those records were never coalesced, and GC, stopped at them, collected nothing more."""
-    flaws = Flaws(coalesce_in_memory=True)
+    _assert_drain_check_catches(Flaws(coalesce_in_memory=True), "--coalesce-in-memory")
+
+
+def _assert_drain_check_catches(flaws: Flaws, option: str) -> None:
+    """Some seed's final drain check (every log drains below the durable point) fails."""
     for seed in range(FLAW_SEEDS_MAX):
         try:
             run_simulation(seed, STEPS, flaws=flaws, check_liveness=True)
         except InvariantViolation as exc:
-            assert "logs did not drain" in str(exc) and "--coalesce-in-memory" in str(exc)
+            assert "logs did not drain" in str(exc) and option in str(exc)
             return
     raise AssertionError(f"{flaws} went unnoticed for {FLAW_SEEDS_MAX} seeds")
 

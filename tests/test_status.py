@@ -12,7 +12,7 @@ from sixfold.tools.status import Health, render, summarise
 from sixfold.tools.waiting import write_quorum_line
 
 
-def node(name: str, up: bool = True, scl: int = 10) -> dict[str, Any]:
+def node(name: str, up: bool = True, scl: int = 10, hydrating_to: int = 0) -> dict[str, Any]:
     return {
         "name": name,
         "az": NODE_AZ[name],
@@ -24,6 +24,9 @@ def node(name: str, up: bool = True, scl: int = 10) -> dict[str, Any]:
         "serving": up,
         "log_records": 0 if up else None,
         "page_versions": 3 if up else None,
+        "hydrating_to": hydrating_to or None,
+        "hydrated_pages": 40 if up else None,
+        "hydrated_bytes": 40 * 4096 if up else None,
         "error": None if up else "UNAVAILABLE",
     }
 
@@ -148,3 +151,12 @@ def test_every_topology_resolver_takes_the_newest_epoch_the_same_way() -> None:
     ]
     assert newest_answer(answers) is answers[1]
     assert newest_answer(answers[:1]) is answers[0]
+
+
+def test_a_hydrating_node_shows_how_far_it_got_and_columns_stay_apart() -> None:
+    nodes = [node(n, scl=10_000_350) for n in NODE_NAMES]
+    nodes[0] = node("a1", scl=0, hydrating_to=10_000_330)
+    text = render(summarise(nodes, [instance("writer", "writer", vdl=10_000_350)]))
+    a1 = next(line for line in text.splitlines() if line.startswith("a1"))
+    assert "hydrating to LSN 10000330: 40 pages, 0.2 MiB copied" in a1
+    assert " 0   10000350 " in a1  # the SCL and how far behind it is, never run together

@@ -58,6 +58,10 @@ class EpochAheadError(SixfoldError):
         )
 
 
+class CorruptPageImageError(SixfoldError):
+    """A page image from a peer failed its CRC32C or is malformed (hydration): not stored."""
+
+
 class InvalidRequestError(SixfoldError):
     """A request that is malformed: reported to its sender, nothing stored."""
 

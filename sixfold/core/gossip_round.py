@@ -9,7 +9,8 @@ above its own SCL from that peer. The writer never resends what a node missed.
 
 `GossipRound.run` is a generator: it yields `{peer: request}` (sixfold/core/node_requests.py) and
 is sent the answers, or yields a local step (NotePeers, AdoptTruncations, StoreFetched,
-RepairRecord, RepairVersion) for the node to carry out, and is sent None or the error.
+RepairRecord, RepairVersion, StoreImages, FinishHydration, DropHydration) for the node to
+carry out, and is sent None or the error.
 storage_node/gossip.py and the simulator's nodes both drive it.
 """
 
@@ -19,8 +20,17 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sixfold.core.errors import InvalidRequestError
-from sixfold.core.node_requests import GetPage, GetState, NodeRequest, ReadRecords
+from sixfold.core.errors import InvalidRequestError, SixfoldError
+from sixfold.core.hydration import (
+    HYDRATE_PAGES_MAX,
+    HydratedPage,
+    HydrationProgress,
+    PageImages,
+    check_images,
+    hydration_sources,
+    hydration_target,
+)
+from sixfold.core.node_requests import GetPage, GetState, NodeRequest, ReadPageImages, ReadRecords
 from sixfold.core.page_read import PageImage
 from sixfold.core.record import RedoRecord
 from sixfold.core.recovery import SegmentReport
@@ -63,7 +73,38 @@ class RepairVersion:
     image: bytes
 
 
-LocalStep = NotePeers | AdoptTruncations | StoreFetched | RepairRecord | RepairVersion
+@dataclass(frozen=True, slots=True)
+class StoreImages:
+    """Store hydrated page images from `source` and, in the same transaction, `progress`."""
+
+    source: str
+    pages: tuple[HydratedPage, ...]
+    progress: HydrationProgress
+
+
+@dataclass(frozen=True, slots=True)
+class FinishHydration:
+    """Every page's image as of `target_lsn` is stored: take it as the SCL, the coalescing
+    frontier and the GC horizon, and catch up above it as any lagging node."""
+
+    target_lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropHydration:
+    """Forget a hydration that is no longer needed (the node is complete past its target)."""
+
+
+LocalStep = (
+    NotePeers
+    | AdoptTruncations
+    | StoreFetched
+    | RepairRecord
+    | RepairVersion
+    | StoreImages
+    | FinishHydration
+    | DropHydration
+)
 Step = dict[str, NodeRequest] | LocalStep
 Round = Generator[Step, Any, bool]  # sent: {peer: answer} after requests, else None or an error
 Damaged = tuple[int, int | None]  # (LSN, None): a record; (LSN, page): a page version
@@ -85,8 +126,14 @@ class GossipRound:
         self.limits = limits
         self.prev_peer_scl: dict[str, int] = {}
 
-    def run(self, st: SegmentState, damaged: Sequence[Damaged]) -> Round:
-        """One round; returns True when it fetched records and the node may still be behind."""
+    def run(
+        self,
+        st: SegmentState,
+        damaged: Sequence[Damaged],
+        hydration: HydrationProgress | None = None,
+    ) -> Round:
+        """One round; returns True when it fetched records or page images and the node may
+        still be behind. `hydration`: the node's stored progress, if it is hydrating."""
         answers = yield {p: GetState() for p in self.peers}
         answered = [a for p in self.peers if isinstance(a := answers[p], SegmentReport)]
         for state in answered:
@@ -96,6 +143,9 @@ class GossipRound:
         yield NotePeers(tuple(answered))
         yield from self._adopt_truncations(st, answered)
         yield from self._repair(st, answered, damaged)
+        hydrated = yield from self._hydrate(st, answered, hydration)
+        if hydrated is not None:
+            return hydrated
         return (yield from self._fill_holes(st, answered))
 
     def _adopt_truncations(
@@ -146,15 +196,53 @@ class GossipRound:
             return None  # it failed, or its version there is another one
         return RepairVersion(page_no, lsn, got.image)
 
+    def _hydrate(
+        self, st: SegmentState, answered: list[SegmentReport], progress: HydrationProgress | None
+    ) -> Generator[Step, Any, bool | None]:
+        """One run of pages towards the hydration target; None when the node need not
+        hydrate (gossip's record fetch then catches it up)."""
+        if progress is not None and progress.target_lsn <= st.scl:
+            yield DropHydration()
+            progress = None
+        if progress is None or not hydration_sources(st, answered, progress.target_lsn):
+            # None yet, or no peer can build pages at the old target any more: start over.
+            target = hydration_target(st, answered)
+            if target is None:
+                return None
+            progress = HydrationProgress(target)
+        sources = hydration_sources(st, answered, progress.target_lsn)
+        start = progress.pages_done % len(sources)  # spread the runs over the sources
+        for peer in sources[start:] + sources[:start]:
+            request = ReadPageImages(
+                progress.target_lsn, progress.next_page, HYDRATE_PAGES_MAX, st.truncations_version
+            )
+            got = (yield {peer: request})[peer]
+            if not isinstance(got, PageImages):
+                continue  # it failed: the next source
+            try:
+                check_images(got, progress.next_page, HYDRATE_PAGES_MAX, peer)
+            except SixfoldError:
+                continue
+            progress = progress.after(got)
+            if (yield StoreImages(peer, got.pages, progress)) is not None:
+                return False
+            if got.done:
+                yield FinishHydration(progress.target_lsn)
+            return True
+        return False
+
     def _fill_holes(self, st: SegmentState, answered: list[SegmentReport]) -> Round:
         prev, self.prev_peer_scl = self.prev_peer_scl, {s.name: s.scl for s in answered}
         if not st.serving:
             return False
-        # Only peers that cancel exactly what this node cancels may fill its holes.
+        # Only peers that cancel exactly what this node cancels may fill its holes, and only
+        # those still holding the record above its SCL (not collected below their horizon).
         ahead = [
             (s.name, min(s.scl, prev.get(s.name, 0)))
             for s in answered
-            if s.serving and s.truncations_version == st.truncations_version
+            if s.serving
+            and s.truncations_version == st.truncations_version
+            and s.gc_horizon <= st.scl
         ]
         ahead = [(peer, through) for peer, through in ahead if through > st.scl]
         # Furthest ahead first, then the next: a peer that cannot serve the range (a damaged

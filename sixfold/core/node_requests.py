@@ -68,4 +68,16 @@ class GetPage:
     min_epoch: int
 
 
-NodeRequest = GetState | Seal | Truncate | ReadRecords | Append | GetPage
+@dataclass(frozen=True, slots=True)
+class ReadPageImages:
+    """Hydration (sixfold/core/hydration.py): every page's image as of `at_lsn`, from page
+    `from_page` on, at most `pages_max` of them, from a node holding the truncations of
+    `min_epoch`. Answered with a PageImages."""
+
+    at_lsn: int
+    from_page: int
+    pages_max: int
+    min_epoch: int
+
+
+NodeRequest = GetState | Seal | Truncate | ReadRecords | Append | GetPage | ReadPageImages

@@ -32,6 +32,7 @@ class SegmentReport:
     serving: bool = True  # it answers reads (not still restoring its state)
     repair_floor: int = 0  # the lowest LSN it must fetch back from a peer (0: none)
     coalesced_through: int = 0  # peers collect no garbage above it (sixfold/core/log_cleanup.py)
+    gc_horizon: int = 0  # it builds no page below it; records at or below it may be gone
 
 
 @dataclass(frozen=True, slots=True)

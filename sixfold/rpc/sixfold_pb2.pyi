@@ -17,7 +17,7 @@ class TruncationRange(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ...) -> None: ...
 
 class NodeState(_message.Message):
-    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor", "instances", "coalesced_through")
+    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor", "instances", "coalesced_through", "gc_horizon", "hydrating_to", "hydrated_pages", "hydrated_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,10 @@ class NodeState(_message.Message):
     REPAIR_FLOOR_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     COALESCED_THROUGH_FIELD_NUMBER: _ClassVar[int]
+    GC_HORIZON_FIELD_NUMBER: _ClassVar[int]
+    HYDRATING_TO_FIELD_NUMBER: _ClassVar[int]
+    HYDRATED_PAGES_FIELD_NUMBER: _ClassVar[int]
+    HYDRATED_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     az: str
     epoch: int
@@ -56,7 +60,11 @@ class NodeState(_message.Message):
     repair_floor: int
     instances: _containers.RepeatedCompositeFieldContainer[InstanceView]
     coalesced_through: int
-    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ..., coalesced_through: _Optional[int] = ...) -> None: ...
+    gc_horizon: int
+    hydrating_to: int
+    hydrated_pages: int
+    hydrated_bytes: int
+    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ..., coalesced_through: _Optional[int] = ..., gc_horizon: _Optional[int] = ..., hydrating_to: _Optional[int] = ..., hydrated_pages: _Optional[int] = ..., hydrated_bytes: _Optional[int] = ...) -> None: ...
 
 class InstanceView(_message.Message):
     __slots__ = ("name", "address", "role", "read_point", "seen_s_ago", "client_address")
@@ -193,6 +201,42 @@ class TruncateRequest(_message.Message):
     ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
     truncations_version: int
     def __init__(self, epoch: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., truncations_version: _Optional[int] = ...) -> None: ...
+
+class ReadPageImagesRequest(_message.Message):
+    __slots__ = ("at_lsn", "from_page", "pages_max", "min_epoch")
+    AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    FROM_PAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGES_MAX_FIELD_NUMBER: _ClassVar[int]
+    MIN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    at_lsn: int
+    from_page: int
+    pages_max: int
+    min_epoch: int
+    def __init__(self, at_lsn: _Optional[int] = ..., from_page: _Optional[int] = ..., pages_max: _Optional[int] = ..., min_epoch: _Optional[int] = ...) -> None: ...
+
+class PageImageEntry(_message.Message):
+    __slots__ = ("page_no", "page_lsn", "image", "crc32c")
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    PAGE_LSN_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    page_no: int
+    page_lsn: int
+    image: bytes
+    crc32c: int
+    def __init__(self, page_no: _Optional[int] = ..., page_lsn: _Optional[int] = ..., image: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class ReadPageImagesResponse(_message.Message):
+    __slots__ = ("pages", "next_page", "done", "page_versions_stored")
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_VERSIONS_STORED_FIELD_NUMBER: _ClassVar[int]
+    pages: _containers.RepeatedCompositeFieldContainer[PageImageEntry]
+    next_page: int
+    done: bool
+    page_versions_stored: int
+    def __init__(self, pages: _Optional[_Iterable[_Union[PageImageEntry, _Mapping]]] = ..., next_page: _Optional[int] = ..., done: _Optional[bool] = ..., page_versions_stored: _Optional[int] = ...) -> None: ...
 
 class WatchStateRequest(_message.Message):
     __slots__ = ("reader",)

@@ -54,6 +54,11 @@ class StorageNodeStub:
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.GetPageRequest.SerializeToString,
                 response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.GetPageResponse.FromString,
                 _registered_method=True)
+        self.ReadPageImages = channel.unary_unary(
+                '/sixfold.v1.StorageNode/ReadPageImages',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesResponse.FromString,
+                _registered_method=True)
         self.GetState = channel.unary_unary(
                 '/sixfold.v1.StorageNode/GetState',
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.GetStateRequest.SerializeToString,
@@ -107,6 +112,12 @@ class StorageNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadPageImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetState(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -155,6 +166,11 @@ def add_StorageNodeServicer_to_server(servicer, server):
                     servicer.GetPage,
                     request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.GetPageRequest.FromString,
                     response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.GetPageResponse.SerializeToString,
+            ),
+            'ReadPageImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadPageImages,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesResponse.SerializeToString,
             ),
             'GetState': grpc.unary_unary_rpc_method_handler(
                     servicer.GetState,
@@ -285,6 +301,33 @@ class StorageNode:
             '/sixfold.v1.StorageNode/GetPage',
             sixfold_dot_rpc_dot_sixfold__pb2.GetPageRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.GetPageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadPageImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.StorageNode/ReadPageImages',
+            sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

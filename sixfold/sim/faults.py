@@ -44,7 +44,8 @@ WRITES_PER_TXN_MAX = 3  # page writes in one mini-transaction
 DELTA_OFFSET_MAX = 48  # bytes: deltas land in a small window so pages overlap often
 DELTA_BYTES_MAX = 8
 LAL_SIM = 24  # a small LSN allocation limit, so back-pressure and truncations are exercised
-DISK_FAULTS_MAX = 1  # nodes with an unrepaired disk fault at once (the driven mode's budget)
+DISK_FAULTS_MAX = 1  # nodes with an unrepaired disk fault at once (a lost disk is one)
+DISK_LOSS_CHOICES = (0.0, 0.0, 0.3)  # a seed's Faults.disk_loss, drawn from its own stream
 DRIVEN_WRITERS_MAX = 64  # writers a driven run may start (failovers are explicit there)
 SIM_READ_RECORDS_MAX = 1_000  # records a node returns when a request sets no bound
 DOWN_FOREVER = 1 << 62  # a node crashed by an explicit action stays down until restarted
@@ -97,6 +98,10 @@ class Faults:
     switchover: float = 0.005  # an operator asks an idle reader instance for a switchover
     commit: float = 0.5  # a client starts a mini-transaction
     node_commit: float = 0.7  # a node syncs its queued appends (fsync latency)
+    # Of node crashes, those whose disk is replaced by an empty one: the node hydrates from
+    # its peers when it comes back (sixfold/core/hydration.py). Chosen apart from the rest
+    # of the mix (Simulation), so seeds without it replay as before.
+    disk_loss: float = 0.0
 
     @staticmethod
     def from_rng(rng: random.Random) -> Faults:
@@ -127,6 +132,7 @@ class Flaws:
     gc_without_versions: bool = False  # GC drops records below its horizon, covered or not
     drain_without_wait: bool = False  # a drained writer answers before its commits are durable
     drain_lifts_all: bool = False  # a failed drain lifts every drain's hold, not its own
+    no_hydration: bool = False  # a node that lost its disk waits for records (before issue 14)
 
 
 class InvariantViolation(AssertionError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sixfold.core.errors import CorruptRecordError, SixfoldError
+from sixfold.core.hydration import PageImages
 from sixfold.core.page_read import PageImage
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.core.record import RedoRecord, decode_record
@@ -70,6 +71,7 @@ class Snapshot:
     repair_floor: int = 0  # the lowest LSN it must fetch back from a peer (0: none)
     coalesced_through: int = 0  # sixfold/core/log_cleanup.py: peers collect nothing above it
     epoch_owner: str = ""  # the writer that sealed `epoch` (topology.owner_id)
+    gc_horizon: int = 0  # sixfold/core/hydration.py: below it, only page images are left
 
     def report(self) -> SegmentReport:
         return SegmentReport(
@@ -84,6 +86,7 @@ class Snapshot:
             serving=self.serving,
             repair_floor=self.repair_floor,
             coalesced_through=self.coalesced_through,
+            gc_horizon=self.gc_horizon,
         )
 
 
@@ -155,7 +158,7 @@ def _answer(reply: object) -> object:
             return exc
     if isinstance(reply, AppendAck):
         return reply.scl
-    if isinstance(reply, PageImage):
+    if isinstance(reply, PageImage | PageImages):
         return reply
     assert isinstance(reply, Failure), reply
     return reply.error

@@ -11,13 +11,17 @@ from typing import TYPE_CHECKING
 from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
 from sixfold.core.gossip_round import (
     AdoptTruncations,
+    DropHydration,
+    FinishHydration,
     GossipLimits,
     GossipRound,
     LocalStep,
     NotePeers,
     RepairRecord,
     StoreFetched,
+    StoreImages,
 )
+from sixfold.core.hydration import HydratedPage, HydrationProgress, PageImages
 from sixfold.core.log_cleanup import (
     coalesce_point,
     node_gc_horizon,
@@ -26,7 +30,15 @@ from sixfold.core.log_cleanup import (
     version_needed,
 )
 from sixfold.core.node_commit import QueuedAppend, plan_commit
-from sixfold.core.node_requests import Append, GetPage, GetState, ReadRecords, Seal, Truncate
+from sixfold.core.node_requests import (
+    Append,
+    GetPage,
+    GetState,
+    ReadPageImages,
+    ReadRecords,
+    Seal,
+    Truncate,
+)
 from sixfold.core.node_restart import complete_from, restore
 from sixfold.core.page import EMPTY_PAGE, apply_records
 from sixfold.core.page_read import PageImage
@@ -67,6 +79,7 @@ class _Meta:
     vdl_epoch: int = 0
     coalesced_through: int = 0  # sixfold/core/log_cleanup.py: stored with the versions
     gc_horizon: int = 0
+    hydration: HydrationProgress | None = None  # stored with the images it counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +108,9 @@ class SimNode(Actor):
         # (newer version's LSN, page, older version's LSN) waiting for the GC horizon.
         self.versions: dict[int, dict[int, bytes]] = {}
         self.superseded: list[tuple[int, int, int]] = []
+        # LSNs whose record GC dropped while a version covers it: still a copy to the oracle
+        # (it counts copies), so a lost disk loses these too.
+        self.held_in_versions: set[int] = set()
         self.peer_scl: dict[str, int] = {}  # from the last gossip round (in memory)
         self.read_points = ReadPointTable(READ_POINT_TTL_TICKS)  # in memory
         self.peer_repair_floor: dict[str, int] = {}
@@ -166,6 +182,7 @@ class SimNode(Actor):
             self.repair_floor,
             self.meta.coalesced_through,
             st.epoch_owner,
+            self.meta.gc_horizon,
         )
 
     @property
@@ -218,6 +235,9 @@ class SimNode(Actor):
         if isinstance(body, GetPage):
             st.check_page_at(body.lsn, body.min_epoch, self.meta.gc_horizon)
             return self.page_at(body.page_no, body.lsn)
+        if isinstance(body, ReadPageImages):
+            st.check_page_at(body.at_lsn, body.min_epoch, self.meta.gc_horizon)
+            return self.page_images(body.at_lsn, body.from_page, body.pages_max)
         raise AssertionError(f"unknown request {body!r}")
 
     def truncate(self, epoch: int, ranges: tuple[TruncationRange, ...], version: int) -> None:
@@ -266,6 +286,62 @@ class SimNode(Actor):
         records = [self.read_disk(x) for x in lsns]
         image = apply_records(base, records) if records else base
         return PageImage(image, records[-1].lsn if records else base_lsn, self.state.scl)
+
+    def page_images(self, at_lsn: int, from_page: int, pages_max: int) -> PageImages:
+        """storage_node/store.py page_images_at: pages with a version or a record, in order."""
+        stored = {p for p, versions in self.versions.items() if versions}
+        stored |= {r.page_no for r in self.log.values()}
+        ahead = sorted(p for p in stored if p >= from_page)
+        pages: list[HydratedPage] = []
+        for page_no in ahead[:pages_max]:
+            page = self.page_at(page_no, at_lsn)
+            if page.page_lsn:  # a page whose changes all lie above `at_lsn` is not sent
+                pages.append(HydratedPage(page_no, page.page_lsn, page.image))
+        done = len(ahead) <= pages_max
+        next_page = ahead[pages_max - 1] + 1 if not done else max(ahead, default=from_page) + 1
+        return PageImages(tuple(pages), max(next_page, from_page), done, len(stored))
+
+    # -- a lost disk and hydration (sixfold/core/hydration.py) -------------------------------------
+
+    def lose_disk(self) -> None:
+        """The node's disk is replaced by an empty one (it is down): everything it held goes."""
+        assert not self.up
+        lost = {x for x in self.log if x not in self.damaged} | self.held_in_versions
+        self.sim.lose_copies(self, lost)
+        self.log.clear()
+        self.damaged.clear()
+        self.needs_repair.clear()
+        self.versions.clear()
+        self.superseded.clear()
+        self.held_in_versions.clear()
+        self.meta = _Meta()
+        self.state = SegmentState(self.name)  # what a restart finds on the empty disk
+
+    def store_images(self, step: StoreImages) -> None:
+        """storage_node/store.py put_hydrated: the images and the progress, durably at once."""
+        target = step.progress.target_lsn
+        for page in step.pages:
+            self.sim.oracle.check_hydrated(self.sim, self.name, page, target)
+            versions = self.versions.setdefault(page.page_no, {})
+            self.superseded += [
+                (page.page_lsn, page.page_no, v) for v in versions if v < page.page_lsn
+            ]
+            versions[page.page_lsn] = page.image
+        self.meta.hydration = step.progress
+
+    def finish_hydration(self, target: int) -> None:
+        """storage_node/node.py finish_hydration: the target is the SCL, frontier and horizon;
+        the state is rebuilt from the disk as a restart rebuilds it."""
+        meta = self.meta
+        if meta.scl < target:
+            meta.scl, meta.cpl_at_scl = target, 0
+        meta.coalesced_through = max(meta.coalesced_through, target)
+        meta.gc_horizon = max(meta.gc_horizon, target)
+        meta.hydration = None
+        self.sim.hydrated(self, target)
+        peers_heard = self.state.peers_heard
+        self.restart()
+        self.state.peers_heard = peers_heard
 
     # -- coalescing and GC (storage_node/background.py, sixfold/core/log_cleanup.py) ---------------
 
@@ -318,6 +394,7 @@ class SimNode(Actor):
                 self.sim.covered(self, lsn)  # page from the index: store.py _collect_records)
             else:
                 del self.log[lsn]  # covered by a version: still held, as far as the oracle cares
+                self.held_in_versions.add(lsn)
             collected.add(record.page_no)
         due = [x for x in self.superseded if x[0] <= horizon][:GC_KEYS_SIM]
         for newer, page_no, older in due:
@@ -397,7 +474,8 @@ class SimNode(Actor):
         self.needs_repair &= self.damaged.keys()
         damaged = [(lsn, None) for lsn in sorted(self.needs_repair)]
         try:
-            yield from self.drive(self.gossip.run(self.state, damaged), local=self._carry_out)
+            rounds = self.gossip.run(self.state, damaged, self.meta.hydration)
+            yield from self.drive(rounds, local=self._carry_out)
         except SixfoldError as exc:  # a malformed peer state: the round ends, as the node's
             self.sim.trace_event(f"{self.name} gossip round failed: {exc}")
 
@@ -423,5 +501,13 @@ class SimNode(Actor):
             self.queue.append(QueuedAppend(None, step.records, 0, _Caller()))
         elif isinstance(step, RepairRecord):
             self.queue.append(QueuedAppend(None, (), 0, _Caller(repairs=(step.record,))))
+        elif self.sim.flaws.no_hydration and isinstance(step, StoreImages | FinishHydration):
+            pass  # the node before issue 14: it waits for records its peers collected
+        elif isinstance(step, StoreImages):
+            self.store_images(step)
+        elif isinstance(step, FinishHydration):
+            self.finish_hydration(step.target_lsn)
+        elif isinstance(step, DropHydration):
+            self.meta.hydration = None
         else:
             raise AssertionError(f"a simulated disk damages no page versions: {step!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from typing import TYPE_CHECKING
 
+from sixfold.core.hydration import HydratedPage
 from sixfold.core.page import EMPTY_PAGE, apply_records
 from sixfold.core.quorum import COPIES, WRITE_QUORUM
 from sixfold.core.record import RedoRecord
@@ -154,6 +155,21 @@ class Oracle:
             )
         if point and not self.generated[point].is_cpl:
             sim.fail(f"reader read point {point} is inside a mini-transaction (not a CPL)")
+
+    def check_hydrated(self, sim: Simulation, node: str, page: HydratedPage, target: int) -> None:
+        """A hydrated page image must be the page as the history has it at the target."""
+        if target > self.durable_point or target not in self.chain_set:
+            sim.fail(
+                f"{node} hydrates to {target}, not a durable point (history to {self.durable_point})"
+            )
+        if (page.image, page.page_lsn) != (
+            self.page_at(page.page_no, target),
+            self.page_lsn_at(page.page_no, target),
+        ):
+            sim.fail(
+                f"{node} hydrated page {page.page_no} as of {target} with LSN {page.page_lsn}, "
+                f"which differs from the history (page LSN {self.page_lsn_at(page.page_no, target)})"
+            )
 
     def page_lsn_at(self, page_no: int, lsn: int) -> int:
         chain = self.page_chain.get(page_no, [])

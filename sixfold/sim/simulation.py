@@ -73,6 +73,7 @@ A driven run (tests/test_state_machine.py) is replayed from the steps hypothesis
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import random
 import sys
@@ -85,6 +86,7 @@ from sixfold.core.record import RedoRecord
 from sixfold.core.truncation import TruncationRange
 from sixfold.sim.faults import (
     DISK_FAULTS_MAX,
+    DISK_LOSS_CHOICES,
     DRAIN_TICKS_MAX,
     INSTANCES,
     MAX_NODES_DOWN,
@@ -128,6 +130,8 @@ class SimulationResult:
     writer_pauses: int = 0
     takeovers: int = 0  # writers started by a reader instance's writer watch
     switchovers: int = 0  # writers started by a planned switchover, after a drain
+    disk_losses: int = 0  # crashed nodes whose disk was replaced by an empty one
+    hydrations: int = 0  # hydrations completed (sixfold/core/hydration.py)
 
 
 class Simulation:
@@ -137,7 +141,13 @@ class Simulation:
         self.seed = seed
         self.steps = steps
         self.rng = random.Random(seed)
+        # Lost disks draw from a stream of their own: the main stream, and so every seed
+        # without them, replays as before they were added.
+        self.disk_rng = random.Random(f"disk-loss/{seed}")
         self.faults = Faults.from_rng(self.rng)
+        self.faults = dataclasses.replace(
+            self.faults, disk_loss=self.disk_rng.choice(DISK_LOSS_CHOICES)
+        )
         if faults is not None:
             self.faults = faults
         self.flaws = flaws or Flaws()
@@ -158,6 +168,8 @@ class Simulation:
         self.writer_pauses = 0
         self.takeovers = 0
         self.switchovers = 0
+        self.disk_losses = 0
+        self.hydrations = 0
         self.commits_paused = False  # the drain check stops the workload's commits
         # The driven mode (DrivenCluster): explicit actions instead of random faults.
         self.driven = False
@@ -186,6 +198,8 @@ class Simulation:
             options += " --drain-without-wait"
         if self.flaws.drain_lifts_all:
             options += " --drain-lifts-all"
+        if self.flaws.no_hydration:
+            options += " --no-hydration"
         self.failed = True
         if self.driven:
             raise InvariantViolation(
@@ -226,6 +240,34 @@ class Simulation:
             self.disk_faults[node.name].discard(record.lsn)
         self.trace_event(f"{node.name} repaired LSN {record.lsn}")
 
+    def _maybe_lose_disk(self, node: SimNode) -> None:
+        """A crashed node's disk is replaced by an empty one, within the disk fault budget."""
+        lose = self.faults.disk_loss and not self.disk_faults
+        if lose and self.disk_rng.random() < self.faults.disk_loss:
+            node.lose_disk()
+            self.disk_losses += 1
+            self.trace_event(f"{node.name} lost its disk")
+
+    def lose_copies(self, node: SimNode, lsns: set[int]) -> None:
+        """Every copy `node` held is gone: each must come back (records by gossip, or page
+        images by hydration) before another disk fault may strike."""
+        damaged = self.disk_faults.setdefault(node.name, set())
+        fresh = sorted(lsns - damaged)
+        damaged |= lsns  # first: each is re-fetching when the oracle counts its copies
+        for lsn in fresh:
+            self.oracle.on_damage(self, lsn)
+
+    def hydrated(self, node: SimNode, target: int) -> None:
+        """`node` holds every page as of `target`: the copies at or below it are back."""
+        self.hydrations += 1
+        self.trace_event(f"{node.name} hydrated to {target}")
+        lost = self.disk_faults.get(node.name, set())
+        back = {x for x in lost if x <= target}
+        for lsn in back:
+            self.oracle.holders[lsn] += 1
+            node.held_in_versions.add(lsn)
+        lost -= back
+
     def covered(self, node: SimNode, lsn: int) -> None:
         """A damaged record at or below the node's coalescing frontier is dropped, not
         repaired: its content is in the node's versions, which count as a copy again."""
@@ -234,6 +276,7 @@ class Simulation:
         del node.damaged[lsn]
         node.needs_repair.discard(lsn)
         self.oracle.holders[lsn] += 1
+        node.held_in_versions.add(lsn)
         if node.name in self.disk_faults:
             self.disk_faults[node.name].discard(lsn)
         self.trace_event(f"{node.name} dropped damaged LSN {lsn}, covered by its versions")
@@ -288,6 +331,8 @@ class Simulation:
             writer_pauses=self.writer_pauses,
             takeovers=self.takeovers,
             switchovers=self.switchovers,
+            disk_losses=self.disk_losses,
+            hydrations=self.hydrations,
         )
 
     def step(self, faults: bool) -> None:
@@ -380,6 +425,7 @@ class Simulation:
             node.crash(self.tick + rng.randint(1, NODE_DOWN_TICKS_MAX))
             self.node_crashes += 1
             self.trace_event(f"crash {node.name} until {node.down_until}")
+            self._maybe_lose_disk(node)
         if not self.recoveries:
             # No writer ever took an epoch, so no reader takes over: the designated writer's
             # supervisor starts it again (instance/host.py _start_as_writer).
@@ -610,6 +656,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="flaw: a failed drain lifts every drain's hold, not its own",
     )
+    parser.add_argument(
+        "--no-hydration",
+        action="store_true",
+        help="flaw: a node that lost its disk never hydrates, waiting for records peers collected",
+    )
     args = parser.parse_args(argv)
     flaws = Flaws(
         ack_quorum=args.ack_quorum,
@@ -619,10 +670,12 @@ def main(argv: list[str] | None = None) -> int:
         gc_without_versions=args.gc_without_versions,
         drain_without_wait=args.drain_without_wait,
         drain_lifts_all=args.drain_lifts_all,
+        no_hydration=args.no_hydration,
     )
     for seed in range(args.seed, args.seed + args.seeds):
         try:
-            liveness = flaws == Flaws() or flaws.coalesce_in_memory  # the drain is the check
+            # The drain is the check of these flaws.
+            liveness = flaws == Flaws() or flaws.coalesce_in_memory or flaws.no_hydration
             result = run_simulation(seed, args.steps, flaws, check_liveness=liveness)
         except InvariantViolation as exc:
             print(exc, file=sys.stderr)
@@ -634,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.recoveries} recoveries by {result.writers_started} writers, "
             f"{result.node_crashes} node crashes, {result.writer_pauses} writer pauses, "
             f"{result.takeovers} takeovers, {result.switchovers} switchovers, "
+            f"{result.disk_losses} disks lost, {result.hydrations} hydrations, "
             f"{result.pages_checked} pages checked, {result.writer_reads} writer reads, "
             f"durable point {result.durable_point}, trace {result.trace_digest[:12]}"
         )

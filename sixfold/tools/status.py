@@ -76,6 +76,10 @@ def _node(name: str, address: str, state: object) -> dict[str, Any]:
         # after a quiet moment it is often 0, and the data lives in the versions.
         "log_records": state.records_stored if up else None,
         "page_versions": state.page_versions_stored if up else None,
+        # Rebuilding from peers' page images after a lost disk (sixfold/core/hydration.py).
+        "hydrating_to": (state.hydrating_to or None) if up else None,
+        "hydrated_pages": state.hydrated_pages if up else None,
+        "hydrated_bytes": state.hydrated_bytes if up else None,
         "error": None if up else str(state),
     }
 
@@ -169,14 +173,20 @@ def render(status: dict[str, Any]) -> str:
         return "-" if value is None else str(value)
 
     lines = [
-        f"{'node':<6}{'az':<4}{'up':<6}{'scl':>11}{'behind':>8}{'epoch':>7}{'log':>7}"
+        f"{'node':<6}{'az':<4}{'up':<6}{'scl':>11} {'behind':>10}{'epoch':>7}{'log':>7}"
         f"{'versions':>10}  address"
     ]
     for n in status["nodes"]:
+        hydrating = (
+            f"  hydrating to LSN {n['hydrating_to']}: {n['hydrated_pages']} pages, "
+            f"{n['hydrated_bytes'] / (1 << 20):.1f} MiB copied"
+            if n["hydrating_to"]
+            else ""
+        )
         lines.append(
-            f"{n['name']:<6}{n['az']:<4}{'up' if n['up'] else 'DOWN':<6}{show(n['scl']):>11}"
-            f"{show(n['behind_vdl']):>8}{show(n['epoch']):>7}{show(n['log_records']):>7}"
-            f"{show(n['page_versions']):>10}  {n['address']}"
+            f"{n['name']:<6}{n['az']:<4}{'up' if n['up'] else 'DOWN':<6}{show(n['scl']):>11} "
+            f"{show(n['behind_vdl']):>10}{show(n['epoch']):>7}{show(n['log_records']):>7}"
+            f"{show(n['page_versions']):>10}  {n['address']}{hydrating}"
         )
     lines.append("")
     lines.append(f"{'instance':<10}{'role':<13}{'epoch':>6}  {'position':<24}{'address':<22}status")
