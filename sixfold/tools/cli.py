@@ -360,6 +360,12 @@ def cmd_bench_idle(args: argparse.Namespace) -> int:
     return main_idle(args)
 
 
+def cmd_bench_hydrate(args: argparse.Namespace) -> int:
+    from sixfold.tools.hydratebench import main as hydratebench_main
+
+    return hydratebench_main(args)
+
+
 def cmd_bench_sql(args: argparse.Namespace) -> int:
     from sixfold.tools.sqlbench import main as sqlbench_main
 
@@ -590,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(fn=cmd_bench)
 
-    from sixfold.tools import restartbench
+    from sixfold.tools import hydratebench, restartbench
 
     p = sub.add_parser(
         "bench-restart",
@@ -609,6 +615,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restartbench.add_idle_arguments(p)
     p.set_defaults(fn=cmd_bench_idle)
+
+    p = sub.add_parser(
+        "bench-hydrate",
+        help="how fast a node that lost its disk hydrates from peers, idle or under load",
+        description=hydratebench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hydratebench.add_arguments(p)
+    p.set_defaults(fn=cmd_bench_hydrate)
 
     p = sub.add_parser(
         "bench-sql",
