@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import time
 from collections import Counter
@@ -390,17 +391,22 @@ class Nemesis:
         if not isinstance(self.target, ProcessTarget):
             return  # the compose volumes are not reachable from here
         victim = self.rng.choice(NODE_NAMES)
-        how = self.rng.choice(("flip", "torn", "lost-tail"))
+        how = self.rng.choice(("flip", "torn", "lost-tail", "lost-disk"))
         self._do("kill", [victim], "disk fault")
         await asyncio.sleep(0.2)
-        store = NodeStore.of_stopped(Path(self.target.layout.directory) / victim, victim)
-        try:
-            if how == "lost-tail":
-                damaged = store.lose_tail(self.rng.randint(1, LOST_TAIL_RECORDS_MAX))
-            else:
-                damaged = store.damage_one(how, self.rng)
-        finally:
-            store.close()
+        data_dir = Path(self.target.layout.directory) / victim
+        if how == "lost-disk":  # a new, empty disk: the node hydrates from its peers
+            shutil.rmtree(data_dir)
+            damaged = "its whole data directory"
+        else:
+            store = NodeStore.of_stopped(data_dir, victim)
+            try:
+                if how == "lost-tail":
+                    damaged = store.lose_tail(self.rng.randint(1, LOST_TAIL_RECORDS_MAX))
+                else:
+                    damaged = store.damage_one(how, self.rng)
+            finally:
+                store.close()
         self.rec.fault("corrupt", f"{victim} {how} {damaged}")
         self._do("start", [victim], "disk fault")
         await self._hold(stop)
