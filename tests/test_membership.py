@@ -112,3 +112,59 @@ def test_losing_an_az_mid_change_leaves_writes_and_az_plus_one_leaves_reads() ->
             left = {n for n in moving.nodes if moving.az_of(n) != az}
             assert moving.is_write_quorum(left)
             assert all(moving.is_read_quorum(left - {n}) for n in left)
+
+
+# -- the core's quorum decisions go by the membership ------------------------------------------
+
+
+def test_a_transitional_vcl_needs_a_write_quorum_of_both_sets() -> None:
+    from sixfold.core.durability import VolumeDurability
+
+    moving = _moving("c2")  # c2 -> spare
+    nodes = sorted(moving.nodes)
+    dur = VolumeDurability(nodes, 0, {}, moving)
+    dur.note_cpl(10)
+    for node in ("a1", "a2", "b1", "c2"):  # 4 of the old set, only 3 of the new
+        dur.on_scl(node, 10)
+    assert dur.vcl == 0 and dur.vdl == 0
+    assert dur.on_scl("spare", 10) == 10  # now 4 of the new set too
+
+
+def test_a_transitional_recovery_needs_a_write_quorum_of_both_sets() -> None:
+    from sixfold.core.errors import QuorumUnavailableError
+    from sixfold.core.recovery import SegmentReport
+    from sixfold.core.recovery_machine import Recovery
+
+    moving = _moving("c2")
+    recovery = Recovery(sorted(moving.nodes), "w", 10, membership=moving)
+    steps = recovery.run()
+    asked = steps.send(None)
+    answers = {
+        n: SegmentReport(n, 1, 0, 0, 0, ()) if n in ("a1", "a2", "b1", "c2") else OSError(n)
+        for n in asked
+    }
+    with pytest.raises(QuorumUnavailableError):
+        steps.send(answers)  # 4 of the old set answered, 3 of the new
+
+
+def test_a_transitional_commit_log_waits_for_both_sets_to_be_reachable() -> None:
+    from sixfold.core.commit_log import CommitLog, WriterLimits
+    from sixfold.core.durability import VolumeDurability
+
+    moving = _moving("c2")
+    nodes = sorted(moving.nodes)
+    log = CommitLog(
+        nodes,
+        epoch=1,
+        vdl=0,
+        next_lsn=1,
+        node_scls={},
+        truncations=(),
+        limits=WriterLimits(),
+        durability=VolumeDurability(nodes, 0, {}, moving),
+    )
+    assert log.quorum_live()
+    for node in ("b2", "c1", "spare"):  # the old set keeps 4 (a1 a2 b1 c2), the new 3
+        log.shippers[node].stale = True
+    log._recount_live()
+    assert not log.quorum_live() and not log.has_room(1)

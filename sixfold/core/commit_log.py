@@ -151,7 +151,10 @@ class CommitLog:
         self.page_last_lsn: dict[int, int] = {}
         self.waiters: deque[Waiter] = deque()  # LSN and deadline ascend together
         self.shippers = {name: NodeShipper(name, next_lsn, limits) for name in nodes}
-        self._live = len(self.shippers)  # recounted whenever a shipper's liveness may change
+        self.membership = self.durability.membership  # who counts towards a quorum
+        # Recounted whenever a shipper's liveness may change:
+        self._live = len(self.shippers)
+        self._quorum_live = self.membership.is_write_quorum(self.shippers)
         self.fenced: WriterFencedError | None = None
 
     @classmethod
@@ -183,8 +186,14 @@ class CommitLog:
         """Nodes reachable and not superseded: a write quorum of them lets commits go."""
         return self._live
 
+    def quorum_live(self) -> bool:
+        """Whether the live nodes make a write quorum (of both sets during a change)."""
+        return self._quorum_live
+
     def _recount_live(self) -> None:
-        self._live = sum(1 for s in self.shippers.values() if s.live)
+        live = [n for n, s in self.shippers.items() if s.live]
+        self._live = len(live)
+        self._quorum_live = self.membership.is_write_quorum(live)
 
     def drained(self) -> bool:
         """Every commit taken is durable: a planned switchover may seal a new epoch now and
@@ -204,7 +213,7 @@ class CommitLog:
         time it fails with nothing written, rather than leaving its outcome unknown.
         """
         return (
-            self.live_count() >= WRITE_QUORUM
+            self._quorum_live
             and self.allocator.available(self.durability.vdl) >= count
             and len(self.tail.records) + count <= self.limits.tail_records_max
         )
@@ -263,7 +272,7 @@ class CommitLog:
         """Why a commit at `lsn` waited in vain: for room (`sent` False: nothing of it was
         written) or to become durable (its outcome is unknown)."""
         live = self.live_count()
-        if live < WRITE_QUORUM:
+        if not self._quorum_live:
             exc = QuorumUnavailableError("write", live, WRITE_QUORUM, COPIES)
             if sent:  # it may have reached some nodes: not written, or written whole, later
                 exc.args = (
@@ -336,8 +345,8 @@ class CommitLog:
         with the error when this call fenced it; None otherwise (not yet, or already)."""
         self.shippers[node].stale = True
         self._recount_live()
-        stale = sum(1 for s in self.shippers.values() if s.stale)
-        if COPIES - stale >= WRITE_QUORUM or self.fenced:
+        current = [n for n, s in self.shippers.items() if not s.stale]
+        if self.membership.is_write_quorum(current) or self.fenced:
             return None
         self.fenced = WriterFencedError(
             f"writer fenced: volume epoch {self.epoch} was superseded ({why}); this writer "

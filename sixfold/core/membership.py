@@ -111,10 +111,10 @@ class Membership:
     def write_quorum_lsn(self, points: Mapping[str, int]) -> int:
         """The highest LSN a write quorum has reached (the VCL, from per-node SCLs): during a
         change, the lower of the two sets' (both must have it)."""
-        return min(
-            quorum_lsn([points.get(n, 0) for n in self.old_set], WRITE_QUORUM),
-            quorum_lsn([points.get(n, 0) for n in self.new_set], WRITE_QUORUM),
-        )
+        old = quorum_lsn([points.get(n, 0) for n in self.holders], WRITE_QUORUM)
+        if self.change is None:  # the commit path's case: one set
+            return old
+        return min(old, quorum_lsn([points.get(n, 0) for n in self.new_set], WRITE_QUORUM))
 
     # -- changes (each a new membership epoch) --------------------------------------------------
 

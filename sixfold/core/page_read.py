@@ -17,6 +17,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from sixfold.core.errors import CorruptRecordError, QuorumUnavailableError
+from sixfold.core.membership import Membership
 from sixfold.core.node_requests import GetPage, GetState, NodeRequest, ReadRecords
 from sixfold.core.page import apply_records
 from sixfold.core.quorum import COPIES, READ_QUORUM
@@ -42,8 +43,9 @@ class NodeChoice:
     """Which node a reader asks first: one believed complete to the read point, taken in
     turn so that reads spread over them; then the rest."""
 
-    def __init__(self, nodes: list[str]) -> None:
+    def __init__(self, nodes: list[str], membership: Membership | None = None) -> None:
         self.nodes = list(nodes)
+        self.membership = membership or Membership.initial()  # whose answers make a quorum
         self.scl_hint = dict.fromkeys(self.nodes, 0)
         self._turn = 0
 
@@ -73,17 +75,19 @@ def read_page(choice: NodeChoice, page_no: int, lsn: int, min_epoch: int) -> Rea
         assert isinstance(answer, PageImage), answer
         choice.note_scl(node, answer.scl)
         return answer.image, answer.page_lsn
-    return (yield from _quorum_read(choice.nodes, page_no, lsn, min_epoch))
+    return (yield from _quorum_read(choice.nodes, choice.membership, page_no, lsn, min_epoch))
 
 
-def _quorum_read(nodes: list[str], page_no: int, lsn: int, min_epoch: int) -> Reading:
+def _quorum_read(
+    nodes: list[str], membership: Membership, page_no: int, lsn: int, min_epoch: int
+) -> Reading:
     states = yield {n: GetState() for n in nodes}
     usable = [
         s
         for s in (states[n] for n in nodes)
         if isinstance(s, SegmentReport) and s.serving and s.truncations_version >= min_epoch
     ]
-    if len(usable) < READ_QUORUM:
+    if not membership.is_read_quorum(s.name for s in usable):
         raise QuorumUnavailableError("read", len(usable), READ_QUORUM, COPIES)
     usable.sort(key=lambda s: s.scl, reverse=True)
     best = usable[0]
@@ -93,18 +97,18 @@ def _quorum_read(nodes: list[str], page_no: int, lsn: int, min_epoch: int) -> Re
         raise base
     assert isinstance(base, PageImage), base
     gathered: dict[int, RedoRecord] = {}
-    answered = 0
+    answered: list[str] = []
     for state in usable:
-        if answered >= READ_QUORUM:
+        if membership.is_read_quorum(answered):
             break
         got = (yield {state.name: ReadRecords(base_lsn, lsn, 0, page_no)})[state.name]
         if isinstance(got, Exception):
             continue
         assert isinstance(got, tuple), got
-        answered += 1
+        answered.append(state.name)
         gathered.update((r.lsn, r) for r in got)
-    if answered < READ_QUORUM:
-        raise QuorumUnavailableError("read", answered, READ_QUORUM, COPIES)
+    if not membership.is_read_quorum(answered):
+        raise QuorumUnavailableError("read", len(answered), READ_QUORUM, COPIES)
     records = [gathered[x] for x in sorted(gathered)]
     _check_page_chain(page_no, base.page_lsn, records)
     image = apply_records(base.image, records) if records else base.image

@@ -24,6 +24,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from sixfold.core.errors import QuorumUnavailableError, RecoveryError, StaleEpochError
+from sixfold.core.membership import Membership
 from sixfold.core.node_requests import Append, GetState, NodeRequest, ReadRecords, Seal, Truncate
 from sixfold.core.quorum import COPIES, WRITE_QUORUM
 from sixfold.core.record import RedoRecord
@@ -69,8 +70,10 @@ class Recovery:
         lal: int,
         epoch_wanted: int = 0,
         repair_batch_records_max: int = REPAIR_BATCH_RECORDS_MAX,
+        membership: Membership | None = None,
     ) -> None:
         self.nodes = nodes
+        self.membership = membership or Membership.initial()  # whose answers make a quorum
         self.owner = owner
         self.lal = lal
         self.epoch_wanted = epoch_wanted
@@ -79,7 +82,7 @@ class Recovery:
 
     def run(self) -> Steps:
         reachable = _reports((yield {n: GetState() for n in self.nodes}))
-        if len(reachable) < WRITE_QUORUM:
+        if not self.membership.is_write_quorum(reachable):
             raise QuorumUnavailableError("write", len(reachable), WRITE_QUORUM, COPIES)
         epoch = next_epoch(list(reachable.values()))
         if self.epoch_wanted and epoch != self.epoch_wanted:
@@ -100,10 +103,10 @@ class Recovery:
             raise RecoveryError(f"{plan.source}, the most complete node, failed during truncation")
         node_scls = {n: r.scl for n, r in sealed.items()}
         yield from self._repair(plan, node_scls)
-        complete = sum(1 for scl in node_scls.values() if scl >= plan.vdl)
-        if complete < WRITE_QUORUM:
+        complete = [n for n, scl in node_scls.items() if scl >= plan.vdl]
+        if not self.membership.is_write_quorum(complete):
             raise RecoveryError(
-                f"only {complete} of {COPIES} nodes are complete to the recovered VDL "
+                f"only {len(complete)} of {COPIES} nodes are complete to the recovered VDL "
                 f"{plan.vdl}; {WRITE_QUORUM} needed"
             )
         return Recovered(plan, truncations, node_scls)
@@ -120,7 +123,7 @@ class Recovery:
     ) -> Generator[Requests, Answers, dict[str, SegmentReport]]:
         answers = yield {n: Seal(epoch, self.owner) for n in names}
         sealed = _reports(answers)
-        if len(sealed) < WRITE_QUORUM:
+        if not self.membership.is_write_quorum(sealed):
             lost = [str(e) for e in answers.values() if isinstance(e, StaleEpochError)]
             if lost:
                 raise RecoveryError(
@@ -155,7 +158,7 @@ class Recovery:
     ) -> Generator[Requests, Answers, dict[str, SegmentReport]]:
         answers = yield {n: Truncate(epoch, ranges, version) for n in names}
         done = {n: r for n, r in _reports(answers).items() if r.epoch == epoch}
-        if len(done) < WRITE_QUORUM:
+        if not self.membership.is_write_quorum(done):
             errors = "; ".join(str(e) for e in answers.values() if isinstance(e, Exception))
             raise RecoveryError(
                 f"truncation at epoch {epoch} reached only {len(done)} of {COPIES} nodes, "
