@@ -92,6 +92,12 @@ class NodeClient:
     ) -> pb.GetPageResponse:
         return await call(self.name, self.stub.GetPage, request, timeout)
 
+    async def set_membership(
+        self, membership: pb.MembershipView, timeout: float = CALL_TIMEOUT_S
+    ) -> pb.NodeState:
+        request = pb.SetMembershipRequest(membership=membership)
+        return await call(self.name, self.stub.SetMembership, request, timeout)
+
     async def read_page_images(
         self, request: pb.ReadPageImagesRequest, timeout: float = CALL_TIMEOUT_S
     ) -> pb.ReadPageImagesResponse:

@@ -13,7 +13,10 @@ from typing import NoReturn
 import grpc
 
 from sixfold.core import errors
+from sixfold.core.errors import MembershipError
+from sixfold.core.membership import Change, Membership, checked_membership
 from sixfold.core.truncation import TruncationRange
+from sixfold.rpc import sixfold_pb2 as pb
 
 ERROR_KEY = "sixfold-error"
 FIELDS_KEY = "sixfold-error-fields"  # JSON of the error's simple fields (outcome_unknown, ...)
@@ -37,6 +40,8 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     errors.SessionError: grpc.StatusCode.NOT_FOUND,
     errors.NotWriterError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.CommitTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.StaleMembershipError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.MembershipError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 _BY_NAME: dict[str, type[errors.SixfoldError]] = {
@@ -153,3 +158,30 @@ def ranges_from_proto(ranges: object, epoch_max: int | None = None) -> tuple[Tru
             )
         out.append(TruncationRange(r.epoch, r.after_lsn, r.through_lsn))
     return tuple(out)
+
+
+def membership_to_proto(m: Membership) -> pb.MembershipView:
+    c = m.change
+    return pb.MembershipView(
+        epoch=m.epoch,
+        holders=list(m.holders),
+        change_position=c.position if c else "",
+        change_old=c.old if c else "",
+        change_new=c.new if c else "",
+    )
+
+
+def membership_from_proto(view: pb.MembershipView) -> Membership | None:
+    """A membership from the wire; None when the sender gave none (epoch 0). Malformed:
+    InvalidRequestError, nothing adopted."""
+    if not view.epoch:
+        return None
+    change = (
+        Change(view.change_position, view.change_old, view.change_new)
+        if view.change_position
+        else None
+    )
+    try:
+        return checked_membership(view.epoch, tuple(view.holders), change)
+    except MembershipError as exc:
+        raise errors.InvalidRequestError(f"malformed membership: {exc}") from None

@@ -21,6 +21,7 @@ import contextlib
 import grpc
 
 from sixfold.core.errors import BatchTooLargeError, InvalidRequestError
+from sixfold.core.membership import check_request_epoch
 from sixfold.guard import Undecodable
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import reportable
@@ -133,6 +134,7 @@ def _accept(
     """Check one batch whole and queue it for the commit loop; its acknowledgement's future."""
     if isinstance(batch, Undecodable):
         raise InvalidRequestError(f"a stream message is not a valid AppendBatch: {batch.error}")
+    check_request_epoch(node.membership, batch.membership_epoch, "append")
     size = len(batch.records)
     if not size:  # a bare batch: the writer's VDL, and a check of its epoch
         done = asyncio.get_running_loop().create_future()

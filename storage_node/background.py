@@ -58,10 +58,13 @@ def node_coalesce_point(node: StorageNode) -> int:
 
 
 def horizon_of(node: StorageNode, now: float, peer_names: list[str]) -> int:
+    """GC waits for every peer that is a member of the volume (sixfold/core/membership.py),
+    a node being hydrated into it included, and for no spare or replaced node."""
+    members = node.membership.nodes
     return node_gc_horizon(
         node.coalesced_through,
         node.min_read_point(now),
-        peer_names,
+        [p for p in peer_names if p in members],
         node.peer_scl,
         node.peer_coalesced,
         [node.repair_floor, *node.peer_repair_floor.values()],

@@ -15,6 +15,7 @@ import time
 from sixfold.clients import NodeClient
 from sixfold.core.errors import SixfoldError
 from sixfold.core.gossip_round import (
+    AdoptMembership,
     AdoptTruncations,
     DropHydration,
     FinishHydration,
@@ -58,7 +59,7 @@ class Gossip:
     async def round(self) -> bool:
         """One gossip round; True when the node fetched records and may still be behind."""
         node = self.node
-        steps = self.machine.run(node.state, list(node.damaged), node.hydration)
+        steps = self.machine.run(node.state, list(node.damaged), node.hydration, node.membership)
         return await drive(steps, self.by_name, GOSSIP_CALL_TIMEOUTS, local=self._carry_out)
 
     async def _carry_out(self, step: LocalStep) -> SixfoldError | None:
@@ -69,6 +70,8 @@ class Gossip:
             node.peer_repair_floor = {
                 s.name: s.repair_floor for s in step.answered if s.repair_floor
             }
+        elif isinstance(step, AdoptMembership):
+            await node.set_membership(step.membership)
         elif isinstance(step, AdoptTruncations):
             await node.truncate(step.epoch, step.ranges, step.version)
         elif isinstance(step, StoreImages):

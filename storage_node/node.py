@@ -19,10 +19,14 @@ from sixfold.core.errors import (
     BatchTooLargeError,
     CorruptRecordError,
     DataFormatError,
+    InvalidRequestError,
+    MembershipError,
+    StaleMembershipError,
     StoredCorruptionError,
 )
 from sixfold.core.hydration import HYDRATE_PAGES_MAX, HydratedPage, HydrationProgress
 from sixfold.core.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
+from sixfold.core.membership import Change, Membership, checked_membership, describe
 from sixfold.core.node_commit import QueuedAppend, plan_commit
 from sixfold.core.node_restart import complete_from, restore
 from sixfold.core.read_point import ReadPointTable
@@ -92,6 +96,7 @@ class StorageNode:
         self.gc_horizon = 0  # the highest GC horizon used: set from the store at start-up
         self.coalesced_through = 0  # every record at or below is in a page version (stored)
         self.hydration: HydrationProgress | None = None  # stored: a restart resumes it
+        self.membership = Membership.initial()  # stored once a change made a newer one
         self._restore_state()
         self.write_lock = asyncio.Lock()
         self._queue: list[Queued] = []
@@ -146,6 +151,7 @@ class StorageNode:
         self.gc_horizon = meta.scl if meta.gc_horizon is None else meta.gc_horizon
         self.coalesced_through = meta.coalesced_through
         self.hydration = _parse_progress(self.store.load_hydration(), self.store.path)
+        self.membership = _parse_membership(self.store.load_membership(), self.store.path)
         start = complete_from(meta, self.store.has_record)
         if start[0] != meta.scl:
             log.error(
@@ -462,6 +468,33 @@ class StorageNode:
             await asyncio.to_thread(self.store.drop_hydration)
             self.hydration = None
 
+    # -- membership (sixfold/core/membership.py) ---------------------------------------------------
+
+    @property
+    def is_member(self) -> bool:
+        """Whether this node holds a position (or is being hydrated into one): a spare that
+        does not neither fetches records nor hydrates."""
+        return self.name in self.membership.nodes
+
+    async def set_membership(self, membership: Membership) -> None:
+        """Adopt a newer membership, durably before it is acknowledged. An older one is
+        refused (StaleMembershipError), the same one is a no-op."""
+        async with self.write_lock:
+            current = self.membership
+            if membership.epoch < current.epoch:
+                raise StaleMembershipError(membership.epoch, current.epoch, "SetMembership")
+            if membership.epoch == current.epoch:
+                if membership != current:
+                    raise InvalidRequestError(
+                        f"membership epoch {membership.epoch} names other holders here: "
+                        f"{describe(current)}, not {describe(membership)}"
+                    )
+                return
+            await asyncio.to_thread(self.store.save_membership, _dump_membership(membership))
+            self.membership = membership
+            self.note_state_changed()
+        log.info("%s: %s", self.name, describe(membership))
+
     # -- read points (PGMRPL, P18 §3) ---------------------------------------------------------------
 
     def note_read_point(self, reader: str, read_point: int, now: float) -> None:
@@ -474,6 +507,22 @@ class StorageNode:
 
 def _dump_progress(progress: HydrationProgress) -> str:
     return json.dumps(asdict(progress))
+
+
+def _dump_membership(m: Membership) -> str:
+    change = [m.change.position, m.change.old, m.change.new] if m.change else None
+    return json.dumps({"epoch": m.epoch, "holders": list(m.holders), "change": change})
+
+
+def _parse_membership(raw: str | None, path: Path) -> Membership:
+    if raw is None:
+        return Membership.initial()
+    try:
+        data = json.loads(raw)
+        change = Change(*data["change"]) if data["change"] else None
+        return checked_membership(int(data["epoch"]), tuple(data["holders"]), change)
+    except (ValueError, TypeError, KeyError, MembershipError) as exc:
+        raise DataFormatError(f"{path}: unreadable membership {raw[:80]!r}: {exc}") from exc
 
 
 def _parse_progress(raw: str | None, path: Path) -> HydrationProgress | None:

@@ -11,11 +11,18 @@ import grpc
 
 from sixfold.core.checksum import crc32c
 from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
+from sixfold.core.membership import check_request_epoch
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.core.topology import INSTANCE_SEEN_TTL_S, parse_owner
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.wire import abort, ranges_from_proto, ranges_to_proto
+from sixfold.wire import (
+    abort,
+    membership_from_proto,
+    membership_to_proto,
+    ranges_from_proto,
+    ranges_to_proto,
+)
 from storage_node.append_stream import serve_append_stream
 from storage_node.checks import check_numbers, check_owner, check_registration, check_vdl
 from storage_node.node import StorageNode
@@ -60,13 +67,22 @@ def node_state(node: StorageNode, counts: bool = True) -> pb.NodeState:
         hydrating_to=hydration.target_lsn if hydration else 0,
         hydrated_pages=hydration.pages_done if hydration else 0,
         hydrated_bytes=hydration.bytes_done if hydration else 0,
+        membership=membership_to_proto(node.membership),
     )
 
 
 def watch_key(node: StorageNode) -> tuple[int, ...]:
     """What a watcher acts on: a new message is sent only when some of it changed."""
     st = node.state
-    return (st.epoch, st.scl, st.vdl_epoch, st.vdl, st.truncations_version, int(st.serving))
+    return (
+        st.epoch,
+        st.scl,
+        st.vdl_epoch,
+        st.vdl,
+        st.truncations_version,
+        int(st.serving),
+        node.membership.epoch,
+    )
 
 
 class InstancesSeen:
@@ -126,6 +142,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
     async def Append(self, request: pb.AppendRequest, context: grpc.aio.ServicerContext):
         node = self.node
         try:
+            check_request_epoch(node.membership, request.membership_epoch, "append")
             if not request.records:
                 scl = node.announce(request.epoch, request.vdl)
                 return pb.AppendResponse(scl=scl, epoch=node.state.epoch)
@@ -148,6 +165,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
             check_numbers(
                 after_lsn=request.after_lsn, through_lsn=request.through_lsn, page_no=page_no or 0
             )
+            check_request_epoch(self.node.membership, request.membership_epoch, "read")
             records = self.node.read_records(
                 request.after_lsn, request.through_lsn, request.max_records, page_no
             )
@@ -166,6 +184,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
     async def GetPage(self, request: pb.GetPageRequest, context):
         try:
             check_numbers(page_no=request.page_no, lsn=request.lsn, min_epoch=request.min_epoch)
+            check_request_epoch(self.node.membership, request.membership_epoch, "page read")
             with self.node.metrics.page_reads.time():
                 image, page_lsn = self.node.page_at(request.page_no, request.lsn, request.min_epoch)
         except CorruptRecordError as exc:
@@ -175,12 +194,24 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         assert len(image) == PAGE_SIZE_BYTES
         return pb.GetPageResponse(image=image, page_lsn=page_lsn, scl=self.node.state.scl)
 
+    async def SetMembership(self, request: pb.SetMembershipRequest, context):
+        """Adopt a newer membership (issue 14): stored before the answer; older refused."""
+        try:
+            membership = membership_from_proto(request.membership)
+            if membership is None:
+                raise InvalidRequestError("SetMembership without a membership (epoch 0)")
+            await self.node.set_membership(membership)
+        except SixfoldError as exc:
+            await abort(context, exc)
+        return node_state(self.node)
+
     async def ReadPageImages(self, request: pb.ReadPageImagesRequest, context):
         """Page images for a hydrating peer (sixfold/core/hydration.py), each with its CRC."""
         try:
             check_numbers(
                 at_lsn=request.at_lsn, from_page=request.from_page, min_epoch=request.min_epoch
             )
+            check_request_epoch(self.node.membership, request.membership_epoch, "hydration")
             pages, next_page, done = await asyncio.to_thread(
                 self.node.page_images,
                 request.at_lsn,
@@ -225,6 +256,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         try:
             check_numbers(epoch=request.epoch)
             check_owner(request.owner)
+            check_request_epoch(self.node.membership, request.membership_epoch, "seal")
             await self.node.seal(request.epoch, request.owner)
         except SixfoldError as exc:
             await abort(context, exc)
@@ -233,6 +265,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
     async def Truncate(self, request: pb.TruncateRequest, context):
         try:
             check_numbers(epoch=request.epoch, truncations_version=request.truncations_version)
+            check_request_epoch(self.node.membership, request.membership_epoch, "truncation")
             for r in request.ranges:
                 check_numbers(after_lsn=r.after_lsn, through_lsn=r.through_lsn)
             ranges = ranges_from_proto(request.ranges, epoch_max=request.truncations_version)

@@ -4,7 +4,8 @@ Named databases:
     meta      key -> value: format version, node name, epoch, truncations, SCL, VDL, the
               highest GC horizon used (so start-up can tell a collected record from a lost
               one), the coalescing frontier (sixfold/core/log_cleanup.py) and a hydration's
-              progress (sixfold/core/hydration.py), stored with the images it counts
+              progress (sixfold/core/hydration.py), stored with the images it counts,
+              and the volume's membership (sixfold/core/membership.py)
     log       LSN (u64 BE) -> record in its canonical encoding (CRC included)
     page_log  page (u64 BE) + LSN (u64 BE) -> b"": the records of each page, in LSN order
     versions  page (u64 BE) + LSN (u64 BE) -> page image + CRC32C: coalesced page versions
@@ -451,6 +452,15 @@ class NodeStore:
                     txn.put(_SUPERSEDED.pack(lsn, page_no, older), b"", db=self.superseded_db)
                 _put_version(txn, page_no, lsn, image, self.versions_db)
             txn.put(b"hydration", progress.encode(), db=self.meta_db)
+
+    def save_membership(self, membership: str) -> None:
+        with self.env.begin(write=True, db=self.meta_db) as txn:
+            txn.put(b"membership", membership.encode())
+
+    def load_membership(self) -> str | None:
+        with self.env.begin(db=self.meta_db) as txn:
+            raw = txn.get(b"membership")
+        return None if raw is None else bytes(raw).decode()
 
     def load_hydration(self) -> str | None:
         with self.env.begin(db=self.meta_db) as txn:

@@ -357,3 +357,58 @@ def test_a_bug_in_the_commit_path_ends_the_process(tmp_path: Path, monkeypatch) 
         assert len(bugs) == 1 and isinstance(bugs[0], AssertionError)
 
     run_with_node(tmp_path / "a1", body)
+
+
+# -- membership epochs (issue 14) -----------------------------------------------------------
+
+
+def test_a_newer_membership_is_stored_and_requests_at_an_older_one_are_refused(
+    tmp_path: Path,
+) -> None:
+    from sixfold.core.errors import StaleMembershipError
+    from sixfold.core.membership import Membership
+    from sixfold.wire import membership_to_proto
+
+    moving = Membership.initial().begin("c2", "c3")
+
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        state = await client.set_membership(membership_to_proto(moving))
+        assert state.membership.epoch == 2 and state.membership.change_new == "c3"
+        again = await client.set_membership(membership_to_proto(moving))  # a retry: no-op
+        assert again.membership.epoch == 2
+        with pytest.raises(StaleMembershipError, match="membership epoch 1"):
+            await client.set_membership(membership_to_proto(Membership.initial()))
+        other = Membership(2, ("a1", "a2", "b1", "b2", "c3", "c2"))
+        with pytest.raises(InvalidRequestError, match="other holders"):
+            await client.set_membership(membership_to_proto(other))
+        bad = pb.MembershipView(epoch=3, holders=["a1", "a1"])
+        with pytest.raises(InvalidRequestError, match="malformed membership"):
+            await client.set_membership(bad)
+        one = record(1, 0, 7, b"one\0")
+        with pytest.raises(StaleMembershipError) as err:
+            await client.append(
+                pb.AppendRequest(epoch=1, records=[one.encoded], membership_epoch=1)
+            )
+        assert "membership epoch 1" in str(err.value) and "epoch 2" in str(err.value)
+        with pytest.raises(StaleMembershipError):
+            await client.get_page(pb.GetPageRequest(page_no=7, lsn=0, membership_epoch=1))
+        with pytest.raises(grpc.aio.AioRpcError) as raw:
+            seal = pb.SealEpochRequest(epoch=2, owner="w@h:1#x", membership_epoch=1)
+            await client.stub.SealEpoch(seal, timeout=2)
+        assert raw.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        # Nothing of the refused append was stored; the current epoch (or none) is taken.
+        assert (await client.get_state()).records_stored == 0
+        ack = await client.append(
+            pb.AppendRequest(epoch=1, records=[one.encoded], membership_epoch=2)
+        )
+        assert ack.scl == 1
+        two = record(2, 1, 7, b"two\0")
+        assert (await client.append(pb.AppendRequest(epoch=1, records=[two.encoded]))).scl == 2
+
+    run_with_node(tmp_path / "a1", body)
+
+    async def after_restart(client: NodeClient, node: StorageNode) -> None:
+        assert node.membership == moving  # stored before it was acknowledged
+
+    run_with_node(tmp_path / "a1", after_restart)

@@ -30,6 +30,7 @@ from sixfold.core.hydration import (
     hydration_sources,
     hydration_target,
 )
+from sixfold.core.membership import Membership, newest
 from sixfold.core.node_requests import GetPage, GetState, NodeRequest, ReadPageImages, ReadRecords
 from sixfold.core.page_read import PageImage
 from sixfold.core.record import RedoRecord
@@ -50,6 +51,13 @@ class AdoptTruncations:
     epoch: int
     ranges: tuple[TruncationRange, ...]
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptMembership:
+    """A peer knows a newer membership: take it (a node that was down during a change)."""
+
+    membership: Membership
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,7 @@ class DropHydration:
 
 LocalStep = (
     NotePeers
+    | AdoptMembership
     | AdoptTruncations
     | StoreFetched
     | RepairRecord
@@ -131,9 +140,11 @@ class GossipRound:
         st: SegmentState,
         damaged: Sequence[Damaged],
         hydration: HydrationProgress | None = None,
+        membership: Membership | None = None,
     ) -> Round:
         """One round; returns True when it fetched records or page images and the node may
-        still be behind. `hydration`: the node's stored progress, if it is hydrating."""
+        still be behind. `hydration`: the node's stored progress, if it is hydrating;
+        `membership`: the newest it knows (None: the initial one, and it is a member)."""
         answers = yield {p: GetState() for p in self.peers}
         answered = [a for p in self.peers if isinstance(a := answers[p], SegmentReport)]
         for state in answered:
@@ -141,8 +152,14 @@ class GossipRound:
         # Only peers that answered this round: GC waits while any peer is unreachable, so a
         # node that comes back (maybe with a damaged disk) can still fetch what it lacks.
         yield NotePeers(tuple(answered))
+        known = newest(s.membership for s in answered)
+        if membership is not None and known.epoch > membership.epoch:
+            yield AdoptMembership(known)
+            membership = known
         yield from self._adopt_truncations(st, answered)
         yield from self._repair(st, answered, damaged)
+        if membership is not None and st.name not in membership.nodes:
+            return False  # a spare: it copies nothing until a change makes it a member
         hydrated = yield from self._hydrate(st, answered, hydration)
         if hydrated is not None:
             return hydrated

@@ -29,7 +29,7 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from sixfold.core.errors import MembershipError
+from sixfold.core.errors import MembershipError, StaleMembershipError
 from sixfold.core.quorum import COPIES, NODE_AZ, NODE_NAMES, READ_QUORUM, WRITE_QUORUM, quorum_lsn
 
 POSITIONS = NODE_NAMES  # the six positions, named after their first holders
@@ -154,6 +154,46 @@ class Membership:
         if self.change is None:
             raise MembershipError(f"no membership change is in progress at epoch {self.epoch}")
         return self.change
+
+
+# -- on the wire and on a node ------------------------------------------------------------------
+
+
+def checked_membership(epoch: int, holders: tuple[str, ...], change: Change | None) -> Membership:
+    """A membership from outside (the wire, a disk): MembershipError if it is malformed."""
+    names = [*holders, *([change.new] if change else [])]
+    if len(holders) != COPIES or len(set(names)) != len(names):
+        raise MembershipError(f"need {COPIES} distinct holders, got {list(holders)}")
+    if any(not n or len(n) > NODE_NAME_CHARS_MAX for n in names):
+        raise MembershipError(f"bad node name among {names}")
+    if change is not None and (
+        change.position not in POSITIONS or holders[POSITIONS.index(change.position)] != change.old
+    ):
+        raise MembershipError(f"change {change} does not match the holders {list(holders)}")
+    return Membership(epoch, holders, change)
+
+
+def check_request_epoch(node: Membership, request_epoch: int, what: str) -> None:
+    """A request from a sender at an older membership epoch is refused (it may count the
+    wrong nodes towards its quorum); 0 is a sender that gives none (tools, gossip). A newer
+    one is taken: the node lags, and gossip brings it the newer membership."""
+    if request_epoch and request_epoch < node.epoch:
+        raise StaleMembershipError(request_epoch, node.epoch, what)
+
+
+def newest(memberships: Iterable[Membership | None]) -> Membership:
+    """The membership of the highest epoch among those given (the initial one if none)."""
+    known = [m for m in memberships if m is not None]
+    return max(known, key=lambda m: m.epoch, default=Membership.initial())
+
+
+def describe(membership: Membership) -> str:
+    """One line for status and logs."""
+    text = f"membership epoch {membership.epoch}: {' '.join(membership.holders)}"
+    c = membership.change
+    if c is not None:
+        text += f"; replacing {c.old} with {c.new} at position {c.position}"
+    return text
 
 
 # -- an operator's replacement, and when a change settles --------------------------------------

@@ -19,7 +19,11 @@ assert 2 * WRITE_QUORUM > COPIES, "two write quorums must overlap"
 
 AZS = ("a", "b", "c")
 NODE_NAMES = ("a1", "a2", "b1", "b2", "c1", "c2")
-NODE_AZ = {name: name[0] for name in NODE_NAMES}
+# Spare storage nodes, one per AZ (`sixfold up --spares 1`): each may replace a dead node of
+# its AZ (sixfold/core/membership.py), and then holds that position under its own name.
+SPARE_NAMES = ("a3", "b3", "c3")
+STORAGE_NAMES = (*NODE_NAMES, *SPARE_NAMES)  # every name a storage node process may take
+NODE_AZ = {name: name[0] for name in STORAGE_NAMES}
 
 assert len(NODE_NAMES) == COPIES
 assert all(sum(1 for n in NODE_NAMES if NODE_AZ[n] == az) == COPIES // len(AZS) for az in AZS)

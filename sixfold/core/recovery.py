@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sixfold.core.membership import Membership
 from sixfold.core.quorum import READ_QUORUM
 from sixfold.core.truncation import TruncationRange
 
@@ -33,6 +34,7 @@ class SegmentReport:
     repair_floor: int = 0  # the lowest LSN it must fetch back from a peer (0: none)
     coalesced_through: int = 0  # peers collect no garbage above it (sixfold/core/log_cleanup.py)
     gc_horizon: int = 0  # it builds no page below it; records at or below it may be gone
+    membership: Membership | None = None  # the newest it knows (None: not reported)
 
 
 @dataclass(frozen=True, slots=True)

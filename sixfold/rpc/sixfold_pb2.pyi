@@ -17,7 +17,7 @@ class TruncationRange(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ...) -> None: ...
 
 class NodeState(_message.Message):
-    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor", "instances", "coalesced_through", "gc_horizon", "hydrating_to", "hydrated_pages", "hydrated_bytes")
+    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor", "instances", "coalesced_through", "gc_horizon", "hydrating_to", "hydrated_pages", "hydrated_bytes", "membership")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class NodeState(_message.Message):
     HYDRATING_TO_FIELD_NUMBER: _ClassVar[int]
     HYDRATED_PAGES_FIELD_NUMBER: _ClassVar[int]
     HYDRATED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     name: str
     az: str
     epoch: int
@@ -64,7 +65,46 @@ class NodeState(_message.Message):
     hydrating_to: int
     hydrated_pages: int
     hydrated_bytes: int
-    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ..., coalesced_through: _Optional[int] = ..., gc_horizon: _Optional[int] = ..., hydrating_to: _Optional[int] = ..., hydrated_pages: _Optional[int] = ..., hydrated_bytes: _Optional[int] = ...) -> None: ...
+    membership: MembershipView
+    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ..., coalesced_through: _Optional[int] = ..., gc_horizon: _Optional[int] = ..., hydrating_to: _Optional[int] = ..., hydrated_pages: _Optional[int] = ..., hydrated_bytes: _Optional[int] = ..., membership: _Optional[_Union[MembershipView, _Mapping]] = ...) -> None: ...
+
+class MembershipView(_message.Message):
+    __slots__ = ("epoch", "holders", "change_position", "change_old", "change_new")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HOLDERS_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_OLD_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_NEW_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    holders: _containers.RepeatedScalarFieldContainer[str]
+    change_position: str
+    change_old: str
+    change_new: str
+    def __init__(self, epoch: _Optional[int] = ..., holders: _Optional[_Iterable[str]] = ..., change_position: _Optional[str] = ..., change_old: _Optional[str] = ..., change_new: _Optional[str] = ...) -> None: ...
+
+class SetMembershipRequest(_message.Message):
+    __slots__ = ("membership",)
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    membership: MembershipView
+    def __init__(self, membership: _Optional[_Union[MembershipView, _Mapping]] = ...) -> None: ...
+
+class ReplaceRequest(_message.Message):
+    __slots__ = ("old", "new", "force")
+    OLD_FIELD_NUMBER: _ClassVar[int]
+    NEW_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    old: str
+    new: str
+    force: bool
+    def __init__(self, old: _Optional[str] = ..., new: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class ReplaceResponse(_message.Message):
+    __slots__ = ("membership", "durable_point")
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_POINT_FIELD_NUMBER: _ClassVar[int]
+    membership: MembershipView
+    durable_point: int
+    def __init__(self, membership: _Optional[_Union[MembershipView, _Mapping]] = ..., durable_point: _Optional[int] = ...) -> None: ...
 
 class InstanceView(_message.Message):
     __slots__ = ("name", "address", "role", "read_point", "seen_s_ago", "client_address")
@@ -83,14 +123,16 @@ class InstanceView(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., read_point: _Optional[int] = ..., seen_s_ago: _Optional[float] = ..., client_address: _Optional[str] = ...) -> None: ...
 
 class AppendRequest(_message.Message):
-    __slots__ = ("epoch", "records", "vdl")
+    __slots__ = ("epoch", "records", "vdl", "membership_epoch")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     VDL_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     records: _containers.RepeatedScalarFieldContainer[bytes]
     vdl: int
-    def __init__(self, epoch: _Optional[int] = ..., records: _Optional[_Iterable[bytes]] = ..., vdl: _Optional[int] = ...) -> None: ...
+    membership_epoch: int
+    def __init__(self, epoch: _Optional[int] = ..., records: _Optional[_Iterable[bytes]] = ..., vdl: _Optional[int] = ..., membership_epoch: _Optional[int] = ...) -> None: ...
 
 class AppendResponse(_message.Message):
     __slots__ = ("scl", "epoch")
@@ -101,16 +143,18 @@ class AppendResponse(_message.Message):
     def __init__(self, scl: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class AppendBatch(_message.Message):
-    __slots__ = ("epoch", "records", "vdl", "batch_id")
+    __slots__ = ("epoch", "records", "vdl", "batch_id", "membership_epoch")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     VDL_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     records: bytes
     vdl: int
     batch_id: int
-    def __init__(self, epoch: _Optional[int] = ..., records: _Optional[bytes] = ..., vdl: _Optional[int] = ..., batch_id: _Optional[int] = ...) -> None: ...
+    membership_epoch: int
+    def __init__(self, epoch: _Optional[int] = ..., records: _Optional[bytes] = ..., vdl: _Optional[int] = ..., batch_id: _Optional[int] = ..., membership_epoch: _Optional[int] = ...) -> None: ...
 
 class AppendBatchAck(_message.Message):
     __slots__ = ("batch_id", "scl", "epoch", "error", "message")
@@ -127,16 +171,18 @@ class AppendBatchAck(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReadRecordsRequest(_message.Message):
-    __slots__ = ("after_lsn", "through_lsn", "max_records", "page_no")
+    __slots__ = ("after_lsn", "through_lsn", "max_records", "page_no", "membership_epoch")
     AFTER_LSN_FIELD_NUMBER: _ClassVar[int]
     THROUGH_LSN_FIELD_NUMBER: _ClassVar[int]
     MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
     PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     after_lsn: int
     through_lsn: int
     max_records: int
     page_no: int
-    def __init__(self, after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ..., max_records: _Optional[int] = ..., page_no: _Optional[int] = ...) -> None: ...
+    membership_epoch: int
+    def __init__(self, after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ..., max_records: _Optional[int] = ..., page_no: _Optional[int] = ..., membership_epoch: _Optional[int] = ...) -> None: ...
 
 class ReadRecordsResponse(_message.Message):
     __slots__ = ("records", "scl", "epoch", "gc_horizon")
@@ -151,14 +197,16 @@ class ReadRecordsResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[bytes]] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ..., gc_horizon: _Optional[int] = ...) -> None: ...
 
 class GetPageRequest(_message.Message):
-    __slots__ = ("page_no", "lsn", "min_epoch")
+    __slots__ = ("page_no", "lsn", "min_epoch", "membership_epoch")
     PAGE_NO_FIELD_NUMBER: _ClassVar[int]
     LSN_FIELD_NUMBER: _ClassVar[int]
     MIN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     page_no: int
     lsn: int
     min_epoch: int
-    def __init__(self, page_no: _Optional[int] = ..., lsn: _Optional[int] = ..., min_epoch: _Optional[int] = ...) -> None: ...
+    membership_epoch: int
+    def __init__(self, page_no: _Optional[int] = ..., lsn: _Optional[int] = ..., min_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ...) -> None: ...
 
 class GetPageResponse(_message.Message):
     __slots__ = ("image", "page_lsn", "scl")
@@ -185,34 +233,40 @@ class GetStateRequest(_message.Message):
     def __init__(self, reader: _Optional[str] = ..., read_point: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
 
 class SealEpochRequest(_message.Message):
-    __slots__ = ("epoch", "owner")
+    __slots__ = ("epoch", "owner", "membership_epoch")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     owner: str
-    def __init__(self, epoch: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+    membership_epoch: int
+    def __init__(self, epoch: _Optional[int] = ..., owner: _Optional[str] = ..., membership_epoch: _Optional[int] = ...) -> None: ...
 
 class TruncateRequest(_message.Message):
-    __slots__ = ("epoch", "ranges", "truncations_version")
+    __slots__ = ("epoch", "ranges", "truncations_version", "membership_epoch")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     RANGES_FIELD_NUMBER: _ClassVar[int]
     TRUNCATIONS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
     truncations_version: int
-    def __init__(self, epoch: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., truncations_version: _Optional[int] = ...) -> None: ...
+    membership_epoch: int
+    def __init__(self, epoch: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., truncations_version: _Optional[int] = ..., membership_epoch: _Optional[int] = ...) -> None: ...
 
 class ReadPageImagesRequest(_message.Message):
-    __slots__ = ("at_lsn", "from_page", "pages_max", "min_epoch")
+    __slots__ = ("at_lsn", "from_page", "pages_max", "min_epoch", "membership_epoch")
     AT_LSN_FIELD_NUMBER: _ClassVar[int]
     FROM_PAGE_FIELD_NUMBER: _ClassVar[int]
     PAGES_MAX_FIELD_NUMBER: _ClassVar[int]
     MIN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     at_lsn: int
     from_page: int
     pages_max: int
     min_epoch: int
-    def __init__(self, at_lsn: _Optional[int] = ..., from_page: _Optional[int] = ..., pages_max: _Optional[int] = ..., min_epoch: _Optional[int] = ...) -> None: ...
+    membership_epoch: int
+    def __init__(self, at_lsn: _Optional[int] = ..., from_page: _Optional[int] = ..., pages_max: _Optional[int] = ..., min_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ...) -> None: ...
 
 class PageImageEntry(_message.Message):
     __slots__ = ("page_no", "page_lsn", "image", "crc32c")
@@ -317,7 +371,7 @@ class StorageNodeView(_message.Message):
     def __init__(self, name: _Optional[str] = ..., reachable: _Optional[bool] = ..., scl: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class WriterState(_message.Message):
-    __slots__ = ("epoch", "vdl", "vcl", "next_lsn", "fenced", "recovered", "nodes", "status", "sql", "role")
+    __slots__ = ("epoch", "vdl", "vcl", "next_lsn", "fenced", "recovered", "nodes", "status", "sql", "role", "membership")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     VDL_FIELD_NUMBER: _ClassVar[int]
     VCL_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +382,7 @@ class WriterState(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     vdl: int
     vcl: int
@@ -338,7 +393,8 @@ class WriterState(_message.Message):
     status: str
     sql: SqlCounters
     role: str
-    def __init__(self, epoch: _Optional[int] = ..., vdl: _Optional[int] = ..., vcl: _Optional[int] = ..., next_lsn: _Optional[int] = ..., fenced: _Optional[bool] = ..., recovered: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ..., status: _Optional[str] = ..., sql: _Optional[_Union[SqlCounters, _Mapping]] = ..., role: _Optional[str] = ...) -> None: ...
+    membership: MembershipView
+    def __init__(self, epoch: _Optional[int] = ..., vdl: _Optional[int] = ..., vcl: _Optional[int] = ..., next_lsn: _Optional[int] = ..., fenced: _Optional[bool] = ..., recovered: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[StorageNodeView, _Mapping]]] = ..., status: _Optional[str] = ..., sql: _Optional[_Union[SqlCounters, _Mapping]] = ..., role: _Optional[str] = ..., membership: _Optional[_Union[MembershipView, _Mapping]] = ...) -> None: ...
 
 class SqlCounters(_message.Message):
     __slots__ = ("commits", "redo_bytes", "changed_page_bytes")

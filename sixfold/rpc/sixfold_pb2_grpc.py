@@ -59,6 +59,11 @@ class StorageNodeStub:
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesRequest.SerializeToString,
                 response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesResponse.FromString,
                 _registered_method=True)
+        self.SetMembership = channel.unary_unary(
+                '/sixfold.v1.StorageNode/SetMembership',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.SetMembershipRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.NodeState.FromString,
+                _registered_method=True)
         self.GetState = channel.unary_unary(
                 '/sixfold.v1.StorageNode/GetState',
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.GetStateRequest.SerializeToString,
@@ -118,6 +123,13 @@ class StorageNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetMembership(self, request, context):
+        """Adopt a newer membership (stored before it answers); an older one is refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetState(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -171,6 +183,11 @@ def add_StorageNodeServicer_to_server(servicer, server):
                     servicer.ReadPageImages,
                     request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesRequest.FromString,
                     response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesResponse.SerializeToString,
+            ),
+            'SetMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMembership,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.SetMembershipRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.NodeState.SerializeToString,
             ),
             'GetState': grpc.unary_unary_rpc_method_handler(
                     servicer.GetState,
@@ -328,6 +345,33 @@ class StorageNode:
             '/sixfold.v1.StorageNode/ReadPageImages',
             sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.ReadPageImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.StorageNode/SetMembership',
+            sixfold_dot_rpc_dot_sixfold__pb2.SetMembershipRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.NodeState.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1058,6 +1102,11 @@ class InstanceStub:
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.DrainRequest.SerializeToString,
                 response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.DrainResponse.FromString,
                 _registered_method=True)
+        self.Replace = channel.unary_unary(
+                '/sixfold.v1.Instance/Replace',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReplaceRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ReplaceResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServicer:
@@ -1076,6 +1125,14 @@ class InstanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Replace(self, request, context):
+        """Begin replacing a storage node with a spare (issue 14): the writer makes the
+        transitional membership and completes it once the spare has hydrated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1088,6 +1145,11 @@ def add_InstanceServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.DrainRequest.FromString,
                     response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.DrainResponse.SerializeToString,
+            ),
+            'Replace': grpc.unary_unary_rpc_method_handler(
+                    servicer.Replace,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.ReplaceRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReplaceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1145,6 +1207,33 @@ class Instance:
             '/sixfold.v1.Instance/Drain',
             sixfold_dot_rpc_dot_sixfold__pb2.DrainRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sixfold.v1.Instance/Replace',
+            sixfold_dot_rpc_dot_sixfold__pb2.ReplaceRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.ReplaceResponse.FromString,
             options,
             channel_credentials,
             insecure,
