@@ -12,7 +12,7 @@ from sixfold.core import topology
 from sixfold.core.errors import RecoveryError, SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.wire import abort
+from sixfold.wire import abort, membership_to_proto
 
 DRAIN_HOLD_S = 10.0  # how long a switchover keeps the old writer from taking commits
 DRAIN_TIMEOUT_S = 15.0
@@ -77,6 +77,18 @@ class InstanceService(pb_grpc.InstanceServicer):
         except SixfoldError as exc:
             await abort(context, exc)
         return pb.DrainResponse(vdl=vdl)
+
+    async def Replace(self, request: pb.ReplaceRequest, context: grpc.aio.ServicerContext):
+        try:
+            writer = self.instance.writer_or_refuse()
+            membership, durable_point = await writer.replace(
+                request.old, request.new, request.force
+            )
+        except SixfoldError as exc:
+            await abort(context, exc)
+        return pb.ReplaceResponse(
+            membership=membership_to_proto(membership), durable_point=durable_point
+        )
 
     async def _promote(self, planned: bool) -> pb.PromoteResponse:
         instance = self.instance

@@ -108,10 +108,11 @@ class NodeClient:
     ) -> pb.NodeState:
         return await call(self.name, self.stub.GetState, request or pb.GetStateRequest(), timeout)
 
-    async def seal(self, epoch: int, owner: str, timeout: float = CALL_TIMEOUT_S) -> pb.NodeState:
-        return await call(
-            self.name, self.stub.SealEpoch, pb.SealEpochRequest(epoch=epoch, owner=owner), timeout
-        )
+    async def seal(
+        self, epoch: int, owner: str, timeout: float = CALL_TIMEOUT_S, membership_epoch: int = 0
+    ) -> pb.NodeState:
+        request = pb.SealEpochRequest(epoch=epoch, owner=owner, membership_epoch=membership_epoch)
+        return await call(self.name, self.stub.SealEpoch, request, timeout)
 
     async def truncate(
         self, request: pb.TruncateRequest, timeout: float = CALL_TIMEOUT_S

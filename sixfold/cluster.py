@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Protocol
 
 from sixfold.core.errors import SixfoldError
-from sixfold.core.quorum import AZS, NODE_NAMES, nodes_in_az
+from sixfold.core.quorum import AZS, NODE_NAMES, SPARE_NAMES, STORAGE_NAMES, nodes_in_az
 
 DEFAULT_DIR = Path(".sixfold")
 READER_NAMES = ("r1", "r2")
 WRITER_NAME = "writer"
 INSTANCE_NAMES = (WRITER_NAME, *READER_NAMES)  # any of them may be the writer (issue 6)
-ALL_NAMES = (*NODE_NAMES, *INSTANCE_NAMES)
+ALL_NAMES = (*NODE_NAMES, *SPARE_NAMES, *INSTANCE_NAMES)
 INTERPOSER_NAME = "interposer"  # only in a partitionable cluster (`sixfold up --partitionable`)
 HOST = "127.0.0.1"
 STOP_GRACE_S = 5.0
@@ -68,14 +68,24 @@ class ClusterLayout:
 
     @property
     def nodes(self) -> dict[str, str]:
-        """Where clients reach the nodes: always direct, never through the interposer."""
-        return {n: self.processes[n].address for n in NODE_NAMES}
+        """Where clients reach the storage nodes, spares included (the membership says which
+        hold a position): always direct, never through the interposer."""
+        return {n: self.processes[n].address for n in self.storage_names}
+
+    @property
+    def storage_names(self) -> list[str]:
+        """The storage node processes: a1 ... c2, and the spares a3 b3 c3 if started."""
+        return [n for n in STORAGE_NAMES if n in self.processes]
+
+    @property
+    def spares(self) -> list[str]:
+        return [n for n in SPARE_NAMES if n in self.processes]
 
     def node_address_for(self, src: str, node: str) -> str:
-        """The address `src` uses to reach `node`: through the interposer when partitionable."""
-        if not self.links:
-            return self.processes[node].address
-        return f"{HOST}:{self.links[link_key(src, node)]}"
+        """The address `src` uses to reach `node`: through the interposer when partitionable
+        (spares added later are reached directly)."""
+        link = self.links.get(link_key(src, node))
+        return self.processes[node].address if link is None else f"{HOST}:{link}"
 
     def find_writer_address(self) -> str:
         """The current writer: asked of the instances over the network (it blocks: async
@@ -258,6 +268,27 @@ def set_ports(layout: ClusterLayout, base_port: int | None) -> None:
         layout.processes[name] = ProcessInfo(name, role, port, metrics_port=metrics_port)
 
 
+SPARE_PORT_OFFSET = 7  # spares a3 b3 c3 at base + 7, 8, 9 (after the six nodes)
+
+
+def add_spares(layout: ClusterLayout) -> list[str]:
+    """Add one spare storage node per AZ (a3 b3 c3) to the layout; returns those added."""
+    base = layout.processes[WRITER_NAME].port
+    added = []
+    for i, name in enumerate(SPARE_NAMES):
+        if name in layout.processes:
+            continue
+        port = base + SPARE_PORT_OFFSET + i
+        if port > 65535 - METRICS_PORT_OFFSET or not _bindable(port):
+            port = free_port()
+        metrics = port + METRICS_PORT_OFFSET
+        if metrics > 65535 or not _bindable(metrics):
+            metrics = free_port()
+        layout.processes[name] = ProcessInfo(name, "node", port, metrics_port=metrics)
+        added.append(name)
+    return added
+
+
 def make_partitionable(layout: ClusterLayout) -> None:
     """Route every member-to-node link through an interposer (sixfold/tools/interposer.py).
 
@@ -297,7 +328,9 @@ def command_for(layout: ClusterLayout, name: str) -> list[str]:
             "--port",
             str(info.port),
         ]
-    nodes = ",".join(f"{n}={layout.node_address_for(name, n)}" for n in NODE_NAMES if n != name)
+    nodes = ",".join(
+        f"{n}={layout.node_address_for(name, n)}" for n in layout.storage_names if n != name
+    )
     if info.role == "node":
         cmd = [
             sys.executable,

@@ -115,7 +115,11 @@ async def call(client: NodeClient, request: NodeRequest, timeouts: CallTimeouts)
         asked = pb.GetStateRequest(reader=request.reader, read_point=request.read_point)
         return report_of(await client.get_state(asked, timeout=timeouts.quick_s))
     if isinstance(request, Seal):
-        return report_of(await client.seal(request.epoch, request.owner, timeout=timeouts.quick_s))
+        return report_of(
+            await client.seal(
+                request.epoch, request.owner, timeouts.quick_s, request.membership_epoch
+            )
+        )
     if isinstance(request, GetPage):
         response = await client.get_page(
             pb.GetPageRequest(
@@ -129,6 +133,7 @@ async def call(client: NodeClient, request: NodeRequest, timeouts: CallTimeouts)
             epoch=request.epoch,
             ranges=ranges_to_proto(request.ranges, pb.TruncationRange),
             truncations_version=request.version,
+            membership_epoch=request.membership_epoch,
         )
         return report_of(await client.truncate(message, timeout=timeouts.bulk_s))
     if isinstance(request, ReadRecords):

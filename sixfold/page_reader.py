@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sixfold.clients import NodeClient
+from sixfold.core.membership import Membership
 from sixfold.core.page_read import NodeChoice, read_page
 from sixfold.node_calls import CallTimeouts, drive
 
@@ -21,6 +22,11 @@ class PageReader:
 
     def note_scl(self, node: str, scl: int) -> None:
         self.choice.note_scl(node, scl)
+
+    def note_membership(self, membership: Membership) -> None:
+        """Count quorum reads by the newest membership heard of (never an older one)."""
+        if membership.epoch > self.choice.membership.epoch:
+            self.choice.membership = membership
 
     async def read(self, page_no: int, lsn: int, min_epoch: int) -> tuple[bytes, int]:
         """The page at `lsn` and the LSN of its newest change."""

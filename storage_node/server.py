@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sixfold import metrics
-from sixfold.core.quorum import NODE_AZ, NODE_NAMES
+from sixfold.core.quorum import NODE_AZ, STORAGE_NAMES
 from sixfold.crash import guarded_task
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import (
@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m storage_node", description="Run one sixfold storage node."
     )
     p.add_argument(
-        "--name", required=True, choices=NODE_NAMES, help="node name (its AZ is its first letter)"
+        "--name",
+        required=True,
+        choices=STORAGE_NAMES,
+        help="node name (its AZ is its first letter; a3 b3 c3 are spares)",
     )
     p.add_argument("--data-dir", required=True, type=Path, help="LMDB data directory")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

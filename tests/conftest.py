@@ -24,9 +24,17 @@ WAIT_LIMIT_S = 30.0
 class LocalCluster:
     """A process cluster in a temporary directory, driven the way the CLI drives it."""
 
-    def __init__(self, directory: Path, partitionable: bool = False, takeover: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        partitionable: bool = False,
+        takeover: bool = True,
+        spares: bool = False,
+    ) -> None:
         self.directory = directory
         layout = cluster.new_layout(directory, partitionable)
+        if spares:
+            cluster.add_spares(layout)
         layout.extra_args = {"writer": ["--write-timeout", str(WRITE_TIMEOUT_S)]}
         if not takeover:  # the test scripts the writer's life: no reader takes over
             layout.extra_args["reader"] = ["--no-takeover"]
@@ -140,7 +148,8 @@ async def _writer_state(address: str) -> pb.WriterState:
 def local_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """Mark a test `no_takeover` when it kills the writer and restarts it itself."""
     takeover = request.node.get_closest_marker("no_takeover") is None
-    c = LocalCluster(tmp_path / "cluster", takeover=takeover)
+    spares = request.node.get_closest_marker("spares") is not None
+    c = LocalCluster(tmp_path / "cluster", takeover=takeover, spares=spares)
     try:
         c.up()
         yield c

@@ -23,6 +23,7 @@ from sixfold.core.errors import (
     StaleEpochError,
     WriterFencedError,
 )
+from sixfold.core.membership import Membership
 from sixfold.core.shipping import Batch
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import named_error, ranges_to_proto
@@ -128,6 +129,7 @@ class NodeSender:
             records=batch.blob,
             vdl=batch.vdl,
             batch_id=batch.batch_id,
+            membership_epoch=self.pipeline.log.membership.epoch,
         )
         self.bytes_sent += message.ByteSize() + 5  # 5: gRPC's length-prefix framing
         if len(self.shipper.in_flight) == 1:
@@ -174,6 +176,7 @@ class NodeSender:
             epoch=core.epoch,
             ranges=ranges_to_proto(core.truncations, pb.TruncationRange),
             truncations_version=core.epoch,
+            membership_epoch=core.membership.epoch,
         )
         log.info(
             "storage node %s missed epoch %d: sending its truncations",
@@ -191,6 +194,8 @@ class CommitPipeline:
         self.observe_commit: Callable[[float], None] | None = None  # seconds to acknowledgement
         self.room = asyncio.Event()  # set when VDL advanced (LAL), a node came back, or fenced
         self.senders = [NodeSender(self, c) for c in clients]
+        self.sender_tasks: dict[str, asyncio.Task[None]] = {}
+        self.on_membership: Callable[[Membership], None] | None = None  # told of each change
         self.tasks: list[asyncio.Task[None]] = []
 
     # What the rest of the writer reads, from the core.
@@ -245,8 +250,33 @@ class CommitPipeline:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(s.run()) for s in self.senders]
-        self.tasks.append(loop.create_task(self._expire_waiters()))
+        self.sender_tasks = {s.client.name: loop.create_task(s.run()) for s in self.senders}
+        self.tasks = [*self.sender_tasks.values(), loop.create_task(self._expire_waiters())]
+
+    async def change_membership(
+        self, membership: Membership, clients: dict[str, NodeClient]
+    ) -> None:
+        """Ship to `membership`'s nodes (sixfold/core/membership.py): a stream to each node
+        that joins, and none any more to each that leaves (stopped before the core forgets
+        it, so no acknowledgement of it arrives after)."""
+        leaving = [name for name in self.log.shippers if name not in membership.nodes]
+        for name in leaving:
+            task = self.sender_tasks.pop(name)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self.tasks.remove(task)
+            self.senders = [s for s in self.senders if s.client.name != name]
+        joined, _ = self.log.change_membership(membership)
+        if self.on_membership is not None:
+            self.on_membership(membership)
+        loop = asyncio.get_running_loop()
+        for name in joined:
+            sender = NodeSender(self, clients[name])
+            self.senders.append(sender)
+            self.sender_tasks[name] = task = loop.create_task(sender.run())
+            self.tasks.append(task)
+        self.room.set()  # a quorum may have come (or gone) with the change
+        self.wake_all()
 
     async def stop(self, why: str = "the writer is shutting down") -> None:
         """Stop sending; commits still waiting get an answer: their outcome is unknown."""

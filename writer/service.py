@@ -11,7 +11,7 @@ from sixfold.core.commit_log import PageWrite
 from sixfold.core.errors import NotWriterError, SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.wire import abort
+from sixfold.wire import abort, membership_to_proto
 from writer.sql_vfs import ShippedCounters
 from writer.writer import Writer
 
@@ -87,4 +87,5 @@ class WriterService(pb_grpc.WriterServicer):
             state.status = str(p.fenced)
         for name, reachable, scl in p.node_views():
             state.nodes.add(name=name, reachable=reachable, scl=scl)
+        state.membership.CopyFrom(membership_to_proto(p.log.membership))
         return state

@@ -20,12 +20,15 @@ from sixfold.core.errors import (
     RecoveryError,
     SixfoldError,
 )
+from sixfold.core.membership import Membership, describe
 from sixfold.core.record import PAGE_SIZE_BYTES
+from sixfold.crash import guarded_task
 from sixfold.page_reader import PageReader
 from sixfold.sql.layout import SQL_PAGE_BASE
 from writer.pipeline import CommitPipeline
 from writer.read_index import EpochConfirmer
 from writer.recovery import recover
+from writer.replacement import begin_replacement, settle_change
 
 log = logging.getLogger("sixfold.writer")
 
@@ -55,6 +58,8 @@ class Writer:
         self.page_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self.membership_lock = asyncio.Lock()  # one `replace` at a time
+        self.settling: asyncio.Task[None] | None = None  # a change completing
 
     async def run_recovery(self) -> None:
         """Recover, retrying until a write quorum is reachable; then start the pipeline."""
@@ -71,10 +76,12 @@ class Writer:
         """One recovery attempt at a new epoch (P17 §4.3); raises if it cannot win one."""
         result = await recover(self.clients, self.owner, self.limits.lal, epoch_wanted)
         plan = result.plan
-        names = [c.name for c in self.clients]
-        self.pipeline = CommitPipeline(
-            self.clients, CommitLog.recovered(names, result, self.limits)
-        )
+        # It ships to the membership's nodes; the other nodes it knows are spares.
+        members = [c for c in self.clients if c.name in result.membership.nodes]
+        names = [c.name for c in members]
+        self.pipeline = CommitPipeline(members, CommitLog.recovered(names, result, self.limits))
+        self.reader.note_membership(result.membership)
+        self.pipeline.on_membership = self.reader.note_membership
         self.pipeline.start()
         self.confirmer = EpochConfirmer(
             self.clients, plan.epoch, lambda: self.pipeline.vdl, self.limits.append_timeout_s
@@ -84,6 +91,24 @@ class Writer:
         self.status = "accepting writes"
         self.recovered.set()
         log.info("writer %s recovered: epoch %d, VDL %d", self.owner, plan.epoch, plan.vdl)
+        if result.membership.change is not None:  # a change in progress: carry it on
+            log.info("%s: carrying the change on", describe(result.membership))
+            self.start_settling(plan.vdl, revertible=True)
+
+    # -- membership changes (writer/replacement.py) ------------------------------------------------
+
+    async def replace(self, old: str, new: str, force: bool) -> tuple[Membership, int]:
+        """Begin replacing storage node `old` with spare `new`; see writer/replacement.py."""
+        async with self.membership_lock:
+            return await begin_replacement(self, old, new, force)
+
+    def start_settling(self, durable_point: int, revertible: bool) -> None:
+        """Complete (or revert) the change in progress in the background."""
+        if self.settling is not None:
+            self.settling.cancel()
+        self.settling = guarded_task(
+            settle_change(self, durable_point, revertible), "settling a membership change"
+        )
 
     def _ready(self) -> CommitPipeline:
         if self.pipeline is None:
@@ -255,6 +280,9 @@ class Writer:
         return image, page_lsn, vdl
 
     async def close(self, why: str = "the writer is shutting down") -> None:
+        if self.settling is not None:
+            self.settling.cancel()
+            await asyncio.gather(self.settling, return_exceptions=True)
         if self.confirmer:
             await self.confirmer.close()
         if self.pipeline:

@@ -27,6 +27,7 @@ from sixfold.core.errors import (
     SixfoldError,
     WriterFencedError,
 )
+from sixfold.core.membership import Membership
 from sixfold.core.quorum import COPIES, WRITE_QUORUM
 from sixfold.core.record import Delta, RecordFlags, RedoRecord, encode_deltas, encode_record
 from sixfold.core.recovery_machine import Recovered
@@ -139,11 +140,12 @@ class CommitLog:
         truncations: tuple[TruncationRange, ...],
         limits: WriterLimits,
         durability: VolumeDurability | None = None,
+        membership: Membership | None = None,
     ) -> None:
         self.epoch = epoch
         self.limits = limits
         self.truncations = truncations
-        self.durability = durability or VolumeDurability(nodes, vdl, node_scls)
+        self.durability = durability or VolumeDurability(nodes, vdl, node_scls, membership)
         self.allocator = LsnAllocator(last_lsn=vdl, epoch_base=next_lsn - 1, lal=limits.lal)
         self.tail = LogTail(next_lsn)
         self.recovered_vdl = vdl
@@ -165,7 +167,9 @@ class CommitLog:
         limits: WriterLimits,
         durability: VolumeDurability | None = None,
     ) -> CommitLog:
-        """The log of a writer that has just won recovery (sixfold/core/recovery_machine.py)."""
+        """The log of a writer that has just won recovery (sixfold/core/recovery_machine.py):
+        it ships to the nodes of the membership the recovery found."""
+        assert set(nodes) == result.membership.nodes, (nodes, result.membership)
         plan = result.plan
         return cls(
             nodes,
@@ -176,6 +180,7 @@ class CommitLog:
             truncations=result.truncations,
             limits=limits,
             durability=durability,
+            membership=result.membership,
         )
 
     @property
@@ -185,6 +190,23 @@ class CommitLog:
     def live_count(self) -> int:
         """Nodes reachable and not superseded: a write quorum of them lets commits go."""
         return self._live
+
+    def change_membership(self, membership: Membership) -> tuple[list[str], list[str]]:
+        """Ship to `membership`'s nodes from now on, and count quorums by it (P18 §2.3).
+        A node joining is sent records from the next LSN on (it hydrates, and gossip fills
+        the rest); a node leaving is no longer waited for. Returns (joined, left)."""
+        assert membership.epoch > self.membership.epoch, (membership, self.membership)
+        joined = sorted(membership.nodes - self.shippers.keys())
+        left = sorted(self.shippers.keys() - membership.nodes)
+        for name in joined:
+            self.shippers[name] = NodeShipper(name, self.tail.next_lsn, self.limits)
+            self.durability.node_scl[name] = 0
+        for name in left:
+            del self.shippers[name]
+            del self.durability.node_scl[name]
+        self.membership = self.durability.membership = membership
+        self._recount_live()
+        return joined, left
 
     def quorum_live(self) -> bool:
         """Whether the live nodes make a write quorum (of both sets during a change)."""

@@ -23,6 +23,7 @@ from typing import Any
 from sixfold.core.errors import InvalidRequestError, SixfoldError
 from sixfold.core.hydration import (
     HYDRATE_PAGES_MAX,
+    HYDRATE_RUNS_PER_ROUND,
     HydratedPage,
     HydrationProgress,
     PageImages,
@@ -30,7 +31,7 @@ from sixfold.core.hydration import (
     hydration_sources,
     hydration_target,
 )
-from sixfold.core.membership import Membership, newest
+from sixfold.core.membership import Membership, newest_membership
 from sixfold.core.node_requests import GetPage, GetState, NodeRequest, ReadPageImages, ReadRecords
 from sixfold.core.page_read import PageImage
 from sixfold.core.record import RedoRecord
@@ -152,14 +153,14 @@ class GossipRound:
         # Only peers that answered this round: GC waits while any peer is unreachable, so a
         # node that comes back (maybe with a damaged disk) can still fetch what it lacks.
         yield NotePeers(tuple(answered))
-        known = newest(s.membership for s in answered)
+        known = newest_membership(s.membership for s in answered)
         if membership is not None and known.epoch > membership.epoch:
             yield AdoptMembership(known)
             membership = known
+        if membership is not None and st.name not in membership.nodes:
+            return False  # a spare: it takes nothing until a change makes it a member
         yield from self._adopt_truncations(st, answered)
         yield from self._repair(st, answered, damaged)
-        if membership is not None and st.name not in membership.nodes:
-            return False  # a spare: it copies nothing until a change makes it a member
         hydrated = yield from self._hydrate(st, answered, hydration)
         if hydrated is not None:
             return hydrated
@@ -228,8 +229,26 @@ class GossipRound:
                 return None
             progress = HydrationProgress(target)
         sources = hydration_sources(st, answered, progress.target_lsn)
-        start = progress.pages_done % len(sources)  # spread the runs over the sources
-        for peer in sources[start:] + sources[:start]:
+        for run in range(HYDRATE_RUNS_PER_ROUND):
+            # Each run from the next source in turn: no one peer is waited on.
+            start = (progress.pages_done // HYDRATE_PAGES_MAX + run) % len(sources)
+            got = yield from self._page_run(st, sources[start:] + sources[:start], progress)
+            if got is None:
+                return run > 0
+            peer, images = got
+            progress = progress.after(images)
+            if (yield StoreImages(peer, images.pages, progress)) is not None:
+                return False
+            if images.done:
+                yield FinishHydration(progress.target_lsn)
+                return True
+        return True
+
+    def _page_run(
+        self, st: SegmentState, sources: list[str], progress: HydrationProgress
+    ) -> Generator[Step, Any, tuple[str, PageImages] | None]:
+        """The next run of pages from the first source that answers well (None: none did)."""
+        for peer in sources:
             request = ReadPageImages(
                 progress.target_lsn, progress.next_page, HYDRATE_PAGES_MAX, st.truncations_version
             )
@@ -240,13 +259,8 @@ class GossipRound:
                 check_images(got, progress.next_page, HYDRATE_PAGES_MAX, peer)
             except SixfoldError:
                 continue
-            progress = progress.after(got)
-            if (yield StoreImages(peer, got.pages, progress)) is not None:
-                return False
-            if got.done:
-                yield FinishHydration(progress.target_lsn)
-            return True
-        return False
+            return peer, got
+        return None
 
     def _fill_holes(self, st: SegmentState, answered: list[SegmentReport]) -> Round:
         prev, self.prev_peer_scl = self.prev_peer_scl, {s.name: s.scl for s in answered}

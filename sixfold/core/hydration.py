@@ -35,6 +35,9 @@ from sixfold.core.recovery import SegmentReport
 from sixfold.core.segment import SegmentState
 
 HYDRATE_PAGES_MAX = 256  # pages asked of a peer per request: 1 MiB of 4 KiB pages
+# Runs of pages copied in one gossip round: a round first asks every peer's state, and one
+# that is down may take its call timeout to say so, so a round does many runs, not one.
+HYDRATE_RUNS_PER_ROUND = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,7 +181,7 @@ def check_request_epoch(node: Membership, request_epoch: int, what: str) -> None
         raise StaleMembershipError(request_epoch, node.epoch, what)
 
 
-def newest(memberships: Iterable[Membership | None]) -> Membership:
+def newest_membership(memberships: Iterable[Membership | None]) -> Membership:
     """The membership of the highest epoch among those given (the initial one if none)."""
     known = [m for m in memberships if m is not None]
     return max(known, key=lambda m: m.epoch, default=Membership.initial())

@@ -27,6 +27,7 @@ class Seal:
 
     epoch: int
     owner: str
+    membership_epoch: int = 0  # the sender's (sixfold/core/membership.py): 0 gives none
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class Truncate:
     epoch: int
     ranges: tuple[TruncationRange, ...]
     version: int
+    membership_epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from sixfold.core.errors import QuorumUnavailableError, RecoveryError, StaleEpochError
-from sixfold.core.membership import Membership
+from sixfold.core.membership import Membership, newest_membership
 from sixfold.core.node_requests import Append, GetState, NodeRequest, ReadRecords, Seal, Truncate
 from sixfold.core.quorum import COPIES, WRITE_QUORUM
 from sixfold.core.record import RedoRecord
@@ -51,6 +51,7 @@ class Recovered:
     plan: RecoveryPlan
     truncations: tuple[TruncationRange, ...]
     node_scls: dict[str, int]
+    membership: Membership  # the newest the nodes knew: the writer ships to its nodes
 
 
 def _reports(answers: Answers) -> dict[str, SegmentReport]:
@@ -81,7 +82,13 @@ class Recovery:
         self.notes: list[str] = []  # what happened, for the shell's log
 
     def run(self) -> Steps:
-        reachable = _reports((yield {n: GetState() for n in self.nodes}))
+        answered = _reports((yield {n: GetState() for n in self.nodes}))
+        # The newest membership any node knows: a change stored on a write quorum of the
+        # old set is seen by any write quorum of it (4 + 4 > 6). Only its nodes take part.
+        self.membership = newest_membership(
+            [self.membership, *(r.membership for r in answered.values())]
+        )
+        reachable = {n: r for n, r in answered.items() if n in self.membership.nodes}
         if not self.membership.is_write_quorum(reachable):
             raise QuorumUnavailableError("write", len(reachable), WRITE_QUORUM, COPIES)
         epoch = next_epoch(list(reachable.values()))
@@ -109,7 +116,7 @@ class Recovery:
                 f"only {len(complete)} of {COPIES} nodes are complete to the recovered VDL "
                 f"{plan.vdl}; {WRITE_QUORUM} needed"
             )
-        return Recovered(plan, truncations, node_scls)
+        return Recovered(plan, truncations, node_scls, self.membership)
 
     def plan(
         self, epoch: int, reports: list[SegmentReport]
@@ -121,7 +128,7 @@ class Recovery:
     def _seal(
         self, names: list[str], epoch: int
     ) -> Generator[Requests, Answers, dict[str, SegmentReport]]:
-        answers = yield {n: Seal(epoch, self.owner) for n in names}
+        answers = yield {n: Seal(epoch, self.owner, self.membership.epoch) for n in names}
         sealed = _reports(answers)
         if not self.membership.is_write_quorum(sealed):
             lost = [str(e) for e in answers.values() if isinstance(e, StaleEpochError)]
@@ -156,7 +163,7 @@ class Recovery:
     def _truncate_all(
         self, names: list[str], epoch: int, ranges: tuple[TruncationRange, ...], version: int
     ) -> Generator[Requests, Answers, dict[str, SegmentReport]]:
-        answers = yield {n: Truncate(epoch, ranges, version) for n in names}
+        answers = yield {n: Truncate(epoch, ranges, version, self.membership.epoch) for n in names}
         done = {n: r for n, r in _reports(answers).items() if r.epoch == epoch}
         if not self.membership.is_write_quorum(done):
             errors = "; ".join(str(e) for e in answers.values() if isinstance(e, Exception))

@@ -3,6 +3,9 @@
 1. Kill AZ a (a1, a2): writes go on.
 2. Kill b1 as well (AZ+1): writes stop with the quorum error; both readers still answer.
 3. Start the three again: they catch up by gossip and writes resume.
+4. Kill the writer: a reader takes over.
+5. With a spare c3 (`sixfold up --spares 1`): c2's disk is lost for good; c2 is replaced by
+   c3 under the load (a membership change, issue 14), then AZ a is killed: writes go on.
 Then every acknowledged write is read back. The exit status is non-zero if any was lost.
 """
 
@@ -11,20 +14,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sixfold import cluster
 from sixfold.clients import NodeClient, NodeDownError, ReaderClient, WriterClient
 from sixfold.core.errors import (
+    MembershipError,
     NotWriterError,
     QuorumUnavailableError,
     SixfoldError,
     WriterFencedError,
 )
 from sixfold.core.page import until_nul
+from sixfold.core.quorum import NODE_NAMES
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.targets import current_writer_name
+from sixfold.targets import ProcessTarget, current_writer_name
+from sixfold.tools import membership as membership_tool
 
 CHAOS_PAGES = 32  # the load cycles over this many pages
 CHAOS_PAGE_BASE = 1_000_000  # page numbers used, away from pages people write by hand
@@ -33,6 +41,7 @@ WRITE_CALL_TIMEOUT_S = 30.0  # longer than the writer's own write timeout
 POLL_S = 0.2
 AZ_A = ["a1", "a2"]
 PLUS_ONE = ["b1"]
+LOST, SPARE = "c2", "c3"  # step 5: the node whose disk is lost, and the spare replacing it
 
 
 @dataclass
@@ -113,16 +122,21 @@ async def read_through(target: cluster.Endpoints, reader: str, page: int) -> str
 
 
 async def node_scls(target: cluster.Endpoints) -> dict[str, int]:
-    out = {}
+    """The SCL of each member of the volume (-1: down); spares are left out."""
+    out, memberships = {}, []
     for name, address in target.nodes.items():
         client = NodeClient(name, address)
         try:
-            out[name] = (await client.get_state(timeout=1.0)).scl
+            state = await client.get_state(timeout=1.0)
+            out[name] = state.scl
+            memberships.append(state.membership)
         except SixfoldError:
             out[name] = -1
         finally:
             await client.close()
-    return out
+    newest = max(memberships, key=lambda m: m.epoch, default=None)
+    members = set(newest.holders) if newest and newest.epoch else set(NODE_NAMES)
+    return {n: scl for n, scl in out.items() if n in members}
 
 
 async def story(target, args: argparse.Namespace, say: Narrator, load: Load) -> None:
@@ -176,6 +190,53 @@ async def story(target, args: argparse.Namespace, say: Narrator, load: Load) -> 
     say.say(f"   all six nodes complete to the same LSN {took:.1f} s later (caught up by gossip)")
     await asyncio.sleep(args.settle)
     await writer_takeover(target, args, say, load)
+    await replace_step(target, args, say, load)
+
+
+async def replace_step(target, args: argparse.Namespace, say: Narrator, load: Load) -> None:
+    """c2's disk is lost for good: replace it with spare c3 under the load, then kill AZ a."""
+    if not isinstance(target, ProcessTarget) or SPARE not in target.nodes:
+        say.say(f"5. (no spare {SPARE}: `sixfold up --spares 1` adds one per AZ; step skipped)")
+        return
+    say.say(f"5. {LOST}'s disk is lost for good: kill it, remove its data, replace it with {SPARE}")
+    target.kill([LOST])
+    shutil.rmtree(Path(target.layout.directory) / LOST, ignore_errors=True)
+    acks = load.acked_count
+    writer = await asyncio.to_thread(target.find_writer_address)
+    try:
+        await membership_tool.begin(writer, LOST, SPARE, force=False)
+    except MembershipError as exc:
+        say.say(f"   (step skipped: {exc})")
+        target.start([LOST])
+        return
+
+    async def settled() -> bool:
+        address = await asyncio.to_thread(target.find_writer_address)
+        m = await membership_tool.writer_membership(address)
+        return not m.change_position and SPARE in m.holders
+
+    took = await wait_until(settled, args.limit, f"{SPARE} to hydrate and take {LOST}'s place")
+    say.say(
+        f"   {SPARE} holds {LOST}'s position {took:.1f} s later; "
+        f"{load.acked_count - acks} writes acknowledged meanwhile"
+    )
+    say.say(f"6. kill AZ a ({', '.join(AZ_A)}): writes go on with {SPARE} in AZ c")
+    target.kill(AZ_A)
+    acks = load.acked_count
+
+    async def acks_grew() -> bool:
+        return load.acked_count > acks
+
+    await wait_until(acks_grew, args.limit, "writes with AZ a down after the replacement")
+    say.say(f"   writes go on: {load.acked_count - acks} acknowledged with AZ a down")
+    target.start([*AZ_A, LOST])  # LOST comes back empty: a spare now
+
+    async def caught_up() -> bool:
+        scls = await node_scls(target)
+        return len(scls) == len(NODE_NAMES) and min(scls.values()) >= max(scls.values()) > 0
+
+    took = await wait_until(caught_up, args.limit, "every position to be complete")
+    say.say(f"   all six positions complete to the same LSN {took:.1f} s after the restart")
 
 
 async def writer_takeover(target, args: argparse.Namespace, say: Narrator, load: Load) -> None:

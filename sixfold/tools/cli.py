@@ -59,6 +59,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.set_ports(layout, args.base_port)  # the data stays; every process moves
     cluster.ensure_metrics_ports(layout)
     cluster.check_ports_free(layout)
+    if args.spares:
+        cluster.add_spares(layout)  # kept in cluster.json, as the nodes are
     if args.partitionable:
         cluster.make_partitionable(layout)  # kept in cluster.json: restarts stay partitionable
     if layout.partitionable:
@@ -276,6 +278,34 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return run_shell(address, label, args.timeout)
 
 
+def cmd_replace(args: argparse.Namespace) -> int:
+    """Replace storage node OLD with spare NEW (issue 14)."""
+    from sixfold.tools import membership
+
+    target = _running_target(args)
+    started = time.monotonic()
+    response = asyncio.run(
+        membership.begin(target.find_writer_address(), args.old, args.new, args.force)
+    )
+    m = response.membership
+    print(
+        f"membership epoch {m.epoch}: replacing {m.change_old} with {m.change_new} at position "
+        f"{m.change_position}; writes need 4 of 6 of both sets until {m.change_new} is complete "
+        f"to LSN {response.durable_point}"
+    )
+    if args.no_wait:
+        return 0
+    print(asyncio.run(membership.follow(target, args.new, started, args.timeout)))
+    return 0
+
+
+def cmd_spares(args: argparse.Namespace) -> int:
+    from sixfold.tools import membership
+
+    print(asyncio.run(membership.spares(_running_target(args))))
+    return 0
+
+
 def cmd_switchover(args: argparse.Namespace) -> int:
     """Move the writer role to instance NAME with nothing acknowledged lost (issue 6)."""
     from sixfold.clients import CHANNEL_OPTIONS, call
@@ -417,7 +447,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=HEALTHY_TIMEOUT_S,
         help="seconds to wait for the cluster to become healthy (default %(default)s)",
     )
+    p.add_argument(
+        "--spares",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="spare storage nodes per AZ (a3 b3 c3), ready to replace a dead node with "
+        "`sixfold replace` (default 0; kept for this cluster directory)",
+    )
     p.set_defaults(fn=cmd_up)
+
+    from sixfold.tools.membership import add_replace_arguments
+
+    p = sub.add_parser(
+        "replace",
+        help="replace a storage node with a spare of its AZ, without stopping writes",
+        description="Begins a membership change (a new membership epoch): writes need 4 of 6 "
+        "of both the old and the new set while the spare hydrates from its peers, then the "
+        "spare holds the position. Refused, with nothing changed: a node alive and in sync "
+        "(unless --force), a second change while one is in progress, a spare of another AZ, "
+        "a spare that holds data.",
+    )
+    add_replace_arguments(p)
+    p.set_defaults(fn=cmd_replace)
+
+    p = sub.add_parser("spares", help="the spare storage nodes and whether each is ready")
+    p.set_defaults(fn=cmd_spares)
 
     p = sub.add_parser("down", help="stop the local cluster")
     p.set_defaults(fn=cmd_down)

@@ -13,8 +13,11 @@ from typing import Any
 
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
 from sixfold.cluster import INSTANCE_NAMES, Endpoints
-from sixfold.core.quorum import NODE_AZ, NODE_NAMES, READ_QUORUM, WRITE_QUORUM
+from sixfold.core.errors import SixfoldError
+from sixfold.core.membership import Change, Membership, describe
+from sixfold.core.quorum import NODE_AZ, NODE_NAMES, READ_QUORUM, SPARE_NAMES, WRITE_QUORUM
 from sixfold.core.topology import Role
+from sixfold.wire import membership_from_proto
 
 STATE_TIMEOUT_S = 1.0
 ACCEPTING_WRITES = "accepting writes"  # the writer's own status once recovered (writer/writer.py)
@@ -45,12 +48,12 @@ async def gather_status(target: Endpoints, timeout_s: float = STATE_TIMEOUT_S) -
     finally:
         for c in [*nodes, *as_writer, *as_reader]:
             await c.close()
-    count = len(INSTANCE_NAMES)
-    node_results = results[: len(NODE_NAMES)]
-    writer_results = results[len(NODE_NAMES) : len(NODE_NAMES) + count]
-    reader_results = results[len(NODE_NAMES) + count :]
+    count, names = len(INSTANCE_NAMES), list(target.nodes)
+    node_results = results[: len(names)]
+    writer_results = results[len(names) : len(names) + count]
+    reader_results = results[len(names) + count :]
     out_nodes = [
-        _node(name, target.nodes[name], r) for name, r in zip(NODE_NAMES, node_results, strict=True)
+        _node(name, target.nodes[name], r) for name, r in zip(names, node_results, strict=True)
     ]
     instances = [
         _instance(name, addresses[name], w, r)
@@ -80,8 +83,46 @@ def _node(name: str, address: str, state: object) -> dict[str, Any]:
         "hydrating_to": (state.hydrating_to or None) if up else None,
         "hydrated_pages": state.hydrated_pages if up else None,
         "hydrated_bytes": state.hydrated_bytes if up else None,
+        "membership": _membership(state.membership) if up else None,
         "error": None if up else str(state),
     }
+
+
+def _membership(view: object) -> dict[str, Any] | None:
+    """A node's membership as JSON-ready data (None: it reports none)."""
+    try:
+        m = membership_from_proto(view)  # type: ignore[arg-type]
+    except SixfoldError:
+        return None
+    if m is None:
+        return None
+    change = m.change
+    return {
+        "epoch": m.epoch,
+        "holders": list(m.holders),
+        "change": None
+        if change is None
+        else {"position": change.position, "old": change.old, "new": change.new},
+    }
+
+
+def _as_membership(data: dict[str, Any] | None) -> Membership:
+    if data is None:
+        return Membership.initial()
+    c = data["change"]
+    change = Change(c["position"], c["old"], c["new"]) if c else None
+    return Membership(data["epoch"], tuple(data["holders"]), change)
+
+
+def _place(name: str, m: Membership) -> str:
+    """A node's place in the membership: member, joining, leaving, or spare."""
+    if m.change is not None and name == m.change.new:
+        return "joining"
+    if m.change is not None and name == m.change.old:
+        return "leaving"
+    if name in m.holders:
+        return "member"
+    return "spare" if name in SPARE_NAMES else "not a member"
 
 
 def _instance(name: str, address: str, writer: object, reader: object) -> dict[str, Any]:
@@ -106,8 +147,19 @@ def _instance(name: str, address: str, writer: object, reader: object) -> dict[s
 
 def summarise(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> dict[str, Any]:
     """The cluster as a whole: who writes, who reads, the quorums and the exit code."""
-    up_count = sum(1 for n in nodes if n["up"])
-    write_quorum, read_quorum = up_count >= WRITE_QUORUM, up_count >= READ_QUORUM
+    membership = _as_membership(
+        max(
+            (n.get("membership") for n in nodes if n["up"] and n.get("membership")),
+            key=lambda m: m["epoch"],
+            default=None,
+        )
+    )
+    for n in nodes:
+        n["place"] = _place(n["name"], membership)
+    up = [n["name"] for n in nodes if n["up"] and n["name"] in membership.nodes]
+    up_count = len(up)
+    write_quorum = membership.is_write_quorum(up)
+    read_quorum = membership.is_read_quorum(up)
     writers = [i for i in instances if i["role"] == "writer" and i["vdl"] is not None]
     writer = max(writers, key=lambda i: i["epoch"] or 0) if writers else None
     for i in writers:
@@ -138,7 +190,8 @@ def summarise(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> d
         )
     vdl = writer_info["vdl"] if writer else max((n["vdl"] or 0 for n in nodes), default=0)
     for n in nodes:
-        n["behind_vdl"] = max(vdl - n["scl"], 0) if n["up"] else None
+        counted = n["up"] and n["name"] in membership.nodes  # a spare holds nothing yet
+        n["behind_vdl"] = max(vdl - n["scl"], 0) if counted else None
     readers = [i for i in instances if i is not writer]
     writable = bool(writer) and writer_info["status"] == ACCEPTING_WRITES and write_quorum
     readable = read_quorum and any(i["up"] and i["read_point"] is not None for i in instances)
@@ -153,6 +206,18 @@ def summarise(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> d
         "write_quorum": write_quorum,
         "read_quorum": read_quorum,
         "nodes_up": up_count,
+        "membership": {
+            "epoch": membership.epoch,
+            "holders": list(membership.holders),
+            "change": None
+            if membership.change is None
+            else {
+                "position": membership.change.position,
+                "old": membership.change.old,
+                "new": membership.change.new,
+            },
+            "text": describe(membership),
+        },
         "quorum_sizes": {"copies": len(NODE_NAMES), "write": WRITE_QUORUM, "read": READ_QUORUM},
     }
 
@@ -183,11 +248,14 @@ def render(status: dict[str, Any]) -> str:
             if n["hydrating_to"]
             else ""
         )
+        place = n.get("place", "member")
+        place = "" if place == "member" else f"  ({place})"
         lines.append(
             f"{n['name']:<6}{n['az']:<4}{'up' if n['up'] else 'DOWN':<6}{show(n['scl']):>11} "
             f"{show(n['behind_vdl']):>10}{show(n['epoch']):>7}{show(n['log_records']):>7}"
-            f"{show(n['page_versions']):>10}  {n['address']}{hydrating}"
+            f"{show(n['page_versions']):>10}  {n['address']}{place}{hydrating}"
         )
+    lines.append(status["membership"]["text"])
     lines.append("")
     lines.append(f"{'instance':<10}{'role':<13}{'epoch':>6}  {'position':<24}{'address':<22}status")
     for i in status["instances"]:

@@ -1,0 +1,143 @@
+"""Replacing a dead storage node with a spare, on a real process cluster (issue 14): under a
+write load, with another AZ killed afterwards; and the refusals, each with nothing changed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sixfold.clients import WriterClient
+from sixfold.core.errors import MembershipError, SixfoldError
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.tools import membership as tool
+from tests.conftest import LocalCluster
+
+pytestmark = [pytest.mark.processes, pytest.mark.spares]
+PAGES = range(300, 316)
+SETTLE_LIMIT_S = 60.0
+
+
+class WriteLoad:
+    """Writes page after page from a thread; remembers every acknowledged value."""
+
+    def __init__(self, c: LocalCluster) -> None:
+        self.c = c
+        self.acked: dict[int, str] = {}
+        self.failed = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            page = PAGES[n % len(PAGES)]
+            value = f"w{n}"
+            n += 1
+            client = WriterClient(self.c.layout.find_writer_address())
+            try:
+                change = pb.PageChange(page_no=page, offset=0, data=value.encode() + b"\0")
+                await client.write_pages([change], timeout=5.0)
+                self.acked[page] = value
+            except SixfoldError:
+                self.failed += 1  # not acknowledged: it may or may not be there
+                await asyncio.sleep(0.1)
+            finally:
+                await client.close()
+
+    def __enter__(self) -> WriteLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def count(self) -> int:
+        return len(self.acked)
+
+
+def _membership(c: LocalCluster) -> pb.MembershipView:
+    return asyncio.run(tool.writer_membership(c.layout.find_writer_address()))
+
+
+def _replace(c: LocalCluster, old: str, new: str, force: bool = False) -> pb.ReplaceResponse:
+    return asyncio.run(tool.begin(c.layout.find_writer_address(), old, new, force))
+
+
+def test_a_dead_node_is_replaced_under_load_and_the_volume_survives_an_az_after(
+    local_cluster: LocalCluster,
+) -> None:
+    c = local_cluster
+    with WriteLoad(c) as load:
+        c.wait_for(lambda: load.count() >= len(PAGES), "the load to write every page")
+        c.kill("a1")
+        shutil.rmtree(Path(c.layout.directory) / "a1")  # its disk is gone for good
+        written = load.count()
+        started = time.monotonic()
+        response = _replace(c, "a1", "a3")
+        assert response.membership.change_new == "a3" and response.membership.epoch == 2
+        c.wait_for(
+            lambda: not _membership(c).change_position, "the change to complete", SETTLE_LIMIT_S
+        )
+        took_s = time.monotonic() - started
+        assert list(_membership(c).holders) == ["a3", "a2", "b1", "b2", "c1", "c2"]
+        # Writes went on meanwhile, and go on with AZ b gone too (a3 a2 c1 c2 are left).
+        c.kill("b1", "b2")
+        before = load.count()
+        deadline = time.monotonic() + 30
+        while sum(1 for _ in load.acked) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lsn_after_az = c.write(PAGES[0], "after-az-b")
+        load.acked[PAGES[0]] = "after-az-b"
+    assert load.count() >= written and lsn_after_az
+    # Nothing acknowledged is lost.
+    for page, value in load.acked.items():
+        assert c.read(page) == value, f"page {page}"
+    # Every position is complete to VDL once AZ b is back.
+    c.start("b1", "b2")
+    vdl = asyncio.run(_writer_vdl(c))
+
+    def complete() -> bool:
+        try:
+            return all(
+                c.on_node(n, lambda x: x.get_state()).scl >= vdl
+                for n in ("a3", "a2", "b1", "b2", "c1", "c2")
+            )
+        except SixfoldError:
+            return False
+
+    c.wait_for(complete, "every position complete to VDL")
+    assert took_s < SETTLE_LIMIT_S
+    c.check_no_bug_logged()
+
+
+async def _writer_vdl(c: LocalCluster) -> int:
+    client = WriterClient(c.layout.find_writer_address())
+    try:
+        return (await client.state()).vdl
+    finally:
+        await client.close()
+
+
+def test_refusals_change_nothing(local_cluster: LocalCluster) -> None:
+    c = local_cluster
+    c.write(PAGES[0], "x")
+    with pytest.raises(MembershipError, match=r"alive and in sync.*--force"):
+        _replace(c, "a1", "a3")
+    with pytest.raises(MembershipError, match="in AZ b, but position a1 is in AZ a"):
+        _replace(c, "a1", "b3", force=True)
+    with pytest.raises(MembershipError, match="no storage node named 'z9'"):
+        _replace(c, "a1", "z9")
+    with pytest.raises(MembershipError, match="holds no position"):
+        _replace(c, "a3", "b3", force=True)
+    assert _membership(c).epoch == 1  # nothing changed
+    # A spare that holds data (here: another writer sealed an epoch on it) is refused.
+    c.on_node("c3", lambda n: n.seal(7, "other@127.0.0.1:1#0123abcd"))
+    with pytest.raises(MembershipError, match="spare c3 already holds data"):
+        _replace(c, "c2", "c3", force=True)
+    assert _membership(c).epoch == 1

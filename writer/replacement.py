@@ -1,0 +1,145 @@
+"""Replacing a storage node with a spare, the writer's side (P18 §2.3; issue 14).
+
+1. The spare and the old node are checked, and the transitional membership planned
+   (sixfold/core/membership.py plan_replacement): a refusal changes nothing.
+2. It is stored on a write quorum of the old set and on the spare (SetMembership). A later
+   recovery reaches 4 of the old set, so it finds the change whatever happens to this writer.
+3. The writer ships to all seven nodes; a commit now needs 4 of 6 of both sets.
+4. The spare hydrates from its peers (sixfold/core/hydration.py). Once it is complete to the
+   durable point of step 1 the change completes: the new membership is stored on a write
+   quorum of the new set, and the writer stops shipping to the old node. If the old node
+   comes back complete first, the change reverts instead.
+A writer that recovers in the middle of a change (sixfold/core/recovery_machine.py finds
+it) carries on at step 4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from sixfold.clients import NodeClient
+from sixfold.core.errors import MembershipError, SixfoldError
+from sixfold.core.membership import Membership, Spare, describe, plan_replacement, settle
+from sixfold.core.quorum import WRITE_QUORUM
+from sixfold.crash import OPERATING_ERRORS
+from sixfold.wire import membership_to_proto
+
+if TYPE_CHECKING:
+    from writer.writer import Writer
+
+log = logging.getLogger("sixfold.writer")
+
+SETTLE_POLL_S = 0.25  # how often a change in progress checks the new and old nodes' SCLs
+STORE_TIMEOUT_S = 3.0
+
+
+async def begin_replacement(
+    writer: Writer, old: str, new: str, force: bool
+) -> tuple[Membership, int]:
+    """Steps 1-3; returns the transitional membership and the durable point the new node
+    must reach. Raises MembershipError, nothing changed, for every refusal."""
+    pipeline = writer._ready()
+    by_name = {c.name: c for c in writer.clients}
+    if new not in by_name:
+        known = sorted(set(by_name) - pipeline.log.membership.nodes)
+        raise MembershipError(
+            f"no storage node named {new!r} is known to this writer (spares: "
+            f"{', '.join(known) or 'none; start some with `sixfold up --spares 1`'})"
+        )
+    spare = await _spare(by_name[new])
+    core = pipeline.log
+    durable_point = core.vdl
+    shipper = core.shippers.get(old)
+    old_in_sync = (
+        bool(shipper and shipper.live) and core.durability.node_scl.get(old, 0) >= durable_point
+    )
+    transitional = plan_replacement(core.membership, old, spare, "", old_in_sync, force)
+    await store_membership(
+        by_name, transitional, transitional.nodes, transitional.old_set, must=new
+    )
+    await pipeline.change_membership(transitional, by_name)
+    log.info("%s; the new node must reach LSN %d", describe(transitional), durable_point)
+    writer.start_settling(durable_point, revertible=not force)
+    return transitional, durable_point
+
+
+async def _spare(client: NodeClient) -> Spare:
+    """A spare's AZ, and "" for its volume when it holds nothing (else what it holds)."""
+    try:
+        state = await client.get_state(timeout=STORE_TIMEOUT_S)
+    except SixfoldError as exc:
+        raise MembershipError(f"spare {client.name} is unreachable: {exc}") from None
+    if state.epoch or state.scl or state.records_stored or state.page_versions_stored:
+        raise MembershipError(
+            f"spare {client.name} already holds data (volume epoch {state.epoch}, SCL "
+            f"{state.scl}, {state.records_stored} records, {state.page_versions_stored} page "
+            "versions), maybe another volume's: empty its data directory, or use another spare"
+        )
+    return Spare(client.name, state.az)
+
+
+async def store_membership(
+    by_name: dict[str, NodeClient],
+    membership: Membership,
+    targets: frozenset[str],
+    quorum_set: frozenset[str],
+    must: str = "",
+) -> None:
+    """Store `membership` on `targets`: it must reach a write quorum of `quorum_set` (six
+    nodes), and `must` if given. Raises MembershipError if not."""
+    names = sorted(targets & by_name.keys())
+    view = membership_to_proto(membership)
+    results = await asyncio.gather(
+        *(by_name[n].set_membership(view, timeout=STORE_TIMEOUT_S) for n in names),
+        return_exceptions=True,
+    )
+    stored = {n for n, r in zip(names, results, strict=True) if not isinstance(r, BaseException)}
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, SixfoldError):
+            raise r
+    if len(stored & quorum_set) < WRITE_QUORUM or (must and must not in stored):
+        failed = "; ".join(str(r) for r in results if isinstance(r, BaseException))
+        raise MembershipError(
+            f"membership epoch {membership.epoch} reached only {', '.join(sorted(stored))}: "
+            f"it needs 4 of {', '.join(sorted(quorum_set))}{f' and {must}' if must else ''} "
+            f"({failed})"
+        )
+
+
+async def settle_change(writer: Writer, durable_point: int, revertible: bool) -> None:
+    """Step 4: wait for the new node (or the old one's return), then store the settled
+    membership and ship by it. Runs until the change settles or the writer is fenced."""
+    by_name = {c.name: c for c in writer.clients}
+    while (pipeline := writer.pipeline) is not None and not pipeline.fenced:
+        core = pipeline.log
+        change = core.membership.change
+        if change is None:
+            return
+        scl = core.durability.node_scl
+        old_live = revertible and change.old in core.shippers and core.shippers[change.old].live
+        settled = settle(
+            core.membership,
+            scl.get(change.new, 0),
+            scl[change.old] if old_live else None,
+            durable_point,
+        )
+        if settled is not None:
+            try:
+                # The node leaving learns it too, if it answers: it is no longer a member.
+                targets = settled.nodes | core.membership.nodes
+                await store_membership(by_name, settled, targets, settled.old_set)
+            except MembershipError as exc:
+                log.warning("membership change not settled yet: %s", exc)
+            except OPERATING_ERRORS:
+                log.exception("membership change not settled yet")
+            else:
+                await pipeline.change_membership(settled, by_name)
+                log.info(
+                    "%s (the change %s)",
+                    describe(settled),
+                    "completed" if change.new in settled.holders else "reverted",
+                )
+                return
+        await asyncio.sleep(SETTLE_POLL_S)
