@@ -79,6 +79,14 @@ def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None)
         help="seconds a commit waits for a write quorum (default %(default)s)",
     )
     p.add_argument(
+        "--auto-replace-after",
+        type=float,
+        default=WriterLimits.auto_replace_after_s,
+        metavar="SECONDS",
+        help="as the writer, replace a storage node unreachable this long with an empty spare "
+        "of its AZ (default 0: off; `sixfold replace` does it by hand)",
+    )
+    p.add_argument(
         "--lal",
         type=int,
         default=LAL_DEFAULT,
@@ -157,7 +165,13 @@ def advertised_address(args: argparse.Namespace) -> str:
 
 
 async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
-    limits = WriterLimits(write_timeout_s=args.write_timeout, lal=args.lal)
+    if args.auto_replace_after < 0:
+        raise SystemExit(f"--auto-replace-after must be 0 or more, got {args.auto_replace_after:g}")
+    limits = WriterLimits(
+        write_timeout_s=args.write_timeout,
+        lal=args.lal,
+        auto_replace_after_s=args.auto_replace_after,
+    )
     address = advertised_address(args)
     sql = sql_limits(args)
     sql.apply_to_process()

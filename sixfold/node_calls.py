@@ -123,7 +123,10 @@ async def call(client: NodeClient, request: NodeRequest, timeouts: CallTimeouts)
     if isinstance(request, GetPage):
         response = await client.get_page(
             pb.GetPageRequest(
-                page_no=request.page_no, lsn=request.lsn, min_epoch=request.min_epoch
+                page_no=request.page_no,
+                lsn=request.lsn,
+                min_epoch=request.min_epoch,
+                membership_epoch=request.membership_epoch,
             ),
             timeout=timeouts.quick_s,
         )
@@ -143,6 +146,7 @@ async def call(client: NodeClient, request: NodeRequest, timeouts: CallTimeouts)
                 through_lsn=request.through_lsn,
                 max_records=request.records_max,
                 page_no=request.page_no,
+                membership_epoch=request.membership_epoch,
             ),
             timeout=timeouts.bulk_s,
         )

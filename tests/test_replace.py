@@ -141,3 +141,25 @@ def test_refusals_change_nothing(local_cluster: LocalCluster) -> None:
     with pytest.raises(MembershipError, match="spare c3 already holds data"):
         _replace(c, "c2", "c3", force=True)
     assert _membership(c).epoch == 1
+
+
+def test_a_node_down_too_long_is_replaced_by_itself_when_configured(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path / "cluster", spares=True)
+    layout = c.layout
+    layout.extra_args["writer"] += ["--auto-replace-after", "2"]
+    layout.save()
+    c.up()
+    try:
+        c.write(PAGES[0], "before")
+        c.kill("b2")  # down for good (its disk is intact, but it never comes back)
+        c.wait_for(
+            lambda: "b3" in _membership(c).holders and not _membership(c).change_position,
+            "b3 to replace b2 by itself",
+            SETTLE_LIMIT_S,
+        )
+        assert list(_membership(c).holders) == ["a1", "a2", "b1", "b3", "c1", "c2"]
+        c.kill("b1")  # AZ b again: b3 is one of four left, writes go on
+        c.write(PAGES[1], "after")
+        assert c.read(PAGES[0]) == "before" and c.read(PAGES[1]) == "after"
+    finally:
+        c.down()

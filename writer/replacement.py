@@ -16,13 +16,22 @@ it) carries on at step 4.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from sixfold.clients import NodeClient
 from sixfold.core.errors import MembershipError, SixfoldError
-from sixfold.core.membership import Membership, Spare, describe, plan_replacement, settle
-from sixfold.core.quorum import WRITE_QUORUM
+from sixfold.core.membership import (
+    Membership,
+    Spare,
+    describe,
+    overdue,
+    plan_replacement,
+    settle,
+)
+from sixfold.core.quorum import NODE_AZ, WRITE_QUORUM
 from sixfold.crash import OPERATING_ERRORS
 from sixfold.wire import membership_to_proto
 
@@ -31,7 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sixfold.writer")
 
-SETTLE_POLL_S = 0.25  # how often a change in progress checks the new and old nodes' SCLs
+SETTLE_POLL_S = 0.25
+AUTO_REPLACE_POLL_S = 1.0  # how often the writer looks for members down too long  # how often a change in progress checks the new and old nodes' SCLs
 STORE_TIMEOUT_S = 3.0
 
 
@@ -108,6 +118,63 @@ async def store_membership(
         )
 
 
+async def _scl(client: NodeClient) -> int | None:
+    """A node's SCL if it answers and serves (None: unreachable or not serving yet)."""
+    try:
+        state = await client.get_state(timeout=STORE_TIMEOUT_S)
+    except SixfoldError:
+        return None
+    return state.scl if state.serving else None
+
+
+async def auto_replace(writer: Writer, after_s: float) -> None:
+    """Replace a member unreachable for `after_s` with an empty spare of its AZ, one change at
+    a time; runs while this writer is the writer."""
+    down_since: dict[str, float] = {}
+    while (pipeline := writer.pipeline) is not None and not pipeline.fenced:
+        await asyncio.sleep(AUTO_REPLACE_POLL_S)
+        core, now = pipeline.log, time.monotonic()
+        members = core.membership.holders
+        down = {n for n in members if n in core.shippers and not core.shippers[n].reachable}
+        down_since = {n: down_since.get(n, now) for n in down}
+        if core.membership.change is not None:
+            continue
+        for old in overdue(down_since, now, after_s):
+            spare = await _ready_spare(writer, core.membership, NODE_AZ.get(old, ""))
+            if spare is None:
+                log.warning(
+                    "storage node %s unreachable for %.0f s, but no empty spare in AZ %s: "
+                    "not replaced (start one: `sixfold up --spares 1`)",
+                    old,
+                    now - down_since[old],
+                    NODE_AZ.get(old, "?"),
+                )
+                down_since[old] = now  # said once per interval, not every poll
+                continue
+            log.info(
+                "storage node %s unreachable for %.0f s: replacing it with %s",
+                old,
+                now - down_since[old],
+                spare,
+            )
+            try:
+                await writer.replace(old, spare, force=False)
+            except (MembershipError, *OPERATING_ERRORS) as exc:
+                log.warning("automatic replacement of %s failed: %s", old, exc)
+            break  # one change at a time
+
+
+async def _ready_spare(writer: Writer, membership: Membership, az: str) -> str | None:
+    """An empty node of AZ `az` that takes no part in the volume, if one answers."""
+    for client in writer.clients:
+        if client.name in membership.nodes or NODE_AZ.get(client.name) != az:
+            continue
+        with contextlib.suppress(MembershipError):
+            await _spare(client)
+            return client.name
+    return None
+
+
 async def settle_change(writer: Writer, durable_point: int, revertible: bool) -> None:
     """Step 4: wait for the new node (or the old one's return), then store the settled
     membership and ship by it. Runs until the change settles or the writer is fenced."""
@@ -117,14 +184,10 @@ async def settle_change(writer: Writer, durable_point: int, revertible: bool) ->
         change = core.membership.change
         if change is None:
             return
-        scl = core.durability.node_scl
-        old_live = revertible and change.old in core.shippers and core.shippers[change.old].live
-        settled = settle(
-            core.membership,
-            scl.get(change.new, 0),
-            scl[change.old] if old_live else None,
-            durable_point,
-        )
+        # Asked, not taken from acknowledgements: an idle writer sends the nodes nothing.
+        new_scl = await _scl(by_name[change.new])
+        old_scl = await _scl(by_name[change.old]) if revertible else None
+        settled = settle(core.membership, new_scl or 0, old_scl, durable_point)
         if settled is not None:
             try:
                 # The node leaving learns it too, if it answers: it is no longer a member.

@@ -28,7 +28,7 @@ from sixfold.sql.layout import SQL_PAGE_BASE
 from writer.pipeline import CommitPipeline
 from writer.read_index import EpochConfirmer
 from writer.recovery import recover
-from writer.replacement import begin_replacement, settle_change
+from writer.replacement import auto_replace, begin_replacement, settle_change
 
 log = logging.getLogger("sixfold.writer")
 
@@ -60,6 +60,7 @@ class Writer:
         )
         self.membership_lock = asyncio.Lock()  # one `replace` at a time
         self.settling: asyncio.Task[None] | None = None  # a change completing
+        self.background: list[asyncio.Task[object]] = []  # automatic replacement
 
     async def run_recovery(self) -> None:
         """Recover, retrying until a write quorum is reachable; then start the pipeline."""
@@ -94,6 +95,13 @@ class Writer:
         if result.membership.change is not None:  # a change in progress: carry it on
             log.info("%s: carrying the change on", describe(result.membership))
             self.start_settling(plan.vdl, revertible=True)
+        if self.limits.auto_replace_after_s > 0:
+            self.background.append(
+                guarded_task(
+                    auto_replace(self, self.limits.auto_replace_after_s),
+                    "replacing storage nodes down too long",
+                )
+            )
 
     # -- membership changes (writer/replacement.py) ------------------------------------------------
 
@@ -280,9 +288,10 @@ class Writer:
         return image, page_lsn, vdl
 
     async def close(self, why: str = "the writer is shutting down") -> None:
-        if self.settling is not None:
-            self.settling.cancel()
-            await asyncio.gather(self.settling, return_exceptions=True)
+        tasks = [*self.background, *([self.settling] if self.settling else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.confirmer:
             await self.confirmer.close()
         if self.pipeline:

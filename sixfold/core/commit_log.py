@@ -55,6 +55,9 @@ class WriterLimits:
     retry_backoff_s: float = 0.05  # the first wait before a node is tried again
     retry_backoff_s_max: float = 1.0
     page_links_max: int = 1_000_000  # pages whose last LSN the writer remembers
+    # Replace a member unreachable this long with an empty spare of its AZ (issue 14);
+    # 0: never by itself (`sixfold replace` does it).
+    auto_replace_after_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

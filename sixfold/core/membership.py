@@ -244,6 +244,13 @@ def plan_replacement(
     return transitional
 
 
+def overdue(down_since: Mapping[str, float], now: float, after_s: float) -> list[str]:
+    """Members unreachable for `after_s` or longer (automatic replacement; `after_s` 0: off)."""
+    if after_s <= 0:
+        return []
+    return sorted(n for n, since in down_since.items() if now - since >= after_s)
+
+
 def settle(
     membership: Membership, new_scl: int, old_scl: int | None, durable_point: int
 ) -> Membership | None:

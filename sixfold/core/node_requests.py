@@ -49,6 +49,7 @@ class ReadRecords:
     through_lsn: int
     records_max: int
     page_no: int | None = None
+    membership_epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class GetPage:
     page_no: int
     lsn: int
     min_epoch: int
+    membership_epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

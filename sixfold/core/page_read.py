@@ -68,7 +68,7 @@ def read_page(choice: NodeChoice, page_no: int, lsn: int, min_epoch: int) -> Rea
     """The page at `lsn` and the LSN of its newest change, from a node that holds epoch
     `min_epoch`'s truncations."""
     for node in choice.candidates(lsn):
-        answer = (yield {node: GetPage(page_no, lsn, min_epoch)})[node]
+        answer = (yield {node: GetPage(page_no, lsn, min_epoch, choice.membership.epoch)})[node]
         if isinstance(answer, Exception):
             choice.note_scl(node, 0)
             continue
@@ -92,7 +92,7 @@ def _quorum_read(
     usable.sort(key=lambda s: s.scl, reverse=True)
     best = usable[0]
     base_lsn = min(best.scl, lsn)
-    base = (yield {best.name: GetPage(page_no, base_lsn, min_epoch)})[best.name]
+    base = (yield {best.name: GetPage(page_no, base_lsn, min_epoch, membership.epoch)})[best.name]
     if isinstance(base, Exception):
         raise base
     assert isinstance(base, PageImage), base
@@ -101,7 +101,8 @@ def _quorum_read(
     for state in usable:
         if membership.is_read_quorum(answered):
             break
-        got = (yield {state.name: ReadRecords(base_lsn, lsn, 0, page_no)})[state.name]
+        asked = ReadRecords(base_lsn, lsn, 0, page_no, membership.epoch)
+        got = (yield {state.name: asked})[state.name]
         if isinstance(got, Exception):
             continue
         assert isinstance(got, tuple), got
