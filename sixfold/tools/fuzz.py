@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -48,11 +49,13 @@ from sixfold.core.errors import (
     SixfoldError,
     WriterFencedError,
 )
-from sixfold.core.quorum import AZS, NODE_NAMES, nodes_in_az
+from sixfold.core.quorum import AZS, NODE_AZ, NODE_NAMES, nodes_in_az
 from sixfold.core.takeover import PROMOTION_STAGGER_S, WRITER_SILENT_AFTER_S
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.targets import ProcessTarget, current_writer_name
+from sixfold.tools import membership as membership_tool
 from sixfold.tools.partition import Pair, Partitioner, all_members, between, isolate
+from sixfold.tools.status import gather_status
 from storage_node.store import NodeStore
 
 FUZZ_PAGE_BASE = 2_000_000  # pages used by the workload, away from hand-written ones
@@ -77,7 +80,8 @@ DEPOSE_HOLD_S = (
     WRITER_SILENT_AFTER_S + 2 * PROMOTION_STAGGER_S + 1.0,
     WRITER_SILENT_AFTER_S + 2 * PROMOTION_STAGGER_S + 3.0,
 )
-NEMESES = ("kill", "pause", "disk", "partition", "pause-writer")
+NEMESES = ("kill", "pause", "disk", "partition", "pause-writer", "membership")
+MEMBERSHIP_SETTLE_S = 60.0  # the longest the membership nemesis follows a change
 PARTITIONS = ("writer-az", "writer-az+1", "isolate-node", "az-split")
 
 
@@ -411,6 +415,57 @@ class Nemesis:
         self._do("start", [victim], "disk fault")
         await self._hold(stop)
 
+    async def _membership(self, stop: asyncio.Event) -> None:
+        """A member's disk is lost for good and it is replaced by an empty node of its AZ
+        (issue 14) while clients write; half the time the writer is killed mid-change. The
+        node replaced comes back empty: a spare for a later round."""
+        if not isinstance(self.target, ProcessTarget):
+            return  # the compose volumes are not reachable from here
+        status = await gather_status(self.target)
+        m = status["membership"]
+        if m["change"] is not None:
+            return  # one change at a time
+        ready = [
+            n["name"]
+            for n in status["nodes"]
+            if n["up"]
+            and n.get("place") != "member"
+            and n["name"] not in m["holders"]
+            and not (n["epoch"] or n["scl"] or n["log_records"] or n["page_versions"])
+        ]
+        pairs = [
+            (old, new) for old in m["holders"] for new in ready if NODE_AZ[old] == NODE_AZ[new]
+        ]
+        if not pairs:
+            self.rec.fault("replace", "skipped: no empty spare (start the cluster with --spares 1)")
+            return
+        old, new = self.rng.choice(pairs)
+        self._do("kill", [old], "its disk is lost for good")
+        shutil.rmtree(Path(self.target.layout.directory) / old, ignore_errors=True)
+        writer = await asyncio.to_thread(self.target.find_writer_address)
+        try:
+            await membership_tool.begin(writer, old, new, force=False)
+        except SixfoldError as exc:
+            self.rec.fault("replace", f"{old} -> {new} refused: {exc}")
+            self._do("start", [old], "replacement refused")
+            return
+        self.rec.fault("replace", f"{old} -> {new} begun")
+        if self.rng.random() < 0.5:
+            victim = [self._current_writer()]
+            self._do("kill", victim, "the writer, mid-change")
+            await self._hold(stop)
+            self._do("start", victim, "the writer, mid-change")
+        deadline = time.monotonic() + MEMBERSHIP_SETTLE_S
+        while time.monotonic() < deadline and not stop.is_set():
+            with contextlib.suppress(SixfoldError):
+                address = await asyncio.to_thread(self.target.find_writer_address)
+                view = await membership_tool.writer_membership(address)
+                if not view.change_position and view.epoch:
+                    self.rec.fault("replace", f"settled: {' '.join(view.holders)}")
+                    break
+            await asyncio.sleep(0.5)
+        self._do("start", [old], "back empty: a spare now")
+
     async def _partition(self, stop: asyncio.Event) -> None:
         assert self.partitioner is not None, "run() makes the partitioner before the nemesis"
         scenario = self.rng.choice(PARTITIONS)
@@ -462,7 +517,7 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 
 
 async def heal(target, rec: Recorder) -> None:
-    names = [*NODE_NAMES, cluster.WRITER_NAME, *cluster.READER_NAMES]
+    names = [*target.nodes, cluster.WRITER_NAME, *cluster.READER_NAMES]  # spares too
     target.resume(names)
     target.start(names)
     rec.fault("heal", "all started and resumed")
