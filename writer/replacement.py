@@ -61,10 +61,9 @@ async def begin_replacement(
     spare = await _spare(by_name[new])
     core = pipeline.log
     durable_point = core.vdl
-    shipper = core.shippers.get(old)
-    old_in_sync = (
-        bool(shipper and shipper.live) and core.durability.node_scl.get(old, 0) >= durable_point
-    )
+    # Asked, not taken from the writer's view: an idle writer may not have noticed yet.
+    old_scl = await _scl(by_name[old]) if old in by_name else None
+    old_in_sync = old_scl is not None and old_scl >= durable_point
     transitional = plan_replacement(core.membership, old, spare, "", old_in_sync, force)
     await store_membership(
         by_name, transitional, transitional.nodes, transitional.old_set, must=new

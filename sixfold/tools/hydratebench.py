@@ -7,7 +7,9 @@ a1 is killed, its data directory removed, and a1 started again. It measures the 
 (from its first page image to its last) in MB/s and pages/s, and the time from a1's start
 until it is complete to the writer's VDL. With --load, committers write 600-byte pages
 through the writer's WritePages API all along: commit p99 is reported for --seconds before
-a1 is killed (six nodes up) and over the hydration.
+a1 is killed (six nodes up) and over the hydration. With --replace, a1 is not started again
+but replaced by the spare a3 (`sixfold replace`, issue 14): it also reports the time from the
+replace call to the new membership being in force.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.tools import membership as membership_tool
 from sixfold.tools.bench import percentile, wait_nodes_serving, wait_writer_ready
 from sixfold.tools.restartbench import READY_LIMIT_S, load, print_machine, stored_records
 
-VICTIM = "a1"
+VICTIM, SPARE = "a1", "a3"
 LOAD_RECORD_BYTES = 600
 DRAIN_LIMIT_S = 1200.0
 HYDRATE_LIMIT_S = 1200.0
@@ -49,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--committers", type=int, default=32, help="with --load (default 32)")
     p.add_argument(
         "--seconds", type=float, default=10.0, help="with --load: the baseline (default 10)"
+    )
+    p.add_argument(
+        "--replace", action="store_true", help="replace the emptied a1 with the spare a3"
     )
     p.add_argument("--keep", action="store_true", help="keep the cluster directory")
 
@@ -107,22 +113,37 @@ async def _drained(layout: cluster.ClusterLayout) -> None:
         await asyncio.sleep(1.0)
 
 
-async def _hydrate(layout: cluster.ClusterLayout) -> dict[str, float]:
-    """Empty a1 and start it; times of its start, its first and last images, its catch-up."""
+async def _hydrate(layout: cluster.ClusterLayout, replace: bool) -> dict[str, float]:
+    """Empty a1 and start it (or replace it with a3); times of the start, the first and
+    last images, the catch-up (and the new membership in force)."""
     cluster.kill_processes(layout, [VICTIM])
     shutil.rmtree(Path(layout.directory) / VICTIM)
     started = time.monotonic()
-    cluster.start_processes(layout, [VICTIM])
+    hydrating = SPARE if replace else VICTIM
+    if replace:
+        await membership_tool.begin(layout.find_writer_address(), VICTIM, SPARE, force=False)
+    else:
+        cluster.start_processes(layout, [VICTIM])
     first = last = None
     deadline = started + HYDRATE_LIMIT_S
     while time.monotonic() < deadline:
-        state = await _state(layout, VICTIM)
+        if replace:
+            view = await membership_tool.writer_membership(layout.find_writer_address())
+            if not view.change_position and SPARE in view.holders:
+                now = time.monotonic()
+                return {
+                    "started": started,
+                    "first": first or now,
+                    "last": last or now,
+                    "complete": now,
+                }
+        state = await _state(layout, hydrating)
         now = time.monotonic()
         if state is not None and state.hydrating_to and first is None:
             first = now
         if state is not None and first is not None and not state.hydrating_to:
             last = last or now
-            if state.scl >= await _vdl(layout):
+            if not replace and state.scl >= await _vdl(layout):
                 return {"started": started, "first": first, "last": last, "complete": now}
         await asyncio.sleep(POLL_S)
     raise SixfoldError(f"{VICTIM} did not hydrate within {HYDRATE_LIMIT_S:g} s")
@@ -149,7 +170,7 @@ async def run(args: argparse.Namespace, layout: cluster.ClusterLayout) -> dict[s
         await asyncio.sleep(args.seconds)
         out["p99_before_ms"], out["commits_before"] = traffic.p99_ms(base_start, time.monotonic())
     try:
-        times = await _hydrate(layout)
+        times = await _hydrate(layout, args.replace)
     finally:
         traffic.stop = True
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -173,6 +194,9 @@ def main(args: argparse.Namespace) -> int:
         layout.extra_args["node"] = ["--hydrate-mib-per-s", str(args.hydrate_mib_per_s)]
         layout.save()
     names = [*NODE_NAMES, cluster.WRITER_NAME]
+    if args.replace:
+        names += cluster.add_spares(layout)
+        layout.save()
     try:
         cluster.start_processes(layout, names)
         r = asyncio.run(run(args, layout))
@@ -190,7 +214,12 @@ def main(args: argparse.Namespace) -> int:
         f"hydration         : {hydrate_s:.1f} s = {size / hydrate_s / 1e6:.1f} MB/s, "
         f"{r['pages'] / hydrate_s:,.0f} pages/s (throttle {throttle})"
     )
-    print(f"start to complete : {r['complete'] - r['started']:.1f} s (a1's start to SCL >= VDL)")
+    if args.replace:
+        print(f"replace to in force: {r['complete'] - r['started']:.1f} s (a3 holds a1's position)")
+    else:
+        print(
+            f"start to complete : {r['complete'] - r['started']:.1f} s (a1's start to SCL >= VDL)"
+        )
     if args.load:
         print(
             f"commit p99        : {r['p99_before_ms']:.1f} ms before ({r['commits_before']:,.0f}"
