@@ -93,9 +93,9 @@ class NodeClient:
         return await call(self.name, self.stub.GetPage, request, timeout)
 
     async def set_membership(
-        self, membership: pb.MembershipView, timeout: float = CALL_TIMEOUT_S
+        self, membership: pb.MembershipView, timeout: float = CALL_TIMEOUT_S, volume_epoch: int = 0
     ) -> pb.NodeState:
-        request = pb.SetMembershipRequest(membership=membership)
+        request = pb.SetMembershipRequest(membership=membership, epoch=volume_epoch)
         return await call(self.name, self.stub.SetMembership, request, timeout)
 
     async def read_page_images(

@@ -27,7 +27,7 @@ DEFAULT_DIR = Path(".sixfold")
 READER_NAMES = ("r1", "r2")
 WRITER_NAME = "writer"
 INSTANCE_NAMES = (WRITER_NAME, *READER_NAMES)  # any of them may be the writer (issue 6)
-ALL_NAMES = (*NODE_NAMES, *SPARE_NAMES, *INSTANCE_NAMES)
+ALL_NAMES = (*NODE_NAMES, *INSTANCE_NAMES)  # every cluster has these; spares only if started
 INTERPOSER_NAME = "interposer"  # only in a partitionable cluster (`sixfold up --partitionable`)
 HOST = "127.0.0.1"
 STOP_GRACE_S = 5.0
@@ -167,13 +167,15 @@ def free_port() -> int:
 BASE_PORT_DEFAULT = 7100
 READER_PORT_OFFSET = 101  # r1 at base + 101, r2 at base + 102
 METRICS_PORT_OFFSET = 1000  # each process's metrics 1000 above its gRPC port: 8100, 8101, ...
+SPARE_PORT_OFFSET = 7  # spares a3 b3 c3 at base + 7, 8, 9 (after the six nodes)
 
 
 def ports_from(base_port: int) -> dict[str, int]:
     """The port of each process: the writer at `base_port`, nodes a1..c2 at base + 1..6,
-    readers r1, r2 at base + 101, 102."""
+    spares a3 b3 c3 (if started) at base + 7..9, readers r1, r2 at base + 101, 102."""
     ports = {WRITER_NAME: base_port}
     ports.update({name: base_port + 1 + i for i, name in enumerate(NODE_NAMES)})
+    ports.update({n: base_port + SPARE_PORT_OFFSET + i for i, n in enumerate(SPARE_NAMES)})
     ports.update({name: base_port + READER_PORT_OFFSET + i for i, name in enumerate(READER_NAMES)})
     return ports
 
@@ -182,7 +184,7 @@ def check_base_port(base_port: int) -> None:
     top = max(ports_from(base_port).values()) + METRICS_PORT_OFFSET
     if base_port < 1024 or top > 65535:
         raise SixfoldError(
-            f"--base-port {base_port}: the cluster uses ports {base_port}-{base_port + 6} and "
+            f"--base-port {base_port}: the cluster uses ports {base_port}-{base_port + 9} and "
             f"{base_port + READER_PORT_OFFSET}-{base_port + READER_PORT_OFFSET + 1}, and 1000 "
             f"above each for metrics; choose a base from 1024 to "
             f"{65535 - METRICS_PORT_OFFSET - READER_PORT_OFFSET - len(READER_NAMES) + 1}"
@@ -268,17 +270,14 @@ def set_ports(layout: ClusterLayout, base_port: int | None) -> None:
         layout.processes[name] = ProcessInfo(name, role, port, metrics_port=metrics_port)
 
 
-SPARE_PORT_OFFSET = 7  # spares a3 b3 c3 at base + 7, 8, 9 (after the six nodes)
-
-
 def add_spares(layout: ClusterLayout) -> list[str]:
     """Add one spare storage node per AZ (a3 b3 c3) to the layout; returns those added."""
-    base = layout.processes[WRITER_NAME].port
+    wanted = ports_from(layout.processes[WRITER_NAME].port)
     added = []
-    for i, name in enumerate(SPARE_NAMES):
+    for name in SPARE_NAMES:
         if name in layout.processes:
             continue
-        port = base + SPARE_PORT_OFFSET + i
+        port = wanted[name]
         if port > 65535 - METRICS_PORT_OFFSET or not _bindable(port):
             port = free_port()
         metrics = port + METRICS_PORT_OFFSET
@@ -412,7 +411,7 @@ def resolve_names(names: list[str], az: str | None) -> list[str]:
                 f"unknown availability zone {az!r}: expected one of {', '.join(AZS)}"
             )
         chosen += nodes_in_az(az)
-    known = ALL_NAMES
+    known = (*ALL_NAMES, *SPARE_NAMES)
     for n in chosen:
         if n not in known:
             raise SixfoldError(f"unknown process {n!r}: expected one of {', '.join(known)}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sixfold import cluster
 from sixfold.core.errors import SixfoldError
-from sixfold.core.quorum import NODE_NAMES
+from sixfold.core.quorum import NODE_NAMES, SPARE_NAMES
 from sixfold.tools.partition import InterposerPartitioner, IptablesPartitioner, Partitioner
 
 COMPOSE_PORT_DEFAULTS = cluster.ports_from(cluster.BASE_PORT_DEFAULT)
@@ -101,9 +101,22 @@ class ComposeTarget:
 
     label = "compose cluster"
 
+    def __init__(self) -> None:
+        self._spares: list[str] | None = None
+
     @property
     def nodes(self) -> dict[str, str]:
-        return {n: f"127.0.0.1:{compose_port(n)}" for n in NODE_NAMES}
+        """The six nodes, and the spares whose containers exist (the "spares" profile)."""
+        if self._spares is None:
+            self._spares = [n for n in SPARE_NAMES if self._exists(n)]
+        return {n: f"127.0.0.1:{compose_port(n)}" for n in (*NODE_NAMES, *self._spares)}
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self._state(name)
+        except SixfoldError:
+            return False
+        return True
 
     def find_writer_address(self) -> str:
         """The current writer: asked of the instances, since a reader may have taken over."""

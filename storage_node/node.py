@@ -21,6 +21,7 @@ from sixfold.core.errors import (
     DataFormatError,
     InvalidRequestError,
     MembershipError,
+    StaleEpochError,
     StaleMembershipError,
     StoredCorruptionError,
 )
@@ -476,10 +477,14 @@ class StorageNode:
         does not neither fetches records nor hydrates."""
         return self.name in self.membership.nodes
 
-    async def set_membership(self, membership: Membership) -> None:
+    async def set_membership(self, membership: Membership, volume_epoch: int = 0) -> None:
         """Adopt a newer membership, durably before it is acknowledged. An older one is
-        refused (StaleMembershipError), the same one is a no-op."""
+        refused (StaleMembershipError), the same one is a no-op; so is one sent by a writer
+        of an older volume epoch than this node has sealed (StaleEpochError): a deposed
+        writer cannot settle a change its successor settles otherwise."""
         async with self.write_lock:
+            if volume_epoch and volume_epoch < self.state.epoch:
+                raise StaleEpochError(volume_epoch, self.state.epoch, "membership change")
             current = self.membership
             if membership.epoch < current.epoch:
                 raise StaleMembershipError(membership.epoch, current.epoch, "SetMembership")

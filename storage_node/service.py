@@ -200,7 +200,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
             membership = membership_from_proto(request.membership)
             if membership is None:
                 raise InvalidRequestError("SetMembership without a membership (epoch 0)")
-            await self.node.set_membership(membership)
+            await self.node.set_membership(membership, request.epoch)
         except SixfoldError as exc:
             await abort(context, exc)
         return node_state(self.node)

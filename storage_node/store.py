@@ -32,7 +32,12 @@ from pathlib import Path
 import lmdb
 
 from sixfold.core.checksum import crc32c
-from sixfold.core.errors import CorruptRecordError, DataFormatError, StoredCorruptionError
+from sixfold.core.errors import (
+    CorruptRecordError,
+    DataFormatError,
+    NotServingError,
+    StoredCorruptionError,
+)
 from sixfold.core.log_cleanup import record_redundant
 from sixfold.core.page import EMPTY_PAGE, apply_records
 from sixfold.core.record import (
@@ -423,6 +428,14 @@ class NodeStore:
         transaction; with the page to go on from, and whether none is left."""
         out: list[tuple[int, int, bytes]] = []
         with self.env.begin() as txn:
+            # Read in this transaction: GC stores its horizon in the one that deletes below
+            # it, so this snapshot holds every version a page at `at_lsn` needs, or says so.
+            horizon = _parse_int(txn.get(b"gc_horizon", db=self.meta_db) or b"0", self.path)
+            if at_lsn < horizon:
+                raise NotServingError(
+                    f"{self.node_name} collected garbage up to LSN {horizon}; it cannot build "
+                    f"pages at the older LSN {at_lsn}"
+                )
             versions = txn.cursor(db=self.versions_db)
             index = txn.cursor(db=self.page_log_db)
             page_no = from_page

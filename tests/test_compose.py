@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import pytest
 
 from sixfold.check.history import load_history
 from sixfold.clients import NodeClient
-from sixfold.core.quorum import NODE_NAMES
+from sixfold.core.quorum import STORAGE_NAMES
 from sixfold.targets import COMPOSE_PORT_DEFAULTS, compose_command
 from sixfold.tools.partition import container_pid, iptables_unavailable
 from tests import readme
@@ -49,6 +50,7 @@ def compose_env() -> dict[str, str]:
     env = dict(os.environ)
     env["SIXFOLD_CONTAINER_PREFIX"] = f"{PROJECT}-"
     env["SIXFOLD_WRITE_TIMEOUT"] = "3"
+    env["COMPOSE_PROFILES"] = "spares"  # a3 b3 c3 too (issue 14)
     for name, port in COMPOSE_PORT_DEFAULTS.items():
         env[f"SIXFOLD_{name.upper()}_PORT"] = str(port + PORT_OFFSET)
         env[f"SIXFOLD_{name.upper()}_METRICS_PORT"] = str(port + 1000 + PORT_OFFSET)
@@ -210,7 +212,7 @@ def test_every_container_serves_metrics(compose_cluster: dict[str, str]) -> None
     for name, url in urls.items():
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        wanted = "sixfold_node_scl " if name in NODE_NAMES else "sixfold_instance_is_writer "
+        wanted = "sixfold_node_scl " if name in STORAGE_NAMES else "sixfold_instance_is_writer "
         assert wanted in text, f"{name} at {url}"
 
 
@@ -296,3 +298,45 @@ def container_drop_rules(container: str) -> list[str]:
         check=True,
     ).stdout
     return [line for line in rules.splitlines() if "DROP" in line]
+
+
+def test_a_node_lost_for_good_is_replaced_by_a_spare_under_load(
+    compose_cluster: dict[str, str],
+) -> None:
+    """Issue 14's story on compose: c2's container and volume are removed for good, c2 is
+    replaced by the spare c3 while a client writes, then AZ a is killed: writes go on, and
+    nothing acknowledged is lost. (Last in this module: it changes the membership.)"""
+    env = compose_cluster
+    acked: dict[int, str] = {}
+    stop = threading.Event()
+
+    def load() -> None:
+        n = 0
+        while not stop.is_set():
+            page, value = 900 + n % 8, f"load {n}"
+            n += 1
+            if sixfold_cli(env, "page", "write", str(page), value, timeout=60).returncode == 0:
+                acked[page] = value
+
+    writer = threading.Thread(target=load, daemon=True)
+    writer.start()
+    try:
+        for container in ("c2",):
+            subprocess.run(["docker", "rm", "-f", f"{PROJECT}-{container}"], check=True, timeout=60)
+        subprocess.run(["docker", "volume", "rm", f"{PROJECT}_c2-data"], check=True, timeout=60)
+        replaced = sixfold_cli(env, "replace", "c2", "--with", "c3", "--timeout", "120")
+        assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+        assert "the change completed (a1 a2 b1 b2 c1 c3)" in replaced.stdout, replaced.stdout
+        subprocess.run(["docker", "kill", f"{PROJECT}-a1", f"{PROJECT}-a2"], check=True, timeout=60)
+        written = sixfold_cli(env, "page", "write", "77", "after AZ a", "--timeout", "30")
+        assert written.returncode == 0, written.stdout + written.stderr
+    finally:
+        stop.set()
+        writer.join(timeout=120)
+    assert acked, "the load wrote nothing"
+    for page, value in acked.items():
+        read = sixfold_cli(env, "page", "read", str(page), "--timeout", "30")
+        assert read.stdout.strip() == value, (page, read.stdout, read.stderr)
+    subprocess.run(["docker", "start", f"{PROJECT}-a1", f"{PROJECT}-a2"], check=True, timeout=60)
+    status = json.loads(sixfold_cli(env, "status", "--json").stdout)
+    assert status["membership"]["holders"] == ["a1", "a2", "b1", "b2", "c1", "c3"]

@@ -84,17 +84,20 @@ def test_a_peer_cannot_source_pages_below_its_horizon_or_above_its_scl() -> None
 
 def test_malformed_page_images_are_refused_before_anything_is_stored() -> None:
     good = PageImages((_page(3), _page(7)), next_page=8, done=False)
-    check_images(good, 3, 2, "b1")
+    asked = HydrationProgress(80, next_page=3)
+    check_images(good, asked, 2, "b1")
     bad = [
         PageImages((_page(3), _page(3)), 8, False),  # not in page order
         PageImages((_page(2),), 8, False),  # below the asked page
         PageImages((HydratedPage(3, 5, b"short"),), 8, False),  # not a whole page
         PageImages((_page(3), _page(7), _page(9)), 10, False),  # more than asked
         PageImages((_page(3), _page(7)), 7, False),  # next page goes back
+        PageImages((_page(3, lsn=81),), 8, False),  # changed after the target
+        PageImages((_page(3, lsn=0),), 8, False),  # never changed: not a page to send
     ]
     for images in bad:
         with pytest.raises(CorruptPageImageError):
-            check_images(images, 3, 2, "b1")
+            check_images(images, asked, 2, "b1")
     wire = pb.ReadPageImagesResponse(
         pages=[pb.PageImageEntry(page_no=1, page_lsn=2, image=EMPTY_PAGE, crc32c=1)]
     )
@@ -204,6 +207,16 @@ def _node_state(c: LocalCluster, name: str) -> pb.NodeState:
     return c.on_node(name, lambda n: n.get_state())
 
 
+async def _raw_page_at(c: LocalCluster, node: str, page_no: int, lsn: int) -> bytes:
+    from sixfold.clients import NodeClient
+
+    client = NodeClient(node, c.layout.processes[node].address)
+    try:
+        return (await client.get_page(pb.GetPageRequest(page_no=page_no, lsn=lsn))).image
+    finally:
+        await client.close()
+
+
 async def _page_at(c: LocalCluster, node: str, page_no: int, lsn: int) -> str:
     from sixfold.clients import NodeClient
 
@@ -254,3 +267,43 @@ def test_a_node_that_lost_its_disk_hydrates_from_peers_and_gc_resumes(
         c.write(PAGES[1], "nudge")  # commits move the VDL, so coalescing and GC go on
         time.sleep(0.3)
     c.check_no_bug_logged()
+
+
+@pytest.mark.processes
+def test_a_hydration_killed_half_way_resumes_where_it_stopped(tmp_path: Path) -> None:
+    from sixfold.tools.restartbench import load
+
+    c = LocalCluster(tmp_path / "cluster")
+    layout = c.layout
+    layout.extra_args["node"] = ["--hydrate-mib-per-s", "2"]  # 16 MiB take 8 s
+    layout.save()
+    c.up()
+    try:
+        pages = (16 << 20) // len(EMPTY_PAGE)
+        asyncio.run(load(c.layout, pages, pages))
+        c.wait_for(lambda: _node_state(c, "b1").records_stored == 0, "the logs to drain", 120)
+        c.kill("a1")
+        shutil.rmtree(Path(c.layout.directory) / "a1")
+        c.start("a1")
+
+        def progress() -> pb.NodeState | None:
+            try:
+                return _node_state(c, "a1")
+            except SixfoldError:
+                return None
+
+        c.wait_for(
+            lambda: (s := progress()) is not None and s.hydrated_pages >= 1024, "a1 half-way"
+        )
+        target = progress().hydrating_to
+        c.kill("a1")  # SIGKILL mid-hydration
+        c.start("a1")
+        c.wait_for(lambda: (s := progress()) is not None and s.hydrating_to, "a1 to resume")
+        resumed = progress()
+        assert resumed.hydrating_to == target and resumed.hydrated_pages >= 1024  # not from 0
+        c.wait_for(lambda: (s := progress()) is not None and s.gc_horizon >= target, "the end", 60)
+        for page in (0, pages // 2, pages - 1):
+            mine = asyncio.run(_raw_page_at(c, "a1", page, target))
+            assert mine == asyncio.run(_raw_page_at(c, "b1", page, target)), page
+    finally:
+        c.down()

@@ -4,6 +4,7 @@ write load, with another AZ killed afterwards; and the refusals, each with nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sixfold.clients import WriterClient
-from sixfold.core.errors import MembershipError, SixfoldError
+from sixfold.core.errors import MembershipError, SixfoldError, StaleMembershipError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.tools import membership as tool
 from tests.conftest import LocalCluster
@@ -163,3 +164,31 @@ def test_a_node_down_too_long_is_replaced_by_itself_when_configured(tmp_path: Pa
         assert c.read(PAGES[0]) == "before" and c.read(PAGES[1]) == "after"
     finally:
         c.down()
+
+
+@pytest.mark.spares
+def test_a_writer_ships_by_a_newer_membership_it_finds_on_the_nodes(
+    local_cluster: LocalCluster,
+) -> None:
+    """A change stored on the nodes but not by this writer (a replace whose call failed
+    half-way, or another writer's): the nodes refuse the writer's older membership epoch, and
+    it takes the newer one from them and settles the change, rather than stalling."""
+    from sixfold.core.membership import Membership
+    from sixfold.wire import membership_to_proto
+
+    c = local_cluster
+    c.write(PAGES[0], "before")
+    epoch = c.on_node("a1", lambda n: n.get_state()).epoch
+    view = membership_to_proto(Membership.initial().begin("c2", "c3"))
+    for node in ("a1", "a2", "b1", "b2", "c1", "c2", "c3"):
+        with contextlib.suppress(StaleMembershipError):  # the writer may have moved on already
+            c.on_node(node, lambda n: n.set_membership(view, volume_epoch=epoch))
+    c.write(PAGES[1], "after", timeout=30.0)
+    c.wait_for(
+        lambda: _membership(c).epoch == 3 and not _membership(c).change_position,
+        "the writer to settle the change it found",
+        SETTLE_LIMIT_S,
+    )
+    # c2 is alive and complete: the change reverts (c3 had not caught up first).
+    assert list(_membership(c).holders) == ["a1", "a2", "b1", "b2", "c1", "c2"]
+    assert c.read(PAGES[0]) == "before" and c.read(PAGES[1]) == "after"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -21,6 +21,7 @@ from sixfold.core.errors import (
     NotWriterError,
     SixfoldError,
     StaleEpochError,
+    StaleMembershipError,
     WriterFencedError,
 )
 from sixfold.core.membership import Membership
@@ -73,6 +74,9 @@ class NodeSender:
             except StaleEpochError as exc:
                 p.on_stale(self.client.name, exc)
                 return
+            except StaleMembershipError as exc:  # a change this writer did not ship by yet
+                p.refresh_membership()
+                await self._back_off(exc, loop)
             except (NodeDownError, SixfoldError) as exc:
                 await self._back_off(exc, loop)
 
@@ -196,6 +200,9 @@ class CommitPipeline:
         self.senders = [NodeSender(self, c) for c in clients]
         self.sender_tasks: dict[str, asyncio.Task[None]] = {}
         self.on_membership: Callable[[Membership], None] | None = None  # told of each change
+        # Finds the newest membership on the nodes and ships by it (writer/replacement.py).
+        self.membership_refresher: Callable[[], Awaitable[None]] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
     # What the rest of the writer reads, from the core.
@@ -387,6 +394,26 @@ class CommitPipeline:
                     self.observe_commit(now - waiter.submitted_at)
         self.room.set()
         self.wake_all()  # announce the new VDL to nodes (readers learn it there)
+
+    def refresh_membership(self) -> None:
+        """A node refused this writer's membership epoch: look for the newer one, once at a
+        time, in a task of its own (a sender it removes must not wait on itself)."""
+        if self.membership_refresher is None or (
+            self._refreshing is not None and not self._refreshing.done()
+        ):
+            return
+        self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        self.tasks.append(self._refreshing)
+
+    async def _refresh(self) -> None:
+        assert self.membership_refresher is not None
+        try:
+            await self.membership_refresher()
+        except SixfoldError as exc:  # tried again at the next refusal
+            log.warning("could not adopt the nodes' newer membership: %s", exc)
+        finally:
+            if self._refreshing in self.tasks:
+                self.tasks.remove(self._refreshing)
 
     def wake_all(self) -> None:
         for sender in self.senders:

@@ -33,7 +33,7 @@ from sixfold.core.membership import (
 )
 from sixfold.core.quorum import NODE_AZ, WRITE_QUORUM
 from sixfold.crash import OPERATING_ERRORS
-from sixfold.wire import membership_to_proto
+from sixfold.wire import membership_from_proto, membership_to_proto
 
 if TYPE_CHECKING:
     from writer.writer import Writer
@@ -60,15 +60,23 @@ async def begin_replacement(
         )
     spare = await _spare(by_name[new])
     core = pipeline.log
-    durable_point = core.vdl
     # Asked, not taken from the writer's view: an idle writer may not have noticed yet.
     old_scl = await _scl(by_name[old]) if old in by_name else None
-    old_in_sync = old_scl is not None and old_scl >= durable_point
+    old_in_sync = old_scl is not None and old_scl >= core.vdl
     transitional = plan_replacement(core.membership, old, spare, "", old_in_sync, force)
-    await store_membership(
-        by_name, transitional, transitional.nodes, transitional.old_set, must=new
-    )
-    await pipeline.change_membership(transitional, by_name)
+    # A write quorum of the old set is what makes it stick; the spare may learn it later,
+    # from its peers' gossip. Stored there, it is in force: ship by it even if this call
+    # then fails, or the nodes, which refuse the older epoch, would stop every commit.
+    try:
+        await store_membership(
+            by_name, transitional, transitional.nodes, transitional.old_set, core.epoch
+        )
+    finally:
+        await adopt_newest(writer, by_name)
+    if pipeline.log.membership != transitional:
+        raise MembershipError(f"{describe(transitional)} was not stored: nothing changed")
+    # Taken after the switch: every commit acknowledged by the old rules is at or below it.
+    durable_point = pipeline.log.vdl
     log.info("%s; the new node must reach LSN %d", describe(transitional), durable_point)
     writer.start_settling(durable_point, revertible=not force)
     return transitional, durable_point
@@ -94,14 +102,19 @@ async def store_membership(
     membership: Membership,
     targets: frozenset[str],
     quorum_set: frozenset[str],
+    volume_epoch: int,
     must: str = "",
 ) -> None:
-    """Store `membership` on `targets`: it must reach a write quorum of `quorum_set` (six
+    """Store `membership` on `targets` in the name of the writer of `volume_epoch` (a node
+    sealed at a newer one refuses it): it must reach a write quorum of `quorum_set` (six
     nodes), and `must` if given. Raises MembershipError if not."""
     names = sorted(targets & by_name.keys())
     view = membership_to_proto(membership)
     results = await asyncio.gather(
-        *(by_name[n].set_membership(view, timeout=STORE_TIMEOUT_S) for n in names),
+        *(
+            by_name[n].set_membership(view, timeout=STORE_TIMEOUT_S, volume_epoch=volume_epoch)
+            for n in names
+        ),
         return_exceptions=True,
     )
     stored = {n for n, r in zip(names, results, strict=True) if not isinstance(r, BaseException)}
@@ -174,29 +187,57 @@ async def _ready_spare(writer: Writer, membership: Membership, az: str) -> str |
     return None
 
 
+async def adopt_newest(writer: Writer, by_name: dict[str, NodeClient]) -> None:
+    """Ship by the newest membership the nodes know if it is newer than this writer's (a
+    change it stored only in part, or one it missed), and settle a change it carries."""
+    pipeline = writer.pipeline
+    if pipeline is None or pipeline.fenced:
+        return
+    states = await asyncio.gather(
+        *(c.get_state(timeout=STORE_TIMEOUT_S) for c in by_name.values()), return_exceptions=True
+    )
+    views = [s.membership for s in states if not isinstance(s, BaseException)]
+    newest = max(views, key=lambda v: v.epoch, default=None)
+    if newest is None or newest.epoch <= pipeline.log.membership.epoch:
+        return
+    membership = membership_from_proto(newest)
+    assert membership is not None
+    if not membership.nodes <= by_name.keys():
+        raise MembershipError(f"{describe(membership)} names nodes this writer has no address for")
+    await pipeline.change_membership(membership, by_name)
+    log.info("adopted %s from the nodes", describe(membership))
+    if membership.change is not None:
+        writer.start_settling(pipeline.log.vdl, revertible=True)
+
+
 async def settle_change(writer: Writer, durable_point: int, revertible: bool) -> None:
     """Step 4: wait for the new node (or the old one's return), then store the settled
-    membership and ship by it. Runs until the change settles or the writer is fenced."""
+    membership and ship by it. Runs until the change settles or the writer is fenced. The
+    outcome, once chosen, is kept: a retry stores the same membership, never the other."""
     by_name = {c.name: c for c in writer.clients}
+    settled: Membership | None = None
     while (pipeline := writer.pipeline) is not None and not pipeline.fenced:
         core = pipeline.log
         change = core.membership.change
         if change is None:
             return
-        # Asked, not taken from acknowledgements: an idle writer sends the nodes nothing.
-        new_scl = await _scl(by_name[change.new])
-        old_scl = await _scl(by_name[change.old]) if revertible else None
-        settled = settle(core.membership, new_scl or 0, old_scl, durable_point)
+        if settled is None:
+            # Asked, not taken from acknowledgements: an idle writer sends the nodes nothing.
+            new_scl = await _scl(by_name[change.new])
+            old_scl = await _scl(by_name[change.old]) if revertible else None
+            settled = settle(core.membership, new_scl or 0, old_scl, durable_point)
         if settled is not None:
             try:
                 # The node leaving learns it too, if it answers: it is no longer a member.
                 targets = settled.nodes | core.membership.nodes
-                await store_membership(by_name, settled, targets, settled.old_set)
+                await store_membership(by_name, settled, targets, settled.old_set, core.epoch)
             except MembershipError as exc:
                 log.warning("membership change not settled yet: %s", exc)
             except OPERATING_ERRORS:
                 log.exception("membership change not settled yet")
             else:
+                if writer.pipeline is not pipeline or pipeline.fenced:
+                    return  # deposed meanwhile: the next writer finds the change and settles it
                 await pipeline.change_membership(settled, by_name)
                 log.info(
                     "%s (the change %s)",

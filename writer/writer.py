@@ -28,7 +28,7 @@ from sixfold.sql.layout import SQL_PAGE_BASE
 from writer.pipeline import CommitPipeline
 from writer.read_index import EpochConfirmer
 from writer.recovery import recover
-from writer.replacement import auto_replace, begin_replacement, settle_change
+from writer.replacement import adopt_newest, auto_replace, begin_replacement, settle_change
 
 log = logging.getLogger("sixfold.writer")
 
@@ -80,9 +80,17 @@ class Writer:
         # It ships to the membership's nodes; the other nodes it knows are spares.
         members = [c for c in self.clients if c.name in result.membership.nodes]
         names = [c.name for c in members]
+        unknown = sorted(result.membership.nodes - set(names))
+        if unknown:  # it would ship to fewer nodes than the quorum rules count on
+            raise RecoveryError(
+                f"the volume's {describe(result.membership)} names {', '.join(unknown)}, which "
+                "this instance has no address for: start it with every storage node in --nodes"
+            )
         self.pipeline = CommitPipeline(members, CommitLog.recovered(names, result, self.limits))
         self.reader.note_membership(result.membership)
         self.pipeline.on_membership = self.reader.note_membership
+        by_name = {c.name: c for c in self.clients}
+        self.pipeline.membership_refresher = lambda: adopt_newest(self, by_name)
         self.pipeline.start()
         self.confirmer = EpochConfirmer(
             self.clients, plan.epoch, lambda: self.pipeline.vdl, self.limits.append_timeout_s
@@ -96,6 +104,9 @@ class Writer:
             log.info("%s: carrying the change on", describe(result.membership))
             self.start_settling(plan.vdl, revertible=True)
         if self.limits.auto_replace_after_s > 0:
+            for task in self.background:  # an earlier recovery's, if any
+                task.cancel()
+            self.background = []
             self.background.append(
                 guarded_task(
                     auto_replace(self, self.limits.auto_replace_after_s),

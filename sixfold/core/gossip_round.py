@@ -229,6 +229,8 @@ class GossipRound:
                 return None
             progress = HydrationProgress(target)
         sources = hydration_sources(st, answered, progress.target_lsn)
+        if not sources:  # a peer's state that contradicts itself (horizon above its frontier)
+            return None
         for run in range(HYDRATE_RUNS_PER_ROUND):
             # Each run from the next source in turn: no one peer is waited on.
             start = (progress.pages_done // HYDRATE_PAGES_MAX + run) % len(sources)
@@ -256,7 +258,7 @@ class GossipRound:
             if not isinstance(got, PageImages):
                 continue  # it failed: the next source
             try:
-                check_images(got, progress.next_page, HYDRATE_PAGES_MAX, peer)
+                check_images(got, progress, HYDRATE_PAGES_MAX, peer)
             except SixfoldError:
                 continue
             return peer, got

@@ -109,10 +109,11 @@ def hydration_sources(
     return [s.name for s in peers_in_step(st, answered) if s.gc_horizon <= target <= s.scl]
 
 
-def check_images(images: PageImages, from_page: int, pages_max: int, source: str) -> None:
+def check_images(images: PageImages, asked: HydrationProgress, pages_max: int, source: str) -> None:
     """A peer's answer must be well formed before anything of it is stored: pages in order
-    from the asked one, whole pages, no more than asked."""
-    pages = images.pages
+    from the asked one, whole pages, each last changed at or below the target, no more than
+    asked."""
+    pages, from_page = images.pages, asked.next_page
     if len(pages) > pages_max:
         raise CorruptPageImageError(
             f"{source} sent {len(pages)} page images, more than {pages_max}"
@@ -123,6 +124,11 @@ def check_images(images: PageImages, from_page: int, pages_max: int, source: str
             raise CorruptPageImageError(
                 f"{source} sent a malformed page image (page {page.page_no} after page "
                 f"{previous}, {len(page.image)} bytes)"
+            )
+        if not 0 < page.page_lsn <= asked.target_lsn:
+            raise CorruptPageImageError(
+                f"{source} sent page {page.page_no} as of LSN {page.page_lsn}, not in "
+                f"(0, {asked.target_lsn}]"
             )
         previous = page.page_no
     if images.next_page <= previous:

@@ -83,10 +83,12 @@ class MembershipView(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., holders: _Optional[_Iterable[str]] = ..., change_position: _Optional[str] = ..., change_old: _Optional[str] = ..., change_new: _Optional[str] = ...) -> None: ...
 
 class SetMembershipRequest(_message.Message):
-    __slots__ = ("membership",)
+    __slots__ = ("membership", "epoch")
     MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     membership: MembershipView
-    def __init__(self, membership: _Optional[_Union[MembershipView, _Mapping]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, membership: _Optional[_Union[MembershipView, _Mapping]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ReplaceRequest(_message.Message):
     __slots__ = ("old", "new", "force")

@@ -17,7 +17,7 @@ from sixfold import cluster, targets
 from sixfold.clients import NodeDownError, ReaderClient, WriterClient
 from sixfold.core.errors import SixfoldError
 from sixfold.core.page import until_nul
-from sixfold.core.quorum import AZS, COPIES, NODE_NAMES, READ_QUORUM
+from sixfold.core.quorum import AZS, COPIES, NODE_NAMES, READ_QUORUM, SPARE_NAMES
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.tools.events import History
@@ -156,11 +156,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from sixfold.tools import logs
 
+    known = (*cluster.ALL_NAMES, *SPARE_NAMES)
     names = [args.name] if args.name else list(cluster.ALL_NAMES)
-    if args.name and args.name not in cluster.ALL_NAMES:
-        raise SixfoldError(
-            f"unknown process {args.name!r}: expected one of {', '.join(cluster.ALL_NAMES)}"
-        )
+    if args.name and args.name not in known:
+        raise SixfoldError(f"unknown process {args.name!r}: expected one of {', '.join(known)}")
     if targets.use_compose(args.compose):
         containers = {n: targets.container_name(n) for n in names}
         return 0 if logs.container_logs(containers, args.lines, args.follow) else 1
@@ -437,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-port",
         type=int,
         metavar="N",
-        help="ports: the writer at N, nodes a1..c2 at N+1..N+6, readers r1, r2 at N+101, N+102 "
+        help="ports: the writer at N, nodes a1..c2 at N+1..N+6, spares a3 b3 c3 at N+7..N+9, "
+        "readers r1, r2 at N+101, N+102 "
         f"(default {cluster.BASE_PORT_DEFAULT}, as in docker-compose.yml; an existing cluster "
         "directory keeps its ports unless this is given)",
     )
