@@ -21,7 +21,8 @@ DRAIN_TIMEOUT_S = 15.0
 def instance_topology(instance: Instance) -> pb.Topology:
     """The newest epoch among the nodes this instance hears, and the instances they know."""
     writer = instance.current_writer()
-    states = [s for s in instance.reader.node_states.values() if s is not None]
+    members = instance.reader.pages.choice.membership.nodes  # a spare's epoch is not ours
+    states = [s for n, s in instance.reader.node_states.items() if s is not None and n in members]
     epoch = max((s.epoch for s in states), default=0)
     answer = pb.Topology(
         epoch=epoch,

@@ -42,6 +42,7 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     errors.CommitTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.StaleMembershipError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.MembershipError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.NotAMemberError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 _BY_NAME: dict[str, type[errors.SixfoldError]] = {

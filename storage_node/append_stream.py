@@ -21,7 +21,7 @@ import contextlib
 import grpc
 
 from sixfold.core.errors import BatchTooLargeError, InvalidRequestError
-from sixfold.core.membership import check_request_epoch
+from sixfold.core.membership import check_member, check_request_epoch
 from sixfold.guard import Undecodable
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import reportable
@@ -135,6 +135,7 @@ def _accept(
     if isinstance(batch, Undecodable):
         raise InvalidRequestError(f"a stream message is not a valid AppendBatch: {batch.error}")
     check_request_epoch(node.membership, batch.membership_epoch, "append")
+    check_member(node.membership, node.name, batch.membership_epoch, "append")
     size = len(batch.records)
     if not size:  # a bare batch: the writer's VDL, and a check of its epoch
         done = asyncio.get_running_loop().create_future()

@@ -11,7 +11,7 @@ import grpc
 
 from sixfold.core.checksum import crc32c
 from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
-from sixfold.core.membership import check_request_epoch
+from sixfold.core.membership import check_member, check_request_epoch
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.core.topology import INSTANCE_SEEN_TTL_S, parse_owner
 from sixfold.rpc import sixfold_pb2 as pb
@@ -143,6 +143,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         node = self.node
         try:
             check_request_epoch(node.membership, request.membership_epoch, "append")
+            check_member(node.membership, node.name, request.membership_epoch, "append")
             if not request.records:
                 scl = node.announce(request.epoch, request.vdl)
                 return pb.AppendResponse(scl=scl, epoch=node.state.epoch)
@@ -257,6 +258,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
             check_numbers(epoch=request.epoch)
             check_owner(request.owner)
             check_request_epoch(self.node.membership, request.membership_epoch, "seal")
+            check_member(self.node.membership, self.node.name, request.membership_epoch, "seal")
             await self.node.seal(request.epoch, request.owner)
         except SixfoldError as exc:
             await abort(context, exc)
@@ -266,6 +268,8 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         try:
             check_numbers(epoch=request.epoch, truncations_version=request.truncations_version)
             check_request_epoch(self.node.membership, request.membership_epoch, "truncation")
+            node = self.node
+            check_member(node.membership, node.name, request.membership_epoch, "truncation")
             for r in request.ranges:
                 check_numbers(after_lsn=r.after_lsn, through_lsn=r.through_lsn)
             ranges = ranges_from_proto(request.ranges, epoch_max=request.truncations_version)

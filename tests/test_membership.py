@@ -168,3 +168,28 @@ def test_a_transitional_commit_log_waits_for_both_sets_to_be_reachable() -> None
         log.shippers[node].stale = True
     log._recount_live()
     assert not log.quorum_live() and not log.has_room(1)
+
+
+def test_a_completed_change_makes_durable_what_the_new_set_already_holds() -> None:
+    from sixfold.core.commit_log import CommitLog, PageWrite, WriterLimits
+    from sixfold.core.durability import VolumeDurability
+
+    moving = _moving("c2")
+    nodes = sorted(moving.nodes)
+    log = CommitLog(
+        nodes,
+        epoch=1,
+        vdl=0,
+        next_lsn=1,
+        node_scls={},
+        truncations=(),
+        limits=WriterLimits(),
+        durability=VolumeDurability(nodes, 0, {}, moving),
+    )
+    log.append([PageWrite(1, ((0, b"x"),))], {1: 0}, 0.0, "token")
+    for node in ("a1", "a2", "b1", "spare"):  # 3 of the old set, 4 of the new
+        log.on_scl(node, 1)
+    assert log.vdl == 0 and len(log.waiters) == 1
+    joined, left, acked = log.change_membership(moving.complete())
+    assert (joined, left) == ([], ["c2"])
+    assert log.vdl == 1 and acked.vdl_advanced and [w.lsn for w in acked.released] == [1]

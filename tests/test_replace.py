@@ -13,9 +13,16 @@ from pathlib import Path
 import pytest
 
 from sixfold.clients import WriterClient
-from sixfold.core.errors import MembershipError, SixfoldError, StaleMembershipError
+from sixfold.core.errors import (
+    MembershipError,
+    NotAMemberError,
+    SixfoldError,
+    StaleMembershipError,
+)
+from sixfold.core.page import EMPTY_PAGE
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.tools import membership as tool
+from storage_node.store import NodeStore
 from tests.conftest import LocalCluster
 
 pytestmark = [pytest.mark.processes, pytest.mark.spares]
@@ -137,8 +144,18 @@ def test_refusals_change_nothing(local_cluster: LocalCluster) -> None:
     with pytest.raises(MembershipError, match="holds no position"):
         _replace(c, "a3", "b3", force=True)
     assert _membership(c).epoch == 1  # nothing changed
-    # A spare that holds data (here: another writer sealed an epoch on it) is refused.
-    c.on_node("c3", lambda n: n.seal(7, "other@127.0.0.1:1#0123abcd"))
+    # A spare takes no seal (nor appends, nor truncations) from a sender at its membership.
+    with pytest.raises(NotAMemberError, match="c3 is not a member"):
+        c.on_node("c3", lambda n: n.seal(7, "other@127.0.0.1:1#0123abcd"))
+    # One that holds data (here: a page version left on its disk) is refused.
+    c.kill("c3")
+    store = NodeStore.of_stopped(Path(c.layout.directory) / "c3", "c3")
+    try:
+        store.put_versions([(5, 7, EMPTY_PAGE)])
+    finally:
+        store.close()
+    c.start("c3")
+    c.wait_for(lambda: _answers(c, "c3"), "c3 to start again")
     with pytest.raises(MembershipError, match="spare c3 already holds data"):
         _replace(c, "c2", "c3", force=True)
     assert _membership(c).epoch == 1
@@ -192,3 +209,11 @@ def test_a_writer_ships_by_a_newer_membership_it_finds_on_the_nodes(
     # c2 is alive and complete: the change reverts (c3 had not caught up first).
     assert list(_membership(c).holders) == ["a1", "a2", "b1", "b2", "c1", "c2"]
     assert c.read(PAGES[0]) == "before" and c.read(PAGES[1]) == "after"
+
+
+def _answers(c: LocalCluster, node: str) -> bool:
+    try:
+        c.on_node(node, lambda n: n.get_state())
+    except SixfoldError:
+        return False
+    return True

@@ -273,7 +273,8 @@ class CommitPipeline:
             await asyncio.gather(task, return_exceptions=True)
             self.tasks.remove(task)
             self.senders = [s for s in self.senders if s.client.name != name]
-        joined, _ = self.log.change_membership(membership)
+        joined, _, acked = self.log.change_membership(membership)
+        self._after(acked.released, acked.vdl_advanced)
         if self.on_membership is not None:
             self.on_membership(membership)
         loop = asyncio.get_running_loop()

@@ -88,12 +88,18 @@ class Writer:
             )
         self.pipeline = CommitPipeline(members, CommitLog.recovered(names, result, self.limits))
         self.reader.note_membership(result.membership)
-        self.pipeline.on_membership = self.reader.note_membership
+        self.pipeline.on_membership = self._on_membership
         by_name = {c.name: c for c in self.clients}
         self.pipeline.membership_refresher = lambda: adopt_newest(self, by_name)
         self.pipeline.start()
+        # Only members confirm the epoch: a spare knows none, and its "not yet" would count
+        # as a confirmation. The holders serve in every phase of a change: a newer writer
+        # sealed 4 of them (sixfold/core/membership.py), so any 3 of them meet it.
         self.confirmer = EpochConfirmer(
-            self.clients, plan.epoch, lambda: self.pipeline.vdl, self.limits.append_timeout_s
+            self._holders(result.membership),
+            plan.epoch,
+            lambda: self.pipeline.vdl,
+            self.limits.append_timeout_s,
         )
         self.pipeline.on_scl(plan.source, result.node_scls[plan.source])
         self.pipeline.wake_all()  # announce the recovered VDL to every node
@@ -115,6 +121,14 @@ class Writer:
             )
 
     # -- membership changes (writer/replacement.py) ------------------------------------------------
+
+    def _holders(self, membership: Membership) -> list[NodeClient]:
+        return [c for c in self.clients if c.name in membership.holders]
+
+    def _on_membership(self, membership: Membership) -> None:
+        self.reader.note_membership(membership)
+        if self.confirmer is not None:
+            self.confirmer.clients = self._holders(membership)
 
     async def replace(self, old: str, new: str, force: bool) -> tuple[Membership, int]:
         """Begin replacing storage node `old` with spare `new`; see writer/replacement.py."""

@@ -194,10 +194,11 @@ class CommitLog:
         """Nodes reachable and not superseded: a write quorum of them lets commits go."""
         return self._live
 
-    def change_membership(self, membership: Membership) -> tuple[list[str], list[str]]:
+    def change_membership(self, membership: Membership) -> tuple[list[str], list[str], Acked]:
         """Ship to `membership`'s nodes from now on, and count quorums by it (P18 §2.3).
         A node joining is sent records from the next LSN on (it hydrates, and gossip fills
-        the rest); a node leaving is no longer waited for. Returns (joined, left)."""
+        the rest); a node leaving is no longer waited for. Returns (joined, left, and the
+        commits the new rules make durable at once)."""
         assert membership.epoch > self.membership.epoch, (membership, self.membership)
         joined = sorted(membership.nodes - self.shippers.keys())
         left = sorted(self.shippers.keys() - membership.nodes)
@@ -209,7 +210,12 @@ class CommitLog:
             del self.durability.node_scl[name]
         self.membership = self.durability.membership = membership
         self._recount_live()
-        return joined, left
+        before = self.durability.vdl
+        vdl = self.durability.recompute()
+        released: list[Waiter] = []
+        while self.waiters and self.waiters[0].lsn <= vdl:
+            released.append(self.waiters.popleft())
+        return joined, left, Acked(released, vdl != before, False)
 
     def quorum_live(self) -> bool:
         """Whether the live nodes make a write quorum (of both sets during a change)."""

@@ -41,5 +41,13 @@ class VolumeDurability:
                 self.vdl = self._cpls.popleft()
         return self.vdl
 
+    def recompute(self) -> int:
+        """After a membership change: the VCL by the new rules (never lower: what was durable
+        stays durable) and the VDL it allows; returns the VDL."""
+        self.vcl = max(self.vcl, self.membership.write_quorum_lsn(self.node_scl))
+        while self._cpls and self._cpls[0] <= self.vcl:
+            self.vdl = self._cpls.popleft()
+        return self.vdl
+
     def nodes_at_or_above(self, lsn: int) -> int:
         return sum(1 for scl in self.node_scl.values() if scl >= lsn)

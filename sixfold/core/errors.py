@@ -151,6 +151,11 @@ class MembershipError(SixfoldError):
     """A membership change was refused, and nothing changed: the message says why."""
 
 
+class NotAMemberError(SixfoldError):
+    """A storage node outside the volume's membership (a spare) was sent what only members
+    take; nothing was stored."""
+
+
 class StaleMembershipError(SixfoldError):
     """A request carried an older membership epoch than the node has (P18 §2.3)."""
 

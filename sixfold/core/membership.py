@@ -29,7 +29,7 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from sixfold.core.errors import MembershipError, StaleMembershipError
+from sixfold.core.errors import MembershipError, NotAMemberError, StaleMembershipError
 from sixfold.core.quorum import COPIES, NODE_AZ, NODE_NAMES, READ_QUORUM, WRITE_QUORUM, quorum_lsn
 
 POSITIONS = NODE_NAMES  # the six positions, named after their first holders
@@ -179,6 +179,17 @@ def check_request_epoch(node: Membership, request_epoch: int, what: str) -> None
     one is taken: the node lags, and gossip brings it the newer membership."""
     if request_epoch and request_epoch < node.epoch:
         raise StaleMembershipError(request_epoch, node.epoch, what)
+
+
+def check_member(node: Membership, name: str, request_epoch: int, what: str) -> None:
+    """A node that takes no part in the membership its sender also holds refuses what only
+    members take (appends, seals, truncations): a spare stays empty until a change names
+    it. A sender at a newer epoch may know a change this node has not learnt yet."""
+    if request_epoch <= node.epoch and name not in node.nodes:
+        raise NotAMemberError(
+            f"storage node {name} is not a member of the volume at membership epoch "
+            f"{node.epoch} ({describe(node)}): it takes no {what}"
+        )
 
 
 def newest_membership(memberships: Iterable[Membership | None]) -> Membership:
