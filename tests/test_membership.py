@@ -147,13 +147,13 @@ def test_a_transitional_recovery_needs_a_write_quorum_of_both_sets() -> None:
         steps.send(answers)  # 4 of the old set answered, 3 of the new
 
 
-def test_a_transitional_commit_log_waits_for_both_sets_to_be_reachable() -> None:
+def _transitional_log(moving: Membership):
+    """A fresh writer's commit log shipping by `moving` (no commit yet)."""
     from sixfold.core.commit_log import CommitLog, WriterLimits
     from sixfold.core.durability import VolumeDurability
 
-    moving = _moving("c2")
     nodes = sorted(moving.nodes)
-    log = CommitLog(
+    return CommitLog(
         nodes,
         epoch=1,
         vdl=0,
@@ -163,6 +163,10 @@ def test_a_transitional_commit_log_waits_for_both_sets_to_be_reachable() -> None
         limits=WriterLimits(),
         durability=VolumeDurability(nodes, 0, {}, moving),
     )
+
+
+def test_a_transitional_commit_log_waits_for_both_sets_to_be_reachable() -> None:
+    log = _transitional_log(_moving("c2"))
     assert log.quorum_live()
     for node in ("b2", "c1", "spare"):  # the old set keeps 4 (a1 a2 b1 c2), the new 3
         log.shippers[node].stale = True
@@ -171,21 +175,10 @@ def test_a_transitional_commit_log_waits_for_both_sets_to_be_reachable() -> None
 
 
 def test_a_completed_change_makes_durable_what_the_new_set_already_holds() -> None:
-    from sixfold.core.commit_log import CommitLog, PageWrite, WriterLimits
-    from sixfold.core.durability import VolumeDurability
+    from sixfold.core.commit_log import PageWrite
 
     moving = _moving("c2")
-    nodes = sorted(moving.nodes)
-    log = CommitLog(
-        nodes,
-        epoch=1,
-        vdl=0,
-        next_lsn=1,
-        node_scls={},
-        truncations=(),
-        limits=WriterLimits(),
-        durability=VolumeDurability(nodes, 0, {}, moving),
-    )
+    log = _transitional_log(moving)
     log.append([PageWrite(1, ((0, b"x"),))], {1: 0}, 0.0, "token")
     for node in ("a1", "a2", "b1", "spare"):  # 3 of the old set, 4 of the new
         log.on_scl(node, 1)

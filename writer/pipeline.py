@@ -203,6 +203,7 @@ class CommitPipeline:
         # Finds the newest membership on the nodes and ships by it (writer/replacement.py).
         self.membership_refresher: Callable[[], Awaitable[None]] | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        self.membership_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[None]] = []
 
     # What the rest of the writer reads, from the core.
@@ -266,6 +267,14 @@ class CommitPipeline:
         """Ship to `membership`'s nodes (sixfold/core/membership.py): a stream to each node
         that joins, and none any more to each that leaves (stopped before the core forgets
         it, so no acknowledgement of it arrives after)."""
+        async with self.membership_lock:  # a settle and an adoption may race to the same one
+            if membership.epoch <= self.log.membership.epoch:
+                return  # in force already
+            await self._change_membership(membership, clients)
+
+    async def _change_membership(
+        self, membership: Membership, clients: dict[str, NodeClient]
+    ) -> None:
         leaving = [name for name in self.log.shippers if name not in membership.nodes]
         for name in leaving:
             task = self.sender_tasks.pop(name)
