@@ -14,20 +14,19 @@ as a fallback should a stream be stuck.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable
 
 from sixfold.clients import NodeClient
-from sixfold.core.errors import InvalidRequestError, NotServingError
+from sixfold.core.errors import NotServingError
 from sixfold.core.read_point import advance_read_point
 from sixfold.core.topology import Role
 from sixfold.crash import OPERATING_ERRORS, guarded_task
 from sixfold.page_reader import PageReader
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.wire import membership_from_proto
+from sixfold.wire import membership_or_none
 
 log = logging.getLogger("sixfold.reader")
 
@@ -70,10 +69,9 @@ class Reader:
         self.node_states[node] = state
         self.pages.note_scl(node, state.scl if state.serving else 0)
         if state.membership.epoch > self.pages.choice.membership.epoch:
-            with contextlib.suppress(InvalidRequestError):  # a malformed one is not believed
-                membership = membership_from_proto(state.membership)
-                if membership is not None:
-                    self.pages.note_membership(membership)
+            membership = membership_or_none(state.membership)
+            if membership is not None:
+                self.pages.note_membership(membership)
         self.advance([s for s in self.node_states.values() if s is not None])
 
     def note_down(self, node: str) -> None:

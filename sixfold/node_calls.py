@@ -16,9 +16,8 @@ from typing import Any, TypeVar
 
 from sixfold.clients import NodeClient
 from sixfold.core.checksum import crc32c
-from sixfold.core.errors import CorruptPageImageError, InvalidRequestError, SixfoldError
+from sixfold.core.errors import CorruptPageImageError, SixfoldError
 from sixfold.core.hydration import HydratedPage, PageImages
-from sixfold.core.membership import Membership
 from sixfold.core.node_requests import (
     Append,
     GetPage,
@@ -33,7 +32,7 @@ from sixfold.core.page_read import PageImage
 from sixfold.core.record import decode_record
 from sixfold.core.recovery import SegmentReport
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.wire import membership_from_proto, ranges_from_proto, ranges_to_proto
+from sixfold.wire import membership_or_none, ranges_from_proto, ranges_to_proto
 
 T = TypeVar("T")
 
@@ -58,17 +57,8 @@ def report_of(state: pb.NodeState) -> SegmentReport:
         repair_floor=state.repair_floor,
         coalesced_through=state.coalesced_through,
         gc_horizon=state.gc_horizon,
-        membership=_membership_or_none(state),
+        membership=membership_or_none(state.membership),
     )
-
-
-def _membership_or_none(state: pb.NodeState) -> Membership | None:
-    """The node's membership; None if it sent none or a malformed one (it is then not
-    believed: a well-formed one from another node carries the change)."""
-    try:
-        return membership_from_proto(state.membership)
-    except InvalidRequestError:
-        return None
 
 
 async def drive(

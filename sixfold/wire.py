@@ -186,3 +186,12 @@ def membership_from_proto(view: pb.MembershipView) -> Membership | None:
         return checked_membership(view.epoch, tuple(view.holders), change)
     except MembershipError as exc:
         raise errors.InvalidRequestError(f"malformed membership: {exc}") from None
+
+
+def membership_or_none(view: pb.MembershipView) -> Membership | None:
+    """A membership a node reports; None if it reports none or a malformed one (then it is
+    not believed: a well-formed one from another node carries the change)."""
+    try:
+        return membership_from_proto(view)
+    except errors.InvalidRequestError:
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -11,7 +12,7 @@ import grpc
 
 from sixfold.core.checksum import crc32c
 from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
-from sixfold.core.membership import check_member, check_request_epoch
+from sixfold.core.membership import Membership, check_member, check_request_epoch
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.core.topology import INSTANCE_SEEN_TTL_S, parse_owner
 from sixfold.rpc import sixfold_pb2 as pb
@@ -67,8 +68,15 @@ def node_state(node: StorageNode, counts: bool = True) -> pb.NodeState:
         hydrating_to=hydration.target_lsn if hydration else 0,
         hydrated_pages=hydration.pages_done if hydration else 0,
         hydrated_bytes=hydration.bytes_done if hydration else 0,
-        membership=membership_to_proto(node.membership),
+        membership=_membership_view(node.membership),
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _membership_view(membership: Membership) -> pb.MembershipView:
+    """Built once per membership, not per state message (the watch sends up to 100 a second
+    to each watcher). Never changed by its callers: a message field copies it."""
+    return membership_to_proto(membership)
 
 
 def watch_key(node: StorageNode) -> tuple[int, ...]:

@@ -55,7 +55,7 @@ from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.targets import ProcessTarget, current_writer_name
 from sixfold.tools import membership as membership_tool
 from sixfold.tools.partition import Pair, Partitioner, all_members, between, isolate
-from sixfold.tools.status import gather_status
+from sixfold.tools.status import gather_status, holds_data
 from storage_node.store import NodeStore
 
 FUZZ_PAGE_BASE = 2_000_000  # pages used by the workload, away from hand-written ones
@@ -431,7 +431,7 @@ class Nemesis:
             if n["up"]
             and n.get("place") != "member"
             and n["name"] not in m["holders"]
-            and not (n["epoch"] or n["scl"] or n["log_records"] or n["page_versions"])
+            and not holds_data(n)
         ]
         pairs = [
             (old, new) for old in m["holders"] for new in ready if NODE_AZ[old] == NODE_AZ[new]

@@ -21,7 +21,7 @@ from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import NODE_AZ
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.tools.status import gather_status
+from sixfold.tools.status import gather_status, holds_data
 
 POLL_S = 0.25
 STATE_TIMEOUT_S = 2.0
@@ -121,7 +121,7 @@ def spares_rows(status: dict[str, Any]) -> list[str]:
             continue
         if not n["up"]:
             holds = "-"
-        elif n["epoch"] or n["scl"] or n["log_records"] or n["page_versions"]:
+        elif holds_data(n):
             holds = f"data (SCL {n['scl']}, {n['page_versions']} versions)"
         else:
             holds = "nothing (ready)"

@@ -13,11 +13,10 @@ from typing import Any
 
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
 from sixfold.cluster import INSTANCE_NAMES, Endpoints
-from sixfold.core.errors import SixfoldError
 from sixfold.core.membership import Change, Membership, describe
 from sixfold.core.quorum import NODE_AZ, NODE_NAMES, READ_QUORUM, SPARE_NAMES, WRITE_QUORUM
 from sixfold.core.topology import Role
-from sixfold.wire import membership_from_proto
+from sixfold.wire import membership_or_none
 
 STATE_TIMEOUT_S = 1.0
 ACCEPTING_WRITES = "accepting writes"  # the writer's own status once recovered (writer/writer.py)
@@ -83,19 +82,13 @@ def _node(name: str, address: str, state: object) -> dict[str, Any]:
         "hydrating_to": (state.hydrating_to or None) if up else None,
         "hydrated_pages": state.hydrated_pages if up else None,
         "hydrated_bytes": state.hydrated_bytes if up else None,
-        "membership": _membership(state.membership) if up else None,
+        "membership": _node_membership(state) if up else None,
         "error": None if up else str(state),
     }
 
 
-def _membership(view: object) -> dict[str, Any] | None:
-    """A node's membership as JSON-ready data (None: it reports none)."""
-    try:
-        m = membership_from_proto(view)  # type: ignore[arg-type]
-    except SixfoldError:
-        return None
-    if m is None:
-        return None
+def _membership_data(m: Membership) -> dict[str, Any]:
+    """A membership as JSON-ready data (`_as_membership` reads it back)."""
     change = m.change
     return {
         "epoch": m.epoch,
@@ -104,6 +97,16 @@ def _membership(view: object) -> dict[str, Any] | None:
         if change is None
         else {"position": change.position, "old": change.old, "new": change.new},
     }
+
+
+def holds_data(node: dict[str, Any]) -> bool:
+    """Whether a node (as `gather_status` reports it) holds anything: a spare must not."""
+    return bool(node["epoch"] or node["scl"] or node["log_records"] or node["page_versions"])
+
+
+def _node_membership(state: Any) -> dict[str, Any] | None:
+    m = membership_or_none(state.membership)
+    return None if m is None else _membership_data(m)
 
 
 def _as_membership(data: dict[str, Any] | None) -> Membership:
@@ -206,18 +209,7 @@ def summarise(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> d
         "write_quorum": write_quorum,
         "read_quorum": read_quorum,
         "nodes_up": up_count,
-        "membership": {
-            "epoch": membership.epoch,
-            "holders": list(membership.holders),
-            "change": None
-            if membership.change is None
-            else {
-                "position": membership.change.position,
-                "old": membership.change.old,
-                "new": membership.change.new,
-            },
-            "text": describe(membership),
-        },
+        "membership": {**_membership_data(membership), "text": describe(membership)},
         "quorum_sizes": {"copies": len(NODE_NAMES), "write": WRITE_QUORUM, "read": READ_QUORUM},
     }
 
