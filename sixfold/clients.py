@@ -7,15 +7,20 @@ when the endpoint did not answer.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
-from sixfold.core.errors import SixfoldError
+from sixfold.addressing import addressed_to
+from sixfold.core.errors import SixfoldError, WrongNodeError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import error_from_rpc
+
+log = logging.getLogger("sixfold.clients")
 
 MESSAGE_BYTES_MAX = 64 << 20  # the largest gRPC message sent or received
 CALL_TIMEOUT_S = 2.0
@@ -46,9 +51,15 @@ class NodeDownError(SixfoldError):
     """An endpoint did not answer (connection refused, timed out)."""
 
 
-async def call(name: str, fn: Callable[..., Awaitable[T]], request: object, timeout: float) -> T:
+async def call(
+    name: str,
+    fn: Callable[..., Awaitable[T]],
+    request: object,
+    timeout: float,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> T:
     try:
-        return await fn(request, timeout=timeout)
+        return await fn(request, timeout=timeout, metadata=metadata)
     except grpc.aio.AioRpcError as err:
         raise rpc_error(name, err) from None
 
@@ -64,60 +75,91 @@ def rpc_error(name: str, err: grpc.aio.AioRpcError) -> Exception:
 
 
 class NodeClient:
-    """One storage node."""
+    """One storage node. Every call names the node it is meant for (sixfold/addressing.py):
+    when the address reaches another node, the call fails with WrongNodeError and the client
+    dials the name again, so the next call resolves it afresh."""
 
     def __init__(self, name: str, address: str) -> None:
         self.name = name
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.metadata = addressed_to(name)
+        self.redials = 0  # times the address reached another node
+        self._closing: set[asyncio.Task[None]] = set()
+        self._dial()
+
+    def _dial(self) -> None:
+        self.channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.StorageNodeStub(self.channel)
+
+    def redial(self, why: WrongNodeError) -> None:
+        """A new channel, which resolves the address again: the old one reached another
+        node (its host name now resolves elsewhere, but a live connection keeps the old IP).
+        Calls still on the old channel get a grace period before it closes."""
+        log.warning("%s at %s: %s", self.name, self.address, why)
+        self.redials += 1
+        old = self.channel
+        self._dial()
+        task = asyncio.get_running_loop().create_task(old.close(grace=CALL_TIMEOUT_S))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _call(self, method: str, request: object, timeout: float) -> Any:
+        """The stub's `method`; once more on a fresh channel when the address reached another
+        node (that node refused before doing anything, so the call is safe to repeat)."""
+        try:
+            return await call(
+                self.name, getattr(self.stub, method), request, timeout, self.metadata
+            )
+        except WrongNodeError as exc:
+            self.redial(exc)
+        return await call(self.name, getattr(self.stub, method), request, timeout, self.metadata)
 
     async def append(
         self, request: pb.AppendRequest, timeout: float = CALL_TIMEOUT_S
     ) -> pb.AppendResponse:
-        return await call(self.name, self.stub.Append, request, timeout)
+        return await self._call("Append", request, timeout)
 
     def append_stream(self) -> grpc.aio.StreamStreamCall:
         """A new append stream: AppendBatch written, AppendBatchAck read, until either
-        side ends it (failures: `rpc_error`)."""
-        return self.stub.AppendStream()
+        side ends it (failures: `rpc_error`; on WrongNodeError the caller redials)."""
+        return self.stub.AppendStream(metadata=self.metadata)
 
     async def read_records(
         self, request: pb.ReadRecordsRequest, timeout: float = CALL_TIMEOUT_S
     ) -> pb.ReadRecordsResponse:
-        return await call(self.name, self.stub.ReadRecords, request, timeout)
+        return await self._call("ReadRecords", request, timeout)
 
     async def get_page(
         self, request: pb.GetPageRequest, timeout: float = CALL_TIMEOUT_S
     ) -> pb.GetPageResponse:
-        return await call(self.name, self.stub.GetPage, request, timeout)
+        return await self._call("GetPage", request, timeout)
 
     async def set_membership(
         self, membership: pb.MembershipView, timeout: float = CALL_TIMEOUT_S, volume_epoch: int = 0
     ) -> pb.NodeState:
         request = pb.SetMembershipRequest(membership=membership, epoch=volume_epoch)
-        return await call(self.name, self.stub.SetMembership, request, timeout)
+        return await self._call("SetMembership", request, timeout)
 
     async def read_page_images(
         self, request: pb.ReadPageImagesRequest, timeout: float = CALL_TIMEOUT_S
     ) -> pb.ReadPageImagesResponse:
-        return await call(self.name, self.stub.ReadPageImages, request, timeout)
+        return await self._call("ReadPageImages", request, timeout)
 
     async def get_state(
         self, request: pb.GetStateRequest | None = None, timeout: float = CALL_TIMEOUT_S
     ) -> pb.NodeState:
-        return await call(self.name, self.stub.GetState, request or pb.GetStateRequest(), timeout)
+        return await self._call("GetState", request or pb.GetStateRequest(), timeout)
 
     async def seal(
         self, epoch: int, owner: str, timeout: float = CALL_TIMEOUT_S, membership_epoch: int = 0
     ) -> pb.NodeState:
         request = pb.SealEpochRequest(epoch=epoch, owner=owner, membership_epoch=membership_epoch)
-        return await call(self.name, self.stub.SealEpoch, request, timeout)
+        return await self._call("SealEpoch", request, timeout)
 
     async def truncate(
         self, request: pb.TruncateRequest, timeout: float = CALL_TIMEOUT_S
     ) -> pb.NodeState:
-        return await call(self.name, self.stub.Truncate, request, timeout)
+        return await self._call("Truncate", request, timeout)
 
     async def watch_state(self, reader: str) -> AsyncIterator[pb.NodeState]:
         """The node's state at once, then after each change, until the stream breaks.
@@ -127,17 +169,22 @@ class NodeClient:
         is unreachable or went away mid-stream). As with any async generator, cancelling
         a pending step (e.g. `wait_for(anext(...))` timing out) closes the stream.
         """
-        stream = self.stub.WatchState(pb.WatchStateRequest(reader=reader))
+        stream = self.stub.WatchState(pb.WatchStateRequest(reader=reader), metadata=self.metadata)
         try:
             async for state in stream:
                 yield state
         except grpc.aio.AioRpcError as err:
-            raise _stream_error(self.name, err) from None
+            exc = _stream_error(self.name, err)
+            if isinstance(exc, WrongNodeError):
+                self.redial(exc)
+            raise exc from None
         finally:
             stream.cancel()
 
     async def close(self) -> None:
         await self.channel.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def _stream_error(name: str, err: grpc.aio.AioRpcError) -> Exception:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 
 import grpc
 import uvloop
@@ -29,9 +29,13 @@ async def start_server(
     host: str,
     port: int,
     services: list[tuple[Callable[[object, grpc.aio.Server], None], object, str]],
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int]:
-    """Start a server with `services` as (add_to_server, servicer, full service name)."""
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[UndecodableGuard()])
+    """Start a server with `services` as (add_to_server, servicer, full service name);
+    `interceptors` run before the guard against undecodable requests."""
+    server = grpc.aio.server(
+        options=SERVER_OPTIONS, interceptors=[*interceptors, UndecodableGuard()]
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []

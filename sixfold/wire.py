@@ -43,6 +43,7 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     errors.StaleMembershipError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.MembershipError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.NotAMemberError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.WrongNodeError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 _BY_NAME: dict[str, type[errors.SixfoldError]] = {

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sixfold import metrics
+from sixfold.addressing import AddressCheck
 from sixfold.core.quorum import NODE_AZ, STORAGE_NAMES
 from sixfold.crash import guarded_task
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
@@ -124,6 +125,7 @@ async def run(args: argparse.Namespace) -> None:
                 service_name("TopologyService"),
             ),
         ],
+        interceptors=[AddressCheck(node.name)],
     )
     gossip = Gossip(node, args.peers)
     tasks = [

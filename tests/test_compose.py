@@ -251,7 +251,10 @@ def test_a_killed_node_comes_back_with_its_data(compose_cluster: dict[str, str])
         assert time.monotonic() < deadline, "a1 did not come back"
         time.sleep(0.5)
     assert scl >= lsn, f"a1 restarted with SCL {scl}, below the LSN {lsn} it had acknowledged"
-    subprocess.run(["docker", "start", *(f"{PROJECT}-{n}" for n in nodes)], check=True, timeout=60)
+    # In reverse order: Docker may give a node another's old IP, which the writer's channels
+    # still hold (they must find out and resolve the name again: sixfold/addressing.py).
+    back = [f"{PROJECT}-{n}" for n in reversed(nodes)]
+    subprocess.run(["docker", "start", *back], check=True, timeout=60)
     wait_writer_ready(env)
     read = sixfold_cli(env, "page", "read", "77", "--timeout", "30")
     assert read.stdout.strip() == "kept on a volume", read.stderr

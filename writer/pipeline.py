@@ -23,6 +23,7 @@ from sixfold.core.errors import (
     StaleEpochError,
     StaleMembershipError,
     WriterFencedError,
+    WrongNodeError,
 )
 from sixfold.core.membership import Membership
 from sixfold.core.shipping import Batch
@@ -76,6 +77,9 @@ class NodeSender:
                 return
             except StaleMembershipError as exc:  # a change this writer did not ship by yet
                 p.refresh_membership()
+                await self._back_off(exc, loop)
+            except WrongNodeError as exc:  # its address reached another node: resolve again
+                self.client.redial(exc)
                 await self._back_off(exc, loop)
             except (NodeDownError, SixfoldError) as exc:
                 await self._back_off(exc, loop)

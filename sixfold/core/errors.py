@@ -166,3 +166,8 @@ class StaleMembershipError(SixfoldError):
             f"stale membership: {what} carries membership epoch {request_epoch} but the node "
             f"is at membership epoch {node_epoch}; refresh the volume's membership and retry"
         )
+
+
+class WrongNodeError(SixfoldError):
+    """A call meant for one storage node reached another (a stale address: the endpoint
+    now belongs to another node). Nothing was done; the caller must resolve the name again."""
