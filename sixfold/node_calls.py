@@ -26,13 +26,19 @@ from sixfold.core.node_requests import (
     ReadPageImages,
     ReadRecords,
     Seal,
+    SetMembership,
     Truncate,
 )
 from sixfold.core.page_read import PageImage
 from sixfold.core.record import decode_record
 from sixfold.core.recovery import SegmentReport
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.wire import membership_or_none, ranges_from_proto, ranges_to_proto
+from sixfold.wire import (
+    membership_or_none,
+    membership_to_proto,
+    ranges_from_proto,
+    ranges_to_proto,
+)
 
 T = TypeVar("T")
 
@@ -58,6 +64,8 @@ def report_of(state: pb.NodeState) -> SegmentReport:
         coalesced_through=state.coalesced_through,
         gc_horizon=state.gc_horizon,
         membership=membership_or_none(state.membership),
+        records_stored=state.records_stored,
+        page_versions_stored=state.page_versions_stored,
     )
 
 
@@ -143,9 +151,16 @@ async def call(client: NodeClient, request: NodeRequest, timeouts: CallTimeouts)
         return tuple(decode_record(r) for r in response.records)  # CRCs checked on the way
     if isinstance(request, Append):
         message = pb.AppendRequest(
-            epoch=request.epoch, records=[r.encoded for r in request.records], vdl=request.vdl
+            epoch=request.epoch,
+            records=[r.encoded for r in request.records],
+            vdl=request.vdl,
+            membership_epoch=request.membership_epoch,
         )
         return (await client.append(message, timeout=timeouts.bulk_s)).scl
+    if isinstance(request, SetMembership):
+        view = membership_to_proto(request.membership)
+        state = await client.set_membership(view, timeouts.quick_s, request.volume_epoch)
+        return report_of(state)
     if isinstance(request, ReadPageImages):
         response = await client.read_page_images(
             pb.ReadPageImagesRequest(

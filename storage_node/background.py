@@ -58,20 +58,15 @@ def node_coalesce_point(node: StorageNode) -> int:
 
 
 def horizon_of(node: StorageNode, now: float, peer_names: list[str]) -> int:
-    """GC waits for every peer that is a member of the volume (sixfold/core/membership.py),
-    a node being hydrated into it included, and for no spare or replaced node."""
-    members = node.membership.nodes
-
-    def of_members(points: dict[str, int]) -> dict[str, int]:
-        return {p: x for p, x in points.items() if p in members}
-
     return node_gc_horizon(
         node.coalesced_through,
         node.min_read_point(now),
-        [p for p in peer_names if p in members],
-        of_members(node.peer_scl),
-        of_members(node.peer_coalesced),
-        [node.repair_floor, *of_members(node.peer_repair_floor).values()],
+        node.membership.nodes,
+        peer_names,
+        node.peer_scl,
+        node.peer_coalesced,
+        node.repair_floor,
+        node.peer_repair_floor,
     )
 
 

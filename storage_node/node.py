@@ -19,15 +19,18 @@ from sixfold.core.errors import (
     BatchTooLargeError,
     CorruptRecordError,
     DataFormatError,
-    InvalidRequestError,
     MembershipError,
-    StaleEpochError,
-    StaleMembershipError,
     StoredCorruptionError,
 )
 from sixfold.core.hydration import HYDRATE_PAGES_MAX, HydratedPage, HydrationProgress
 from sixfold.core.log_cleanup import COALESCE_RECORDS_MAX, GC_KEYS_MAX
-from sixfold.core.membership import Change, Membership, checked_membership, describe
+from sixfold.core.membership import (
+    Change,
+    Membership,
+    checked_membership,
+    describe,
+    membership_is_news,
+)
 from sixfold.core.node_commit import QueuedAppend, plan_commit
 from sixfold.core.node_restart import complete_from, restore
 from sixfold.core.read_point import ReadPointTable
@@ -483,17 +486,7 @@ class StorageNode:
         of an older volume epoch than this node has sealed (StaleEpochError): a deposed
         writer cannot settle a change its successor settles otherwise."""
         async with self.write_lock:
-            if volume_epoch and volume_epoch < self.state.epoch:
-                raise StaleEpochError(volume_epoch, self.state.epoch, "membership change")
-            current = self.membership
-            if membership.epoch < current.epoch:
-                raise StaleMembershipError(membership.epoch, current.epoch, "SetMembership")
-            if membership.epoch == current.epoch:
-                if membership != current:
-                    raise InvalidRequestError(
-                        f"membership epoch {membership.epoch} names other holders here: "
-                        f"{describe(current)}, not {describe(membership)}"
-                    )
+            if not membership_is_news(self.membership, membership, volume_epoch, self.state.epoch):
                 return
             await asyncio.to_thread(self.store.save_membership, _dump_membership(membership))
             self.membership = membership

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sixfold.clients import NodeDownError
 from sixfold.core.errors import MembershipError
 from sixfold.core.membership import (
     POSITIONS,
@@ -17,7 +18,10 @@ from sixfold.core.membership import (
     plan_replacement,
     settle,
 )
+from sixfold.core.node_requests import SetMembership
 from sixfold.core.quorum import NODE_AZ, READ_QUORUM, WRITE_QUORUM
+from sixfold.core.recovery import SegmentReport
+from sixfold.core.replacement import Begin, Begun, Settle, SwitchMembership
 
 EXAMPLES_MAX = 300
 
@@ -186,3 +190,71 @@ def test_a_completed_change_makes_durable_what_the_new_set_already_holds() -> No
     joined, left, acked = log.change_membership(moving.complete())
     assert (joined, left) == ([], ["c2"])
     assert log.vdl == 1 and acked.vdl_advanced and [w.lsn for w in acked.released] == [1]
+
+
+# -- the writer's machines (sixfold/core/replacement.py), driven by hand ---------------------------
+
+
+def _report(name: str, scl: int = 0, epoch: int = 0, **more: object) -> SegmentReport:
+    return SegmentReport(name, epoch, scl, 0, scl, (), **more)  # type: ignore[arg-type]
+
+
+def _run(machine, answer):  # type: ignore[no-untyped-def]
+    """Drive a machine: each request answered by `answer(node, request)`; a switch returns
+    the VDL 100. Returns (its result, the memberships switched to)."""
+    switched, sent = [], None
+    try:
+        while True:
+            step = machine.send(sent)
+            if isinstance(step, SwitchMembership):
+                switched.append(step.membership)
+                sent = 100
+            else:
+                sent = {n: answer(n, r) for n, r in step.items()}
+    except StopIteration as done:
+        return done.value, switched
+
+
+def test_begin_stores_the_transitional_membership_on_a_quorum_then_ships_by_it() -> None:
+    stored: set[str] = set()
+
+    def answer(node: str, request: object) -> object:
+        if isinstance(request, SetMembership):
+            stored.add(node)
+        return _report(node, scl=0 if node == "c3" else 90)
+
+    begin = Begin(Membership.initial(), 2, 90, "c2", "c3", force=True)
+    begun, switched = _run(begin.run(), answer)
+    assert begun == Begun(switched[0], 100) and switched[0].change is not None
+    assert stored == {"a1", "a2", "b1", "b2", "c1", "c2", "c3"}
+
+
+def test_begin_refuses_a_spare_with_data_and_a_store_short_of_a_quorum() -> None:
+    with pytest.raises(MembershipError, match="spare c3 already holds data"):
+        _run(Begin(Membership.initial(), 2, 90, "c2", "c3", True).run(), lambda n, r: _report(n, 5))
+
+    def three_store(node: str, request: object) -> object:
+        if isinstance(request, SetMembership) and node not in ("a1", "a2", "c3"):
+            return NodeDownError(f"{node} is down")
+        return _report(node, scl=0 if node == "c3" else 90)
+
+    with pytest.raises(MembershipError, match="needs 4 of"):
+        _run(Begin(Membership.initial(), 2, 90, "c2", "c3", True).run(), three_store)
+
+
+def test_settle_keeps_its_outcome_across_rounds() -> None:
+    moving = Membership.initial().begin("c2", "c3")
+    settling = Settle(durable_point=50, revertible=True)
+    fail_store = {"yes": True}
+
+    def answer(node: str, request: object) -> object:
+        if isinstance(request, SetMembership) and fail_store["yes"]:
+            return NodeDownError(f"{node} is down")
+        return _report(node, scl={"c3": 10, "c2": 60}.get(node, 60))
+
+    with pytest.raises(MembershipError):  # the old node is back first: revert, not stored
+        _run(settling.round(moving, 2), answer)
+    fail_store["yes"] = False
+    answer_new = lambda n, r: _report(n, scl=80)  # noqa: E731  now the new node is complete too
+    done, switched = _run(settling.round(moving, 2), answer_new)
+    assert done and switched == [moving.revert()]  # the chosen outcome, not a completion

@@ -28,7 +28,7 @@ Pure: the LMDB store (storage_node/store.py) and the background loop
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 COALESCE_RECORDS_MAX = 2_000  # records coalesced in one step (one LMDB write transaction)
@@ -97,18 +97,21 @@ def gc_horizon(
 def node_gc_horizon(
     coalesced_through: int,
     read_point_min: int,
+    members: Collection[str],
     peers: Sequence[str],
     peer_scl: Mapping[str, int],
     peer_coalesced: Mapping[str, int],
-    repair_floors: Iterable[int],
+    repair_floor: int,
+    peer_repair_floors: Mapping[str, int],
 ) -> int:
-    """A node's horizon from what its last gossip round heard: every peer's SCL and
-    coalescing frontier, and none at all when a peer did not answer (it may need anything)."""
-    heard = all(p in peer_scl for p in peers)
-    peer_points = [*peer_scl.values(), *peer_coalesced.values()]
-    return gc_horizon(
-        coalesced_through, read_point_min, peer_points if heard else None, repair_floors
-    )
+    """A node's horizon from what its last gossip round heard: the SCL, coalescing frontier
+    and repair floor of every peer that is a member of the volume (a node being hydrated into
+    it included; no spare, no replaced node: sixfold/core/membership.py), and none at all
+    when such a peer did not answer (it may need anything)."""
+    heard = all(p in peer_scl for p in peers if p in members)
+    points = [x for p, x in (*peer_scl.items(), *peer_coalesced.items()) if p in members]
+    floors = [repair_floor, *(x for p, x in peer_repair_floors.items() if p in members)]
+    return gc_horizon(coalesced_through, read_point_min, points if heard else None, floors)
 
 
 def version_needed(page_lsn: int, newest_version_lsn: int) -> bool:

@@ -29,7 +29,13 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from sixfold.core.errors import MembershipError, NotAMemberError, StaleMembershipError
+from sixfold.core.errors import (
+    InvalidRequestError,
+    MembershipError,
+    NotAMemberError,
+    StaleEpochError,
+    StaleMembershipError,
+)
 from sixfold.core.quorum import COPIES, NODE_AZ, NODE_NAMES, READ_QUORUM, WRITE_QUORUM, quorum_lsn
 
 POSITIONS = NODE_NAMES  # the six positions, named after their first holders
@@ -190,6 +196,29 @@ def check_member(node: Membership, name: str, request_epoch: int, what: str) -> 
             f"storage node {name} is not a member of the volume at membership epoch "
             f"{node.epoch} ({describe(node)}): it takes no {what}"
         )
+
+
+def membership_is_news(
+    current: Membership, proposed: Membership, volume_epoch: int, node_volume_epoch: int
+) -> bool:
+    """Whether a node at `current` (sealed at `node_volume_epoch`) stores `proposed`, sent by
+    the writer of `volume_epoch` (0: a sender that gives none, such as gossip). The same one
+    again is no news. Refused: an older one (StaleMembershipError), another one at the same
+    epoch (InvalidRequestError), and one from a writer older than the node's seal
+    (StaleEpochError): a deposed writer cannot settle a change its successor settles
+    otherwise."""
+    if volume_epoch and volume_epoch < node_volume_epoch:
+        raise StaleEpochError(volume_epoch, node_volume_epoch, "membership change")
+    if proposed.epoch < current.epoch:
+        raise StaleMembershipError(proposed.epoch, current.epoch, "SetMembership")
+    if proposed.epoch == current.epoch:
+        if proposed != current:
+            raise InvalidRequestError(
+                f"membership epoch {proposed.epoch} names other holders here: "
+                f"{describe(current)}, not {describe(proposed)}"
+            )
+        return False
+    return True
 
 
 def newest_membership(memberships: Iterable[Membership | None]) -> Membership:

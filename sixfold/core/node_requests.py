@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sixfold.core.membership import Membership
 from sixfold.core.record import RedoRecord
 from sixfold.core.truncation import TruncationRange
 
@@ -60,6 +61,7 @@ class Append:
     epoch: int
     records: tuple[RedoRecord, ...]
     vdl: int = 0
+    membership_epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,4 +86,16 @@ class ReadPageImages:
     min_epoch: int
 
 
-NodeRequest = GetState | Seal | Truncate | ReadRecords | Append | GetPage | ReadPageImages
+@dataclass(frozen=True, slots=True)
+class SetMembership:
+    """Adopt `membership` (sixfold/core/membership.py), durably, in the name of the writer of
+    volume epoch `volume_epoch` (a node sealed at a newer one refuses it). Answered with the
+    node's state."""
+
+    membership: Membership
+    volume_epoch: int
+
+
+NodeRequest = (
+    GetState | Seal | Truncate | ReadRecords | Append | GetPage | ReadPageImages | SetMembership
+)

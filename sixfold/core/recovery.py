@@ -35,6 +35,8 @@ class SegmentReport:
     coalesced_through: int = 0  # peers collect no garbage above it (sixfold/core/log_cleanup.py)
     gc_horizon: int = 0  # it builds no page below it; records at or below it may be gone
     membership: Membership | None = None  # the newest it knows (None: not reported)
+    records_stored: int = 0  # an empty spare holds neither (sixfold/core/replacement.py)
+    page_versions_stored: int = 0
 
 
 @dataclass(frozen=True, slots=True)
