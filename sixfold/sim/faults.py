@@ -46,6 +46,8 @@ DELTA_BYTES_MAX = 8
 LAL_SIM = 24  # a small LSN allocation limit, so back-pressure and truncations are exercised
 DISK_FAULTS_MAX = 1  # nodes with an unrepaired disk fault at once (a lost disk is one)
 DISK_LOSS_CHOICES = (0.0, 0.0, 0.3)  # a seed's Faults.disk_loss, drawn from its own stream
+SETTLE_POLL_TICKS = 5  # a membership change in progress checks the new and old nodes this often
+REPLACE_CHOICES = (0.0, 0.0, 0.01)  # a seed's Faults.replace, drawn from its own stream
 DRIVEN_WRITERS_MAX = 64  # writers a driven run may start (failovers are explicit there)
 SIM_READ_RECORDS_MAX = 1_000  # records a node returns when a request sets no bound
 DOWN_FOREVER = 1 << 62  # a node crashed by an explicit action stays down until restarted
@@ -102,6 +104,10 @@ class Faults:
     # its peers when it comes back (sixfold/core/hydration.py). Chosen apart from the rest
     # of the mix (Simulation), so seeds without it replay as before.
     disk_loss: float = 0.0
+    # Per tick, an operator replaces a member with its AZ's spare (a3 b3 c3, each used once;
+    # sixfold/core/replacement.py). Drawn from a stream of its own, as disk_loss: seeds
+    # without it have no spares, and replay as before.
+    replace: float = 0.0
 
     @staticmethod
     def from_rng(rng: random.Random) -> Faults:

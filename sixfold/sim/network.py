@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sixfold.core.errors import CorruptRecordError, SixfoldError
 from sixfold.core.hydration import PageImages
+from sixfold.core.membership import Membership
 from sixfold.core.page_read import PageImage
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.core.record import RedoRecord, decode_record
@@ -72,6 +73,9 @@ class Snapshot:
     coalesced_through: int = 0  # sixfold/core/log_cleanup.py: peers collect nothing above it
     epoch_owner: str = ""  # the writer that sealed `epoch` (topology.owner_id)
     gc_horizon: int = 0  # sixfold/core/hydration.py: below it, only page images are left
+    membership: Membership | None = None  # the newest the node knows
+    records_stored: int = 0
+    page_versions_stored: int = 0
 
     def report(self) -> SegmentReport:
         return SegmentReport(
@@ -87,6 +91,9 @@ class Snapshot:
             repair_floor=self.repair_floor,
             coalesced_through=self.coalesced_through,
             gc_horizon=self.gc_horizon,
+            membership=self.membership,
+            records_stored=self.records_stored,
+            page_versions_stored=self.page_versions_stored,
         )
 
 

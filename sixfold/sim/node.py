@@ -5,11 +5,12 @@ that a crash may cut short.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
 from sixfold.core.gossip_round import (
+    AdoptMembership,
     AdoptTruncations,
     DropHydration,
     FinishHydration,
@@ -29,6 +30,12 @@ from sixfold.core.log_cleanup import (
     record_redundant,
     version_needed,
 )
+from sixfold.core.membership import (
+    Membership,
+    check_member,
+    check_request_epoch,
+    membership_is_news,
+)
 from sixfold.core.node_commit import QueuedAppend, plan_commit
 from sixfold.core.node_requests import (
     Append,
@@ -37,12 +44,12 @@ from sixfold.core.node_requests import (
     ReadPageImages,
     ReadRecords,
     Seal,
+    SetMembership,
     Truncate,
 )
 from sixfold.core.node_restart import complete_from, restore
 from sixfold.core.page import EMPTY_PAGE, apply_records
 from sixfold.core.page_read import PageImage
-from sixfold.core.quorum import NODE_NAMES
 from sixfold.core.read_point import ReadPointTable
 from sixfold.core.record import RedoRecord, decode_record
 from sixfold.core.segment import SegmentState
@@ -80,6 +87,7 @@ class _Meta:
     coalesced_through: int = 0  # sixfold/core/log_cleanup.py: stored with the versions
     gc_horizon: int = 0
     hydration: HydrationProgress | None = None  # stored with the images it counts
+    membership: Membership = field(default_factory=Membership.initial)  # newest it learnt
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +103,7 @@ Queued = QueuedAppend[_Caller]
 
 
 class SimNode(Actor):
-    def __init__(self, sim: Simulation, name: str) -> None:
+    def __init__(self, sim: Simulation, name: str, peers: list[str], gossip_offset: int) -> None:
         super().__init__(sim, name)
         self.up = True
         self.log: dict[int, RedoRecord] = {}  # the durable log: LSN -> record
@@ -118,10 +126,8 @@ class SimNode(Actor):
         self.state = SegmentState(name)
         self.queue: list[Queued] = []
         self.down_until = 0
-        self.next_gossip = sim.rng.randint(1, GOSSIP_PERIOD_TICKS)
-        self.gossip = GossipRound(
-            [n for n in NODE_NAMES if n != name], GossipLimits(GOSSIP_RECORDS_MAX, REPAIRS_MAX)
-        )
+        self.next_gossip = gossip_offset
+        self.gossip = GossipRound(peers, GossipLimits(GOSSIP_RECORDS_MAX, REPAIRS_MAX))
 
     # -- crash and restart (storage_node/node.py _restore_state) --------------------------------
 
@@ -183,7 +189,15 @@ class SimNode(Actor):
             self.meta.coalesced_through,
             st.epoch_owner,
             self.meta.gc_horizon,
+            self.meta.membership,
+            len(self.log),
+            sum(len(v) for v in self.versions.values()),
         )
+
+    @property
+    def empty(self) -> bool:
+        """Holds nothing of any volume (a spare ready to be used)."""
+        return not self.log and not self.versions and not self.meta.epoch
 
     @property
     def repair_floor(self) -> int:
@@ -201,7 +215,17 @@ class SimNode(Actor):
             self.reply(message, answer)
 
     def _handle(self, body: object, message: Message) -> object | None:
-        st = self.state
+        st, membership = self.state, self.meta.membership
+        if isinstance(body, Append | Seal | Truncate):  # storage_node/service.py: members only
+            what = type(body).__name__.lower()
+            check_request_epoch(membership, body.membership_epoch, what)
+            check_member(membership, self.name, body.membership_epoch, what)
+        elif isinstance(body, ReadRecords | GetPage):
+            check_request_epoch(membership, body.membership_epoch, "read")
+        if isinstance(body, SetMembership):
+            if membership_is_news(membership, body.membership, body.volume_epoch, st.epoch):
+                self.meta.membership = body.membership  # durably, before the answer
+            return self.snapshot()
         if isinstance(body, Append):
             st.check_current(body.epoch, "append")
             if not body.records:  # storage_node/node.py announce: answered at once
@@ -373,10 +397,12 @@ class SimNode(Actor):
         horizon = node_gc_horizon(
             meta.coalesced_through,
             self.read_points.lowest(self.sim.tick, self.state.vdl),
+            self.meta.membership.nodes,
             self.gossip.peers,
             self.peer_scl,
             self.peer_coalesced,
-            [self.repair_floor, *self.peer_repair_floor.values()],
+            self.repair_floor,
+            self.peer_repair_floor,
         )
         if horizon <= 0:
             return
@@ -474,7 +500,7 @@ class SimNode(Actor):
         self.needs_repair &= self.damaged.keys()
         damaged = [(lsn, None) for lsn in sorted(self.needs_repair)]
         try:
-            rounds = self.gossip.run(self.state, damaged, self.meta.hydration)
+            rounds = self.gossip.run(self.state, damaged, self.meta.hydration, self.meta.membership)
             yield from self.drive(rounds, local=self._carry_out)
         except SixfoldError as exc:  # a malformed peer state: the round ends, as the node's
             self.sim.trace_event(f"{self.name} gossip round failed: {exc}")
@@ -495,6 +521,8 @@ class SimNode(Actor):
                 s.name: s.repair_floor for s in step.answered if s.repair_floor
             }
             self.peer_coalesced = {s.name: s.coalesced_through for s in step.answered}
+        elif isinstance(step, AdoptMembership):
+            self.meta.membership = step.membership
         elif isinstance(step, AdoptTruncations):
             self.truncate(step.epoch, step.ranges, step.version)
         elif isinstance(step, StoreFetched):

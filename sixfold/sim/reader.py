@@ -9,9 +9,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sixfold.core.errors import SixfoldError
+from sixfold.core.membership import newest_membership
 from sixfold.core.node_requests import GetState
 from sixfold.core.page_read import NodeChoice, read_page
-from sixfold.core.quorum import NODE_NAMES
 from sixfold.core.read_point import advance_read_point
 from sixfold.core.takeover import Probe, WriterWatch
 from sixfold.core.topology import EpochView, newest_epoch, parse_owner
@@ -51,7 +51,7 @@ class SimReader(Actor):
         self.read_point = 0
         self.epoch = 0
         self.point_taken_at = 0  # tick: a held read point is kept Faults.read_point_hold_ticks
-        self.choice = NodeChoice(list(NODE_NAMES))
+        self.choice = NodeChoice(list(sim.nodes))
         self.pages_checked = 0
         self.last_read: tuple[int, int] = (-1, 0)  # (page, read point) of the last page read
         self.spawn(self._loop())
@@ -75,7 +75,7 @@ class SimReader(Actor):
     def _poll(self) -> Task:
         """reader.py poll_once and note_state: each node's SCL, and the read point."""
         asked = GetState(self.name, self.read_point)  # the point it reads at holds GC back
-        calls = {n: self.call(n, asked) for n in NODE_NAMES}
+        calls = {n: self.call(n, asked) for n in self.sim.nodes}
         yield list(calls.values())
         states: list[Snapshot] = []
         for node, call_id in calls.items():
@@ -85,6 +85,10 @@ class SimReader(Actor):
                 self.choice.note_scl(node, state.scl if state.serving else 0)
             else:
                 self.choice.note_scl(node, 0)  # note_down: covers nothing until heard again
+        # page_reader.py note_membership: quorum reads count by the newest membership heard.
+        newest = newest_membership(s.membership for s in states)
+        if newest.epoch > self.choice.membership.epoch:
+            self.choice.membership = newest
         learned = ((s.vdl_epoch, s.vdl) for s in states)
         held = self.sim.tick - self.point_taken_at < self.sim.faults.read_point_hold_ticks
         if not (self.epoch and held):
@@ -177,7 +181,7 @@ class SimInstance(Actor):
 
     def _views(self) -> Generator[Wait, None, list[EpochView]]:
         """The epochs the nodes report (the instance's reader hears them on its streams)."""
-        calls = [self.call(n, GetState()) for n in NODE_NAMES]
+        calls = [self.call(n, GetState()) for n in self.sim.nodes]
         yield calls
         states = [s for c in calls if isinstance(s := self.take(c), Snapshot)]
         return [EpochView(s.epoch, s.epoch_owner) for s in states]

@@ -81,19 +81,22 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sixfold.core.quorum import NODE_NAMES, WRITE_QUORUM
+from sixfold.core.membership import Membership
+from sixfold.core.quorum import NODE_AZ, NODE_NAMES, SPARE_NAMES, WRITE_QUORUM
 from sixfold.core.record import RedoRecord
 from sixfold.core.truncation import TruncationRange
 from sixfold.sim.faults import (
     DISK_FAULTS_MAX,
     DISK_LOSS_CHOICES,
     DRAIN_TICKS_MAX,
+    GOSSIP_PERIOD_TICKS,
     INSTANCES,
     MAX_NODES_DOWN,
     NODE_DOWN_TICKS_MAX,
     PAGES,
     QUIET_TICKS_MAX,
     QUIET_WRITERS_MAX,
+    REPLACE_CHOICES,
     STEPS_DEFAULT,
     WRITER_PAUSE_TICKS,
     WRITER_RESTART_TICKS_MAX,
@@ -132,6 +135,8 @@ class SimulationResult:
     switchovers: int = 0  # writers started by a planned switchover, after a drain
     disk_losses: int = 0  # crashed nodes whose disk was replaced by an empty one
     hydrations: int = 0  # hydrations completed (sixfold/core/hydration.py)
+    replacements: int = 0  # membership changes completed (sixfold/core/replacement.py)
+    reverted: int = 0  # ... and reverted (the old node came back complete first)
 
 
 class Simulation:
@@ -148,6 +153,11 @@ class Simulation:
         self.faults = dataclasses.replace(
             self.faults, disk_loss=self.disk_rng.choice(DISK_LOSS_CHOICES)
         )
+        # So do membership changes (an operator's replacements), for the same reason.
+        self.membership_rng = random.Random(f"membership/{seed}")
+        self.faults = dataclasses.replace(
+            self.faults, replace=self.membership_rng.choice(REPLACE_CHOICES)
+        )
         if faults is not None:
             self.faults = faults
         self.flaws = flaws or Flaws()
@@ -157,7 +167,9 @@ class Simulation:
         self.oracle = Oracle()
         self.trace: list[str] = []
         self.dirty_nodes: list[SimNode] = []
-        self.nodes = {n: SimNode(self, n) for n in NODE_NAMES}
+        self.nodes = self._make_nodes()
+        self.membership = Membership.initial()  # the newest a writer shipped by
+        self.replacements: dict[str, int] = {"completed": 0, "reverted": 0}
         self.writers: list[SimWriter] = []
         self.reader = SimReader(self, "reader1")
         self.instances: list[SimInstance] = []  # the random mode's writer watches (run())
@@ -178,6 +190,19 @@ class Simulation:
         self.client_writes: deque[list[int]] = deque()  # mini-transactions (their pages)
         self.cut: set[frozenset[str]] = set()  # endpoint pairs whose link is cut
         self.disk_faults: dict[str, set[int]] = {}  # node -> LSNs a disk fault destroyed
+
+    def _make_nodes(self) -> dict[str, SimNode]:
+        """The six nodes, and a spare per AZ when the seed replaces nodes. Each gossips with
+        every other; the spares' first rounds are drawn from their own stream."""
+        names = [*NODE_NAMES, *(SPARE_NAMES if self.faults.replace else ())]
+        offsets = [
+            (self.rng if n in NODE_NAMES else self.membership_rng).randint(1, GOSSIP_PERIOD_TICKS)
+            for n in names
+        ]
+        return {
+            n: SimNode(self, n, [p for p in names if p != n], offset)
+            for n, offset in zip(names, offsets, strict=True)
+        }
 
     # -- reporting --------------------------------------------------------------------------------
 
@@ -239,6 +264,38 @@ class Simulation:
         if node.name in self.disk_faults:
             self.disk_faults[node.name].discard(record.lsn)
         self.trace_event(f"{node.name} repaired LSN {record.lsn}")
+
+    def on_membership(self, membership: Membership) -> None:
+        """A writer ships by `membership`: a change that settled is counted once."""
+        if membership.epoch <= self.membership.epoch:
+            return
+        before, self.membership = self.membership, membership
+        if before.change is not None and membership.change is None:
+            settled = "completed" if before.change.new in membership.holders else "reverted"
+            self.replacements[settled] += 1
+        self.trace_event(f"membership epoch {membership.epoch} in force")
+
+    def _maybe_replace(self) -> None:
+        """An operator replaces a member with its AZ's spare, if that is still empty: with
+        --force when the member is up (`sixfold replace`), while the other faults run."""
+        rng = self.membership_rng
+        if not self.faults.replace or rng.random() >= self.faults.replace:
+            return
+        writers = self._active_writers()
+        if not writers:
+            return
+        writer = writers[-1]
+        membership = writer.log.membership if writer.log is not None else self.membership
+        old = rng.choice(membership.holders)
+        spares = [
+            n
+            for n in SPARE_NAMES
+            if NODE_AZ[n] == NODE_AZ[old] and n not in membership.nodes and self.nodes[n].empty
+        ]
+        if spares:
+            force = self.nodes[old].up
+            self.trace_event(f"operator: replace {old} with {spares[0]} (force {force})")
+            writer.replace(old, spares[0], force)
 
     def _maybe_lose_disk(self, node: SimNode) -> None:
         """A crashed node's disk is replaced by an empty one, within the disk fault budget."""
@@ -333,6 +390,8 @@ class Simulation:
             switchovers=self.switchovers,
             disk_losses=self.disk_losses,
             hydrations=self.hydrations,
+            replacements=self.replacements["completed"],
+            reverted=self.replacements["reverted"],
         )
 
     def step(self, faults: bool) -> None:
@@ -426,6 +485,7 @@ class Simulation:
             self.node_crashes += 1
             self.trace_event(f"crash {node.name} until {node.down_until}")
             self._maybe_lose_disk(node)
+        self._maybe_replace()
         if not self.recoveries:
             # No writer ever took an epoch, so no reader takes over: the designated writer's
             # supervisor starts it again (instance/host.py _start_as_writer).
@@ -544,7 +604,11 @@ class Simulation:
         self.commits_paused = True
         target = self.oracle.durable_point
         for _ in range(DRAIN_TICKS_MAX):
-            left = {n.name: [x for x in n.log if x <= target] for n in self.nodes.values()}
+            left = {
+                n.name: [x for x in n.log if x <= target]
+                for n in self.nodes.values()
+                if n.name in self.membership.nodes  # a spare or a replaced node keeps its log
+            }
             if not any(left.values()):
                 return
             self.step(faults=False)
@@ -688,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.node_crashes} node crashes, {result.writer_pauses} writer pauses, "
             f"{result.takeovers} takeovers, {result.switchovers} switchovers, "
             f"{result.disk_losses} disks lost, {result.hydrations} hydrations, "
+            f"{result.replacements} replacements ({result.reverted} reverted), "
             f"{result.pages_checked} pages checked, {result.writer_reads} writer reads, "
             f"durable point {result.durable_point}, trace {result.trace_digest[:12]}"
         )

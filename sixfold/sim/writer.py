@@ -15,17 +15,21 @@ from sixfold.core.durability import VolumeDurability
 from sixfold.core.errors import (
     CommitTimeoutError,
     EpochAheadError,
+    MembershipError,
     NotWriterError,
     SixfoldError,
     StaleEpochError,
+    StaleMembershipError,
 )
+from sixfold.core.membership import describe
 from sixfold.core.node_requests import Append, Truncate
 from sixfold.core.page_read import NodeChoice, read_page
-from sixfold.core.quorum import NODE_NAMES, WRITE_QUORUM, quorum_lsn
+from sixfold.core.quorum import WRITE_QUORUM, quorum_lsn
 from sixfold.core.read_index import Answer as ReadAnswer
 from sixfold.core.read_index import ReadIndex
 from sixfold.core.recovery import RecoveryPlan, SegmentReport, newest_truncations
 from sixfold.core.recovery_machine import Recovered, Recovery
+from sixfold.core.replacement import Begin, Settle, SwitchMembership, adopt_newest
 from sixfold.core.shipping import Batch
 from sixfold.core.topology import owner_id
 from sixfold.core.truncation import TruncationRange
@@ -40,6 +44,7 @@ from sixfold.sim.faults import (
     RECOVERY_ATTEMPTS_MAX,
     RECOVERY_RETRY_TICKS,
     REPAIR_BATCH_RECORDS_MAX,
+    SETTLE_POLL_TICKS,
     SIM_LIMITS,
     SIM_TICK_S,
     WRITES_PER_TXN_MAX,
@@ -113,9 +118,11 @@ class SimWriter(Actor):
         self.drained_vdl = 0  # promoted by a switchover: the drained writer's VDL
         self.gave_up = False
         self.log: CommitLog | None = None
-        self.streams = {n: _Stream() for n in NODE_NAMES}
+        self.streams = {n: _Stream() for n in sim.nodes}
         self.read_index = ReadIndex(0)
-        self.choice = NodeChoice(list(NODE_NAMES))  # its PageReader's (writer/writer.py)
+        self.choice = NodeChoice(list(sim.nodes))  # its PageReader's (writer/writer.py)
+        self.adopting = False  # a look for the nodes' newer membership is under way
+        self.replacing = False  # a replacement's first step is under way
         self.reads_answered = 0
         self.recovered_vdl = 0
         self.spawn(self._recover())
@@ -137,7 +144,7 @@ class SimWriter(Actor):
         attempts = 1 if self.epoch_wanted else RECOVERY_ATTEMPTS_MAX
         for _ in range(attempts):
             machine = (_SkippingRecovery if flawed else Recovery)(
-                list(NODE_NAMES),
+                list(self.sim.nodes),
                 self.owner,
                 LAL_SIM,
                 self.epoch_wanted,
@@ -156,15 +163,20 @@ class SimWriter(Actor):
 
     def _start_pipeline(self, result: Recovered) -> None:
         plan, flaws = result.plan, self.sim.flaws
+        nodes = sorted(result.membership.nodes)
         durability = (
             None
             if flaws.ack_quorum == WRITE_QUORUM
-            else _FlawedDurability(flaws.ack_quorum, list(NODE_NAMES), plan.vdl, result.node_scls)
+            else _FlawedDurability(flaws.ack_quorum, nodes, plan.vdl, result.node_scls)
         )
-        self.log = CommitLog.recovered(list(NODE_NAMES), result, SIM_LIMITS, durability)
+        self.log = CommitLog.recovered(nodes, result, SIM_LIMITS, durability)
         self.read_index = ReadIndex(plan.epoch)
         self.recovered_vdl = plan.vdl
+        self.choice.membership = result.membership
         self.sim.on_recovered(self, plan.epoch, plan.vdl, plan.truncation)
+        self.sim.on_membership(result.membership)
+        if result.membership.change is not None:  # writer/writer.py: carry the change on
+            self.spawn(self._settle(Settle(plan.vdl, revertible=True)))
 
     def on_instance_call(self, request: Message) -> None:
         """An instance's GetWriterState or Drain: answered unless paused (it answers once it
@@ -253,7 +265,12 @@ class SimWriter(Actor):
 
     def _confirm_round(self, core: CommitLog, round_no: int) -> Task:
         """One read-index round: a bare append with the epoch to every node."""
-        calls = {n: self.call(n, Append(core.epoch, (), core.vdl)) for n in NODE_NAMES}
+        # writer/read_index.py EpochConfirmer: the membership's holders confirm the epoch.
+        holders = core.membership.holders
+        calls = {
+            n: self.call(n, Append(core.epoch, (), core.vdl, core.membership.epoch))
+            for n in holders
+        }
         yield list(calls.values())
         for node, call_id in calls.items():
             reply = self.take(call_id)
@@ -267,6 +284,87 @@ class SimWriter(Actor):
                 answer = ReadAnswer.SILENT
             self.read_index.on_answer(round_no, node, answer)
         self._start_round_if_due(core)
+
+    # -- membership changes (sixfold/core/replacement.py, driven as writer/replacement.py) -------
+
+    def replace(self, old: str, new: str, force: bool) -> None:
+        """An operator's `sixfold replace OLD --with NEW` sent to this writer."""
+        self.spawn(self._replace(old, new, force))
+
+    def _replace(self, old: str, new: str, force: bool) -> Task:
+        yield []  # received now; handled once the writer runs
+        core = self.log
+        if core is None or core.fenced or self.replacing:
+            return
+        self.replacing = True  # writer/writer.py membership_lock: one change at a time
+        machine = Begin(core.membership, core.epoch, core.vdl, old, new, force)
+        try:
+            begun = yield from self.drive(machine.run(), local=self._switch)
+        except MembershipError as exc:
+            self.sim.trace_event(f"{self.name}: replacing {old} with {new} refused: {exc}")
+            yield from self._adopt()  # stored on some nodes only, it may be in force there
+            return
+        finally:
+            self.replacing = False
+        self.sim.trace_event(f"{self.name}: {describe(begun.membership)}")
+        yield from self._settle(Settle(begun.durable_point, revertible=not force))
+
+    def _settle(self, settling: Settle) -> Task:
+        """writer/replacement.py settle_change: a round every few ticks until it settles."""
+        while (core := self.log) is not None and not core.fenced and self.alive:
+            if core.membership.change is None:
+                return
+            try:
+                done = yield from self.drive(
+                    settling.round(core.membership, core.epoch), local=self._switch
+                )
+            except MembershipError as exc:
+                self.sim.trace_event(f"{self.name}: membership change not settled yet: {exc}")
+                done = False
+            if done:
+                self.sim.trace_event(f"{self.name}: {describe(core.membership)}")
+                return
+            yield from self.sleep(SETTLE_POLL_TICKS)
+
+    def _adopt_newest(self) -> None:
+        """pipeline.refresh_membership: one look at a time for the nodes' newer membership."""
+        if not self.adopting:
+            self.spawn(self._adopt())
+
+    def _adopt(self) -> Task:
+        core = self.log
+        if core is None or core.fenced or self.adopting:
+            return
+        self.adopting = True
+        try:
+            newest = yield from self.drive(
+                adopt_newest(core.membership, list(self.sim.nodes), frozenset(self.sim.nodes)),
+                local=self._switch,
+            )
+        except MembershipError:
+            newest = None
+        finally:
+            self.adopting = False
+        if newest is not None:
+            self.sim.trace_event(f"{self.name}: adopted {describe(newest)}")
+            if newest.change is not None:
+                yield from self._settle(Settle(core.vdl, revertible=True))
+
+    def _switch(self, step: SwitchMembership) -> int | None:
+        """The machines' local step (writer/replacement.py _switcher): ship by the membership
+        (pipeline.change_membership: streams to nodes leaving stop first)."""
+        core = self.log
+        if core is None or core.fenced or not self.alive:
+            return None
+        if step.membership.epoch <= core.membership.epoch:
+            return core.vdl  # in force already (a settle and an adoption raced to it)
+        for name in sorted(core.shippers.keys() - step.membership.nodes):
+            self._close(self.streams[name])
+        _, _, acked = core.change_membership(step.membership)
+        self._on_acked(core, acked)
+        self.choice.membership = step.membership
+        self.sim.on_membership(step.membership)
+        return core.vdl
 
     # -- the commit pipeline (sixfold/core/commit_log.py) ------------------------------------------
 
@@ -282,9 +380,9 @@ class SimWriter(Actor):
         client = self.sim.client_writes
         if client and not self.draining and self._commit_pages(core, client[0]):
             client.popleft()
-        for node in NODE_NAMES:
+        for node in list(core.shippers):
             self._step_stream(core, node)
-            if core.fenced:
+            if core.fenced or self.log is not core:
                 return
 
     def _maybe_commit(self, core: CommitLog) -> None:
@@ -345,12 +443,15 @@ class SimWriter(Actor):
             error = reply.error if isinstance(reply, Failure) else None
             if isinstance(error, EpochAheadError):
                 # The node lacks this epoch or its truncation set: send it, versioned with the epoch.
-                body = Truncate(core.epoch, core.truncations, core.epoch)
+                body = Truncate(core.epoch, core.truncations, core.epoch, core.membership.epoch)
                 stream.truncate_call = self.call(node, body)
             elif isinstance(error, StaleEpochError):
                 if core.on_stale(node, str(error)) is not None:
                     # Commits it had sent get no answer: their outcome is unknown.
                     self.sim.trace_event(f"{self.name} fenced at epoch {core.epoch}")
+            elif isinstance(error, StaleMembershipError):  # a change it did not ship by yet
+                stream.retry_at = core.broken(node, now)
+                self._adopt_newest()
             else:
                 stream.retry_at = core.broken(node, now)
             return
@@ -370,7 +471,8 @@ class SimWriter(Actor):
             self._send(core, node, stream, batch)
 
     def _send(self, core: CommitLog, node: str, stream: _Stream, batch: Batch) -> None:
-        call_id = self.call(node, Append(core.epoch, tuple(batch.records), batch.vdl))
+        append = Append(core.epoch, tuple(batch.records), batch.vdl, core.membership.epoch)
+        call_id = self.call(node, append)
         stream.calls.append((call_id, batch.batch_id))
 
     def _close(self, stream: _Stream) -> None:
