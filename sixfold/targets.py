@@ -84,6 +84,12 @@ class ProcessTarget:
         cluster.start_processes(self.layout, names)
         return started
 
+    def lose_disk(self, name: str) -> None:
+        """Storage node `name` loses its disk for good: killed, its data directory removed.
+        Started again, it comes back empty."""
+        cluster.kill_processes(self.layout, [name])
+        shutil.rmtree(Path(self.layout.directory) / name, ignore_errors=True)
+
     def pause(self, names: list[str]) -> list[str]:
         return cluster.kill_processes(self.layout, names, signal.SIGSTOP)
 
@@ -150,6 +156,20 @@ class ComposeTarget:
         if stopped:
             docker("start", *(container_name(n) for n in stopped))
         return stopped
+
+    def lose_disk(self, name: str) -> None:
+        """Storage node `name` loses its disk for good: its container is killed and its
+        volume emptied, by a throwaway container of the same image (a volume in use by a
+        container, even a stopped one, cannot be removed). Started again, it comes back
+        empty."""
+        container = container_name(name)
+        self.kill([name])
+        volumes = docker("inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", container).split()
+        image = docker("inspect", "-f", "{{.Image}}", container).strip()
+        if len(volumes) != 1:
+            raise SixfoldError(f"{container} mounts {volumes or 'no volume'}, not one data volume")
+        wipe = "find /data -mindepth 1 -delete"
+        docker("run", "--rm", "--entrypoint", "sh", "-v", f"{volumes[0]}:/data", image, "-c", wipe)
 
     def pause(self, names: list[str]) -> list[str]:
         running = [n for n in names if self._running(n)]

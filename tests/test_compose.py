@@ -21,6 +21,7 @@ import pytest
 
 from sixfold.check.history import load_history
 from sixfold.clients import NodeClient
+from sixfold.core.membership import POSITIONS
 from sixfold.core.quorum import STORAGE_NAMES
 from sixfold.targets import COMPOSE_PORT_DEFAULTS, compose_command
 from sixfold.tools.partition import container_pid, iptables_unavailable
@@ -185,6 +186,9 @@ def test_containers_are_healthy_and_chaos_loses_nothing(compose_cluster: dict[st
     assert chaos.returncode == 0, chaos.stdout + chaos.stderr
     assert "write quorum unavailable: 3 of 6 storage nodes reachable, 4 needed" in chaos.stdout
     assert "\n  lost                                : 0\n" in chaos.stdout
+    # Step 5 (issue 14): c2's volume is emptied and the spare c3 takes its position.
+    assert "c3 holds c2's position" in chaos.stdout, chaos.stdout
+    assert "all six positions complete to the same LSN" in chaos.stdout, chaos.stdout
     print(chaos.stdout)
 
 
@@ -306,10 +310,15 @@ def container_drop_rules(container: str) -> list[str]:
 def test_a_node_lost_for_good_is_replaced_by_a_spare_under_load(
     compose_cluster: dict[str, str],
 ) -> None:
-    """Issue 14's story on compose: c2's container and volume are removed for good, c2 is
-    replaced by the spare c3 while a client writes, then AZ a is killed: writes go on, and
-    nothing acknowledged is lost. (Last in this module: it changes the membership.)"""
+    """Issue 14's story on compose: the holder of position c2 (c3, since chaos step 5 put it
+    there) loses its container and volume for good and is replaced by the empty node of AZ c
+    while a client writes, then AZ a is killed: writes go on, nothing acknowledged is lost,
+    and once AZ a is back all six positions are complete to VDL. (Last in this module: it
+    changes the membership.)"""
     env = compose_cluster
+    holders = _status(env)["membership"]["holders"]
+    lost = holders[POSITIONS.index("c2")]
+    spare = next(n for n in ("c2", "c3") if n != lost)
     acked: dict[int, str] = {}
     stop = threading.Event()
 
@@ -324,12 +333,12 @@ def test_a_node_lost_for_good_is_replaced_by_a_spare_under_load(
     writer = threading.Thread(target=load, daemon=True)
     writer.start()
     try:
-        for container in ("c2",):
-            subprocess.run(["docker", "rm", "-f", f"{PROJECT}-{container}"], check=True, timeout=60)
-        subprocess.run(["docker", "volume", "rm", f"{PROJECT}_c2-data"], check=True, timeout=60)
-        replaced = sixfold_cli(env, "replace", "c2", "--with", "c3", "--timeout", "120")
+        subprocess.run(["docker", "rm", "-f", f"{PROJECT}-{lost}"], check=True, timeout=60)
+        subprocess.run(["docker", "volume", "rm", f"{PROJECT}_{lost}-data"], check=True, timeout=60)
+        replaced = sixfold_cli(env, "replace", lost, "--with", spare, "--timeout", "120")
         assert replaced.returncode == 0, replaced.stdout + replaced.stderr
-        assert "the change completed (a1 a2 b1 b2 c1 c3)" in replaced.stdout, replaced.stdout
+        after = [spare if h == lost else h for h in holders]
+        assert f"the change completed ({' '.join(after)})" in replaced.stdout, replaced.stdout
         subprocess.run(["docker", "kill", f"{PROJECT}-a1", f"{PROJECT}-a2"], check=True, timeout=60)
         written = sixfold_cli(env, "page", "write", "77", "after AZ a", "--timeout", "30")
         assert written.returncode == 0, written.stdout + written.stderr
@@ -341,5 +350,21 @@ def test_a_node_lost_for_good_is_replaced_by_a_spare_under_load(
         read = sixfold_cli(env, "page", "read", str(page), "--timeout", "30")
         assert read.stdout.strip() == value, (page, read.stdout, read.stderr)
     subprocess.run(["docker", "start", f"{PROJECT}-a1", f"{PROJECT}-a2"], check=True, timeout=60)
-    status = json.loads(sixfold_cli(env, "status", "--json").stdout)
-    assert status["membership"]["holders"] == ["a1", "a2", "b1", "b2", "c1", "c3"]
+    assert _status(env)["membership"]["holders"] == after
+
+    def complete_to_vdl() -> bool:
+        status = _status(env)
+        vdl = status["writer"]["vdl"]
+        members = [n for n in status["nodes"] if n["name"] in after]
+        return bool(vdl) and all(n["up"] and n["scl"] >= vdl for n in members)
+
+    deadline = time.monotonic() + 60
+    while not complete_to_vdl():
+        assert time.monotonic() < deadline, f"positions not complete to VDL: {_status(env)}"
+        time.sleep(0.5)
+
+
+def _status(env: dict[str, str]) -> dict:
+    status = sixfold_cli(env, "status", "--json", timeout=60)
+    assert status.stdout, status.stderr
+    return json.loads(status.stdout)

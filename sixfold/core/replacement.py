@@ -135,8 +135,8 @@ class Settle:
     def round(self, membership: Membership, volume_epoch: int) -> Generator[Step, Any, bool]:
         """One attempt; True once the change is settled (or none is in progress)."""
         change = membership.change
-        if change is None:
-            return True
+        if change is None or (self.chosen is not None and self.chosen.epoch <= membership.epoch):
+            return True  # settled meanwhile (by another writer, or adopted from the nodes)
         if self.chosen is None:
             asked = [change.new, *([change.old] if self.revertible else [])]
             answers = yield {n: GetState() for n in asked}

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sixfold import cluster
 from sixfold.clients import NodeClient, NodeDownError, ReaderClient, WriterClient
@@ -31,7 +29,7 @@ from sixfold.core.errors import (
 from sixfold.core.page import until_nul
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.targets import ProcessTarget, current_writer_name
+from sixfold.targets import current_writer_name
 from sixfold.tools import membership as membership_tool
 
 CHAOS_PAGES = 32  # the load cycles over this many pages
@@ -195,12 +193,14 @@ async def story(target, args: argparse.Namespace, say: Narrator, load: Load) -> 
 
 async def replace_step(target, args: argparse.Namespace, say: Narrator, load: Load) -> None:
     """c2's disk is lost for good: replace it with spare c3 under the load, then kill AZ a."""
-    if not isinstance(target, ProcessTarget) or SPARE not in target.nodes:
-        say.say(f"5. (no spare {SPARE}: `sixfold up --spares 1` adds one per AZ; step skipped)")
+    if SPARE not in target.nodes:
+        say.say(
+            f'5. (no spare {SPARE}: `sixfold up --spares 1` or the compose profile "spares" '
+            "adds one per AZ; step skipped)"
+        )
         return
     say.say(f"5. {LOST}'s disk is lost for good: kill it, remove its data, replace it with {SPARE}")
-    target.kill([LOST])
-    shutil.rmtree(Path(target.layout.directory) / LOST, ignore_errors=True)
+    target.lose_disk(LOST)
     acks = load.acked_count
     writer = await asyncio.to_thread(target.find_writer_address)
     try:
