@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 
 import grpc
 import uvloop
@@ -29,13 +29,11 @@ async def start_server(
     host: str,
     port: int,
     services: list[tuple[Callable[[object, grpc.aio.Server], None], object, str]],
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    guard: UndecodableGuard | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Start a server with `services` as (add_to_server, servicer, full service name);
-    `interceptors` run before the guard against undecodable requests."""
-    server = grpc.aio.server(
-        options=SERVER_OPTIONS, interceptors=[*interceptors, UndecodableGuard()]
-    )
+    """Start a server with `services` as (add_to_server, servicer, full service name),
+    behind `guard` (by default one that refuses undecodable requests)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[guard or UndecodableGuard()])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []

@@ -125,7 +125,7 @@ async def run(args: argparse.Namespace) -> None:
                 service_name("TopologyService"),
             ),
         ],
-        interceptors=[AddressCheck(node.name)],
+        guard=AddressCheck(node.name),
     )
     gossip = Gossip(node, args.peers)
     tasks = [
