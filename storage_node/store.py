@@ -480,6 +480,19 @@ class NodeStore:
             raw = txn.get(b"hydration")
         return None if raw is None else bytes(raw).decode()
 
+    def put_restored(self, versions: list[tuple[int, int, bytes]], point: int | None) -> None:
+        """A restore from a backup (sixfold/backup/restore.py): page images as versions, in
+        one durable transaction; with `point`, the last batch: the volume ends at that
+        commit, so it is the SCL and its CPL (recovery takes it as the VDL), the coalescing
+        frontier and the GC horizon."""
+        with self.env.begin(write=True) as txn:
+            for page_no, lsn, image in versions:
+                _put_version(txn, page_no, lsn, image, self.versions_db)
+            if point is not None:
+                _put_points(txn, point, point, self.meta_db)
+                for key in (b"coalesced_through", b"gc_horizon"):
+                    txn.put(key, str(point).encode(), db=self.meta_db)
+
     def finish_hydration(self, target_lsn: int) -> None:
         """Every page's image as of `target_lsn` is stored: it is the SCL (with no CPL known:
         too low a CPL is safe, sixfold/core/node_restart.py), the coalescing frontier and the

@@ -171,3 +171,12 @@ class StaleMembershipError(SixfoldError):
 class WrongNodeError(SixfoldError):
     """A call meant for one storage node reached another (a stale address: the endpoint
     now belongs to another node). Nothing was done; the caller must resolve the name again."""
+
+
+class BackupError(SixfoldError):
+    """A backup or restore could not go on (issue 15); the message says why and what to do."""
+
+
+class CorruptBackupError(BackupError):
+    """A backup object or manifest failed its CRC check or could not be parsed: it is named,
+    and nothing of it was used."""

@@ -305,6 +305,39 @@ def cmd_spares(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup_run(args: argparse.Namespace) -> int:
+    """Ship the committed log to an object store (issue 15)."""
+    from sixfold.tools import backup
+
+    target = _running_target(args)
+    try:
+        asyncio.run(backup.run(target, args.to, args.interval, args.rounds))
+    except KeyboardInterrupt:
+        print("backup stopped")
+    return 0
+
+
+def cmd_backup_status(args: argparse.Namespace) -> int:
+    from sixfold.tools import backup
+
+    print(backup.status(args.to))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """A new cluster in --into holding the volume as of a point in the backup (issue 15)."""
+    from sixfold.tools import backup
+
+    to_time = backup.parse_time(args.to_time) if args.to_time is not None else None
+    restored = backup.restore_into(args.source, Path(args.into), args.to_lsn, to_time)
+    print(
+        f"restored {restored.pages:,} pages into {restored.directory} as of LSN {restored.lsn} "
+        f"(seen durable by {backup.when(restored.durable_by)}); start it with "
+        f"`sixfold --dir {restored.directory} up`"
+    )
+    return 0
+
+
 def cmd_switchover(args: argparse.Namespace) -> int:
     """Move the writer role to instance NAME with nothing acknowledged lost (issue 6)."""
     from sixfold.clients import CHANNEL_OPTIONS, call
@@ -473,6 +506,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("spares", help="the spare storage nodes and whether each is ready")
     p.set_defaults(fn=cmd_spares)
+
+    backup = sub.add_parser("backup", help="continuous backup to an object store (issue 15)")
+    backup_sub = backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
+    p = backup_sub.add_parser(
+        "run",
+        help="ship the committed log (and a base of page images) to the store until stopped",
+        description="Copy the volume's committed log from the storage nodes to an object "
+        "store, every --interval seconds, with a base of every page's image first. Objects "
+        "are CRC32C'd and written before the manifest that names them.",
+    )
+    p.add_argument("--to", required=True, metavar="URL", help="the store: file://PATH")
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between rounds (default %(default)s)"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=0, help="stop after this many rounds (default 0: never)"
+    )
+    p.set_defaults(fn=cmd_backup_run)
+    p = backup_sub.add_parser("status", help="the restore window and what is stored")
+    p.add_argument("--to", required=True, metavar="URL", help="the store: file://PATH")
+    p.set_defaults(fn=cmd_backup_status)
+
+    p = sub.add_parser(
+        "restore",
+        help="a new cluster holding the volume as of a point in a backup",
+        description="Build a new process cluster in --into holding exactly the volume as of "
+        "the last commit at or before --to-lsn (or --to-time) in the backup at --from. "
+        "Every object is CRC-checked first; a point outside the backup is refused with the "
+        "window it covers.",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="URL", help="file://PATH")
+    point = p.add_mutually_exclusive_group(required=True)
+    point.add_argument("--to-lsn", type=int, help="restore to the last commit at or below it")
+    point.add_argument(
+        "--to-time", help="restore to the newest point durable by then (ISO 8601, or epoch s)"
+    )
+    p.add_argument("--into", required=True, help="the new cluster's directory (new or empty)")
+    p.set_defaults(fn=cmd_restore)
 
     p = sub.add_parser("down", help="stop the local cluster")
     p.set_defaults(fn=cmd_down)

@@ -1,0 +1,182 @@
+"""The backup agent: ships the volume's committed log from the storage nodes to an object
+store, with a base of page images first (sixfold/core/backup.py has the rules).
+
+Each round it asks every node its state, naming itself with the LSN it has shipped through
+as its read point, so the nodes' GC keeps every record above it (sixfold/core/read_point.py).
+The durable point is the newest VDL a node learned: records at or below it are committed
+and no recovery ever truncates them. It copies the records above what it has shipped up to
+that point, from a node complete that far that still holds them, as one log object per
+segment; when none holds them (the agent was away longer than the nodes keep records), it
+takes a new base instead. Objects are written before the manifest that names them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from sixfold.backup.store import FileStore
+from sixfold.clients import NodeClient
+from sixfold.core.backup import (
+    BASE_PAGES_PER_OBJECT_MAX,
+    LOG_SEGMENT_RECORDS_MAX,
+    BackupObject,
+    encode_pages,
+    encode_records,
+    object_name,
+)
+from sixfold.core.checksum import crc32c
+from sixfold.core.errors import BackupError, SixfoldError
+from sixfold.core.hydration import HYDRATE_PAGES_MAX
+from sixfold.core.record import RedoRecord, decode_record
+from sixfold.node_calls import page_images_of
+from sixfold.rpc import sixfold_pb2 as pb
+
+log = logging.getLogger("sixfold.backup")
+
+AGENT_NAME = "backup"  # how the agent names itself to the nodes (its read point holds GC)
+CALL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Shipped:
+    objects: tuple[BackupObject, ...]
+    durable_point: int  # the nodes' newest learned VDL this round
+
+
+class BackupAgent:
+    def __init__(self, clients: list[NodeClient], store: FileStore) -> None:
+        self.clients = clients
+        self.store = store
+
+    async def round(self) -> Shipped:
+        """Ship what became durable since the last round; the objects written."""
+        manifest = self.store.latest_manifest()
+        shipped = manifest.newest_lsn
+        states = await self._states(shipped)
+        seen_at = time.time()
+        durable = max((s.vdl for s in states.values()), default=0)
+        if not states:
+            raise BackupError("no storage node answered: nothing shipped")
+        if durable <= shipped and manifest.window() is not None:
+            return Shipped((), durable)
+        source = self._log_source(states, shipped, durable) if manifest.window() else None
+        if source is None:
+            objects = await self._base(states, durable, seen_at)
+        else:
+            objects = await self._log(source, shipped, durable, seen_at)
+        self.store.put_manifest(manifest.with_objects(objects))
+        return Shipped(tuple(objects), durable)
+
+    async def _states(self, shipped: int) -> dict[str, pb.NodeState]:
+        request = pb.GetStateRequest(reader=AGENT_NAME, read_point=shipped)
+        results = await asyncio.gather(
+            *(c.get_state(request, timeout=CALL_TIMEOUT_S) for c in self.clients),
+            return_exceptions=True,
+        )
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, SixfoldError):
+                raise r
+        return {
+            c.name: r
+            for c, r in zip(self.clients, results, strict=True)
+            if isinstance(r, pb.NodeState) and r.serving
+        }
+
+    def _log_source(
+        self, states: dict[str, pb.NodeState], shipped: int, durable: int
+    ) -> NodeClient | None:
+        """A node complete to `durable` that still holds every record above `shipped`."""
+        by_name = {c.name: c for c in self.clients}
+        for name, s in sorted(states.items(), key=lambda kv: -kv[1].scl):
+            if s.scl >= durable and s.gc_horizon <= shipped:
+                return by_name[name]
+        return None
+
+    async def _log(
+        self, source: NodeClient, shipped: int, durable: int, seen_at: float
+    ) -> list[BackupObject]:
+        records: list[RedoRecord] = []
+        after = shipped
+        while after < durable:
+            response = await source.read_records(
+                pb.ReadRecordsRequest(after_lsn=after, through_lsn=durable, max_records=0),
+                timeout=CALL_TIMEOUT_S,
+            )
+            got = [decode_record(r) for r in response.records]  # CRCs checked on the way
+            if not got:
+                raise BackupError(f"{source.name} sent no records above LSN {after}: retried")
+            records += got
+            after = got[-1].lsn
+        # Segments of about LOG_SEGMENT_RECORDS_MAX records, each ending at a commit
+        # boundary (a CPL); the last ends at the durable point, which is one.
+        objects: list[BackupObject] = []
+        segment: list[RedoRecord] = []
+        start = shipped
+        for record in records:
+            segment.append(record)
+            if len(segment) >= LOG_SEGMENT_RECORDS_MAX and record.is_cpl:
+                objects.append(
+                    self._put("log", start, record.lsn, encode_records(segment), seen_at)
+                )
+                segment, start = [], record.lsn
+        if segment:
+            objects.append(self._put("log", start, durable, encode_records(segment), seen_at))
+        return objects
+
+    async def _base(
+        self, states: dict[str, pb.NodeState], durable: int, seen_at: float
+    ) -> list[BackupObject]:
+        """Every page's image as of `durable`, from a node that can build it."""
+        by_name = {c.name: c for c in self.clients}
+        min_epoch = max(s.truncations_version for s in states.values())
+        sources = [n for n, s in states.items() if s.gc_horizon <= durable <= s.scl]
+        if not sources:
+            raise BackupError(
+                f"no storage node can build the pages as of LSN {durable} yet: retried"
+            )
+        client = by_name[sources[0]]
+        objects, pages, part, next_page = [], [], 0, 0
+        while True:
+            response = await client.read_page_images(
+                pb.ReadPageImagesRequest(
+                    at_lsn=durable,
+                    from_page=next_page,
+                    pages_max=HYDRATE_PAGES_MAX,
+                    min_epoch=min_epoch,
+                ),
+                timeout=CALL_TIMEOUT_S,
+            )
+            images = page_images_of(client.name, response)  # CRCs checked
+            pages += [(p.page_no, p.page_lsn, p.image) for p in images.pages]
+            next_page = images.next_page
+            if len(pages) >= BASE_PAGES_PER_OBJECT_MAX or images.done:
+                objects.append(
+                    self._put("base", durable, durable, encode_pages(pages), seen_at, part)
+                )
+                pages, part = [], part + 1
+            if images.done:
+                return objects
+
+    def _put(
+        self, kind: str, first: int, last: int, data: bytes, seen_at: float, part: int = 0
+    ) -> BackupObject:
+        obj = BackupObject(
+            object_name(kind, first, last, part),
+            kind,
+            first,
+            last,
+            len(data),
+            crc32c(data),
+            seen_at,
+            part,
+        )
+        self.store.put(obj.name, data)
+        log.info("backup: %s (%d bytes)", obj.name, obj.size)
+        return obj
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close()

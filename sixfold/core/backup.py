@@ -1,0 +1,244 @@
+"""Continuous backup and point-in-time restore, the pure part (issue 15; Aurora's continuous
+backup to S3, P17 §2.2 and §5): what goes into the object store, how it is named and checked,
+and which objects a restore to a point needs.
+
+A backup is a chain of objects in an object store, each CRC32C'd, and a manifest naming them:
+- a **base**: every page's image as of an LSN B (a volume durable point, so a consistent
+  volume), copied from a storage node (never from the writer's memory);
+- **log segments**: the committed records in (A, C], each C a durable point too, so every
+  segment ends at a commit boundary. A segment starts where the one before ended, or at a
+  base; each carries the time its end was seen durable.
+Objects are written first and the manifest last, each atomically: a crash mid-upload leaves
+objects no manifest names, which a restore never reads.
+
+Restoring to LSN L takes the newest base at or below L and the segments after it, up to the
+last commit at or below L. Restoring to a time takes the newest segment end seen durable at
+or before it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+from sixfold.core.checksum import crc32c
+from sixfold.core.errors import BackupError, CorruptBackupError, SixfoldError
+from sixfold.core.record import PAGE_SIZE_BYTES, RedoRecord, decode_record
+
+MANIFEST_FORMAT = 1
+LOG_SEGMENT_RECORDS_MAX = 4_096  # records in one log object
+BASE_PAGES_PER_OBJECT_MAX = 16_384  # pages in one base object (64 MiB of images)
+
+_PAGE_HEADER = struct.Struct(">QQ")  # page number, LSN of its last change
+_RECORD_HEADER = struct.Struct(">I")  # the encoded record's length
+
+
+@dataclass(frozen=True, slots=True)
+class BackupObject:
+    """One object of the chain. A base: `first_lsn` == `last_lsn` == B. A log segment: the
+    records in (`first_lsn`, `last_lsn`]."""
+
+    name: str
+    kind: str  # "base" or "log"
+    first_lsn: int
+    last_lsn: int
+    size: int
+    crc32c: int
+    durable_at: float  # seconds since the epoch when `last_lsn` was seen durable
+    part: int = 0  # a base in several objects: their order
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The objects of a backup, oldest first."""
+
+    seq: int  # each manifest written has the next number
+    objects: tuple[BackupObject, ...]
+
+    @property
+    def newest_lsn(self) -> int:
+        return max((o.last_lsn for o in self.objects), default=0)
+
+    def window(self) -> tuple[int, int] | None:
+        """(oldest, newest) LSN a restore can reach, None when there is no base yet."""
+        bases = [o.last_lsn for o in self.objects if o.kind == "base"]
+        if not bases:
+            return None
+        return min(bases), self.newest_lsn
+
+    def time_window(self) -> tuple[float, float] | None:
+        bases = [o.durable_at for o in self.objects if o.kind == "base"]
+        if not bases:
+            return None
+        return min(bases), max(o.durable_at for o in self.objects)
+
+    def with_objects(self, added: Sequence[BackupObject]) -> Manifest:
+        return Manifest(self.seq + 1, (*self.objects, *added))
+
+
+def object_name(kind: str, first_lsn: int, last_lsn: int, part: int = 0) -> str:
+    if kind == "base":
+        return f"base/{last_lsn:020d}-{part:04d}.bin"
+    return f"log/{first_lsn:020d}-{last_lsn:020d}.bin"
+
+
+def manifest_name(seq: int) -> str:
+    return f"manifest/{seq:010d}.json"
+
+
+def dump_manifest(manifest: Manifest) -> bytes:
+    body = json.dumps(
+        {
+            "format": MANIFEST_FORMAT,
+            "seq": manifest.seq,
+            "objects": [asdict(o) for o in manifest.objects],
+        },
+        sort_keys=True,
+    )
+    return json.dumps({"crc32c": crc32c(body.encode()), "body": body}).encode()
+
+
+def load_manifest(name: str, raw: bytes) -> Manifest:
+    """A stored manifest, its CRC checked (CorruptBackupError names it otherwise)."""
+    try:
+        outer = json.loads(raw)
+        body = outer["body"]
+        if crc32c(body.encode()) != outer["crc32c"]:
+            raise CorruptBackupError(f"manifest {name} fails its CRC32C check: not used")
+        data = json.loads(body)
+        if data["format"] != MANIFEST_FORMAT:
+            raise CorruptBackupError(
+                f"manifest {name} has format {data['format']}, not {MANIFEST_FORMAT}"
+            )
+        objects = tuple(BackupObject(**o) for o in data["objects"])
+        return Manifest(int(data["seq"]), objects)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptBackupError(f"manifest {name} is unreadable: {exc}") from None
+
+
+def check_object(obj: BackupObject, data: bytes) -> bytes:
+    """`data` as read back, if it is what the manifest says (CorruptBackupError if not)."""
+    if len(data) != obj.size or crc32c(data) != obj.crc32c:
+        raise CorruptBackupError(
+            f"backup object {obj.name} is damaged ({len(data)} bytes, CRC32C {crc32c(data):#010x}; "
+            f"the manifest says {obj.size} bytes, {obj.crc32c:#010x}): restore to a point it "
+            "does not cover, or from another copy"
+        )
+    return data
+
+
+# -- object contents ------------------------------------------------------------------------------
+
+
+def encode_pages(pages: Iterable[tuple[int, int, bytes]]) -> bytes:
+    """(page number, page LSN, image) triples as one object's bytes."""
+    parts = []
+    for page_no, page_lsn, image in pages:
+        assert len(image) == PAGE_SIZE_BYTES, len(image)
+        parts += [_PAGE_HEADER.pack(page_no, page_lsn), image]
+    return b"".join(parts)
+
+
+def decode_pages(name: str, data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    step = _PAGE_HEADER.size + PAGE_SIZE_BYTES
+    if len(data) % step:
+        raise CorruptBackupError(f"backup object {name} is not whole pages ({len(data)} bytes)")
+    for at in range(0, len(data), step):
+        page_no, page_lsn = _PAGE_HEADER.unpack_from(data, at)
+        yield page_no, page_lsn, data[at + _PAGE_HEADER.size : at + step]
+
+
+def encode_records(records: Iterable[RedoRecord]) -> bytes:
+    return b"".join(_RECORD_HEADER.pack(len(r.encoded)) + r.encoded for r in records)
+
+
+def decode_records(name: str, data: bytes) -> list[RedoRecord]:
+    """The records of a log object, each record's own CRC checked on the way."""
+    records, at = [], 0
+    while at < len(data):
+        if at + _RECORD_HEADER.size > len(data):
+            raise CorruptBackupError(f"backup object {name} ends inside a record header")
+        (length,) = _RECORD_HEADER.unpack_from(data, at)
+        at += _RECORD_HEADER.size
+        if at + length > len(data):
+            raise CorruptBackupError(f"backup object {name} ends inside a record")
+        try:
+            records.append(decode_record(data[at : at + length]))
+        except SixfoldError as exc:
+            raise CorruptBackupError(f"backup object {name}: {exc}") from None
+        at += length
+    return records
+
+
+# -- restore --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePlan:
+    base: tuple[BackupObject, ...]  # the base's objects, in order
+    logs: tuple[BackupObject, ...]  # the segments after it, in order
+    wanted_lsn: int  # the point asked for; the restore stops at the last commit at or below
+
+
+def plan_restore(
+    manifest: Manifest, to_lsn: int | None = None, to_time: float | None = None
+) -> RestorePlan:
+    """The objects a restore to `to_lsn` (or to the newest point durable at `to_time`) needs.
+    BackupError, naming the window, for a point outside it."""
+    assert (to_lsn is None) != (to_time is None), "one of to_lsn, to_time"
+    window, times = manifest.window(), manifest.time_window()
+    if window is None or times is None:
+        raise BackupError(
+            "the backup holds no base yet: nothing can be restored (is the backup running?)"
+        )
+    if to_time is not None:
+        reached = [o.last_lsn for o in manifest.objects if o.durable_at <= to_time]
+        if not reached:
+            raise BackupError(
+                f"no restore point at or before {to_time:.0f}: the backup covers "
+                f"{times[0]:.0f} to {times[1]:.0f} (seconds since the epoch)"
+            )
+        to_lsn = max(reached)
+    assert to_lsn is not None
+    if not window[0] <= to_lsn:
+        raise BackupError(
+            f"LSN {to_lsn} is before the oldest restore point: the backup covers LSNs "
+            f"{window[0]} to {window[1]}"
+        )
+    if to_lsn > window[1]:
+        raise BackupError(
+            f"LSN {to_lsn} is past the newest restore point: the backup covers LSNs "
+            f"{window[0]} to {window[1]}"
+        )
+    base_lsn = max(
+        o.last_lsn for o in manifest.objects if o.kind == "base" and o.last_lsn <= to_lsn
+    )
+    base = tuple(
+        sorted(
+            (o for o in manifest.objects if o.kind == "base" and o.last_lsn == base_lsn),
+            key=lambda o: o.part,
+        )
+    )
+    logs, reached_lsn = [], base_lsn
+    for obj in sorted((o for o in manifest.objects if o.kind == "log"), key=lambda o: o.first_lsn):
+        if reached_lsn >= to_lsn:
+            break
+        if obj.last_lsn <= reached_lsn:
+            continue
+        if obj.first_lsn != reached_lsn:
+            raise CorruptBackupError(
+                f"the backup's log has a gap: nothing covers LSNs {reached_lsn} to "
+                f"{obj.first_lsn} (restore to a point at or below {reached_lsn})"
+            )
+        logs.append(obj)
+        reached_lsn = obj.last_lsn
+    return RestorePlan(base, tuple(logs), to_lsn)
+
+
+def restore_point(base_lsn: int, records: Sequence[RedoRecord], wanted_lsn: int) -> int:
+    """The last commit at or below `wanted_lsn`: a CPL among `records`, or the base's LSN
+    (a durable point) when none is."""
+    cpls = [r.lsn for r in records if r.is_cpl and r.lsn <= wanted_lsn]
+    return max(cpls, default=base_lsn)

@@ -1,0 +1,190 @@
+"""Continuous backup and point-in-time restore (issue 15): the pure rules, then a real
+process cluster backed up to a directory and restored into new clusters."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sixfold.backup.store import open_store
+from sixfold.core.backup import (
+    BackupObject,
+    Manifest,
+    check_object,
+    dump_manifest,
+    load_manifest,
+    plan_restore,
+)
+from sixfold.core.checksum import crc32c
+from sixfold.core.errors import BackupError, CorruptBackupError
+from sixfold.targets import ProcessTarget
+from sixfold.tools import backup
+from storage_node.restore import restore
+from tests.conftest import LocalCluster
+
+
+def _obj(kind: str, first: int, last: int, at: float = 100.0) -> BackupObject:
+    return BackupObject(f"{kind}/{first}-{last}", kind, first, last, 1, 0, at)
+
+
+CHAIN = Manifest(
+    3,
+    (
+        _obj("base", 10, 10, 100.0),
+        _obj("log", 10, 20, 101.0),
+        _obj("log", 20, 30, 102.0),
+    ),
+)
+
+
+def test_a_manifest_round_trips_and_a_damaged_one_is_named() -> None:
+    raw = dump_manifest(CHAIN)
+    assert load_manifest("m", raw) == CHAIN
+    damaged = raw.replace(b"log/10-20", b"log/10-21")
+    with pytest.raises(CorruptBackupError, match="manifest m fails its CRC32C"):
+        load_manifest("m", damaged)
+
+
+def test_a_damaged_object_is_named() -> None:
+    obj = BackupObject("log/a", "log", 1, 2, 3, crc32c(b"abc"), 0.0)
+    assert check_object(obj, b"abc") == b"abc"
+    with pytest.raises(CorruptBackupError, match="backup object log/a is damaged"):
+        check_object(obj, b"abd")
+
+
+def test_restore_plans_take_the_base_then_contiguous_segments() -> None:
+    plan = plan_restore(CHAIN, to_lsn=25)
+    assert [o.name for o in plan.base] == ["base/10-10"]
+    assert [o.name for o in plan.logs] == ["log/10-20", "log/20-30"]
+    assert plan_restore(CHAIN, to_time=101.5).wanted_lsn == 20
+    with pytest.raises(BackupError, match="covers LSNs 10 to 30"):
+        plan_restore(CHAIN, to_lsn=31)
+    with pytest.raises(BackupError, match="covers LSNs 10 to 30"):
+        plan_restore(CHAIN, to_lsn=9)
+    with pytest.raises(BackupError, match="no restore point at or before 99"):
+        plan_restore(CHAIN, to_time=99.0)
+    gap = Manifest(1, (_obj("base", 10, 10), _obj("log", 12, 20)))
+    with pytest.raises(CorruptBackupError, match="gap: nothing covers LSNs 10 to 12"):
+        plan_restore(gap, to_lsn=15)
+    with pytest.raises(BackupError, match="no base yet"):
+        plan_restore(Manifest(0, ()), to_lsn=1)
+
+
+def _back_up(c: LocalCluster, url: str, through: int) -> None:
+    """Backup rounds until the backup holds LSN `through` (the nodes learn a commit's
+    durability from the writer's next append or announcement, a few ms later)."""
+
+    def holds() -> bool:
+        asyncio.run(backup.run(ProcessTarget(c.directory), url, 0.0, 1))
+        return open_store(url).latest_manifest().newest_lsn >= through
+
+    c.wait_for(holds, f"the backup to hold LSN {through}", limit_s=20)
+
+
+def _restored(into: Path) -> LocalCluster:
+    """The restored cluster in `into`, started (its layout was made by the restore)."""
+    restored = LocalCluster.__new__(LocalCluster)
+    restored.directory = into
+    layout = restored.layout
+    layout.extra_args = {"writer": ["--write-timeout", "3"]}
+    layout.save()
+    restored.up()
+    return restored
+
+
+@pytest.mark.processes
+def test_a_cluster_restores_to_any_point_of_its_backup(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    c = local_cluster
+    url = f"file://{tmp_path / 'store'}"
+    first = c.write(5, "first")
+    _back_up(c, url, first)  # a base, maybe a segment
+    second = c.write(5, "second")
+    other = c.write(6, "other page")
+    _back_up(c, url, other)
+    _back_up(c, url, c.write(5, "third"))
+    store = open_store(url)
+    manifest = store.latest_manifest()
+    assert [o.kind for o in manifest.objects][:1] == ["base"]
+    assert {o.kind for o in manifest.objects[1:]} == {"log"}
+
+    at_first = restore(store, plan_restore(manifest, to_lsn=first), tmp_path / "r1")
+    assert at_first.lsn == first
+    at_second = restore(store, plan_restore(manifest, to_lsn=second), tmp_path / "r2")
+    assert at_second.lsn == second
+    r = _restored(tmp_path / "r2")
+    try:
+        c.wait_for(r.writer_ready, "the restored cluster's writer")
+        assert r.read(5) == "second"
+        assert r.read(6) == ""  # written after LSN `second`: not in this volume
+        r.write(7, "a write to the restored volume")
+        assert r.read(7) == "a write to the restored volume"
+        assert c.read(7) == ""  # the source never sees it
+    finally:
+        r.down()
+    r = _restored(tmp_path / "r1")
+    try:
+        c.wait_for(r.writer_ready, "the restored cluster's writer")
+        assert r.read(5) == "first"
+    finally:
+        r.down()
+
+
+@pytest.mark.processes
+def test_a_damaged_object_stops_the_restore_and_leaves_nothing(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    c = local_cluster
+    url = f"file://{tmp_path / 'store'}"
+    _back_up(c, url, c.write(5, "first"))
+    last = c.write(5, "second")
+    _back_up(c, url, last)
+    store = open_store(url)
+    manifest = store.latest_manifest()
+    segment = next(o for o in manifest.objects if o.kind == "log")
+    path = tmp_path / "store" / segment.name
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptBackupError, match=f"backup object {segment.name} is damaged"):
+        restore(store, plan_restore(manifest, to_lsn=last), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sixfold.tools.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.processes
+def test_the_commands_back_up_show_the_window_and_restore_to_a_time(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    c = local_cluster
+    url = f"file://{tmp_path / 'store'}"
+    _back_up(c, url, c.write(5, "kept"))
+    ran = _cli("--dir", str(c.directory), "backup", "run", "--to", url, "--rounds", "1")
+    assert ran.returncode == 0, ran.stderr
+    status = _cli("backup", "status", "--to", url)
+    assert "restore points: LSN" in status.stdout, status.stdout + status.stderr
+    into = tmp_path / "restored"
+    now = str(time.time())
+    restored = _cli("restore", "--from", url, "--to-time", now, "--into", str(into))
+    assert restored.returncode == 0, restored.stderr
+    assert f"start it with `sixfold --dir {into} up`" in restored.stdout
+    again = _cli("restore", "--from", url, "--to-time", now, "--into", str(into))
+    assert again.returncode == 1 and "is not empty" in again.stderr
+    early = _cli("restore", "--from", url, "--to-time", "1000", "--into", str(tmp_path / "x"))
+    assert early.returncode == 1 and "no restore point at or before 1000" in early.stderr
+    bad = _cli("restore", "--from", "ftp://x", "--to-lsn", "1", "--into", str(tmp_path / "y"))
+    assert bad.returncode == 1 and "not a backup store URL" in bad.stderr
