@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sixfold import cluster
-from sixfold.backup.store import FileStore
+from sixfold.backup.store import ObjectStore
 from sixfold.core.backup import (
     RestorePlan,
     check_object,
@@ -43,7 +43,7 @@ class Restored:
 
 
 def restore(
-    store: FileStore, plan: RestorePlan, into: Path, progress: Progress | None = None
+    store: ObjectStore, plan: RestorePlan, into: Path, progress: Progress | None = None
 ) -> Restored:
     if into.exists() and any(into.iterdir()):
         raise BackupError(f"{into} is not empty: restore into a new directory")
@@ -78,7 +78,7 @@ def restore(
 
 
 def _build(
-    store: FileStore,
+    store: ObjectStore,
     plan: RestorePlan,
     into: Path,
     by_page: dict[int, list[RedoRecord]],

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sixfold.backup.store import FileStore
+from sixfold.backup.store import ObjectStore
 from sixfold.clients import NodeClient
 from sixfold.core.backup import (
     BASE_PAGES_PER_OBJECT_MAX,
@@ -47,7 +47,7 @@ class Shipped:
 
 
 class BackupAgent:
-    def __init__(self, clients: list[NodeClient], store: FileStore) -> None:
+    def __init__(self, clients: list[NodeClient], store: ObjectStore) -> None:
         self.clients = clients
         self.store = store
 

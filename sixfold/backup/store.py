@@ -1,19 +1,55 @@
-"""Where backups go: an object store named by a URL. `file://PATH` is a local directory
-(the embedded default); each object is written to a temporary name, synced, then renamed,
-so a crash leaves either the whole object or none of it under its name."""
+"""Where backups go: an object store named by a URL.
+
+- `file://PATH`, a local directory (the embedded default): each object is written to a
+  temporary name, synced, then renamed, so a crash leaves the whole object or none of it.
+- `s3://BUCKET/PREFIX`, any S3-compatible store, through boto3: an object PUT is atomic.
+  The endpoint and credentials come from the usual AWS variables (AWS_ENDPOINT_URL,
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) or files.
+Either way the manifest is written after the objects it names."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sixfold.core.backup import Manifest, dump_manifest, load_manifest, manifest_name
 from sixfold.core.errors import BackupError
 
 MANIFEST_PREFIX = "manifest/"
 
+T = TypeVar("T")
 
-class FileStore:
+
+class ObjectStore:
+    """What a backup needs of a store: put, get and list objects by name."""
+
+    url: str
+
+    def put(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def get(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def names(self, prefix: str) -> list[str]:
+        """The objects whose names start with `prefix`, in name order."""
+        raise NotImplementedError
+
+    def latest_manifest(self) -> Manifest:
+        """The newest manifest (an empty one when there is none yet); a damaged newest one is
+        reported (CorruptBackupError), never passed over for an older one silently."""
+        names = self.names(MANIFEST_PREFIX)
+        if not names:
+            return Manifest(0, ())
+        return load_manifest(names[-1], self.get(names[-1]))
+
+    def put_manifest(self, manifest: Manifest) -> None:
+        self.put(manifest_name(manifest.seq), dump_manifest(manifest))
+
+
+class FileStore(ObjectStore):
     """A directory as an object store: object names are relative paths in it."""
 
     def __init__(self, root: Path) -> None:
@@ -51,25 +87,64 @@ class FileStore:
             if p.is_file() and not p.name.startswith(".")
         )
 
-    def latest_manifest(self) -> Manifest:
-        """The newest manifest (an empty one when there is none yet); a damaged newest one is
-        reported (CorruptBackupError), never passed over for an older one silently."""
-        names = self.names(MANIFEST_PREFIX)
-        if not names:
-            return Manifest(0, ())
-        return load_manifest(names[-1], self.get(names[-1]))
-
-    def put_manifest(self, manifest: Manifest) -> None:
-        self.put(manifest_name(manifest.seq), dump_manifest(manifest))
-
     def _path(self, name: str) -> Path:
         path = (self.root / name).resolve()
         assert path.is_relative_to(self.root.resolve()), name
         return path
 
 
-def open_store(url: str) -> FileStore:
-    """The store a URL names: file://PATH (s3:// is not built yet)."""
+class S3Store(ObjectStore):
+    """An S3 bucket (and a key prefix) as an object store."""
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        import boto3  # only when an s3:// store is used
+
+        self.bucket, self.prefix = bucket, prefix
+        self.url = f"s3://{bucket}/{prefix}"
+        self.client = boto3.client("s3")
+
+    def put(self, name: str, data: bytes) -> None:
+        self._call(
+            "put",
+            name,
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data),
+        )
+
+    def get(self, name: str) -> bytes:
+        response = self._call(
+            "get", name, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+        )
+        body: Any = response["Body"]
+        return bytes(body.read())
+
+    def names(self, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        )
+        keys = self._call(
+            "list", prefix, lambda: [o["Key"] for p in pages for o in p.get("Contents", [])]
+        )
+        return sorted(k.removeprefix(self.prefix) for k in keys)
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    def _call(self, what: str, name: str, fn: Callable[[], T]) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404"):
+                raise BackupError(f"backup object {name} is missing from {self.url}") from None
+            raise BackupError(f"{self.url}: {what} {name}: {code or exc}") from None
+        except BotoCoreError as exc:
+            raise BackupError(f"{self.url}: {what} {name}: {exc}") from None
+
+
+def open_store(url: str) -> ObjectStore:
+    """The store a URL names: file://PATH or s3://BUCKET/PREFIX."""
     if url.startswith("file://"):
         path = Path(url.removeprefix("file://"))
         if not str(path):
@@ -77,5 +152,10 @@ def open_store(url: str) -> FileStore:
         path.mkdir(parents=True, exist_ok=True)
         return FileStore(path)
     if url.startswith("s3://"):
-        raise BackupError(f"{url}: S3 stores are not supported yet; use file://PATH")
-    raise BackupError(f"{url!r} is not a backup store URL: use file://PATH")
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise BackupError(f"{url!r} names no bucket: use s3://BUCKET/PREFIX")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return S3Store(bucket, prefix)
+    raise BackupError(f"{url!r} is not a backup store URL: use file://PATH or s3://BUCKET/PREFIX")
