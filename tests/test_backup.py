@@ -4,6 +4,7 @@ process cluster backed up to a directory and restored into new clusters."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from sixfold.core.backup import (
     dump_manifest,
     load_manifest,
     plan_restore,
+    retention_plan,
 )
 from sixfold.core.checksum import crc32c
 from sixfold.core.errors import BackupError, CorruptBackupError
@@ -77,6 +79,27 @@ def test_restore_plans_take_the_base_then_contiguous_segments() -> None:
         plan_restore(gap, to_lsn=15)
     with pytest.raises(BackupError, match="no base yet"):
         plan_restore(Manifest(0, ()), to_lsn=1)
+
+
+def test_retention_keeps_the_window_and_the_snapshots() -> None:
+    chain = Manifest(
+        5,
+        (
+            _obj("base", 10, 10, 100.0),
+            _obj("log", 10, 20, 110.0),
+            _obj("base", 20, 20, 120.0),
+            _obj("log", 20, 30, 130.0),
+            _obj("log", 30, 40, 140.0),
+        ),
+    )
+    # Every point durable within 15 s of 150 (so from the one at 130 on): base 20 and after.
+    kept, doomed = retention_plan(chain, now=150.0, retention_s=15.0)
+    assert [o.name for o in doomed] == ["base/10-10", "log/10-20"]
+    assert kept.seq == 6 and plan_restore(kept, to_time=135.0).wanted_lsn == 30
+    # A snapshot at LSN 15 keeps base 10 and all after it.
+    assert retention_plan(chain, now=150.0, retention_s=15.0, pinned_lsns=[15])[1] == ()
+    # Nothing is old enough yet: nothing goes.
+    assert retention_plan(chain, now=150.0, retention_s=100.0)[1] == ()
 
 
 def _back_up(c: LocalCluster, url: str, through: int) -> None:
@@ -181,6 +204,7 @@ def test_the_commands_back_up_show_the_window_and_restore_to_a_time(
     assert ran.returncode == 0, ran.stderr
     status = _cli("backup", "status", "--to", url)
     assert "restore points: LSN" in status.stdout, status.stdout + status.stderr
+    assert "; last error: none" in status.stdout, status.stdout
     into = tmp_path / "restored"
     now = str(time.time())
     restored = _cli("restore", "--from", url, "--to-time", now, "--into", str(into))
@@ -283,3 +307,51 @@ def test_a_backup_to_s3_restores(
     store.put(segment.name, b"garbage")
     with pytest.raises(CorruptBackupError, match=f"backup object {segment.name} is damaged"):
         restore(store, plan_restore(manifest, to_lsn=last), tmp_path / "r2")
+
+
+@pytest.mark.processes
+def test_snapshots_outlive_retention(local_cluster: LocalCluster, tmp_path: Path) -> None:
+    """A backup with a tiny retention deletes what no recent point needs, but not what a
+    snapshot needs; the snapshot restores after its objects' siblings are gone."""
+    c = local_cluster
+    url = f"file://{tmp_path / 'store'}"
+    _back_up(c, url, c.write(5, "snapshotted"))
+    made = _cli("snapshot", "create", "before", "--backup", url)
+    assert made.returncode == 0, made.stderr
+    twice = _cli("snapshot", "create", "before", "--backup", url)
+    assert twice.returncode == 1 and "already exists" in twice.stderr
+    listed = _cli("snapshot", "list", "--backup", url)
+    assert listed.stdout.startswith("before  LSN"), listed.stdout
+
+    async def rounds_with_retention() -> None:
+        target = ProcessTarget(c.directory)
+        await backup.run(target, url, 0.0, 1, retention_s=0.001, base_interval_s=0.001)
+
+    for n in range(3):  # new segments and bases; what only old points needed goes
+        last = c.write(5, f"later {n}")
+        c.wait_for(
+            functools.partial(_ships, c, url, last, rounds_with_retention), f"LSN {last} shipped"
+        )
+    store = open_store(url)
+    assert store.latest_manifest().objects[0].kind == "base"  # the snapshot's base stays
+    restored = _cli("snapshot", "restore", "before", "--backup", url, "--into", str(tmp_path / "s"))
+    assert restored.returncode == 0, restored.stderr
+    r = _restored(tmp_path / "s")
+    try:
+        c.wait_for(r.writer_ready, "the restored cluster's writer")
+        assert r.read(5) == "snapshotted"
+    finally:
+        r.down()
+    deleted = _cli("snapshot", "delete", "before", "--backup", url)
+    assert deleted.returncode == 0, deleted.stderr
+    asyncio.run(rounds_with_retention())  # nothing pins the old base any more
+    kinds = [o.kind for o in open_store(url).latest_manifest().objects]
+    assert kinds == ["base"], kinds  # the newest base alone: every older object deleted
+    assert len(open_store(url).names("log/")) == 0
+    gone = _cli("snapshot", "delete", "before", "--backup", url)
+    assert gone.returncode == 1 and "no snapshot before" in gone.stderr
+
+
+def _ships(c: LocalCluster, url: str, lsn: int, round_fn) -> bool:  # type: ignore[no-untyped-def]
+    asyncio.run(round_fn())
+    return open_store(url).latest_manifest().newest_lsn >= lsn

@@ -23,9 +23,11 @@ from sixfold.core.backup import (
     BASE_PAGES_PER_OBJECT_MAX,
     LOG_SEGMENT_RECORDS_MAX,
     BackupObject,
+    Manifest,
     encode_pages,
     encode_records,
     object_name,
+    retention_plan,
 )
 from sixfold.core.checksum import crc32c
 from sixfold.core.errors import BackupError, SixfoldError
@@ -38,6 +40,7 @@ log = logging.getLogger("sixfold.backup")
 
 AGENT_NAME = "backup"  # how the agent names itself to the nodes (its read point holds GC)
 CALL_TIMEOUT_S = 10.0
+BASE_INTERVAL_S_DEFAULT = 3_600.0  # a new base of every page each hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +50,22 @@ class Shipped:
 
 
 class BackupAgent:
-    def __init__(self, clients: list[NodeClient], store: ObjectStore) -> None:
+    """A new base is taken when the newest is `base_interval_s` old: retention can delete
+    nothing older than the newest base a restore point needs. `retention_s` (0: keep
+    everything): after each round, objects that no point seen durable within it, nor any
+    snapshot, needs are deleted (sixfold/core/backup.py)."""
+
+    def __init__(
+        self,
+        clients: list[NodeClient],
+        store: ObjectStore,
+        retention_s: float = 0,
+        base_interval_s: float = BASE_INTERVAL_S_DEFAULT,
+    ) -> None:
         self.clients = clients
         self.store = store
+        self.retention_s = retention_s
+        self.base_interval_s = base_interval_s
 
     async def round(self) -> Shipped:
         """Ship what became durable since the last round; the objects written."""
@@ -61,14 +77,37 @@ class BackupAgent:
         if not states:
             raise BackupError("no storage node answered: nothing shipped")
         if durable <= shipped and manifest.window() is not None:
+            if self.retention_s:  # a snapshot deleted, or time passed: still retained
+                self._retain(manifest, seen_at)
             return Shipped((), durable)
         source = self._log_source(states, shipped, durable) if manifest.window() else None
-        if source is None:
+        if source is None:  # the first round, or the records are gone: a base now
             objects = await self._base(states, durable, seen_at)
         else:
             objects = await self._log(source, shipped, durable, seen_at)
-        self.store.put_manifest(manifest.with_objects(objects))
+            if self._base_due(manifest, seen_at):  # after the log: no point left out
+                objects += await self._base(states, durable, seen_at)
+        manifest = manifest.with_objects(objects)
+        self.store.put_manifest(manifest)
+        if self.retention_s:
+            self._retain(manifest, seen_at)
         return Shipped(tuple(objects), durable)
+
+    def _base_due(self, manifest: Manifest, now: float) -> bool:
+        newest = max((o.durable_at for o in manifest.objects if o.kind == "base"), default=0.0)
+        return now - newest >= self.base_interval_s
+
+    def _retain(self, manifest: Manifest, now: float) -> None:
+        pinned = [s.lsn for s in self.store.snapshots()]
+        kept, doomed = retention_plan(manifest, now, self.retention_s, pinned)
+        if not doomed:
+            return
+        self.store.put_manifest(kept)  # first: no manifest ever names a deleted object
+        for obj in doomed:
+            self.store.delete(obj.name)
+        log.info(
+            "backup: retention deleted %d objects up to LSN %d", len(doomed), doomed[-1].last_lsn
+        )
 
     async def _states(self, shipped: int) -> dict[str, pb.NodeState]:
         request = pb.GetStateRequest(reader=AGENT_NAME, read_point=shipped)

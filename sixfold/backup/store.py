@@ -14,10 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sixfold.core.backup import Manifest, dump_manifest, load_manifest, manifest_name
+from sixfold.core.backup import (
+    Manifest,
+    Snapshot,
+    dump_manifest,
+    load_manifest,
+    load_snapshot,
+    manifest_name,
+)
 from sixfold.core.errors import BackupError
 
 MANIFEST_PREFIX = "manifest/"
+SNAPSHOT_PREFIX = "snapshot/"
 
 T = TypeVar("T")
 
@@ -36,6 +44,13 @@ class ObjectStore:
     def names(self, prefix: str) -> list[str]:
         """The objects whose names start with `prefix`, in name order."""
         raise NotImplementedError
+
+    def delete(self, name: str) -> None:
+        """Remove an object (nothing if it is gone already)."""
+        raise NotImplementedError
+
+    def snapshots(self) -> list[Snapshot]:
+        return [load_snapshot(n, self.get(n)) for n in self.names(SNAPSHOT_PREFIX)]
 
     def latest_manifest(self) -> Manifest:
         """The newest manifest (an empty one when there is none yet); a damaged newest one is
@@ -87,6 +102,9 @@ class FileStore(ObjectStore):
             if p.is_file() and not p.name.startswith(".")
         )
 
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
     def _path(self, name: str) -> Path:
         path = (self.root / name).resolve()
         assert path.is_relative_to(self.root.resolve()), name
@@ -125,6 +143,13 @@ class S3Store(ObjectStore):
             "list", prefix, lambda: [o["Key"] for p in pages for o in p.get("Contents", [])]
         )
         return sorted(k.removeprefix(self.prefix) for k in keys)
+
+    def delete(self, name: str) -> None:
+        self._call(
+            "delete",
+            name,
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(name)),
+        )
 
     def _key(self, name: str) -> str:
         return self.prefix + name

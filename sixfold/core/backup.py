@@ -172,6 +172,79 @@ def decode_records(name: str, data: bytes) -> list[RedoRecord]:
     return records
 
 
+# -- snapshots and retention ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A named restore point that retention keeps (`sixfold snapshot create NAME`). Stored
+    as an object of its own: the agent, which writes the manifest, never races it."""
+
+    name: str
+    lsn: int
+    durable_at: float
+
+
+SNAPSHOT_NAME_CHARS_MAX = 64
+
+
+def snapshot_object_name(name: str) -> str:
+    if (
+        not name
+        or len(name) > SNAPSHOT_NAME_CHARS_MAX
+        or not name.replace("-", "").replace("_", "").isalnum()
+    ):
+        raise BackupError(
+            f"bad snapshot name {name!r}: use up to {SNAPSHOT_NAME_CHARS_MAX} letters, digits, - and _"
+        )
+    return f"snapshot/{name}.json"
+
+
+def dump_snapshot(snapshot: Snapshot) -> bytes:
+    body = json.dumps(asdict(snapshot), sort_keys=True)
+    return json.dumps({"crc32c": crc32c(body.encode()), "body": body}).encode()
+
+
+def load_snapshot(name: str, raw: bytes) -> Snapshot:
+    try:
+        outer = json.loads(raw)
+        body = outer["body"]
+        if crc32c(body.encode()) != outer["crc32c"]:
+            raise CorruptBackupError(f"snapshot {name} fails its CRC32C check: not used")
+        return Snapshot(**json.loads(body))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptBackupError(f"snapshot {name} is unreadable: {exc}") from None
+
+
+def retention_plan(
+    manifest: Manifest, now: float, retention_s: float, pinned_lsns: Iterable[int] = ()
+) -> tuple[Manifest, tuple[BackupObject, ...]]:
+    """(the manifest without them, the objects no restore point needs any more): every
+    point seen durable within `retention_s` of `now`, and every snapshot's (`pinned_lsns`),
+    must stay restorable, so the newest base at or below the oldest such point stays, and
+    everything after it. The manifest goes first, then the objects: a crash between leaves
+    unnamed objects, never a manifest naming deleted ones."""
+    window_start = now - retention_s
+    ends = [o.last_lsn for o in manifest.objects if o.durable_at <= window_start]
+    oldest_needed = min([max(ends, default=0), *pinned_lsns])
+    bases = [
+        o.last_lsn for o in manifest.objects if o.kind == "base" and o.last_lsn <= oldest_needed
+    ]
+    if not bases:
+        return manifest, ()
+    keep_from = max(bases)
+    doomed = tuple(
+        o
+        for o in manifest.objects
+        if (o.kind == "base" and o.last_lsn < keep_from)
+        or (o.kind == "log" and o.last_lsn <= keep_from)
+    )
+    if not doomed:
+        return manifest, ()
+    kept = tuple(o for o in manifest.objects if o not in doomed)
+    return Manifest(manifest.seq + 1, kept), doomed
+
+
 # -- restore --------------------------------------------------------------------------------------
 
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import json
 import time
 from pathlib import Path
 
 from rich.progress import Progress
 
-from sixfold.backup.agent import BackupAgent
+from sixfold.backup.agent import BASE_INTERVAL_S_DEFAULT, BackupAgent
 from sixfold.backup.store import open_store
 from sixfold.clients import NodeClient
-from sixfold.core.backup import Manifest, plan_restore
+from sixfold.core.backup import (
+    Manifest,
+    Snapshot,
+    dump_snapshot,
+    load_snapshot,
+    plan_restore,
+    snapshot_object_name,
+)
 from sixfold.core.errors import BackupError, SixfoldError
 from sixfold.targets import ComposeTarget, ProcessTarget
 from storage_node.restore import Restored, restore
@@ -20,12 +29,24 @@ from storage_node.restore import Restored, restore
 ROUNDS_UNBOUNDED = 0
 
 
+RETENTION_MIN_S = 86_400.0  # 1 day (Aurora's backup retention: 1 to 35 days)
+RETENTION_MAX_S = 35 * 86_400.0
+_UNITS_S = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+
+
 async def run(
-    target: ProcessTarget | ComposeTarget, url: str, interval_s: float, rounds: int
+    target: ProcessTarget | ComposeTarget,
+    url: str,
+    interval_s: float,
+    rounds: int,
+    retention_s: float = 0,
+    base_interval_s: float = BASE_INTERVAL_S_DEFAULT,
 ) -> None:
     """Ship the committed log to `url` every `interval_s` until interrupted (or `rounds`
-    rounds; 0: no bound). A failed round is reported and tried again."""
-    agent = BackupAgent([NodeClient(n, a) for n, a in target.nodes.items()], open_store(url))
+    rounds; 0: no bound), deleting what no point within `retention_s` needs (0: keep all).
+    A failed round is reported and tried again."""
+    clients = [NodeClient(n, a) for n, a in target.nodes.items()]
+    agent = BackupAgent(clients, open_store(url), retention_s, base_interval_s)
     done = 0
     try:
         while rounds == ROUNDS_UNBOUNDED or done < rounds:
@@ -33,8 +54,10 @@ async def run(
                 shipped = await agent.round()
                 for obj in shipped.objects:
                     print(f"{obj.kind} {obj.name}: LSNs to {obj.last_lsn}, {obj.size:,} bytes")
+                _report(agent, shipped.durable_point, "")
             except SixfoldError as exc:
                 print(f"backup round failed (tried again): {exc}")
+                _report(agent, 0, str(exc))
             done += 1
             if rounds == ROUNDS_UNBOUNDED or done < rounds:
                 await asyncio.sleep(interval_s)
@@ -42,9 +65,30 @@ async def run(
         await agent.close()
 
 
+AGENT_STATUS = "agent/status.json"  # the agent's last round, for `backup status`
+
+
+def _report(agent: BackupAgent, durable: int, error: str) -> None:
+    """What `backup status` shows of the agent: its last round, and its last error."""
+    report = {"at": time.time(), "durable": durable, "error": error}
+    with contextlib.suppress(SixfoldError):  # a store that refuses this refused the round too
+        agent.store.put(AGENT_STATUS, json.dumps(report).encode())
+
+
 def status(url: str) -> str:
-    manifest = open_store(url).latest_manifest()
-    return describe(manifest, url)
+    store = open_store(url)
+    text = describe(store.latest_manifest(), url)
+    if AGENT_STATUS in store.names("agent/"):
+        try:
+            report = json.loads(store.get(AGENT_STATUS))
+            text += (
+                f"\n  agent: last round {time.time() - report['at']:.1f} s ago"
+                f"{'; nodes durable to LSN ' + str(report['durable']) if report['durable'] else ''}"
+                f"; last error: {report['error'] or 'none'}"
+            )
+        except (ValueError, KeyError, TypeError):
+            text += f"\n  agent: {AGENT_STATUS} is unreadable"
+    return text
 
 
 def describe(manifest: Manifest, url: str) -> str:
@@ -69,6 +113,63 @@ def restore_into(url: str, into: Path, to_lsn: int | None, to_time: float | None
     with Progress() as bar:
         task = bar.add_task("restoring", total=len(plan.base) + len(plan.logs))
         return restore(store, plan, into, lambda done, total: bar.update(task, completed=done))
+
+
+def parse_duration(text: str) -> float:
+    """'35d', '12h', '90m' or '3600s' in seconds (NaN if it is none of those)."""
+    unit = _UNITS_S.get(text[-1:])
+    try:
+        return float(text[:-1]) * unit if unit else float("nan")
+    except ValueError:
+        return float("nan")
+
+
+def parse_retention(text: str) -> float:
+    """A retention in seconds, within 1 to 35 days."""
+    seconds = parse_duration(text)
+    if not RETENTION_MIN_S <= seconds <= RETENTION_MAX_S:
+        raise BackupError(
+            f"--retention {text!r}: give 1d to 35d (a number and one of s m h d, e.g. 35d)"
+        )
+    return seconds
+
+
+def snapshot_create(url: str, name: str) -> Snapshot:
+    """A snapshot at the backup's newest restore point."""
+    store = open_store(url)
+    object_name = snapshot_object_name(name)
+    if object_name in store.names("snapshot/"):
+        raise BackupError(
+            f"snapshot {name} already exists in {url}: delete it first, or pick another name"
+        )
+    manifest = store.latest_manifest()
+    times = manifest.time_window()
+    if times is None:
+        raise BackupError(f"the backup at {url} holds no base yet: nothing to snapshot")
+    snapshot = Snapshot(name, manifest.newest_lsn, times[1])
+    store.put(object_name, dump_snapshot(snapshot))
+    return snapshot
+
+
+def snapshots(url: str) -> list[Snapshot]:
+    return open_store(url).snapshots()
+
+
+def snapshot_delete(url: str, name: str) -> None:
+    store = open_store(url)
+    object_name = snapshot_object_name(name)
+    if object_name not in store.names("snapshot/"):
+        raise BackupError(f"no snapshot {name} in {url}")
+    store.delete(object_name)
+
+
+def snapshot_restore(url: str, name: str, into: Path) -> Restored:
+    store = open_store(url)
+    object_name = snapshot_object_name(name)
+    if object_name not in store.names("snapshot/"):
+        raise BackupError(f"no snapshot {name} in {url}")
+    snapshot = load_snapshot(object_name, store.get(object_name))
+    return restore_into(url, into, snapshot.lsn, None)
 
 
 def parse_time(text: str) -> float:

@@ -310,8 +310,14 @@ def cmd_backup_run(args: argparse.Namespace) -> int:
     from sixfold.tools import backup
 
     target = _running_target(args)
+    retention_s = backup.parse_retention(args.retention) if args.retention else 0.0
+    base_every_s = backup.parse_duration(args.base_every)
+    if not base_every_s > 0:
+        raise SixfoldError(f"--base-every {args.base_every!r}: give a duration such as 1h")
     try:
-        asyncio.run(backup.run(target, args.to, args.interval, args.rounds))
+        asyncio.run(
+            backup.run(target, args.to, args.interval, args.rounds, retention_s, base_every_s)
+        )
     except KeyboardInterrupt:
         print("backup stopped")
     return 0
@@ -321,6 +327,28 @@ def cmd_backup_status(args: argparse.Namespace) -> int:
     from sixfold.tools import backup
 
     print(backup.status(args.to))
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    """Named restore points that retention keeps (issue 15)."""
+    from sixfold.tools import backup
+
+    if args.snapshot_command == "create":
+        snap = backup.snapshot_create(args.backup, args.name)
+        print(f"snapshot {snap.name}: LSN {snap.lsn} ({backup.when(snap.durable_at)})")
+    elif args.snapshot_command == "list":
+        for snap in backup.snapshots(args.backup):
+            print(f"{snap.name}  LSN {snap.lsn}  {backup.when(snap.durable_at)}")
+    elif args.snapshot_command == "delete":
+        backup.snapshot_delete(args.backup, args.name)
+        print(f"snapshot {args.name} deleted (retention may now remove what only it kept)")
+    else:
+        restored = backup.snapshot_restore(args.backup, args.name, Path(args.into))
+        print(
+            f"restored {restored.pages:,} pages into {restored.directory} as of LSN "
+            f"{restored.lsn}; start it with `sixfold --dir {restored.directory} up`"
+        )
     return 0
 
 
@@ -523,10 +551,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rounds", type=int, default=0, help="stop after this many rounds (default 0: never)"
     )
+    p.add_argument(
+        "--retention",
+        metavar="DURATION",
+        help="keep every point of the last DURATION restorable (1d to 35d, e.g. 35d) and "
+        "delete what none of them nor any snapshot needs (default: keep everything)",
+    )
+    p.add_argument(
+        "--base-every",
+        default="1h",
+        metavar="DURATION",
+        help="take a new base of every page this often (default %(default)s): retention "
+        "frees nothing older than the newest base a restore point needs",
+    )
     p.set_defaults(fn=cmd_backup_run)
     p = backup_sub.add_parser("status", help="the restore window and what is stored")
     p.add_argument("--to", required=True, metavar="URL", help="the store: file://PATH")
     p.set_defaults(fn=cmd_backup_status)
+
+    snap = sub.add_parser("snapshot", help="named restore points that retention keeps")
+    snap_sub = snap.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("create", "name the backup's newest restore point"),
+        ("list", "the snapshots"),
+        ("delete", "forget a snapshot"),
+        ("restore", "a new cluster holding the volume as of a snapshot"),
+    ):
+        p = snap_sub.add_parser(action, help=text)
+        if action != "list":
+            p.add_argument("name", help="the snapshot's name (letters, digits, - and _)")
+        p.add_argument("--backup", required=True, metavar="URL", help="file://PATH or s3://...")
+        if action == "restore":
+            p.add_argument("--into", required=True, help="the new cluster's directory")
+        p.set_defaults(fn=cmd_snapshot)
 
     p = sub.add_parser(
         "restore",
