@@ -9,6 +9,7 @@ frontier and GC horizon: the new cluster's first writer recovers with it as its 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,11 +68,18 @@ def restore(
     for r in records:
         if r.lsn <= point:
             by_page.setdefault(r.page_no, []).append(r)
-    into.mkdir(parents=True, exist_ok=True)
+    # Built beside `into` and renamed at the end: a restore killed half-way leaves a hidden
+    # directory, never half a volume that `sixfold up` would start.
+    building = into.parent / f".{into.name}.restoring-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
     try:
-        pages = _build(store, plan, into, by_page, point, step)
+        pages = _build(store, plan, building, by_page, point, step)
+        if into.exists():
+            into.rmdir()  # empty (checked above)
+        building.rename(into)
     except BaseException:
-        shutil.rmtree(into, ignore_errors=True)  # half a volume must not look like one
+        shutil.rmtree(building, ignore_errors=True)
         raise
     cluster.new_layout(into).save()
     return Restored(point, durable_by, pages, into)

@@ -75,10 +75,16 @@ def test_restore_plans_take_the_base_then_contiguous_segments() -> None:
     with pytest.raises(BackupError, match="no restore point at or before 99"):
         plan_restore(CHAIN, to_time=99.0)
     gap = Manifest(1, (_obj("base", 10, 10), _obj("log", 12, 20)))
-    with pytest.raises(CorruptBackupError, match="gap: nothing covers LSNs 10 to 12"):
+    with pytest.raises(BackupError, match=r"LSN 15 is not restorable: .* ends at LSN 10"):
         plan_restore(gap, to_lsn=15)
     with pytest.raises(BackupError, match="no base yet"):
         plan_restore(Manifest(0, ()), to_lsn=1)
+    # The agent was away: a new base at 500, nothing between 100 and 500.
+    holed = Manifest(1, (_obj("base", 0, 0), _obj("log", 0, 100), _obj("base", 500, 500)))
+    with pytest.raises(BackupError, match=r"LSN 300 is not restorable: .* ends at LSN 100"):
+        plan_restore(holed, to_lsn=300)
+    assert plan_restore(holed, to_lsn=100).wanted_lsn == 100
+    assert plan_restore(holed, to_lsn=500).logs == ()
 
 
 def test_retention_keeps_the_window_and_the_snapshots() -> None:
@@ -182,6 +188,7 @@ def test_a_damaged_object_stops_the_restore_and_leaves_nothing(
     with pytest.raises(CorruptBackupError, match=f"backup object {segment.name} is damaged"):
         restore(store, plan_restore(manifest, to_lsn=last), tmp_path / "r")
     assert not (tmp_path / "r").exists()
+    assert not list(tmp_path.glob(".r.restoring-*"))  # nothing half-built left beside it
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -355,3 +362,31 @@ def test_snapshots_outlive_retention(local_cluster: LocalCluster, tmp_path: Path
 def _ships(c: LocalCluster, url: str, lsn: int, round_fn) -> bool:  # type: ignore[no-untyped-def]
     asyncio.run(round_fn())
     return open_store(url).latest_manifest().newest_lsn >= lsn
+
+
+@pytest.mark.processes
+def test_an_agent_away_too_long_takes_a_new_base_and_the_hole_is_refused(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Nodes keep the agent's read point only a while (READ_POINT_TTL_S); away longer, the
+    records above what it shipped may be collected. It then takes a new base, and a restore
+    to a point in between is refused, never answered from the wrong point."""
+    c = local_cluster
+    url = f"file://{tmp_path / 'store'}"
+    shipped = c.write(5, "shipped")
+    _back_up(c, url, shipped)
+    missed = c.write(5, "never shipped")
+
+    def collected() -> bool:
+        c.write(6, f"more {time.monotonic()}")  # coalescing and GC follow the writes
+        states = [c.on_node(n, lambda client: client.get_state()) for n in ("a1", "b1", "c1")]
+        return all(s.gc_horizon > missed for s in states)
+
+    c.wait_for(collected, "the nodes' GC to pass the agent's point", limit_s=60)
+    latest = c.write(5, "after the hole")
+    _back_up(c, url, latest)
+    manifest = open_store(url).latest_manifest()
+    assert [o.kind for o in manifest.objects].count("base") == 2
+    with pytest.raises(BackupError, match=f"LSN {missed} is not restorable"):
+        plan_restore(manifest, to_lsn=missed)
+    plan_restore(manifest, to_lsn=shipped)  # before the hole: still restorable

@@ -26,12 +26,15 @@ from sixfold.core.backup import (
     Manifest,
     encode_pages,
     encode_records,
+    manifest_name,
     object_name,
     retention_plan,
 )
 from sixfold.core.checksum import crc32c
 from sixfold.core.errors import BackupError, SixfoldError
 from sixfold.core.hydration import HYDRATE_PAGES_MAX
+from sixfold.core.quorum import READ_QUORUM
+from sixfold.core.read_point import advance_read_point
 from sixfold.core.record import RedoRecord, decode_record
 from sixfold.node_calls import page_images_of
 from sixfold.rpc import sixfold_pb2 as pb
@@ -40,6 +43,8 @@ log = logging.getLogger("sixfold.backup")
 
 AGENT_NAME = "backup"  # how the agent names itself to the nodes (its read point holds GC)
 CALL_TIMEOUT_S = 10.0
+MANIFESTS_KEPT = 3  # the newest manifests kept; older ones are deleted as new ones come
+MANIFESTS_SWEPT = 16  # older manifests looked for each time (more go in later rounds)
 BASE_INTERVAL_S_DEFAULT = 3_600.0  # a new base of every page each hour
 
 
@@ -73,25 +78,64 @@ class BackupAgent:
         shipped = manifest.newest_lsn
         states = await self._states(shipped)
         seen_at = time.time()
-        durable = max((s.vdl for s in states.values()), default=0)
         if not states:
             raise BackupError("no storage node answered: nothing shipped")
+        # As readers take theirs: only a VDL a read quorum of nodes learned (one node fed a
+        # bogus VDL must not make the backup ship records that are not committed).
+        learned = [(s.vdl_epoch, s.vdl) for s in states.values() if s.vdl_epoch]
+        if len(learned) < READ_QUORUM and shipped:
+            raise BackupError(
+                f"only {len(learned)} storage nodes report a durable point, "
+                f"{READ_QUORUM} needed: nothing shipped"
+            )
+        _, durable = advance_read_point((0, 0), learned)
+        if durable < shipped:
+            raise BackupError(
+                f"the nodes' durable point {durable} is below LSN {shipped}, which the backup "
+                "already holds: is this the volume this backup belongs to?"
+            )
         if durable <= shipped and manifest.window() is not None:
             if self.retention_s:  # a snapshot deleted, or time passed: still retained
                 self._retain(manifest, seen_at)
             return Shipped((), durable)
         source = self._log_source(states, shipped, durable) if manifest.window() else None
+        objects: list[BackupObject] = []
         if source is None:  # the first round, or the records are gone: a base now
-            objects = await self._base(states, durable, seen_at)
+            if manifest.window() is not None:
+                log.warning(
+                    "backup: no node still holds the records above LSN %d (the agent was away "
+                    "longer than the nodes keep them): points in (%d, %d) are not restorable",
+                    shipped,
+                    shipped,
+                    durable,
+                )
+            objects += await self._base(states, durable, seen_at)
         else:
-            objects = await self._log(source, shipped, durable, seen_at)
-            if self._base_due(manifest, seen_at):  # after the log: no point left out
-                objects += await self._base(states, durable, seen_at)
-        manifest = manifest.with_objects(objects)
-        self.store.put_manifest(manifest)
+            objects += await self._log(source, shipped, durable, seen_at)
+            if self._base_due(manifest, seen_at):  # after the log is in a manifest
+                manifest = self._publish(manifest, objects)
+                objects = await self._base(states, durable, seen_at)
+        manifest = self._publish(manifest, objects)
+        # What it holds now is its read point on every node: their GC keeps the records
+        # above it until the next round (or, should the agent stop, for READ_POINT_TTL_S).
+        await asyncio.gather(
+            *(self._hold(c, manifest.newest_lsn) for c in self.clients), return_exceptions=True
+        )
         if self.retention_s:
             self._retain(manifest, seen_at)
         return Shipped(tuple(objects), durable)
+
+    def _publish(self, manifest: Manifest, objects: list[BackupObject]) -> Manifest:
+        """A new manifest naming `objects` too (written after them); older manifests but the
+        last few go."""
+        manifest = manifest.with_objects(objects)
+        self.store.put_manifest(manifest)
+        for seq in range(
+            max(manifest.seq - MANIFESTS_KEPT - MANIFESTS_SWEPT, 1),
+            manifest.seq - MANIFESTS_KEPT + 1,
+        ):
+            self.store.delete(manifest_name(seq))
+        return manifest
 
     def _base_due(self, manifest: Manifest, now: float) -> bool:
         newest = max((o.durable_at for o in manifest.objects if o.kind == "base"), default=0.0)
@@ -134,12 +178,21 @@ class BackupAgent:
                 return by_name[name]
         return None
 
+    async def _hold(self, client: NodeClient, read_point: int) -> None:
+        """Name the agent to `client` with `read_point`: its GC keeps what reads at or above
+        it need, the records above it included."""
+        request = pb.GetStateRequest(reader=AGENT_NAME, read_point=read_point)
+        await client.get_state(request, timeout=CALL_TIMEOUT_S)
+
     async def _log(
         self, source: NodeClient, shipped: int, durable: int, seen_at: float
     ) -> list[BackupObject]:
         records: list[RedoRecord] = []
         after = shipped
         while after < durable:
+            # The read point again before each read: a node forgets one after a while, and
+            # its GC would then take records this round has not read yet.
+            await self._hold(source, after)
             response = await source.read_records(
                 pb.ReadRecordsRequest(after_lsn=after, through_lsn=durable, max_records=0),
                 timeout=CALL_TIMEOUT_S,
@@ -147,8 +200,16 @@ class BackupAgent:
             got = [decode_record(r) for r in response.records]  # CRCs checked on the way
             if not got:
                 raise BackupError(f"{source.name} sent no records above LSN {after}: retried")
+            for record in got:
+                # Below the durable point the log is one chain: a record that does not link
+                # to the one before means a hole (collected meanwhile), never to be shipped.
+                if record.prev_volume_lsn != after:
+                    raise BackupError(
+                        f"{source.name}'s record at LSN {record.lsn} links to LSN "
+                        f"{record.prev_volume_lsn}, not {after}: records are missing; retried"
+                    )
+                after = record.lsn
             records += got
-            after = got[-1].lsn
         # Segments of about LOG_SEGMENT_RECORDS_MAX records, each ending at a commit
         # boundary (a CPL); the last ends at the durable point, which is one.
         objects: list[BackupObject] = []
@@ -179,6 +240,7 @@ class BackupAgent:
         client = by_name[sources[0]]
         objects, pages, part, next_page = [], [], 0, 0
         while True:
+            await self._hold(client, durable)  # its GC keeps every page as of `durable`
             response = await client.read_page_images(
                 pb.ReadPageImagesRequest(
                     at_lsn=durable,

@@ -72,6 +72,12 @@ class FileStore(ObjectStore):
         self.url = f"file://{root}"
 
     def put(self, name: str, data: bytes) -> None:
+        try:
+            self._put(name, data)
+        except OSError as exc:
+            raise BackupError(f"{self.url}: cannot write {name}: {exc}") from None
+
+    def _put(self, name: str, data: bytes) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
@@ -91,6 +97,8 @@ class FileStore(ObjectStore):
             return self._path(name).read_bytes()
         except FileNotFoundError:
             raise BackupError(f"backup object {name} is missing from {self.url}") from None
+        except OSError as exc:
+            raise BackupError(f"{self.url}: cannot read {name}: {exc}") from None
 
     def names(self, prefix: str) -> list[str]:
         folder = self._path(prefix)
@@ -129,11 +137,12 @@ class S3Store(ObjectStore):
         )
 
     def get(self, name: str) -> bytes:
-        response = self._call(
-            "get", name, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(name))
-        )
-        body: Any = response["Body"]
-        return bytes(body.read())
+        def read() -> bytes:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+            body: Any = response["Body"]
+            return bytes(body.read())  # inside _call: a broken read is a BackupError too
+
+        return self._call("get", name, read)
 
     def names(self, prefix: str) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(

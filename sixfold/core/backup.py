@@ -301,12 +301,15 @@ def plan_restore(
         if obj.last_lsn <= reached_lsn:
             continue
         if obj.first_lsn != reached_lsn:
-            raise CorruptBackupError(
-                f"the backup's log has a gap: nothing covers LSNs {reached_lsn} to "
-                f"{obj.first_lsn} (restore to a point at or below {reached_lsn})"
-            )
+            break  # a hole (the agent was away; a later base follows it): refused below
         logs.append(obj)
         reached_lsn = obj.last_lsn
+    if reached_lsn < to_lsn:
+        raise BackupError(
+            f"LSN {to_lsn} is not restorable: the log after the base at LSN {base_lsn} ends at "
+            f"LSN {reached_lsn} (the agent was away longer than the nodes kept the records); "
+            f"restore to LSN {reached_lsn} or below, or to a point after a later base"
+        )
     return RestorePlan(base, tuple(logs), to_lsn)
 
 
