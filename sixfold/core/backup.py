@@ -22,6 +22,7 @@ import json
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sixfold.core.checksum import crc32c
 from sixfold.core.errors import BackupError, CorruptBackupError, SixfoldError
@@ -89,33 +90,41 @@ def manifest_name(seq: int) -> str:
 
 
 def dump_manifest(manifest: Manifest) -> bytes:
-    body = json.dumps(
-        {
-            "format": MANIFEST_FORMAT,
-            "seq": manifest.seq,
-            "objects": [asdict(o) for o in manifest.objects],
-        },
-        sort_keys=True,
-    )
-    return json.dumps({"crc32c": crc32c(body.encode()), "body": body}).encode()
+    objects = [asdict(o) for o in manifest.objects]
+    return _sealed({"format": MANIFEST_FORMAT, "seq": manifest.seq, "objects": objects})
 
 
 def load_manifest(name: str, raw: bytes) -> Manifest:
     """A stored manifest, its CRC checked (CorruptBackupError names it otherwise)."""
+    what = f"manifest {name}"
+    data = _unsealed(what, raw)
+    try:
+        if data["format"] != MANIFEST_FORMAT:
+            raise CorruptBackupError(f"{what} has format {data['format']}, not {MANIFEST_FORMAT}")
+        objects = tuple(BackupObject(**o) for o in data["objects"])
+        return Manifest(int(data["seq"]), objects)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptBackupError(f"{what} is unreadable: {exc}") from None
+
+
+def _sealed(data: dict[str, object]) -> bytes:
+    """JSON with a CRC32C of its text: manifests and snapshots are checked like objects."""
+    body = json.dumps(data, sort_keys=True)
+    return json.dumps({"crc32c": crc32c(body.encode()), "body": body}).encode()
+
+
+def _unsealed(what: str, raw: bytes) -> dict[str, Any]:
     try:
         outer = json.loads(raw)
         body = outer["body"]
         if crc32c(body.encode()) != outer["crc32c"]:
-            raise CorruptBackupError(f"manifest {name} fails its CRC32C check: not used")
+            raise CorruptBackupError(f"{what} fails its CRC32C check: not used")
         data = json.loads(body)
-        if data["format"] != MANIFEST_FORMAT:
-            raise CorruptBackupError(
-                f"manifest {name} has format {data['format']}, not {MANIFEST_FORMAT}"
-            )
-        objects = tuple(BackupObject(**o) for o in data["objects"])
-        return Manifest(int(data["seq"]), objects)
     except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptBackupError(f"manifest {name} is unreadable: {exc}") from None
+        raise CorruptBackupError(f"{what} is unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise CorruptBackupError(f"{what} is unreadable: not a JSON object")
+    return data
 
 
 def check_object(obj: BackupObject, data: bytes) -> bytes:
@@ -201,19 +210,15 @@ def snapshot_object_name(name: str) -> str:
 
 
 def dump_snapshot(snapshot: Snapshot) -> bytes:
-    body = json.dumps(asdict(snapshot), sort_keys=True)
-    return json.dumps({"crc32c": crc32c(body.encode()), "body": body}).encode()
+    return _sealed(asdict(snapshot))
 
 
 def load_snapshot(name: str, raw: bytes) -> Snapshot:
+    what = f"snapshot {name}"
     try:
-        outer = json.loads(raw)
-        body = outer["body"]
-        if crc32c(body.encode()) != outer["crc32c"]:
-            raise CorruptBackupError(f"snapshot {name} fails its CRC32C check: not used")
-        return Snapshot(**json.loads(body))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptBackupError(f"snapshot {name} is unreadable: {exc}") from None
+        return Snapshot(**_unsealed(what, raw))
+    except TypeError as exc:
+        raise CorruptBackupError(f"{what} is unreadable: {exc}") from None
 
 
 def retention_plan(

@@ -456,6 +456,12 @@ def cmd_bench_hydrate(args: argparse.Namespace) -> int:
     return hydratebench_main(args)
 
 
+def cmd_bench_backup(args: argparse.Namespace) -> int:
+    from sixfold.tools.backupbench import main as backupbench_main
+
+    return backupbench_main(args)
+
+
 def cmd_bench_sql(args: argparse.Namespace) -> int:
     from sixfold.tools.sqlbench import main as sqlbench_main
 
@@ -807,6 +813,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hydratebench.add_arguments(p)
     p.set_defaults(fn=cmd_bench_hydrate)
+
+    from sixfold.tools import backupbench
+
+    p = sub.add_parser(
+        "bench-backup",
+        help="a backup's base and a restore of a loaded volume, in MB/s",
+        description=backupbench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    backupbench.add_arguments(p)
+    p.set_defaults(fn=cmd_bench_backup)
 
     p = sub.add_parser(
         "bench-sql",
