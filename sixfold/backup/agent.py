@@ -110,12 +110,14 @@ class BackupAgent:
                     durable,
                 )
             objects += await self._base(states, durable, seen_at)
+            manifest = self._publish(manifest, objects)
         else:
             objects += await self._log(source, shipped, durable, seen_at)
+            manifest = self._publish(manifest, objects)
             if self._base_due(manifest, seen_at):  # after the log is in a manifest
-                manifest = self._publish(manifest, objects)
-                objects = await self._base(states, durable, seen_at)
-        manifest = self._publish(manifest, objects)
+                base = await self._base(states, durable, seen_at)
+                manifest = self._publish(manifest, base)
+                objects += base
         # What it holds now is its read point on every node: their GC keeps the records
         # above it until the next round (or, should the agent stop, for READ_POINT_TTL_S).
         await asyncio.gather(
