@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from sixfold.core.clones import coalesce_limit
 from sixfold.core.errors import StoredCorruptionError
 from sixfold.core.log_cleanup import (
     coalesce_point,
@@ -77,8 +78,11 @@ async def coalesce_once(node: StorageNode, work: CycleWork) -> None:
     VDL, where no truncation or epoch change can reach, and LMDB orders their transactions
     with the appends'. Holding the lock made every append wait out a whole step.
     """
-    point = node_coalesce_point(node)
     start = node.coalesced_through
+    # A clone's hold ends a step (sixfold/core/clones.py); read each cycle: `sixfold clone`
+    # stores holds from another process.
+    holds = await asyncio.to_thread(node.store.holds)
+    point = coalesce_limit(start, node_coalesce_point(node), holds.values())
     if point <= start:
         return
     limit = node.limits.coalesce_records_max
@@ -91,7 +95,8 @@ async def coalesce_once(node: StorageNode, work: CycleWork) -> None:
     except StoredCorruptionError as exc:  # repaired from a peer; the step runs after that
         node.note_damage(exc)
         return
-    await asyncio.to_thread(node.store.commit_coalesce, versions, step.through)
+    if not await asyncio.to_thread(node.store.commit_coalesce, versions, start, step.through):
+        return  # a clone's hold came in its range: planned again next cycle
     node.coalesced_through = step.through
     work.coalesced_records += sum(1 for lsn, _ in records if lsn <= step.through)
     work.versions_written += len(versions)

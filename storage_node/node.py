@@ -155,7 +155,7 @@ class StorageNode:
         self.gc_horizon = meta.scl if meta.gc_horizon is None else meta.gc_horizon
         self.coalesced_through = meta.coalesced_through
         self.hydration = _parse_progress(self.store.load_hydration(), self.store.path)
-        self.membership = _parse_membership(self.store.load_membership(), self.store.path)
+        self.membership = parse_membership(self.store.load_membership(), self.store.path)
         start = complete_from(meta, self.store.has_record)
         if start[0] != meta.scl:
             log.error(
@@ -512,7 +512,7 @@ def _dump_membership(m: Membership) -> str:
     return json.dumps({"epoch": m.epoch, "holders": list(m.holders), "change": change})
 
 
-def _parse_membership(raw: str | None, path: Path) -> Membership:
+def parse_membership(raw: str | None, path: Path) -> Membership:
     if raw is None:
         return Membership.initial()
     try:

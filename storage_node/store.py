@@ -11,6 +11,11 @@ Named databases:
     versions  page (u64 BE) + LSN (u64 BE) -> page image + CRC32C: coalesced page versions
     superseded  newer version's LSN + page + older version's LSN (u64 BE each) -> b"": old
               versions to drop once the GC horizon reaches the newer one
+    held      the same keys, set aside from `superseded`: versions a clone's hold keeps
+              (sixfold/core/clones.py), queued again when the hold goes
+
+A clone's node has a lower layer (meta `lower`): the source node's directory, opened read-only,
+where it reads, as of the clone's point, every page it has no version or record of.
 
 Every record is CRC-checked before it is written (by the service, on decode) and after it is
 read (here). Write transactions commit with fsync (sync=True): an append is acknowledged
@@ -32,13 +37,24 @@ from pathlib import Path
 import lmdb
 
 from sixfold.core.checksum import crc32c
+from sixfold.core.clones import (
+    LowerLayer,
+    check_can_hold,
+    crosses_hold,
+    dump_holds,
+    dump_lower,
+    hold_keeps,
+    load_holds,
+    load_lower,
+)
 from sixfold.core.errors import (
+    CloneError,
     CorruptRecordError,
     DataFormatError,
     NotServingError,
     StoredCorruptionError,
 )
-from sixfold.core.log_cleanup import record_redundant
+from sixfold.core.log_cleanup import record_redundant, version_needed
 from sixfold.core.page import EMPTY_PAGE, apply_records
 from sixfold.core.record import (
     PAGE_SIZE_BYTES,
@@ -50,7 +66,7 @@ from sixfold.core.record import (
 from sixfold.core.truncation import TruncationRange
 
 FORMAT_VERSION = 1
-NAMED_DBS = 5  # meta, log, page_log, versions, superseded: the main database's entries
+NAMED_DBS = 6  # meta, log, page_log, versions, superseded, held: the main database's entries
 MAP_SIZE_BYTES_DEFAULT = 8 << 30  # sparse on Linux: costs disk only as it fills
 _U64 = struct.Struct(">Q")
 _PAGE_LSN = struct.Struct(">QQ")
@@ -86,18 +102,28 @@ class StoredMeta:
 
 
 class NodeStore:
-    def __init__(self, path: Path, node_name: str, map_size_bytes: int) -> None:
+    def __init__(
+        self, path: Path, node_name: str, map_size_bytes: int, readonly: bool = False
+    ) -> None:
+        """`readonly`: a clone's view of its source node, which that node's process writes."""
         self.path = path
         self.node_name = node_name
-        self.env = _open_env(path, map_size_bytes)
-        self.meta_db = self.env.open_db(b"meta")
-        self.log_db = self.env.open_db(b"log")
-        self.page_log_db = self.env.open_db(b"page_log")
-        self.versions_db = self.env.open_db(b"versions")
-        self.superseded_db = self.env.open_db(b"superseded")
+        self.readonly = readonly
+        self.env = _open_env(path, map_size_bytes, readonly)
+        create = not readonly
+        self.meta_db = self.env.open_db(b"meta", create=create)
+        self.log_db = self.env.open_db(b"log", create=create)
+        self.page_log_db = self.env.open_db(b"page_log", create=create)
+        self.versions_db = self.env.open_db(b"versions", create=create)
+        if not readonly:
+            self.superseded_db = self.env.open_db(b"superseded")
+            self.held_db = self.env.open_db(b"held")
         self._check_or_init_format()
+        self.lower_layer, self.lower = self._open_lower(map_size_bytes)
 
     def close(self) -> None:
+        if self.lower is not None:
+            self.lower.close()
         self.env.close()
 
     @classmethod
@@ -155,8 +181,10 @@ class NodeStore:
     # -- metadata -------------------------------------------------------------------------------
 
     def _check_or_init_format(self) -> None:
-        with self.env.begin(write=True, db=self.meta_db) as txn:
+        with self.env.begin(write=not self.readonly, db=self.meta_db) as txn:
             stored = txn.get(b"format_version")
+            if stored is None and self.readonly:
+                raise DataFormatError(f"{self.path}: not a sixfold storage node directory")
             if stored is None:
                 if self.env.stat()["entries"] > NAMED_DBS or txn.stat(self.log_db)["entries"]:
                     raise DataFormatError(
@@ -364,15 +392,19 @@ class NodeStore:
         return image, (records[-1].lsn if records else base_lsn)
 
     def _version_at(self, txn: lmdb.Transaction, page_no: int, lsn: int) -> tuple[bytes, int]:
+        """The page's newest version at or below `lsn`; in a clone, with none of its own,
+        its image at the clone's point in the source (every record here lies above it)."""
         cursor = txn.cursor(db=self.versions_db)
         found = cursor.set_range(page_key(page_no, lsn + 1))
         found = cursor.prev() if found else cursor.last()
-        if not found:
+        if found:
+            key_page, version_lsn = _PAGE_LSN.unpack(cursor.key())
+            if key_page == page_no:
+                return _verified_image(cursor.value(), page_no, version_lsn), version_lsn
+        if self.lower is None:
             return EMPTY_PAGE, 0
-        key_page, version_lsn = _PAGE_LSN.unpack(cursor.key())
-        if key_page != page_no:
-            return EMPTY_PAGE, 0
-        return _verified_image(cursor.value(), page_no, version_lsn), version_lsn
+        assert self.lower_layer is not None
+        return self.lower.page_held(page_no, self.lower_layer)
 
     def _version_lsn_at(self, txn: lmdb.Transaction, page_no: int, lsn: int) -> int:
         """The LSN of the page's newest version at or below `lsn` (0: none), image unread."""
@@ -405,11 +437,17 @@ class NodeStore:
                 out.append((lsn, _page_of_verified(value, lsn)))
         return out
 
-    def commit_coalesce(self, versions: list[tuple[int, int, bytes]], through_lsn: int) -> None:
-        """Store a coalescing step's versions and move the frontier to `through_lsn`, in one
-        durable transaction. Each page's older versions are queued to be dropped once the GC
-        horizon reaches the new one."""
+    def commit_coalesce(
+        self, versions: list[tuple[int, int, bytes]], after_lsn: int, through_lsn: int
+    ) -> bool:
+        """Store a coalescing step's versions and move the frontier from `after_lsn` to
+        `through_lsn`, in one durable transaction. Each page's older versions are queued to be
+        dropped once the GC horizon reaches the new one. A step that would cross a clone's
+        hold taken since it was planned is not stored (False): it is planned again."""
         with self.env.begin(write=True) as txn:
+            holds = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
+            if crosses_hold(after_lsn, through_lsn, holds.values()):
+                return False
             versions_cursor = txn.cursor(db=self.versions_db)
             for page_no, lsn, image in versions:
                 for older in _version_lsns_below(versions_cursor, page_no, lsn):
@@ -417,6 +455,7 @@ class NodeStore:
                     txn.put(key, b"", db=self.superseded_db)
                 _put_version(txn, page_no, lsn, image, self.versions_db)
             txn.put(b"coalesced_through", str(through_lsn).encode(), db=self.meta_db)
+        return True
 
     # -- hydration (sixfold/core/hydration.py) ------------------------------------------------------
 
@@ -440,8 +479,10 @@ class NodeStore:
             index = txn.cursor(db=self.page_log_db)
             page_no = from_page
             while len(out) < pages_max:
-                found = _next_page(versions, page_no), _next_page(index, page_no)
-                if found == (None, None):
+                found = [_next_page(versions, page_no), _next_page(index, page_no)]
+                if self.lower is not None:  # a clone: the source's pages too
+                    found.append(self.lower.next_page(page_no))
+                if found.count(None) == len(found):
                     return out, page_no, True
                 page_no = min(p for p in found if p is not None)
                 base, base_lsn = self._version_at(txn, page_no, at_lsn)
@@ -523,6 +564,8 @@ class NodeStore:
         horizon. At most keys_max of each. Returns how many records and versions went.
         """
         assert horizon_lsn <= scl
+        # A clone's node killed mid-read leaves its reader slot here, pinning old pages.
+        self.env.reader_check()
         with self.env.begin(write=True) as txn:
             # Records at or below the stored SCL are never rescanned at start-up, so the SCL
             # stored must cover every record this transaction deletes.
@@ -576,6 +619,9 @@ class NodeStore:
         return None
 
     def _drop_superseded(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
+        """Drop superseded versions below the horizon, but set aside those a clone's hold
+        keeps (sixfold/core/clones.py)."""
+        held = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path)).values()
         cursor = txn.cursor(db=self.superseded_db)
         doomed: list[bytes] = []
         if cursor.first():
@@ -584,10 +630,137 @@ class NodeStore:
                 if newer > horizon_lsn or len(doomed) >= keys_max:
                     break
                 doomed.append(key)
-                txn.delete(page_key(page_no, older), db=self.versions_db)
+                if not hold_keeps(older, newer, held):
+                    txn.delete(page_key(page_no, older), db=self.versions_db)
+                elif txn.get(page_key(page_no, older), db=self.versions_db) is not None:
+                    txn.put(key, b"", db=self.held_db)  # (another key may have dropped it)
         for key in doomed:
             txn.delete(key, db=self.superseded_db)
         return len(doomed)
+
+    # -- clones (sixfold/core/clones.py) ---------------------------------------------------------
+
+    def holds(self) -> dict[str, int]:
+        with self.env.begin(db=self.meta_db) as txn:
+            return load_holds(txn.get(b"clone_holds"), str(self.path))
+
+    def hold(self, clone_id: str, point: int) -> int:
+        """Keep the volume at `point` readable for clone `clone_id`, in one durable
+        transaction: the hold and, where coalescing passed `point` already, a version at or
+        below it of every page with a record between the GC horizon and it that has none.
+        Returns how many versions that took."""
+        with self.env.begin(write=True) as txn:
+            holds = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
+
+            def num(key: bytes) -> int:
+                return _parse_int(txn.get(key, db=self.meta_db) or b"0", self.path)
+
+            horizon, frontier = num(b"gc_horizon"), num(b"coalesced_through")
+            check_can_hold(self.node_name, holds, clone_id, point, num(b"scl"), horizon)
+            pages = set()
+            if frontier > point:
+                pages = {page for _, page in self._records_between(txn, horizon, point)}
+            made = 0
+            versions = txn.cursor(db=self.versions_db)
+            for page_no in sorted(pages):
+                base, base_lsn = self._version_at(txn, page_no, point)
+                records = [
+                    self._log_record(txn, x) for x in self._page_lsns(txn, page_no, base_lsn, point)
+                ]
+                if not records or not version_needed(records[-1].lsn, base_lsn):
+                    continue
+                lsn = records[-1].lsn
+                for older in _version_lsns_below(versions, page_no, lsn):
+                    txn.put(_SUPERSEDED.pack(lsn, page_no, older), b"", db=self.superseded_db)
+                newer = _version_lsn_above(versions, page_no, lsn)
+                if newer is not None:  # this one is superseded already, kept by the hold
+                    txn.put(_SUPERSEDED.pack(newer, page_no, lsn), b"", db=self.superseded_db)
+                _put_version(txn, page_no, lsn, apply_records(base, records), self.versions_db)
+                made += 1
+            holds[clone_id] = point
+            txn.put(b"clone_holds", dump_holds(holds), db=self.meta_db)
+        return made
+
+    def release(self, clone_id: str) -> int:
+        """Drop clone `clone_id`'s hold; the versions set aside go back to GC's queue (it
+        sets aside again those another hold keeps). Returns how many."""
+        with self.env.begin(write=True) as txn:
+            holds = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
+            if clone_id not in holds:
+                raise CloneError(f"{self.node_name} holds no clone {clone_id!r}")
+            del holds[clone_id]
+            txn.put(b"clone_holds", dump_holds(holds), db=self.meta_db)
+            keys = [k for k in txn.cursor(db=self.held_db).iternext(keys=True, values=False)]
+            for key in keys:
+                txn.put(key, b"", db=self.superseded_db)
+            txn.drop(self.held_db, delete=False)
+        return len(keys)
+
+    def _records_between(
+        self, txn: lmdb.Transaction, after: int, through: int
+    ) -> Iterator[tuple[int, int]]:
+        """(LSN, page) of each stored record in (after, through], CRC-checked."""
+        cursor = txn.cursor(db=self.log_db)
+        if not cursor.set_range(lsn_key(after + 1)):
+            return
+        for key, value in cursor:
+            lsn = _U64.unpack(key)[0]
+            if lsn > through:
+                return
+            yield lsn, _page_of_verified(value, lsn)
+
+    def put_cloned(self, lower: LowerLayer) -> None:
+        """A new clone's node: the volume starts as the source's at `lower.point`, which is
+        its SCL and CPL (its first writer recovers with it as the VDL), coalescing frontier and
+        GC horizon; its pages are read from `lower` until it writes them."""
+        with self.env.begin(write=True, db=self.meta_db) as txn:
+            txn.put(b"lower", dump_lower(lower))
+            _put_points(txn, lower.point, lower.point)
+            for key in (b"coalesced_through", b"gc_horizon"):
+                txn.put(key, str(lower.point).encode())
+
+    def _open_lower(self, map_size_bytes: int) -> tuple[LowerLayer | None, NodeStore | None]:
+        with self.env.begin(db=self.meta_db) as txn:
+            lower = load_lower(txn.get(b"lower"), str(self.path))
+        if lower is None:
+            return None, None
+        try:
+            return lower, NodeStore(Path(lower.path), lower.node_name, map_size_bytes, True)
+        except DataFormatError as exc:
+            raise CloneError(
+                f"{self.path} is a clone reading its pages from {lower.path}, which cannot be "
+                f"opened: {exc}. A clone needs its source's storage node directories"
+            ) from exc
+
+    def page_held(self, page_no: int, lower: LowerLayer) -> tuple[bytes, int]:
+        """The page at the clone's point, read by the clone's node from this (source) store;
+        refused unless the source still holds that point for the clone."""
+        with self.env.begin() as txn:
+            holds = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
+            if holds.get(lower.hold_id) != lower.point:
+                raise NotServingError(
+                    f"{self.path} no longer holds LSN {lower.point} for clone "
+                    f"{lower.hold_id!r} (dropped, or the node was replaced): the clone's copy "
+                    "of this position cannot read the pages it shares"
+                )
+            base, base_lsn = self._version_at(txn, page_no, lower.point)
+            lsns = self._page_lsns(txn, page_no, base_lsn, lower.point)
+            records = [self._log_record(txn, x) for x in lsns]
+        image = apply_records(base, records) if records else base
+        return image, (records[-1].lsn if records else base_lsn)
+
+    def next_page(self, page_no: int) -> int | None:
+        """The first page at or above `page_no` with a version or a record here (or in
+        this store's own lower layer)."""
+        with self.env.begin() as txn:
+            found = [
+                _next_page(txn.cursor(db=self.versions_db), page_no),
+                _next_page(txn.cursor(db=self.page_log_db), page_no),
+            ]
+        if self.lower is not None:
+            found.append(self.lower.next_page(page_no))
+        pages = [p for p in found if p is not None]
+        return min(pages) if pages else None
 
     def backlog(self) -> tuple[int, int]:
         """(log records, superseded versions) left for GC: for status and the soak."""
@@ -599,10 +772,14 @@ class NodeStore:
             return txn.stat(self.log_db)["entries"], txn.stat(self.versions_db)["entries"]
 
 
-def _open_env(path: Path, map_size_bytes: int) -> lmdb.Environment:
+def _open_env(path: Path, map_size_bytes: int, readonly: bool = False) -> lmdb.Environment:
     if path.exists() and not path.is_dir():
         raise DataFormatError(f"{path}: not a directory; give a storage node a data directory")
+    if readonly and not path.is_dir():
+        raise DataFormatError(f"{path}: no storage node directory there")
     path.mkdir(parents=True, exist_ok=True)
+    # Read-only too: a reader registers in the lock file, so the writing process keeps the
+    # pages it reads.
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise DataFormatError(f"{path}: data directory is not readable and writable by this user")
     try:
@@ -614,6 +791,7 @@ def _open_env(path: Path, map_size_bytes: int) -> lmdb.Environment:
             metasync=True,
             readahead=False,
             max_readers=256,
+            readonly=readonly,
         )
     except lmdb.Error as exc:
         raise DataFormatError(f"{path}: cannot open as an LMDB data directory: {exc}") from exc
@@ -645,6 +823,14 @@ def _version_lsns_below(cursor: lmdb.Cursor, page_no: int, lsn: int) -> list[int
             break
         found.append(version_lsn)
     return found
+
+
+def _version_lsn_above(cursor: lmdb.Cursor, page_no: int, lsn: int) -> int | None:
+    """The LSN of page `page_no`'s first version above `lsn`, if any."""
+    if not cursor.set_range(page_key(page_no, lsn + 1)):
+        return None
+    key_page, version_lsn = _PAGE_LSN.unpack(cursor.key())
+    return version_lsn if key_page == page_no else None
 
 
 def _next_page(cursor: lmdb.Cursor, page_no: int) -> int | None:

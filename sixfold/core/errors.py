@@ -180,3 +180,7 @@ class BackupError(SixfoldError):
 class CorruptBackupError(BackupError):
     """A backup object or manifest failed its CRC check or could not be parsed: it is named,
     and nothing of it was used."""
+
+
+class CloneError(SixfoldError):
+    """A clone cannot be made, read or dropped (issue 15): the message says which node and why."""

@@ -352,6 +352,35 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clone(args: argparse.Namespace) -> int:
+    """Copy-on-write clones of a process cluster's volume (issue 15)."""
+    from sixfold.tools import clone
+
+    if args.into:
+        if args.compose:
+            raise SixfoldError(
+                "clones share the source's storage files, so they are made of a process "
+                "cluster (`sixfold up`), on its host"
+            )
+        made = asyncio.run(clone.create(_dir(args), Path(args.into), args.id))
+        print(
+            f"clone {made.clone_id} in {made.directory}: the volume as of LSN {made.point}, "
+            f"made in {made.took_s:.2f} s, sharing every page with {_dir(args)}; start it with "
+            f"`sixfold --dir {made.directory} up`"
+        )
+    elif args.list:
+        held = clone.holds(_dir(args))
+        for clone_id, points in sorted(held.items()):
+            print(f"{clone_id}  LSN {max(points.values())}  held by {', '.join(sorted(points))}")
+        if not held:
+            print("no clone shares this volume")
+    elif args.drop:
+        print(clone.drop(Path(args.drop)))
+    else:
+        print(clone.release(_dir(args), args.release))
+    return 0
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     """A new cluster in --into holding the volume as of a point in the backup (issue 15)."""
     from sixfold.tools import backup
@@ -454,6 +483,12 @@ def cmd_bench_hydrate(args: argparse.Namespace) -> int:
     from sixfold.tools.hydratebench import main as hydratebench_main
 
     return hydratebench_main(args)
+
+
+def cmd_bench_clone(args: argparse.Namespace) -> int:
+    from sixfold.tools.clonebench import main as clonebench_main
+
+    return clonebench_main(args)
 
 
 def cmd_bench_backup(args: argparse.Namespace) -> int:
@@ -590,6 +625,27 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "restore":
             p.add_argument("--into", required=True, help="the new cluster's directory")
         p.set_defaults(fn=cmd_snapshot)
+
+    p = sub.add_parser(
+        "clone",
+        help="a copy-on-write clone of the volume, made in time independent of its size",
+        description="Make a new process cluster in --into that starts as this volume at its "
+        "durable point and shares every page with it until one side writes it: writes to "
+        "either never show in the other. The source's nodes keep the pages the clone shares "
+        "(one version per page written since), until `--drop`. The clone reads them from the "
+        "source's directories, so it lives on the same host.",
+    )
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--into", metavar="DIR", help="make a clone in this new directory")
+    action.add_argument("--list", action="store_true", help="the clones sharing this volume")
+    action.add_argument(
+        "--drop", metavar="DIR", help="delete the (stopped) clone in DIR and release its pages"
+    )
+    action.add_argument(
+        "--release", metavar="ID", help="release the pages of a clone whose directory is gone"
+    )
+    p.add_argument("--id", help="the clone's name (default: its directory's name and the time)")
+    p.set_defaults(fn=cmd_clone)
 
     p = sub.add_parser(
         "restore",
@@ -824,6 +880,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backupbench.add_arguments(p)
     p.set_defaults(fn=cmd_bench_backup)
+
+    from sixfold.tools import clonebench
+
+    p = sub.add_parser(
+        "bench-clone",
+        help="how long a clone takes, for a small and a large volume",
+        description=clonebench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    clonebench.add_arguments(p)
+    p.set_defaults(fn=cmd_bench_clone)
 
     p = sub.add_parser(
         "bench-sql",
