@@ -139,6 +139,28 @@ class InstanceMetrics:
         self.registry.register(_GaugeCollector(gauges))
 
 
+class BackupMetrics:
+    """The backup agent's (`sixfold backup run --metrics-port`): its rounds, their errors and
+    the bytes shipped; its gauges (RPO, points, bytes stored) come from `gauges`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.rounds = Counter("sixfold_backup_rounds", "Backup rounds that succeeded", registry=r)
+        self.round_errors = Counter(
+            "sixfold_backup_round_errors", "Backup rounds that failed (tried again)", registry=r
+        )
+        self.bytes_shipped = Counter(
+            "sixfold_backup_bytes_shipped", "Bytes of objects written to the store", registry=r
+        )
+        self.round_seconds = _latency(
+            "sixfold_backup_round_seconds", "One backup round: the log shipped, a base if due", r
+        )
+
+    def watch(self, gauges: Gauges) -> None:
+        self.registry.register(_GaugeCollector(gauges))
+
+
 def serve(registry: CollectorRegistry, host: str, port: int, what: str) -> None:
     """Serve `registry` at http://HOST:PORT/metrics from a thread of its own."""
     try:

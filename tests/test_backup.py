@@ -32,6 +32,7 @@ from sixfold.targets import ProcessTarget
 from sixfold.tools import backup
 from storage_node.restore import restore
 from tests.conftest import LocalCluster
+from tests.test_observability import scrape
 
 
 def _obj(kind: str, first: int, last: int, at: float = 100.0) -> BackupObject:
@@ -390,3 +391,47 @@ def test_an_agent_away_too_long_takes_a_new_base_and_the_hole_is_refused(
     with pytest.raises(BackupError, match=f"LSN {missed} is not restorable"):
         plan_restore(manifest, to_lsn=missed)
     plan_restore(manifest, to_lsn=shipped)  # before the hole: still restorable
+
+
+@pytest.mark.processes
+def test_the_agent_shows_its_lag_and_last_error_in_status_and_metrics(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    c = local_cluster
+    url = f"file://{tmp_path / 'store'}"
+    port = cluster.free_port()
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    run = ["backup", "run", "--to", url, "--interval", "0.2", "--metrics-port", str(port)]
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "sixfold.tools.cli", "--dir", str(c.directory), *run],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lsn = c.write(5, "shipped")
+
+        def shipped() -> bool:
+            try:
+                return scrape(metrics).get("sixfold_backup_shipped_lsn", 0) >= lsn
+            except OSError:  # not serving yet
+                return False
+
+        c.wait_for(shipped, "the agent to ship the write")
+        seen = scrape(metrics)
+        assert seen["sixfold_backup_rounds_total"] >= 1 and seen["sixfold_backup_failing"] == 0
+        assert 0 <= seen["sixfold_backup_rpo_seconds"] < 10
+        assert seen["sixfold_backup_stored_bytes"] > 0
+        status = _cli("backup", "status", "--to", url).stdout
+        assert "backup lag (RPO): " in status and "; last error: none" in status, status
+        c.kill(*cluster.NODE_NAMES)  # every round fails now
+        c.wait_for(lambda: scrape(metrics)["sixfold_backup_failing"] == 1, "a failed round")
+        seen = scrape(metrics)
+        assert seen["sixfold_backup_round_errors_total"] >= 1
+        time.sleep(1.0)
+        assert scrape(metrics)["sixfold_backup_rpo_seconds"] > seen["sixfold_backup_rpo_seconds"]
+        status = _cli("backup", "status", "--to", url).stdout
+        assert "last error: no storage node answered" in status, status
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+        c.start(*cluster.NODE_NAMES)

@@ -52,6 +52,7 @@ BASE_INTERVAL_S_DEFAULT = 3_600.0  # a new base of every page each hour
 class Shipped:
     objects: tuple[BackupObject, ...]
     durable_point: int  # the nodes' newest learned VDL this round
+    manifest: Manifest  # the newest, after the round
 
 
 class BackupAgent:
@@ -96,8 +97,8 @@ class BackupAgent:
             )
         if durable <= shipped and manifest.window() is not None:
             if self.retention_s:  # a snapshot deleted, or time passed: still retained
-                self._retain(manifest, seen_at)
-            return Shipped((), durable)
+                manifest = self._retain(manifest, seen_at)
+            return Shipped((), durable, manifest)
         source = self._log_source(states, shipped, durable) if manifest.window() else None
         objects: list[BackupObject] = []
         if source is None:  # the first round, or the records are gone: a base now
@@ -124,8 +125,8 @@ class BackupAgent:
             *(self._hold(c, manifest.newest_lsn) for c in self.clients), return_exceptions=True
         )
         if self.retention_s:
-            self._retain(manifest, seen_at)
-        return Shipped(tuple(objects), durable)
+            manifest = self._retain(manifest, seen_at)
+        return Shipped(tuple(objects), durable, manifest)
 
     def _publish(self, manifest: Manifest, objects: list[BackupObject]) -> Manifest:
         """A new manifest naming `objects` too (written after them); older manifests but the
@@ -143,17 +144,19 @@ class BackupAgent:
         newest = max((o.durable_at for o in manifest.objects if o.kind == "base"), default=0.0)
         return now - newest >= self.base_interval_s
 
-    def _retain(self, manifest: Manifest, now: float) -> None:
+    def _retain(self, manifest: Manifest, now: float) -> Manifest:
+        """The manifest without what no point within the retention needs, published."""
         pinned = [s.lsn for s in self.store.snapshots()]
         kept, doomed = retention_plan(manifest, now, self.retention_s, pinned)
         if not doomed:
-            return
+            return manifest
         self.store.put_manifest(kept)  # first: no manifest ever names a deleted object
         for obj in doomed:
             self.store.delete(obj.name)
         log.info(
             "backup: retention deleted %d objects up to LSN %d", len(doomed), doomed[-1].last_lsn
         )
+        return kept
 
     async def _states(self, shipped: int) -> dict[str, pb.NodeState]:
         request = pb.GetStateRequest(reader=AGENT_NAME, read_point=shipped)

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import datetime
 import json
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import Progress
 
-from sixfold.backup.agent import BASE_INTERVAL_S_DEFAULT, BackupAgent
+from sixfold.backup.agent import BASE_INTERVAL_S_DEFAULT, BackupAgent, Shipped
 from sixfold.backup.store import open_store
 from sixfold.clients import NodeClient
 from sixfold.core.backup import (
@@ -23,6 +25,7 @@ from sixfold.core.backup import (
     snapshot_object_name,
 )
 from sixfold.core.errors import BackupError, SixfoldError
+from sixfold.metrics import BackupMetrics, serve
 from sixfold.targets import ComposeTarget, ProcessTarget
 from storage_node.restore import Restored, restore
 
@@ -34,6 +37,65 @@ RETENTION_MAX_S = 35 * 86_400.0
 _UNITS_S = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 
 
+@dataclass
+class AgentProgress:
+    """The running agent's view of itself: its metrics, and (through the store, for
+    `backup status`) its last round."""
+
+    protected_since: float = 0.0  # when the last round that succeeded began
+    durable: int = 0
+    shipped: int = 0
+    stored_bytes: int = 0
+    oldest_point_at: float = 0.0
+    error: str = ""
+
+    def rpo_s(self, now: float) -> float:
+        """Seconds of acknowledged commits the backup may not hold yet: those since the last
+        successful round began (it ships what the nodes had learned durable then, a few ms
+        behind the writer's acknowledgements). NaN before the first round."""
+        return now - self.protected_since if self.protected_since else math.nan
+
+    def succeeded(self, started: float, shipped: Shipped) -> None:
+        window, times = shipped.manifest.window(), shipped.manifest.time_window()
+        self.protected_since, self.durable, self.error = started, shipped.durable_point, ""
+        self.shipped = window[1] if window else 0
+        self.oldest_point_at = times[0] if times else 0.0
+        self.stored_bytes = sum(o.size for o in shipped.manifest.objects)
+
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        return {
+            "sixfold_backup_rpo_seconds": (
+                "Seconds of acknowledged commits the backup may not hold yet (since the "
+                "last successful round began)",
+                self.rpo_s(time.time()),
+            ),
+            "sixfold_backup_shipped_lsn": ("Newest LSN the backup holds", self.shipped),
+            "sixfold_backup_durable_lsn": (
+                "VDL a read quorum of nodes had learned at the last successful round",
+                self.durable,
+            ),
+            "sixfold_backup_stored_bytes": (
+                "Bytes of objects the manifest names",
+                self.stored_bytes,
+            ),
+            "sixfold_backup_oldest_restore_point_timestamp_seconds": (
+                "When the oldest restorable point was durable (Unix time)",
+                self.oldest_point_at,
+            ),
+            "sixfold_backup_failing": ("1 while the last round failed", float(bool(self.error))),
+        }
+
+    def as_json(self, now: float) -> bytes:
+        return json.dumps(
+            {
+                "at": now,
+                "protected_since": self.protected_since,
+                "durable": self.durable,
+                "error": self.error,
+            }
+        ).encode()
+
+
 async def run(
     target: ProcessTarget | ComposeTarget,
     url: str,
@@ -41,23 +103,35 @@ async def run(
     rounds: int,
     retention_s: float = 0,
     base_interval_s: float = BASE_INTERVAL_S_DEFAULT,
+    metrics_port: int = 0,
 ) -> None:
     """Ship the committed log to `url` every `interval_s` until interrupted (or `rounds`
     rounds; 0: no bound), deleting what no point within `retention_s` needs (0: keep all).
-    A failed round is reported and tried again."""
+    A failed round is reported and tried again. With `metrics_port`, Prometheus metrics on
+    127.0.0.1 there (docs/METRICS.md)."""
     clients = [NodeClient(n, a) for n, a in target.nodes.items()]
     agent = BackupAgent(clients, open_store(url), retention_s, base_interval_s)
+    progress, metrics = AgentProgress(), BackupMetrics()
+    metrics.watch(progress.gauges)
+    if metrics_port:
+        serve(metrics.registry, "127.0.0.1", metrics_port, "backup agent")
     done = 0
     try:
         while rounds == ROUNDS_UNBOUNDED or done < rounds:
+            started = time.time()
             try:
                 shipped = await agent.round()
                 for obj in shipped.objects:
                     print(f"{obj.kind} {obj.name}: LSNs to {obj.last_lsn}, {obj.size:,} bytes")
-                _report(agent, shipped.durable_point, "")
+                progress.succeeded(started, shipped)
+                metrics.rounds.inc()
+                metrics.bytes_shipped.inc(sum(o.size for o in shipped.objects))
             except SixfoldError as exc:
                 print(f"backup round failed (tried again): {exc}")
-                _report(agent, 0, str(exc))
+                progress.error = str(exc)
+                metrics.round_errors.inc()
+            metrics.round_seconds.observe(time.time() - started)
+            _report(agent, progress)
             done += 1
             if rounds == ROUNDS_UNBOUNDED or done < rounds:
                 await asyncio.sleep(interval_s)
@@ -68,11 +142,10 @@ async def run(
 AGENT_STATUS = "agent/status.json"  # the agent's last round, for `backup status`
 
 
-def _report(agent: BackupAgent, durable: int, error: str) -> None:
+def _report(agent: BackupAgent, progress: AgentProgress) -> None:
     """What `backup status` shows of the agent: its last round, and its last error."""
-    report = {"at": time.time(), "durable": durable, "error": error}
     with contextlib.suppress(SixfoldError):  # a store that refuses this refused the round too
-        agent.store.put(AGENT_STATUS, json.dumps(report).encode())
+        agent.store.put(AGENT_STATUS, progress.as_json(time.time()))
 
 
 def status(url: str) -> str:
@@ -81,8 +154,12 @@ def status(url: str) -> str:
     if AGENT_STATUS in store.names("agent/"):
         try:
             report = json.loads(store.get(AGENT_STATUS))
+            now, since = time.time(), float(report.get("protected_since") or 0.0)
+            lag = f"{now - since:.1f} s" if since else "unknown (no round has succeeded)"
             text += (
-                f"\n  agent: last round {time.time() - report['at']:.1f} s ago"
+                f"\n  backup lag (RPO): {lag}: commits acknowledged since the last successful "
+                "round began may not be in it yet"
+                f"\n  agent: last round {now - report['at']:.1f} s ago"
                 f"{'; nodes durable to LSN ' + str(report['durable']) if report['durable'] else ''}"
                 f"; last error: {report['error'] or 'none'}"
             )

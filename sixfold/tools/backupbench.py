@@ -29,6 +29,18 @@ from storage_node.restore import restore
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size-mib", type=int, default=1024, help="volume size (default 1024)")
+    p.add_argument(
+        "--rpo-seconds",
+        type=float,
+        default=0.0,
+        help="instead: measure the backup lag (RPO) for this many seconds of kv load",
+    )
+    p.add_argument(
+        "--committers", type=int, default=64, help="kv clients in the RPO run (default 64)"
+    )
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="the agent's --interval (default 1.0)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
@@ -43,6 +55,10 @@ async def _loaded(layout: cluster.ClusterLayout, pages: int) -> float:
 def main(args: argparse.Namespace) -> int:
     if args.size_mib < 1:
         raise SixfoldError("--size-mib must be positive")
+    if args.rpo_seconds:
+        from sixfold.tools.rpobench import measure_rpo
+
+        return measure_rpo(args)
     root = Path(tempfile.mkdtemp(prefix="sixfold-bench-backup-"))
     pages = (args.size_mib << 20) // PAGE_SIZE_BYTES
     url = f"file://{root / 'store'}"

@@ -316,7 +316,15 @@ def cmd_backup_run(args: argparse.Namespace) -> int:
         raise SixfoldError(f"--base-every {args.base_every!r}: give a duration such as 1h")
     try:
         asyncio.run(
-            backup.run(target, args.to, args.interval, args.rounds, retention_s, base_every_s)
+            backup.run(
+                target,
+                args.to,
+                args.interval,
+                args.rounds,
+                retention_s,
+                base_every_s,
+                args.metrics_port,
+            )
         )
     except KeyboardInterrupt:
         print("backup stopped")
@@ -591,6 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rounds", type=int, default=0, help="stop after this many rounds (default 0: never)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics (RPO, bytes, errors) on 127.0.0.1:PORT (default 0: none)",
     )
     p.add_argument(
         "--retention",
