@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -61,6 +62,9 @@ class ClusterLayout:
     extra_args: dict[str, list[str]] = field(default_factory=dict)
     # Partitionable clusters only: "src>dst" -> the interposer's port for that directed link.
     links: dict[str, int] = field(default_factory=dict)
+    # Each cluster's volume has an id of its own, passed to its nodes: a restore or a clone
+    # is a new volume. "": a directory from before ids (its nodes name none).
+    volume_id: str = ""
 
     @property
     def partitionable(self) -> bool:
@@ -122,7 +126,10 @@ class ClusterLayout:
             )
         raw = json.loads(path.read_text())
         layout = cls(
-            raw["directory"], extra_args=raw.get("extra_args", {}), links=raw.get("links", {})
+            raw["directory"],
+            extra_args=raw.get("extra_args", {}),
+            links=raw.get("links", {}),
+            volume_id=raw.get("volume_id", ""),
         )
         layout.processes = {k: ProcessInfo(**v) for k, v in raw["processes"].items()}
         return layout
@@ -253,7 +260,7 @@ def new_layout(
 ) -> ClusterLayout:
     """A cluster's processes and ports: from `base_port` (see `ports_from`), or each port
     picked free when None (tests and benchmarks, which may run beside a user's cluster)."""
-    layout = ClusterLayout(str(directory.resolve()))
+    layout = ClusterLayout(str(directory.resolve()), volume_id=uuid.uuid4().hex)
     set_ports(layout, base_port)
     if partitionable:
         make_partitionable(layout)
@@ -344,6 +351,8 @@ def command_for(layout: ClusterLayout, name: str) -> list[str]:
             "--peers",
             nodes,
         ]
+        if layout.volume_id:
+            cmd += ["--volume-id", layout.volume_id]
     elif info.role == "writer":
         cmd = [sys.executable, "-m", "writer", "--nodes", nodes, "--port", str(info.port)]
     else:

@@ -87,11 +87,13 @@ class StorageNode:
         *,
         map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT,
         limits: NodeLimits | None = None,
+        volume_id: str = "",
     ) -> None:
         self.name = name
         self.az = az
         self.limits = limits or NodeLimits()
         self.store = NodeStore(data_dir, name, map_size_bytes)
+        self.volume_id = self.store.claim_volume(volume_id)
         self.state = SegmentState(name)
         # Damaged items awaiting repair from a peer: (lsn, None) a record, (lsn, page) a version.
         self.damaged: set[tuple[int, int | None]] = set()

@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers", type=parse_peers, default={}, help="NAME=HOST:PORT,... of the other nodes"
     )
     p.add_argument(
+        "--volume-id",
+        default="",
+        help="the volume this node's data belongs to (the cluster's; default: none named); "
+        "a directory holding another volume's data is refused",
+    )
+    p.add_argument(
         "--map-size-mib",
         type=int,
         default=MAP_SIZE_BYTES_DEFAULT >> 20,
@@ -106,6 +112,7 @@ async def run(args: argparse.Namespace) -> None:
         args.data_dir,
         map_size_bytes=args.map_size_mib << 20,
         limits=limits,
+        volume_id=args.volume_id,
     )
     node.start()
     if args.metrics_port:

@@ -69,6 +69,7 @@ def node_state(node: StorageNode, counts: bool = True) -> pb.NodeState:
         hydrated_pages=hydration.pages_done if hydration else 0,
         hydrated_bytes=hydration.bytes_done if hydration else 0,
         membership=_membership_view(node.membership),
+        volume_id=node.volume_id,
     )
 
 

@@ -208,6 +208,22 @@ class NodeStore:
                     f"not {self.node_name!r}"
                 )
 
+    def claim_volume(self, volume_id: str) -> str:
+        """The volume this store's segment belongs to: `volume_id` when it names none yet
+        (a new node, or one from before volumes were named); a store of another volume is
+        refused, so a node never serves one volume's data as another's."""
+        with self.env.begin(write=bool(volume_id), db=self.meta_db) as txn:
+            stored = bytes(txn.get(b"volume_id") or b"").decode()
+            if volume_id and not stored:
+                txn.put(b"volume_id", volume_id.encode())
+                return volume_id
+        if volume_id and stored != volume_id:
+            raise DataFormatError(
+                f"{self.path}: this directory holds a segment of volume {stored}, not of "
+                f"volume {volume_id}: start the node on its own volume's directory"
+            )
+        return stored
+
     def load_meta(self) -> StoredMeta:
         with self.env.begin(db=self.meta_db) as txn:
 

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from sixfold import cluster
+from sixfold.backup.agent import BackupAgent
 from sixfold.backup.store import open_store
+from sixfold.clients import NodeClient
 from sixfold.core.backup import (
     BackupObject,
     Manifest,
@@ -25,12 +27,14 @@ from sixfold.core.backup import (
     load_manifest,
     plan_restore,
     retention_plan,
+    volume_backed_up,
 )
 from sixfold.core.checksum import crc32c
-from sixfold.core.errors import BackupError, CorruptBackupError
+from sixfold.core.errors import BackupError, CorruptBackupError, DataFormatError
 from sixfold.targets import ProcessTarget
 from sixfold.tools import backup
 from storage_node.restore import restore
+from storage_node.store import NodeStore
 from tests.conftest import LocalCluster
 from tests.test_observability import scrape
 
@@ -120,6 +124,34 @@ def _back_up(c: LocalCluster, url: str, through: int) -> None:
     c.wait_for(holds, f"the backup to hold LSN {through}", limit_s=20)
 
 
+async def _one_round(c: LocalCluster, url: str) -> None:
+    agent = BackupAgent([NodeClient(n, a) for n, a in c.layout.nodes.items()], open_store(url))
+    try:
+        await agent.round()
+    finally:
+        await agent.close()
+
+
+def test_a_backup_is_of_one_volume_and_a_node_of_one_volume(tmp_path: Path) -> None:
+    fresh = Manifest(0, ())
+    assert volume_backed_up(fresh, ["v1", "v1", ""]) == "v1"
+    assert volume_backed_up(fresh, ["", ""]) == ""  # a volume from before ids
+    assert volume_backed_up(Manifest(1, (), "v1"), ["v1"]) == "v1"
+    with pytest.raises(BackupError, match="hold volume v2, but this backup is of volume v1"):
+        volume_backed_up(Manifest(1, (), "v1"), ["v2", "v2"])
+    with pytest.raises(BackupError, match="name different volumes"):
+        volume_backed_up(fresh, ["v1", "v2"])
+    assert load_manifest("m", dump_manifest(Manifest(3, (), "v1"))).volume_id == "v1"
+    store = NodeStore(tmp_path / "a1", "a1", 64 << 20)
+    try:
+        assert store.claim_volume("") == ""
+        assert store.claim_volume("v1") == "v1" and store.claim_volume("") == "v1"
+        with pytest.raises(DataFormatError, match="holds a segment of volume v1, not of volume v2"):
+            store.claim_volume("v2")
+    finally:
+        store.close()
+
+
 def _restored(into: Path) -> LocalCluster:
     """The restored cluster in `into`, started (its layout was made by the restore)."""
     restored = LocalCluster.__new__(LocalCluster)
@@ -155,6 +187,9 @@ def test_a_cluster_restores_to_any_point_of_its_backup(
     r = _restored(tmp_path / "r2")
     try:
         c.wait_for(r.writer_ready, "the restored cluster's writer")
+        assert r.layout.volume_id not in ("", c.layout.volume_id), "a restore is a new volume"
+        with pytest.raises(BackupError, match="but this backup is of volume"):
+            asyncio.run(_one_round(r, url))  # its LSNs overlap the source's: refused
         assert r.read(5) == "second"
         assert r.read(6) == ""  # written after LSN `second`: not in this volume
         r.write(7, "a write to the restored volume")

@@ -13,6 +13,7 @@ takes a new base instead. Objects are written before the manifest that names the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from sixfold.core.backup import (
     manifest_name,
     object_name,
     retention_plan,
+    volume_backed_up,
 )
 from sixfold.core.checksum import crc32c
 from sixfold.core.errors import BackupError, SixfoldError
@@ -81,6 +83,8 @@ class BackupAgent:
         seen_at = time.time()
         if not states:
             raise BackupError("no storage node answered: nothing shipped")
+        volume = volume_backed_up(manifest, (s.volume_id for s in states.values()))
+        manifest = dataclasses.replace(manifest, volume_id=volume)
         # As readers take theirs: only a VDL a read quorum of nodes learned (one node fed a
         # bogus VDL must not make the backup ship records that are not committed).
         learned = [(s.vdl_epoch, s.vdl) for s in states.values() if s.vdl_epoch]

@@ -57,6 +57,7 @@ class Manifest:
 
     seq: int  # each manifest written has the next number
     objects: tuple[BackupObject, ...]
+    volume_id: str = ""  # the volume backed up ("": not named, a volume from before ids)
 
     @property
     def newest_lsn(self) -> int:
@@ -76,7 +77,23 @@ class Manifest:
         return min(bases), max(o.durable_at for o in self.objects)
 
     def with_objects(self, added: Sequence[BackupObject]) -> Manifest:
-        return Manifest(self.seq + 1, (*self.objects, *added))
+        return Manifest(self.seq + 1, (*self.objects, *added), self.volume_id)
+
+
+def volume_backed_up(manifest: Manifest, node_volumes: Iterable[str]) -> str:
+    """The volume a round backs up: the one the nodes name, which must be the backup's own
+    (a backup of one volume never takes another's log, a restored or cloned volume's
+    included: their LSNs may overlap). A backup that names none yet takes the nodes'."""
+    named = sorted({v for v in node_volumes if v})
+    if len(named) > 1:
+        raise BackupError(f"the storage nodes name different volumes ({', '.join(named)})")
+    volume = named[0] if named else ""
+    if manifest.volume_id and volume and volume != manifest.volume_id:
+        raise BackupError(
+            f"the storage nodes hold volume {volume}, but this backup is of volume "
+            f"{manifest.volume_id}: back each volume up to a store (or prefix) of its own"
+        )
+    return manifest.volume_id or volume
 
 
 def object_name(kind: str, first_lsn: int, last_lsn: int, part: int = 0) -> str:
@@ -91,7 +108,14 @@ def manifest_name(seq: int) -> str:
 
 def dump_manifest(manifest: Manifest) -> bytes:
     objects = [asdict(o) for o in manifest.objects]
-    return _sealed({"format": MANIFEST_FORMAT, "seq": manifest.seq, "objects": objects})
+    return _sealed(
+        {
+            "format": MANIFEST_FORMAT,
+            "seq": manifest.seq,
+            "objects": objects,
+            "volume_id": manifest.volume_id,
+        }
+    )
 
 
 def load_manifest(name: str, raw: bytes) -> Manifest:
@@ -102,7 +126,7 @@ def load_manifest(name: str, raw: bytes) -> Manifest:
         if data["format"] != MANIFEST_FORMAT:
             raise CorruptBackupError(f"{what} has format {data['format']}, not {MANIFEST_FORMAT}")
         objects = tuple(BackupObject(**o) for o in data["objects"])
-        return Manifest(int(data["seq"]), objects)
+        return Manifest(int(data["seq"]), objects, str(data.get("volume_id", "")))
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptBackupError(f"{what} is unreadable: {exc}") from None
 
@@ -247,7 +271,7 @@ def retention_plan(
     if not doomed:
         return manifest, ()
     kept = tuple(o for o in manifest.objects if o not in doomed)
-    return Manifest(manifest.seq + 1, kept), doomed
+    return Manifest(manifest.seq + 1, kept, manifest.volume_id), doomed
 
 
 # -- restore --------------------------------------------------------------------------------------
