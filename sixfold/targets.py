@@ -162,14 +162,41 @@ class ComposeTarget:
         volume emptied, by a throwaway container of the same image (a volume in use by a
         container, even a stopped one, cannot be removed). Started again, it comes back
         empty."""
-        container = container_name(name)
         self.kill([name])
+        self._in_volume_of(name, "find /data -mindepth 1 -delete")
+
+    def load_volume(self, name: str, source: Path) -> None:
+        """Storage node `name`'s volume holds exactly the data directory `source` (a
+        restore's): its container is killed, the volume emptied and `source` copied in, owned
+        as the volume's root is."""
+        self.kill([name])
+        copy = (
+            "find /data -mindepth 1 -delete && cp -R /restore/. /data/ && "
+            'chown -R "$(stat -c %u:%g /data)" /data'
+        )
+        self._in_volume_of(name, copy, f"{source.resolve()}:/restore:ro")
+
+    def _in_volume_of(self, name: str, script: str, *mounts: str) -> None:
+        """Run `script` in a throwaway container of the node's image with its data volume at
+        /data (a volume in use by a container, even a stopped one, cannot be removed)."""
+        container = container_name(name)
         volumes = docker("inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", container).split()
         image = docker("inspect", "-f", "{{.Image}}", container).strip()
         if len(volumes) != 1:
             raise SixfoldError(f"{container} mounts {volumes or 'no volume'}, not one data volume")
-        wipe = "find /data -mindepth 1 -delete"
-        docker("run", "--rm", "--entrypoint", "sh", "-v", f"{volumes[0]}:/data", image, "-c", wipe)
+        extra = [arg for m in mounts for arg in ("-v", m)]
+        docker(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sh",
+            "-v",
+            f"{volumes[0]}:/data",
+            *extra,
+            image,
+            "-c",
+            script,
+        )
 
     def pause(self, names: list[str]) -> list[str]:
         running = [n for n in names if self._running(n)]

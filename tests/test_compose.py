@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from sixfold.backup.store import open_store
 from sixfold.check.history import load_history
 from sixfold.clients import NodeClient
 from sixfold.core.membership import POSITIONS
@@ -305,6 +306,35 @@ def container_drop_rules(container: str) -> list[str]:
         check=True,
     ).stdout
     return [line for line in rules.splitlines() if "DROP" in line]
+
+
+def test_a_backup_of_the_compose_cluster_restores_onto_it(
+    compose_cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 15 on compose: the agent backs up the containers' volume from the host, and a
+    restore to a point replaces every node's data volume with the volume as of then."""
+    env = compose_cluster
+    url = f"file://{tmp_path / 'store'}"
+    wrote = sixfold_cli(env, "page", "write", "555", "before the backup", "--timeout", "30")
+    assert wrote.returncode == 0, wrote.stderr
+    point = int(wrote.stdout.strip())
+    deadline = time.monotonic() + 60
+    while open_store(url).latest_manifest().newest_lsn < point:
+        assert time.monotonic() < deadline, "the backup never held the write"
+        ran = sixfold_cli(env, "backup", "run", "--to", url, "--rounds", "1", timeout=120)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    after = sixfold_cli(env, "page", "write", "555", "after the backup", "--timeout", "30")
+    assert after.returncode == 0, after.stderr
+    restored = sixfold_cli(env, "restore", "--from", url, "--to-lsn", str(point), "--replace")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert f"as of LSN {point}" in restored.stdout, restored.stdout
+    wait_writer_ready(env)
+    read = sixfold_cli(env, "page", "read", "555", "--timeout", "30")
+    assert read.stdout.strip() == "before the backup", read.stdout + read.stderr
+    again = sixfold_cli(env, "page", "write", "556", "after the restore", "--timeout", "30")
+    assert again.returncode == 0, again.stderr
+    refused = sixfold_cli(env, "restore", "--from", url, "--to-lsn", str(point))
+    assert refused.returncode == 1 and "pass --replace" in refused.stderr
 
 
 def test_a_node_lost_for_good_is_replaced_by_a_spare_under_load(

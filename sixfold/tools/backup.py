@@ -7,12 +7,14 @@ import contextlib
 import datetime
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import Progress
 
+from sixfold import cluster
 from sixfold.backup.agent import BASE_INTERVAL_S_DEFAULT, BackupAgent, Shipped
 from sixfold.backup.store import open_store
 from sixfold.clients import NodeClient
@@ -25,6 +27,7 @@ from sixfold.core.backup import (
     snapshot_object_name,
 )
 from sixfold.core.errors import BackupError, SixfoldError
+from sixfold.core.quorum import NODE_NAMES
 from sixfold.metrics import BackupMetrics, serve
 from sixfold.targets import ComposeTarget, ProcessTarget
 from storage_node.restore import Restored, restore
@@ -190,6 +193,25 @@ def restore_into(url: str, into: Path, to_lsn: int | None, to_time: float | None
     with Progress() as bar:
         task = bar.add_task("restoring", total=len(plan.base) + len(plan.logs))
         return restore(store, plan, into, lambda done, total: bar.update(task, completed=done))
+
+
+def restore_onto_compose(url: str, to_lsn: int | None, to_time: float | None) -> Restored:
+    """The compose cluster's volume replaced by the backup's as of a point: built in a
+    temporary directory as a process cluster's, then copied into each node's data volume
+    with every member stopped (the spares' volumes emptied: a spare holds nothing), and the
+    members started again. Its first writer recovers the restored volume."""
+    target = ComposeTarget()
+    members = [*target.nodes, *cluster.INSTANCE_NAMES]
+    with tempfile.TemporaryDirectory(prefix="sixfold-restore-") as tmp:
+        restored = restore_into(url, Path(tmp) / "volume", to_lsn, to_time)
+        target.kill(list(cluster.INSTANCE_NAMES))  # no writer while the volume changes
+        for name in target.nodes:
+            if name in NODE_NAMES:
+                target.load_volume(name, restored.directory / name)
+            else:
+                target.lose_disk(name)
+    target.start(members)
+    return restored
 
 
 def parse_duration(text: str) -> float:

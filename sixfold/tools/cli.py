@@ -394,6 +394,21 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from sixfold.tools import backup
 
     to_time = backup.parse_time(args.to_time) if args.to_time is not None else None
+    if args.compose:
+        if args.into or not args.replace:
+            raise SixfoldError(
+                "on compose, a restore replaces the compose cluster's volume (every node's "
+                "data): pass --replace, and no --into"
+            )
+        restored = backup.restore_onto_compose(args.source, args.to_lsn, to_time)
+        print(
+            f"restored {restored.pages:,} pages into the compose cluster's volumes as of LSN "
+            f"{restored.lsn} (seen durable by {backup.when(restored.durable_by)}); its members "
+            "are starting: `sixfold --compose status`"
+        )
+        return 0
+    if not args.into:
+        raise SixfoldError("--into DIR: the new cluster's directory (new or empty)")
     restored = backup.restore_into(args.source, Path(args.into), args.to_lsn, to_time)
     print(
         f"restored {restored.pages:,} pages into {restored.directory} as of LSN {restored.lsn} "
@@ -675,7 +690,12 @@ def build_parser() -> argparse.ArgumentParser:
     point.add_argument(
         "--to-time", help="restore to the newest point durable by then (ISO 8601, or epoch s)"
     )
-    p.add_argument("--into", required=True, help="the new cluster's directory (new or empty)")
+    p.add_argument("--into", help="the new cluster's directory (new or empty)")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --compose: replace the compose cluster's volume with the restored one",
+    )
     p.set_defaults(fn=cmd_restore)
 
     p = sub.add_parser("down", help="stop the local cluster")
