@@ -21,9 +21,14 @@ from sixfold.backup.store import open_store
 from sixfold.clients import NodeClient
 from sixfold.core.backup import (
     BackupObject,
+    Chapter,
     Manifest,
+    chapter_of,
+    chapter_retention,
     check_object,
+    dump_chapter,
     dump_manifest,
+    load_chapter,
     load_manifest,
     plan_restore,
     retention_plan,
@@ -59,6 +64,70 @@ def test_a_manifest_round_trips_and_a_damaged_one_is_named() -> None:
     damaged = raw.replace(b"log/10-20", b"log/10-21")
     with pytest.raises(CorruptBackupError, match="manifest m fails its CRC32C"):
         load_manifest("m", damaged)
+
+
+def _backed_up_for(hours: int, rounds_per_hour: int) -> tuple[Manifest, dict[str, bytes]]:
+    """The manifests an agent publishes (a log segment each round, a base each hour, sealing
+    the hour before into a chapter), and the chapter objects it wrote."""
+    manifest, chapters, lsn, at = Manifest(0, ()), {}, 10, 100.0
+    for _ in range(hours):
+        base = [_obj("base", lsn, lsn, at)]
+        if manifest.objects:
+            chapter = chapter_of(manifest.objects)
+            chapters[chapter.name] = dump_chapter(manifest.objects)
+            manifest = manifest.sealed(chapter, base)
+        else:
+            manifest = manifest.with_objects(base)
+        for _ in range(rounds_per_hour):
+            at += 1.0
+            manifest = manifest.with_objects([_obj("log", lsn, lsn + 10, at)])
+            lsn += 10
+    return manifest, chapters
+
+
+def test_chapters_keep_the_manifest_one_base_interval_long_and_every_point_restorable() -> None:
+    manifest, chapters = _backed_up_for(hours=30, rounds_per_hour=50)
+    assert len(manifest.chapters) == 29 and len(manifest.objects) == 51
+    assert manifest.stored == (30 * 51, 30 * 51)
+    longer, _ = _backed_up_for(hours=60, rounds_per_hour=50)
+    assert len(dump_manifest(longer)) < 2 * len(dump_manifest(manifest)), "not one entry a round"
+    assert load_manifest("m", dump_manifest(manifest)) == manifest
+    read: list[str] = []
+
+    def reader(chapter: Chapter) -> tuple[BackupObject, ...]:
+        read.append(chapter.name)
+        return load_chapter(chapter, chapters[chapter.name])
+
+    first = manifest.chapters[0]
+    plan = plan_restore(manifest, to_lsn=first.first_lsn + 25, read_chapter=reader)
+    assert plan.base[0].last_lsn == 10 and [o.last_lsn for o in plan.logs] == [20, 30, 40]
+    assert read == [first.name], "only the chapter holding the point is read"
+    middle = manifest.chapters[12]
+    plan = plan_restore(manifest, to_time=middle.first_at + 3.5, read_chapter=reader)
+    assert plan.base[0].last_lsn == middle.first_lsn and plan.wanted_lsn == middle.first_lsn + 30
+    assert (
+        plan_restore(manifest, to_lsn=manifest.newest_lsn).logs[-1].last_lsn == manifest.newest_lsn
+    )
+    with pytest.raises(BackupError, match="before the oldest restore point"):
+        plan_restore(manifest, to_lsn=5, read_chapter=reader)
+    damaged = chapters[middle.name].replace(b"log/", b"lgo/", 1)
+    with pytest.raises(CorruptBackupError, match=f"chapter {middle.name} fails its CRC32C"):
+        load_chapter(middle, damaged)
+    with pytest.raises(CorruptBackupError, match="does not hold what the manifest says"):
+        load_chapter(middle, chapters[first.name])
+
+
+def test_retention_drops_whole_chapters_no_point_in_the_window_needs() -> None:
+    manifest, _ = _backed_up_for(hours=10, rounds_per_hour=50)
+    now = manifest.time_window()[1]  # type: ignore[index]
+    third = manifest.chapters[3]
+    kept, doomed = chapter_retention(manifest, now, now - third.first_at - 10.0)
+    assert [c.name for c in doomed] == [c.name for c in manifest.chapters[:3]]
+    assert kept.chapters[0] == third and kept.objects == manifest.objects
+    pinned = manifest.chapters[1].first_lsn + 5
+    _, doomed = chapter_retention(manifest, now, 1.0, pinned_lsns=[pinned])
+    assert [c.name for c in doomed] == [manifest.chapters[0].name], "the snapshot's chapter stays"
+    assert chapter_retention(manifest, now, 1e9) == (manifest, ())
 
 
 def test_a_damaged_object_is_named() -> None:
@@ -180,9 +249,17 @@ def test_a_cluster_restores_to_any_point_of_its_backup(
     assert [o.kind for o in manifest.objects][:1] == ["base"]
     assert {o.kind for o in manifest.objects[1:]} == {"log"}
 
-    at_first = restore(store, plan_restore(manifest, to_lsn=first), tmp_path / "r1")
+    at_first = restore(
+        store,
+        plan_restore(manifest, to_lsn=first, read_chapter=store.read_chapter),
+        tmp_path / "r1",
+    )
     assert at_first.lsn == first
-    at_second = restore(store, plan_restore(manifest, to_lsn=second), tmp_path / "r2")
+    at_second = restore(
+        store,
+        plan_restore(manifest, to_lsn=second, read_chapter=store.read_chapter),
+        tmp_path / "r2",
+    )
     assert at_second.lsn == second
     r = _restored(tmp_path / "r2")
     try:
@@ -222,7 +299,11 @@ def test_a_damaged_object_stops_the_restore_and_leaves_nothing(
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptBackupError, match=f"backup object {segment.name} is damaged"):
-        restore(store, plan_restore(manifest, to_lsn=last), tmp_path / "r")
+        restore(
+            store,
+            plan_restore(manifest, to_lsn=last, read_chapter=store.read_chapter),
+            tmp_path / "r",
+        )
     assert not (tmp_path / "r").exists()
     assert not list(tmp_path.glob(".r.restoring-*"))  # nothing half-built left beside it
 
@@ -337,7 +418,9 @@ def test_a_backup_to_s3_restores(
     store = open_store(url)
     manifest = store.latest_manifest()
     assert manifest.window() is not None and manifest.newest_lsn >= last
-    at_first = restore(store, plan_restore(manifest, to_lsn=first), tmp_path / "r")
+    at_first = restore(
+        store, plan_restore(manifest, to_lsn=first, read_chapter=store.read_chapter), tmp_path / "r"
+    )
     assert at_first.lsn == first
     r = _restored(tmp_path / "r")
     try:
@@ -349,7 +432,11 @@ def test_a_backup_to_s3_restores(
     segment = next(o for o in manifest.objects if o.kind == "log" and o.last_lsn >= last)
     store.put(segment.name, b"garbage")
     with pytest.raises(CorruptBackupError, match=f"backup object {segment.name} is damaged"):
-        restore(store, plan_restore(manifest, to_lsn=last), tmp_path / "r2")
+        restore(
+            store,
+            plan_restore(manifest, to_lsn=last, read_chapter=store.read_chapter),
+            tmp_path / "r2",
+        )
 
 
 @pytest.mark.processes
@@ -376,7 +463,11 @@ def test_snapshots_outlive_retention(local_cluster: LocalCluster, tmp_path: Path
             functools.partial(_ships, c, url, last, rounds_with_retention), f"LSN {last} shipped"
         )
     store = open_store(url)
-    assert store.latest_manifest().objects[0].kind == "base"  # the snapshot's base stays
+    manifest = store.latest_manifest()
+    assert manifest.chapters, "a base each round: the older ones sealed in chapters"
+    window = manifest.window()
+    snap = backup.snapshots(url)[0]
+    assert window is not None and window[0] <= snap.lsn, "the snapshot's chapter stays"
     restored = _cli("snapshot", "restore", "before", "--backup", url, "--into", str(tmp_path / "s"))
     assert restored.returncode == 0, restored.stderr
     r = _restored(tmp_path / "s")
@@ -391,6 +482,9 @@ def test_snapshots_outlive_retention(local_cluster: LocalCluster, tmp_path: Path
     kinds = [o.kind for o in open_store(url).latest_manifest().objects]
     assert kinds == ["base"], kinds  # the newest base alone: every older object deleted
     assert len(open_store(url).names("log/")) == 0
+    assert (
+        open_store(url).names("chapter/") == [] and not open_store(url).latest_manifest().chapters
+    )
     gone = _cli("snapshot", "delete", "before", "--backup", url)
     assert gone.returncode == 1 and "no snapshot before" in gone.stderr
 
@@ -421,11 +515,15 @@ def test_an_agent_away_too_long_takes_a_new_base_and_the_hole_is_refused(
     c.wait_for(collected, "the nodes' GC to pass the agent's point", limit_s=60)
     latest = c.write(5, "after the hole")
     _back_up(c, url, latest)
-    manifest = open_store(url).latest_manifest()
-    assert [o.kind for o in manifest.objects].count("base") == 2
+    store = open_store(url)
+    manifest = store.latest_manifest()
+    # The first base and its log sealed into a chapter; the new base opens the next one.
+    kinds = [o.kind for o in manifest.objects]
+    assert len(manifest.chapters) == 1 and kinds[0] == "base" and kinds.count("base") == 1
     with pytest.raises(BackupError, match=f"LSN {missed} is not restorable"):
-        plan_restore(manifest, to_lsn=missed)
-    plan_restore(manifest, to_lsn=shipped)  # before the hole: still restorable
+        plan_restore(manifest, to_lsn=missed, read_chapter=store.read_chapter)
+    # Before the hole: still restorable, from the chapter.
+    plan_restore(manifest, to_lsn=shipped, read_chapter=store.read_chapter)
 
 
 @pytest.mark.processes

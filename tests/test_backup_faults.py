@@ -117,7 +117,11 @@ def each_restore(url: str, history: History, tmp: Path) -> Iterator[tuple[Path, 
     manifest = open_store(url).latest_manifest()
     for i, point in enumerate(restore_points(history, random.Random(SEED))):
         into = tmp / f"restored-{i}"
-        done: Restored = restore(open_store(url), plan_restore(manifest, **point), into)
+        done: Restored = restore(
+            open_store(url),
+            plan_restore(manifest, **point, read_chapter=open_store(url).read_chapter),
+            into,
+        )
         # The point asked for, as an LSN: a time is the newest point the backup saw durable
         # by then.
         bound = point.get("to_lsn") or max(

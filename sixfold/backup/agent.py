@@ -24,16 +24,21 @@ from sixfold.core.backup import (
     BASE_PAGES_PER_OBJECT_MAX,
     LOG_SEGMENT_RECORDS_MAX,
     BackupObject,
+    Chapter,
     Manifest,
+    chapter_of,
+    chapter_retention,
+    dump_chapter,
     encode_pages,
     encode_records,
     manifest_name,
+    object_last_lsn,
     object_name,
     retention_plan,
     volume_backed_up,
 )
 from sixfold.core.checksum import crc32c
-from sixfold.core.errors import BackupError, SixfoldError
+from sixfold.core.errors import BackupError, CorruptBackupError, SixfoldError
 from sixfold.core.hydration import HYDRATE_PAGES_MAX
 from sixfold.core.quorum import READ_QUORUM
 from sixfold.core.read_point import advance_read_point
@@ -115,13 +120,13 @@ class BackupAgent:
                     durable,
                 )
             objects += await self._base(states, durable, seen_at)
-            manifest = self._publish(manifest, objects)
+            manifest = self._publish_base(manifest, objects)
         else:
             objects += await self._log(source, shipped, durable, seen_at)
             manifest = self._publish(manifest, objects)
             if self._base_due(manifest, seen_at):  # after the log is in a manifest
                 base = await self._base(states, durable, seen_at)
-                manifest = self._publish(manifest, base)
+                manifest = self._publish_base(manifest, base)
                 objects += base
         # What it holds now is its read point on every node: their GC keeps the records
         # above it until the next round (or, should the agent stop, for READ_POINT_TTL_S).
@@ -132,10 +137,23 @@ class BackupAgent:
             manifest = self._retain(manifest, seen_at)
         return Shipped(tuple(objects), durable, manifest)
 
-    def _publish(self, manifest: Manifest, objects: list[BackupObject]) -> Manifest:
-        """A new manifest naming `objects` too (written after them); older manifests but the
-        last few go."""
-        manifest = manifest.with_objects(objects)
+    def _publish_base(self, manifest: Manifest, base: list[BackupObject]) -> Manifest:
+        """A new manifest naming a new base: the open objects before it are sealed into a
+        chapter first (sixfold/core/backup.py), so the manifest stays one base interval long."""
+        if not any(o.kind == "base" for o in manifest.objects):
+            return self._publish(manifest, base)
+        chapter = chapter_of(manifest.objects)
+        self.store.put(chapter.name, dump_chapter(manifest.objects))
+        return self._publish(manifest, base, chapter)
+
+    def _publish(
+        self, manifest: Manifest, objects: list[BackupObject], chapter: Chapter | None = None
+    ) -> Manifest:
+        """A new manifest naming `objects` too, or opening a chapter with them after sealing
+        `chapter` (written after them); older manifests but the last few go."""
+        manifest = (
+            manifest.with_objects(objects) if chapter is None else manifest.sealed(chapter, objects)
+        )
         self.store.put_manifest(manifest)
         for seq in range(
             max(manifest.seq - MANIFESTS_KEPT - MANIFESTS_SWEPT, 1),
@@ -151,6 +169,7 @@ class BackupAgent:
     def _retain(self, manifest: Manifest, now: float) -> Manifest:
         """The manifest without what no point within the retention needs, published."""
         pinned = [s.lsn for s in self.store.snapshots()]
+        manifest = self._retain_chapters(manifest, now, pinned)
         kept, doomed = retention_plan(manifest, now, self.retention_s, pinned)
         if not doomed:
             return manifest
@@ -161,6 +180,32 @@ class BackupAgent:
             "backup: retention deleted %d objects up to LSN %d", len(doomed), doomed[-1].last_lsn
         )
         return kept
+
+    def _retain_chapters(self, manifest: Manifest, now: float, pinned: list[int]) -> Manifest:
+        kept, doomed = chapter_retention(manifest, now, self.retention_s, pinned)
+        if not doomed:
+            return manifest
+        self.store.put_manifest(kept)  # first: no manifest ever names a deleted object
+        for chapter in doomed:
+            try:
+                names = [o.name for o in self.store.read_chapter(chapter)]
+            except CorruptBackupError as exc:  # its objects are found by their names instead
+                log.warning("backup: %s; deleting its objects by their LSNs", exc)
+                names = self._names_before(kept.window() or (0, 0))
+            for name in names:
+                self.store.delete(name)
+            self.store.delete(chapter.name)
+        log.info(
+            "backup: retention deleted %d chapters up to LSN %d", len(doomed), doomed[-1].last_lsn
+        )
+        return kept
+
+    def _names_before(self, window: tuple[int, int]) -> list[str]:
+        """The base and log objects in the store that no point in `window` needs, by their
+        names: bases below its start, segments ending at or below it."""
+        bases = [n for n in self.store.names("base/") if 0 <= object_last_lsn(n) < window[0]]
+        logs = [n for n in self.store.names("log/") if 0 <= object_last_lsn(n) <= window[0]]
+        return bases + logs
 
     async def _states(self, shipped: int) -> dict[str, pb.NodeState]:
         request = pb.GetStateRequest(reader=AGENT_NAME, read_point=shipped)

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sixfold.core.backup import (
+    BackupObject,
+    Chapter,
     Manifest,
     Snapshot,
     dump_manifest,
+    load_chapter,
     load_manifest,
     load_snapshot,
     manifest_name,
@@ -62,6 +65,10 @@ class ObjectStore:
 
     def put_manifest(self, manifest: Manifest) -> None:
         self.put(manifest_name(manifest.seq), dump_manifest(manifest))
+
+    def read_chapter(self, chapter: Chapter) -> tuple[BackupObject, ...]:
+        """The objects a chapter names, checked (CorruptBackupError names it otherwise)."""
+        return load_chapter(chapter, self.get(chapter.name))
 
 
 class FileStore(ObjectStore):

@@ -14,13 +14,20 @@ objects no manifest names, which a restore never reads.
 Restoring to LSN L takes the newest base at or below L and the segments after it, up to the
 last commit at or below L. Restoring to a time takes the newest segment end seen durable at
 or before it.
+
+The manifest stays bounded while the backup runs for months: a round a second adds a segment
+a second, so when a new base is published, the objects before it (the last base and its
+segments) are sealed into a **chapter**, an object of its own listing them, and the manifest
+names the chapter instead. It holds the chapters (one per base interval, kept as long as the
+retention keeps them) and the open chapter's objects (one base interval of rounds). A restore
+reads the one chapter that holds its point, so every round's point stays restorable.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,32 +59,99 @@ class BackupObject:
 
 
 @dataclass(frozen=True, slots=True)
+class Chapter:
+    """Sealed objects: one base interval's base(s) and segments, named by an object of its
+    own (`chapter_name`) so the manifest need not list them."""
+
+    name: str
+    first_lsn: int  # its oldest base's LSN
+    last_lsn: int
+    first_at: float  # when its oldest base was durable
+    last_at: float
+    objects: int
+    size: int  # bytes of the objects it names
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
-    """The objects of a backup, oldest first."""
+    """The chapters of a backup and the open chapter's objects, oldest first."""
 
     seq: int  # each manifest written has the next number
     objects: tuple[BackupObject, ...]
     volume_id: str = ""  # the volume backed up ("": not named, a volume from before ids)
+    chapters: tuple[Chapter, ...] = ()
 
     @property
     def newest_lsn(self) -> int:
-        return max((o.last_lsn for o in self.objects), default=0)
+        return max(
+            [*(o.last_lsn for o in self.objects), *(c.last_lsn for c in self.chapters)], default=0
+        )
 
     def window(self) -> tuple[int, int] | None:
         """(oldest, newest) LSN a restore can reach, None when there is no base yet."""
         bases = [o.last_lsn for o in self.objects if o.kind == "base"]
+        bases += [c.first_lsn for c in self.chapters]
         if not bases:
             return None
         return min(bases), self.newest_lsn
 
     def time_window(self) -> tuple[float, float] | None:
         bases = [o.durable_at for o in self.objects if o.kind == "base"]
+        bases += [c.first_at for c in self.chapters]
         if not bases:
             return None
-        return min(bases), max(o.durable_at for o in self.objects)
+        ends = [*(o.durable_at for o in self.objects), *(c.last_at for c in self.chapters)]
+        return min(bases), max(ends)
+
+    @property
+    def stored(self) -> tuple[int, int]:
+        """(objects, bytes) the backup holds, chapters included."""
+        objects = len(self.objects) + sum(c.objects for c in self.chapters)
+        size = sum(o.size for o in self.objects) + sum(c.size for c in self.chapters)
+        return objects, size
 
     def with_objects(self, added: Sequence[BackupObject]) -> Manifest:
-        return Manifest(self.seq + 1, (*self.objects, *added), self.volume_id)
+        return Manifest(self.seq + 1, (*self.objects, *added), self.volume_id, self.chapters)
+
+    def sealed(self, chapter: Chapter, added: Sequence[BackupObject]) -> Manifest:
+        """The next manifest: the open objects sealed into `chapter`, `added` opening the
+        next one."""
+        return Manifest(self.seq + 1, tuple(added), self.volume_id, (*self.chapters, chapter))
+
+
+def chapter_of(objects: Sequence[BackupObject]) -> Chapter:
+    """The chapter sealing `objects` (the open ones: a base first)."""
+    bases = [o for o in objects if o.kind == "base"]
+    assert bases, "a chapter starts with a base"
+    first = min(o.last_lsn for o in bases)
+    last = max(o.last_lsn for o in objects)
+    return Chapter(
+        name=f"chapter/{first:020d}-{last:020d}.json",
+        first_lsn=first,
+        last_lsn=last,
+        first_at=min(o.durable_at for o in bases),
+        last_at=max(o.durable_at for o in objects),
+        objects=len(objects),
+        size=sum(o.size for o in objects),
+    )
+
+
+def dump_chapter(objects: Sequence[BackupObject]) -> bytes:
+    return _sealed({"format": MANIFEST_FORMAT, "objects": [asdict(o) for o in objects]})
+
+
+def load_chapter(chapter: Chapter, raw: bytes) -> tuple[BackupObject, ...]:
+    """A chapter's objects, its CRC checked and its contents matched to the manifest's
+    entry (CorruptBackupError names it otherwise)."""
+    what = f"chapter {chapter.name}"
+    data = _unsealed(what, raw)
+    try:
+        objects = tuple(BackupObject(**o) for o in data["objects"])
+    except (KeyError, TypeError) as exc:
+        raise CorruptBackupError(f"{what} is unreadable: {exc}") from None
+    if not objects or chapter_of(objects) != chapter:
+        raise CorruptBackupError(f"{what} does not hold what the manifest says it does")
+    return objects
 
 
 def volume_backed_up(manifest: Manifest, node_volumes: Iterable[str]) -> str:
@@ -94,6 +168,15 @@ def volume_backed_up(manifest: Manifest, node_volumes: Iterable[str]) -> str:
             f"{manifest.volume_id}: back each volume up to a store (or prefix) of its own"
         )
     return manifest.volume_id or volume
+
+
+def object_last_lsn(name: str) -> int:
+    """The last LSN an object's name gives (`object_name`'s); -1 for another name."""
+    stem = name.rsplit("/", 1)[-1].split(".", 1)[0]
+    fields = stem.split("-")
+    if len(fields) != 2 or not all(f.isdigit() for f in fields):
+        return -1
+    return int(fields[1] if name.startswith("log/") else fields[0])
 
 
 def object_name(kind: str, first_lsn: int, last_lsn: int, part: int = 0) -> str:
@@ -114,6 +197,7 @@ def dump_manifest(manifest: Manifest) -> bytes:
             "seq": manifest.seq,
             "objects": objects,
             "volume_id": manifest.volume_id,
+            "chapters": [asdict(c) for c in manifest.chapters],
         }
     )
 
@@ -126,7 +210,8 @@ def load_manifest(name: str, raw: bytes) -> Manifest:
         if data["format"] != MANIFEST_FORMAT:
             raise CorruptBackupError(f"{what} has format {data['format']}, not {MANIFEST_FORMAT}")
         objects = tuple(BackupObject(**o) for o in data["objects"])
-        return Manifest(int(data["seq"]), objects, str(data.get("volume_id", "")))
+        chapters = tuple(Chapter(**c) for c in data.get("chapters", []))
+        return Manifest(int(data["seq"]), objects, str(data.get("volume_id", "")), chapters)
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptBackupError(f"{what} is unreadable: {exc}") from None
 
@@ -271,7 +356,31 @@ def retention_plan(
     if not doomed:
         return manifest, ()
     kept = tuple(o for o in manifest.objects if o not in doomed)
-    return Manifest(manifest.seq + 1, kept, manifest.volume_id), doomed
+    return Manifest(manifest.seq + 1, kept, manifest.volume_id, manifest.chapters), doomed
+
+
+def chapter_retention(
+    manifest: Manifest, now: float, retention_s: float, pinned_lsns: Iterable[int] = ()
+) -> tuple[Manifest, tuple[Chapter, ...]]:
+    """(the manifest without them, the chapters no restore point needs any more): as
+    `retention_plan`, by whole chapters. The oldest point needed is the newest one durable by
+    the window's start (a chapter durable across it counts from its base), or an older
+    snapshot; the chapter holding it stays, and everything after it."""
+    window_start = now - retention_s
+    ends = [c.last_lsn for c in manifest.chapters if c.last_at <= window_start]
+    ends += [c.first_lsn for c in manifest.chapters if c.first_at <= window_start < c.last_at]
+    ends += [o.last_lsn for o in manifest.objects if o.durable_at <= window_start]
+    oldest_needed = min([max(ends, default=0), *pinned_lsns])
+    starts = [c.first_lsn for c in manifest.chapters]
+    starts += [o.last_lsn for o in manifest.objects if o.kind == "base"]
+    keepable = [s for s in starts if s <= oldest_needed]
+    if not keepable:
+        return manifest, ()
+    doomed = tuple(c for c in manifest.chapters if c.first_lsn < max(keepable))
+    if not doomed:
+        return manifest, ()
+    kept = tuple(c for c in manifest.chapters if c not in doomed)
+    return Manifest(manifest.seq + 1, manifest.objects, manifest.volume_id, kept), doomed
 
 
 # -- restore --------------------------------------------------------------------------------------
@@ -284,10 +393,17 @@ class RestorePlan:
     wanted_lsn: int  # the point asked for; the restore stops at the last commit at or below
 
 
+ChapterReader = Callable[[Chapter], tuple[BackupObject, ...]]
+
+
 def plan_restore(
-    manifest: Manifest, to_lsn: int | None = None, to_time: float | None = None
+    manifest: Manifest,
+    to_lsn: int | None = None,
+    to_time: float | None = None,
+    read_chapter: ChapterReader | None = None,
 ) -> RestorePlan:
-    """The objects a restore to `to_lsn` (or to the newest point durable at `to_time`) needs.
+    """The objects a restore to `to_lsn` (or to the newest point durable at `to_time`) needs,
+    from the chapter that holds the point (`read_chapter` reads one) or the open objects.
     BackupError, naming the window, for a point outside it."""
     assert (to_lsn is None) != (to_time is None), "one of to_lsn, to_time"
     window, times = manifest.window(), manifest.time_window()
@@ -295,36 +411,72 @@ def plan_restore(
         raise BackupError(
             "the backup holds no base yet: nothing can be restored (is the backup running?)"
         )
+    if to_time is not None and to_time < times[0]:
+        raise BackupError(
+            f"no restore point at or before {to_time:.0f}: the backup covers "
+            f"{times[0]:.0f} to {times[1]:.0f} (seconds since the epoch)"
+        )
+    if to_lsn is not None:
+        _check_in_window(to_lsn, window)
+    objects = _unit_of(manifest, to_lsn, to_time, read_chapter)
     if to_time is not None:
-        reached = [o.last_lsn for o in manifest.objects if o.durable_at <= to_time]
-        if not reached:
-            raise BackupError(
-                f"no restore point at or before {to_time:.0f}: the backup covers "
-                f"{times[0]:.0f} to {times[1]:.0f} (seconds since the epoch)"
-            )
-        to_lsn = max(reached)
+        to_lsn = max(o.last_lsn for o in objects if o.durable_at <= to_time)
+        _check_in_window(to_lsn, window)
     assert to_lsn is not None
-    if not window[0] <= to_lsn:
+    return _plan_in(objects, to_lsn)
+
+
+def _check_in_window(lsn: int, window: tuple[int, int]) -> None:
+    if not window[0] <= lsn:
         raise BackupError(
-            f"LSN {to_lsn} is before the oldest restore point: the backup covers LSNs "
+            f"LSN {lsn} is before the oldest restore point: the backup covers LSNs "
             f"{window[0]} to {window[1]}"
         )
-    if to_lsn > window[1]:
+    if lsn > window[1]:
         raise BackupError(
-            f"LSN {to_lsn} is past the newest restore point: the backup covers LSNs "
+            f"LSN {lsn} is past the newest restore point: the backup covers LSNs "
             f"{window[0]} to {window[1]}"
         )
-    base_lsn = max(
-        o.last_lsn for o in manifest.objects if o.kind == "base" and o.last_lsn <= to_lsn
-    )
+
+
+def _unit_of(
+    manifest: Manifest,
+    to_lsn: int | None,
+    to_time: float | None,
+    read_chapter: ChapterReader | None,
+) -> tuple[BackupObject, ...]:
+    """The objects holding the point: the open ones from their oldest base on, else the last
+    chapter starting at or before it (a point before every base gets the oldest unit, and is
+    refused by the window's check)."""
+
+    def starts_by(start_lsn: int, start_at: float) -> bool:
+        return start_lsn <= to_lsn if to_lsn is not None else start_at <= (to_time or 0.0)
+
+    open_bases = [o for o in manifest.objects if o.kind == "base"]
+    if open_bases and (
+        not manifest.chapters or any(starts_by(o.last_lsn, o.durable_at) for o in open_bases)
+    ):
+        return manifest.objects
+    chosen = [c for c in manifest.chapters if starts_by(c.first_lsn, c.first_at)]
+    chapter = chosen[-1] if chosen else manifest.chapters[0]
+    assert read_chapter is not None, "a manifest with chapters needs a chapter reader"
+    return read_chapter(chapter)
+
+
+def _plan_in(objects: Sequence[BackupObject], to_lsn: int) -> RestorePlan:
+    """The base at or below `to_lsn` among `objects` and the segments after it up to it."""
+    bases = [o.last_lsn for o in objects if o.kind == "base" and o.last_lsn <= to_lsn]
+    if not bases:
+        raise BackupError(f"LSN {to_lsn} is before the oldest restore point of its chapter")
+    base_lsn = max(bases)
     base = tuple(
         sorted(
-            (o for o in manifest.objects if o.kind == "base" and o.last_lsn == base_lsn),
+            (o for o in objects if o.kind == "base" and o.last_lsn == base_lsn),
             key=lambda o: o.part,
         )
     )
     logs, reached_lsn = [], base_lsn
-    for obj in sorted((o for o in manifest.objects if o.kind == "log"), key=lambda o: o.first_lsn):
+    for obj in sorted((o for o in objects if o.kind == "log"), key=lambda o: o.first_lsn):
         if reached_lsn >= to_lsn:
             break
         if obj.last_lsn <= reached_lsn:

@@ -63,7 +63,7 @@ class AgentProgress:
         self.protected_since, self.durable, self.error = started, shipped.durable_point, ""
         self.shipped = window[1] if window else 0
         self.oldest_point_at = times[0] if times else 0.0
-        self.stored_bytes = sum(o.size for o in shipped.manifest.objects)
+        self.stored_bytes = shipped.manifest.stored[1]
 
     def gauges(self) -> dict[str, tuple[str, float]]:
         return {
@@ -175,13 +175,14 @@ def describe(manifest: Manifest, url: str) -> str:
     window, times = manifest.window(), manifest.time_window()
     if window is None or times is None:
         return f"backup at {url}: no base yet (run `sixfold backup run --to {url}`)"
-    stored = sum(o.size for o in manifest.objects)
+    objects, stored = manifest.stored
     return "\n".join(
         [
             f"backup at {url} (manifest {manifest.seq})",
             f"  restore points: LSN {window[0]} ({when(times[0])}) to LSN {window[1]} "
             f"({when(times[1])})",
-            f"  objects: {len(manifest.objects)}, {stored:,} bytes; newest "
+            f"  objects: {objects:,} in {len(manifest.chapters) + 1} chapters, {stored:,} "
+            "bytes; newest "
             f"{time.time() - times[1]:.1f} s ago",
         ]
     )
@@ -189,7 +190,7 @@ def describe(manifest: Manifest, url: str) -> str:
 
 def restore_into(url: str, into: Path, to_lsn: int | None, to_time: float | None) -> Restored:
     store = open_store(url)
-    plan = plan_restore(store.latest_manifest(), to_lsn, to_time)
+    plan = plan_restore(store.latest_manifest(), to_lsn, to_time, store.read_chapter)
     with Progress() as bar:
         task = bar.add_task("restoring", total=len(plan.base) + len(plan.logs))
         return restore(store, plan, into, lambda done, total: bar.update(task, completed=done))

@@ -75,9 +75,13 @@ def main(args: argparse.Namespace) -> int:
             cluster.stop_all(cluster.ClusterLayout.load(root / "source"))
         store = open_store(url)
         manifest = store.latest_manifest()
-        stored = sum(o.size for o in manifest.objects)
+        stored = manifest.stored[1]
         started = time.monotonic()
-        restored = restore(store, plan_restore(manifest, to_lsn=manifest.newest_lsn), root / "r")
+        restored = restore(
+            store,
+            plan_restore(manifest, to_lsn=manifest.newest_lsn, read_chapter=store.read_chapter),
+            root / "r",
+        )
         restore_s = time.monotonic() - started
     finally:
         if not args.keep:
