@@ -54,7 +54,9 @@ def holds_of(path: Path) -> dict[str, int]:
     return _on_store(path, lambda s: s.holds())
 
 
-def build_clone(holders: dict[str, Path], clone_id: str, point: int, into: Path) -> None:
+def build_clone(
+    holders: dict[str, Path], clone_id: str, point: int, into: Path, volume_id: str
+) -> None:
     """The clone's six stores in `into` (built beside it and renamed: a clone killed half-way
     leaves a hidden directory, never a volume `sixfold up` would start)."""
     building = into.parent / f".{into.name}.cloning-{os.getpid()}"
@@ -68,6 +70,7 @@ def build_clone(holders: dict[str, Path], clone_id: str, point: int, into: Path)
             # source's environment twice (the hold above opened and closed it).
             store = NodeStore(building / position, position, MAP_SIZE_BYTES_DEFAULT)
             try:
+                store.claim_volume(volume_id)  # a new volume
                 store.put_cloned(lower)
             finally:
                 store.close()

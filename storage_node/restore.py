@@ -73,15 +73,16 @@ def restore(
     building = into.parent / f".{into.name}.restoring-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
+    layout = cluster.new_layout(into)  # a new volume, with an id of its own
     try:
-        pages = _build(store, plan, building, by_page, point, step)
+        pages = _build(store, plan, building, by_page, point, step, layout.volume_id)
         if into.exists():
             into.rmdir()  # empty (checked above)
         building.rename(into)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    cluster.new_layout(into).save()
+    layout.save()
     return Restored(point, durable_by, pages, into)
 
 
@@ -92,9 +93,13 @@ def _build(
     by_page: dict[int, list[RedoRecord]],
     point: int,
     step: Callable[[], None],
+    volume_id: str,
 ) -> int:
-    """Every node's store in `into`, as of `point`; the pages written."""
+    """Every node's store in `into`, as of `point`, of volume `volume_id`; the pages
+    written."""
     stores = [NodeStore(into / name, name, MAP_SIZE_BYTES_DEFAULT) for name in NODE_NAMES]
+    for s in stores:
+        s.claim_volume(volume_id)
     pages = 0
     try:
         batch: list[tuple[int, int, bytes]] = []

@@ -420,7 +420,13 @@ class NodeStore:
         if self.lower is None:
             return EMPTY_PAGE, 0
         assert self.lower_layer is not None
-        return self.lower.page_held(page_no, self.lower_layer)
+        try:
+            return self.lower.page_held(page_no, self.lower_layer)
+        except StoredCorruptionError as exc:  # the source's damage: no repair of ours fixes it
+            raise NotServingError(
+                f"the clone's source {self.lower_layer.path} holds a damaged copy of page "
+                f"{page_no} ({exc}); the clone's other nodes read their own source nodes"
+            ) from exc
 
     def _version_lsn_at(self, txn: lmdb.Transaction, page_no: int, lsn: int) -> int:
         """The LSN of the page's newest version at or below `lsn` (0: none), image unread."""
@@ -663,8 +669,8 @@ class NodeStore:
     def hold(self, clone_id: str, point: int) -> int:
         """Keep the volume at `point` readable for clone `clone_id`, in one durable
         transaction: the hold and, where coalescing passed `point` already, a version at or
-        below it of every page with a record between the GC horizon and it that has none.
-        Returns how many versions that took."""
+        below it of every page with a record stored at or below it that has none. Returns
+        how many versions that took."""
         with self.env.begin(write=True) as txn:
             holds = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
 
@@ -674,8 +680,8 @@ class NodeStore:
             horizon, frontier = num(b"gc_horizon"), num(b"coalesced_through")
             check_can_hold(self.node_name, holds, clone_id, point, num(b"scl"), horizon)
             pages = set()
-            if frontier > point:
-                pages = {page for _, page in self._records_between(txn, horizon, point)}
+            if frontier > point:  # every record still stored at or below it, from the head
+                pages = {page for _, page in self._records_between(txn, 0, point)}
             made = 0
             versions = txn.cursor(db=self.versions_db)
             for page_no in sorted(pages):

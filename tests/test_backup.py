@@ -4,6 +4,7 @@ process cluster backed up to a directory and restored into new clusters."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 import shutil
@@ -205,9 +206,13 @@ def test_a_backup_is_of_one_volume_and_a_node_of_one_volume(tmp_path: Path) -> N
     fresh = Manifest(0, ())
     assert volume_backed_up(fresh, ["v1", "v1", ""]) == "v1"
     assert volume_backed_up(fresh, ["", ""]) == ""  # a volume from before ids
-    assert volume_backed_up(Manifest(1, (), "v1"), ["v1"]) == "v1"
+    assert volume_backed_up(Manifest(1, (), "v1"), ["v2"]) == "v2", "nothing backed up yet"
+    v1 = dataclasses.replace(CHAIN, volume_id="v1")
+    assert volume_backed_up(v1, ["v1"]) == "v1"
     with pytest.raises(BackupError, match="hold volume v2, but this backup is of volume v1"):
-        volume_backed_up(Manifest(1, (), "v1"), ["v2", "v2"])
+        volume_backed_up(v1, ["v2", "v2"])
+    with pytest.raises(BackupError, match=r"hold volume v2, but this backup is of volume \(not"):
+        volume_backed_up(CHAIN, ["v2"])  # a backup from before ids: a new volume is refused
     with pytest.raises(BackupError, match="name different volumes"):
         volume_backed_up(fresh, ["v1", "v2"])
     assert load_manifest("m", dump_manifest(Manifest(3, (), "v1"))).volume_id == "v1"

@@ -31,7 +31,7 @@ from sixfold.sql.layout import SQL_META_PAGE, decode_commit_info, volume_page
 from storage_node.restore import Restored, restore
 from storage_node.store import NodeStore
 from tests.conftest import LocalCluster
-from tests.test_backup import _back_up
+from tests.test_backup import _back_up, _cli
 
 SEED = 15
 PAGES = 10
@@ -218,3 +218,13 @@ def test_a_sql_database_restores_whole_to_random_times_through_faults(
         finally:
             db.close()
         history.check(rows, done.lsn, f"SQL restore to {point} (LSN {done.lsn})")
+    last = history.acked[-1]
+    into = tmp_path / "by-the-command"
+    ran = _cli("restore", "--from", url, "--to-lsn", str(last.lsn), "--into", str(into))
+    assert ran.returncode == 0, ran.stderr
+    # The SQL commit's own time, from the volume's SQL meta page: within the second it was
+    # acknowledged.
+    printed = time.mktime(
+        time.strptime(ran.stdout.split("SQL commit of ")[1][:19], "%Y-%m-%dT%H:%M:%S")
+    )
+    assert abs(printed - last.at) < 2.0, ran.stdout

@@ -116,6 +116,34 @@ def test_a_hold_keeps_the_volume_at_its_point_through_coalescing_and_gc(
         clone.close()
 
 
+def test_a_hold_covers_records_below_the_gc_horizon_that_only_versions_above_it_cover(
+    tmp_path: Path,
+) -> None:
+    """Coalescing went past the point in one step (versions at 3 and 4 only) while the GC
+    horizon, held by the peers, stayed at 2: records 1 and 2 are covered only above the
+    point. The hold must give them versions at or below it, or GC drops them."""
+    source = tmp_path / "a1"
+
+    async def run() -> None:
+        node = open_node(source, coalesce_records_max=100, gc_keys_max=100)
+        try:
+            await write_log(node, [0, 1, 0, 1])
+            node.peer_scl.update({p: 2 for p in PEERS})
+            node.peer_coalesced.update({p: 2 for p in PEERS})
+            await background_cycle(node, PEERS)
+            assert node.coalesced_through == 4 and node.gc_horizon == 2
+            assert node.store.hold("c", 2) == 2
+            await drain_all(node, 4)
+            assert node.gc_horizon == 4 and node.store.counts()[0] == 0
+            lower = LowerLayer(str(source), "a1", 2, "c")
+            images = {p: until_nul(node.store.page_held(p, lower)[0]) for p in (0, 1)}
+            assert images == {0: b"p0v1", 1: b"p1v2"}
+        finally:
+            await node.stop()
+
+    asyncio.run(run())
+
+
 def test_a_hold_is_refused_where_the_node_cannot_keep_it(tmp_path: Path) -> None:
     async def run() -> None:
         node = open_node(tmp_path / "a1", gc_keys_max=100)
@@ -184,8 +212,18 @@ def test_a_clone_shares_the_volume_and_neither_sees_the_others_writes(
         for reader in (None, "r1"):
             assert clone.read(3, reader) == "before 3"
         assert clone.read(2) == "clone's own" and c.read(3) == "after 3"
+        grandchild = tmp_path / "clone-of-clone"
+        sixfold("--dir", str(into), "clone", "--into", str(grandchild), "--id", "grandchild")
     finally:
         clone.down()
+    refused = subprocess.run(
+        [sys.executable, "-m", "sixfold.tools.cli", "clone", "--drop", str(into)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1 and "is the source of clones grandchild" in refused.stderr
+    assert "dropped" in sixfold("clone", "--drop", str(grandchild))
     with pytest.raises(AssertionError, match="is running"):
         clone.up()
         try:

@@ -185,16 +185,17 @@ class BackupAgent:
         kept, doomed = chapter_retention(manifest, now, self.retention_s, pinned)
         if not doomed:
             return manifest
-        self.store.put_manifest(kept)  # first: no manifest ever names a deleted object
+        # Listed before the manifest forgets them: a failure after it would leak them.
+        names: list[str] = []
         for chapter in doomed:
             try:
-                names = [o.name for o in self.store.read_chapter(chapter)]
+                names += [o.name for o in self.store.read_chapter(chapter)]
             except CorruptBackupError as exc:  # its objects are found by their names instead
                 log.warning("backup: %s; deleting its objects by their LSNs", exc)
-                names = self._names_before(kept.window() or (0, 0))
-            for name in names:
-                self.store.delete(name)
-            self.store.delete(chapter.name)
+                names += self._names_before(kept.window() or (0, 0))
+        self.store.put_manifest(kept)  # first: no manifest ever names a deleted object
+        for name in [*names, *(c.name for c in doomed)]:
+            self.store.delete(name)
         log.info(
             "backup: retention deleted %d chapters up to LSN %d", len(doomed), doomed[-1].last_lsn
         )

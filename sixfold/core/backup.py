@@ -157,17 +157,18 @@ def load_chapter(chapter: Chapter, raw: bytes) -> tuple[BackupObject, ...]:
 def volume_backed_up(manifest: Manifest, node_volumes: Iterable[str]) -> str:
     """The volume a round backs up: the one the nodes name, which must be the backup's own
     (a backup of one volume never takes another's log, a restored or cloned volume's
-    included: their LSNs may overlap). A backup that names none yet takes the nodes'."""
+    included: their LSNs may overlap). A backup that holds nothing yet takes the nodes'."""
     named = sorted({v for v in node_volumes if v})
     if len(named) > 1:
         raise BackupError(f"the storage nodes name different volumes ({', '.join(named)})")
     volume = named[0] if named else ""
-    if manifest.volume_id and volume and volume != manifest.volume_id:
+    if volume != manifest.volume_id and (manifest.objects or manifest.chapters):
         raise BackupError(
-            f"the storage nodes hold volume {volume}, but this backup is of volume "
-            f"{manifest.volume_id}: back each volume up to a store (or prefix) of its own"
+            f"the storage nodes hold volume {volume or '(not named)'}, but this backup is of "
+            f"volume {manifest.volume_id or '(not named)'}: back each volume up to a store "
+            "(or prefix) of its own"
         )
-    return manifest.volume_id or volume
+    return volume
 
 
 def object_last_lsn(name: str) -> int:

@@ -16,10 +16,13 @@ newest version at or below P plus its records above that version up to P:
   covers records at or below P ends at or below P. A step planned before the hold and
   committed after it would cross it: it is not committed, and is planned again.
 - A node whose coalescing already passed P when the hold comes may have covered records at
-  or below P with versions above it. So the hold gives each page with a record in
-  (GC horizon, P] a version at its newest change at or below P, where it has none. Records
-  at or below the horizon are covered at or below it already. The cost is the records
-  between the horizon and P, never the volume's size.
+  or below P with versions above it, and GC would drop them once its horizon passes those
+  versions. So the hold gives each page with a record still stored at or below P a version
+  at its newest change at or below P, where it has none. (Not only records above the GC
+  horizon: the horizon is the lowest of the read points and the peers' frontiers, not a
+  coalescing step's end, so a record below it may be covered only above P; found by
+  review.) A record already dropped was covered by a version at or below the horizon, so
+  at or below P. The cost is the log GC has not collected yet, never the volume's size.
 - GC never drops that version: a superseded version is kept while some hold lies in
   [its LSN, the superseding version's LSN). It is set aside, and queued again for GC when
   the hold goes.

@@ -29,8 +29,10 @@ from sixfold.core.backup import (
 from sixfold.core.errors import BackupError, SixfoldError
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.metrics import BackupMetrics, serve
+from sixfold.sql.layout import SQL_META_PAGE, decode_commit_info
 from sixfold.targets import ComposeTarget, ProcessTarget
 from storage_node.restore import Restored, restore
+from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore
 
 ROUNDS_UNBOUNDED = 0
 
@@ -196,7 +198,9 @@ def restore_into(url: str, into: Path, to_lsn: int | None, to_time: float | None
         return restore(store, plan, into, lambda done, total: bar.update(task, completed=done))
 
 
-def restore_onto_compose(url: str, to_lsn: int | None, to_time: float | None) -> Restored:
+def restore_onto_compose(
+    url: str, to_lsn: int | None, to_time: float | None
+) -> tuple[Restored, str]:
     """The compose cluster's volume replaced by the backup's as of a point: built in a
     temporary directory as a process cluster's, then copied into each node's data volume
     with every member stopped (the spares' volumes emptied: a spare holds nothing), and the
@@ -205,14 +209,22 @@ def restore_onto_compose(url: str, to_lsn: int | None, to_time: float | None) ->
     members = [*target.nodes, *cluster.INSTANCE_NAMES]
     with tempfile.TemporaryDirectory(prefix="sixfold-restore-") as tmp:
         restored = restore_into(url, Path(tmp) / "volume", to_lsn, to_time)
+        commit = committed(restored)  # read before the directory goes
         target.kill(list(cluster.INSTANCE_NAMES))  # no writer while the volume changes
-        for name in target.nodes:
-            if name in NODE_NAMES:
-                target.load_volume(name, restored.directory / name)
-            else:
-                target.lose_disk(name)
+        try:
+            for name in target.nodes:
+                if name in NODE_NAMES:
+                    target.load_volume(name, restored.directory / name)
+                else:
+                    target.lose_disk(name)
+        except SixfoldError as exc:  # left stopped: half the nodes may hold the new volume
+            raise BackupError(
+                f"the restore onto compose failed part way ({exc}); its members are left "
+                "stopped, since some volumes may hold the restored volume and others the old "
+                "one: run the same restore again (it replaces every volume)"
+            ) from exc
     target.start(members)
-    return restored
+    return restored, commit
 
 
 def parse_duration(text: str) -> float:
@@ -288,3 +300,18 @@ def parse_time(text: str) -> float:
 
 def when(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds).isoformat(timespec="seconds")
+
+
+def committed(restored: Restored) -> str:
+    """The restored point's commit time: the SQL commit's own (its meta page records it),
+    else when the backup saw it durable (a commit was at or before that)."""
+    store = NodeStore(restored.directory / NODE_NAMES[0], NODE_NAMES[0], MAP_SIZE_BYTES_DEFAULT)
+    try:
+        info = decode_commit_info(store.page_at(SQL_META_PAGE, restored.lsn)[0])
+    except SixfoldError:  # not a SQL volume's meta page: raw page writes only
+        info = None
+    finally:
+        store.close()
+    if info is not None and info.commits:
+        return f"the SQL commit of {when(info.commit_time_us / 1e6)}"
+    return f"a commit seen durable by {when(restored.durable_by)}"

@@ -400,10 +400,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 "on compose, a restore replaces the compose cluster's volume (every node's "
                 "data): pass --replace, and no --into"
             )
-        restored = backup.restore_onto_compose(args.source, args.to_lsn, to_time)
+        restored, commit = backup.restore_onto_compose(args.source, args.to_lsn, to_time)
         print(
             f"restored {restored.pages:,} pages into the compose cluster's volumes as of LSN "
-            f"{restored.lsn} (seen durable by {backup.when(restored.durable_by)}); its members "
+            f"{restored.lsn}, {commit}; its members "
             "are starting: `sixfold --compose status`"
         )
         return 0
@@ -412,7 +412,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     restored = backup.restore_into(args.source, Path(args.into), args.to_lsn, to_time)
     print(
         f"restored {restored.pages:,} pages into {restored.directory} as of LSN {restored.lsn} "
-        f"(seen durable by {backup.when(restored.durable_by)}); start it with "
+        f"({backup.committed(restored)}); start it with "
         f"`sixfold --dir {restored.directory} up`"
     )
     return 0

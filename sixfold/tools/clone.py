@@ -60,12 +60,15 @@ async def create(source: Path, into: Path, clone_id: str | None = None) -> Clone
                 await asyncio.sleep(HOLD_RETRY_S)
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+    layout = cluster.new_layout(into)
     try:
-        await asyncio.to_thread(storage.build_clone, holders, clone_id, point, into)
+        await asyncio.to_thread(
+            storage.build_clone, holders, clone_id, point, into, layout.volume_id
+        )
     except BaseException:
         storage.release_all(list(holders.values()), clone_id)
         raise
-    cluster.new_layout(into).save()
+    layout.save()
     record = {
         "source": str(source.resolve()),
         "id": clone_id,
@@ -126,6 +129,12 @@ def drop(clone_dir: Path) -> str:
         clone_id, holders = str(record["id"]), [Path(p) for p in record["holders"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise CloneError(f"{record_path}: unreadable: {exc}") from exc
+    clones_of_it = holds(clone_dir)
+    if clones_of_it:
+        raise CloneError(
+            f"the clone in {clone_dir} is the source of clones {', '.join(sorted(clones_of_it))}, "
+            f"which read its pages: drop them first"
+        )
     missing = storage.release_all([p for p in holders if p.is_dir()], clone_id)
     shutil.rmtree(clone_dir)
     note = f" ({', '.join(missing)} held nothing for it)" if missing else ""
