@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
-async def _loaded(layout: cluster.ClusterLayout, pages: int) -> float:
+async def loaded(layout: cluster.ClusterLayout, pages: int) -> float:
+    """Seconds to load a fresh cluster with one record on each of `pages` pages."""
     await wait_nodes_serving(layout, READY_LIMIT_S)
     await wait_writer_ready(layout.find_writer_address(), READY_LIMIT_S)
     started = time.monotonic()
@@ -67,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cluster.start_processes(layout, list(layout.processes))
         try:
-            load_s = asyncio.run(_loaded(layout, pages))
+            load_s = asyncio.run(loaded(layout, pages))
             started = time.monotonic()
             asyncio.run(backup.run(ProcessTarget(root / "source"), url, 0.0, 1))
             base_s = time.monotonic() - started

@@ -24,8 +24,9 @@ from sixfold.clients import WriterClient
 from sixfold.core.errors import SixfoldError
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.tools import clone
+from sixfold.tools.backupbench import loaded
 from sixfold.tools.bench import wait_nodes_serving, wait_writer_ready
-from sixfold.tools.restartbench import READY_LIMIT_S, load, print_machine
+from sixfold.tools.restartbench import READY_LIMIT_S, print_machine
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,14 +58,6 @@ async def _first_read(layout: cluster.ClusterLayout) -> float:
     return time.monotonic() - started
 
 
-async def _loaded(layout: cluster.ClusterLayout, pages: int) -> float:
-    await wait_nodes_serving(layout, READY_LIMIT_S)
-    await wait_writer_ready(layout.find_writer_address(), READY_LIMIT_S)
-    started = time.monotonic()
-    await load(layout, pages, pages)
-    return time.monotonic() - started
-
-
 def _one_size(root: Path, size_mib: int, args: argparse.Namespace) -> None:
     pages = (size_mib << 20) // PAGE_SIZE_BYTES
     source = root / f"source-{size_mib}"
@@ -72,7 +65,7 @@ def _one_size(root: Path, size_mib: int, args: argparse.Namespace) -> None:
     layout.save()
     cluster.start_processes(layout, list(layout.processes))
     try:
-        load_s = asyncio.run(_loaded(layout, pages))
+        load_s = asyncio.run(loaded(layout, pages))
         time.sleep(args.settle_s)
         made = [
             asyncio.run(clone.create(source, root / f"clone-{size_mib}-{i}"))
