@@ -59,6 +59,11 @@ async def create(source: Path, into: Path, clone_id: str | None = None) -> Clone
                     raise
                 await asyncio.sleep(HOLD_RETRY_S)
     finally:
+        # The holds keep what the clone needs: its read point would hold GC back for nothing.
+        done = pb.GetStateRequest(reader=f"clone-{clone_id}", read_point=0)
+        await asyncio.gather(
+            *(c.get_state(done, timeout=CALL_TIMEOUT_S) for c in clients), return_exceptions=True
+        )
         await asyncio.gather(*(c.close() for c in clients))
     layout = cluster.new_layout(into)
     try:
