@@ -401,11 +401,17 @@ class NodeStore:
     def page_at(self, page_no: int, lsn: int) -> tuple[bytes, int]:
         """The page image at `lsn` and the LSN of its newest change (0: never written)."""
         with self.env.begin() as txn:
-            base, base_lsn = self._version_at(txn, page_no, lsn)
-            lsns = self._page_lsns(txn, page_no, base_lsn, lsn)
-            records = [self._log_record(txn, x) for x in lsns]
-        image = apply_records(base, records) if records else base
-        return image, (records[-1].lsn if records else base_lsn)
+            image, page_lsn, _ = self._page_in(txn, page_no, lsn)
+        return image, page_lsn
+
+    def _page_in(self, txn: lmdb.Transaction, page_no: int, lsn: int) -> tuple[bytes, int, int]:
+        """(image, LSN of its newest change, LSN of the version it was built from) of a page
+        at `lsn`, read in `txn`: its newest version at or below `lsn` and its records above."""
+        base, base_lsn = self._version_at(txn, page_no, lsn)
+        records = [self._log_record(txn, x) for x in self._page_lsns(txn, page_no, base_lsn, lsn)]
+        if not records:
+            return base, base_lsn, base_lsn
+        return apply_records(base, records), records[-1].lsn, base_lsn
 
     def _version_at(self, txn: lmdb.Transaction, page_no: int, lsn: int) -> tuple[bytes, int]:
         """The page's newest version at or below `lsn`; in a clone, with none of its own,
@@ -467,15 +473,12 @@ class NodeStore:
         dropped once the GC horizon reaches the new one. A step that would cross a clone's
         hold taken since it was planned is not stored (False): it is planned again."""
         with self.env.begin(write=True) as txn:
-            holds = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
+            holds = self._holds_in(txn)
             if crosses_hold(after_lsn, through_lsn, holds.values()):
                 return False
             versions_cursor = txn.cursor(db=self.versions_db)
             for page_no, lsn, image in versions:
-                for older in _version_lsns_below(versions_cursor, page_no, lsn):
-                    key = _SUPERSEDED.pack(lsn, page_no, older)
-                    txn.put(key, b"", db=self.superseded_db)
-                _put_version(txn, page_no, lsn, image, self.versions_db)
+                self._put_superseding(txn, versions_cursor, page_no, lsn, image)
             txn.put(b"coalesced_through", str(through_lsn).encode(), db=self.meta_db)
         return True
 
@@ -507,12 +510,8 @@ class NodeStore:
                 if found.count(None) == len(found):
                     return out, page_no, True
                 page_no = min(p for p in found if p is not None)
-                base, base_lsn = self._version_at(txn, page_no, at_lsn)
-                lsns = self._page_lsns(txn, page_no, base_lsn, at_lsn)
-                records = [self._log_record(txn, x) for x in lsns]
-                page_lsn = records[-1].lsn if records else base_lsn
+                image, page_lsn, _ = self._page_in(txn, page_no, at_lsn)
                 if page_lsn:  # a page whose changes all lie above `at_lsn` is not sent
-                    image = apply_records(base, records) if records else base
                     out.append((page_no, page_lsn, image))
                 page_no += 1
         return out, page_no, False
@@ -524,10 +523,17 @@ class NodeStore:
         with self.env.begin(write=True) as txn:
             cursor = txn.cursor(db=self.versions_db)
             for page_no, lsn, image in versions:
-                for older in _version_lsns_below(cursor, page_no, lsn):
-                    txn.put(_SUPERSEDED.pack(lsn, page_no, older), b"", db=self.superseded_db)
-                _put_version(txn, page_no, lsn, image, self.versions_db)
+                self._put_superseding(txn, cursor, page_no, lsn, image)
             txn.put(b"hydration", progress.encode(), db=self.meta_db)
+
+    def _put_superseding(
+        self, txn: lmdb.Transaction, versions: lmdb.Cursor, page_no: int, lsn: int, image: bytes
+    ) -> None:
+        """Store a page version, queueing the page's older ones to be dropped once the GC
+        horizon reaches it."""
+        for older in _version_lsns_below(versions, page_no, lsn):
+            txn.put(_SUPERSEDED.pack(lsn, page_no, older), b"", db=self.superseded_db)
+        _put_version(txn, page_no, lsn, image, self.versions_db)
 
     def save_membership(self, membership: str) -> None:
         with self.env.begin(write=True, db=self.meta_db) as txn:
@@ -643,7 +649,7 @@ class NodeStore:
     def _drop_superseded(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
         """Drop superseded versions below the horizon, but set aside those a clone's hold
         keeps (sixfold/core/clones.py)."""
-        held = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path)).values()
+        held = self._holds_in(txn).values()
         cursor = txn.cursor(db=self.superseded_db)
         doomed: list[bytes] = []
         if cursor.first():
@@ -663,8 +669,11 @@ class NodeStore:
     # -- clones (sixfold/core/clones.py) ---------------------------------------------------------
 
     def holds(self) -> dict[str, int]:
-        with self.env.begin(db=self.meta_db) as txn:
-            return load_holds(txn.get(b"clone_holds"), str(self.path))
+        with self.env.begin() as txn:
+            return self._holds_in(txn)
+
+    def _holds_in(self, txn: lmdb.Transaction) -> dict[str, int]:
+        return load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
 
     def hold(self, clone_id: str, point: int) -> int:
         """Keep the volume at `point` readable for clone `clone_id`, in one durable
@@ -672,7 +681,7 @@ class NodeStore:
         below it of every page with a record stored at or below it that has none. Returns
         how many versions that took."""
         with self.env.begin(write=True) as txn:
-            holds = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
+            holds = self._holds_in(txn)
 
             def num(key: bytes) -> int:
                 return _parse_int(txn.get(key, db=self.meta_db) or b"0", self.path)
@@ -685,19 +694,13 @@ class NodeStore:
             made = 0
             versions = txn.cursor(db=self.versions_db)
             for page_no in sorted(pages):
-                base, base_lsn = self._version_at(txn, page_no, point)
-                records = [
-                    self._log_record(txn, x) for x in self._page_lsns(txn, page_no, base_lsn, point)
-                ]
-                if not records or not version_needed(records[-1].lsn, base_lsn):
+                image, lsn, version_lsn = self._page_in(txn, page_no, point)
+                if not version_needed(lsn, version_lsn):
                     continue
-                lsn = records[-1].lsn
-                for older in _version_lsns_below(versions, page_no, lsn):
-                    txn.put(_SUPERSEDED.pack(lsn, page_no, older), b"", db=self.superseded_db)
                 newer = _version_lsn_above(versions, page_no, lsn)
                 if newer is not None:  # this one is superseded already, kept by the hold
                     txn.put(_SUPERSEDED.pack(newer, page_no, lsn), b"", db=self.superseded_db)
-                _put_version(txn, page_no, lsn, apply_records(base, records), self.versions_db)
+                self._put_superseding(txn, versions, page_no, lsn, image)
                 made += 1
             holds[clone_id] = point
             txn.put(b"clone_holds", dump_holds(holds), db=self.meta_db)
@@ -707,7 +710,7 @@ class NodeStore:
         """Drop clone `clone_id`'s hold; the versions set aside go back to GC's queue (it
         sets aside again those another hold keeps). Returns how many."""
         with self.env.begin(write=True) as txn:
-            holds = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
+            holds = self._holds_in(txn)
             if clone_id not in holds:
                 raise CloneError(f"{self.node_name} holds no clone {clone_id!r}")
             del holds[clone_id]
@@ -758,18 +761,15 @@ class NodeStore:
         """The page at the clone's point, read by the clone's node from this (source) store;
         refused unless the source still holds that point for the clone."""
         with self.env.begin() as txn:
-            holds = load_holds(txn.get(b"clone_holds", db=self.meta_db), str(self.path))
+            holds = self._holds_in(txn)
             if holds.get(lower.hold_id) != lower.point:
                 raise NotServingError(
                     f"{self.path} no longer holds LSN {lower.point} for clone "
                     f"{lower.hold_id!r} (dropped, or the node was replaced): the clone's copy "
                     "of this position cannot read the pages it shares"
                 )
-            base, base_lsn = self._version_at(txn, page_no, lower.point)
-            lsns = self._page_lsns(txn, page_no, base_lsn, lower.point)
-            records = [self._log_record(txn, x) for x in lsns]
-        image = apply_records(base, records) if records else base
-        return image, (records[-1].lsn if records else base_lsn)
+            image, page_lsn, _ = self._page_in(txn, page_no, lower.point)
+        return image, page_lsn
 
     def next_page(self, page_no: int) -> int | None:
         """The first page at or above `page_no` with a version or a record here (or in
