@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from sixfold.tools.partition import InterposerPartitioner, IptablesPartitioner, 
 COMPOSE_PORT_DEFAULTS = cluster.ports_from(cluster.BASE_PORT_DEFAULT)
 CONTAINER_PREFIX_DEFAULT = "sixfold-"  # docker-compose.yml names containers PREFIX + NAME
 DOCKER_TIMEOUT_S = 60.0
+# `docker pause` freezes the container's cgroup; the kernel can fail to freeze it in runc's
+# time limit ("unable to freeze") while a process sits in an fsync. Try this many times.
+PAUSE_ATTEMPTS = 3
+PAUSE_RETRY_S = 0.2
 
 
 def compose_port(name: str) -> int:
@@ -199,16 +204,29 @@ class ComposeTarget:
         )
 
     def pause(self, names: list[str]) -> list[str]:
+        """Freeze each running container; where the freezer keeps failing, SIGSTOP its main
+        process instead (the service's command is PID 1): silent either way."""
         running = [n for n in names if self._running(n)]
-        if running:
-            docker("pause", *(container_name(n) for n in running))
+        for name in running:
+            if not _freeze(container_name(name)):
+                docker("kill", "--signal", "SIGSTOP", container_name(name))
         return running
 
     def resume(self, names: list[str]) -> list[str]:
-        paused = [n for n in names if self._state(n) == "paused"]
+        """Unfreeze the frozen containers, and SIGCONT every running one (a no-op unless
+        `pause` fell back to SIGSTOP, which `docker inspect` cannot tell from running)."""
+        states = {n: self._state(n) for n in names}
+        paused = [n for n, state in states.items() if state == "paused"]
         if paused:
             docker("unpause", *(container_name(n) for n in paused))
-        return paused
+        running = [n for n, state in states.items() if state == "running"]
+        for name in running:  # one by one: one that exited meanwhile has nothing to resume
+            try:
+                docker("kill", "--signal", "SIGCONT", container_name(name))
+            except SixfoldError as error:
+                if "is not running" not in str(error):
+                    raise
+        return paused + running
 
     def partitioner(self) -> Partitioner:
         """Cuts links with iptables in the containers' network namespaces (needs root)."""
@@ -232,6 +250,20 @@ def current_writer_name(target: ProcessTarget | ComposeTarget) -> str:
     from sixfold.client.discovery import newest_topology
 
     return newest_topology(instance_seeds(target)).writer_name
+
+
+def _freeze(container: str) -> bool:
+    """`docker pause`, tried PAUSE_ATTEMPTS times: whether the container is frozen."""
+    for attempt in range(PAUSE_ATTEMPTS):
+        try:
+            docker("pause", container)
+            return True
+        except SixfoldError as error:
+            if "unable to freeze" not in str(error):
+                raise
+            if attempt + 1 < PAUSE_ATTEMPTS:
+                time.sleep(PAUSE_RETRY_S)
+    return False
 
 
 def container_name(name: str) -> str:

@@ -24,7 +24,7 @@ from sixfold.check.history import load_history
 from sixfold.clients import NodeClient
 from sixfold.core.membership import POSITIONS
 from sixfold.core.quorum import STORAGE_NAMES
-from sixfold.targets import COMPOSE_PORT_DEFAULTS, compose_command
+from sixfold.targets import COMPOSE_PORT_DEFAULTS, ComposeTarget, compose_command
 from sixfold.tools.partition import container_pid, iptables_unavailable
 from tests import readme
 
@@ -263,6 +263,39 @@ def test_a_killed_node_comes_back_with_its_data(compose_cluster: dict[str, str])
     wait_writer_ready(env)
     read = sixfold_cli(env, "page", "read", "77", "--timeout", "30")
     assert read.stdout.strip() == "kept on a volume", read.stderr
+
+
+def test_a_paused_node_is_silent_until_resumed(
+    compose_cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways the fuzz pauses a container: the cgroup freezer, and the SIGSTOP it falls
+    back to where the kernel will not freeze (a CI run met "unable to freeze")."""
+    monkeypatch.setenv("SIXFOLD_CONTAINER_PREFIX", f"{PROJECT}-")
+    target = ComposeTarget()
+    port = compose_cluster["SIXFOLD_A2_PORT"]
+
+    async def answers() -> bool:
+        client = NodeClient("a2", f"127.0.0.1:{port}")
+        try:
+            await client.get_state(timeout=1.0)
+            return True
+        except Exception:
+            return False
+        finally:
+            await client.close()
+
+    def stop_by_signal(names: list[str]) -> None:
+        subprocess.run(["docker", "kill", "--signal", "SIGSTOP", f"{PROJECT}-a2"], check=True)
+
+    for pause in (target.pause, stop_by_signal):
+        assert asyncio.run(answers())
+        pause(["a2"])
+        assert not asyncio.run(answers()), f"a2 answered while paused by {pause.__name__}"
+        target.resume(["a2"])
+        deadline = time.monotonic() + 30
+        while not asyncio.run(answers()):
+            assert time.monotonic() < deadline, f"a2 did not resume after {pause.__name__}"
+            time.sleep(0.2)
 
 
 def test_fuzz_against_the_compose_cluster(compose_cluster: dict[str, str], tmp_path: Path) -> None:
