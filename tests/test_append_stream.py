@@ -152,8 +152,15 @@ def test_a_window_beyond_the_nodes_bound_is_refused(tmp_path: Path) -> None:
             pb.AppendBatch(epoch=1, records=pack_records(chain(1 + 4 * i, 4)), batch_id=i)
             for i in range(40)
         ]
+        # Held, the write lock keeps the node from committing for a while: nothing is
+        # acknowledged, so the second batch finds the first still in the window, however
+        # fast the node commits.
+        async with node.write_lock:
+            sent = asyncio.get_running_loop().create_task(exchange(client, batches))
+            await asyncio.sleep(0.5)
         with pytest.raises(BatchTooLargeError, match="stream_window_bytes_max"):
-            await exchange(client, batches)
+            await sent
+        assert node.store.counts()[0] == 4, "only the first batch is stored"
 
     # One batch and a half: two unacknowledged at once are beyond it.
     run_with_node(tmp_path / "a1", body, NodeLimits(stream_window_bytes_max=blob_bytes * 3 // 2))
