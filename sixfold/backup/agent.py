@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from sixfold.backup.store import ObjectStore
 from sixfold.clients import NodeClient
+from sixfold.committed_log import log_source, page_images_at, read_committed
 from sixfold.core.backup import (
     BASE_PAGES_PER_OBJECT_MAX,
     LOG_SEGMENT_RECORDS_MAX,
@@ -39,11 +40,9 @@ from sixfold.core.backup import (
 )
 from sixfold.core.checksum import crc32c
 from sixfold.core.errors import BackupError, CorruptBackupError, SixfoldError
-from sixfold.core.hydration import HYDRATE_PAGES_MAX
 from sixfold.core.quorum import READ_QUORUM
 from sixfold.core.read_point import advance_read_point
-from sixfold.core.record import RedoRecord, decode_record
-from sixfold.node_calls import page_images_of
+from sixfold.core.record import RedoRecord
 from sixfold.rpc import sixfold_pb2 as pb
 
 log = logging.getLogger("sixfold.backup")
@@ -108,7 +107,7 @@ class BackupAgent:
             if self.retention_s:  # a snapshot deleted, or time passed: still retained
                 manifest = self._retain(manifest, seen_at)
             return Shipped((), durable, manifest)
-        source = self._log_source(states, shipped, durable) if manifest.window() else None
+        source = log_source(self.clients, states, shipped, durable) if manifest.window() else None
         objects: list[BackupObject] = []
         if source is None:  # the first round, or the records are gone: a base now
             if manifest.window() is not None:
@@ -223,16 +222,6 @@ class BackupAgent:
             if isinstance(r, pb.NodeState) and r.serving
         }
 
-    def _log_source(
-        self, states: dict[str, pb.NodeState], shipped: int, durable: int
-    ) -> NodeClient | None:
-        """A node complete to `durable` that still holds every record above `shipped`."""
-        by_name = {c.name: c for c in self.clients}
-        for name, s in sorted(states.items(), key=lambda kv: -kv[1].scl):
-            if s.scl >= durable and s.gc_horizon <= shipped:
-                return by_name[name]
-        return None
-
     async def _hold(self, client: NodeClient, read_point: int) -> None:
         """Name the agent to `client` with `read_point`: its GC keeps what reads at or above
         it need, the records above it included."""
@@ -242,29 +231,7 @@ class BackupAgent:
     async def _log(
         self, source: NodeClient, shipped: int, durable: int, seen_at: float
     ) -> list[BackupObject]:
-        records: list[RedoRecord] = []
-        after = shipped
-        while after < durable:
-            # The read point again before each read: a node forgets one after a while, and
-            # its GC would then take records this round has not read yet.
-            await self._hold(source, after)
-            response = await source.read_records(
-                pb.ReadRecordsRequest(after_lsn=after, through_lsn=durable, max_records=0),
-                timeout=CALL_TIMEOUT_S,
-            )
-            got = [decode_record(r) for r in response.records]  # CRCs checked on the way
-            if not got:
-                raise BackupError(f"{source.name} sent no records above LSN {after}: retried")
-            for record in got:
-                # Below the durable point the log is one chain: a record that does not link
-                # to the one before means a hole (collected meanwhile), never to be shipped.
-                if record.prev_volume_lsn != after:
-                    raise BackupError(
-                        f"{source.name}'s record at LSN {record.lsn} links to LSN "
-                        f"{record.prev_volume_lsn}, not {after}: records are missing; retried"
-                    )
-                after = record.lsn
-            records += got
+        records = await read_committed(source, shipped, durable, self._hold, BackupError)
         # Segments of about LOG_SEGMENT_RECORDS_MAX records, each ending at a commit
         # boundary (a CPL); the last ends at the durable point, which is one.
         objects: list[BackupObject] = []
@@ -293,28 +260,17 @@ class BackupAgent:
                 f"no storage node can build the pages as of LSN {durable} yet: retried"
             )
         client = by_name[sources[0]]
-        objects, pages, part, next_page = [], [], 0, 0
-        while True:
-            await self._hold(client, durable)  # its GC keeps every page as of `durable`
-            response = await client.read_page_images(
-                pb.ReadPageImagesRequest(
-                    at_lsn=durable,
-                    from_page=next_page,
-                    pages_max=HYDRATE_PAGES_MAX,
-                    min_epoch=min_epoch,
-                ),
-                timeout=CALL_TIMEOUT_S,
-            )
-            images = page_images_of(client.name, response)  # CRCs checked
-            pages += [(p.page_no, p.page_lsn, p.image) for p in images.pages]
-            next_page = images.next_page
-            if len(pages) >= BASE_PAGES_PER_OBJECT_MAX or images.done:
+        objects: list[BackupObject] = []
+        pages: list[tuple[int, int, bytes]] = []
+        async for piece, done in page_images_at(client, durable, min_epoch, self._hold):
+            pages += piece
+            if len(pages) >= BASE_PAGES_PER_OBJECT_MAX or done:
+                part = len(objects)
                 objects.append(
                     self._put("base", durable, durable, encode_pages(pages), seen_at, part)
                 )
-                pages, part = [], part + 1
-            if images.done:
-                return objects
+                pages = []
+        return objects
 
     def _put(
         self, kind: str, first: int, last: int, data: bytes, seen_at: float, part: int = 0
