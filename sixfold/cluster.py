@@ -31,6 +31,9 @@ INSTANCE_NAMES = (WRITER_NAME, *READER_NAMES)  # any of them may be the writer (
 ALL_NAMES = (*NODE_NAMES, *INSTANCE_NAMES)  # every cluster has these; spares only if started
 INTERPOSER_NAME = "interposer"  # only in a partitionable cluster (`sixfold up --partitionable`)
 HOST = "127.0.0.1"
+AGENT_NAME = "agent"  # a secondary region's replication agent, in place of a writer
+PRIMARY_REGION_DEFAULT = "primary"
+REGION_STATUS_FILE = "region.json"  # the agent's status, in the secondary's directory
 STOP_GRACE_S = 5.0
 
 
@@ -65,6 +68,16 @@ class ClusterLayout:
     # Each cluster's volume has an id of its own, passed to its nodes: a restore or a clone
     # is a new volume. "": a directory from before ids (its nodes name none).
     volume_id: str = ""
+    # Global database (issue 16): this cluster's region; for a secondary, the primary's
+    # directory (it then runs a replication agent instead of a writer); for the primary, its
+    # secondaries' directories by name.
+    region: str = ""
+    replica_of: str = ""
+    regions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def region_name(self) -> str:
+        return self.region or PRIMARY_REGION_DEFAULT
 
     @property
     def partitionable(self) -> bool:
@@ -130,6 +143,9 @@ class ClusterLayout:
             extra_args=raw.get("extra_args", {}),
             links=raw.get("links", {}),
             volume_id=raw.get("volume_id", ""),
+            region=raw.get("region", ""),
+            replica_of=raw.get("replica_of", ""),
+            regions=raw.get("regions", {}),
         )
         layout.processes = {k: ProcessInfo(**v) for k, v in raw["processes"].items()}
         return layout
@@ -267,6 +283,23 @@ def new_layout(
     return layout
 
 
+def replica_layout(
+    directory: Path, primary: ClusterLayout, region: str, base_port: int | None
+) -> ClusterLayout:
+    """A secondary region of `primary`'s volume: its nodes and readers, and a replication
+    agent where a primary has its writer (on the writer's port, for its metrics)."""
+    layout = ClusterLayout(
+        str(directory.resolve()),
+        volume_id=primary.volume_id,
+        region=region,
+        replica_of=primary.directory,
+    )
+    set_ports(layout, base_port)
+    writer = layout.processes.pop(WRITER_NAME)
+    layout.processes[AGENT_NAME] = ProcessInfo(AGENT_NAME, "agent", writer.port)
+    return layout
+
+
 def set_ports(layout: ClusterLayout, base_port: int | None) -> None:
     ports = ports_from(base_port) if base_port is not None else {}
     roles = {name: "node" for name in NODE_NAMES}
@@ -355,6 +388,23 @@ def command_for(layout: ClusterLayout, name: str) -> list[str]:
             cmd += ["--volume-id", layout.volume_id]
     elif info.role == "writer":
         cmd = [sys.executable, "-m", "writer", "--nodes", nodes, "--port", str(info.port)]
+    elif info.role == "agent":
+        primary = ClusterLayout.load(Path(layout.replica_of)).nodes
+        return [
+            sys.executable,
+            "-m",
+            "sixfold.region",
+            "--region",
+            layout.region,
+            "--primary-nodes",
+            ",".join(f"{n}={a}" for n, a in primary.items()),
+            "--nodes",
+            ",".join(f"{n}={a}" for n, a in layout.nodes.items()),
+            "--port",
+            str(info.port),
+            "--status-file",
+            str(directory / REGION_STATUS_FILE),
+        ]
     else:
         # r1 takes over a dead writer first, r2 half a second later if r1 did not.
         rank = READER_NAMES.index(name) if name in READER_NAMES else len(READER_NAMES)
@@ -371,6 +421,8 @@ def command_for(layout: ClusterLayout, name: str) -> list[str]:
             "--promotion-rank",
             str(rank),
         ]
+        if layout.replica_of:  # a secondary region has no writer to take over from
+            cmd.append("--no-takeover")
     if info.metrics_port:
         cmd += ["--metrics-port", str(info.metrics_port)]
     # Instances share the writer's settings: any of them may become the writer.
@@ -420,7 +472,7 @@ def resolve_names(names: list[str], az: str | None) -> list[str]:
                 f"unknown availability zone {az!r}: expected one of {', '.join(AZS)}"
             )
         chosen += nodes_in_az(az)
-    known = (*ALL_NAMES, *SPARE_NAMES)
+    known = (*ALL_NAMES, *SPARE_NAMES, AGENT_NAME)
     for n in chosen:
         if n not in known:
             raise SixfoldError(f"unknown process {n!r}: expected one of {', '.join(known)}")
@@ -429,7 +481,19 @@ def resolve_names(names: list[str], az: str | None) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
+def check_in_layout(layout: ClusterLayout, names: list[str]) -> None:
+    """Names a command was given that this cluster has no process for (a secondary region
+    has an agent and no writer; spares exist once started)."""
+    missing = [n for n in names if n not in layout.processes]
+    if missing:
+        raise SixfoldError(
+            f"no process {', '.join(missing)} in the cluster in {layout.directory}: it has "
+            f"{', '.join(layout.processes)}"
+        )
+
+
 def start_processes(layout: ClusterLayout, names: list[str]) -> None:
+    check_in_layout(layout, names)
     layout.save()  # the interposer reads its links from cluster.json as it starts
     # The interposer first: every link of a partitionable cluster goes through it.
     for name in sorted(names, key=lambda n: n != INTERPOSER_NAME):
@@ -438,6 +502,7 @@ def start_processes(layout: ClusterLayout, names: list[str]) -> None:
 
 
 def kill_processes(layout: ClusterLayout, names: list[str], sig: int = signal.SIGKILL) -> list[str]:
+    check_in_layout(layout, names)
     killed = []
     for name in names:
         info = layout.processes[name]

@@ -161,6 +161,15 @@ class BackupMetrics:
         self.registry.register(_GaugeCollector(gauges))
 
 
+class RegionMetrics:
+    """A secondary region's replication agent (issue 16): its gauges (lag in LSNs and
+    seconds, durable point, rate) come from `gauges`."""
+
+    def __init__(self, gauges: Gauges, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(_GaugeCollector(gauges))
+
+
 def serve(registry: CollectorRegistry, host: str, port: int, what: str) -> None:
     """Serve `registry` at http://HOST:PORT/metrics from a thread of its own."""
     try:

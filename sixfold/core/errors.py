@@ -184,3 +184,13 @@ class CorruptBackupError(BackupError):
 
 class CloneError(SixfoldError):
     """A clone cannot be made, read or dropped (issue 15): the message says which node and why."""
+
+
+class RegionError(SixfoldError):
+    """Replication to a secondary region could not go on, or a region command was refused
+    (issue 16); the message says why and what to do."""
+
+
+class RegionFencedError(RegionError):
+    """The secondary's storage nodes are sealed at a newer epoch by someone other than the
+    replication agent (the region was promoted): the agent must ship nothing more."""

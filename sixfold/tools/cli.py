@@ -40,6 +40,8 @@ def _cli(args: argparse.Namespace) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     directory = _dir(args)
+    if args.replica_of or _is_region(directory):
+        return _up_region(args, directory)
     directory.mkdir(parents=True, exist_ok=True)
     if args.base_port is not None:
         cluster.check_base_port(args.base_port)
@@ -49,6 +51,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         layout = cluster.new_layout(
             directory, base_port=args.base_port or cluster.BASE_PORT_DEFAULT
         )
+    if args.region and args.region != layout.region:
+        if layout.regions and args.region in layout.regions:
+            raise SixfoldError(f"a secondary region is already named {args.region!r}")
+        layout.region = args.region
     running = [n for n, p in layout.processes.items() if cluster.is_running(p)]
     if running:
         raise SixfoldError(
@@ -87,6 +93,86 @@ def cmd_up(args: argparse.Namespace) -> int:
     _tell_events(layout, lambda: stop["now"])
     stopped = cluster.stop_all(cluster.ClusterLayout.load(directory))
     print(f"stopped {len(stopped)} processes")
+    return 0
+
+
+def _is_region(directory: Path) -> bool:
+    try:
+        return bool(cluster.ClusterLayout.load(directory).replica_of)
+    except SixfoldError:
+        return False
+
+
+def _up_region(args: argparse.Namespace, directory: Path) -> int:
+    """A secondary region (issue 16): created and seeded from the primary, or started again."""
+    from sixfold.tools import regions
+
+    if _is_region(directory):
+        layout = cluster.ClusterLayout.load(directory)
+        if args.replica_of and Path(args.replica_of).resolve() != Path(layout.replica_of):
+            raise SixfoldError(
+                f"{directory} is region {layout.region} of {layout.replica_of}, not of "
+                f"{args.replica_of}"
+            )
+        running = [n for n, p in layout.processes.items() if cluster.is_running(p)]
+        if running:
+            raise SixfoldError(f"region {layout.region} is already running in {directory}")
+        regions.start_region(layout, args.timeout)
+        print(
+            f"region {layout.region} is up again in {directory}, replicating from "
+            f"{layout.replica_of}"
+        )
+    else:
+        if not args.region:
+            raise SixfoldError("--replica-of needs --region NAME: the new region's name")
+        seeded = regions.add_region(
+            Path(args.replica_of), args.region, directory, args.base_port, args.timeout
+        )
+        print(
+            f"region {args.region} is up in {directory}: seeded with {seeded.pages:,} pages "
+            f"as of LSN {seeded.lsn}, replicating from {args.replica_of}"
+        )
+    print(render_global_status_of(Path(cluster.ClusterLayout.load(directory).replica_of)))
+    if not args.detach:
+        print(
+            "the region runs in the background; `sixfold --dir PRIMARY global remove-region "
+            "NAME` stops it"
+        )
+    return 0
+
+
+def render_global_status_of(primary_dir: Path) -> str:
+    from sixfold.tools import regions
+
+    return regions.render_global_status(regions.global_status(primary_dir))
+
+
+def cmd_global_add(args: argparse.Namespace) -> int:
+    from sixfold.tools import regions
+
+    into = Path(args.into) if args.into else _dir(args).resolve().parent / f"region-{args.name}"
+    seeded = regions.add_region(_dir(args), args.name, into, args.base_port, args.timeout)
+    print(
+        f"region {args.name} is up in {into}: seeded with {seeded.pages:,} pages as of LSN "
+        f"{seeded.lsn}"
+    )
+    print(render_global_status_of(_dir(args)))
+    return 0
+
+
+def cmd_global_remove(args: argparse.Namespace) -> int:
+    from sixfold.tools import regions
+
+    directory = regions.remove_region(_dir(args), args.name)
+    print(f"region {args.name} stopped and removed; its data stays in {directory}")
+    return 0
+
+
+def cmd_global_status(args: argparse.Namespace) -> int:
+    from sixfold.tools import regions
+
+    status = regions.global_status(_dir(args))
+    print(json.dumps(status, indent=2) if args.json else regions.render_global_status(status))
     return 0
 
 
@@ -520,6 +606,12 @@ def cmd_bench_backup(args: argparse.Namespace) -> int:
     return backupbench_main(args)
 
 
+def cmd_bench_region(args: argparse.Namespace) -> int:
+    from sixfold.tools.regionbench import main as regionbench_main
+
+    return regionbench_main(args)
+
+
 def cmd_bench_sql(args: argparse.Namespace) -> int:
     from sixfold.tools.sqlbench import main as sqlbench_main
 
@@ -580,6 +672,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="spare storage nodes per AZ (a3 b3 c3), ready to replace a dead node with "
         "`sixfold replace` (default 0; kept for this cluster directory)",
     )
+    p.add_argument(
+        "--region",
+        metavar="NAME",
+        help="this cluster's region name (issue 16; default: primary); with --replica-of, "
+        "the new secondary region's name",
+    )
+    p.add_argument(
+        "--replica-of",
+        metavar="DIR",
+        help="start a secondary region of the cluster in DIR: its nodes are seeded with the "
+        "primary's pages, then a replication agent keeps them up with its log; readers only",
+    )
     p.set_defaults(fn=cmd_up)
 
     from sixfold.tools.membership import add_replace_arguments
@@ -598,6 +702,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("spares", help="the spare storage nodes and whether each is ready")
     p.set_defaults(fn=cmd_spares)
+
+    glob = sub.add_parser(
+        "global", help="secondary regions replicated at the storage tier (issue 16)"
+    )
+    glob_sub = glob.add_subparsers(dest="global_command", required=True, metavar="ACTION")
+    p = glob_sub.add_parser(
+        "add-region",
+        help="start a secondary region of this cluster, seeded from it now",
+        description="A new cluster (six nodes, two readers, a replication agent) whose nodes "
+        "start with this volume's pages as of its durable point, then follow its log. Refused: "
+        "a name already used, more than five secondaries.",
+    )
+    p.add_argument("name", help="the region's name (letters, digits, '-')")
+    p.add_argument(
+        "--into", metavar="DIR", help="its directory (default: region-NAME beside this one)"
+    )
+    p.add_argument(
+        "--base-port",
+        type=int,
+        metavar="N",
+        help="its ports as `up --base-port` (default: free ones)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=HEALTHY_TIMEOUT_S,
+        help="seconds to wait for it (default %(default)s)",
+    )
+    p.set_defaults(fn=cmd_global_add)
+    p = glob_sub.add_parser(
+        "remove-region", help="stop a secondary region and forget it (its data stays)"
+    )
+    p.add_argument("name")
+    p.set_defaults(fn=cmd_global_remove)
+    p = glob_sub.add_parser(
+        "status", help="each region's durable point, lag (LSNs, seconds) and rate"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_global_status)
 
     backup = sub.add_parser("backup", help="continuous backup to an object store (issue 15)")
     backup_sub = backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
@@ -925,6 +1068,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clonebench.add_arguments(p)
     p.set_defaults(fn=cmd_bench_clone)
+
+    from sixfold.tools import regionbench
+
+    p = sub.add_parser(
+        "bench-region",
+        help="a secondary region's replication lag under load, and the primary's rate",
+        description=regionbench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    regionbench.add_arguments(p)
+    p.set_defaults(fn=cmd_bench_region)
 
     p = sub.add_parser(
         "bench-sql",

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sixfold import cluster
@@ -39,7 +40,7 @@ RECORD_BYTES = 600
 DRAIN_LIMIT_S = 60.0  # after the load, the last markers must be backed up within this
 
 
-async def _committer(client: WriterClient, page: int, end: float, done: list[int]) -> None:
+async def committer(client: WriterClient, page: int, end: float, done: list[int]) -> None:
     data = os.urandom(RECORD_BYTES)
     while time.monotonic() < end:
         try:
@@ -49,7 +50,7 @@ async def _committer(client: WriterClient, page: int, end: float, done: list[int
             pass
 
 
-async def _probe(client: WriterClient, end: float, acked: list[tuple[int, float]]) -> None:
+async def probe(client: WriterClient, end: float, acked: list[tuple[int, float]]) -> None:
     while time.monotonic() < end:
         change = pb.PageChange(page_no=PROBE_PAGE, data=str(len(acked)).encode())
         lsn = await client.write_pages([change], timeout=10.0)
@@ -57,12 +58,16 @@ async def _probe(client: WriterClient, end: float, acked: list[tuple[int, float]
         await asyncio.sleep(PROBE_EVERY_S)
 
 
-async def _watch(url: str, acked: list[tuple[int, float]], lags: list[float], stop: float) -> None:
-    """Note each marker's lag once the backup holds it; until every marker is held (or the
-    drain limit passes) after the load."""
-    store = open_store(url)
+async def watch_markers(
+    newest_lsn: Callable[[], Awaitable[int]],
+    acked: list[tuple[int, float]],
+    lags: list[float],
+    stop: float,
+) -> None:
+    """Note each marker's lag once `newest_lsn()` (the backup's, or a region's durable
+    point) covers it; until every marker is (or the drain limit passes) after the load."""
     while True:
-        newest = (await asyncio.to_thread(store.latest_manifest)).newest_lsn
+        newest = await newest_lsn()
         now = time.time()
         while len(lags) < len(acked) and acked[len(lags)][0] <= newest:
             lags.append(now - acked[len(lags)][1])
@@ -82,10 +87,15 @@ async def _run(layout: cluster.ClusterLayout, url: str, args: argparse.Namespace
         end = time.monotonic() + args.rpo_seconds
         done, acked, lags = [0], [], []
         started = time.monotonic()
+        store = open_store(url)
+
+        async def newest() -> int:
+            return (await asyncio.to_thread(store.latest_manifest)).newest_lsn
+
         await asyncio.gather(
-            *(_committer(client, i, end, done) for i in range(args.committers)),
-            _probe(client, end, acked),
-            _watch(url, acked, lags, end),
+            *(committer(client, i, end, done) for i in range(args.committers)),
+            probe(client, end, acked),
+            watch_markers(newest, acked, lags, end),
         )
         return {"kv": done[0] / (end - started), "acked": acked, "lags": lags}
     finally:

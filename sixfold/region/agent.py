@@ -1,0 +1,264 @@
+"""The replication agent of a secondary region: pulls the primary's committed log from the
+primary's storage nodes and appends it to the secondary's, at the same 4-of-6 quorum
+(sixfold/core/replication.py has the rules).
+
+Each round it asks the secondary's nodes where they are (it resumes from there after any
+break: nothing of its own is kept), the primary's nodes their durable point (naming itself
+with what it has shipped as its read point, so their GC keeps every record above it), reads
+the records in between from one primary node, and appends them chunk by chunk, each chunk
+ending at a commit. A chunk a write quorum stored is durable in the secondary, and the
+agent announces its end as the secondary's VDL, the point its readers read at.
+
+The primary's writer never waits for this: a slow or cut-off secondary only lags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from sixfold.clients import NodeClient
+from sixfold.committed_log import log_source, read_committed
+from sixfold.core.errors import RegionError, RegionFencedError, SixfoldError, StaleEpochError
+from sixfold.core.quorum import READ_QUORUM, WRITE_QUORUM
+from sixfold.core.read_point import advance_read_point
+from sixfold.core.record import RedoRecord
+from sixfold.core.replication import (
+    Lag,
+    RegionStatus,
+    SecondaryNode,
+    agent_owner,
+    chunks,
+    epoch_to_seal,
+    resume_point,
+    secondary_durable,
+)
+from sixfold.rpc import sixfold_pb2 as pb
+
+log = logging.getLogger("sixfold.region")
+
+CALL_TIMEOUT_S = 5.0
+ROUND_IDLE_S = 0.02  # between rounds with nothing to ship
+RETRY_S = 0.5  # after a failed round
+STATUS_EVERY_S = 0.5  # how often the status file is rewritten
+
+
+class ReplicationAgent:
+    def __init__(
+        self,
+        region: str,
+        primary: list[NodeClient],
+        secondary: list[NodeClient],
+        status_path: Path | None = None,
+    ) -> None:
+        self.region = region
+        self.primary = primary
+        self.secondary = secondary
+        self.status_path = status_path
+        self.owner = agent_owner(region)
+        self.lag = Lag()
+        self.epoch = 0  # the epoch it appends at: the primary's, sealed on the secondary
+        self.shipped = 0  # the secondary's durable point: every record to it is on 4 nodes
+        self.error = ""
+        self.fenced = False
+        self._status_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rounds until `stop` is set, or the region is found promoted (fenced)."""
+        while not stop.is_set():
+            try:
+                shipped = await self.round()
+                self.error = ""
+                pause = 0.0 if shipped else ROUND_IDLE_S
+            except RegionFencedError as exc:
+                self.error, self.fenced = str(exc), True
+                log.error("region %s: %s", self.region, exc)
+                self.write_status(force=True)
+                return
+            except SixfoldError as exc:
+                if str(exc) != self.error:
+                    log.warning("region %s: round failed, retrying: %s", self.region, exc)
+                self.error = str(exc)
+                pause = RETRY_S
+            self.write_status()
+            if pause:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+
+    async def round(self) -> int:
+        """Ship what became durable on the primary since the last round; records shipped."""
+        # The primary first: its progress counts towards the lag even while the secondary
+        # cannot take anything.
+        primary, durable, primary_epoch = await self._primary(self.shipped)
+        self.lag.saw_primary(durable, time.time())
+        nodes = await self._secondary_nodes()
+        self.shipped = max(self.shipped, resume_point(list(nodes.values())))
+        wanted = epoch_to_seal(primary_epoch, list(nodes.values()), self.region)
+        if wanted or not self.epoch:
+            await self._seal(max(wanted, primary_epoch))
+        if durable <= self.shipped:
+            self.lag.replicated(self.shipped, 0, time.time())
+            await self._announce(nodes)
+            return 0
+        source = log_source(self.primary, primary, self.shipped, durable)
+        if source is None:
+            raise RegionError(
+                f"no primary node still holds the records above LSN {self.shipped} (the agent "
+                f"was away longer than the primary keeps them): remove region {self.region} "
+                "and add it again"
+            )
+        records = await read_committed(source, self.shipped, durable, self._hold, RegionError)
+        shipped = 0
+        for chunk in chunks(records):
+            newest = max(r.epoch for r in chunk)
+            if newest > self.epoch:  # the primary took over since its state was read
+                await self._seal(newest)
+            await self._append(chunk)
+            self.shipped = chunk[-1].lsn
+            shipped += len(chunk)
+            self.lag.replicated(self.shipped, len(chunk), time.time())
+        await self._announce(await self._secondary_nodes())
+        return shipped
+
+    # -- the primary ------------------------------------------------------------------------------
+
+    async def _primary(self, read_point: int) -> tuple[dict[str, pb.NodeState], int, int]:
+        """The primary's serving nodes' states, its durable point (a VDL a read quorum of its
+        nodes learned, as readers take theirs) and its epoch."""
+        request = pb.GetStateRequest(reader=self.owner, read_point=read_point)
+        states = await _states(self.primary, request)
+        learned = [(s.vdl_epoch, s.vdl) for s in states.values() if s.vdl_epoch]
+        if len(learned) < READ_QUORUM:
+            raise RegionError(
+                f"only {len(learned)} primary storage nodes report a durable point, "
+                f"{READ_QUORUM} needed: nothing shipped"
+            )
+        _, durable = advance_read_point((0, 0), learned)
+        return states, durable, max(s.epoch for s in states.values())
+
+    async def _hold(self, client: NodeClient, read_point: int) -> None:
+        request = pb.GetStateRequest(reader=self.owner, read_point=read_point)
+        await client.get_state(request, timeout=CALL_TIMEOUT_S)
+
+    # -- the secondary ----------------------------------------------------------------------------
+
+    async def _secondary_nodes(self) -> dict[str, SecondaryNode]:
+        states = await _states(self.secondary, pb.GetStateRequest())
+        if len(states) < WRITE_QUORUM:
+            raise RegionError(
+                f"only {len(states)} of the secondary's storage nodes answer, {WRITE_QUORUM} "
+                "needed to replicate: start them (`sixfold start`)"
+            )
+        return {
+            name: SecondaryNode(name, s.epoch, s.epoch_owner, s.scl, s.cpl_at_scl, s.vdl)
+            for name, s in states.items()
+        }
+
+    async def _seal(self, epoch: int) -> None:
+        """Seal `epoch` on the secondary's nodes as the agent, with an empty truncation set
+        of that epoch (the secondary holds only committed records: nothing to cancel)."""
+        truncate = pb.TruncateRequest(epoch=epoch, truncations_version=epoch)
+
+        async def seal(client: NodeClient) -> None:
+            await client.seal(epoch, self.owner, timeout=CALL_TIMEOUT_S)
+            await client.truncate(truncate, timeout=CALL_TIMEOUT_S)
+
+        results = await asyncio.gather(*(seal(c) for c in self.secondary), return_exceptions=True)
+        _raise_bugs(results)
+        sealed = sum(1 for r in results if not isinstance(r, BaseException))
+        if sealed < WRITE_QUORUM:
+            errors = "; ".join(str(r) for r in results if isinstance(r, BaseException))
+            raise RegionError(
+                f"sealed epoch {epoch} on {sealed} secondary nodes, {WRITE_QUORUM} needed: {errors}"
+            )
+        if epoch != self.epoch:
+            log.info("region %s: appending at epoch %d", self.region, epoch)
+        self.epoch = epoch
+
+    async def _append(self, chunk: list[RedoRecord]) -> None:
+        """Append `chunk` to every secondary node; durable once a write quorum stored it."""
+        request = pb.AppendRequest(
+            epoch=self.epoch, records=[r.encoded for r in chunk], vdl=self.shipped
+        )
+        results = await asyncio.gather(
+            *(c.append(request, timeout=CALL_TIMEOUT_S) for c in self.secondary),
+            return_exceptions=True,
+        )
+        _raise_bugs(results)
+        for r in results:
+            if isinstance(r, StaleEpochError):  # sealed newer meanwhile: promoted
+                raise RegionFencedError(f"a secondary node refused the agent's epoch: {r}")
+        scls = [r.scl for r in results if isinstance(r, pb.AppendResponse)]
+        if not secondary_durable(scls, chunk[-1].lsn):
+            errors = "; ".join(str(r) for r in results if isinstance(r, BaseException))
+            raise RegionError(
+                f"LSNs to {chunk[-1].lsn} reached {len(scls)} secondary nodes' logs, complete "
+                f"on fewer than {WRITE_QUORUM}: retried ({errors or 'gaps being filled'})"
+            )
+
+    async def _announce(self, nodes: dict[str, SecondaryNode]) -> None:
+        """The secondary's VDL to each node that has not learned it: readers move to it."""
+        behind = [c for c in self.secondary if c.name in nodes and nodes[c.name].vdl < self.shipped]
+        request = pb.AppendRequest(epoch=self.epoch, vdl=self.shipped)
+        results = await asyncio.gather(
+            *(c.append(request, timeout=CALL_TIMEOUT_S) for c in behind), return_exceptions=True
+        )
+        _raise_bugs(results)
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def status(self) -> RegionStatus:
+        now = time.time()
+        return RegionStatus(
+            region=self.region,
+            primary_durable=self.lag.primary,
+            durable=self.shipped,
+            lag_lsns=self.lag.lsns(),
+            lag_s=round(self.lag.seconds(now), 3),
+            rate=round(self.lag.rate(now), 1),
+            epoch=self.epoch,
+            fenced=self.fenced,
+            error=self.error,
+            updated_at=now,
+        )
+
+    def write_status(self, force: bool = False) -> None:
+        """The status file `sixfold global status` reads, written atomically."""
+        now = time.monotonic()
+        if self.status_path is None or (not force and now - self._status_at < STATUS_EVERY_S):
+            return
+        self._status_at = now
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self.status()), indent=2))
+        tmp.replace(self.status_path)
+
+    async def close(self) -> None:
+        for c in [*self.primary, *self.secondary]:
+            await c.close()
+
+
+async def _states(
+    clients: list[NodeClient], request: pb.GetStateRequest
+) -> dict[str, pb.NodeState]:
+    results = await asyncio.gather(
+        *(c.get_state(request, timeout=CALL_TIMEOUT_S) for c in clients), return_exceptions=True
+    )
+    _raise_bugs(results)
+    return {
+        c.name: r
+        for c, r in zip(clients, results, strict=True)
+        if isinstance(r, pb.NodeState) and r.serving
+    }
+
+
+def _raise_bugs(results: list[object]) -> None:
+    """Operating errors (a node down, a refusal) are counted by the caller; anything else
+    is a bug and goes up."""
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, SixfoldError):
+            raise r

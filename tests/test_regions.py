@@ -1,0 +1,206 @@
+"""Secondary regions replicated at the storage tier (issue 16): the agent's rules, and a
+secondary region of a real process cluster that follows the primary through faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sixfold import cluster
+from sixfold.clients import NodeClient, ReaderClient
+from sixfold.core.errors import RegionError, RegionFencedError
+from sixfold.core.page import until_nul
+from sixfold.core.record import RecordFlags, RedoRecord, encode_record
+from sixfold.core.replication import (
+    REGIONS_SECONDARY_MAX,
+    Lag,
+    SecondaryNode,
+    agent_owner,
+    check_new_region,
+    chunks,
+    epoch_to_seal,
+    resume_point,
+)
+from sixfold.tools import regions
+from tests.conftest import LocalCluster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commits(first: int, sizes: list[int], epoch: int = 1) -> list[RedoRecord]:
+    """Mini-transactions of the given sizes, chained from LSN `first` - 1."""
+    out, lsn = [], first
+    for size in sizes:
+        for i in range(size):
+            flags = RecordFlags.CPL if i == size - 1 else 0
+            out.append(
+                encode_record(
+                    lsn=lsn,
+                    prev_volume_lsn=lsn - 1,
+                    prev_page_lsn=0,
+                    page_no=lsn % 5,
+                    epoch=epoch,
+                    flags=flags,
+                    payload=b"",
+                )
+            )
+            lsn += 1
+    return out
+
+
+def test_chunks_end_at_commits_and_leave_an_unfinished_commit_out() -> None:
+    records = commits(1, [3, 2, 4, 2])[:-1]  # the last commit is cut in half
+    cut = chunks(records, records_max=4)
+    assert [[r.lsn for r in c] for c in cut] == [[1, 2, 3, 4, 5], [6, 7, 8, 9]]
+    assert all(c[-1].is_cpl for c in cut)
+    assert chunks(commits(1, [2, 2]), records_max=100, bytes_max=1) == [
+        commits(1, [2, 2])[:2],
+        commits(1, [2, 2])[2:],
+    ]
+
+
+def node(name: str, epoch: int, owner: str, cpl: int = 0, vdl: int = 0) -> SecondaryNode:
+    return SecondaryNode(name, epoch, owner, cpl, cpl, vdl)
+
+
+def test_the_agent_seals_the_primary_epoch_and_stops_once_promoted() -> None:
+    me = agent_owner("b")
+    fresh = [node(n, 0, "") for n in ("a1", "a2", "b1", "b2")]
+    assert epoch_to_seal(3, fresh, "b") == 3
+    assert epoch_to_seal(3, [node("a1", 3, me)] * 4, "b") == 0
+    assert epoch_to_seal(4, [node("a1", 3, me)] * 4, "b") == 4  # the primary took over
+    with pytest.raises(RegionFencedError, match="promoted"):
+        epoch_to_seal(3, [node("a1", 4, "writer-x"), *fresh], "b")
+    with pytest.raises(RegionFencedError):
+        epoch_to_seal(3, [node("a1", 3, "writer-x")], "b")
+
+
+def test_the_agent_resumes_from_a_point_a_write_quorum_holds() -> None:
+    nodes = [node("a1", 1, "", 50), node("a2", 1, "", 40), node("b1", 1, "", 40)]
+    nodes += [node("b2", 1, "", 30), node("c1", 1, "", 10, vdl=20), node("c2", 1, "", 0)]
+    assert resume_point(nodes) == 30  # the fourth highest whole commit
+    assert resume_point([*nodes[:-1], node("c2", 1, "", 0, vdl=45)]) == 45  # announced
+
+
+def test_lag_counts_lsns_and_the_age_of_the_oldest_missing_point() -> None:
+    lag = Lag()
+    lag.saw_primary(10, now=100.0)
+    lag.saw_primary(20, now=101.0)
+    assert (lag.lsns(), lag.seconds(101.5)) == (20, 1.5)
+    lag.replicated(10, records=10, now=102.0)
+    assert (lag.lsns(), lag.seconds(102.0)) == (10, 1.0)
+    lag.replicated(20, records=10, now=103.0)
+    assert (lag.lsns(), lag.seconds(103.0)) == (0, 0.0)
+    assert lag.rate(103.0) == 10.0
+
+
+def test_region_names_and_the_limit() -> None:
+    check_new_region("b", ["c"], "primary")
+    for bad, why in (("c", "already exists"), ("primary", "already exists"), ("", "name")):
+        with pytest.raises(RegionError, match=why):
+            check_new_region(bad, ["c"], "primary")
+    full = [f"r{i}" for i in range(REGIONS_SECONDARY_MAX)]
+    with pytest.raises(RegionError, match=f"REGIONS_SECONDARY_MAX={REGIONS_SECONDARY_MAX}"):
+        check_new_region("six", full, "primary")
+
+
+# -- a real secondary region ----------------------------------------------------------------
+
+
+def sixfold(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sixfold.tools.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+def read_in(region: cluster.ClusterLayout, reader: str, page_no: int) -> str:
+    async def read() -> str:
+        client = ReaderClient(region.processes[reader].address, reader)
+        try:
+            return until_nul((await client.read_page(page_no, timeout=10.0)).image).decode()
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+def caught_up(primary: Path, name: str) -> bool:
+    status = regions.global_status(primary)
+    region = {r["region"]: r for r in status["regions"]}[name]
+    return region["up"] and region["lag_lsns"] == 0
+
+
+@pytest.mark.processes
+def test_a_secondary_region_follows_the_primary_through_faults(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    primary = local_cluster
+    acked = {page: primary.write(page, f"before {page}") and f"before {page}" for page in range(5)}
+    region_dir = tmp_path / "region-b"
+    up = sixfold("--dir", region_dir, "up", "--region", "b", "--replica-of", primary.directory)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "seeded with" in up.stdout
+    region = cluster.ClusterLayout.load(region_dir)
+    try:
+        # Writes go on while the agent is killed and restarted, and while two of the
+        # region's nodes (an AZ) are down: the primary never waits for the secondary.
+        for step in range(40):
+            if step == 8:
+                cluster.kill_processes(region, [cluster.AGENT_NAME])
+            if step == 16:
+                cluster.start_processes(region, [cluster.AGENT_NAME])
+            if step == 20:
+                cluster.kill_processes(region, ["a1", "a2"])
+            if step == 30:
+                cluster.start_processes(region, ["a1", "a2"])
+            page = step % 12
+            primary.write(page, f"step {step}", timeout=10.0)
+            acked[page] = f"step {step}"
+        primary.wait_for(lambda: caught_up(primary.directory, "b"), "region b to catch up")
+        for page, text in acked.items():
+            for reader in cluster.READER_NAMES:
+                assert read_in(region, reader, page) == text, (page, reader)
+
+        status = sixfold("--dir", primary.directory, "global", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        (b,) = json.loads(status.stdout)["regions"]
+        assert b["region"] == "b" and b["lag_lsns"] == 0 and b["agent"] == "running", b
+
+        for name in ("b", "primary"):  # names in use are refused, and nothing starts
+            again = sixfold("--dir", primary.directory, "global", "add-region", name)
+            assert again.returncode != 0 and "already exists" in again.stderr, again.stderr
+        assert not (tmp_path / "region-primary").exists()
+
+        # Someone else seals the region's nodes at a newer epoch (a promotion): the agent
+        # ships nothing more and says why.
+        async def promote() -> None:
+            for name, address in region.nodes.items():
+                client = NodeClient(name, address)
+                try:
+                    state = await client.get_state()
+                    await client.seal(state.epoch + 1, "writer-promoted")
+                finally:
+                    await client.close()
+
+        asyncio.run(promote())
+        primary.write(0, "after the promotion")
+        primary.wait_for(
+            lambda: regions.global_status(primary.directory)["regions"][0]["agent"] == "fenced",
+            "the agent to find itself fenced",
+        )
+        assert read_in(region, "r1", 0) == acked[0]
+    finally:
+        removed = sixfold("--dir", primary.directory, "global", "remove-region", "b")
+    assert removed.returncode == 0, removed.stderr
+    region = cluster.ClusterLayout.load(region_dir)
+    assert not any(cluster.is_running(p) for p in region.processes.values())
+    assert regions.global_status(primary.directory)["regions"] == []
