@@ -20,13 +20,13 @@ from sixfold.core.commit_log import WriterLimits
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import (
     configure_logging,
+    parse_peers,
     run_process,
     service_name,
     start_server,
     wait_for_termination,
 )
 from sixfold.sql.engine import SqlLimits
-from storage_node.server import parse_peers
 from writer.service import WriterService
 from writer.sql_vfs import ShippedCounters
 

@@ -74,6 +74,9 @@ class ClusterLayout:
     region: str = ""
     replica_of: str = ""
     regions: dict[str, str] = field(default_factory=dict)
+    # A former primary failed over from: its data may hold commits past the divergence
+    # point, so it is set aside and seeded again before it runs as a secondary.
+    rewind_pending: bool = False
 
     @property
     def region_name(self) -> str:
@@ -146,6 +149,7 @@ class ClusterLayout:
             region=raw.get("region", ""),
             replica_of=raw.get("replica_of", ""),
             regions=raw.get("regions", {}),
+            rewind_pending=raw.get("rewind_pending", False),
         )
         layout.processes = {k: ProcessInfo(**v) for k, v in raw["processes"].items()}
         return layout

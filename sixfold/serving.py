@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -88,3 +89,14 @@ async def wait_for_termination(server: grpc.aio.Server) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(grace=1.0)
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """'a2=127.0.0.1:7002,b1=...' -> {'a2': '127.0.0.1:7002', ...}"""
+    peers = {}
+    for item in filter(None, text.split(",")):
+        name, sep, address = item.partition("=")
+        if not sep or not address:
+            raise argparse.ArgumentTypeError(f"peer {item!r} is not NAME=HOST:PORT")
+        peers[name.strip()] = address.strip()
+    return peers

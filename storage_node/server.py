@@ -14,6 +14,7 @@ from sixfold.crash import guarded_task
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import (
     configure_logging,
+    parse_peers,
     run_process,
     service_name,
     start_server,
@@ -28,17 +29,6 @@ from storage_node.store import MAP_SIZE_BYTES_DEFAULT
 log = logging.getLogger("sixfold.storage_node")
 
 GIL_SWITCH_INTERVAL_S = 0.0005
-
-
-def parse_peers(text: str) -> dict[str, str]:
-    """'a2=127.0.0.1:7002,b1=...' -> {'a2': '127.0.0.1:7002', ...}"""
-    peers = {}
-    for item in filter(None, text.split(",")):
-        name, sep, address = item.partition("=")
-        if not sep or not address:
-            raise argparse.ArgumentTypeError(f"peer {item!r} is not NAME=HOST:PORT")
-        peers[name.strip()] = address.strip()
-    return peers
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,13 +7,15 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from sixfold import cluster
-from sixfold.clients import NodeClient, ReaderClient
-from sixfold.core.errors import RegionError, RegionFencedError
+from sixfold.clients import NodeClient, ReaderClient, WriterClient
+from sixfold.core.errors import RegionError, RegionFencedError, SixfoldError
 from sixfold.core.page import until_nul
 from sixfold.core.record import RecordFlags, RedoRecord, encode_record
 from sixfold.core.replication import (
@@ -26,6 +28,7 @@ from sixfold.core.replication import (
     epoch_to_seal,
     resume_point,
 )
+from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.tools import regions
 from tests.conftest import LocalCluster
 
@@ -204,3 +207,143 @@ def test_a_secondary_region_follows_the_primary_through_faults(
     region = cluster.ClusterLayout.load(region_dir)
     assert not any(cluster.is_running(p) for p in region.processes.values())
     assert regions.global_status(primary.directory)["regions"] == []
+
+
+def read_all(address: str, pages: list[int]) -> dict[int, str]:
+    async def read() -> dict[int, str]:
+        client = WriterClient(address)
+        try:
+            out = {}
+            for page in pages:
+                out[page] = until_nul((await client.read_page(page, timeout=10.0)).image).decode()
+            return out
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+def pair(i: int) -> tuple[int, int]:
+    return 5_000 + 2 * i, 5_001 + 2 * i
+
+
+async def write_pairs(
+    address: str, stop: threading.Event, acked: dict[int, int], tried: list[int]
+) -> None:
+    """Commits of two pages each (`pair(i)`, both "c{i}") until `stop`, by 8 clients; the
+    LSN of each acknowledged one."""
+    client = WriterClient(address)
+    next_i = [0]
+
+    async def one_client() -> None:
+        while not stop.is_set():
+            i = next_i[0]
+            next_i[0] += 1
+            tried.append(i)
+            data = f"c{i}".encode() + b"\0"
+            changes = [pb.PageChange(page_no=p, data=data) for p in pair(i)]
+            try:
+                acked[i] = await client.write_pages(changes, timeout=2.0)
+            except SixfoldError:
+                await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.gather(*(one_client() for _ in range(8)))
+    finally:
+        await client.close()
+
+
+@pytest.mark.processes
+def test_a_failover_keeps_every_commit_the_region_held_and_nothing_in_part(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    primary = local_cluster
+    region_dir = tmp_path / "region-b"
+    up = sixfold("--dir", region_dir, "up", "--region", "b", "--replica-of", primary.directory)
+    assert up.returncode == 0, up.stdout + up.stderr
+    region = cluster.ClusterLayout.load(region_dir)
+    acked: dict[int, int] = {}
+    tried: list[int] = []
+    stop = threading.Event()
+    load = threading.Thread(
+        target=asyncio.run,
+        args=(write_pairs(primary.layout.find_writer_address(), stop, acked, tried),),
+    )
+    load.start()
+    try:
+        primary.wait_for(lambda: len(acked) >= 150, "commits under load")
+        # The whole primary region goes at once, under load.
+        layout = primary.layout
+        cluster.kill_processes(layout, list(layout.processes))
+    finally:
+        stop.set()
+        load.join(timeout=30)
+    time.sleep(1.0)  # whatever the agent had in flight lands, or not
+    held = asyncio.run(regions.durable_point(region.nodes))
+    assert held is not None and held > 0
+    failover = sixfold("--dir", primary.directory, "global", "failover", "b")
+    assert failover.returncode == 0, failover.stdout + failover.stderr
+    assert "RPO:" in failover.stdout and "is the primary" in failover.stdout
+
+    region = cluster.ClusterLayout.load(region_dir)
+    writer = region.processes[cluster.WRITER_NAME].address
+    pages = [p for i in tried for p in pair(i)]
+    found = read_all(writer, pages)
+    kept = [i for i, lsn in acked.items() if lsn <= held]
+    assert kept, "the region held none of the acknowledged commits"
+    for i in kept:  # every commit acknowledged at or below the region's durable point
+        assert [found[p] for p in pair(i)] == [f"c{i}", f"c{i}"], (i, acked[i], held)
+    for i in tried:  # and nothing in part: a commit is there whole or not at all
+        values = {found[p] for p in pair(i)}
+        assert values in ({f"c{i}"}, {""}), (i, values)
+
+    # The old primary comes back fenced: it rejoins as a secondary of the new primary.
+    rejoined = sixfold("--dir", primary.directory, "up")
+    assert rejoined.returncode == 0, rejoined.stdout + rejoined.stderr
+    assert "seeded again" in rejoined.stdout
+    old = cluster.ClusterLayout.load(primary.directory)
+    assert cluster.WRITER_NAME not in old.processes and old.replica_of == str(region_dir)
+    lsn = asyncio.run(_write(writer, 1, "after the failover"))
+    primary.wait_for(lambda: caught_up(region_dir, "primary"), "the old primary to catch up")
+    primary.wait_for(lambda: read_in(old, "r1", 1) == "after the failover", "its reader")
+    assert lsn > held
+    sixfold("--dir", region_dir, "global", "remove-region", "primary")
+    sixfold("--dir", region_dir, "down")
+
+
+@pytest.mark.processes
+def test_a_switchover_loses_nothing_and_reports_the_pause(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    primary = local_cluster
+    region_dir = tmp_path / "region-b"
+    up = sixfold("--dir", region_dir, "up", "--region", "b", "--replica-of", primary.directory)
+    assert up.returncode == 0, up.stdout + up.stderr
+    written = {page: f"v{page}" for page in range(20)}
+    for page, text in written.items():
+        primary.write(page, text)
+    switched = sixfold("--dir", primary.directory, "global", "switchover", "b")
+    assert switched.returncode == 0, switched.stdout + switched.stderr
+    assert "nothing acknowledged was lost" in switched.stdout and "paused" in switched.stdout
+
+    region = cluster.ClusterLayout.load(region_dir)
+    writer = region.processes[cluster.WRITER_NAME].address
+    assert read_all(writer, list(written)) == written
+    # The old primary is a secondary now: the new primary's writes reach its readers, and
+    # it takes none itself.
+    asyncio.run(_write(writer, 0, "from b"))
+    old = cluster.ClusterLayout.load(primary.directory)
+    assert cluster.WRITER_NAME not in old.processes
+    primary.wait_for(lambda: caught_up(region_dir, "primary"), "the old primary to catch up")
+    primary.wait_for(lambda: read_in(old, "r2", 0) == "from b", "its reader to read there")
+    sixfold("--dir", region_dir, "global", "remove-region", "primary")
+    sixfold("--dir", region_dir, "down")
+
+
+async def _write(address: str, page: int, text: str) -> int:
+    client = WriterClient(address)
+    try:
+        change = pb.PageChange(page_no=page, data=text.encode() + b"\0")
+        return await client.write_pages([change], timeout=10.0)
+    finally:
+        await client.close()

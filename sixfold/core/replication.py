@@ -81,6 +81,7 @@ class SecondaryNode:
     scl: int
     cpl_at_scl: int
     vdl: int  # the VDL it learned (the agent's announcements)
+    vdl_epoch: int = 0  # the epoch it learned it at
 
 
 def epoch_to_seal(primary_epoch: int, nodes: Sequence[SecondaryNode], region: str) -> int:

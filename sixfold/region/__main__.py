@@ -11,7 +11,7 @@ from pathlib import Path
 from sixfold.clients import NodeClient
 from sixfold.metrics import Gauges, RegionMetrics, serve
 from sixfold.region.agent import ReplicationAgent
-from storage_node.server import parse_peers
+from sixfold.serving import parse_peers
 
 
 def main() -> None:

@@ -92,8 +92,11 @@ class ReplicationAgent:
 
     async def round(self) -> int:
         """Ship what became durable on the primary since the last round; records shipped."""
-        # The primary first: its progress counts towards the lag even while the secondary
-        # cannot take anything.
+        if not self.shipped:  # started: where the region is, before naming a read point
+            self.shipped = resume_point(list((await self._secondary_nodes()).values()))
+        # The primary before the region: its progress counts towards the lag even while the
+        # region can take nothing. Its read point is what the region holds (never 0, which
+        # would let go of the records the agent has yet to ship).
         primary, durable, primary_epoch = await self._primary(self.shipped)
         self.lag.saw_primary(durable, time.time())
         nodes = await self._secondary_nodes()
@@ -155,21 +158,38 @@ class ReplicationAgent:
                 "needed to replicate: start them (`sixfold start`)"
             )
         return {
-            name: SecondaryNode(name, s.epoch, s.epoch_owner, s.scl, s.cpl_at_scl, s.vdl)
+            name: SecondaryNode(
+                name, s.epoch, s.epoch_owner, s.scl, s.cpl_at_scl, s.vdl, s.vdl_epoch
+            )
             for name, s in states.items()
         }
 
     async def _seal(self, epoch: int) -> None:
-        """Seal `epoch` on the secondary's nodes as the agent, with an empty truncation set
-        of that epoch (the secondary holds only committed records: nothing to cancel)."""
-        truncate = pb.TruncateRequest(epoch=epoch, truncations_version=epoch)
+        """Seal `epoch` on the secondary's nodes as the agent. A node takes appends of an
+        epoch only with a truncation set of it: each keeps its own ranges (none on a seeded
+        region; a former primary's, which cancel what its dead writers left), at `epoch`."""
 
         async def seal(client: NodeClient) -> None:
-            await client.seal(epoch, self.owner, timeout=CALL_TIMEOUT_S)
-            await client.truncate(truncate, timeout=CALL_TIMEOUT_S)
+            try:
+                state = await client.seal(epoch, self.owner, timeout=CALL_TIMEOUT_S)
+            except StaleEpochError:
+                # A node can hold the epoch with no owner: learnt from a peer's truncation
+                # set by gossip. It takes the agent's appends as it is; anything else at or
+                # above the epoch means the region was promoted.
+                state = await client.get_state(timeout=CALL_TIMEOUT_S)
+                held = SecondaryNode(client.name, state.epoch, state.epoch_owner, 0, 0, 0)
+                epoch_to_seal(epoch, [held], self.region)
+            version = max(epoch, state.truncations_version)
+            request = pb.TruncateRequest(
+                epoch=epoch, ranges=state.truncations, truncations_version=version
+            )
+            await client.truncate(request, timeout=CALL_TIMEOUT_S)
 
         results = await asyncio.gather(*(seal(c) for c in self.secondary), return_exceptions=True)
         _raise_bugs(results)
+        for r in results:
+            if isinstance(r, RegionFencedError):
+                raise r
         sealed = sum(1 for r in results if not isinstance(r, BaseException))
         if sealed < WRITE_QUORUM:
             errors = "; ".join(str(r) for r in results if isinstance(r, BaseException))
@@ -202,8 +222,14 @@ class ReplicationAgent:
             )
 
     async def _announce(self, nodes: dict[str, SecondaryNode]) -> None:
-        """The secondary's VDL to each node that has not learned it: readers move to it."""
-        behind = [c for c in self.secondary if c.name in nodes and nodes[c.name].vdl < self.shipped]
+        """The secondary's VDL to each node that has not learned it at the agent's epoch:
+        readers move to it (and learn the epoch from it, even at VDL 0)."""
+        point = (self.epoch, self.shipped)
+        behind = [
+            c
+            for c in self.secondary
+            if c.name in nodes and (nodes[c.name].vdl_epoch, nodes[c.name].vdl) < point
+        ]
         request = pb.AppendRequest(epoch=self.epoch, vdl=self.shipped)
         results = await asyncio.gather(
             *(c.append(request, timeout=CALL_TIMEOUT_S) for c in behind), return_exceptions=True

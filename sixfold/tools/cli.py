@@ -117,10 +117,13 @@ def _up_region(args: argparse.Namespace, directory: Path) -> int:
         running = [n for n, p in layout.processes.items() if cluster.is_running(p)]
         if running:
             raise SixfoldError(f"region {layout.region} is already running in {directory}")
-        regions.start_region(layout, args.timeout)
+        from sixfold.tools.promotion import rejoin
+
+        seeded = rejoin(directory, args.timeout)
+        again = f"seeded again as of LSN {seeded} (its data set aside: it was failed over from)"
         print(
-            f"region {layout.region} is up again in {directory}, replicating from "
-            f"{layout.replica_of}"
+            f"region {layout.region} is up in {directory}, replicating from "
+            f"{layout.replica_of}" + (f"; {again}" if seeded else "")
         )
     else:
         if not args.region:
@@ -165,6 +168,34 @@ def cmd_global_remove(args: argparse.Namespace) -> int:
 
     directory = regions.remove_region(_dir(args), args.name)
     print(f"region {args.name} stopped and removed; its data stays in {directory}")
+    return 0
+
+
+def cmd_global_switchover(args: argparse.Namespace) -> int:
+    from sixfold.tools.promotion import switchover
+
+    p = switchover(_dir(args), args.region)
+    print(
+        f"region {p.region} is the primary: epoch {p.epoch}, VDL {p.vdl} (nothing "
+        f"acknowledged was lost); writes paused {p.pause_s:.2f} s. {args.dir} is a secondary now"
+    )
+    return 0
+
+
+def cmd_global_failover(args: argparse.Namespace) -> int:
+    from sixfold.tools.promotion import failover
+
+    p = failover(_dir(args), args.region)
+    lost = (
+        "unknown (the agent left no status)"
+        if p.lost_lsns is None
+        else f"{p.lost_lsns} LSNs, {p.lost_s:.2f} s of commits (as the agent last saw the primary)"
+    )
+    print(
+        f"region {p.region} is the primary: epoch {p.epoch}, VDL {p.vdl}, writing "
+        f"{p.pause_s:.2f} s after the failover began. RPO: {lost}. {args.dir} is fenced: "
+        f"`sixfold --dir {args.dir} up` sets its data aside and rejoins it as a secondary"
+    )
     return 0
 
 
@@ -220,6 +251,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     except cluster.NoClusterError as exc:
         print(f"sixfold: {exc}", file=sys.stderr)
         return Health.NO_CLUSTER
+    if _is_region(_dir(args)):  # no writer here: the regions' view, from the primary's
+        from sixfold.tools import regions
+
+        layout = cluster.ClusterLayout.load(_dir(args))
+        status = regions.global_status(Path(layout.replica_of))
+        print(json.dumps(status, indent=2) if args.json else regions.render_global_status(status))
+        return 0
     status = asyncio.run(gather_status(target))
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     if isinstance(target, targets.ProcessTarget) and not target.running():
@@ -736,6 +774,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name")
     p.set_defaults(fn=cmd_global_remove)
+    p = glob_sub.add_parser(
+        "switchover",
+        help="make a secondary region the primary, losing nothing (both regions up)",
+        description="Drains the writer, waits until REGION has every commit, starts a writer "
+        "there, fences this cluster's nodes at its epoch and turns this cluster into its "
+        "secondary. Refused, with nothing changed, when REGION lags more than "
+        "SWITCHOVER_LAG_S_MAX or does not catch up in time. Prints the writes' pause.",
+    )
+    p.add_argument("region")
+    p.set_defaults(fn=cmd_global_switchover)
+    p = glob_sub.add_parser(
+        "failover",
+        help="the primary region is gone: make REGION the primary at what it holds",
+        description="Starts a writer in REGION at its durable point and prints the RPO (LSNs "
+        "and seconds of commits it had not received). This cluster is fenced: started again, "
+        "its data is set aside and it rejoins as a secondary.",
+    )
+    p.add_argument("region")
+    p.set_defaults(fn=cmd_global_failover)
     p = glob_sub.add_parser(
         "status", help="each region's durable point, lag (LSNs, seconds) and rate"
     )

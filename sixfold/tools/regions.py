@@ -23,7 +23,7 @@ from sixfold.core.errors import RegionError, SixfoldError
 from sixfold.core.quorum import NODE_NAMES, READ_QUORUM
 from sixfold.core.read_point import advance_read_point
 from sixfold.core.replication import check_new_region
-from sixfold.region.seed import Seeded, seed
+from sixfold.tools.seed import Seeded, seed
 
 STATE_TIMEOUT_S = 1.0
 STATUS_STALE_S = 5.0  # an agent status file older than this: the agent is not running
