@@ -4,11 +4,13 @@ secondary region of a real process cluster that follows the primary through faul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,18 @@ def sixfold(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture
+def region_dir(tmp_path: Path) -> Iterator[Path]:
+    """Where a test's secondary region lives; whatever runs there is stopped at the end,
+    whichever role it has by then (a switchover or a failover swaps them)."""
+    directory = tmp_path / "region-b"
+    try:
+        yield directory
+    finally:
+        with contextlib.suppress(SixfoldError):
+            cluster.stop_all(cluster.ClusterLayout.load(directory))
+
+
 def read_in(region: cluster.ClusterLayout, reader: str, page_no: int) -> str:
     async def read() -> str:
         client = ReaderClient(region.processes[reader].address, reader)
@@ -144,11 +158,10 @@ def caught_up(primary: Path, name: str) -> bool:
 
 @pytest.mark.processes
 def test_a_secondary_region_follows_the_primary_through_faults(
-    local_cluster: LocalCluster, tmp_path: Path
+    local_cluster: LocalCluster, region_dir: Path
 ) -> None:
     primary = local_cluster
     acked = {page: primary.write(page, f"before {page}") and f"before {page}" for page in range(5)}
-    region_dir = tmp_path / "region-b"
     up = sixfold("--dir", region_dir, "up", "--region", "b", "--replica-of", primary.directory)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "seeded with" in up.stdout
@@ -181,7 +194,7 @@ def test_a_secondary_region_follows_the_primary_through_faults(
         for name in ("b", "primary"):  # names in use are refused, and nothing starts
             again = sixfold("--dir", primary.directory, "global", "add-region", name)
             assert again.returncode != 0 and "already exists" in again.stderr, again.stderr
-        assert not (tmp_path / "region-primary").exists()
+        assert not (region_dir.parent / "region-primary").exists()
 
         # Someone else seals the region's nodes at a newer epoch (a promotion): the agent
         # ships nothing more and says why.
@@ -255,10 +268,9 @@ async def write_pairs(
 
 @pytest.mark.processes
 def test_a_failover_keeps_every_commit_the_region_held_and_nothing_in_part(
-    local_cluster: LocalCluster, tmp_path: Path
+    local_cluster: LocalCluster, region_dir: Path
 ) -> None:
     primary = local_cluster
-    region_dir = tmp_path / "region-b"
     up = sixfold("--dir", region_dir, "up", "--region", "b", "--replica-of", primary.directory)
     assert up.returncode == 0, up.stdout + up.stderr
     region = cluster.ClusterLayout.load(region_dir)
@@ -313,10 +325,9 @@ def test_a_failover_keeps_every_commit_the_region_held_and_nothing_in_part(
 
 @pytest.mark.processes
 def test_a_switchover_loses_nothing_and_reports_the_pause(
-    local_cluster: LocalCluster, tmp_path: Path
+    local_cluster: LocalCluster, region_dir: Path
 ) -> None:
     primary = local_cluster
-    region_dir = tmp_path / "region-b"
     up = sixfold("--dir", region_dir, "up", "--region", "b", "--replica-of", primary.directory)
     assert up.returncode == 0, up.stdout + up.stderr
     written = {page: f"v{page}" for page in range(20)}
@@ -347,3 +358,22 @@ async def _write(address: str, page: int, text: str) -> int:
         return await client.write_pages([change], timeout=10.0)
     finally:
         await client.close()
+
+
+@pytest.mark.processes
+def test_the_fuzz_breaks_the_link_and_the_region_converges(
+    local_cluster: LocalCluster, region_dir: Path
+) -> None:
+    primary = local_cluster
+    lone = sixfold("--dir", primary.directory, "fuzz", "--time", "1", "--nemesis", "region")
+    assert lone.returncode != 0 and "needs a secondary region" in lone.stderr, lone.stderr
+    up = sixfold("--dir", region_dir, "up", "--region", "b", "--replica-of", primary.directory)
+    assert up.returncode == 0, up.stdout + up.stderr
+    fuzz = sixfold(
+        "--dir", primary.directory, "fuzz", "--time", "8", "--nemesis", "region",
+        "--clients", "3", "--seed", "16",
+    )  # fmt: skip
+    assert fuzz.returncode == 0, fuzz.stdout + fuzz.stderr
+    assert "regions (b): converged" in fuzz.stdout
+    assert "region-kill" in fuzz.stdout or "region-cut" in fuzz.stdout, fuzz.stdout
+    sixfold("--dir", primary.directory, "global", "remove-region", "b")

@@ -53,6 +53,7 @@ from sixfold.core.quorum import AZS, NODE_AZ, NODE_NAMES, nodes_in_az
 from sixfold.core.takeover import PROMOTION_STAGGER_S, WRITER_SILENT_AFTER_S
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.targets import ProcessTarget, current_writer_name
+from sixfold.tools import fuzz_region
 from sixfold.tools import membership as membership_tool
 from sixfold.tools.partition import Pair, Partitioner, all_members, between, isolate
 from sixfold.tools.status import gather_status, holds_data
@@ -80,7 +81,7 @@ DEPOSE_HOLD_S = (
     WRITER_SILENT_AFTER_S + 2 * PROMOTION_STAGGER_S + 1.0,
     WRITER_SILENT_AFTER_S + 2 * PROMOTION_STAGGER_S + 3.0,
 )
-NEMESES = ("kill", "pause", "disk", "partition", "pause-writer", "membership")
+NEMESES = ("kill", "pause", "disk", "partition", "pause-writer", "membership", "region")
 MEMBERSHIP_SETTLE_S = 60.0  # the longest the membership nemesis follows a change
 PARTITIONS = ("writer-az", "writer-az+1", "isolate-node", "az-split")
 
@@ -344,6 +345,7 @@ class Nemesis:
         self.rec = rec
         self.rng = rng
         self.partitioner = partitioner
+        self.regions = fuzz_region.region_layouts(target) if "region" in kinds else []
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -376,6 +378,15 @@ class Nemesis:
         self._do("kill", victims, scenario)
         await self._hold(stop)
         self._do("start", victims, scenario)
+
+    async def _region(self, stop: asyncio.Event) -> None:
+        """The link to a secondary region broken (sixfold/tools/fuzz_region.py)."""
+        region = self.rng.choice(self.regions)
+        f, what = fuzz_region.break_link(region, self.rng)
+        self.rec.fault(f, what)
+        await self._hold(stop)
+        fuzz_region.mend_link(region)
+        self.rec.fault("region-mend", f"region {region.region}'s link")
 
     async def _pause(self, stop: asyncio.Event) -> None:
         victim = [self.rng.choice([*NODE_NAMES, self._current_writer()])]
@@ -537,9 +548,11 @@ async def heal(target, rec: Recorder) -> None:
     raise SixfoldError(f"the writer did not accept writes within {HEAL_LIMIT_S:g} s of healing")
 
 
-async def final_reads(target, rec: Recorder, work: Workload, process: int) -> None:
-    """Every key once more through the writer, and every group through each reader too."""
+async def final_reads(target, rec: Recorder, work: Workload, process: int) -> dict[int, int | None]:
+    """Every key once more through the writer, and every group through each reader too;
+    the keys' values read."""
     clients = Clients.open(target)
+    final: dict[int, int | None] = {}
     try:
         for key in range(work.keys):
             page, offset = key_location(key)
@@ -550,6 +563,7 @@ async def final_reads(target, rec: Recorder, work: Workload, process: int) -> No
                 rec.log(process, "fail", "read", key, None)
             else:
                 rec.log(process, "ok", "read", key, value)
+                final[key] = value
         for group in range(work.groups):
             for via in GROUP_READ_VIA:
                 rec.log(process, "invoke", "mread", f"g{group}", via)
@@ -561,6 +575,13 @@ async def final_reads(target, rec: Recorder, work: Workload, process: int) -> No
                     rec.log(process, "ok", "mread", f"g{group}", reads)
     finally:
         await clients.close()
+    return final
+
+
+async def _read_slot(reader: ReaderClient, key: int) -> int | None:
+    page, offset = key_location(key)
+    image = (await reader.read_page(page, timeout=OP_TIMEOUT_S)).image
+    return decode_value(image[offset : offset + SLOT_BYTES])
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -611,6 +632,7 @@ async def run(target, args: argparse.Namespace, history_path: Path) -> int:
     kinds = [k for k in args.nemesis if k != "none"]
     # Made first, so a cluster that cannot be partitioned is refused before any work.
     partitioner = target.partitioner() if "partition" in kinds else None
+    region_layouts = fuzz_region.region_layouts(target) if "region" in kinds else []
     work = Workload(args.keys, args.groups)
     await clear_registers(target, work)
     history_path.parent.mkdir(parents=True, exist_ok=True)
@@ -623,10 +645,20 @@ async def run(target, args: argparse.Namespace, history_path: Path) -> int:
                 partitioner.heal()
                 rec.fault("heal-partition", "every link (end of run)")
         await heal(target, rec)
-        await final_reads(target, rec, work, process=args.clients)
+        final = await final_reads(target, rec, work, process=args.clients)
     result = check_history(rec.events, time_limit_s=CHECK_TIME_LIMIT_S)
     groups = check_groups(rec.events)
     report(rec, result, groups, seed, history_path)
+    if region_layouts:
+        diverged = await fuzz_region.check_converged(
+            Path(target.layout.directory), region_layouts, final, _read_slot
+        )
+        names = ", ".join(r.region for r in region_layouts)
+        print(f"regions ({names}): " + ("converged" if not diverged else "DIVERGED"))
+        for line in diverged:
+            print(f"  {line}")
+        if diverged:
+            return 1
     if result.verdict == Verdict.VIOLATION or groups.violations:
         return 1
     return 0 if result.verdict == Verdict.OK else 2

@@ -1,5 +1,6 @@
-"""`sixfold bench-region`: a secondary region's replication lag under the kv load, and the
-primary's commit rate with and without it (issue 16).
+"""`sixfold bench-region`: a secondary region's replication lag under the kv load, the
+primary's commit rate with and without it, a switchover's pause and a failover's RTO and
+RPO (issue 16).
 
 A fresh primary (six nodes and the writer process) in a temporary directory. First
 --seconds of kv load with no secondary: --committers clients write 600-byte values to their
@@ -9,6 +10,13 @@ marker every 0.1 s; a watcher polls the region's durable point (the VDL a read q
 its nodes learned, where its readers read) and notes when each marker is covered. A
 marker's lag runs from its acknowledgement on the primary to that moment. On one machine
 the region's processes share the primary's CPUs, which a real second region would not.
+
+Then, under the same load: a planned switchover to region b (the pause it reports: from the
+drain to the new writer accepting writes); and, with the load on the new primary, a kill of
+every process of it followed at once by a failover back to the old primary, now its
+secondary. The failover's time runs from its start to the promoted writer accepting writes
+(the RTO less the time to decide to fail over); its RPO counts the commits acknowledged
+before the kill that the promoted region lacks.
 """
 
 from __future__ import annotations
@@ -19,16 +27,22 @@ import contextlib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sixfold import cluster
 from sixfold.clients import WriterClient
-from sixfold.core.errors import RegionError
+from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import NODE_NAMES
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.tools import promotion
 from sixfold.tools.bench import percentile, wait_nodes_serving, wait_writer_ready
-from sixfold.tools.regions import add_region, durable_point, remove_region
+from sixfold.tools.regions import add_region, durable_point
 from sixfold.tools.restartbench import READY_LIMIT_S, print_machine
-from sixfold.tools.rpobench import committer, probe, watch_markers
+from sixfold.tools.rpobench import RECORD_BYTES, committer, probe, watch_markers
+
+UNDER_LOAD_FIRST_S = 2.0  # the load runs this long before a switchover or a kill
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,25 +51,93 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the temporary directories")
 
 
-async def _load(layout: cluster.ClusterLayout, seconds: float, committers: int, region=None):
+async def _load(
+    layout: cluster.ClusterLayout,
+    seconds: float,
+    committers: int,
+    region: cluster.ClusterLayout | None = None,
+) -> tuple[float, list[tuple[int, float]], list[float]]:
     address = layout.find_writer_address()
     await wait_writer_ready(address, READY_LIMIT_S)
     client = WriterClient(address)
     try:
         end = time.monotonic() + seconds
-        done, acked, lags = [0], [], []
+        done: list[int] = [0]
+        acked: list[tuple[int, float]] = []
+        lags: list[float] = []
         started = time.monotonic()
         work = [committer(client, i, end, done) for i in range(committers)]
         if region is not None:
+            nodes = region.nodes
 
             async def newest() -> int:
-                return await durable_point(region.nodes) or 0
+                return await durable_point(nodes) or 0
 
             work += [probe(client, end, acked), watch_markers(newest, acked, lags, end)]
         await asyncio.gather(*work)
         return done[0] / (end - started), acked, lags
     finally:
         await client.close()
+
+
+async def _load_during(
+    address: str, committers: int, during: Callable[[], Any]
+) -> tuple[Any, list[tuple[int, float]]]:
+    """`during()` run in a thread while `committers` write to `address`; its result, and
+    each acknowledged commit's LSN and time."""
+    client = WriterClient(address)
+    acked: list[tuple[int, float]] = []
+    data = bytes(RECORD_BYTES)
+
+    async def one(page: int) -> None:
+        while True:
+            try:
+                change = pb.PageChange(page_no=page, data=data)
+                acked.append((await client.write_pages([change], timeout=2.0), time.time()))
+            except SixfoldError:
+                await asyncio.sleep(0.05)
+
+    tasks = [asyncio.create_task(one(i)) for i in range(committers)]
+    try:
+        await asyncio.sleep(UNDER_LOAD_FIRST_S)
+        return await asyncio.to_thread(during), acked
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+
+
+def _switch_and_fail(root: Path, committers: int) -> dict[str, float]:
+    primary = cluster.ClusterLayout.load(root / "primary")
+    switched, _ = asyncio.run(
+        _load_during(
+            primary.find_writer_address(),
+            committers,
+            lambda: promotion.switchover(root / "primary", "b"),
+        )
+    )
+    killed_at = [0.0]
+
+    def kill_and_fail_over() -> promotion.Promoted:
+        layout = cluster.ClusterLayout.load(root / "region-b")
+        killed_at[0] = time.time()
+        cluster.kill_processes(layout, list(layout.processes))
+        return promotion.failover(root / "region-b", "primary")
+
+    region_b = cluster.ClusterLayout.load(root / "region-b")
+    failed, acked = asyncio.run(
+        _load_during(region_b.find_writer_address(), committers, kill_and_fail_over)
+    )
+    lost = sorted(t for lsn, t in acked if t <= killed_at[0] and lsn > failed.vdl)
+    return {
+        "switchover_pause_s": switched.pause_s,
+        "failover_s": failed.pause_s,
+        "rpo_reported_lsns": float(failed.lost_lsns or 0),
+        "rpo_reported_s": failed.lost_s or 0.0,
+        "lost_commits": float(len(lost)),
+        "lost_span_s": killed_at[0] - lost[0] if lost else 0.0,
+    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -69,10 +151,11 @@ def main(args: argparse.Namespace) -> int:
         seeded = add_region(root / "primary", "b", root / "region-b", None, READY_LIMIT_S)
         region = cluster.ClusterLayout.load(root / "region-b")
         with_region, acked, lags = asyncio.run(_load(layout, args.seconds, args.committers, region))
+        roles = _switch_and_fail(root, args.committers)
     finally:
-        with contextlib.suppress(RegionError):  # never added: nothing to stop
-            remove_region(root / "primary", "b")
-        cluster.stop_all(cluster.ClusterLayout.load(root / "primary"))
+        for directory in ("primary", "region-b"):
+            with contextlib.suppress(SixfoldError):
+                cluster.stop_all(cluster.ClusterLayout.load(root / directory))
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     lags.sort()
@@ -87,5 +170,16 @@ def main(args: argparse.Namespace) -> int:
         f"replication lag of {len(lags)} of {len(acked)} markers: p50 "
         f"{percentile(lags, 0.5):.3f} s, p99 {percentile(lags, 0.99):.3f} s, max "
         f"{lags[-1] if lags else float('nan'):.3f} s (goal: p99 < 1 s)"
+    )
+    print(
+        f"switchover to b under load: writes paused {roles['switchover_pause_s']:.2f} s, "
+        "nothing acknowledged lost"
+    )
+    print(
+        f"failover after a kill of every process of the primary under load: the promoted "
+        f"writer accepted writes {roles['failover_s']:.2f} s after the failover began; RPO "
+        f"{roles['lost_commits']:.0f} acknowledged commits lost, from the last "
+        f"{roles['lost_span_s']:.2f} s before the kill (the agent's last view: "
+        f"{roles['rpo_reported_lsns']:.0f} LSNs, {roles['rpo_reported_s']:.2f} s)"
     )
     return 0
