@@ -370,7 +370,7 @@ def test_the_fuzz_breaks_the_link_and_the_region_converges(
     up = sixfold("--dir", region_dir, "up", "--region", "b", "--replica-of", primary.directory)
     assert up.returncode == 0, up.stdout + up.stderr
     fuzz = sixfold(
-        "--dir", primary.directory, "fuzz", "--time", "8", "--nemesis", "region",
+        "--dir", primary.directory, "fuzz", "--time", "5", "--nemesis", "region",
         "--clients", "3", "--seed", "16",
     )  # fmt: skip
     assert fuzz.returncode == 0, fuzz.stdout + fuzz.stderr
