@@ -8,16 +8,46 @@ the reader's read point named to it first: the node's GC then keeps every record
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from sixfold.clients import NodeClient
 from sixfold.core.errors import SixfoldError
 from sixfold.core.hydration import HYDRATE_PAGES_MAX
+from sixfold.core.quorum import READ_QUORUM
+from sixfold.core.read_point import advance_read_point
 from sixfold.core.record import RedoRecord, decode_record
 from sixfold.node_calls import page_images_of
 from sixfold.rpc import sixfold_pb2 as pb
 
 CALL_TIMEOUT_S = 10.0
+
+
+async def serving_states(
+    clients: Sequence[NodeClient], request: pb.GetStateRequest | None = None
+) -> dict[str, pb.NodeState]:
+    """Each serving node's state; a node down or refusing is left out (anything else is a
+    bug, and goes up)."""
+    results = await asyncio.gather(
+        *(c.get_state(request, timeout=CALL_TIMEOUT_S) for c in clients), return_exceptions=True
+    )
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, SixfoldError):
+            raise r
+    return {
+        c.name: r
+        for c, r in zip(clients, results, strict=True)
+        if isinstance(r, pb.NodeState) and r.serving
+    }
+
+
+def learned_durable_point(states: Mapping[str, pb.NodeState]) -> int | None:
+    """The newest VDL a read quorum of the nodes learned, as readers take their read point
+    (one node fed a bogus VDL moves nothing); None when fewer than a read quorum report one."""
+    learned = [(s.vdl_epoch, s.vdl) for s in states.values() if s.vdl_epoch]
+    if len(learned) < READ_QUORUM:
+        return None
+    return advance_read_point((0, 0), learned)[1]
 
 
 def log_source(
@@ -37,12 +67,14 @@ async def read_committed(
     durable: int,
     hold: Callable[[NodeClient, int], Awaitable[object]],
     error: type[SixfoldError],
+    records_max: int = 0,
 ) -> list[RedoRecord]:
-    """Every record in (`after`, `durable`], CRCs checked, checked to form one chain: below
-    the durable point a record that does not link to the one before means a hole (collected
-    meanwhile), never to be shipped. Raises `error` on a hole or an empty answer."""
+    """Every record in (`after`, `durable`], or the first ones once `records_max` (0: no
+    bound) are read, CRCs checked, checked to form one chain: below the durable point a
+    record that does not link to the one before means a hole (collected meanwhile), never
+    to be shipped. Raises `error` on a hole or an empty answer."""
     records: list[RedoRecord] = []
-    while after < durable:
+    while after < durable and not (records_max and len(records) >= records_max):
         # The read point again before each read: a node forgets one after a while, and its
         # GC would then take records not read yet.
         await hold(source, after)

@@ -32,7 +32,9 @@ REGIONS_SECONDARY_MAX = 5  # Aurora Global Database: up to five secondary region
 # at most 1,024 records (writer.PAGE_WRITES_MAX) it stays under the node's batch bounds.
 CHUNK_RECORDS_MAX = 1_024
 CHUNK_BYTES_MAX = 2 << 20
-LAG_SAMPLES_MAX = 4_096  # primary durable points remembered for the lag in seconds
+# Primary durable points remembered for the lag in seconds: about 80 s of rounds. A region
+# further behind shows the age of the oldest point remembered, a lower bound.
+LAG_SAMPLES_MAX = 4_096
 RATE_WINDOW_S = 10.0  # the replication rate is measured over this window
 
 
@@ -47,9 +49,9 @@ def chunks(
     records_max: int = CHUNK_RECORDS_MAX,
     bytes_max: int = CHUNK_BYTES_MAX,
 ) -> list[list[RedoRecord]]:
-    """The records in appends of about `records_max` or `bytes_max`, each ending at a commit boundary (a
-    CPL), so the end of each is a consistent point. Records after the last CPL are left out:
-    their commit is not whole yet."""
+    """The records in appends of about `records_max` or `bytes_max`, each ending at a commit
+    boundary (a CPL), so the end of each is a consistent point. Records after the last CPL
+    are left out: their commit is not whole yet (the next round reads them again)."""
     out: list[list[RedoRecord]] = []
     current: list[RedoRecord] = []
     size = 0

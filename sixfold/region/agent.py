@@ -23,10 +23,14 @@ import time
 from pathlib import Path
 
 from sixfold.clients import NodeClient
-from sixfold.committed_log import log_source, read_committed
+from sixfold.committed_log import (
+    learned_durable_point,
+    log_source,
+    read_committed,
+    serving_states,
+)
 from sixfold.core.errors import RegionError, RegionFencedError, SixfoldError, StaleEpochError
 from sixfold.core.quorum import READ_QUORUM, WRITE_QUORUM
-from sixfold.core.read_point import advance_read_point
 from sixfold.core.record import RedoRecord
 from sixfold.core.replication import (
     Lag,
@@ -44,6 +48,9 @@ log = logging.getLogger("sixfold.region")
 
 CALL_TIMEOUT_S = 5.0
 ROUND_IDLE_S = 0.02  # between rounds with nothing to ship
+# Records one round reads from the primary (then the next round goes on): an agent far
+# behind holds this many in memory, not the whole backlog.
+ROUND_RECORDS_MAX = 20_000
 RETRY_S = 0.5  # after a failed round
 STATUS_EVERY_S = 0.5  # how often the status file is rewritten
 
@@ -115,7 +122,9 @@ class ReplicationAgent:
                 f"was away longer than the primary keeps them): remove region {self.region} "
                 "and add it again"
             )
-        records = await read_committed(source, self.shipped, durable, self._hold, RegionError)
+        records = await read_committed(
+            source, self.shipped, durable, self._hold, RegionError, ROUND_RECORDS_MAX
+        )
         shipped = 0
         for chunk in chunks(records):
             newest = max(r.epoch for r in chunk)
@@ -125,7 +134,7 @@ class ReplicationAgent:
             self.shipped = chunk[-1].lsn
             shipped += len(chunk)
             self.lag.replicated(self.shipped, len(chunk), time.time())
-        await self._announce(await self._secondary_nodes())
+        await self._announce(nodes, every=True)
         return shipped
 
     # -- the primary ------------------------------------------------------------------------------
@@ -134,14 +143,13 @@ class ReplicationAgent:
         """The primary's serving nodes' states, its durable point (a VDL a read quorum of its
         nodes learned, as readers take theirs) and its epoch."""
         request = pb.GetStateRequest(reader=self.owner, read_point=read_point)
-        states = await _states(self.primary, request)
-        learned = [(s.vdl_epoch, s.vdl) for s in states.values() if s.vdl_epoch]
-        if len(learned) < READ_QUORUM:
+        states = await serving_states(self.primary, request)
+        durable = learned_durable_point(states)
+        if durable is None:
             raise RegionError(
-                f"only {len(learned)} primary storage nodes report a durable point, "
-                f"{READ_QUORUM} needed: nothing shipped"
+                f"fewer than {READ_QUORUM} primary storage nodes report a durable point: "
+                "nothing shipped"
             )
-        _, durable = advance_read_point((0, 0), learned)
         return states, durable, max(s.epoch for s in states.values())
 
     async def _hold(self, client: NodeClient, read_point: int) -> None:
@@ -151,7 +159,7 @@ class ReplicationAgent:
     # -- the secondary ----------------------------------------------------------------------------
 
     async def _secondary_nodes(self) -> dict[str, SecondaryNode]:
-        states = await _states(self.secondary, pb.GetStateRequest())
+        states = await serving_states(self.secondary, pb.GetStateRequest())
         if len(states) < WRITE_QUORUM:
             raise RegionError(
                 f"only {len(states)} of the secondary's storage nodes answer, {WRITE_QUORUM} "
@@ -221,14 +229,15 @@ class ReplicationAgent:
                 f"on fewer than {WRITE_QUORUM}: retried ({errors or 'gaps being filled'})"
             )
 
-    async def _announce(self, nodes: dict[str, SecondaryNode]) -> None:
-        """The secondary's VDL to each node that has not learned it at the agent's epoch:
-        readers move to it (and learn the epoch from it, even at VDL 0)."""
+    async def _announce(self, nodes: dict[str, SecondaryNode], every: bool = False) -> None:
+        """The secondary's VDL to each node that has not learned it at the agent's epoch (to
+        every node answering, after appends): readers move to it, and learn the epoch from
+        it even at VDL 0."""
         point = (self.epoch, self.shipped)
         behind = [
             c
             for c in self.secondary
-            if c.name in nodes and (nodes[c.name].vdl_epoch, nodes[c.name].vdl) < point
+            if c.name in nodes and (every or (nodes[c.name].vdl_epoch, nodes[c.name].vdl) < point)
         ]
         request = pb.AppendRequest(epoch=self.epoch, vdl=self.shipped)
         results = await asyncio.gather(
@@ -266,20 +275,6 @@ class ReplicationAgent:
     async def close(self) -> None:
         for c in [*self.primary, *self.secondary]:
             await c.close()
-
-
-async def _states(
-    clients: list[NodeClient], request: pb.GetStateRequest
-) -> dict[str, pb.NodeState]:
-    results = await asyncio.gather(
-        *(c.get_state(request, timeout=CALL_TIMEOUT_S) for c in clients), return_exceptions=True
-    )
-    _raise_bugs(results)
-    return {
-        c.name: r
-        for c, r in zip(clients, results, strict=True)
-        if isinstance(r, pb.NodeState) and r.serving
-    }
 
 
 def _raise_bugs(results: list[object]) -> None:

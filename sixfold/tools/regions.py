@@ -19,9 +19,9 @@ from typing import Any
 
 from sixfold import cluster
 from sixfold.clients import NodeClient, ReaderClient
+from sixfold.committed_log import learned_durable_point, serving_states
 from sixfold.core.errors import RegionError, SixfoldError
 from sixfold.core.quorum import NODE_NAMES, READ_QUORUM
-from sixfold.core.read_point import advance_read_point
 from sixfold.core.replication import check_new_region
 from sixfold.tools.seed import Seeded, seed
 
@@ -70,9 +70,14 @@ async def wait_region_ready(layout: cluster.ClusterLayout, timeout_s: float) -> 
     """Every node serves and each reader has a read point from the agent's announcements."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        nodes = await _node_states(layout.nodes)
+        clients = [NodeClient(n, a) for n, a in layout.nodes.items() if n in NODE_NAMES]
+        try:
+            nodes = await serving_states(clients)
+        finally:
+            for c in clients:
+                await c.close()
         readers = await _reader_states(layout)
-        nodes_ok = len(nodes) == len(NODE_NAMES) and all(s.serving for s in nodes.values())
+        nodes_ok = len(nodes) == len(NODE_NAMES)
         readers_ok = len(readers) == len(cluster.READER_NAMES) and all(r.epoch for r in readers)
         if nodes_ok and readers_ok:
             return
@@ -176,27 +181,17 @@ def _running_primary(directory: Path) -> cluster.ClusterLayout:
     return primary
 
 
-async def _node_states(nodes: dict[str, str]) -> dict[str, Any]:
+async def durable_point(nodes: dict[str, str]) -> int | None:
+    """The newest VDL a read quorum of the nodes learned (None: fewer answer)."""
     clients = [NodeClient(n, a) for n, a in nodes.items() if n in NODE_NAMES]
     try:
-        results = await asyncio.gather(
-            *(c.get_state(timeout=STATE_TIMEOUT_S) for c in clients), return_exceptions=True
-        )
+        states = await serving_states(clients)
     finally:
         for c in clients:
             await c.close()
-    return {
-        c.name: r for c, r in zip(clients, results, strict=True) if not isinstance(r, BaseException)
-    }
-
-
-async def durable_point(nodes: dict[str, str]) -> int | None:
-    """The newest VDL a read quorum of the nodes learned (None: fewer answer)."""
-    states = await _node_states(nodes)
-    learned = [(s.vdl_epoch, s.vdl) for s in states.values() if s.vdl_epoch]
     if len(states) < READ_QUORUM:
         return None
-    return advance_read_point((0, 0), learned)[1]
+    return learned_durable_point(states) or 0
 
 
 async def _reader_states(layout: cluster.ClusterLayout) -> list[Any]:

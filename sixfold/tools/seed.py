@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sixfold.clients import NodeClient
-from sixfold.committed_log import page_images_at
+from sixfold.committed_log import learned_durable_point, page_images_at, serving_states
 from sixfold.core.errors import RegionError
 from sixfold.core.quorum import NODE_NAMES, READ_QUORUM
-from sixfold.core.read_point import advance_read_point
 from sixfold.core.replication import agent_owner
 from sixfold.rpc import sixfold_pb2 as pb
 from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore
@@ -33,14 +32,13 @@ async def seed(primary: dict[str, str], into: Path, region: str, volume_id: str)
     clients = [NodeClient(n, a) for n, a in primary.items()]
     owner = agent_owner(region)
     try:
-        states = await _states(clients, pb.GetStateRequest(reader=owner))
-        learned = [(s.vdl_epoch, s.vdl) for s in states.values() if s.vdl_epoch]
-        if len(learned) < READ_QUORUM:
+        states = await serving_states(clients, pb.GetStateRequest(reader=owner))
+        point = learned_durable_point(states)
+        if point is None:
             raise RegionError(
-                f"only {len(learned)} primary storage nodes report a durable point, "
-                f"{READ_QUORUM} needed to seed region {region}: is the primary up?"
+                f"fewer than {READ_QUORUM} primary storage nodes report a durable point, "
+                f"needed to seed region {region}: is the primary up?"
             )
-        _, point = advance_read_point((0, 0), learned)
         sources = [c for c in clients if c.name in states and _can_build(states[c.name], point)]
         if not sources:
             raise RegionError(f"no primary node can build the pages as of LSN {point} yet: retry")
@@ -70,17 +68,3 @@ async def seed(primary: dict[str, str], into: Path, region: str, volume_id: str)
 
 def _can_build(state: pb.NodeState, point: int) -> bool:
     return state.serving and state.gc_horizon <= point <= state.scl
-
-
-async def _states(
-    clients: list[NodeClient], request: pb.GetStateRequest
-) -> dict[str, pb.NodeState]:
-    out: dict[str, pb.NodeState] = {}
-    for c in clients:
-        try:
-            out[c.name] = await c.get_state(request, timeout=CALL_TIMEOUT_S)
-        except RegionError:
-            raise
-        except Exception:  # a node down: the others answer
-            continue
-    return out
