@@ -7,7 +7,7 @@ import time
 import grpc
 
 from instance.host import Instance
-from sixfold.clients import CALL_TIMEOUT_S, CHANNEL_OPTIONS, call
+from sixfold.clients import CALL_TIMEOUT_S, drain_writer
 from sixfold.core import topology
 from sixfold.core.errors import RecoveryError, SixfoldError
 from sixfold.rpc import sixfold_pb2 as pb
@@ -111,11 +111,4 @@ class InstanceService(pb_grpc.InstanceServicer):
 
 
 async def _drain(address: str) -> int:
-    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    try:
-        stub = pb_grpc.InstanceStub(channel)
-        request = pb.DrainRequest(hold_s=DRAIN_HOLD_S)
-        response = await call(address, stub.Drain, request, max(DRAIN_TIMEOUT_S, CALL_TIMEOUT_S))
-        return response.vdl
-    finally:
-        await channel.close()
+    return await drain_writer(address, DRAIN_HOLD_S, max(DRAIN_TIMEOUT_S, CALL_TIMEOUT_S))

@@ -249,3 +249,15 @@ class ReaderClient:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+async def drain_writer(address: str, hold_s: float, timeout_s: float) -> int:
+    """Ask the writer at `address` to take no new commit for `hold_s` (a planned switchover)
+    and to answer once every commit it took is durable: the VDL they are all at or below."""
+    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    try:
+        stub = pb_grpc.InstanceStub(channel)
+        request = pb.DrainRequest(hold_s=hold_s)
+        return (await call(address, stub.Drain, request, timeout_s)).vdl
+    finally:
+        await channel.close()

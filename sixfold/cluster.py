@@ -519,13 +519,18 @@ def kill_processes(layout: ClusterLayout, names: list[str], sig: int = signal.SI
 
 def stop_all(layout: ClusterLayout) -> list[str]:
     """SIGTERM everything, then SIGKILL what has not exited within the grace period."""
-    stopped = kill_processes(layout, list(layout.processes), signal.SIGTERM)
+    return stop_processes(layout, list(layout.processes))
+
+
+def stop_processes(layout: ClusterLayout, names: list[str]) -> list[str]:
+    """SIGTERM `names`, then SIGKILL what has not exited within the grace period."""
+    stopped = kill_processes(layout, names, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
     while time.monotonic() < deadline and any(is_running(layout.processes[n]) for n in stopped):
         time.sleep(0.05)
     kill_processes(layout, stopped, signal.SIGKILL)
-    for info in layout.processes.values():
-        info.pid = 0
+    for name in names:
+        layout.processes[name].pid = 0
     layout.save()
     return stopped
 

@@ -174,14 +174,16 @@ async def wait_nodes_serving(layout: cluster.ClusterLayout, timeout_s: float) ->
     )
 
 
-async def wait_writer_ready(address: str, timeout_s: float) -> None:
+async def wait_writer_ready(address: str, timeout_s: float) -> pb.WriterState:
+    """The writer's state once it accepts writes."""
     client = WriterClient(address)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
             with contextlib.suppress(SixfoldError):
-                if (await client.state(timeout=1.0)).status == "accepting writes":
-                    return
+                state = await client.state(timeout=1.0)
+                if state.status == "accepting writes":
+                    return state
             await asyncio.sleep(POLL_INTERVAL_S)
     finally:
         await client.close()

@@ -20,23 +20,19 @@ as a secondary seeded from the new primary.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from sixfold import cluster
-from sixfold.clients import CHANNEL_OPTIONS, NodeClient, WriterClient, call
-from sixfold.core.errors import RegionError, SixfoldError
+from sixfold.clients import NodeClient, drain_writer
+from sixfold.core.errors import RegionError
 from sixfold.core.quorum import NODE_NAMES, WRITE_QUORUM
 from sixfold.core.replication import agent_owner
 from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.tools import regions
+from sixfold.tools.bench import wait_writer_ready
 from sixfold.tools.seed import seed
 
 DRAIN_HOLD_S = 30.0  # the old writer takes no commit for this long: the switchover's budget
@@ -68,7 +64,8 @@ def switchover(primary_dir: Path, name: str) -> Promoted:
             f"SWITCHOVER_LAG_S_MAX={SWITCHOVER_LAG_S_MAX:g} s: wait for it, or fail over"
         )
     started = time.monotonic()
-    drained = asyncio.run(_drain(primary.find_writer_address()))
+    address = primary.find_writer_address()
+    drained = asyncio.run(drain_writer(address, DRAIN_HOLD_S, DRAIN_HOLD_S))
     _wait_caught_up(region, drained)
     cluster.kill_processes(region, [cluster.AGENT_NAME])
     promoted = _promote(region, primary)
@@ -83,7 +80,7 @@ def switchover(primary_dir: Path, name: str) -> Promoted:
 def failover(primary_dir: Path, name: str) -> Promoted:
     primary = cluster.ClusterLayout.load(primary_dir)
     region = _region_of(primary, name)
-    agent = _agent_view(region)
+    agent = regions.agent_status(Path(region.directory))
     cluster.kill_processes(region, [cluster.AGENT_NAME])
     started = time.monotonic()
     promoted = _promote(region, primary)
@@ -133,23 +130,6 @@ def _region_of(primary: cluster.ClusterLayout, name: str) -> cluster.ClusterLayo
     return cluster.ClusterLayout.load(Path(primary.regions[name]))
 
 
-def _agent_view(region: cluster.ClusterLayout) -> dict | None:
-    try:
-        return json.loads((Path(region.directory) / cluster.REGION_STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-async def _drain(address: str) -> int:
-    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    try:
-        stub = pb_grpc.InstanceStub(channel)
-        request = pb.DrainRequest(hold_s=DRAIN_HOLD_S)
-        return (await call(address, stub.Drain, request, DRAIN_HOLD_S)).vdl
-    finally:
-        await channel.close()
-
-
 def _wait_caught_up(region: cluster.ClusterLayout, lsn: int) -> None:
     deadline = time.monotonic() + CATCH_UP_LIMIT_S
     while (asyncio.run(regions.durable_point(region.nodes)) or 0) < lsn:
@@ -174,30 +154,12 @@ def _promote(region: cluster.ClusterLayout, primary: cluster.ClusterLayout) -> p
     region.regions[primary.region_name] = primary.directory
     region.save()
     cluster.start_processes(region, [cluster.WRITER_NAME])
-    state = asyncio.run(_writer_ready(region.processes[cluster.WRITER_NAME].address))
+    address = region.processes[cluster.WRITER_NAME].address
+    state = asyncio.run(wait_writer_ready(address, WRITER_READY_LIMIT_S))
     # Its readers were started never to take over: now they may.
-    cluster.kill_processes(region, list(cluster.READER_NAMES), signal.SIGTERM)
-    _wait_stopped(region, list(cluster.READER_NAMES))
+    cluster.stop_processes(region, list(cluster.READER_NAMES))
     cluster.start_processes(region, list(cluster.READER_NAMES))
     return state
-
-
-async def _writer_ready(address: str) -> pb.WriterState:
-    client = WriterClient(address)
-    deadline = time.monotonic() + WRITER_READY_LIMIT_S
-    try:
-        while True:
-            try:
-                state = await client.state(timeout=2.0)
-                if state.recovered and not state.fenced:
-                    return state
-            except SixfoldError:
-                pass
-            if time.monotonic() > deadline:
-                raise RegionError(f"the new writer did not recover in {WRITER_READY_LIMIT_S:g} s")
-            await asyncio.sleep(0.1)
-    finally:
-        await client.close()
 
 
 async def _fence(nodes: dict[str, str], epoch: int, region: str, required: bool = True) -> None:
@@ -226,8 +188,7 @@ def _demote(
     """The old primary's layout becomes a secondary of the new primary: an agent in place of
     its writer, readers that never take over."""
     names = [n for n in (cluster.WRITER_NAME, *cluster.READER_NAMES) if n in primary.processes]
-    cluster.kill_processes(primary, names, signal.SIGTERM)
-    _wait_stopped(primary, names)
+    cluster.stop_processes(primary, names)
     writer = primary.processes.pop(cluster.WRITER_NAME)
     primary.processes[cluster.AGENT_NAME] = cluster.ProcessInfo(
         cluster.AGENT_NAME, "agent", writer.port
@@ -249,8 +210,7 @@ def _repoint_others(
         layout = cluster.ClusterLayout.load(Path(directory))
         if layout.directory == old.directory or not layout.replica_of:
             continue
-        cluster.kill_processes(layout, [cluster.AGENT_NAME], signal.SIGTERM)
-        _wait_stopped(layout, [cluster.AGENT_NAME])
+        cluster.stop_processes(layout, [cluster.AGENT_NAME])
         layout.replica_of = new_primary.directory
         if rewind:
             cluster.stop_all(layout)
@@ -259,12 +219,3 @@ def _repoint_others(
         else:
             layout.save()
             cluster.start_processes(layout, [cluster.AGENT_NAME])
-
-
-def _wait_stopped(layout: cluster.ClusterLayout, names: list[str]) -> None:
-    deadline = time.monotonic() + cluster.STOP_GRACE_S
-    while any(cluster.is_running(layout.processes[n]) for n in names):
-        if time.monotonic() > deadline:
-            cluster.kill_processes(layout, names)
-            break
-        time.sleep(0.05)

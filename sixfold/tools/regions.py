@@ -70,12 +70,7 @@ async def wait_region_ready(layout: cluster.ClusterLayout, timeout_s: float) -> 
     """Every node serves and each reader has a read point from the agent's announcements."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        clients = [NodeClient(n, a) for n, a in layout.nodes.items() if n in NODE_NAMES]
-        try:
-            nodes = await serving_states(clients)
-        finally:
-            for c in clients:
-                await c.close()
+        nodes = await _serving(layout.nodes)
         readers = await _reader_states(layout)
         nodes_ok = len(nodes) == len(NODE_NAMES)
         readers_ok = len(readers) == len(cluster.READER_NAMES) and all(r.epoch for r in readers)
@@ -125,7 +120,7 @@ def _region_status(name: str, directory: Path, primary_vdl: int | None) -> dict[
     except cluster.NoClusterError as exc:
         return {**out, "up": False, "error": str(exc)}
     durable = asyncio.run(durable_point(layout.nodes))
-    agent = _agent_status(directory)
+    agent = agent_status(directory)
     alive = cluster.is_running(layout.processes[cluster.AGENT_NAME])
     fresh = alive and agent is not None and time.time() - agent["updated_at"] <= STATUS_STALE_S
     lag = None if durable is None or primary_vdl is None else max(primary_vdl - durable, 0)
@@ -141,7 +136,8 @@ def _region_status(name: str, directory: Path, primary_vdl: int | None) -> dict[
     }
 
 
-def _agent_status(directory: Path) -> dict[str, Any] | None:
+def agent_status(directory: Path) -> dict[str, Any] | None:
+    """The region's agent's last status file (sixfold/region/agent.py), if readable."""
     path = directory / cluster.REGION_STATUS_FILE
     try:
         return json.loads(path.read_text())
@@ -181,14 +177,19 @@ def _running_primary(directory: Path) -> cluster.ClusterLayout:
     return primary
 
 
-async def durable_point(nodes: dict[str, str]) -> int | None:
-    """The newest VDL a read quorum of the nodes learned (None: fewer answer)."""
+async def _serving(nodes: dict[str, str]) -> dict[str, Any]:
+    """The serving states of the six nodes at `nodes`."""
     clients = [NodeClient(n, a) for n, a in nodes.items() if n in NODE_NAMES]
     try:
-        states = await serving_states(clients)
+        return await serving_states(clients)
     finally:
         for c in clients:
             await c.close()
+
+
+async def durable_point(nodes: dict[str, str]) -> int | None:
+    """The newest VDL a read quorum of the nodes learned (None: fewer answer)."""
+    states = await _serving(nodes)
     if len(states) < READ_QUORUM:
         return None
     return learned_durable_point(states) or 0
