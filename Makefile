@@ -35,11 +35,11 @@ system-tools:
 	    { apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; }; \
 	else echo "note:$$missing missing: the tests that need them are skipped (install them as root)"; fi
 
-test: $(STAMP) system-tools  ## lint, then every test (one line per file, so slow files show where it is)
+test: $(STAMP) system-tools  ## lint, then every test (two workers; the slowest tests listed at the end)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=20
 
 check: $(STAMP)  ## the fast lane (under 90 s): lint, then every test that starts no process
 	$(BIN)/ruff check .

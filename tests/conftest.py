@@ -19,6 +19,9 @@ from sixfold.tools.status import gather_status
 
 WRITE_TIMEOUT_S = 3.0
 WAIT_LIMIT_S = 30.0
+# Starting a cluster while another test's cluster (pytest-xdist) or an image build runs
+# beside it takes longer than a quiet start.
+HEALTHY_LIMIT_S = 90.0
 
 
 class LocalCluster:
@@ -48,7 +51,7 @@ class LocalCluster:
 
     def up(self) -> None:
         cluster.start_processes(self.layout, list(self.layout.processes))
-        asyncio.run(cluster.wait_healthy(self.layout, WAIT_LIMIT_S))
+        asyncio.run(cluster.wait_healthy(self.layout, HEALTHY_LIMIT_S))
 
     def down(self) -> None:
         cluster.stop_all(self.layout)

@@ -101,6 +101,8 @@ def make_images(say: Callable[[str], None]) -> None:
 @pytest.fixture(scope="module")
 def compose_cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    # A run killed part way leaves its containers (holding the old image) and volumes.
+    compose("--profile", "spares", "down", "-v", "--remove-orphans")
     make_images(lambda line: reporter.write_line(line) if reporter else None)
     env = compose_env()
     try:
