@@ -21,8 +21,10 @@ from sixfold.backup.agent import BackupAgent
 from sixfold.backup.store import open_store
 from sixfold.clients import NodeClient
 from sixfold.core.backup import (
+    LEASE_TTL_S,
     BackupObject,
     Chapter,
+    Lease,
     Manifest,
     chapter_of,
     chapter_retention,
@@ -31,12 +33,13 @@ from sixfold.core.backup import (
     dump_manifest,
     load_chapter,
     load_manifest,
+    orphans,
     plan_restore,
     retention_plan,
     volume_backed_up,
 )
 from sixfold.core.checksum import crc32c
-from sixfold.core.errors import BackupError, CorruptBackupError, DataFormatError
+from sixfold.core.errors import BackupError, BackupLeaseError, CorruptBackupError, DataFormatError
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.targets import ProcessTarget
 from sixfold.tools import backup
@@ -182,6 +185,61 @@ def test_retention_keeps_the_window_and_the_snapshots() -> None:
     assert retention_plan(chain, now=150.0, retention_s=15.0, pinned_lsns=[15])[1] == ()
     # Nothing is old enough yet: nothing goes.
     assert retention_plan(chain, now=150.0, retention_s=100.0)[1] == ()
+
+
+def test_orphans_are_what_neither_the_manifest_nor_its_chapters_name() -> None:
+    sealed = (_obj("base", 0, 0), _obj("log", 0, 10))
+    chapter = chapter_of(sealed)
+    manifest = Manifest(4, CHAIN.objects, chapters=(chapter,))
+    stored = [o.name for o in (*sealed, *CHAIN.objects)] + [chapter.name]
+    left = ["log/30-45", "base/45-45", "chapter/0-99.json"]  # a round died before publishing
+    other = ["manifest/0000000004.json", "snapshot/keep.json", "agent/status.json"]
+    assert orphans(manifest, sealed, [*stored, *left, *other]) == sorted(left)
+    assert orphans(Manifest(0, ()), (), ["log/0-5"]) == ["log/0-5"], "no manifest names it"
+
+
+def test_a_second_agent_is_refused_while_the_first_holds_the_store(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}")
+    first, second = BackupAgent([], store), BackupAgent([], store)
+    first._renew_lease()
+    with pytest.raises(BackupLeaseError, match=rf"another backup agent \({first.holder}\)"):
+        asyncio.run(second.round())
+    assert "running" in backup.status(store.url)
+    # The first is gone without letting go: once its lease lapses the second takes over,
+    # and the first, should it come back, stops before it publishes anything.
+    stale = Lease(first.owner, first.holder, time.time() - LEASE_TTL_S - 1)
+    store.put_lease(stale)
+    assert "lapsed" in backup.status(store.url)
+    second._renew_lease()
+    with pytest.raises(BackupLeaseError):
+        first._put_manifest(Manifest(1, ()))
+    assert store.latest_manifest() == Manifest(0, ())
+    asyncio.run(second.close())
+    assert store.lease() is None, "a stopping agent lets go of its lease"
+    asyncio.run(first.close())
+
+
+def test_the_agent_sweeps_what_a_crashed_round_left(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}")
+    sealed = [_obj("base", 0, 0), _obj("log", 0, 10)]
+    chapter = chapter_of(sealed)
+    manifest = Manifest(2, CHAIN.objects, chapters=(chapter,))
+    for name in [o.name for o in (*sealed, *CHAIN.objects)] + ["log/30-45", "base/45-45"]:
+        store.put(name, b"x")
+    store.put(chapter.name, dump_chapter(sealed))
+    store.put_manifest(manifest)
+    (tmp_path / "log" / ".30-50.partial-123").write_bytes(b"half")
+    BackupAgent([], store)._sweep(manifest)
+    assert store.names("log/") == sorted(
+        o.name for o in (*sealed, *CHAIN.objects) if o.kind == "log"
+    )
+    assert store.names("base/") == ["base/0-0", "base/10-10"]
+    assert not list((tmp_path / "log").glob(".*")), "the partial write is gone too"
+    # A damaged chapter: its objects are unknown, so nothing is swept.
+    store.put("log/99-100", b"x")
+    store.put(chapter.name, b"damaged")
+    BackupAgent([], store)._sweep(manifest)
+    assert "log/99-100" in store.names("log/")
 
 
 def _back_up(c: LocalCluster, url: str, through: int) -> None:

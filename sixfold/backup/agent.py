@@ -13,9 +13,13 @@ takes a new base instead. Objects are written before the manifest that names the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass
 
 from sixfold.backup.store import ObjectStore
@@ -23,23 +27,29 @@ from sixfold.clients import NodeClient
 from sixfold.committed_log import log_source, page_images_at, read_committed
 from sixfold.core.backup import (
     BASE_PAGES_PER_OBJECT_MAX,
+    LEASE_NAME,
+    LEASE_TTL_S,
     LOG_SEGMENT_RECORDS_MAX,
+    OBJECT_PREFIXES,
     BackupObject,
     Chapter,
+    Lease,
     Manifest,
     chapter_of,
     chapter_retention,
     dump_chapter,
     encode_pages,
     encode_records,
+    lease_held_by_another,
     manifest_name,
     object_last_lsn,
     object_name,
+    orphans,
     retention_plan,
     volume_backed_up,
 )
 from sixfold.core.checksum import crc32c
-from sixfold.core.errors import BackupError, CorruptBackupError, SixfoldError
+from sixfold.core.errors import BackupError, BackupLeaseError, CorruptBackupError, SixfoldError
 from sixfold.core.quorum import READ_QUORUM
 from sixfold.core.read_point import advance_read_point
 from sixfold.core.record import RedoRecord
@@ -78,9 +88,26 @@ class BackupAgent:
         self.store = store
         self.retention_s = retention_s
         self.base_interval_s = base_interval_s
+        self.owner = uuid.uuid4().hex
+        self.holder = f"{socket.gethostname()} pid {os.getpid()}"
+        self._lease_at = 0.0  # when it last renewed its lease (0: never took it)
+        self._sweep_due = True  # at the first round, and after any round that failed
 
     async def round(self) -> Shipped:
-        """Ship what became durable since the last round; the objects written."""
+        """Ship what became durable since the last round; the objects written. Raises
+        BackupLeaseError, not to be retried, when another agent ships to the store."""
+        self._renew_lease()
+        try:
+            shipped = await self._round()
+        except BaseException:
+            self._sweep_due = True  # it may have written objects no manifest names
+            raise
+        if self._sweep_due:
+            self._sweep(shipped.manifest)
+            self._sweep_due = False
+        return shipped
+
+    async def _round(self) -> Shipped:
         manifest = self.store.latest_manifest()
         shipped = manifest.newest_lsn
         states = await self._states(shipped)
@@ -153,7 +180,7 @@ class BackupAgent:
         manifest = (
             manifest.with_objects(objects) if chapter is None else manifest.sealed(chapter, objects)
         )
-        self.store.put_manifest(manifest)
+        self._put_manifest(manifest)
         for seq in range(
             max(manifest.seq - MANIFESTS_KEPT - MANIFESTS_SWEPT, 1),
             manifest.seq - MANIFESTS_KEPT + 1,
@@ -172,7 +199,7 @@ class BackupAgent:
         kept, doomed = retention_plan(manifest, now, self.retention_s, pinned)
         if not doomed:
             return manifest
-        self.store.put_manifest(kept)  # first: no manifest ever names a deleted object
+        self._put_manifest(kept)  # first: no manifest ever names a deleted object
         for obj in doomed:
             self.store.delete(obj.name)
         log.info(
@@ -192,7 +219,7 @@ class BackupAgent:
             except CorruptBackupError as exc:  # its objects are found by their names instead
                 log.warning("backup: %s; deleting its objects by their LSNs", exc)
                 names += self._names_before(kept.window() or (0, 0))
-        self.store.put_manifest(kept)  # first: no manifest ever names a deleted object
+        self._put_manifest(kept)  # first: no manifest ever names a deleted object
         for name in [*names, *(c.name for c in doomed)]:
             self.store.delete(name)
         log.info(
@@ -272,9 +299,53 @@ class BackupAgent:
                 pages = []
         return objects
 
+    def _renew_lease(self) -> None:
+        self._check_lease()
+        now = time.time()
+        self.store.put_lease(Lease(self.owner, self.holder, now))
+        self._lease_at = now
+
+    def _put_manifest(self, manifest: Manifest) -> None:
+        """Publish `manifest`, the lease checked first: of two agents started together
+        (both found no lease), the one whose lease was written last keeps it and the other
+        stops here, before it publishes anything."""
+        self._check_lease()
+        self.store.put_manifest(manifest)
+
+    def _check_lease(self) -> None:
+        lease, now = self.store.lease(), time.time()
+        if lease is not None and lease_held_by_another(lease, self.owner, now):
+            raise BackupLeaseError(
+                f"another backup agent ({lease.holder}) ships to {self.store.url}: its lease "
+                f"({LEASE_NAME}) was renewed {now - lease.renewed_at:.0f} s ago. Stop it, or "
+                f"if it is gone, start this one again after {lease.ttl_s:.0f} s"
+            )
+
+    def _sweep(self, manifest: Manifest) -> None:
+        """Delete the objects no manifest names (`orphans`) and the pieces a crash cut
+        short. Only with the lease: another agent's unpublished objects are not orphans."""
+        try:
+            in_chapters = [o for c in manifest.chapters for o in self.store.read_chapter(c)]
+        except CorruptBackupError as exc:
+            log.warning("backup: %s; no orphans swept (a chapter's objects are unknown)", exc)
+            return
+        stored = [n for prefix in OBJECT_PREFIXES for n in self.store.names(prefix)]
+        doomed = orphans(manifest, in_chapters, stored)
+        for name in doomed:
+            self.store.delete(name)
+        partials = self.store.delete_partials(OBJECT_PREFIXES)
+        if doomed or partials:
+            log.info(
+                "backup: swept %d objects no manifest names and %d partial writes",
+                len(doomed),
+                partials,
+            )
+
     def _put(
         self, kind: str, first: int, last: int, data: bytes, seen_at: float, part: int = 0
     ) -> BackupObject:
+        if time.time() - self._lease_at > LEASE_TTL_S / 3:  # a long base: keep the lease
+            self._renew_lease()
         obj = BackupObject(
             object_name(kind, first, last, part),
             kind,
@@ -290,5 +361,12 @@ class BackupAgent:
         return obj
 
     async def close(self) -> None:
+        """Close the channels, and let go of the lease if it is still this agent's: the
+        next agent need not wait it out."""
         for c in self.clients:
             await c.close()
+        if self._lease_at:
+            with contextlib.suppress(SixfoldError):  # unreachable: it lapses by itself
+                lease = self.store.lease()
+                if lease is not None and lease.owner == self.owner:
+                    self.store.delete(LEASE_NAME)

@@ -15,17 +15,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sixfold.core.backup import (
+    LEASE_NAME,
     BackupObject,
     Chapter,
+    Lease,
     Manifest,
     Snapshot,
+    dump_lease,
     dump_manifest,
     load_chapter,
+    load_lease,
     load_manifest,
     load_snapshot,
     manifest_name,
 )
-from sixfold.core.errors import BackupError
+from sixfold.core.errors import BackupError, CorruptBackupError
 
 MANIFEST_PREFIX = "manifest/"
 SNAPSHOT_PREFIX = "snapshot/"
@@ -69,6 +73,24 @@ class ObjectStore:
     def read_chapter(self, chapter: Chapter) -> tuple[BackupObject, ...]:
         """The objects a chapter names, checked (CorruptBackupError names it otherwise)."""
         return load_chapter(chapter, self.get(chapter.name))
+
+    def lease(self) -> Lease | None:
+        """The agent's lease, None when there is none (or it is damaged: it only ever
+        stops a second agent, so a damaged one is taken over, not trusted)."""
+        if LEASE_NAME not in self.names(LEASE_NAME.rsplit("/", 1)[0] + "/"):
+            return None
+        try:
+            return load_lease(self.get(LEASE_NAME))
+        except CorruptBackupError:
+            return None
+
+    def put_lease(self, lease: Lease) -> None:
+        self.put(LEASE_NAME, dump_lease(lease))
+
+    def delete_partials(self, prefixes: tuple[str, ...]) -> int:
+        """Remove the pieces of objects a crash cut short under `prefixes`; how many.
+        An object store's PUT leaves none."""
+        return 0
 
 
 class FileStore(ObjectStore):
@@ -119,6 +141,16 @@ class FileStore(ObjectStore):
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
+
+    def delete_partials(self, prefixes: tuple[str, ...]) -> int:
+        swept = 0
+        for prefix in prefixes:
+            folder = self._path(prefix)
+            if folder.is_dir():
+                for partial in folder.glob(".*.partial-*"):
+                    partial.unlink(missing_ok=True)
+                    swept += 1
+        return swept
 
     def _path(self, name: str) -> Path:
         path = (self.root / name).resolve()

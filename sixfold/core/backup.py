@@ -500,3 +500,52 @@ def restore_point(base_lsn: int, records: Sequence[RedoRecord], wanted_lsn: int)
     (a durable point) when none is."""
     cpls = [r.lsn for r in records if r.is_cpl and r.lsn <= wanted_lsn]
     return max(cpls, default=base_lsn)
+
+
+# -- one agent per store, and what a crashed round left ------------------------------------------
+
+LEASE_NAME = "agent/lease.json"
+LEASE_TTL_S = 60.0  # a lease not renewed for this long is free: its agent is taken for dead
+OBJECT_PREFIXES = ("base/", "log/", "chapter/")  # what the agent alone writes
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The agent that ships to a store. Object stores give no conditional put, so a lease
+    is how two agents find each other: each renews its own every round and while it
+    writes, and stops when it sees another's. Only one agent may write manifests: two would
+    each publish a chain without the other's objects, and sweep those as orphans."""
+
+    owner: str  # unique per agent run
+    holder: str  # where it runs, for the message another agent shows
+    renewed_at: float
+    ttl_s: float = LEASE_TTL_S
+
+
+def lease_held_by_another(lease: Lease | None, owner: str, now: float) -> bool:
+    return lease is not None and lease.owner != owner and now - lease.renewed_at < lease.ttl_s
+
+
+def dump_lease(lease: Lease) -> bytes:
+    return _sealed(asdict(lease))
+
+
+def load_lease(raw: bytes) -> Lease:
+    what = f"lease {LEASE_NAME}"
+    try:
+        return Lease(**_unsealed(what, raw))
+    except TypeError as exc:
+        raise CorruptBackupError(f"{what} is unreadable: {exc}") from None
+
+
+def orphans(
+    manifest: Manifest, chapter_objects: Iterable[BackupObject], stored: Iterable[str]
+) -> list[str]:
+    """The agent's objects in the store that neither the newest manifest nor any chapter it
+    names: left by a round that died between writing them and publishing its manifest, or
+    by a retention whose deletes failed after its manifest. No restore reads them (a
+    restore starts from a manifest), and without a sweep they would pile up for good."""
+    named = {o.name for o in manifest.objects}
+    named |= {c.name for c in manifest.chapters}
+    named |= {o.name for o in chapter_objects}
+    return sorted(n for n in stored if n.startswith(OBJECT_PREFIXES) and n not in named)

@@ -177,6 +177,11 @@ class BackupError(SixfoldError):
     """A backup or restore could not go on (issue 15); the message says why and what to do."""
 
 
+class BackupLeaseError(BackupError):
+    """Another backup agent ships to the same store (its lease is fresh): this one stops
+    rather than publish a chain that drops the other's objects."""
+
+
 class CorruptBackupError(BackupError):
     """A backup object or manifest failed its CRC check or could not be parsed: it is named,
     and nothing of it was used."""

@@ -26,7 +26,7 @@ from sixfold.core.backup import (
     plan_restore,
     snapshot_object_name,
 )
-from sixfold.core.errors import BackupError, SixfoldError
+from sixfold.core.errors import BackupError, BackupLeaseError, SixfoldError
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.metrics import BackupMetrics, serve
 from sixfold.sql.layout import SQL_META_PAGE, decode_commit_info
@@ -131,6 +131,8 @@ async def run(
                 progress.succeeded(started, shipped)
                 metrics.rounds.inc()
                 metrics.bytes_shipped.inc(sum(o.size for o in shipped.objects))
+            except BackupLeaseError:
+                raise  # another agent ships there: trying again would only race it
             except SixfoldError as exc:
                 print(f"backup round failed (tried again): {exc}")
                 progress.error = str(exc)
@@ -170,6 +172,11 @@ def status(url: str) -> str:
             )
         except (ValueError, KeyError, TypeError):
             text += f"\n  agent: {AGENT_STATUS} is unreadable"
+    lease = store.lease()
+    if lease is not None:
+        age = time.time() - lease.renewed_at
+        state = "running" if age < lease.ttl_s else "lapsed: no agent runs"
+        text += f"\n  agent: {lease.holder}, lease renewed {age:.0f} s ago ({state})"
     return text
 
 

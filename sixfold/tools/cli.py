@@ -438,6 +438,8 @@ def cmd_backup_run(args: argparse.Namespace) -> int:
     base_every_s = backup.parse_duration(args.base_every)
     if not base_every_s > 0:
         raise SixfoldError(f"--base-every {args.base_every!r}: give a duration such as 1h")
+    # Stopped by SIGTERM (docker stop, systemd) as by Ctrl-C: the agent lets go of its lease.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         asyncio.run(
             backup.run(
