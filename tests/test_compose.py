@@ -21,8 +21,10 @@ import pytest
 
 from sixfold.backup.store import open_store
 from sixfold.check.history import load_history
-from sixfold.clients import NodeClient
+from sixfold.clients import NodeClient, ReaderClient
+from sixfold.core.errors import SixfoldError
 from sixfold.core.membership import POSITIONS
+from sixfold.core.page import until_nul
 from sixfold.core.quorum import STORAGE_NAMES
 from sixfold.targets import COMPOSE_PORT_DEFAULTS, ComposeTarget, compose_command
 from sixfold.tools.partition import container_pid, iptables_unavailable
@@ -33,6 +35,14 @@ PROJECT = "sixfold-test"
 PORT_OFFSET = 10_000  # away from a compose cluster a developer may be running
 IMAGE_BUILD_LIMIT_S = 1_200
 UP_LIMIT_S = 120
+ALL_PROFILES = ("--profile", "spares", "--profile", "region-b")  # for `down`: every container
+# Region b's services (the "region-b" profile) and their default ports (docker-compose.yml).
+REGION_B_PORT_DEFAULTS = {
+    **{f"b_{n}": 7401 + i for i, n in enumerate(("a1", "a2", "b1", "b2", "c1", "c2"))},
+    "b_r1": 7501,
+    "b_r2": 7502,
+}
+REGION_B_AGENT_METRICS_PORT = 8400
 
 
 def docker_engine_answers() -> bool:
@@ -53,9 +63,10 @@ def compose_env() -> dict[str, str]:
     env["SIXFOLD_CONTAINER_PREFIX"] = f"{PROJECT}-"
     env["SIXFOLD_WRITE_TIMEOUT"] = "3"
     env["COMPOSE_PROFILES"] = "spares"  # a3 b3 c3 too (issue 14)
-    for name, port in COMPOSE_PORT_DEFAULTS.items():
+    for name, port in {**COMPOSE_PORT_DEFAULTS, **REGION_B_PORT_DEFAULTS}.items():
         env[f"SIXFOLD_{name.upper()}_PORT"] = str(port + PORT_OFFSET)
         env[f"SIXFOLD_{name.upper()}_METRICS_PORT"] = str(port + 1000 + PORT_OFFSET)
+    env["SIXFOLD_B_AGENT_METRICS_PORT"] = str(REGION_B_AGENT_METRICS_PORT + PORT_OFFSET)
     base = ROOT / "docker" / "base-image.env"  # SIXFOLD_BASE_IMAGE=..., from `make images`
     if base.exists():
         key, _, value = base.read_text().strip().partition("=")
@@ -102,7 +113,7 @@ def make_images(say: Callable[[str], None]) -> None:
 def compose_cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     # A run killed part way leaves its containers (holding the old image) and volumes.
-    compose("--profile", "spares", "down", "-v", "--remove-orphans")
+    compose(*ALL_PROFILES, "down", "-v", "--remove-orphans")
     make_images(lambda line: reporter.write_line(line) if reporter else None)
     env = compose_env()
     try:
@@ -112,7 +123,7 @@ def compose_cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         yield env
     finally:
         logs = compose("logs", "--no-color", "--tail", "30")
-        down = compose("down", "-v", "--remove-orphans")
+        down = compose(*ALL_PROFILES, "down", "-v", "--remove-orphans")
         print(logs.stdout[-5000:])
         assert down.returncode == 0, down.stderr
 
@@ -433,3 +444,63 @@ def _status(env: dict[str, str]) -> dict:
     status = sixfold_cli(env, "status", "--json", timeout=60)
     assert status.stdout, status.stderr
     return json.loads(status.stdout)
+
+
+def test_region_b_replicates_the_cluster_and_catches_up_after_its_agent_dies(
+    compose_cluster: dict[str, str],
+) -> None:
+    """The "region-b" profile (issue 16): six more nodes seeded from the primary, an agent
+    and two readers. Its readers serve the primary's writes; with the agent killed they
+    serve nothing newer, and it catches up when the agent starts again."""
+    env = compose_cluster
+    first = sixfold_cli(env, "page", "write", "91", "before region b")
+    assert first.returncode == 0, first.stderr
+    up = compose("--profile", "region-b", "up", "-d", "b-agent", "b-r1", "b-r2", timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    seeded = subprocess.run(
+        ["docker", "logs", f"{PROJECT}-b-seed"], capture_output=True, text=True, timeout=60
+    )
+    assert "region b: seeded" in seeded.stdout, seeded.stdout + seeded.stderr
+    reader = f"127.0.0.1:{env['SIXFOLD_B_R1_PORT']}"
+    wait_region_reads(reader, 91, "before region b")
+    second = sixfold_cli(env, "page", "write", "92", "while region b replicates")
+    assert second.returncode == 0, second.stderr
+    wait_region_reads(reader, 92, "while region b replicates")
+
+    subprocess.run(["docker", "kill", f"{PROJECT}-b-agent"], check=True, timeout=60)
+    third = sixfold_cli(env, "page", "write", "93", "while the agent is down")
+    assert third.returncode == 0, third.stderr
+    time.sleep(2)
+    assert region_reads(reader, 93) != "while the agent is down", "no agent, yet replicated"
+    subprocess.run(["docker", "start", f"{PROJECT}-b-agent"], check=True, timeout=60)
+    wait_region_reads(reader, 93, "while the agent is down")
+    wait_region_reads(f"127.0.0.1:{env['SIXFOLD_B_R2_PORT']}", 93, "while the agent is down")
+    metrics_url = f"http://127.0.0.1:{env['SIXFOLD_B_AGENT_METRICS_PORT']}/metrics"
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        assert "sixfold_region_lag_lsns" in response.read().decode()
+    # Again, with the region's nodes holding data: the seeding does nothing.
+    again = compose("--profile", "region-b", "run", "--rm", "--no-deps", "b-seed")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "region b: already seeded" in again.stdout, again.stdout + again.stderr
+
+
+def region_reads(address: str, page_no: int) -> str | None:
+    """What a region's reader reads of a page, None while it cannot answer."""
+
+    async def read() -> str | None:
+        client = ReaderClient(address, f"region b reader at {address}")
+        try:
+            return until_nul((await client.read_page(page_no, timeout=5.0)).image).decode()
+        except SixfoldError:
+            return None
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+def wait_region_reads(address: str, page_no: int, value: str) -> None:
+    deadline = time.monotonic() + UP_LIMIT_S
+    while (seen := region_reads(address, page_no)) != value:
+        assert time.monotonic() < deadline, f"region b's reader {address} reads {seen!r}"
+        time.sleep(0.5)

@@ -31,7 +31,12 @@ def main() -> None:
         "--nodes", type=parse_peers, required=True, help="this region's nodes: a1=HOST:PORT,..."
     )
     parser.add_argument(
-        "--port", type=int, required=True, help="Prometheus metrics on 127.0.0.1 at this port"
+        "--port", type=int, required=True, help="Prometheus metrics at this port (0: none)"
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics listen on (default %(default)s; 0.0.0.0 in a container)",
     )
     parser.add_argument("--status-file", type=Path, help="where `sixfold global status` reads")
     parser.add_argument("--log-level", default="INFO")
@@ -48,7 +53,8 @@ async def run(args: argparse.Namespace) -> None:
         args.status_file,
     )
     metrics = RegionMetrics(_gauges(agent))
-    serve(metrics.registry, "127.0.0.1", args.port, f"region {args.region} agent")
+    if args.port:
+        serve(metrics.registry, args.metrics_host, args.port, f"region {args.region} agent")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

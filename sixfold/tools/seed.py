@@ -6,15 +6,21 @@ only until it is folded into pages: a new region cannot start from LSN 0.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sixfold.clients import NodeClient
 from sixfold.committed_log import learned_durable_point, page_images_at, serving_states
-from sixfold.core.errors import RegionError
+from sixfold.core.errors import RegionError, SixfoldError
 from sixfold.core.quorum import NODE_NAMES, READ_QUORUM
 from sixfold.core.replication import agent_owner
 from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.serving import parse_peers
 from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore
 
 CALL_TIMEOUT_S = 10.0
@@ -68,3 +74,79 @@ async def seed(primary: dict[str, str], into: Path, region: str, volume_id: str)
 
 def _can_build(state: pb.NodeState, point: int) -> bool:
     return state.serving and state.gc_horizon <= point <= state.scl
+
+
+# -- `python -m sixfold.tools.seed`: compose's region-b profile seeds its volumes so ---------
+
+SEEDED_MARK = "region-seeded"  # in each node's directory once all six are seeded
+SEED_WAIT_S_DEFAULT = 120.0
+SEED_RETRY_S = 1.0
+
+
+def seed_once(primary: dict[str, str], into: Path, region: str, wait_s: float) -> str:
+    """Seed the six node directories under `into` unless a finished seeding marked them:
+    what a seeding cut short left is cleared first, and a primary not ready yet (no
+    durable point a read quorum learned) is waited for up to `wait_s`. What was done."""
+    marks = [into / name / SEEDED_MARK for name in NODE_NAMES]
+    if all(m.exists() for m in marks):
+        return f"region {region}: already seeded"
+    for name in NODE_NAMES:
+        _clear(into / name)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            seeded = asyncio.run(seed(primary, into, region, volume_id=""))
+            break
+        except SixfoldError as exc:  # the primary still starting: no durable point yet
+            if time.monotonic() >= deadline:
+                raise RegionError(f"{exc} (waited {wait_s:g} s)") from None
+            time.sleep(SEED_RETRY_S)
+            for name in NODE_NAMES:
+                _clear(into / name)
+    for mark in marks:
+        mark.write_text(f"{seeded.lsn}\n")
+        with open(mark) as f:
+            os.fsync(f.fileno())
+    return f"region {region}: seeded {seeded.pages} pages as of LSN {seeded.lsn}"
+
+
+def _clear(directory: Path) -> None:
+    """Empty `directory` (a mounted volume: the directory itself stays)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for child in directory.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m sixfold.tools.seed",
+        description="Seed a secondary region's six node directories (INTO/a1 ... INTO/c2) "
+        "with the primary's pages at a durable point, once: run again, it does nothing "
+        "(docker-compose.yml's region-b profile runs it before the region's nodes start).",
+    )
+    parser.add_argument("--region", required=True, help="the secondary region's name")
+    parser.add_argument(
+        "--primary-nodes",
+        type=parse_peers,
+        required=True,
+        help="the primary's nodes: a1=HOST:PORT,...",
+    )
+    parser.add_argument("--into", type=Path, required=True, help="holds a directory per node")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=SEED_WAIT_S_DEFAULT,
+        help="how long to wait for the primary to have a durable point (default %(default)g s)",
+    )
+    args = parser.parse_args()
+    try:
+        print(seed_once(args.primary_nodes, args.into, args.region, args.wait), flush=True)
+    except SixfoldError as exc:
+        raise SystemExit(f"sixfold seed: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
