@@ -170,9 +170,22 @@ class NodeClient:
         a pending step (e.g. `wait_for(anext(...))` timing out) closes the stream.
         """
         stream = self.stub.WatchState(pb.WatchStateRequest(reader=reader), metadata=self.metadata)
+        async for state in self._streamed(stream):
+            yield state
+
+    async def follow_log(
+        self, reader: str, after_lsn: int, compress: bool
+    ) -> AsyncIterator[pb.LogChunk]:
+        """The node's committed log above `after_lsn` as it grows (storage_node/follow_log.py),
+        chunk by chunk, with heartbeats; no deadline, errors as `watch_state`'s."""
+        request = pb.FollowLogRequest(reader=reader, after_lsn=after_lsn, compress=compress)
+        async for chunk in self._streamed(self.stub.FollowLog(request, metadata=self.metadata)):
+            yield chunk
+
+    async def _streamed(self, stream: Any) -> AsyncIterator[Any]:
         try:
-            async for state in stream:
-                yield state
+            async for message in stream:
+                yield message
         except grpc.aio.AioRpcError as err:
             exc = _stream_error(self.name, err)
             if isinstance(exc, WrongNodeError):

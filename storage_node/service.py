@@ -26,6 +26,7 @@ from sixfold.wire import (
 )
 from storage_node.append_stream import serve_append_stream
 from storage_node.checks import check_numbers, check_owner, check_registration, check_vdl
+from storage_node.follow_log import LogFollowers
 from storage_node.node import StorageNode
 from storage_node.store import FORMAT_VERSION
 
@@ -146,6 +147,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
     def __init__(self, node: StorageNode, instances: InstancesSeen | None = None) -> None:
         self.node = node
         self.watchers = 0
+        self.followers = LogFollowers(node)
         self.instances = instances or InstancesSeen()
 
     async def Append(self, request: pb.AppendRequest, context: grpc.aio.ServicerContext):
@@ -291,6 +293,9 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         except SixfoldError as exc:
             await abort(context, exc)
         return node_state(self.node)
+
+    async def FollowLog(self, request: pb.FollowLogRequest, context):
+        await self.followers.serve(request, context)
 
     async def WatchState(self, request: pb.WatchStateRequest, context):
         """Stream the node's state now, then after each change (P18 §3: readers learn VDL here).

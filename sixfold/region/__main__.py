@@ -73,6 +73,14 @@ def _gauges(agent: ReplicationAgent) -> Gauges:
             "sixfold_region_lag_seconds": ("Age of the oldest primary point not here", s.lag_s),
             "sixfold_region_durable_lsn": ("The secondary's durable point", s.durable),
             "sixfold_region_rate_records_per_second": ("Records replicated a second", s.rate),
+            "sixfold_region_link_bytes": (
+                "Bytes of records the link brought, compressed",
+                agent.follower.wire_bytes,
+            ),
+            "sixfold_region_link_raw_bytes": (
+                "The same records' bytes before compression",
+                agent.follower.raw_bytes,
+            ),
         }
 
     return read

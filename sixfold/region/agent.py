@@ -4,9 +4,9 @@ primary's storage nodes and appends it to the secondary's, at the same 4-of-6 qu
 
 Each round it asks the secondary's nodes where they are (it resumes from there after any
 break: nothing of its own is kept), the primary's nodes their durable point (naming itself
-with what it has shipped as its read point, so their GC keeps every record above it), reads
-the records in between from one primary node, and appends them chunk by chunk, each chunk
-ending at a commit. A chunk a write quorum stored is durable in the secondary, and the
+with what it has shipped as its read point, so their GC keeps every record above it), takes
+the records in between from the link (one compressed FollowLog stream from a primary node,
+sixfold/region/follower.py), and appends them chunk by chunk, each chunk ending at a commit. A chunk a write quorum stored is durable in the secondary, and the
 agent announces its end as the secondary's VDL, the point its readers read at.
 
 The primary's writer never waits for this: a slow or cut-off secondary only lags.
@@ -23,12 +23,7 @@ import time
 from pathlib import Path
 
 from sixfold.clients import NodeClient
-from sixfold.committed_log import (
-    learned_durable_point,
-    log_source,
-    read_committed,
-    serving_states,
-)
+from sixfold.committed_log import learned_durable_point, log_source, serving_states
 from sixfold.core.errors import RegionError, RegionFencedError, SixfoldError, StaleEpochError
 from sixfold.core.quorum import READ_QUORUM, WRITE_QUORUM
 from sixfold.core.record import RedoRecord
@@ -42,6 +37,7 @@ from sixfold.core.replication import (
     resume_point,
     secondary_durable,
 )
+from sixfold.region.follower import LogFollower
 from sixfold.rpc import sixfold_pb2 as pb
 
 log = logging.getLogger("sixfold.region")
@@ -52,6 +48,9 @@ ROUND_IDLE_S = 0.02  # between rounds with nothing to ship
 # behind holds this many in memory, not the whole backlog.
 ROUND_RECORDS_MAX = 20_000
 RETRY_S = 0.5  # after a failed round
+# How long a round waits for the link to bring the records up to the primary's durable
+# point (the node it follows may learn that point a moment after a read quorum did).
+FOLLOW_WAIT_S = 0.2
 STATUS_EVERY_S = 0.5  # how often the status file is rewritten
 
 
@@ -74,6 +73,7 @@ class ReplicationAgent:
         self.error = ""
         self.fenced = False
         self._status_at = 0.0
+        self.follower = LogFollower(self.owner)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until `stop` is set, or the region is found promoted (fenced)."""
@@ -115,15 +115,9 @@ class ReplicationAgent:
             self.lag.replicated(self.shipped, 0, time.time())
             await self._announce(nodes)
             return 0
-        source = log_source(self.primary, primary, self.shipped, durable)
-        if source is None:
-            raise RegionError(
-                f"no primary node still holds the records above LSN {self.shipped} (the agent "
-                f"was away longer than the primary keeps them): remove region {self.region} "
-                "and add it again"
-            )
-        records = await read_committed(
-            source, self.shipped, durable, self._hold, RegionError, ROUND_RECORDS_MAX
+        source = self._source(primary, durable)
+        records = await self.follower.records(
+            source, self.shipped, durable, ROUND_RECORDS_MAX, FOLLOW_WAIT_S
         )
         shipped = 0
         for chunk in chunks(records):
@@ -134,7 +128,7 @@ class ReplicationAgent:
             self.shipped = chunk[-1].lsn
             shipped += len(chunk)
             self.lag.replicated(self.shipped, len(chunk), time.time())
-        await self._announce(nodes, every=True)
+        await self._announce(nodes, every=shipped > 0)
         return shipped
 
     # -- the primary ------------------------------------------------------------------------------
@@ -152,9 +146,22 @@ class ReplicationAgent:
             )
         return states, durable, max(s.epoch for s in states.values())
 
-    async def _hold(self, client: NodeClient, read_point: int) -> None:
-        request = pb.GetStateRequest(reader=self.owner, read_point=read_point)
-        await client.get_state(request, timeout=CALL_TIMEOUT_S)
+    def _source(self, states: dict[str, pb.NodeState], durable: int) -> NodeClient:
+        """The primary node the link follows: the one it follows now while that still
+        serves and holds every record above what the region has (no needless re-opening),
+        else one complete to `durable` that holds them."""
+        current = self.follower.source
+        state = states.get(current.name) if current is not None else None
+        if current is not None and state is not None and state.gc_horizon <= self.shipped:
+            return current
+        source = log_source(self.primary, states, self.shipped, durable)
+        if source is None:
+            raise RegionError(
+                f"no primary node still holds the records above LSN {self.shipped} (the agent "
+                f"was away longer than the primary keeps them): remove region {self.region} "
+                "and add it again"
+            )
+        return source
 
     # -- the secondary ----------------------------------------------------------------------------
 
@@ -273,6 +280,7 @@ class ReplicationAgent:
         tmp.replace(self.status_path)
 
     async def close(self) -> None:
+        await self.follower.close()
         for c in [*self.primary, *self.secondary]:
             await c.close()
 

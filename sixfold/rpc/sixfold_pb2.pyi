@@ -296,6 +296,38 @@ class ReadPageImagesResponse(_message.Message):
     page_versions_stored: int
     def __init__(self, pages: _Optional[_Iterable[_Union[PageImageEntry, _Mapping]]] = ..., next_page: _Optional[int] = ..., done: _Optional[bool] = ..., page_versions_stored: _Optional[int] = ...) -> None: ...
 
+class FollowLogRequest(_message.Message):
+    __slots__ = ("reader", "after_lsn", "chunk_records_max", "compress")
+    READER_FIELD_NUMBER: _ClassVar[int]
+    AFTER_LSN_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_RECORDS_MAX_FIELD_NUMBER: _ClassVar[int]
+    COMPRESS_FIELD_NUMBER: _ClassVar[int]
+    reader: str
+    after_lsn: int
+    chunk_records_max: int
+    compress: bool
+    def __init__(self, reader: _Optional[str] = ..., after_lsn: _Optional[int] = ..., chunk_records_max: _Optional[int] = ..., compress: _Optional[bool] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("records", "compressed", "after_lsn", "last_lsn", "vdl", "vdl_epoch", "scl", "raw_bytes")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_FIELD_NUMBER: _ClassVar[int]
+    AFTER_LSN_FIELD_NUMBER: _ClassVar[int]
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    VDL_FIELD_NUMBER: _ClassVar[int]
+    VDL_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    RAW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    records: bytes
+    compressed: bool
+    after_lsn: int
+    last_lsn: int
+    vdl: int
+    vdl_epoch: int
+    scl: int
+    raw_bytes: int
+    def __init__(self, records: _Optional[bytes] = ..., compressed: _Optional[bool] = ..., after_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., scl: _Optional[int] = ..., raw_bytes: _Optional[int] = ...) -> None: ...
+
 class WatchStateRequest(_message.Message):
     __slots__ = ("reader",)
     READER_FIELD_NUMBER: _ClassVar[int]

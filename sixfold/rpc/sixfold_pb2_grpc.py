@@ -84,6 +84,11 @@ class StorageNodeStub:
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.WatchStateRequest.SerializeToString,
                 response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.NodeState.FromString,
                 _registered_method=True)
+        self.FollowLog = channel.unary_stream(
+                '/sixfold.v1.StorageNode/FollowLog',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.FollowLogRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.LogChunk.FromString,
+                _registered_method=True)
 
 
 class StorageNodeServicer:
@@ -156,6 +161,16 @@ class StorageNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FollowLog(self, request, context):
+        """The committed log as it grows: records above after_lsn at or below the node's learned
+        VDL (and its SCL), in chunks, then more as the node learns a newer VDL, with a
+        heartbeat chunk (no records) while nothing is new. A secondary region's agent follows
+        the primary on one of these (issue 16).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +223,11 @@ def add_StorageNodeServicer_to_server(servicer, server):
                     servicer.WatchState,
                     request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.WatchStateRequest.FromString,
                     response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.NodeState.SerializeToString,
+            ),
+            'FollowLog': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowLog,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.FollowLogRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.LogChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -480,6 +500,33 @@ class StorageNode:
             '/sixfold.v1.StorageNode/WatchState',
             sixfold_dot_rpc_dot_sixfold__pb2.WatchStateRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.NodeState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sixfold.v1.StorageNode/FollowLog',
+            sixfold_dot_rpc_dot_sixfold__pb2.FollowLogRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.LogChunk.FromString,
             options,
             channel_credentials,
             insecure,
