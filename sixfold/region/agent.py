@@ -43,7 +43,13 @@ from sixfold.rpc import sixfold_pb2 as pb
 log = logging.getLogger("sixfold.region")
 
 CALL_TIMEOUT_S = 5.0
-ROUND_IDLE_S = 0.02  # between rounds with nothing to ship
+# A round at most this often: each asks every primary node its state (the durable point a
+# read quorum learned, and the agent's read point held), which costs the primary's nodes
+# CPU their writer wants; the link streams the records in between.
+ROUND_INTERVAL_S = 0.05
+# The secondary's nodes are asked their state this often (and after any failed round):
+# between, the appends' answers say what the agent needs.
+SECONDARY_CHECK_S = 1.0
 # Records one round reads from the primary (then the next round goes on): an agent far
 # behind holds this many in memory, not the whole backlog.
 ROUND_RECORDS_MAX = 20_000
@@ -74,14 +80,18 @@ class ReplicationAgent:
         self.fenced = False
         self._status_at = 0.0
         self.follower = LogFollower(self.owner)
+        self._nodes: dict[str, SecondaryNode] = {}  # the secondary's nodes, as last asked
+        self._nodes_at: float | None = None  # when (monotonic), None: ask again
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until `stop` is set, or the region is found promoted (fenced)."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            started = loop.time()
             try:
-                shipped = await self.round()
+                await self.round()
                 self.error = ""
-                pause = 0.0 if shipped else ROUND_IDLE_S
+                pause = ROUND_INTERVAL_S - (loop.time() - started)
             except RegionFencedError as exc:
                 self.error, self.fenced = str(exc), True
                 log.error("region %s: %s", self.region, exc)
@@ -91,9 +101,10 @@ class ReplicationAgent:
                 if str(exc) != self.error:
                     log.warning("region %s: round failed, retrying: %s", self.region, exc)
                 self.error = str(exc)
+                self._nodes_at = None  # ask the secondary's nodes afresh
                 pause = RETRY_S
             self.write_status()
-            if pause:
+            if pause > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), pause)
 
@@ -106,7 +117,7 @@ class ReplicationAgent:
         # would let go of the records the agent has yet to ship).
         primary, durable, primary_epoch = await self._primary(self.shipped)
         self.lag.saw_primary(durable, time.time())
-        nodes = await self._secondary_nodes()
+        nodes = await self._secondary_view()
         self.shipped = max(self.shipped, resume_point(list(nodes.values())))
         wanted = epoch_to_seal(primary_epoch, list(nodes.values()), self.region)
         if wanted or not self.epoch:
@@ -165,6 +176,13 @@ class ReplicationAgent:
 
     # -- the secondary ----------------------------------------------------------------------------
 
+    async def _secondary_view(self) -> dict[str, SecondaryNode]:
+        """The secondary's nodes as asked within SECONDARY_CHECK_S, else asked now."""
+        now = time.monotonic()
+        if self._nodes_at is None or now - self._nodes_at >= SECONDARY_CHECK_S:
+            self._nodes, self._nodes_at = await self._secondary_nodes(), now
+        return self._nodes
+
     async def _secondary_nodes(self) -> dict[str, SecondaryNode]:
         states = await serving_states(self.secondary, pb.GetStateRequest())
         if len(states) < WRITE_QUORUM:
@@ -214,6 +232,7 @@ class ReplicationAgent:
         if epoch != self.epoch:
             log.info("region %s: appending at epoch %d", self.region, epoch)
         self.epoch = epoch
+        self._nodes_at = None  # their epochs moved: ask them again next round
 
     async def _append(self, chunk: list[RedoRecord]) -> None:
         """Append `chunk` to every secondary node; durable once a write quorum stored it."""
@@ -251,6 +270,11 @@ class ReplicationAgent:
             *(c.append(request, timeout=CALL_TIMEOUT_S) for c in behind), return_exceptions=True
         )
         _raise_bugs(results)
+        for client, result in zip(behind, results, strict=True):
+            if isinstance(result, pb.AppendResponse):  # learned it: not behind next round
+                nodes[client.name] = dataclasses.replace(
+                    nodes[client.name], vdl=self.shipped, vdl_epoch=self.epoch
+                )
 
     # -- status -----------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@ primary's commit rate with and without it, a switchover's pause and a failover's
 RPO (issue 16).
 
 A fresh primary (six nodes and the writer process) in a temporary directory. First
---seconds of kv load with no secondary: --committers clients write 600-byte values to their
+--seconds of load with no secondary (with `--workload sql`, bench-sql's: 32 clients commit
+single-row INSERTs and UPDATEs through `Sql/Execute`, a commit every 0.1 s taken as a marker,
+and no switchover or failover after): --committers clients write 600-byte values to their
 own pages through `Writer/WritePages`. Then a secondary region is added (seeded, six more
 nodes, two readers, its agent) and the same load runs again, with a probe committing a
 marker every 0.1 s; a watcher polls the region's durable point (the VDL a read quorum of
@@ -27,6 +29,7 @@ import contextlib
 import shutil
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,14 +43,33 @@ from sixfold.tools import promotion
 from sixfold.tools.bench import percentile, wait_nodes_serving, wait_writer_ready
 from sixfold.tools.regions import add_region, durable_point
 from sixfold.tools.restartbench import READY_LIMIT_S, print_machine
-from sixfold.tools.rpobench import RECORD_BYTES, committer, probe, watch_markers
+from sixfold.tools.rpobench import PROBE_EVERY_S, RECORD_BYTES, committer, probe, watch_markers
+from sixfold.tools.sqlbench import COMMITS_PER_CLIENT_MAX, ERROR_PAUSE_S, SqlLoad
 
 UNDER_LOAD_FIRST_S = 2.0  # the load runs this long before a switchover or a kill
 
 
+SQL_CLIENTS_DEFAULT = 32  # bench-sql's closed-loop clients
+SQL_ROWS = 1_000  # the rows UPDATEs pick from (bench-sql's default)
+SQL_VALUE_BYTES = 100
+SQL_TIMEOUT_S = 10.0
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="each run's load (default 20)")
-    p.add_argument("--committers", type=int, default=64, help="kv clients (default 64)")
+    p.add_argument(
+        "--committers",
+        type=int,
+        default=0,
+        help="clients (default 64 for kv, 32 for sql)",
+    )
+    p.add_argument(
+        "--workload",
+        choices=("kv", "sql"),
+        default="kv",
+        help="kv: 600-byte WritePages; sql: bench-sql's single-row INSERT/UPDATE commits "
+        "through Sql/Execute, each commit a marker (no switchover or failover then)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directories")
 
 
@@ -78,6 +100,79 @@ async def _load(
         return done[0] / (end - started), acked, lags
     finally:
         await client.close()
+
+
+async def _sql_load(
+    layout: cluster.ClusterLayout,
+    seconds: float,
+    clients: int,
+    region: cluster.ClusterLayout | None = None,
+) -> tuple[float, list[tuple[int, float]], list[float]]:
+    """bench-sql's closed-loop load: its commits a second, and with `region`, a commit's
+    LSN and acknowledgement time every PROBE_EVERY_S as a marker and each marker's lag."""
+    load = SqlLoad(layout.find_writer_address(), _sql_args())
+    try:
+        end = time.monotonic() + seconds
+        done: list[int] = [0]
+        acked: list[tuple[int, float]] = []  # (commit LSN, acknowledged at)
+        lags: list[float] = []
+        started = time.monotonic()
+
+        async def client(index: int) -> None:
+            for n in range(index, index + COMMITS_PER_CLIENT_MAX):
+                if time.monotonic() >= end:
+                    return
+                try:
+                    lsn = await load.transaction(insert=n % 2 == 0)
+                except SixfoldError:
+                    await asyncio.sleep(ERROR_PAUSE_S)
+                    continue
+                done[0] += 1
+                if region is not None and (
+                    not acked or time.time() - acked[-1][1] >= PROBE_EVERY_S
+                ):
+                    acked.append((lsn, time.time()))
+
+        work = [client(i) for i in range(clients)]
+        if region is not None:
+            nodes = region.nodes
+
+            async def newest() -> int:
+                return await durable_point(nodes) or 0
+
+            work.append(watch_markers(newest, acked, lags, end))
+        await asyncio.gather(*work)
+        return done[0] / (end - started), acked, lags
+    finally:
+        await load.close()
+
+
+async def _sql_preload(layout: cluster.ClusterLayout) -> None:
+    await wait_writer_ready(layout.find_writer_address(), READY_LIMIT_S)
+    load = SqlLoad(layout.find_writer_address(), _sql_args())
+    try:
+        await load.preload()
+    finally:
+        await load.close()
+
+
+def _sql_args() -> argparse.Namespace:
+    return argparse.Namespace(
+        timeout=SQL_TIMEOUT_S, value_bytes=SQL_VALUE_BYTES, rows=SQL_ROWS, seed=1
+    )
+
+
+def _link_bytes(region: cluster.ClusterLayout) -> tuple[float, float]:
+    """The agent's link bytes so far, compressed and raw (its Prometheus metrics)."""
+    url = f"http://{cluster.HOST}:{region.processes[cluster.AGENT_NAME].port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("sixfold_region_link")
+    )
+    return float(values["sixfold_region_link_bytes"]), float(
+        values["sixfold_region_link_raw_bytes"]
+    )
 
 
 async def _load_during(
@@ -147,11 +242,17 @@ def main(args: argparse.Namespace) -> int:
     try:
         cluster.start_processes(layout, [*NODE_NAMES, cluster.WRITER_NAME])
         asyncio.run(wait_nodes_serving(layout, READY_LIMIT_S))
-        alone, _, _ = asyncio.run(_load(layout, args.seconds, args.committers))
+        sql = args.workload == "sql"
+        clients = args.committers or (SQL_CLIENTS_DEFAULT if sql else 64)
+        load = _sql_load if sql else _load
+        if sql:
+            asyncio.run(_sql_preload(layout))
+        alone, _, _ = asyncio.run(load(layout, args.seconds, clients))
         seeded = add_region(root / "primary", "b", root / "region-b", None, READY_LIMIT_S)
         region = cluster.ClusterLayout.load(root / "region-b")
-        with_region, acked, lags = asyncio.run(_load(layout, args.seconds, args.committers, region))
-        roles = _switch_and_fail(root, args.committers)
+        with_region, acked, lags = asyncio.run(load(layout, args.seconds, clients, region))
+        link_bytes, link_raw_bytes = _link_bytes(region)
+        roles = None if sql else _switch_and_fail(root, clients)
     finally:
         for directory in ("primary", "region-b"):
             with contextlib.suppress(SixfoldError):
@@ -162,7 +263,7 @@ def main(args: argparse.Namespace) -> int:
     print_machine()
     print(f"region b seeded with {seeded.pages:,} pages as of LSN {seeded.lsn}")
     print(
-        f"primary kv, {args.committers} clients, {args.seconds:g} s each: {alone:,.0f} commits/s "
+        f"primary {args.workload}, {clients} clients, {args.seconds:g} s each: {alone:,.0f} commits/s "
         f"alone, {with_region:,.0f} with region b replicating ({with_region / alone - 1:+.1%}; "
         "goal: within 10%)"
     )
@@ -171,6 +272,12 @@ def main(args: argparse.Namespace) -> int:
         f"{percentile(lags, 0.5):.3f} s, p99 {percentile(lags, 0.99):.3f} s, max "
         f"{lags[-1] if lags else float('nan'):.3f} s (goal: p99 < 1 s)"
     )
+    print(
+        f"the link brought {link_raw_bytes / 1e6:,.1f} MB of records as {link_bytes / 1e6:,.1f} MB "
+        f"({link_bytes / max(link_raw_bytes, 1):.0%} after compression)"
+    )
+    if roles is None:
+        return 0
     print(
         f"switchover to b under load: writes paused {roles['switchover_pause_s']:.2f} s, "
         "nothing acknowledged lost"
