@@ -35,6 +35,10 @@ FOLLOW_CHUNK_BYTES_MAX = 4 << 20  # a chunk's records before compression (one re
 FOLLOW_HEARTBEAT_S = 1.0  # a chunk with no records this often while nothing is new
 FOLLOW_RECHECK_S = 0.25  # gossip moves the SCL without waking waiters: look again this often
 COMPRESS_LEVEL = 1  # zlib's fastest: the link's bytes, not the last percent
+# Compression pays only where the records repeat themselves (SQL pages do, random values do
+# not): a chunk that shrinks less than this stops it for the next COMPRESS_RETRY_CHUNKS.
+COMPRESS_WORTH_RATIO = 0.9
+COMPRESS_RETRY_CHUNKS = 64
 
 
 class LogFollowers:
@@ -81,6 +85,7 @@ class LogFollowers:
         after = request.after_lsn
         records_max = request.chunk_records_max or FOLLOW_CHUNK_RECORDS_MAX
         sent_at = time.monotonic()
+        plain_chunks = 0  # chunks still to send uncompressed: compression did not pay
         while not node.stopped:
             changed = node.state_changed  # taken before the state is read: no wake-up is lost
             st = node.state
@@ -94,7 +99,14 @@ class LogFollowers:
                     )
                 records = _bounded(node.read_records(after, through, records_max, None))
                 if records:
-                    await context.write(_chunk(node, after, records, request.compress))
+                    chunk = _chunk(node, after, records, request.compress and not plain_chunks)
+                    plain_chunks = max(plain_chunks - 1, 0)
+                    if (
+                        chunk.compressed
+                        and len(chunk.records) > COMPRESS_WORTH_RATIO * chunk.raw_bytes
+                    ):
+                        plain_chunks = COMPRESS_RETRY_CHUNKS
+                    await context.write(chunk)
                     after, sent_at = records[-1].lsn, time.monotonic()
                     continue
             if time.monotonic() - sent_at >= FOLLOW_HEARTBEAT_S:

@@ -4,6 +4,7 @@ loopback with a real LMDB store, and the agent's LogFollower reading it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import zlib
 from pathlib import Path
 
@@ -100,3 +101,19 @@ def test_the_follower_refuses_a_chunk_that_does_not_fit() -> None:
         assert follower.received == 2 and not follower.buffer
     follower._take(good)
     assert follower.received == 4 and [r.lsn for r in follower.buffer] == [3, 4]
+
+
+def test_compression_stops_where_it_does_not_pay(tmp_path: Path) -> None:
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        noise = [record(n, n - 1, n, os.urandom(600)) for n in range(1, 4)]
+        await _append(client, noise[:1], vdl=1)
+        stream = client.follow_log("region b", 0, compress=True)
+        first = await anext(stream)
+        assert first.compressed and len(first.records) > 0.9 * first.raw_bytes
+        await _append(client, noise[1:], vdl=3)
+        second = await asyncio.wait_for(anext(stream), 3.0)
+        assert not second.compressed and second.records == pack_records(noise[1:])
+        await stream.aclose()
+
+    run_with_node(tmp_path / "a1", body)
