@@ -167,15 +167,41 @@ def instance_address_in(processes: dict[str, ProcessInfo], name: str) -> str:
 # from below Linux's ephemeral range (32768-60999 by default), no outgoing connection's source
 # port can take one in between, as happened with ports the kernel handed out.
 PORT_RANGE = (20_000, 32_000)
+# SIXFOLD_PORT_RANGE=LO-HI narrows it: test workers running side by side (pytest-xdist) each
+# pick from a range of their own, so two never pick the same port between pick and bind.
+PORT_RANGE_VARIABLE = "SIXFOLD_PORT_RANGE"
 PORT_TRIES_MAX = 200
+
+
+def port_range() -> tuple[int, int]:
+    """Where ports are picked: PORT_RANGE, or SIXFOLD_PORT_RANGE within it."""
+    raw = os.environ.get(PORT_RANGE_VARIABLE, "")
+    if not raw:
+        return PORT_RANGE
+    low, _, high = raw.partition("-")
+    try:
+        picked = int(low), int(high)
+    except ValueError:
+        raise SixfoldError(
+            f"{PORT_RANGE_VARIABLE}={raw!r}: give LOW-HIGH, e.g. 20000-26000"
+        ) from None
+    if not PORT_RANGE[0] <= picked[0] < picked[1] - 2 * METRICS_PORT_OFFSET <= PORT_RANGE[1]:
+        raise SixfoldError(
+            f"{PORT_RANGE_VARIABLE}={raw!r}: give a range within {PORT_RANGE[0]}-{PORT_RANGE[1]} "
+            f"at least {2 * METRICS_PORT_OFFSET} ports wide"
+        )
+    return picked
+
+
 _handed_out: set[int] = set()  # ports this process picked: never twice
 
 
 def free_port() -> int:
     """A loopback port nothing listens on now, outside the ephemeral range."""
     rng = random.Random()
+    low, high = port_range()
     for _ in range(PORT_TRIES_MAX):
-        port = rng.randrange(*PORT_RANGE)
+        port = rng.randrange(low, high - METRICS_PORT_OFFSET)  # its metrics' port in range too
         if port in _handed_out:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -185,9 +211,7 @@ def free_port() -> int:
                 continue
         _handed_out.add(port)
         return port
-    raise SixfoldError(
-        f"no free port on {HOST} in {PORT_RANGE[0]}-{PORT_RANGE[1]} after {PORT_TRIES_MAX} tries"
-    )
+    raise SixfoldError(f"no free port on {HOST} in {low}-{high} after {PORT_TRIES_MAX} tries")
 
 
 # The same ports as docker-compose.yml, so a client's addresses work on either cluster.
@@ -258,10 +282,9 @@ def ensure_metrics_ports(layout: ClusterLayout) -> None:
 def free_base_port(tries_max: int = PORT_TRIES_MAX) -> int:
     """A base port whose whole block is free (for tests and tools beside a running cluster)."""
     rng = random.Random()
+    low, high = port_range()
     for _ in range(tries_max):
-        base = rng.randrange(
-            PORT_RANGE[0], PORT_RANGE[1] - METRICS_PORT_OFFSET - READER_PORT_OFFSET - 2
-        )
+        base = rng.randrange(low, high - METRICS_PORT_OFFSET - READER_PORT_OFFSET - 2)
         ports = [
             p + offset for p in ports_from(base).values() for offset in (0, METRICS_PORT_OFFSET)
         ]

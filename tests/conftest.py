@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,25 @@ WAIT_LIMIT_S = 30.0
 # Starting a cluster while another test's cluster (pytest-xdist) or an image build runs
 # beside it takes longer than a quiet start.
 HEALTHY_LIMIT_S = 90.0
+
+
+def _worker_port_range() -> None:
+    """Each pytest-xdist worker picks ports from a range of its own (and so do the processes
+    and CLIs its tests start, which inherit it): two workers picking the same free port
+    before either binds it failed a node's start."""
+    worker, count = (
+        os.environ.get("PYTEST_XDIST_WORKER", ""),
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT", ""),
+    )
+    if not worker.startswith("gw") or not count.isdigit():
+        return
+    low, high = cluster.PORT_RANGE
+    width = (high - low) // int(count)
+    start = low + int(worker[2:]) * width
+    os.environ[cluster.PORT_RANGE_VARIABLE] = f"{start}-{start + width}"
+
+
+_worker_port_range()
 
 
 class LocalCluster:

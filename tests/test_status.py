@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+
+from sixfold import cluster as layouts
+from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import NODE_AZ, NODE_NAMES
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.tools.events import cluster_events
@@ -160,3 +164,19 @@ def test_a_hydrating_node_shows_how_far_it_got_and_columns_stay_apart() -> None:
     a1 = next(line for line in text.splitlines() if line.startswith("a1"))
     assert "hydrating to LSN 10000330: 40 pages, 0.2 MiB copied" in a1
     assert " 0   10000350 " in a1  # the SCL and how far behind it is, never run together
+
+
+def test_ports_come_from_the_range_given_and_a_bad_range_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(layouts.PORT_RANGE_VARIABLE, "24000-27000")
+    assert layouts.port_range() == (24_000, 27_000)
+    for _ in range(20):
+        port = layouts.free_port()
+        assert port >= 24_000 and port + layouts.METRICS_PORT_OFFSET < 27_000
+        base = layouts.free_base_port()
+        assert base >= 24_000 and max(layouts.ports_from(base).values()) + 1000 < 27_000
+    for bad in ("24000", "30000-31000", "1000-5000"):
+        monkeypatch.setenv(layouts.PORT_RANGE_VARIABLE, bad)
+        with pytest.raises(SixfoldError, match="SIXFOLD_PORT_RANGE"):
+            layouts.port_range()
