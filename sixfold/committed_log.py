@@ -21,6 +21,11 @@ from sixfold.node_calls import page_images_of
 from sixfold.rpc import sixfold_pb2 as pb
 
 CALL_TIMEOUT_S = 10.0
+# How long the primary's nodes keep an agent's read point (and so the records above it)
+# after its last report: a backup or region agent restarted within it resumes where it
+# was, and a region seeded waits this long at most for its agent to start. The nodes' log
+# grows by what is committed meanwhile (bounded: storage_node READ_POINT_HOLD_S_MAX).
+AGENT_READ_POINT_HOLD_S = 900
 
 
 async def serving_states(

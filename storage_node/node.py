@@ -46,6 +46,9 @@ from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore, StoredMeta
 log = logging.getLogger("sixfold.storage_node")
 
 READ_POINT_TTL_S = 10.0  # a reader that stops reporting no longer holds back GC
+# The longest a reader may ask its read point kept without reporting (an agent's hold,
+# sixfold/committed_log.py): the most log a vanished agent can make the node keep.
+READ_POINT_HOLD_S_MAX = 3_600.0
 
 
 @dataclass(frozen=True)  # no slots: fields double as argparse defaults
@@ -108,7 +111,7 @@ class StorageNode:
         self._queue: list[Queued] = []
         self._queue_event = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
-        self.read_points = ReadPointTable(READ_POINT_TTL_S)
+        self.read_points = ReadPointTable(READ_POINT_TTL_S, hold_max=READ_POINT_HOLD_S_MAX)
         self.peer_scl: dict[str, int] = {}
         self.peer_coalesced: dict[str, int] = {}  # peers' coalescing frontiers
         self.peer_repair_floor: dict[str, int] = {}  # peers' lowest LSN awaiting repair
@@ -496,9 +499,10 @@ class StorageNode:
 
     # -- read points (PGMRPL, P18 §3) ---------------------------------------------------------------
 
-    def note_read_point(self, reader: str, read_point: int, now: float) -> None:
-        """A reader's read point holds GC back for a while (sixfold/core/read_point.py)."""
-        self.read_points.note(reader, read_point, now, self.gc_horizon)
+    def note_read_point(self, reader: str, read_point: int, now: float, hold_s: float = 0) -> None:
+        """A reader's read point holds GC back for a while, or for `hold_s` if longer
+        (sixfold/core/read_point.py)."""
+        self.read_points.note(reader, read_point, now, self.gc_horizon, hold_s)
 
     def min_read_point(self, now: float) -> int:
         return self.read_points.lowest(now, self.state.vdl)

@@ -258,7 +258,9 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
                 )
             except SixfoldError as exc:
                 await abort(context, exc)
-            self.node.note_read_point(request.reader, request.read_point, now)
+            self.node.note_read_point(
+                request.reader, request.read_point, now, request.read_point_hold_s
+            )
             self.instances.note(request, now)
         state = node_state(self.node)
         state.instances.extend(self.instances.views(now))

@@ -560,11 +560,13 @@ def _ships(c: LocalCluster, url: str, lsn: int, round_fn) -> bool:  # type: igno
 
 @pytest.mark.processes
 def test_an_agent_away_too_long_takes_a_new_base_and_the_hole_is_refused(
-    local_cluster: LocalCluster, tmp_path: Path
+    local_cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Nodes keep the agent's read point only a while (READ_POINT_TTL_S); away longer, the
-    records above what it shipped may be collected. It then takes a new base, and a restore
-    to a point in between is refused, never answered from the wrong point."""
+    """Nodes keep the agent's read point only a while (AGENT_READ_POINT_HOLD_S, here cut to
+    a reader's READ_POINT_TTL_S); away longer, the records above what it shipped may be
+    collected. It then takes a new base, and a restore to a point in between is refused,
+    never answered from the wrong point."""
+    monkeypatch.setattr("sixfold.backup.agent.AGENT_READ_POINT_HOLD_S", 0)
     c = local_cluster
     url = f"file://{tmp_path / 'store'}"
     shipped = c.write(5, "shipped")

@@ -339,6 +339,18 @@ def test_read_points_hold_gc_until_they_expire() -> None:
     assert table.lowest(now=13.0, vdl=100) == 100
 
 
+def test_an_agent_asks_its_read_point_kept_longer_within_the_bound() -> None:
+    table = ReadPointTable(ttl=10.0, hold_max=600.0)
+    table.note("agent", 30, now=0.0, gc_horizon=0, hold=300.0)
+    table.note("r1", 50, now=0.0, gc_horizon=0, hold=1.0)  # never less than the TTL
+    table.note("greedy", 40, now=0.0, gc_horizon=0, hold=1e9)  # never more than hold_max
+    assert table.lowest(now=9.0, vdl=100) == 30
+    assert set(table.points) == {"agent", "r1", "greedy"}
+    assert table.lowest(now=11.0, vdl=100) == 30 and "r1" not in table.points
+    assert table.lowest(now=301.0, vdl=100) == 40  # the agent's hold is up
+    assert table.lowest(now=601.0, vdl=100) == 100
+
+
 def test_a_failed_drain_releases_only_its_own_hold() -> None:
     holds = DrainHolds(drains_max=2)
     first, second = holds.hold(now=0.0, hold=10.0), holds.hold(now=1.0, hold=10.0)

@@ -19,6 +19,7 @@ from sixfold import cluster
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
 from sixfold.core.errors import RegionError, RegionFencedError, SixfoldError
 from sixfold.core.page import until_nul
+from sixfold.core.quorum import NODE_NAMES
 from sixfold.core.record import RecordFlags, RedoRecord, encode_record
 from sixfold.core.replication import (
     REGIONS_SECONDARY_MAX,
@@ -32,6 +33,7 @@ from sixfold.core.replication import (
 )
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.tools import regions
+from storage_node.node import READ_POINT_TTL_S
 from tests.conftest import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +174,10 @@ def test_a_secondary_region_follows_the_primary_through_faults(
         for step in range(40):
             if step == 8:
                 cluster.kill_processes(region, [cluster.AGENT_NAME])
+                killed_at = time.monotonic()
+                held = asyncio.run(regions.durable_point(region.nodes)) or 0
+            if step == 12:  # away longer than a reader's read point lasts, GC going on
+                acked[13] = away_while_gc_goes_on(primary, killed_at, held)
             if step == 16:
                 cluster.start_processes(region, [cluster.AGENT_NAME])
             if step == 20:
@@ -220,6 +226,25 @@ def test_a_secondary_region_follows_the_primary_through_faults(
     region = cluster.ClusterLayout.load(region_dir)
     assert not any(cluster.is_running(p) for p in region.processes.values())
     assert regions.global_status(primary.directory)["regions"] == []
+
+
+def away_while_gc_goes_on(primary: LocalCluster, since: float, held: int) -> str:
+    """Write until a reader's read point would have lapsed (READ_POINT_TTL_S) and every
+    primary node coalesced past `held`; the agent's longer hold (AGENT_READ_POINT_HOLD_S)
+    must still keep the records above it. The last value written."""
+    text = ""
+
+    def gone_on() -> bool:
+        nonlocal text
+        text = f"while the agent is away {time.monotonic()}"
+        primary.write(13, text)
+        states = [primary.on_node(n, lambda c: c.get_state()) for n in NODE_NAMES]
+        assert all(s.gc_horizon <= held for s in states), "GC took what the agent needs"
+        lapsed = time.monotonic() - since > READ_POINT_TTL_S + 1
+        return lapsed and all(s.coalesced_through > held for s in states)
+
+    primary.wait_for(gone_on, "the primary's coalescing to pass the region", limit_s=60)
+    return text
 
 
 def read_all(address: str, pages: list[int]) -> dict[int, str]:

@@ -24,7 +24,12 @@ from dataclasses import dataclass
 
 from sixfold.backup.store import ObjectStore
 from sixfold.clients import NodeClient
-from sixfold.committed_log import log_source, page_images_at, read_committed
+from sixfold.committed_log import (
+    AGENT_READ_POINT_HOLD_S,
+    log_source,
+    page_images_at,
+    read_committed,
+)
 from sixfold.core.backup import (
     BASE_PAGES_PER_OBJECT_MAX,
     LEASE_NAME,
@@ -235,7 +240,9 @@ class BackupAgent:
         return bases + logs
 
     async def _states(self, shipped: int) -> dict[str, pb.NodeState]:
-        request = pb.GetStateRequest(reader=AGENT_NAME, read_point=shipped)
+        request = pb.GetStateRequest(
+            reader=AGENT_NAME, read_point=shipped, read_point_hold_s=AGENT_READ_POINT_HOLD_S
+        )
         results = await asyncio.gather(
             *(c.get_state(request, timeout=CALL_TIMEOUT_S) for c in self.clients),
             return_exceptions=True,
@@ -252,7 +259,9 @@ class BackupAgent:
     async def _hold(self, client: NodeClient, read_point: int) -> None:
         """Name the agent to `client` with `read_point`: its GC keeps what reads at or above
         it need, the records above it included."""
-        request = pb.GetStateRequest(reader=AGENT_NAME, read_point=read_point)
+        request = pb.GetStateRequest(
+            reader=AGENT_NAME, read_point=read_point, read_point_hold_s=AGENT_READ_POINT_HOLD_S
+        )
         await client.get_state(request, timeout=CALL_TIMEOUT_S)
 
     async def _log(

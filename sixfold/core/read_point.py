@@ -38,23 +38,32 @@ class ReadPointTable:
     P18 §3): the node keeps every version a read at or above the lowest of them needs.
 
     A reader that stops reporting for `ttl` (in the caller's clock units: seconds on a
-    node, ticks in the simulator) no longer holds anything back. A point already below the
-    GC horizon is too late to keep anything for: it is dropped, not kept.
+    node, ticks in the simulator) no longer holds anything back; one that asks for a longer
+    `hold` (a region's or a backup's agent: restarted, it must find the records it has yet
+    to ship) keeps its point that long, up to `hold_max`. A point already below the GC
+    horizon is too late to keep anything for: it is dropped, not kept.
     """
 
-    def __init__(self, ttl: float, readers_max: int = READ_POINTS_MAX) -> None:
+    def __init__(
+        self, ttl: float, readers_max: int = READ_POINTS_MAX, hold_max: float | None = None
+    ) -> None:
         self.ttl = ttl
         self.readers_max = readers_max
-        self.points: dict[str, tuple[int, float]] = {}  # reader -> (read point, seen at)
+        self.hold_max = ttl if hold_max is None else hold_max
+        assert self.hold_max >= ttl
+        self.points: dict[str, tuple[int, float]] = {}  # reader -> (read point, expires at)
 
-    def note(self, reader: str, read_point: int, now: float, gc_horizon: int) -> None:
+    def note(
+        self, reader: str, read_point: int, now: float, gc_horizon: int, hold: float = 0
+    ) -> None:
         if read_point == 0 or read_point < gc_horizon:
             self.points.pop(reader, None)
             return
         if reader in self.points or len(self.points) < self.readers_max:
-            self.points[reader] = (read_point, now)
+            kept_for = min(max(hold, self.ttl), self.hold_max)
+            self.points[reader] = (read_point, now + kept_for)
 
     def lowest(self, now: float, vdl: int) -> int:
-        """The lowest read point still reported, and never above the node's learned VDL."""
-        self.points = {r: v for r, v in self.points.items() if now - v[1] <= self.ttl}
+        """The lowest read point still held, and never above the node's learned VDL."""
+        self.points = {r: v for r, v in self.points.items() if now <= v[1]}
         return min([*(p for p, _ in self.points.values()), vdl])

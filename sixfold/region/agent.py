@@ -23,7 +23,12 @@ import time
 from pathlib import Path
 
 from sixfold.clients import NodeClient
-from sixfold.committed_log import learned_durable_point, log_source, serving_states
+from sixfold.committed_log import (
+    AGENT_READ_POINT_HOLD_S,
+    learned_durable_point,
+    log_source,
+    serving_states,
+)
 from sixfold.core.errors import RegionError, RegionFencedError, SixfoldError, StaleEpochError
 from sixfold.core.quorum import READ_QUORUM, WRITE_QUORUM
 from sixfold.core.record import RedoRecord
@@ -147,7 +152,9 @@ class ReplicationAgent:
     async def _primary(self, read_point: int) -> tuple[dict[str, pb.NodeState], int, int]:
         """The primary's serving nodes' states, its durable point (a VDL a read quorum of its
         nodes learned, as readers take theirs) and its epoch."""
-        request = pb.GetStateRequest(reader=self.owner, read_point=read_point)
+        request = pb.GetStateRequest(
+            reader=self.owner, read_point=read_point, read_point_hold_s=AGENT_READ_POINT_HOLD_S
+        )
         states = await serving_states(self.primary, request)
         durable = learned_durable_point(states)
         if durable is None:

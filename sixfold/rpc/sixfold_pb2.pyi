@@ -223,18 +223,20 @@ class GetPageResponse(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., page_lsn: _Optional[int] = ..., scl: _Optional[int] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
-    __slots__ = ("reader", "read_point", "address", "role", "client_address")
+    __slots__ = ("reader", "read_point", "address", "role", "client_address", "read_point_hold_s")
     READER_FIELD_NUMBER: _ClassVar[int]
     READ_POINT_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    READ_POINT_HOLD_S_FIELD_NUMBER: _ClassVar[int]
     reader: str
     read_point: int
     address: str
     role: str
     client_address: str
-    def __init__(self, reader: _Optional[str] = ..., read_point: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
+    read_point_hold_s: int
+    def __init__(self, reader: _Optional[str] = ..., read_point: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., client_address: _Optional[str] = ..., read_point_hold_s: _Optional[int] = ...) -> None: ...
 
 class SealEpochRequest(_message.Message):
     __slots__ = ("epoch", "owner", "membership_epoch")

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sixfold.clients import NodeClient
-from sixfold.committed_log import learned_durable_point, page_images_at, serving_states
+from sixfold.committed_log import (
+    AGENT_READ_POINT_HOLD_S,
+    learned_durable_point,
+    page_images_at,
+    serving_states,
+)
 from sixfold.core.errors import RegionError, SixfoldError
 from sixfold.core.quorum import NODE_NAMES, READ_QUORUM
 from sixfold.core.replication import agent_owner
@@ -38,7 +43,9 @@ async def seed(primary: dict[str, str], into: Path, region: str, volume_id: str)
     clients = [NodeClient(n, a) for n, a in primary.items()]
     owner = agent_owner(region)
     try:
-        states = await serving_states(clients, pb.GetStateRequest(reader=owner))
+        states = await serving_states(
+            clients, pb.GetStateRequest(reader=owner, read_point_hold_s=AGENT_READ_POINT_HOLD_S)
+        )
         point = learned_durable_point(states)
         if point is None:
             raise RegionError(
@@ -51,7 +58,9 @@ async def seed(primary: dict[str, str], into: Path, region: str, volume_id: str)
         min_epoch = max(s.truncations_version for s in states.values())
 
         async def hold(client: NodeClient, read_point: int) -> None:
-            request = pb.GetStateRequest(reader=owner, read_point=read_point)
+            request = pb.GetStateRequest(
+                reader=owner, read_point=read_point, read_point_hold_s=AGENT_READ_POINT_HOLD_S
+            )
             await client.get_state(request, timeout=CALL_TIMEOUT_S)
 
         stores = [NodeStore(into / n, n, MAP_SIZE_BYTES_DEFAULT) for n in NODE_NAMES]
