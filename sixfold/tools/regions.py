@@ -22,7 +22,8 @@ from sixfold.clients import NodeClient, ReaderClient
 from sixfold.committed_log import learned_durable_point, serving_states
 from sixfold.core.errors import RegionError, SixfoldError
 from sixfold.core.quorum import NODE_NAMES, READ_QUORUM
-from sixfold.core.replication import check_new_region
+from sixfold.core.replication import agent_owner, check_new_region
+from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.tools.seed import Seeded, seed
 
 STATE_TIMEOUT_S = 1.0
@@ -92,9 +93,22 @@ def remove_region(primary_dir: Path, name: str) -> Path:
     directory = Path(primary.regions[name])
     with contextlib.suppress(cluster.NoClusterError):  # removed by hand: only the name is left
         cluster.stop_all(cluster.ClusterLayout.load(directory))
+    asyncio.run(release_read_point(primary.nodes, agent_owner(name)))
     del primary.regions[name]
     primary.save()
     return directory
+
+
+async def release_read_point(nodes: dict[str, str], owner: str) -> None:
+    """Let go of `owner`'s read point on the nodes that answer (a point of 0 drops it): a
+    removed region's agent no longer holds their GC back for AGENT_READ_POINT_HOLD_S. A
+    node down keeps it until the hold runs out."""
+    clients = [NodeClient(n, a) for n, a in nodes.items()]
+    try:
+        await serving_states(clients, pb.GetStateRequest(reader=owner, read_point=0))
+    finally:
+        for c in clients:
+            await c.close()
 
 
 def global_status(primary_dir: Path) -> dict[str, Any]:
