@@ -30,6 +30,7 @@ import grpc
 
 from reader.reader import Reader
 from reader.sql_engine import ReaderSql
+from sixfold import tls
 from sixfold.clients import PROBE_CHANNEL_OPTIONS
 from sixfold.core import topology
 from sixfold.core.commit_log import WriterLimits
@@ -330,7 +331,7 @@ class Instance:
         (refused, unreachable); NOT_WRITER when it answers as a reader or a fenced writer;
         SILENT when it does not answer in time, or is still starting or taking over."""
         address = owner.address
-        async with grpc.aio.insecure_channel(address, options=PROBE_CHANNEL_OPTIONS) as channel:
+        async with tls.aio_channel(address, options=PROBE_CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.WriterStub(channel)
             try:
                 state = await stub.GetWriterState(pb.GetWriterStateRequest(), timeout=timeout_s)

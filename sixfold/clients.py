@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from sixfold import tls
 from sixfold.addressing import addressed_to
 from sixfold.core.errors import SixfoldError, WrongNodeError
 from sixfold.rpc import sixfold_pb2 as pb
@@ -70,7 +71,8 @@ def rpc_error(name: str, err: grpc.aio.AioRpcError) -> Exception:
     if exc is not err:
         return exc
     if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return NodeDownError(f"{name}: {err.code().name}: {err.details()}")
+        details = err.details() or ""
+        return NodeDownError(f"{name}: {err.code().name}: {details}{tls.explain(details)}")
     return SixfoldError(f"{name}: {err.code().name}: {err.details()}")
 
 
@@ -88,7 +90,7 @@ class NodeClient:
         self._dial()
 
     def _dial(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self.channel = tls.aio_channel(self.address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.StorageNodeStub(self.channel)
 
     def redial(self, why: WrongNodeError) -> None:
@@ -210,14 +212,15 @@ def _stream_error(name: str, err: grpc.aio.AioRpcError) -> Exception:
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.CANCELLED,
     ):
-        return NodeDownError(f"{name}: {err.code().name}: {err.details()}")
+        details = err.details() or ""
+        return NodeDownError(f"{name}: {err.code().name}: {details}{tls.explain(details)}")
     return SixfoldError(f"{name}: {err.code().name}: {err.details()}")
 
 
 class WriterClient:
     def __init__(self, address: str, name: str = "writer") -> None:
         self.name = name
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = tls.aio_channel(address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.WriterStub(self.channel)
 
     async def write_pages(self, changes: list[pb.PageChange], timeout: float = 30.0) -> int:
@@ -249,7 +252,7 @@ class WriterClient:
 class ReaderClient:
     def __init__(self, address: str, name: str) -> None:
         self.name = name
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = tls.aio_channel(address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.ReaderStub(self.channel)
 
     async def read_page(self, page_no: int, timeout: float = 10.0) -> pb.ReadPageResponse:
@@ -267,7 +270,7 @@ class ReaderClient:
 async def drain_writer(address: str, hold_s: float, timeout_s: float) -> int:
     """Ask the writer at `address` to take no new commit for `hold_s` (a planned switchover)
     and to answer once every commit it took is durable: the VDL they are all at or below."""
-    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    channel = tls.aio_channel(address, options=CHANNEL_OPTIONS)
     try:
         stub = pb_grpc.InstanceStub(channel)
         request = pb.DrainRequest(hold_s=hold_s)

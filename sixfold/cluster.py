@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from sixfold import tls
 from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import AZS, NODE_NAMES, SPARE_NAMES, STORAGE_NAMES, nodes_in_az
 
@@ -32,6 +33,7 @@ ALL_NAMES = (*NODE_NAMES, *INSTANCE_NAMES)  # every cluster has these; spares on
 INTERPOSER_NAME = "interposer"  # only in a partitionable cluster (`sixfold up --partitionable`)
 HOST = "127.0.0.1"
 AGENT_NAME = "agent"  # a secondary region's replication agent, in place of a writer
+MEMBER_NAMES = (*STORAGE_NAMES, *INSTANCE_NAMES, AGENT_NAME)  # every process with a certificate
 PRIMARY_REGION_DEFAULT = "primary"
 REGION_STATUS_FILE = "region.json"  # the agent's status, in the secondary's directory
 STOP_GRACE_S = 5.0
@@ -77,6 +79,13 @@ class ClusterLayout:
     # A former primary failed over from: its data may hold commits past the divergence
     # point, so it is set aside and seeded again before it runs as a secondary.
     rewind_pending: bool = False
+    # Every link speaks mutual TLS (issue 17), with the certificates in DIR/tls
+    # (`sixfold up --tls`); loading the layout turns TLS on for this process's channels.
+    tls: bool = False
+
+    @property
+    def tls_dir(self) -> Path:
+        return Path(self.directory) / TLS_SUBDIR
 
     @property
     def region_name(self) -> str:
@@ -148,11 +157,33 @@ class ClusterLayout:
             volume_id=raw.get("volume_id", ""),
             region=raw.get("region", ""),
             replica_of=raw.get("replica_of", ""),
+            tls=raw.get("tls", False),
             regions=raw.get("regions", {}),
             rewind_pending=raw.get("rewind_pending", False),
         )
         layout.processes = {k: ProcessInfo(**v) for k, v in raw["processes"].items()}
+        if layout.tls:
+            use_tls(layout)
         return layout
+
+
+def use_tls(layout: ClusterLayout) -> None:
+    """This process talks to `layout`'s members over TLS, as a client: every channel it
+    opens from now on (sixfold/tls.py). A TLS directory already chosen (the environment,
+    e.g. a member's own) is kept."""
+    os.environ.setdefault(tls.TLS_DIR_VARIABLE, str(layout.tls_dir))
+
+
+def enable_tls(layout: ClusterLayout) -> list[str]:
+    """Turn TLS on for `layout` (kept in cluster.json): a CA and a certificate for each of
+    its processes in DIR/tls, made if missing; the files written."""
+    missing = [n for n in layout.processes if not (layout.tls_dir / tls.cert_file(n)).exists()]
+    written = (
+        tls.init_certs(layout.tls_dir, missing) if missing or not layout.tls_dir.exists() else []
+    )
+    layout.tls = True
+    use_tls(layout)
+    return written
 
 
 def instance_address_in(processes: dict[str, ProcessInfo], name: str) -> str:
@@ -166,6 +197,7 @@ def instance_address_in(processes: dict[str, ProcessInfo], name: str) -> str:
 # Ports are picked when the layout is made and bound later, when each process starts. Picked
 # from below Linux's ephemeral range (32768-60999 by default), no outgoing connection's source
 # port can take one in between, as happened with ports the kernel handed out.
+TLS_SUBDIR = "tls"  # a TLS cluster's CA and certificates, in its directory
 PORT_RANGE = (20_000, 32_000)
 # SIXFOLD_PORT_RANGE=LO-HI narrows it: test workers running side by side (pytest-xdist) each
 # pick from a range of their own, so two never pick the same port between pick and bind.
@@ -478,6 +510,10 @@ def spawn(layout: ClusterLayout, name: str) -> None:
         return
     logs = Path(layout.directory) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in tls.TLS_VARIABLES}
+    if layout.tls:  # the member presents its own certificate, and asks for one
+        env[tls.TLS_DIR_VARIABLE] = str(layout.tls_dir)
+        env[tls.TLS_NAME_VARIABLE] = name
     with open(logs / f"{name}.log", "ab") as log_file:
         proc = subprocess.Popen(
             command_for(layout, name),
@@ -486,6 +522,7 @@ def spawn(layout: ClusterLayout, name: str) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=Path(__file__).resolve().parents[1],
+            env=env,
         )
     info.pid = proc.pid
 

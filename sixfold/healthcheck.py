@@ -10,11 +10,13 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sixfold import tls
+
 HEALTH_TIMEOUT_S = 2.0
 
 
 def check(address: str, service: str = "") -> bool:
-    with grpc.insecure_channel(address) as channel:
+    with tls.channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(

@@ -14,6 +14,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sixfold import tls
 from sixfold.clients import MESSAGE_BYTES_MAX
 from sixfold.core.errors import DataFormatError
 from sixfold.guard import UndecodableGuard
@@ -44,7 +45,7 @@ async def start_server(
     service_names = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(service_names, server)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = tls.add_port(server, f"{host}:{port}")
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc}") from exc
     await server.start()

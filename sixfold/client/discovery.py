@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import grpc
 
+from sixfold import tls
 from sixfold.clients import CHANNEL_OPTIONS
 from sixfold.core import topology
 from sixfold.core.errors import SixfoldError
@@ -26,7 +27,7 @@ class NoWriterError(SixfoldError):
 
 
 def topology_of(address: str, timeout: float = TOPOLOGY_TIMEOUT_S) -> pb.Topology:
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with tls.channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = pb_grpc.TopologyServiceStub(channel)
         return stub.GetTopology(pb.GetTopologyRequest(), timeout=timeout)
 

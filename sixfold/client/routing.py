@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from sixfold import tls
 from sixfold.client.discovery import SEEDS_ASKED_MAX as TOPOLOGY_ANSWERS_MAX
 from sixfold.client.discovery import TOPOLOGY_TIMEOUT_S, newest_answer
 from sixfold.client.errors import InterfaceError, NoTopologyError, _describe
@@ -86,7 +87,7 @@ class ChannelPool:
         with self._lock:
             entry = self._channels.get(address)
             if entry is None:
-                entry = _Channel(grpc.insecure_channel(address, options=CHANNEL_OPTIONS))
+                entry = _Channel(tls.channel(address, options=CHANNEL_OPTIONS))
                 self._channels[address] = entry
             self._channels.move_to_end(address)
             entry.users += 1

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sixfold import cluster, targets
+from sixfold import cluster, targets, tls
 from sixfold.clients import NodeDownError, ReaderClient, WriterClient
 from sixfold.core.errors import SixfoldError
 from sixfold.core.page import until_nul
@@ -69,6 +69,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.add_spares(layout)  # kept in cluster.json, as the nodes are
     if args.partitionable:
         cluster.make_partitionable(layout)  # kept in cluster.json: restarts stay partitionable
+    if args.tls or layout.tls:
+        written = cluster.enable_tls(layout)  # kept in cluster.json, as the certificates are
+        if written:
+            print(f"TLS: a CA and certificates in {layout.tls_dir} ({len(written)} files)")
     if layout.partitionable:
         from sixfold.tools.interposer import write_cuts
 
@@ -429,6 +433,19 @@ def cmd_spares(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    from sixfold import tls
+
+    names = [n for n in args.names.split(",") if n]
+    if not names or args.days <= 0:
+        raise SixfoldError("give --names NAME,... and --days above 0")
+    hosts = [h for h in args.hosts.split(",") if h]
+    written = tls.init_certs(args.directory, names, hosts, args.days)
+    print(f"{args.directory}: {', '.join(written)}")
+    print(f"members use them with SIXFOLD_TLS_DIR={args.directory} SIXFOLD_TLS_NAME=<member>")
+    return 0
+
+
 def cmd_backup_run(args: argparse.Namespace) -> int:
     """Ship the committed log to an object store (issue 15)."""
     from sixfold.tools import backup
@@ -559,9 +576,8 @@ def cmd_switchover(args: argparse.Namespace) -> int:
         raise SixfoldError(f"{args.name} is already the writer: nothing changed")
 
     async def promote() -> pb.PromoteResponse:
-        import grpc
 
-        channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        channel = tls.aio_channel(address, options=CHANNEL_OPTIONS)
         try:
             stub = pb_grpc.InstanceStub(channel)
             return await call(
@@ -684,6 +700,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--detach", action="store_true", help="return once the cluster is healthy")
     p.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS on every link, with a CA and certificates made in DIR/tls (kept for "
+        "this cluster directory; the CLI and the DB-API client find them there, other "
+        "clients take SIXFOLD_TLS_DIR); the default is plaintext on loopback",
+    )
+    p.add_argument(
         "--partitionable",
         action="store_true",
         help="route node links through a TCP interposer so `fuzz --nemesis partition` can cut "
@@ -800,6 +823,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_global_status)
+
+    certs = sub.add_parser("certs", help="TLS certificates for a cluster (issue 17)")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    p = certs_sub.add_parser(
+        "init",
+        help="make a CA (once) and a certificate and key per member in DIR",
+        description="A CA in DIR (made once, then kept: run again to add members or renew "
+        "their certificates) and, for each member and for the client identity, a certificate "
+        "naming it, localhost, 127.0.0.1 and --hosts. Members present theirs and check each "
+        "other's against the CA (mutual TLS); keys are written readable by their owner only.",
+    )
+    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument(
+        "--names",
+        default=",".join(cluster.MEMBER_NAMES),
+        help="the members, comma-separated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--hosts",
+        default="",
+        help="more names or addresses every certificate carries, comma-separated (the hosts "
+        "members reach each other by across machines)",
+    )
+    p.add_argument(
+        "--days", type=int, default=365, help="how long the certificates last (default 365)"
+    )
+    p.set_defaults(fn=cmd_certs_init)
 
     backup = sub.add_parser("backup", help="continuous backup to an object store (issue 15)")
     backup_sub = backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION")

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import grpc
 
-from sixfold import cluster
+from sixfold import cluster, tls
 from sixfold.client import dbapi
 from sixfold.client.discovery import NoWriterError, newest_topology
 from sixfold.clients import CHANNEL_OPTIONS
@@ -115,7 +115,7 @@ def measure_reader_restart(target, name: str) -> float:
     started_at = time.monotonic()
     target.start([name])
     while True:
-        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        with tls.channel(address, options=CHANNEL_OPTIONS) as channel:
             try:
                 pb_grpc.SqlStub(channel).Execute(request, timeout=2.0)
                 return time.monotonic() - started_at

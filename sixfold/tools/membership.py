@@ -13,9 +13,9 @@ import asyncio
 import time
 from typing import Any
 
-import grpc
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sixfold import tls
 from sixfold.clients import CHANNEL_OPTIONS, NodeClient, WriterClient, call
 from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import NODE_AZ
@@ -48,7 +48,7 @@ def add_replace_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def begin(writer_address: str, old: str, new: str, force: bool) -> pb.ReplaceResponse:
-    channel = grpc.aio.insecure_channel(writer_address, options=CHANNEL_OPTIONS)
+    channel = tls.aio_channel(writer_address, options=CHANNEL_OPTIONS)
     try:
         stub = pb_grpc.InstanceStub(channel)
         request = pb.ReplaceRequest(old=old, new=new, force=force)

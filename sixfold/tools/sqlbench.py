@@ -25,9 +25,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-import grpc
-
-from sixfold import cluster
+from sixfold import cluster, tls
 from sixfold.clients import CHANNEL_OPTIONS, ReaderClient, WriterClient, call
 from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import NODE_NAMES
@@ -163,7 +161,7 @@ class SqlLoad:
     """Single-row transactions on the writer's Sql service over one shared channel."""
 
     def __init__(self, address: str, args: argparse.Namespace) -> None:
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = tls.aio_channel(address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.SqlStub(self.channel)
         self.timeout_s = args.timeout
         self.value_bytes = args.value_bytes

@@ -20,6 +20,7 @@ from typing import TextIO
 
 import grpc
 
+from sixfold import tls
 from sixfold.clients import CHANNEL_OPTIONS
 from sixfold.core.quorum import NODE_NAMES, WRITE_QUORUM
 from sixfold.rpc import sixfold_pb2 as pb
@@ -49,7 +50,7 @@ def write_quorum_line(state: pb.WriterState | None, waited_s: float, timeout_s: 
 
 def _writer_state(address: str) -> pb.WriterState | None:
     try:
-        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        with tls.channel(address, options=CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.WriterStub(channel)
             return stub.GetWriterState(pb.GetWriterStateRequest(), timeout=PROBE_TIMEOUT_S)
     except grpc.RpcError:

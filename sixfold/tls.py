@@ -1,0 +1,216 @@
+"""TLS for every gRPC link (issue 17): mutual TLS between cluster members, from a CA made by
+`sixfold certs init DIR`.
+
+Plaintext stays the default (a local cluster on loopback). With SIXFOLD_TLS_DIR set, every
+server this process starts listens only with TLS and asks each caller for a certificate the
+CA signed, and every channel it opens speaks TLS, checks the server's certificate against
+the CA and presents its own: SIXFOLD_TLS_NAME names which (a member's name, or "client",
+the default, for tools and the CLI). `sixfold up --tls` sets both for each process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from sixfold.core.errors import SixfoldError
+
+TLS_DIR_VARIABLE = "SIXFOLD_TLS_DIR"
+TLS_NAME_VARIABLE = "SIXFOLD_TLS_NAME"
+TLS_VARIABLES = (TLS_DIR_VARIABLE, TLS_NAME_VARIABLE)
+CLIENT_NAME = "client"  # the certificate tools, the CLI and the DB-API client present
+CA_CERT_FILE = "ca.pem"
+CA_KEY_FILE = "ca-key.pem"
+CERT_DAYS_DEFAULT = 365
+# Every certificate names these too: members reach each other on loopback in the process
+# cluster, and by their names (a1, writer, ...) in containers.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1")
+
+
+class TlsError(SixfoldError):
+    """TLS is asked for but cannot be set up: a file missing or unreadable."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+
+def cert_file(name: str) -> str:
+    return f"{name}.pem"
+
+
+def key_file(name: str) -> str:
+    return f"{name}-key.pem"
+
+
+@functools.cache
+def _load(directory: str, name: str) -> TlsFiles:
+    root = Path(directory)
+    paths = [root / CA_CERT_FILE, root / cert_file(name), root / key_file(name)]
+    try:
+        ca, cert, key = (p.read_bytes() for p in paths)
+    except OSError as exc:
+        raise TlsError(
+            f"{TLS_DIR_VARIABLE}={directory}: cannot read {exc.filename} ({exc.strerror}): "
+            f"make the certificates with `sixfold certs init {directory}`"
+        ) from None
+    return TlsFiles(ca, cert, key)
+
+
+def tls_files() -> TlsFiles | None:
+    """This process's CA, certificate and key, or None when TLS is off."""
+    directory = os.environ.get(TLS_DIR_VARIABLE, "")
+    if not directory:
+        return None
+    return _load(directory, os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME)
+
+
+def aio_channel(address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
+    """An asyncio channel to `address`: TLS with this process's certificate when TLS is on."""
+    files = tls_files()
+    if files is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, _channel_credentials(files), options=options)
+
+
+def channel(address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+    """A blocking channel to `address`, as `aio_channel`."""
+    files = tls_files()
+    if files is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, _channel_credentials(files), options=options)
+
+
+def _channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=files.ca, private_key=files.key, certificate_chain=files.cert
+    )
+
+
+def add_port(server: grpc.aio.Server, address: str) -> int:
+    """Listen on `address`: with TLS on, only TLS, and only callers whose certificate the
+    CA signed (mutual TLS); else plaintext."""
+    files = tls_files()
+    if files is None:
+        return server.add_insecure_port(address)
+    credentials = grpc.ssl_server_credentials(
+        [(files.key, files.cert)], root_certificates=files.ca, require_client_auth=True
+    )
+    return server.add_secure_port(address, credentials)
+
+
+# -- `sixfold certs init` ------------------------------------------------------------------------
+
+
+def init_certs(
+    directory: Path, names: Sequence[str], hosts: Sequence[str] = (), days: int = CERT_DAYS_DEFAULT
+) -> list[str]:
+    """A CA in `directory` (made once, kept after) and a certificate and key for each of
+    `names` and for CLIENT_NAME, each naming itself, LOOPBACK_NAMES and `hosts`; the files
+    written."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    until = now + datetime.timedelta(days=days)
+    written: list[str] = []
+
+    def write(name: str, data: bytes, secret: bool) -> None:
+        path = directory / name
+        path.write_bytes(data)
+        if secret:
+            path.chmod(0o600)
+        written.append(name)
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    if (directory / CA_CERT_FILE).exists() and (directory / CA_KEY_FILE).exists():
+        ca_cert = x509.load_pem_x509_certificate((directory / CA_CERT_FILE).read_bytes())
+        loaded = serialization.load_pem_private_key((directory / CA_KEY_FILE).read_bytes(), None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        ca_key = loaded
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sixfold CA")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=max(days, 10 * 365)))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        write(CA_KEY_FILE, pem_key(ca_key), secret=True)
+        write(CA_CERT_FILE, ca_cert.public_bytes(serialization.Encoding.PEM), secret=False)
+
+    for name in dict.fromkeys([*names, CLIENT_NAME]):
+        key = ec.generate_private_key(ec.SECP256R1())
+        alt: list[x509.GeneralName] = []
+        for host in dict.fromkeys([name, *LOOPBACK_NAMES, *hosts]):
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                alt.append(x509.DNSName(host))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(until)
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        write(key_file(name), pem_key(key), secret=True)
+        write(cert_file(name), cert.public_bytes(serialization.Encoding.PEM), secret=False)
+    return written
+
+
+def explain(details: str) -> str:
+    """A hint to add to a failed connection's message where TLS on one side only, or two
+    CAs, is the likely cause (gRPC says only "Socket closed" or "handshake failed")."""
+    text = details.lower()
+    if tls_files() is None and ("socket closed" in text or "connection reset" in text):
+        return (
+            " (this client speaks plaintext: if the cluster runs with TLS, give it the "
+            f"certificates with {TLS_DIR_VARIABLE}, or --dir of the cluster)"
+        )
+    if tls_files() is not None and ("handshake" in text or "ssl" in text):
+        return (
+            " (TLS failed: the server may speak plaintext, or hold a certificate from another "
+            f"CA than the one in {os.environ.get(TLS_DIR_VARIABLE)})"
+        )
+    return ""

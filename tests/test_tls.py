@@ -1,0 +1,188 @@
+"""Mutual TLS on every link (issue 17): a process cluster started with `sixfold up --tls`
+serves over TLS only, to callers whose certificate its CA signed; plaintext, another CA's
+certificate, no certificate and an expired one are refused, with a message that says why."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from sixfold import cluster, tls
+from sixfold.clients import NodeClient, NodeDownError, WriterClient
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.processes
+
+
+def sixfold(
+    directory: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sixfold.tools.cli", "--dir", str(directory), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    directory = tmp_path_factory.mktemp("tls") / "c"
+    base = cluster.free_base_port()
+    up = sixfold(directory, "up", "--tls", "--detach", "--base-port", str(base))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "TLS: a CA and certificates" in up.stdout
+        yield directory
+    finally:
+        sixfold(directory, "down")
+
+
+def test_the_cli_works_over_tls_and_the_members_present_their_own(tls_cluster: Path) -> None:
+    written = sixfold(tls_cluster, "page", "write", "7", "over tls")
+    assert written.returncode == 0, written.stderr
+    read = sixfold(tls_cluster, "page", "read", "7", "--reader", "r1", "--timeout", "20")
+    assert read.stdout.strip() == "over tls", read.stderr
+    layout = json.loads((tls_cluster / "cluster.json").read_text())
+    assert layout["tls"] is True
+    key = (tls_cluster / "tls" / "a1-key.pem").stat().st_mode & 0o777
+    assert key == 0o600, "keys are the owner's only"
+    status = sixfold(tls_cluster, "status", "--json")
+    assert json.loads(status.stdout)["writer"]["up"], status.stderr
+
+
+def _ports(directory: Path) -> dict[str, int]:
+    processes = json.loads((directory / "cluster.json").read_text())["processes"]
+    return {name: info["port"] for name, info in processes.items()}
+
+
+def _get_state(address: str) -> str:
+    async def ask() -> str:
+        client = NodeClient("a1", address)
+        try:
+            await client.get_state(timeout=5.0)
+            return "answered"
+        except NodeDownError as exc:
+            return str(exc)
+        finally:
+            await client.close()
+
+    return asyncio.run(ask())
+
+
+def test_plaintext_is_refused_and_told_why(
+    tls_cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in tls.TLS_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    answer = _get_state(f"127.0.0.1:{_ports(tls_cluster)['a1']}")
+    assert "this client speaks plaintext" in answer and tls.TLS_DIR_VARIABLE in answer, answer
+
+
+def test_another_cas_certificate_is_refused(
+    tls_cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls.init_certs(tmp_path / "other", [])
+    monkeypatch.setenv(tls.TLS_DIR_VARIABLE, str(tmp_path / "other"))
+    monkeypatch.delenv(tls.TLS_NAME_VARIABLE, raising=False)
+    answer = _get_state(f"127.0.0.1:{_ports(tls_cluster)['a1']}")
+    assert "TLS failed" in answer and "another" in answer, answer
+
+
+def test_a_client_without_a_certificate_is_refused(tls_cluster: Path) -> None:
+    ca = (tls_cluster / "tls" / tls.CA_CERT_FILE).read_bytes()
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca)  # checks the server only
+    address = f"127.0.0.1:{_ports(tls_cluster)['a1']}"
+    with grpc.secure_channel(address, credentials) as channel:
+        stub = pb_grpc.StorageNodeStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetState(pb.GetStateRequest(), timeout=5.0)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_an_expired_certificate_is_refused(
+    tls_cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed by the cluster's own CA, but expired yesterday."""
+    source = tls_cluster / "tls"
+    expired = tmp_path / "expired"
+    expired.mkdir()
+    (expired / tls.CA_CERT_FILE).write_bytes((source / tls.CA_CERT_FILE).read_bytes())
+    ca_key = serialization.load_pem_private_key((source / tls.CA_KEY_FILE).read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((source / tls.CA_CERT_FILE).read_bytes())
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, tls.CLIENT_NAME)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=30))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    (expired / tls.cert_file(tls.CLIENT_NAME)).write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+    )
+    (expired / tls.key_file(tls.CLIENT_NAME)).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    monkeypatch.setenv(tls.TLS_DIR_VARIABLE, str(expired))
+    monkeypatch.delenv(tls.TLS_NAME_VARIABLE, raising=False)
+    answer = _get_state(f"127.0.0.1:{_ports(tls_cluster)['a1']}")
+    assert "answered" not in answer and "UNAVAILABLE" in answer, answer
+    # The cluster's own client certificate, from the same CA, is let in.
+    monkeypatch.setenv(tls.TLS_DIR_VARIABLE, str(source))
+    assert _get_state(f"127.0.0.1:{_ports(tls_cluster)['a1']}") == "answered"
+
+
+def test_a_tls_client_against_a_plaintext_server_is_told_why(
+    local_cluster_plain: Path, tls_cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(tls.TLS_DIR_VARIABLE, str(tls_cluster / "tls"))
+    monkeypatch.delenv(tls.TLS_NAME_VARIABLE, raising=False)
+
+    async def write() -> str:
+        client = WriterClient(f"127.0.0.1:{_ports(local_cluster_plain)['writer']}")
+        try:
+            await client.write_pages([pb.PageChange(page_no=1, data=b"x")], timeout=5.0)
+            return "answered"
+        except NodeDownError as exc:
+            return str(exc)
+        finally:
+            await client.close()
+
+    answer = asyncio.run(write())
+    assert "TLS failed: the server may speak plaintext" in answer, answer
+
+
+@pytest.fixture
+def local_cluster_plain(tmp_path: Path) -> Iterator[Path]:
+    directory = tmp_path / "plain"
+    base = cluster.free_base_port()
+    up = sixfold(directory, "up", "--detach", "--base-port", str(base))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield directory
+    finally:
+        sixfold(directory, "down")
