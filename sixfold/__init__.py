@@ -16,6 +16,8 @@ def connect(
     timeout: float = 30.0,
     autocommit: bool = False,
     read_only: bool = False,
+    token: str | None = None,
+    tls_dir: str | None = None,
 ) -> Connection:
     """A DB-API 2.0 connection to SQLite on sixfold: see `sixfold.client.dbapi.connect`.
 
@@ -24,4 +26,11 @@ def connect(
     """
     from sixfold.client.dbapi import connect as dbapi_connect
 
-    return dbapi_connect(seeds, timeout=timeout, autocommit=autocommit, read_only=read_only)
+    return dbapi_connect(
+        seeds,
+        timeout=timeout,
+        autocommit=autocommit,
+        read_only=read_only,
+        token=token,
+        tls_dir=tls_dir,
+    )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sixfold import tls
+from sixfold.auth import AUTH_FILE_VARIABLE, TokenFile
 from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import AZS, NODE_NAMES, SPARE_NAMES, STORAGE_NAMES, nodes_in_az
 
@@ -82,10 +83,17 @@ class ClusterLayout:
     # Every link speaks mutual TLS (issue 17), with the certificates in DIR/tls
     # (`sixfold up --tls`); loading the layout turns TLS on for this process's channels.
     tls: bool = False
+    # Callers need a token with a role (issue 17; sixfold/auth.py), kept hashed in
+    # DIR/auth/tokens.json; the operator's admin token is in DIR/auth/operator.token.
+    auth: bool = False
 
     @property
     def tls_dir(self) -> Path:
         return Path(self.directory) / TLS_SUBDIR
+
+    @property
+    def auth_dir(self) -> Path:
+        return Path(self.directory) / AUTH_SUBDIR
 
     @property
     def region_name(self) -> str:
@@ -158,6 +166,7 @@ class ClusterLayout:
             region=raw.get("region", ""),
             replica_of=raw.get("replica_of", ""),
             tls=raw.get("tls", False),
+            auth=raw.get("auth", False),
             regions=raw.get("regions", {}),
             rewind_pending=raw.get("rewind_pending", False),
         )
@@ -169,9 +178,33 @@ class ClusterLayout:
 
 def use_tls(layout: ClusterLayout) -> None:
     """This process talks to `layout`'s members over TLS, as a client: every channel it
-    opens from now on (sixfold/tls.py). A TLS directory already chosen (the environment,
-    e.g. a member's own) is kept."""
+    opens from now on (sixfold/tls.py), with the operator's token where the cluster asks
+    for tokens. What the environment already chose (a member's own, a user's token) is kept."""
     os.environ.setdefault(tls.TLS_DIR_VARIABLE, str(layout.tls_dir))
+    operator = layout.auth_dir / OPERATOR_TOKEN_FILE
+    if layout.auth and operator.exists():
+        os.environ.setdefault(tls.TOKEN_VARIABLE, operator.read_text().strip())
+
+
+def enable_auth(layout: ClusterLayout) -> bool:
+    """Ask callers for tokens (kept in cluster.json): the token file, with an admin token
+    for the operator in DIR/auth (readable by its owner only), made if missing. Needs TLS.
+    Whether a token was made."""
+    if not layout.tls:
+        raise SixfoldError(
+            "--auth needs TLS: tokens must not cross the network in the clear (add --tls)"
+        )
+    layout.auth = True
+    operator = layout.auth_dir / OPERATOR_TOKEN_FILE
+    if operator.exists():
+        return False
+    tokens = TokenFile(layout.auth_dir / TOKENS_FILE)
+    if any(t.name == OPERATOR_TOKEN_NAME for t in tokens.load()):
+        tokens.remove(OPERATOR_TOKEN_NAME)  # its secret is lost: a new one
+    token = tokens.add(OPERATOR_TOKEN_NAME, "admin")
+    operator.write_text(token + "\n")
+    operator.chmod(0o600)
+    return True
 
 
 def enable_tls(layout: ClusterLayout) -> list[str]:
@@ -198,6 +231,10 @@ def instance_address_in(processes: dict[str, ProcessInfo], name: str) -> str:
 # from below Linux's ephemeral range (32768-60999 by default), no outgoing connection's source
 # port can take one in between, as happened with ports the kernel handed out.
 TLS_SUBDIR = "tls"  # a TLS cluster's CA and certificates, in its directory
+AUTH_SUBDIR = "auth"  # its tokens (hashed) and the operator's own
+TOKENS_FILE = "tokens.json"
+OPERATOR_TOKEN_FILE = "operator.token"
+OPERATOR_TOKEN_NAME = "operator"
 PORT_RANGE = (20_000, 32_000)
 # SIXFOLD_PORT_RANGE=LO-HI narrows it: test workers running side by side (pytest-xdist) each
 # pick from a range of their own, so two never pick the same port between pick and bind.
@@ -511,9 +548,12 @@ def spawn(layout: ClusterLayout, name: str) -> None:
     logs = Path(layout.directory) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in tls.TLS_VARIABLES}
+    env.pop(AUTH_FILE_VARIABLE, None)
     if layout.tls:  # the member presents its own certificate, and asks for one
         env[tls.TLS_DIR_VARIABLE] = str(layout.tls_dir)
         env[tls.TLS_NAME_VARIABLE] = name
+    if layout.auth:  # and asks callers that are not members for a token
+        env[AUTH_FILE_VARIABLE] = str(layout.auth_dir / TOKENS_FILE)
     with open(logs / f"{name}.log", "ab") as log_file:
         proc = subprocess.Popen(
             command_for(layout, name),

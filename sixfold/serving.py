@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sixfold import tls
+from sixfold.auth import server_guard
 from sixfold.clients import MESSAGE_BYTES_MAX
 from sixfold.core.errors import DataFormatError
 from sixfold.guard import UndecodableGuard
@@ -35,7 +36,12 @@ async def start_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server with `services` as (add_to_server, servicer, full service name),
     behind `guard` (by default one that refuses undecodable requests)."""
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[guard or UndecodableGuard()])
+    interceptors: list[grpc.aio.ServerInterceptor] = [guard or UndecodableGuard()]
+    from sixfold.cluster import MEMBER_NAMES  # here: cluster's module needs this one's parts
+
+    if (auth_guard := server_guard(frozenset(MEMBER_NAMES))) is not None:
+        interceptors.append(auth_guard)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []

@@ -25,6 +25,7 @@ from sixfold.core.errors import SixfoldError
 TLS_DIR_VARIABLE = "SIXFOLD_TLS_DIR"
 TLS_NAME_VARIABLE = "SIXFOLD_TLS_NAME"
 TLS_VARIABLES = (TLS_DIR_VARIABLE, TLS_NAME_VARIABLE)
+TOKEN_VARIABLE = "SIXFOLD_TOKEN"  # a client's bearer token (sixfold/auth.py)
 CLIENT_NAME = "client"  # the certificate tools, the CLI and the DB-API client present
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
@@ -92,9 +93,17 @@ def channel(address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.Ch
 
 
 def _channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(
+    """This process's certificate, and its token (SIXFOLD_TOKEN) on every call if it has one
+    (sixfold/auth.py)."""
+    credentials = grpc.ssl_channel_credentials(
         root_certificates=files.ca, private_key=files.key, certificate_chain=files.cert
     )
+    token = os.environ.get(TOKEN_VARIABLE, "")
+    if token:
+        return grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token)
+        )
+    return credentials
 
 
 def add_port(server: grpc.aio.Server, address: str) -> int:

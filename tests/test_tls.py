@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sixfold import cluster, tls
 from sixfold.clients import NodeClient, NodeDownError, WriterClient
@@ -186,3 +189,127 @@ def local_cluster_plain(tmp_path: Path) -> Iterator[Path]:
         yield directory
     finally:
         sixfold(directory, "down")
+
+
+def test_a_tls_cluster_passes_the_chaos_story_and_a_short_fuzz(tls_cluster: Path) -> None:
+    chaos = sixfold(tls_cluster, "chaos", "--settle", "1", "--limit", "90")
+    assert chaos.returncode == 0, chaos.stdout + chaos.stderr
+    assert "write quorum unavailable: 3 of 6 storage nodes reachable, 4 needed" in chaos.stdout
+    assert "\n  lost                                : 0\n" in chaos.stdout
+    fuzz = sixfold(
+        tls_cluster,
+        "fuzz",
+        "--time",
+        "8",
+        "--nemesis",
+        "kill,pause",
+        "--seed",
+        "17",
+        "--clients",
+        "4",
+    )
+    assert fuzz.returncode == 0, fuzz.stdout + fuzz.stderr
+    assert "verdict: ok" in fuzz.stdout, fuzz.stdout
+
+
+# -- tokens and roles --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    directory = tmp_path_factory.mktemp("auth") / "c"
+    base = cluster.free_base_port()
+    up = sixfold(directory, "up", "--tls", "--auth", "--detach", "--base-port", str(base))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield directory
+    finally:
+        sixfold(directory, "down")
+
+
+def _token(directory: Path, name: str, role: str) -> str:
+    made = sixfold(directory, "auth", "add", name, "--role", role)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
+def test_a_call_without_the_right_role_is_refused_and_changes_nothing(auth_cluster: Path) -> None:
+    assert sixfold(auth_cluster, "page", "write", "5", "by the operator").returncode == 0
+    reader = _token(auth_cluster, "reporter", "read")
+    refusals = {
+        "unknown": sixfold(auth_cluster, "--token", "not-a-token", "page", "write", "5", "x"),
+        "read": sixfold(auth_cluster, "--token", reader, "page", "write", "5", "by a reader"),
+    }
+    for why, refused in refusals.items():
+        assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr, (why, refused)
+    assert "not one this cluster accepts" in refusals["unknown"].stderr
+    assert "needs role write; this token's role is read" in refusals["read"].stderr
+    read = sixfold(auth_cluster, "--token", reader, "page", "read", "5")
+    assert read.stdout.strip() == "by the operator", read.stderr
+    # Admin only: a switchover (Instance/Drain, Instance/Promote) with a write token.
+    writer = _token(auth_cluster, "app", "write")
+    switch = sixfold(auth_cluster, "--token", writer, "switchover", "r1")
+    assert switch.returncode == 1 and "needs role admin" in switch.stderr, switch
+
+
+def test_tokens_rotate_without_a_restart(auth_cluster: Path) -> None:
+    old = _token(auth_cluster, "rotating", "write")
+    assert sixfold(auth_cluster, "--token", old, "page", "write", "6", "old token").returncode == 0
+    new = _token(auth_cluster, "rotating-2", "write")
+    assert sixfold(auth_cluster, "auth", "remove", "rotating").returncode == 0
+    deadline = time.monotonic() + 10
+    while sixfold(auth_cluster, "--token", old, "page", "write", "6", "stale").returncode == 0:
+        assert time.monotonic() < deadline, "a removed token was still taken"
+    assert sixfold(auth_cluster, "--token", new, "page", "write", "6", "new").returncode == 0
+    stored = (auth_cluster / "auth" / cluster.TOKENS_FILE).read_text()
+    assert new not in stored and old not in stored, "only hashes are kept"
+
+
+def test_health_checks_stay_open_and_a_certificate_alone_gets_nothing_else(
+    auth_cluster: Path,
+) -> None:
+    address = f"127.0.0.1:{_ports(auth_cluster)['a1']}"
+    files = tls._load(str(auth_cluster / "tls"), tls.CLIENT_NAME)
+    credentials = grpc.ssl_channel_credentials(files.ca, files.key, files.cert)
+    with grpc.secure_channel(address, credentials) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = health.Check(health_pb2.HealthCheckRequest(), timeout=5.0)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        # The client's certificate alone (no token) is not enough for anything else.
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.StorageNodeStub(channel).GetState(pb.GetStateRequest(), timeout=5.0)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "none given" in (refused.value.details() or "")
+    writer = f"127.0.0.1:{_ports(auth_cluster)['writer']}"
+    with grpc.secure_channel(writer, credentials) as channel:
+        change = pb.PageChange(page_no=5, data=b"no token")
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.WriterStub(channel).WritePages(
+                pb.WritePagesRequest(changes=[change]), timeout=5.0
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_dbapi_client_takes_its_token_and_certificates_as_arguments(
+    auth_cluster: Path,
+) -> None:
+    token = _token(auth_cluster, "sql-app", "write")
+    writer = f"127.0.0.1:{_ports(auth_cluster)['writer']}"
+    script = (
+        "import sixfold, sys\n"
+        f"c = sixfold.connect({writer!r}, token=sys.argv[1], tls_dir={str(auth_cluster / 'tls')!r})\n"
+        "cur = c.cursor()\n"
+        "cur.execute('CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT)')\n"
+        "cur.execute('INSERT INTO t (v) VALUES (?)', ('hello',))\n"
+        "c.commit()\n"
+        "print(cur.execute('SELECT count(*) FROM t').fetchone()[0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (*tls.TLS_VARIABLES, tls.TOKEN_VARIABLE)}
+    ran = subprocess.run(
+        [sys.executable, "-c", script, token], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert ran.returncode == 0 and ran.stdout.strip() == "1", ran.stdout + ran.stderr
+    refused = subprocess.run(
+        [sys.executable, "-c", script, "wrong"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert refused.returncode != 0 and "not one this cluster accepts" in refused.stderr

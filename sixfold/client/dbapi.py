@@ -83,6 +83,7 @@ Differences from sqlite3 the application should know:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 # The client is split by concept into the modules beside this one (errors, statements,
@@ -90,6 +91,7 @@ from collections.abc import Sequence
 # The module globals that tune the client (STREAMING, the timeouts, CHANNELS, ...) are read
 # where they are defined: assign or monkeypatch them there (sixfold.client.connection.STREAMING,
 # sixfold.client.routing.CHANNELS), not here, where a new value would change nothing.
+from sixfold import tls
 from sixfold.client.connection import FAILOVER_WAIT_S as FAILOVER_WAIT_S
 from sixfold.client.connection import PINNED as PINNED
 from sixfold.client.connection import ROLE_PROBE_TIMEOUT_S as ROLE_PROBE_TIMEOUT_S
@@ -180,6 +182,8 @@ def connect(
     timeout: float = TIMEOUT_S_DEFAULT,
     autocommit: bool = False,
     read_only: bool = False,
+    token: str | None = None,
+    tls_dir: str | None = None,
 ) -> Connection:
     """A connection to the cluster that `seeds` ("host:port", or several, comma-separated)
     belong to: storage nodes or instances. A single reader's address is a connection to
@@ -189,7 +193,16 @@ def connect(
     waits at most FAILOVER_WAIT_S or `timeout`, whichever is shorter. `read_only`: the
     default of `execute(..., read_only=)`, whether a statement goes to a reader. Nothing is
     sent until the first statement, so an unreachable seed shows up there.
+
+    `tls_dir` (default SIXFOLD_TLS_DIR) holds the cluster's CA and the client certificate
+    (`sixfold certs init`), `token` (default SIXFOLD_TOKEN) the token of a cluster that asks
+    for one (`sixfold auth add`). A local cluster's own are found in its directory. They
+    are the process's: every connection it opens after this presents them.
     """
+    if tls_dir is not None:
+        os.environ[tls.TLS_DIR_VARIABLE] = tls_dir
+    if token is not None:
+        os.environ[tls.TOKEN_VARIABLE] = token
     if seeds is None:
         seeds = local_seeds()
     return Connection(seeds, timeout=timeout, autocommit=autocommit, read_only=read_only)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import functools
 import json
 import os
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sixfold import cluster, targets, tls
+from sixfold.auth import TokenFile
 from sixfold.clients import NodeDownError, ReaderClient, WriterClient
 from sixfold.core.errors import SixfoldError
 from sixfold.core.page import until_nul
@@ -73,6 +75,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         written = cluster.enable_tls(layout)  # kept in cluster.json, as the certificates are
         if written:
             print(f"TLS: a CA and certificates in {layout.tls_dir} ({len(written)} files)")
+    if args.auth or layout.auth:
+        if cluster.enable_auth(layout):
+            print(
+                f"auth: callers need a token; the operator's (admin) is in "
+                f"{layout.auth_dir / cluster.OPERATOR_TOKEN_FILE}, which this CLI uses; "
+                f"`{_cli(args)} auth add NAME --role read|write|admin` makes more"
+            )
+        cluster.use_tls(layout)  # this CLI's own calls carry the operator's token
     if layout.partitionable:
         from sixfold.tools.interposer import write_cuts
 
@@ -433,6 +443,33 @@ def cmd_spares(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_file(args: argparse.Namespace) -> TokenFile:
+    layout = cluster.ClusterLayout.load(_dir(args))
+    if not layout.auth:
+        raise SixfoldError(
+            f"the cluster in {_dir(args)} asks for no tokens: start it with `up --tls --auth`"
+        )
+    return TokenFile(layout.auth_dir / cluster.TOKENS_FILE)
+
+
+def cmd_auth_add(args: argparse.Namespace) -> int:
+    print(_token_file(args).add(args.name, args.role))
+    return 0
+
+
+def cmd_auth_list(args: argparse.Namespace) -> int:
+    for t in _token_file(args).load():
+        made = datetime.datetime.fromtimestamp(t.created_at).isoformat(timespec="seconds")
+        print(f"{t.name:20s} {t.role:6s} made {made}")
+    return 0
+
+
+def cmd_auth_remove(args: argparse.Namespace) -> int:
+    _token_file(args).remove(args.name)
+    print(f"token {args.name} removed: refused from now on")
+    return 0
+
+
 def cmd_certs_init(args: argparse.Namespace) -> int:
     from sixfold import tls
 
@@ -686,6 +723,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="cluster directory (default $SIXFOLD_DIR or ./.sixfold)",
     )
     parser.add_argument(
+        "--token",
+        help="the token to present where the cluster asks for one (default: SIXFOLD_TOKEN, "
+        "else the operator's token of the cluster in --dir)",
+    )
+    parser.add_argument(
         "--compose",
         action="store_true",
         help="talk to the docker compose cluster (ports from docker-compose.yml) instead of "
@@ -705,6 +747,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="mutual TLS on every link, with a CA and certificates made in DIR/tls (kept for "
         "this cluster directory; the CLI and the DB-API client find them there, other "
         "clients take SIXFOLD_TLS_DIR); the default is plaintext on loopback",
+    )
+    p.add_argument(
+        "--auth",
+        action="store_true",
+        help="callers that are not cluster members need a token with a role (read, write, "
+        "admin); needs --tls; an admin token for the operator is made in DIR/auth (kept for "
+        "this cluster directory)",
     )
     p.add_argument(
         "--partitionable",
@@ -823,6 +872,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_global_status)
+
+    auth = sub.add_parser("auth", help="tokens callers present, with their roles (issue 17)")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    p = auth_sub.add_parser(
+        "add",
+        help="make a token with a role and print it (only its hash is kept)",
+        description="A new token for NAME: read (reads, status), write (and writes, SQL) or "
+        "admin (and switchover, replace, node writes). The running cluster takes it within "
+        "a second, with no restart; give it to a client as SIXFOLD_TOKEN or --token.",
+    )
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=("read", "write", "admin"))
+    p.set_defaults(fn=cmd_auth_add)
+    p = auth_sub.add_parser("list", help="the tokens' names and roles")
+    p.set_defaults(fn=cmd_auth_list)
+    p = auth_sub.add_parser(
+        "remove", help="revoke a token (at once, with no restart): rotate by add, then remove"
+    )
+    p.add_argument("name")
+    p.set_defaults(fn=cmd_auth_remove)
 
     certs = sub.add_parser("certs", help="TLS certificates for a cluster (issue 17)")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
@@ -1232,6 +1301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _finish_help(parser)
     args = parser.parse_args(argv)
+    if args.token:  # before any channel is opened: every call carries it (sixfold/tls.py)
+        os.environ[tls.TOKEN_VARIABLE] = args.token
     try:
         return args.fn(args)
     except SixfoldError as exc:
