@@ -345,7 +345,17 @@ def ensure_metrics_ports(layout: ClusterLayout) -> None:
     for info in layout.processes.values():
         if not info.metrics_port and info.role != "interposer":
             wanted = info.port + METRICS_PORT_OFFSET
-            info.metrics_port = wanted if wanted <= 65535 and _bindable(wanted) else free_port()
+            info.metrics_port = wanted if _claim(wanted) else free_port()
+
+
+def _claim(port: int) -> bool:
+    """Take `port` if it is free now and this process handed it out to no one: a port
+    picked for one process of a layout (a spare's, a metrics port) must not be the port
+    another got, which is bound only once that one starts."""
+    if port > 65535 or port in _handed_out or not _bindable(port):
+        return False
+    _handed_out.add(port)
+    return True
 
 
 def free_base_port(tries_max: int = PORT_TRIES_MAX) -> int:
@@ -414,10 +424,10 @@ def add_spares(layout: ClusterLayout) -> list[str]:
         if name in layout.processes:
             continue
         port = wanted[name]
-        if port > 65535 - METRICS_PORT_OFFSET or not _bindable(port):
+        if port > 65535 - METRICS_PORT_OFFSET or not _claim(port):
             port = free_port()
         metrics = port + METRICS_PORT_OFFSET
-        if metrics > 65535 or not _bindable(metrics):
+        if not _claim(metrics):
             metrics = free_port()
         layout.processes[name] = ProcessInfo(name, "node", port, metrics_port=metrics)
         added.append(name)

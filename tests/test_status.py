@@ -180,3 +180,14 @@ def test_ports_come_from_the_range_given_and_a_bad_range_is_named(
         monkeypatch.setenv(layouts.PORT_RANGE_VARIABLE, bad)
         with pytest.raises(SixfoldError, match="SIXFOLD_PORT_RANGE"):
             layouts.port_range()
+
+
+def test_a_spares_port_is_never_one_handed_out_to_another_process(tmp_path) -> None:
+    layout = layouts.new_layout(tmp_path / "c")
+    taken = layout.processes["writer"].port + layouts.SPARE_PORT_OFFSET  # a3's wanted port
+    layouts._handed_out.update({taken, taken + 1 + layouts.METRICS_PORT_OFFSET})  # and b3's metrics
+    layouts.add_spares(layout)
+    ports = [p for info in layout.processes.values() for p in (info.port, info.metrics_port)]
+    assert layout.processes["a3"].port != taken
+    assert layout.processes["b3"].metrics_port != taken + 1 + layouts.METRICS_PORT_OFFSET
+    assert len(ports) == len(set(ports)), "two processes of one layout share a port"
