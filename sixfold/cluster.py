@@ -186,6 +186,24 @@ def use_tls(layout: ClusterLayout) -> None:
         os.environ.setdefault(tls.TOKEN_VARIABLE, operator.read_text().strip())
 
 
+def share_security(layout: ClusterLayout, primary: ClusterLayout) -> None:
+    """A secondary region of a TLS primary speaks TLS with the primary's CA (its agent is a
+    member to the primary's nodes, and the other way round), with certificates of its own,
+    and asks for the primary's tokens (the same file: a rotation covers both)."""
+    if not primary.tls:
+        return
+    layout.tls_dir.mkdir(parents=True, exist_ok=True)
+    for name in (tls.CA_CERT_FILE, tls.CA_KEY_FILE):
+        target = layout.tls_dir / name
+        target.write_bytes((primary.tls_dir / name).read_bytes())
+        target.chmod((primary.tls_dir / name).stat().st_mode & 0o777)
+    enable_tls(layout)
+    if primary.auth:
+        if not layout.auth_dir.exists():
+            layout.auth_dir.symlink_to(primary.auth_dir.resolve(), target_is_directory=True)
+        layout.auth = True
+
+
 def enable_auth(layout: ClusterLayout) -> bool:
     """Ask callers for tokens (kept in cluster.json): the token file, with an admin token
     for the operator in DIR/auth (readable by its owner only), made if missing. Needs TLS.

@@ -191,6 +191,24 @@ def local_cluster_plain(tmp_path: Path) -> Iterator[Path]:
         sixfold(directory, "down")
 
 
+def test_a_region_of_a_tls_cluster_replicates_over_tls(tls_cluster: Path, tmp_path: Path) -> None:
+    region = tmp_path / "region-b"
+    up = sixfold(region, "up", "--region", "b", "--replica-of", str(tls_cluster))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert json.loads((region / "cluster.json").read_text())["tls"] is True
+        assert sixfold(tls_cluster, "page", "write", "8", "to region b").returncode == 0
+        deadline = time.monotonic() + 30
+        while (read := sixfold(region, "page", "read", "8", "--reader", "r1")).stdout.strip() != (
+            "to region b"
+        ):
+            assert time.monotonic() < deadline, read.stdout + read.stderr
+            time.sleep(0.5)
+    finally:
+        removed = sixfold(tls_cluster, "global", "remove-region", "b")
+    assert removed.returncode == 0, removed.stderr
+
+
 def test_a_tls_cluster_passes_the_chaos_story_and_a_short_fuzz(tls_cluster: Path) -> None:
     chaos = sixfold(tls_cluster, "chaos", "--settle", "1", "--limit", "90")
     assert chaos.returncode == 0, chaos.stdout + chaos.stderr

@@ -42,6 +42,7 @@ def add_region(
     if base_port is not None:
         cluster.check_base_port(base_port)
     layout = cluster.replica_layout(into, primary, name, base_port)
+    cluster.share_security(layout, primary)
     cluster.ensure_metrics_ports(layout)
     cluster.check_ports_free(layout)
     try:
