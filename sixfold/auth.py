@@ -18,7 +18,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import grpc
 
 from sixfold import tls
 from sixfold.core.errors import SixfoldError
+from sixfold.guard import WrappingInterceptor
 
 AUTH_FILE_VARIABLE = "SIXFOLD_AUTH_FILE"  # a server's token file
 TOKEN_VARIABLE = tls.TOKEN_VARIABLE  # a client's token, sent on every call (tls.py)
@@ -131,29 +132,17 @@ class TokenFile:
         tmp.replace(self.path)  # atomic: a server reading it sees the old or the new
 
 
-class AuthGuard(grpc.aio.ServerInterceptor):
-    """Refuses, before the handler, a call whose caller may not make it."""
+class AuthGuard(WrappingInterceptor):
+    """Refuses, before the handler, a call whose caller may not make it. A second
+    interceptor beside the guard against undecodable requests, only where auth is on."""
 
     def __init__(self, tokens: TokenFile, members: frozenset[str]) -> None:
+        super().__init__()
         self.tokens = tokens
         self.members = members
         self._roles: dict[str, str] = {}  # token digest -> role
         self._seen_mtime = -1.0
         self._checked_at = 0.0
-        self.wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = details.method
-        if method not in self.wrapped:
-            handler = await continuation(details)
-            if handler is None:
-                return handler
-            self.wrapped[method] = self._wrap(method, handler)
-        return self.wrapped[method]
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         needed = role_needed(method)

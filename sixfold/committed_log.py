@@ -90,15 +90,25 @@ async def read_committed(
         got = [decode_record(r) for r in response.records]  # CRCs checked on the way
         if not got:
             raise error(f"{source.name} sent no records above LSN {after}: retried")
-        for record in got:
-            if record.prev_volume_lsn != after:
-                raise error(
-                    f"{source.name}'s record at LSN {record.lsn} links to LSN "
-                    f"{record.prev_volume_lsn}, not {after}: records are missing; retried"
-                )
-            after = record.lsn
+        after = chained(got, after, source.name, error)
         records += got
     return records
+
+
+def chained(
+    records: Sequence[RedoRecord], after: int, source: str, error: type[SixfoldError]
+) -> int:
+    """The LSN `records` bring the log to from `after`, each checked to link to the one
+    before: below a durable point a record that does not means a hole (collected
+    meanwhile), never to be shipped. Raises `error` naming `source` otherwise."""
+    for record in records:
+        if record.prev_volume_lsn != after:
+            raise error(
+                f"{source}'s record at LSN {record.lsn} links to LSN "
+                f"{record.prev_volume_lsn}, not {after}: records are missing"
+            )
+        after = record.lsn
+    return after
 
 
 async def page_images_at(

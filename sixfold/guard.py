@@ -70,12 +70,12 @@ def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]
     return deserialize
 
 
-class UndecodableGuard(grpc.aio.ServerInterceptor):
-    def __init__(self, reports: UndecodableLog | None = None) -> None:
-        self.reports = reports or UndecodableLog()
-        # Each method's guarded handler, made once: handlers do not change while serving,
-        # and wrapping one per call cost every RPC two closures and a handler object.
-        self.guarded: dict[str, grpc.RpcMethodHandler] = {}
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler (`_wrap`) once: handlers do not change while serving, and
+    wrapping one per call cost every RPC two closures and a handler object."""
+
+    def __init__(self) -> None:
+        self.wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
@@ -83,14 +83,23 @@ class UndecodableGuard(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = details.method
-        if method not in self.guarded:
+        if method not in self.wrapped:
             handler = await continuation(details)
             if handler is None:  # an unknown method: not remembered (any name may come)
                 return handler
-            self.guarded[method] = self._guard(method, handler)
-        return self.guarded[method]
+            self.wrapped[method] = self._wrap(method, handler)
+        return self.wrapped[method]
 
-    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class UndecodableGuard(WrappingInterceptor):
+    def __init__(self, reports: UndecodableLog | None = None) -> None:
+        super().__init__()
+        self.reports = reports or UndecodableLog()
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         safe = _safe(handler.request_deserializer)
         if handler.stream_stream is not None:
             # The method reads with context.read() and refuses an Undecodable message itself

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from sixfold import cluster
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
@@ -42,6 +43,11 @@ def _worker_port_range() -> None:
 
 
 _worker_port_range()
+
+# Tests assert behaviour, not timings: a property must not fail on its speed when another
+# test worker (pytest-xdist) or anything else loads the machine.
+settings.register_profile("sixfold", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("sixfold")
 
 
 class LocalCluster:

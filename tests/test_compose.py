@@ -557,22 +557,10 @@ def stack_env(certs: Path) -> dict[str, str]:
     return env
 
 
-def swarm_cli(
-    env: dict[str, str], *args: str, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sixfold.tools.cli", "--compose", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
 def wait_writable(env: dict[str, str], limit_s: float = SWARM_UP_LIMIT_S) -> None:
     deadline = time.monotonic() + limit_s
     while True:
-        status = swarm_cli(env, "status", "--json", timeout=60)
+        status = sixfold_cli(env, "status", "--json", timeout=60)
         if status.returncode == 0 and status.stdout:
             writer = json.loads(status.stdout)["writer"]
             if writer["up"] and writer["status"] == "accepting writes":
@@ -638,11 +626,11 @@ def stack(
 
 def test_the_stack_survives_an_az_then_an_az_plus_one_and_heals(stack: dict[str, str]) -> None:
     env = stack
-    first = swarm_cli(env, "page", "write", "9", "before the kills")
+    first = sixfold_cli(env, "page", "write", "9", "before the kills")
     assert first.returncode == 0, first.stdout + first.stderr
     # AZ a: both of its tasks killed (swarm starts them again). Writes go on with 4 of 6.
     swarm_docker("kill", *task_containers("a1"), *task_containers("a2"))
-    during = swarm_cli(env, "page", "write", "9", "with AZ a down", "--timeout", "30")
+    during = sixfold_cli(env, "page", "write", "9", "with AZ a down", "--timeout", "30")
     assert during.returncode == 0, during.stdout + during.stderr
     # AZ+1, held: AZ a and b1 scaled to nothing. Writes stop with the quorum error; reads
     # go on; nothing acknowledged is lost.
@@ -652,15 +640,15 @@ def test_the_stack_survives_an_az_then_an_az_plus_one_and_heals(stack: dict[str,
     while any(task_containers(n) for n in ("a1", "a2", "b1")):
         assert time.monotonic() < deadline, "the tasks never stopped"
         time.sleep(1)
-    refused = swarm_cli(env, "page", "write", "9", "with AZ+1 down", "--timeout", "10")
+    refused = sixfold_cli(env, "page", "write", "9", "with AZ+1 down", "--timeout", "10")
     assert refused.returncode != 0 and "quorum" in refused.stderr, refused.stdout + refused.stderr
-    read = swarm_cli(env, "page", "read", "9", "--reader", "r1", "--timeout", "30")
+    read = sixfold_cli(env, "page", "read", "9", "--reader", "r1", "--timeout", "30")
     assert read.stdout.strip() in ("with AZ a down", "with AZ+1 down"), read.stdout + read.stderr
     swarm_docker("service", "scale", "--detach", *(s.replace("=0", "=1") for s in scale))
     # Writes resume by themselves once a fourth node is back (the tasks start again).
     deadline = time.monotonic() + 120
-    while (after := swarm_cli(env, "page", "write", "9", "healed", "--timeout", "30")).returncode:
+    while (after := sixfold_cli(env, "page", "write", "9", "healed", "--timeout", "30")).returncode:
         assert time.monotonic() < deadline, after.stdout + after.stderr
         time.sleep(1)
-    back = swarm_cli(env, "page", "read", "9", "--timeout", "30")
+    back = sixfold_cli(env, "page", "read", "9", "--timeout", "30")
     assert back.stdout.strip() == "healed", back.stdout + back.stderr

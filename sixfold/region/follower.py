@@ -17,6 +17,7 @@ import contextlib
 import zlib
 
 from sixfold.clients import NodeClient
+from sixfold.committed_log import chained
 from sixfold.core.errors import CorruptRecordError, RegionError, SixfoldError
 from sixfold.core.record import RedoRecord, unpack_records
 from sixfold.rpc import sixfold_pb2 as pb
@@ -104,15 +105,7 @@ class LogFollower:
             raise RegionError(
                 f"{name} sent a damaged chunk after LSN {item.after_lsn}: {exc}"
             ) from None
-        at = self.received
-        for record in got:
-            if record.prev_volume_lsn != at:
-                raise RegionError(
-                    f"{name}'s record at LSN {record.lsn} links to LSN "
-                    f"{record.prev_volume_lsn}, not {at}: records are missing"
-                )
-            at = record.lsn
-        self.received = at
+        self.received = chained(got, self.received, name, RegionError)
         self.buffer += got
         self.wire_bytes += len(item.records)
         self.raw_bytes += len(blob)
