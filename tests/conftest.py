@@ -76,8 +76,15 @@ class LocalCluster:
         return cluster.ClusterLayout.load(self.directory)
 
     def up(self) -> None:
-        cluster.start_processes(self.layout, list(self.layout.processes))
-        asyncio.run(cluster.wait_healthy(self.layout, HEALTHY_LIMIT_S))
+        """Start every process and wait until the cluster is healthy; on failure stop what
+        started (callers start it before their own try: a failed start leaked a cluster
+        that slowed every later test)."""
+        try:
+            cluster.start_processes(self.layout, list(self.layout.processes))
+            asyncio.run(cluster.wait_healthy(self.layout, HEALTHY_LIMIT_S))
+        except BaseException:
+            cluster.stop_all(self.layout)
+            raise
 
     def down(self) -> None:
         cluster.stop_all(self.layout)
