@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from sixfold import tls
+from sixfold.auth import TokenFile
 from sixfold.backup.store import open_store
 from sixfold.check.history import load_history
 from sixfold.clients import NodeClient, ReaderClient
@@ -547,6 +548,7 @@ def swarm_docker(*args: str, timeout: float = 120, env: dict[str, str] | None = 
 def stack_env(certs: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["SIXFOLD_CERTS_DIR"] = str(certs)
+    env["SIXFOLD_TOKENS_FILE"] = str(certs / "tokens.json")
     env[tls.TLS_DIR_VARIABLE] = str(certs)  # the CLI below presents certs/client.pem
     env.pop(tls.TLS_NAME_VARIABLE, None)
     env["SIXFOLD_WRITE_TIMEOUT"] = (
@@ -586,6 +588,7 @@ def stack(
     certs = tmp_path_factory.mktemp("swarm") / "certs"
     tls.init_certs(certs, MEMBER_NAMES)
     env = stack_env(certs)
+    env[tls.TOKEN_VARIABLE] = TokenFile(certs / "tokens.json").add("swarm-test", "admin")
     swarm_docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
         node = swarm_docker("node", "ls", "-q").split()[0]
@@ -628,6 +631,10 @@ def test_the_stack_survives_an_az_then_an_az_plus_one_and_heals(stack: dict[str,
     env = stack
     first = sixfold_cli(env, "page", "write", "9", "before the kills")
     assert first.returncode == 0, first.stdout + first.stderr
+    # The stack asks for tokens (a swarm secret): without one, nothing is written.
+    no_token = {k: v for k, v in env.items() if k != tls.TOKEN_VARIABLE}
+    refused = sixfold_cli(no_token, "page", "write", "9", "no token")
+    assert "PERMISSION_DENIED" in refused.stderr, refused.stdout + refused.stderr
     # AZ a: both of its tasks killed (swarm starts them again). Writes go on with 4 of 6.
     swarm_docker("kill", *task_containers("a1"), *task_containers("a2"))
     during = sixfold_cli(env, "page", "write", "9", "with AZ a down", "--timeout", "30")

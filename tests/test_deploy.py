@@ -57,6 +57,10 @@ def test_each_az_is_a_statefulset_pinned_to_its_zone_with_a_budget_of_one() -> N
         assert {"name": "tls", "mountPath": "/tls", "readOnly": True} in container["volumeMounts"]
         assert budgets[f"sixfold-az-{az}"]["spec"]["maxUnavailable"] == 1
         assert _by("Service")[f"sixfold-az-{az}"]["spec"]["clusterIP"] == "None"
+    settings = _by("ConfigMap")["sixfold"]["data"]
+    assert settings["SIXFOLD_TLS_DIR"] == "/tls" and settings["SIXFOLD_AUTH_FILE"].startswith(
+        "/tls/"
+    )
 
 
 def _started(kind_name: str, hostname: str) -> str:

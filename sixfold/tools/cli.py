@@ -444,6 +444,8 @@ def cmd_spares(args: argparse.Namespace) -> int:
 
 
 def _token_file(args: argparse.Namespace) -> TokenFile:
+    if args.file is not None:  # a swarm's or a Kubernetes deployment's, given as a secret
+        return TokenFile(args.file)
     layout = cluster.ClusterLayout.load(_dir(args))
     if not layout.auth:
         raise SixfoldError(
@@ -892,6 +894,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name")
     p.set_defaults(fn=cmd_auth_remove)
+    for action in auth_sub.choices.values():
+        action.add_argument(
+            "--file",
+            type=Path,
+            help="a token file of its own (the one a swarm or Kubernetes deployment mounts as "
+            "SIXFOLD_AUTH_FILE) instead of the cluster's in --dir",
+        )
 
     certs = sub.add_parser("certs", help="TLS certificates for a cluster (issue 17)")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
