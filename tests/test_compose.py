@@ -571,6 +571,18 @@ def wait_writable(env: dict[str, str], limit_s: float = SWARM_UP_LIMIT_S) -> Non
         time.sleep(1)
 
 
+def wait_all_nodes_serving(env: dict[str, str], limit_s: float = SWARM_UP_LIMIT_S) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        status = sixfold_cli(env, "status", "--json", timeout=60)
+        if status.returncode == 0 and status.stdout:
+            nodes = [n for n in json.loads(status.stdout)["nodes"] if n["name"] in SWARM_NODES]
+            if len(nodes) == len(SWARM_NODES) and all(n["up"] and n["serving"] for n in nodes):
+                return
+        assert time.monotonic() < deadline, f"not every node serves: {status.stdout[-2000:]}"
+        time.sleep(1)
+
+
 def task_containers(service: str) -> list[str]:
     return swarm_docker(
         "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_{service}"
@@ -635,7 +647,9 @@ def test_the_stack_survives_an_az_then_an_az_plus_one_and_heals(stack: dict[str,
     no_token = {k: v for k, v in env.items() if k != tls.TOKEN_VARIABLE}
     refused = sixfold_cli(no_token, "page", "write", "9", "no token")
     assert "PERMISSION_DENIED" in refused.stderr, refused.stdout + refused.stderr
-    # AZ a: both of its tasks killed (swarm starts them again). Writes go on with 4 of 6.
+    # AZ a: both of its tasks killed (swarm starts them again). Writes go on with 4 of 6,
+    # once all six serve (a node of a stack just deployed may still be catching up).
+    wait_all_nodes_serving(env)
     swarm_docker("kill", *task_containers("a1"), *task_containers("a2"))
     during = sixfold_cli(env, "page", "write", "9", "with AZ a down", "--timeout", "30")
     assert during.returncode == 0, during.stdout + during.stderr
