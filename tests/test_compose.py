@@ -651,8 +651,12 @@ def test_the_stack_survives_an_az_then_an_az_plus_one_and_heals(stack: dict[str,
     # once all six serve (a node of a stack just deployed may still be catching up).
     wait_all_nodes_serving(env)
     swarm_docker("kill", *task_containers("a1"), *task_containers("a2"))
-    during = sixfold_cli(env, "page", "write", "9", "with AZ a down", "--timeout", "30")
-    assert during.returncode == 0, during.stdout + during.stderr
+    # On a loaded machine the writer may count a third node out for a moment while the
+    # overlay network settles: writes must go on within a bounded while, not at once.
+    deadline = time.monotonic() + 60
+    while (during := sixfold_cli(env, "page", "write", "9", "with AZ a down")).returncode:
+        assert time.monotonic() < deadline, during.stdout + during.stderr
+        time.sleep(1)
     # AZ+1, held: AZ a and b1 scaled to nothing. Writes stop with the quorum error; reads
     # go on; nothing acknowledged is lost.
     scale = [f"{STACK}_{n}=0" for n in ("a1", "a2", "b1")]
