@@ -229,9 +229,7 @@ def enable_tls(layout: ClusterLayout) -> list[str]:
     """Turn TLS on for `layout` (kept in cluster.json): a CA and a certificate for each of
     its processes in DIR/tls, made if missing; the files written."""
     missing = [n for n in layout.processes if not (layout.tls_dir / tls.cert_file(n)).exists()]
-    written = (
-        tls.init_certs(layout.tls_dir, missing) if missing or not layout.tls_dir.exists() else []
-    )
+    written = tls.init_certs(layout.tls_dir, missing) if missing else []
     layout.tls = True
     use_tls(layout)
     return written
