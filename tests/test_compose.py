@@ -160,6 +160,184 @@ def sixfold_cli(
     )
 
 
+# -- The Docker Swarm stack (issue 17) -----------------------------------------------------------
+# deploy/swarm/stack.yml on a one-node swarm made here, with mutual TLS from swarm secrets; tasks
+# are killed to show the AZ and AZ+1 behaviour. The machine's swarm state is put back however
+# the test ends. In this file so that it never runs beside the compose tests (one image build,
+# one engine's networks at a time), and first in it, its stack removed before the compose
+# cluster starts: the two clusters never share the two cores. Skipped where the engine is
+# already in a swarm.
+
+STACK = "sixfold-swarm-test"
+SWARM_PORT_OFFSET = 20_000  # away from a cluster a developer runs, and from the compose tests'
+SWARM_PORTS = {
+    "writer": 7100,
+    **{n: 7101 + i for i, n in enumerate(("a1", "a2", "b1", "b2", "c1", "c2"))},
+    "r1": 7201,
+    "r2": 7202,
+}
+SWARM_UP_LIMIT_S = 240
+# Its whole run, set-up and removal included: on a loaded machine a deploy alone takes minutes.
+SWARM_TEST_LIMIT_S = 600
+SWARM_NODES = ("a1", "a2", "b1", "b2", "c1", "c2")
+
+
+def _swarm_state() -> str:
+    probe = subprocess.run(
+        ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return probe.stdout.strip()
+
+
+def swarm_docker(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> str:
+    ran = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert ran.returncode == 0, f"docker {' '.join(args)}: {ran.stdout}{ran.stderr}"
+    return ran.stdout
+
+
+def stack_env(certs: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SIXFOLD_CERTS_DIR"] = str(certs)
+    env["SIXFOLD_TOKENS_FILE"] = str(certs / "tokens.json")
+    env[tls.TLS_DIR_VARIABLE] = str(certs)  # the CLI below presents certs/client.pem
+    env.pop(tls.TLS_NAME_VARIABLE, None)
+    env["SIXFOLD_WRITE_TIMEOUT"] = (
+        "3"  # a write without a quorum is refused before the CLI's own deadline
+    )
+    for name, port in SWARM_PORTS.items():
+        env[f"SIXFOLD_{name.upper()}_PORT"] = str(port + SWARM_PORT_OFFSET)
+    return env
+
+
+def wait_writable(env: dict[str, str], limit_s: float = SWARM_UP_LIMIT_S) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        status = sixfold_cli(env, "status", "--json", timeout=60)
+        if status.returncode == 0 and status.stdout:
+            writer = json.loads(status.stdout)["writer"]
+            if writer["up"] and writer["status"] == "accepting writes":
+                return
+        assert time.monotonic() < deadline, f"the stack never took writes: {status.stdout[-2000:]}"
+        time.sleep(1)
+
+
+def wait_all_nodes_serving(env: dict[str, str], limit_s: float = SWARM_UP_LIMIT_S) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        status = sixfold_cli(env, "status", "--json", timeout=60)
+        if status.returncode == 0 and status.stdout:
+            nodes = [n for n in json.loads(status.stdout)["nodes"] if n["name"] in SWARM_NODES]
+            if len(nodes) == len(SWARM_NODES) and all(n["up"] and n["serving"] for n in nodes):
+                return
+        assert time.monotonic() < deadline, f"not every node serves: {status.stdout[-2000:]}"
+        time.sleep(1)
+
+
+def task_containers(service: str) -> list[str]:
+    return swarm_docker(
+        "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_{service}"
+    ).split()
+
+
+@pytest.fixture
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[dict[str, str]]:
+    if _swarm_state() != "inactive":
+        pytest.skip(f"this Docker engine is already in a swarm ({_swarm_state()}): not touched")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    make_images(lambda line: reporter.write_line(line) if reporter else None)
+    certs = tmp_path_factory.mktemp("swarm") / "certs"
+    tls.init_certs(certs, MEMBER_NAMES)
+    env = stack_env(certs)
+    env[tls.TOKEN_VARIABLE] = TokenFile(certs / "tokens.json").add("swarm-test", "admin")
+    swarm_docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        node = swarm_docker("node", "ls", "-q").split()[0]
+        swarm_docker(
+            "node", "update", *(a for az in "abc" for a in ("--label-add", f"az_{az}=true")), node
+        )
+        swarm_docker(
+            "stack",
+            "deploy",
+            "--resolve-image",
+            "never",
+            "-c",
+            str(ROOT / "deploy" / "swarm" / "stack.yml"),
+            STACK,
+            env=env,
+            timeout=300,
+        )
+        wait_writable(env)
+        yield env
+    finally:
+        subprocess.run(["docker", "stack", "rm", STACK], capture_output=True, timeout=120)
+        deadline = time.monotonic() + 120
+        while (
+            subprocess.run(
+                ["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout.strip()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(1)
+        subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=120)
+        volumes = [f"{STACK}_{n}-data" for n in SWARM_NODES]
+        subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True, timeout=120)
+        assert _swarm_state() == "inactive", "the machine was left in a swarm"
+
+
+@pytest.mark.timeout(SWARM_TEST_LIMIT_S)
+def test_the_stack_survives_an_az_then_an_az_plus_one_and_heals(stack: dict[str, str]) -> None:
+    env = stack
+    first = sixfold_cli(env, "page", "write", "9", "before the kills")
+    assert first.returncode == 0, first.stdout + first.stderr
+    # The stack asks for tokens (a swarm secret): without one, nothing is written.
+    no_token = {k: v for k, v in env.items() if k != tls.TOKEN_VARIABLE}
+    refused = sixfold_cli(no_token, "page", "write", "9", "no token")
+    assert "PERMISSION_DENIED" in refused.stderr, refused.stdout + refused.stderr
+    # AZ a: both of its tasks killed (swarm starts them again). Writes go on with 4 of 6,
+    # once all six serve (a node of a stack just deployed may still be catching up).
+    wait_all_nodes_serving(env)
+    swarm_docker("kill", *task_containers("a1"), *task_containers("a2"))
+    # On a loaded machine the writer may count a third node out for a moment while the
+    # overlay network settles: writes must go on within a bounded while, not at once.
+    deadline = time.monotonic() + 60
+    while (during := sixfold_cli(env, "page", "write", "9", "with AZ a down")).returncode:
+        assert time.monotonic() < deadline, during.stdout + during.stderr
+        time.sleep(1)
+    # AZ+1, held: AZ a and b1 scaled to nothing. Writes stop with the quorum error; reads
+    # go on; nothing acknowledged is lost.
+    scale = [f"{STACK}_{n}=0" for n in ("a1", "a2", "b1")]
+    swarm_docker("service", "scale", "--detach", *scale)
+    deadline = time.monotonic() + 60
+    while any(task_containers(n) for n in ("a1", "a2", "b1")):
+        assert time.monotonic() < deadline, "the tasks never stopped"
+        time.sleep(1)
+    refused = sixfold_cli(env, "page", "write", "9", "with AZ+1 down", "--timeout", "10")
+    assert refused.returncode != 0 and "quorum" in refused.stderr, refused.stdout + refused.stderr
+    read = sixfold_cli(env, "page", "read", "9", "--reader", "r1", "--timeout", "30")
+    assert read.stdout.strip() in ("with AZ a down", "with AZ+1 down"), read.stdout + read.stderr
+    swarm_docker("service", "scale", "--detach", *(s.replace("=0", "=1") for s in scale))
+    # Writes resume by themselves once a fourth node is back (the tasks start again).
+    deadline = time.monotonic() + 120
+    while (after := sixfold_cli(env, "page", "write", "9", "healed", "--timeout", "30")).returncode:
+        assert time.monotonic() < deadline, after.stdout + after.stderr
+        time.sleep(1)
+    back = sixfold_cli(env, "page", "read", "9", "--timeout", "30")
+    assert back.stdout.strip() == "healed", back.stdout + back.stderr
+
+
+# -- The compose cluster ------------------------------------------------------------------------
+
+
 def test_the_images_crc32c_gives_the_check_value(compose_cluster: dict[str, str]) -> None:
     probe = subprocess.run(
         [
@@ -507,173 +685,3 @@ def wait_region_reads(address: str, page_no: int, value: str) -> None:
     while (seen := region_reads(address, page_no)) != value:
         assert time.monotonic() < deadline, f"region b's reader {address} reads {seen!r}"
         time.sleep(0.5)
-
-
-# -- The Docker Swarm stack (issue 17) -----------------------------------------------------------
-# deploy/swarm/stack.yml on a one-node swarm made here, with mutual TLS from swarm secrets; tasks
-# are killed to show the AZ and AZ+1 behaviour. The machine's swarm state is put back however
-# the test ends. In this file so that it never runs beside the compose tests (one image build,
-# one engine's networks at a time); skipped where the engine is already in a swarm.
-
-STACK = "sixfold-swarm-test"
-SWARM_PORT_OFFSET = 20_000  # away from a cluster a developer runs, and from the compose tests'
-SWARM_PORTS = {
-    "writer": 7100,
-    **{n: 7101 + i for i, n in enumerate(("a1", "a2", "b1", "b2", "c1", "c2"))},
-    "r1": 7201,
-    "r2": 7202,
-}
-SWARM_UP_LIMIT_S = 240
-SWARM_NODES = ("a1", "a2", "b1", "b2", "c1", "c2")
-
-
-def _swarm_state() -> str:
-    probe = subprocess.run(
-        ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return probe.stdout.strip()
-
-
-def swarm_docker(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> str:
-    ran = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
-    assert ran.returncode == 0, f"docker {' '.join(args)}: {ran.stdout}{ran.stderr}"
-    return ran.stdout
-
-
-def stack_env(certs: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["SIXFOLD_CERTS_DIR"] = str(certs)
-    env["SIXFOLD_TOKENS_FILE"] = str(certs / "tokens.json")
-    env[tls.TLS_DIR_VARIABLE] = str(certs)  # the CLI below presents certs/client.pem
-    env.pop(tls.TLS_NAME_VARIABLE, None)
-    env["SIXFOLD_WRITE_TIMEOUT"] = (
-        "3"  # a write without a quorum is refused before the CLI's own deadline
-    )
-    for name, port in SWARM_PORTS.items():
-        env[f"SIXFOLD_{name.upper()}_PORT"] = str(port + SWARM_PORT_OFFSET)
-    return env
-
-
-def wait_writable(env: dict[str, str], limit_s: float = SWARM_UP_LIMIT_S) -> None:
-    deadline = time.monotonic() + limit_s
-    while True:
-        status = sixfold_cli(env, "status", "--json", timeout=60)
-        if status.returncode == 0 and status.stdout:
-            writer = json.loads(status.stdout)["writer"]
-            if writer["up"] and writer["status"] == "accepting writes":
-                return
-        assert time.monotonic() < deadline, f"the stack never took writes: {status.stdout[-2000:]}"
-        time.sleep(1)
-
-
-def wait_all_nodes_serving(env: dict[str, str], limit_s: float = SWARM_UP_LIMIT_S) -> None:
-    deadline = time.monotonic() + limit_s
-    while True:
-        status = sixfold_cli(env, "status", "--json", timeout=60)
-        if status.returncode == 0 and status.stdout:
-            nodes = [n for n in json.loads(status.stdout)["nodes"] if n["name"] in SWARM_NODES]
-            if len(nodes) == len(SWARM_NODES) and all(n["up"] and n["serving"] for n in nodes):
-                return
-        assert time.monotonic() < deadline, f"not every node serves: {status.stdout[-2000:]}"
-        time.sleep(1)
-
-
-def task_containers(service: str) -> list[str]:
-    return swarm_docker(
-        "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_{service}"
-    ).split()
-
-
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[dict[str, str]]:
-    if _swarm_state() != "inactive":
-        pytest.skip(f"this Docker engine is already in a swarm ({_swarm_state()}): not touched")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    make_images(lambda line: reporter.write_line(line) if reporter else None)
-    certs = tmp_path_factory.mktemp("swarm") / "certs"
-    tls.init_certs(certs, MEMBER_NAMES)
-    env = stack_env(certs)
-    env[tls.TOKEN_VARIABLE] = TokenFile(certs / "tokens.json").add("swarm-test", "admin")
-    swarm_docker("swarm", "init", "--advertise-addr", "127.0.0.1")
-    try:
-        node = swarm_docker("node", "ls", "-q").split()[0]
-        swarm_docker(
-            "node", "update", *(a for az in "abc" for a in ("--label-add", f"az_{az}=true")), node
-        )
-        swarm_docker(
-            "stack",
-            "deploy",
-            "--resolve-image",
-            "never",
-            "-c",
-            str(ROOT / "deploy" / "swarm" / "stack.yml"),
-            STACK,
-            env=env,
-            timeout=300,
-        )
-        wait_writable(env)
-        yield env
-    finally:
-        subprocess.run(["docker", "stack", "rm", STACK], capture_output=True, timeout=120)
-        deadline = time.monotonic() + 120
-        while (
-            subprocess.run(
-                ["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            ).stdout.strip()
-            and time.monotonic() < deadline
-        ):
-            time.sleep(1)
-        subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=120)
-        volumes = [f"{STACK}_{n}-data" for n in SWARM_NODES]
-        subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True, timeout=120)
-        assert _swarm_state() == "inactive", "the machine was left in a swarm"
-
-
-def test_the_stack_survives_an_az_then_an_az_plus_one_and_heals(stack: dict[str, str]) -> None:
-    env = stack
-    first = sixfold_cli(env, "page", "write", "9", "before the kills")
-    assert first.returncode == 0, first.stdout + first.stderr
-    # The stack asks for tokens (a swarm secret): without one, nothing is written.
-    no_token = {k: v for k, v in env.items() if k != tls.TOKEN_VARIABLE}
-    refused = sixfold_cli(no_token, "page", "write", "9", "no token")
-    assert "PERMISSION_DENIED" in refused.stderr, refused.stdout + refused.stderr
-    # AZ a: both of its tasks killed (swarm starts them again). Writes go on with 4 of 6,
-    # once all six serve (a node of a stack just deployed may still be catching up).
-    wait_all_nodes_serving(env)
-    swarm_docker("kill", *task_containers("a1"), *task_containers("a2"))
-    # On a loaded machine the writer may count a third node out for a moment while the
-    # overlay network settles: writes must go on within a bounded while, not at once.
-    deadline = time.monotonic() + 60
-    while (during := sixfold_cli(env, "page", "write", "9", "with AZ a down")).returncode:
-        assert time.monotonic() < deadline, during.stdout + during.stderr
-        time.sleep(1)
-    # AZ+1, held: AZ a and b1 scaled to nothing. Writes stop with the quorum error; reads
-    # go on; nothing acknowledged is lost.
-    scale = [f"{STACK}_{n}=0" for n in ("a1", "a2", "b1")]
-    swarm_docker("service", "scale", "--detach", *scale)
-    deadline = time.monotonic() + 60
-    while any(task_containers(n) for n in ("a1", "a2", "b1")):
-        assert time.monotonic() < deadline, "the tasks never stopped"
-        time.sleep(1)
-    refused = sixfold_cli(env, "page", "write", "9", "with AZ+1 down", "--timeout", "10")
-    assert refused.returncode != 0 and "quorum" in refused.stderr, refused.stdout + refused.stderr
-    read = sixfold_cli(env, "page", "read", "9", "--reader", "r1", "--timeout", "30")
-    assert read.stdout.strip() in ("with AZ a down", "with AZ+1 down"), read.stdout + read.stderr
-    swarm_docker("service", "scale", "--detach", *(s.replace("=0", "=1") for s in scale))
-    # Writes resume by themselves once a fourth node is back (the tasks start again).
-    deadline = time.monotonic() + 120
-    while (after := sixfold_cli(env, "page", "write", "9", "healed", "--timeout", "30")).returncode:
-        assert time.monotonic() < deadline, after.stdout + after.stderr
-        time.sleep(1)
-    back = sixfold_cli(env, "page", "read", "9", "--timeout", "30")
-    assert back.stdout.strip() == "healed", back.stdout + back.stderr
