@@ -265,6 +265,25 @@ def test_writer_killed_under_load_the_client_follows_the_new_writer(
 
 
 @pytest.mark.processes
+@pytest.mark.spares
+def test_a_node_that_names_no_writer_still_routes_the_connection(
+    local_cluster: LocalCluster,
+) -> None:
+    """A storage node the writer has not sealed (here a spare; in CI, a member slow to start)
+    names no writer. Given alone as the seed, it once pinned the connection to itself, and
+    every statement met UNIMPLEMENTED: a node serves no SQL. Routed, the connection asks
+    the instances the node has seen."""
+    c = local_cluster
+    spare = c.layout.spares[0]
+    conn = dbapi.connect(address_of(c, spare), autocommit=True)
+    with contextlib.closing(conn):
+        conn.execute("CREATE TABLE via_a_spare (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO via_a_spare VALUES (1)")
+        assert conn.writer_address == address_of(c, "writer")
+        assert conn.execute("SELECT count(*) FROM via_a_spare").fetchone() == (1,)
+
+
+@pytest.mark.processes
 def test_open_transaction_dies_with_its_writer_and_nothing_of_it_is_visible(
     local_cluster: LocalCluster,
 ) -> None:

@@ -44,6 +44,7 @@ from sixfold.client.routing import _topology_of, backoff_s, directory_for, parse
 from sixfold.client.statements import READ_KEYWORDS, first_keyword
 from sixfold.client.stream import ExecuteStream, _close_streams
 from sixfold.core import errors
+from sixfold.core.topology import Role
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import error_from_rpc
@@ -232,7 +233,11 @@ class Connection:
         for attempt in itertools.count():
             try:
                 topology = _topology_of(seed)
-                break
+                if not _deciding(topology) or time.monotonic() + backoff_s(attempt) >= deadline:
+                    break
+                # A writer process still deciding its role, or a reader taking over: pinned
+                # to it now, the connection would stay there once it turns out a reader.
+                time.sleep(backoff_s(attempt))
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.UNIMPLEMENTED:
                     self._mode = PINNED
@@ -242,7 +247,9 @@ class Connection:
                 if time.monotonic() + backoff_s(attempt) >= deadline:
                     raise OperationalError(_describe(seed, err)) from None
                 time.sleep(backoff_s(attempt))
-        if _answers_as_reader(topology) or not topology.writer_address:
+        # A storage node that has not heard of a writer yet is no place to pin: routed, the
+        # connection asks again until one answers (it never serves SQL itself).
+        if _answers_as_reader(topology):
             self._mode = PINNED
             return
         self._directory.offer(topology)
@@ -276,6 +283,10 @@ class Connection:
         commit = kind == "commit"
         if self._mode == PINNED:
             address = self.seeds[0]
+            if isinstance(request, pb.ExecuteRequest):
+                # Read your writes there too: a reader behind this connection's last commit
+                # waits a moment for it or refuses, never answers from before it.
+                request.min_read_point = self.last_commit_lsn
             try:
                 return self._invoke(address, method, request), address
             except grpc.RpcError as err:
@@ -472,7 +483,14 @@ class Connection:
             self.rollback()
 
 
+def _deciding(topology: pb.Topology) -> bool:
+    """True when the instance that answered has no settled role yet (starting as the writer,
+    or taking over): asked again, it answers as the writer or as a reader."""
+    me = [v.role for v in topology.instances if v.name == topology.answered_by]
+    return bool(me) and me[0] in (Role.STARTING, Role.TAKING_OVER)
+
+
 def _answers_as_reader(topology: pb.Topology) -> bool:
     """True when the instance that answered says it is a reader (a node answers as none)."""
     me = [v.role for v in topology.instances if v.name == topology.answered_by]
-    return bool(me) and me[0] != "writer"
+    return bool(me) and me[0] == Role.READER

@@ -191,10 +191,10 @@ class Directory:
 
     def offer(self, topology: pb.Topology) -> None:
         """An answer got elsewhere (the first probe of a seed): kept if no older than ours."""
-        if not topology.writer_address:
-            return
         with self._lock:
-            self._learn(topology)
+            self._learn(topology)  # the instances it has seen: asked next, writer or not
+            if not topology.writer_address:
+                return
             route = self.route
             stale = route is None or time.monotonic() - route.at_s > TOPOLOGY_TTL_S
             if stale or topology.epoch >= route.epoch:
@@ -236,6 +236,9 @@ class Directory:
                 failures.append(_describe(address, err))
                 self._learned.pop(address, None)  # learned again when an answer lists it
                 continue
+            # A node not yet sealed by the writer names none, but may list the instances
+            # it has seen: they are asked next time.
+            self._learn(answer)
             if answer.writer_address:
                 answers.append(answer)
                 if len(answers) >= TOPOLOGY_ANSWERS_MAX:
@@ -243,8 +246,6 @@ class Directory:
         if not answers:
             why = "; ".join(failures) if failures else "no writer has recovered yet"
             raise NoTopologyError(f"no writer found from {','.join(self.seeds)}: {why}")
-        for answer in answers:
-            self._learn(answer)
         return route_of(newest_answer(answers), answers, time.monotonic())
 
     def _learn(self, topology: pb.Topology) -> None:
