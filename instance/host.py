@@ -64,6 +64,7 @@ class Instance:
         client_address: str = "",
         takeover: bool = True,
         sql_limits: SqlLimits | None = None,
+        starting_as_writer: bool = False,
     ) -> None:
         self.name = name
         self.address = address
@@ -74,7 +75,10 @@ class Instance:
         self.rank = rank
         self.takeover = takeover  # False: never take over from a dead writer
         self.reader = Reader(name, nodes)
-        self.reader.address, self.reader.role = address, Role.READER
+        # Started as the writer, it says "starting" from its first answer, not "reader": a
+        # client that took it for a reader then would stay pinned to it (sixfold/client).
+        self.reader.address = address
+        self.reader.role = Role.STARTING if starting_as_writer else Role.READER
         self.reader.client_address = self.client_address
         self.reader_sql = ReaderSql(self.reader, self.sql_limits)
         self.reader.pins = self.reader_sql.lowest_pin
@@ -85,6 +89,7 @@ class Instance:
         self.role_lock = asyncio.Lock()  # one promotion or demotion at a time
         self.role_change = ""  # what the holder of role_lock is doing, for error messages
         self.taking_over = False  # recovering at a new epoch to become the writer
+        self.stepping_down = False  # the writer role is being given up: no SQL is served
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- roles ------------------------------------------------------------------------------
@@ -101,6 +106,11 @@ class Instance:
 
     @property
     def sql(self) -> WriterSql | ReaderSql:
+        if self.stepping_down:
+            # As the writer it did not follow the nodes: until it has caught up, its read
+            # engine's snapshot is older than the commits it acknowledged, and a read there
+            # would miss a client's own writes (a table just made: "no such table").
+            raise NotWriterError(f"{self.name} is {self.role_change}: retry shortly")
         writer, writer_sql = self.writer, self.writer_sql
         if writer_sql is not None and writer and writer.drain_holds.refusing(time.monotonic()):
             raise NotWriterError(
@@ -214,6 +224,7 @@ class Instance:
             self.writer = self.writer_sql = None
             self.reader.role = Role.READER
             self.role_change = "stepping down from the writer role (another writer took over)"
+            self.stepping_down = True
             log.warning("%s steps down to a reader: %s", self.name, why)
             try:
                 # The pipeline first: commits waiting on it are answered (outcome unknown),
@@ -226,6 +237,7 @@ class Instance:
                     await self.reader.poll_once()
             finally:
                 self.role_change = ""
+                self.stepping_down = False
 
     # -- background --------------------------------------------------------------------------
 

@@ -184,6 +184,7 @@ async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
         client_address=args.client_address,
         takeover=not args.no_takeover,
         sql_limits=sql,
+        starting_as_writer=as_writer,
     )
 
     def shipped() -> ShippedCounters:
