@@ -6,12 +6,13 @@ A failure names its seed and the command that replays it exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 
 import pytest
 
 from sixfold.sim.faults import Faults, Flaws, InvariantViolation
-from sixfold.sim.simulation import main, run_simulation
+from sixfold.sim.simulation import SimulationResult, main, run_simulation
 
 SEEDS = 300  # about 60 s on a 2-core CI machine (measured: ~0.2 s per seed)
 FAST_LANE_SEEDS = 100  # of them, those make check runs (the rest are marked slow)
@@ -20,10 +21,15 @@ STEPS = 400  # ticks of faults per seed, before the quiet phase checks progress
 FLAW_SEEDS_MAX = 60  # a deliberately broken cluster must be caught within this many seeds
 
 
+@functools.cache  # at most SEEDS runs: the tests below count faults in the blocks' runs
+def _simulated(seed: int) -> SimulationResult:
+    return run_simulation(seed, STEPS)
+
+
 def _run_block(first: int, count: int) -> None:
     for seed in range(first, first + count):
         try:
-            run_simulation(seed, STEPS)
+            _simulated(seed)
         except InvariantViolation:
             raise
         except Exception as exc:  # an assertion inside the core is a bug too: name the seed
@@ -48,7 +54,7 @@ def test_lost_disks_hydrate_under_the_seeds() -> None:
     """Some seeds replace a crashed node's disk with an empty one; the node hydrates from its
     peers' page images (the oracle checks each image against the history) or, before any GC,
     catches up by gossip, and every invariant holds."""
-    results = [run_simulation(seed, STEPS) for seed in range(4, 24)]
+    results = [_simulated(seed) for seed in range(4, 24)]
     assert sum(r.disk_losses for r in results) >= 3
     assert sum(r.hydrations for r in results) >= 2
 
@@ -58,7 +64,7 @@ def test_membership_changes_run_under_the_seeds() -> None:
     faults run (sixfold/core/replacement.py, as the writer drives it): writers die mid-change
     and their successors settle it, old nodes come back and the change reverts, and every
     invariant holds, the drain of every member's log included."""
-    results = [run_simulation(seed, STEPS) for seed in range(12)]
+    results = [_simulated(seed) for seed in range(12)]
     assert sum(r.replacements for r in results) >= 1
     assert sum(r.reverted for r in results) >= 1
 
@@ -80,7 +86,7 @@ def test_same_seed_same_trace() -> None:
 
 def test_runs_exercise_the_faults() -> None:
     """The seeds must actually crash nodes and writers, race takeovers and read pages."""
-    results = [run_simulation(seed, STEPS) for seed in range(20)]
+    results = [_simulated(seed) for seed in range(20)]
     assert sum(r.node_crashes for r in results) >= 20
     assert sum(r.recoveries for r in results) >= 40  # each run's first writer, and successors
     assert sum(1 for r in results if r.writers_started > 2) >= 5
