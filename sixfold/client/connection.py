@@ -483,14 +483,17 @@ class Connection:
             self.rollback()
 
 
+def _own_role(topology: pb.Topology) -> str:
+    """The role the instance that answered gives itself ("" from a node: it lists none)."""
+    return next((v.role for v in topology.instances if v.name == topology.answered_by), "")
+
+
 def _deciding(topology: pb.Topology) -> bool:
     """True when the instance that answered has no settled role yet (starting as the writer,
     or taking over): asked again, it answers as the writer or as a reader."""
-    me = [v.role for v in topology.instances if v.name == topology.answered_by]
-    return bool(me) and me[0] in (Role.STARTING, Role.TAKING_OVER)
+    return _own_role(topology) in (Role.STARTING, Role.TAKING_OVER)
 
 
 def _answers_as_reader(topology: pb.Topology) -> bool:
     """True when the instance that answered says it is a reader (a node answers as none)."""
-    me = [v.role for v in topology.instances if v.name == topology.answered_by]
-    return bool(me) and me[0] == Role.READER
+    return _own_role(topology) == Role.READER
