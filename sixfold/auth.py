@@ -35,6 +35,7 @@ ROLES = ("read", "write", "admin")  # each allows what the ones before it allow
 OPEN = "open"  # needs nothing: health checks
 MEMBER = "member"  # cluster members only (their certificates)
 TOKEN_BYTES = 32
+TOKEN_PREFIX = "sixfold_"  # every token begins so: never an option to a CLI
 RELOAD_EVERY_S = 1.0  # the token file is looked at (its mtime) at most this often
 
 # What each method needs. A method not listed needs a member's certificate.
@@ -114,7 +115,9 @@ class TokenFile:
         tokens = self.load()
         if any(t.name == name for t in tokens):
             raise SixfoldError(f"a token named {name!r} exists: remove it first to replace it")
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+        # Prefixed: a bare URL-safe token starts with "-" one time in 64, and `--token -x...`
+        # then reads as an option (seen in CI).
+        token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
         self._save([*tokens, StoredToken(name, role, digest(token), time.time())])
         return token
 
