@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import datetime
 import functools
+import importlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 from sixfold import cluster, targets, tls
@@ -713,7 +715,116 @@ def cmd_bench_sql(args: argparse.Namespace) -> int:
     return sqlbench_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class ToolCommand:
+    """A command whose options come from its tool's module, imported only when the command
+    line names it: importing every bench and the fuzzer cost each CLI call 0.35 s."""
+
+    name: str
+    help: str
+    module: str
+    fn: Callable[[argparse.Namespace], int]
+    add_arguments: str = "add_arguments"
+    description: str | None = None  # None: the module's docstring
+
+
+TOOL_COMMANDS = (
+    ToolCommand(
+        "bench-failover",
+        "RTO after killing the writer, and reader restart time",
+        "sixfold.tools.failoverbench",
+        cmd_bench_failover,
+        description="Against the running cluster: kills the writer --runs times and times the "
+        "first successful commit through the client after each kill; then restarts readers "
+        "and times their first answered query. Checks nothing acknowledged was lost.",
+    ),
+    ToolCommand(
+        "fuzz",
+        "a register workload under injected faults, checked for linearizability",
+        "sixfold.tools.fuzz",
+        cmd_fuzz,
+    ),
+    ToolCommand(
+        "soak",
+        "a long mixed load with restarts; fails if logs, disk or memory do not settle",
+        "sixfold.tools.soak",
+        cmd_soak,
+    ),
+    ToolCommand(
+        "bench",
+        "commit throughput and latency on a fresh local cluster",
+        "sixfold.tools.bench",
+        cmd_bench,
+    ),
+    ToolCommand(
+        "bench-restart",
+        "first write and first read after a cold restart, by log size",
+        "sixfold.tools.restartbench",
+        cmd_bench_restart,
+        "add_restart_arguments",
+    ),
+    ToolCommand(
+        "bench-idle",
+        "idle CPU of each node, by the number of pages stored",
+        "sixfold.tools.restartbench",
+        cmd_bench_idle,
+        "add_idle_arguments",
+    ),
+    ToolCommand(
+        "bench-hydrate",
+        "how fast a node that lost its disk hydrates from peers, idle or under load",
+        "sixfold.tools.hydratebench",
+        cmd_bench_hydrate,
+    ),
+    ToolCommand(
+        "bench-backup",
+        "a backup's base and a restore of a loaded volume, in MB/s",
+        "sixfold.tools.backupbench",
+        cmd_bench_backup,
+    ),
+    ToolCommand(
+        "bench-clone",
+        "how long a clone takes, for a small and a large volume",
+        "sixfold.tools.clonebench",
+        cmd_bench_clone,
+    ),
+    ToolCommand(
+        "bench-region",
+        "a secondary region's replication lag under load, and the primary's rate",
+        "sixfold.tools.regionbench",
+        cmd_bench_region,
+    ),
+    ToolCommand(
+        "bench-sql",
+        "SQL commits/s, redo vs page bytes and reader lag on a fresh cluster",
+        "sixfold.tools.sqlbench",
+        cmd_bench_sql,
+        description="Start a fresh cluster (nodes, writer, readers) in a temporary directory; "
+        "32 clients send single-row INSERT/UPDATE transactions to the writer's Sql API. "
+        "Prints commits/s, commit latency, redo bytes per commit against the changed page "
+        "bytes, CPU seconds per process, then the reader's lag behind acknowledged commits "
+        "with the load paced to --lag-rate commits/s, each next to its target.",
+    ),
+)
+
+
+def _add_tool_command(
+    sub: argparse._SubParsersAction, tool: ToolCommand, wanted: Collection[str] | None
+) -> None:
+    """The tool's command; its options and description only if `wanted` names it (None:
+    every command in full, for help and its tests)."""
+    p = sub.add_parser(tool.name, help=tool.help)
+    p.set_defaults(fn=tool.fn)
+    if wanted is not None and tool.name not in wanted:
+        return
+    module = importlib.import_module(tool.module)
+    p.description = tool.description or module.__doc__
+    getattr(module, tool.add_arguments)(p)
+
+
+def build_parser(wanted: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; a tool's command is built in full only if `wanted` (the command
+    line's words) names it, or `wanted` is None."""
     parser = argparse.ArgumentParser(
         prog="sixfold",
         description=f"A quorum storage engine on Aurora's design: {COPIES} storage nodes in "
@@ -1162,124 +1273,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_switchover)
 
     p = sub.add_parser(
-        "bench-failover",
-        help="RTO after killing the writer, and reader restart time",
-        description="Against the running cluster: kills the writer --runs times and times the "
-        "first successful commit through the client after each kill; then restarts readers "
-        "and times their first answered query. Checks nothing acknowledged was lost.",
-    )
-    from sixfold.tools.failoverbench import add_arguments as add_failover_arguments
-
-    add_failover_arguments(p)
-    p.set_defaults(fn=cmd_bench_failover)
-
-    p = sub.add_parser(
         "chaos", help="kill an AZ, then one more node, under a write load; restart; count losses"
     )
     p.add_argument("--settle", type=float, default=3.0, help="seconds to watch each step")
     p.add_argument("--limit", type=float, default=60.0, help="seconds any step may wait at most")
     p.set_defaults(fn=cmd_chaos)
 
-    p = sub.add_parser(
-        "fuzz", help="a register workload under injected faults, checked for linearizability"
-    )
-    from sixfold.tools.fuzz import add_arguments as add_fuzz_arguments
-
-    add_fuzz_arguments(p)
-    p.set_defaults(fn=cmd_fuzz)
-
-    from sixfold.tools import soak
-
-    p = sub.add_parser(
-        "soak",
-        help="a long mixed load with restarts; fails if logs, disk or memory do not settle",
-        description=soak.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    soak.add_arguments(p)
-    p.set_defaults(fn=cmd_soak)
-
-    p = sub.add_parser("bench", help="commit throughput and latency on a fresh local cluster")
-    from sixfold.tools.bench import add_arguments
-
-    add_arguments(p)
-    p.set_defaults(fn=cmd_bench)
-
-    from sixfold.tools import hydratebench, restartbench
-
-    p = sub.add_parser(
-        "bench-restart",
-        help="first write and first read after a cold restart, by log size",
-        description=restartbench.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    restartbench.add_restart_arguments(p)
-    p.set_defaults(fn=cmd_bench_restart)
-
-    p = sub.add_parser(
-        "bench-idle",
-        help="idle CPU of each node, by the number of pages stored",
-        description=restartbench.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    restartbench.add_idle_arguments(p)
-    p.set_defaults(fn=cmd_bench_idle)
-
-    p = sub.add_parser(
-        "bench-hydrate",
-        help="how fast a node that lost its disk hydrates from peers, idle or under load",
-        description=hydratebench.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    hydratebench.add_arguments(p)
-    p.set_defaults(fn=cmd_bench_hydrate)
-
-    from sixfold.tools import backupbench
-
-    p = sub.add_parser(
-        "bench-backup",
-        help="a backup's base and a restore of a loaded volume, in MB/s",
-        description=backupbench.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    backupbench.add_arguments(p)
-    p.set_defaults(fn=cmd_bench_backup)
-
-    from sixfold.tools import clonebench
-
-    p = sub.add_parser(
-        "bench-clone",
-        help="how long a clone takes, for a small and a large volume",
-        description=clonebench.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    clonebench.add_arguments(p)
-    p.set_defaults(fn=cmd_bench_clone)
-
-    from sixfold.tools import regionbench
-
-    p = sub.add_parser(
-        "bench-region",
-        help="a secondary region's replication lag under load, and the primary's rate",
-        description=regionbench.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    regionbench.add_arguments(p)
-    p.set_defaults(fn=cmd_bench_region)
-
-    p = sub.add_parser(
-        "bench-sql",
-        help="SQL commits/s, redo vs page bytes and reader lag on a fresh cluster",
-        description="Start a fresh cluster (nodes, writer, readers) in a temporary directory; "
-        "32 clients send single-row INSERT/UPDATE transactions to the writer's Sql API. "
-        "Prints commits/s, commit latency, redo bytes per commit against the changed page "
-        "bytes, CPU seconds per process, then the reader's lag behind acknowledged commits "
-        "with the load paced to --lag-rate commits/s, each next to its target.",
-    )
-    from sixfold.tools.sqlbench import add_arguments as add_sqlbench_arguments
-
-    add_sqlbench_arguments(p)
-    p.set_defaults(fn=cmd_bench_sql)
+    for tool in TOOL_COMMANDS:
+        _add_tool_command(sub, tool, wanted)
     return parser
 
 
@@ -1307,9 +1308,10 @@ def _finish_help(parser: argparse.ArgumentParser, summary: str | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(wanted=set(words))
     _finish_help(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     if args.token:  # before any channel is opened: every call carries it (sixfold/tls.py)
         os.environ[tls.TOKEN_VARIABLE] = args.token
     try:
