@@ -93,6 +93,16 @@ class NodeClient:
         self.channel = tls.aio_channel(self.address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.StorageNodeStub(self.channel)
 
+    async def connected(self, limit_s: float) -> bool:
+        """Whether the channel connects within `limit_s`. A channel whose node was down waits
+        out its reconnect backoff before trying again, and a call meanwhile fails at once as
+        UNAVAILABLE although the node is back."""
+        try:
+            await asyncio.wait_for(self.channel.channel_ready(), limit_s)
+        except TimeoutError:
+            return False
+        return True
+
     def redial(self, why: WrongNodeError) -> None:
         """A new channel, which resolves the address again: the old one reached another
         node (its host name now resolves elsewhere, but a live connection keeps the old IP).

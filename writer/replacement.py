@@ -31,6 +31,9 @@ log = logging.getLogger("sixfold.writer")
 SETTLE_POLL_S = 0.25  # how often a change in progress checks the new and old nodes' SCLs
 AUTO_REPLACE_POLL_S = 1.0  # how often the writer looks for members down too long
 MEMBERSHIP_CALL_TIMEOUTS = CallTimeouts(quick_s=3.0, bulk_s=3.0)
+# Beyond the channels' longest reconnect backoff (sixfold/clients.py): a spare just started
+# again is not taken for unreachable while its channel waits to redial.
+RECONNECT_WAIT_S = 2.0
 
 
 def _switcher(
@@ -67,6 +70,7 @@ async def begin_replacement(
         raise MembershipError(
             f"{old} holds no position in the volume (members: {', '.join(core.membership.holders)})"
         )
+    await asyncio.gather(*(by_name[n].connected(RECONNECT_WAIT_S) for n in (old, new)))
     machine = Begin(core.membership, core.epoch, core.vdl, old, new, force)
     try:
         begun = await drive(
