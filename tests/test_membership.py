@@ -244,7 +244,7 @@ def test_begin_refuses_a_spare_with_data_and_a_store_short_of_a_quorum() -> None
 
 def test_settle_keeps_its_outcome_across_rounds() -> None:
     moving = Membership.initial().begin("c2", "c3")
-    settling = Settle(durable_point=50, revertible=True)
+    settling = Settle(durable_point=50, revertible=True, choices={})
     fail_store = {"yes": True}
 
     def answer(node: str, request: object) -> object:
@@ -258,3 +258,39 @@ def test_settle_keeps_its_outcome_across_rounds() -> None:
     answer_new = lambda n, r: _report(n, scl=80)  # noqa: E731  now the new node is complete too
     done, switched = _run(settling.round(moving, 2), answer_new)
     assert done and switched == [moving.revert()]  # the chosen outcome, not a completion
+
+
+def test_a_second_settle_keeps_the_outcome_the_first_chose() -> None:
+    """A writer may start settling a change again (an adoption from the nodes, a recovery
+    carrying it on) while its first settle's stores are still on their way: the second must
+    store the outcome the first chose, never the other one at the same epoch (the simulator
+    found two outcomes at one membership epoch on different nodes so)."""
+    moving = Membership.initial().begin("c2", "c3")
+    choices: dict[int, Membership] = {}
+
+    def old_back_first(node: str, request: object) -> object:
+        if isinstance(request, SetMembership):
+            return NodeDownError(f"{node}: deadline exceeded")  # it may land later, though
+        return _report(node, scl={"c3": 10, "c2": 60}.get(node, 60))
+
+    with pytest.raises(MembershipError):  # revert chosen, its store not confirmed
+        _run(Settle(50, True, choices).round(moving, 2), old_back_first)
+    now_new_complete = lambda n, r: _report(n, scl=80)  # noqa: E731
+    done, switched = _run(Settle(50, True, choices).round(moving, 2), now_new_complete)
+    assert done and switched == [moving.revert()]
+
+
+def test_two_settles_running_at_once_store_one_outcome() -> None:
+    """An adoption's settle and the operator's run side by side: the one that chooses while
+    the other waits for its answers decides for both (seed 80 of the simulator stored the
+    revert on five nodes and the completion on one, at one membership epoch)."""
+    moving = Membership.initial().begin("c2", "c3")
+    choices: dict[int, Membership] = {}
+    first = Settle(50, True, choices).round(moving, 2)
+    asked = first.send(None)  # waits for the new and old nodes' SCLs
+    assert set(asked) == {"c2", "c3"}
+    now_new_complete = lambda n, r: _report(n, scl=80)  # noqa: E731
+    done, switched = _run(Settle(50, True, choices).round(moving, 2), now_new_complete)
+    assert done and switched == [moving.complete()]
+    stores = first.send({"c3": _report("c3", scl=10), "c2": _report("c2", scl=60)})
+    assert {r.membership for r in stores.values()} == {moving.complete()}  # not a revert

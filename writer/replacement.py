@@ -161,7 +161,9 @@ async def settle_change(writer: Writer, durable_point: int, revertible: bool) ->
     and ship by it (sixfold/core/replacement.py Settle). Runs until the change settles or the
     writer is fenced."""
     by_name = {c.name: c for c in writer.clients}
-    settling = Settle(durable_point, revertible)
+    if (pipeline := writer.pipeline) is None:
+        return
+    settling = Settle(durable_point, revertible, pipeline.log.settle_choices)
     while (pipeline := writer.pipeline) is not None and not pipeline.fenced:
         core = pipeline.log
         change = core.membership.change

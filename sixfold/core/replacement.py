@@ -125,30 +125,46 @@ class Begin:
 
 class Settle:
     """Step 3 for a change in progress that began at `durable_point` (`revertible`: the old
-    node's return reverts it; not after `--force`, which replaces a node that is up)."""
+    node's return reverts it; not after `--force`, which replaces a node that is up).
 
-    def __init__(self, durable_point: int, revertible: bool) -> None:
+    `choices` is the writer's (CommitLog.settle_choices): the outcome chosen for each
+    transitional membership epoch, shared by every Settle the writer runs. A settle whose
+    store failed may still land on some nodes later; another settle that chose anew (the old
+    node back first, then the new one complete) would store the other outcome at the same
+    membership epoch, and the nodes would then disagree about who holds the position."""
+
+    def __init__(
+        self, durable_point: int, revertible: bool, choices: dict[int, Membership]
+    ) -> None:
         self.durable_point = durable_point
         self.revertible = revertible
-        self.chosen: Membership | None = None  # kept across rounds once chosen
+        self.choices = choices
+        self.epoch: int | None = None  # the transitional membership epoch it settles
 
     def round(self, membership: Membership, volume_epoch: int) -> Generator[Step, Any, bool]:
         """One attempt; True once the change is settled (or none is in progress)."""
         change = membership.change
-        if change is None or (self.chosen is not None and self.chosen.epoch <= membership.epoch):
+        if self.epoch is None:
+            self.epoch = membership.epoch
+        if change is None or membership.epoch != self.epoch:
             return True  # settled meanwhile (by another writer, or adopted from the nodes)
-        if self.chosen is None:
+        chosen = self.choices.get(membership.epoch)
+        if chosen is None:
             asked = [change.new, *([change.old] if self.revertible else [])]
             answers = yield {n: GetState() for n in asked}
             new_scl = serving_scl(answers[change.new]) or 0
             old_scl = serving_scl(answers[change.old]) if self.revertible else None
-            self.chosen = settle(membership, new_scl, old_scl, self.durable_point)
-            if self.chosen is None:
+            choice = settle(membership, new_scl, old_scl, self.durable_point)
+            if choice is None:
                 return False
+            # Kept: a retry stores the same one. Another settle may have chosen while this
+            # one waited for the answers (an adoption runs one beside the operator's): the
+            # first choice stands.
+            chosen = self.choices.setdefault(membership.epoch, choice)
         # The node leaving learns it too, if it answers: it is no longer a member.
-        targets = self.chosen.nodes | membership.nodes
-        yield from store(self.chosen, targets, self.chosen.old_set, volume_epoch)
-        yield SwitchMembership(self.chosen)
+        targets = chosen.nodes | membership.nodes
+        yield from store(chosen, targets, chosen.old_set, volume_epoch)
+        yield SwitchMembership(chosen)
         return True
 
 

@@ -176,7 +176,7 @@ class SimWriter(Actor):
         self.sim.on_recovered(self, plan.epoch, plan.vdl, plan.truncation)
         self.sim.on_membership(result.membership)
         if result.membership.change is not None:  # writer/writer.py: carry the change on
-            self.spawn(self._settle(Settle(plan.vdl, revertible=True)))
+            self.spawn(self._settle(Settle(plan.vdl, True, self.log.settle_choices)))
 
     def on_instance_call(self, request: Message) -> None:
         """An instance's GetWriterState or Drain: answered unless paused (it answers once it
@@ -307,7 +307,7 @@ class SimWriter(Actor):
         finally:
             self.replacing = False
         self.sim.trace_event(f"{self.name}: {describe(begun.membership)}")
-        yield from self._settle(Settle(begun.durable_point, revertible=not force))
+        yield from self._settle(Settle(begun.durable_point, not force, core.settle_choices))
 
     def _settle(self, settling: Settle) -> Task:
         """writer/replacement.py settle_change: a round every few ticks until it settles."""
@@ -348,7 +348,7 @@ class SimWriter(Actor):
         if newest is not None:
             self.sim.trace_event(f"{self.name}: adopted {describe(newest)}")
             if newest.change is not None:
-                yield from self._settle(Settle(core.vdl, revertible=True))
+                yield from self._settle(Settle(core.vdl, True, core.settle_choices))
 
     def _switch(self, step: SwitchMembership) -> int | None:
         """The machines' local step (writer/replacement.py _switcher): ship by the membership
