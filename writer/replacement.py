@@ -161,10 +161,12 @@ async def settle_change(writer: Writer, durable_point: int, revertible: bool) ->
     and ship by it (sixfold/core/replacement.py Settle). Runs until the change settles or the
     writer is fenced."""
     by_name = {c.name: c for c in writer.clients}
-    if (pipeline := writer.pipeline) is None:
+    pipeline = writer.pipeline
+    if pipeline is None:
         return
+    # This writer's choices (its volume epoch's): a later pipeline settles with its own.
     settling = Settle(durable_point, revertible, pipeline.log.settle_choices)
-    while (pipeline := writer.pipeline) is not None and not pipeline.fenced:
+    while writer.pipeline is pipeline and not pipeline.fenced:
         core = pipeline.log
         change = core.membership.change
         if change is None:
