@@ -10,11 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.clients import NodeDownError
-from sixfold.core.errors import MembershipError
+from sixfold.core.errors import MembershipError, SixfoldError
 from sixfold.core.membership import (
     POSITIONS,
     Membership,
     Spare,
+    membership_is_news,
+    newest_membership,
     plan_replacement,
     settle,
 )
@@ -294,3 +296,50 @@ def test_two_settles_running_at_once_store_one_outcome() -> None:
     assert done and switched == [moving.complete()]
     stores = first.send({"c3": _report("c3", scl=10), "c2": _report("c2", scl=60)})
     assert {r.membership for r in stores.values()} == {moving.complete()}  # not a revert
+
+
+class _Volume:
+    """Each node's stored membership and sealed volume epoch, refusing as a node does."""
+
+    def __init__(self, membership: Membership, sealed: dict[str, int]) -> None:
+        self.held = {n: membership for n in membership.nodes}
+        self.sealed = sealed
+
+    def answer(self, node: str, request: object) -> object:
+        if isinstance(request, SetMembership):
+            try:
+                if membership_is_news(
+                    self.held[node], request.membership, request.volume_epoch, self.sealed[node]
+                ):
+                    self.held[node] = request.membership
+            except SixfoldError as exc:
+                return exc
+        return _report(node, scl=80, membership=self.held[node])
+
+
+def test_a_deposed_writers_outcome_on_one_node_never_rivals_its_successors() -> None:
+    """The writer of volume epoch 2 chose to revert a change, and its store reached only a1
+    (the others were sealed at 3 by then). Its successor, finding the change at recovery,
+    must not settle at the same membership epoch: a later recovery that hears from a1 would
+    take either outcome as the newest. It stores the change again one epoch on first."""
+    moving = Membership.initial().begin("c2", "c3")
+    volume = _Volume(moving, sealed={n: 3 for n in moving.nodes} | {"a1": 2})
+    old_back = lambda n, r: _report(n, scl={"c3": 10}.get(n, 60))  # noqa: E731
+    deposed = Settle(50, True, {}).round(moving, 2)
+    asked = deposed.send(None)
+    stores = deposed.send({n: old_back(n, r) for n, r in asked.items()})
+    assert {r.membership for r in stores.values()} == {moving.revert()}
+    with pytest.raises(MembershipError, match="reached only a1"):
+        deposed.send({n: volume.answer(n, r) for n, r in stores.items()})
+
+    successor = Settle(60, True, {}, renew=True)
+    membership, rounds = moving, []
+    for _ in range(3):
+        done, switched = _run(successor.round(membership, 3), volume.answer)
+        rounds.append(done)
+        membership = switched[-1] if switched else membership
+        if done:
+            break
+    assert rounds == [False, True] and membership == moving.renewed().complete()
+    later = newest_membership(volume.held[n] for n in ("a1", "a2", "b1", "b2"))
+    assert later == membership  # not a1's revert

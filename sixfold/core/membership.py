@@ -156,6 +156,14 @@ class Membership:
         self._in_progress()
         return replace(self, epoch=self.epoch + 1, change=None)
 
+    def renewed(self) -> Membership:
+        """The same change at the next epoch: a writer that did not begin it stores this
+        before it settles. A deposed writer's outcome may still reach a node or two at the
+        epoch after the old one; it is then older than anything this writer stores, never
+        a rival at the same epoch."""
+        self._in_progress()
+        return replace(self, epoch=self.epoch + 1)
+
     def _in_progress(self) -> Change:
         if self.change is None:
             raise MembershipError(f"no membership change is in progress at epoch {self.epoch}")

@@ -127,18 +127,29 @@ class Settle:
     """Step 3 for a change in progress that began at `durable_point` (`revertible`: the old
     node's return reverts it; not after `--force`, which replaces a node that is up).
 
-    `choices` is the writer's (CommitLog.settle_choices): the outcome chosen for each
-    transitional membership epoch, shared by every Settle the writer runs. A settle whose
-    store failed may still land on some nodes later; another settle that chose anew (the old
-    node back first, then the new one complete) would store the other outcome at the same
-    membership epoch, and the nodes would then disagree about who holds the position."""
+    `choices` is the writer's (CommitLog.settle_choices): what it stores next for each
+    transitional membership epoch, shared by every Settle it runs, the first choice standing.
+    A settle whose store failed may still land on some nodes later; another settle that
+    chose anew (the old node back first, then the new one complete) would store the other
+    outcome at the same membership epoch, and the nodes would then disagree about who holds
+    the position.
+
+    `renew`: this writer did not begin the change (it found it at recovery, or adopted it
+    from the nodes). A writer before it may have chosen an outcome and stored it on a node
+    or two; so it first stores the change again at the next epoch (Membership.renewed), and
+    chooses at that one, unless the membership is a renewal of its own."""
 
     def __init__(
-        self, durable_point: int, revertible: bool, choices: dict[int, Membership]
+        self,
+        durable_point: int,
+        revertible: bool,
+        choices: dict[int, Membership],
+        renew: bool = False,
     ) -> None:
         self.durable_point = durable_point
         self.revertible = revertible
         self.choices = choices
+        self.renew = renew
         self.epoch: int | None = None  # the transitional membership epoch it settles
 
     def round(self, membership: Membership, volume_epoch: int) -> Generator[Step, Any, bool]:
@@ -149,6 +160,11 @@ class Settle:
         if change is None or membership.epoch != self.epoch:
             return True  # settled meanwhile (by another writer, or adopted from the nodes)
         chosen = self.choices.get(membership.epoch)
+        # Renewed once: a renewal of its own, adopted back from the nodes, is not renewed
+        # again (each renewal makes the nodes refuse the epoch before it, and so another
+        # adoption).
+        if chosen is None and self.renew and membership not in self.choices.values():
+            chosen = self.choices.setdefault(membership.epoch, membership.renewed())
         if chosen is None:
             asked = [change.new, *([change.old] if self.revertible else [])]
             answers = yield {n: GetState() for n in asked}
@@ -165,6 +181,9 @@ class Settle:
         targets = chosen.nodes | membership.nodes
         yield from store(chosen, targets, chosen.old_set, volume_epoch)
         yield SwitchMembership(chosen)
+        if chosen.change is not None:  # renewed: settle it at its new epoch
+            self.epoch, self.renew = chosen.epoch, False
+            return False
         return True
 
 

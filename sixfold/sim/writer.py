@@ -176,7 +176,7 @@ class SimWriter(Actor):
         self.sim.on_recovered(self, plan.epoch, plan.vdl, plan.truncation)
         self.sim.on_membership(result.membership)
         if result.membership.change is not None:  # writer/writer.py: carry the change on
-            self.spawn(self._settle(Settle(plan.vdl, True, self.log.settle_choices)))
+            self.spawn(self._settle(Settle(plan.vdl, True, self.log.settle_choices, renew=True)))
 
     def on_instance_call(self, request: Message) -> None:
         """An instance's GetWriterState or Drain: answered unless paused (it answers once it
@@ -348,7 +348,7 @@ class SimWriter(Actor):
         if newest is not None:
             self.sim.trace_event(f"{self.name}: adopted {describe(newest)}")
             if newest.change is not None:
-                yield from self._settle(Settle(core.vdl, True, core.settle_choices))
+                yield from self._settle(Settle(core.vdl, True, core.settle_choices, renew=True))
 
     def _switch(self, step: SwitchMembership) -> int | None:
         """The machines' local step (writer/replacement.py _switcher): ship by the membership
