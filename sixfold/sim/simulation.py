@@ -81,7 +81,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sixfold.core.membership import Membership
+from sixfold.core.membership import Membership, describe
 from sixfold.core.quorum import NODE_AZ, NODE_NAMES, SPARE_NAMES, WRITE_QUORUM
 from sixfold.core.record import RedoRecord
 from sixfold.core.truncation import TruncationRange
@@ -610,12 +610,25 @@ class Simulation:
                 if n.name in self.membership.nodes  # a spare or a replaced node keeps its log
             }
             if not any(left.values()):
+                break
+            self.step(faults=False)
+        else:
+            stuck = {n: f"{len(lsns)} from LSN {min(lsns)}" for n, lsns in left.items() if lsns}
+            self.fail(
+                f"logs did not drain below the durable point {target} within "
+                f"{DRAIN_TICKS_MAX} ticks after the faults: {stuck}"
+            )
+        self._settle_membership()
+
+    def _settle_membership(self) -> None:
+        """A membership change in progress settles once the faults stop: every node is up."""
+        for _ in range(DRAIN_TICKS_MAX):
+            if self.membership.change is None:
                 return
             self.step(faults=False)
-        stuck = {name: f"{len(lsns)} from LSN {min(lsns)}" for name, lsns in left.items() if lsns}
         self.fail(
-            f"logs did not drain below the durable point {target} within "
-            f"{DRAIN_TICKS_MAX} ticks after the faults: {stuck}"
+            f"the membership change of epoch {self.membership.epoch} did not settle within "
+            f"{DRAIN_TICKS_MAX} ticks after the faults ({describe(self.membership)})"
         )
 
     # -- invariants -------------------------------------------------------------------------------
