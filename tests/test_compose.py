@@ -125,7 +125,7 @@ def compose_cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         wait_writer_ready(env)
         yield env
     finally:
-        logs = compose("logs", "--no-color", "--tail", "30")
+        logs = compose(*ALL_PROFILES, "logs", "--no-color", "--tail", "30")
         down = compose(*ALL_PROFILES, "down", "-v", "--remove-orphans")
         print(logs.stdout[-5000:])
         assert down.returncode == 0, down.stderr
