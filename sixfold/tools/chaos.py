@@ -214,11 +214,9 @@ async def replace_step(target, args: argparse.Namespace, say: Narrator, load: Lo
     say.say(f"5. {LOST}'s disk is lost for good: kill it, remove its data, replace it with {SPARE}")
     target.lose_disk(LOST)
     acks = load.acked_count
-    writer = await asyncio.to_thread(target.find_writer_address)
-    try:
-        await membership_tool.begin(writer, LOST, SPARE, force=False)
-    except MembershipError as exc:
-        say.say(f"   (step skipped: {exc})")
+    refused = await begin_replacement(target, args.limit)
+    if refused is not None:
+        say.say(f"   (step skipped: {refused})")
         target.start([LOST])
         return
 
@@ -252,6 +250,32 @@ async def replace_step(target, args: argparse.Namespace, say: Narrator, load: Lo
         f"   all six positions complete through the newest LSN at the restart, {took:.1f} s "
         "after it"
     )
+
+
+async def begin_replacement(target, limit_s: float) -> str | None:
+    """Begin replacing LOST with SPARE on the writer; None once begun, else the refusal.
+
+    The writer found may not answer: an instance that has just restarted, or handed the role
+    over, a moment ago. Then the writer is looked up and asked again until `limit_s`; a call
+    that failed may still have begun the change, which the next call's refusal then names."""
+    deadline = time.monotonic() + limit_s
+    retried = False
+    while True:
+        writer = await asyncio.to_thread(target.find_writer_address)
+        try:
+            await membership_tool.begin(writer, LOST, SPARE, force=False)
+            return None
+        except MembershipError as exc:
+            if retried:
+                m = await membership_tool.writer_membership(writer)
+                if m.change_position or SPARE in m.holders:
+                    return None  # an earlier call began it
+            return str(exc)
+        except (NodeDownError, NotWriterError):
+            if time.monotonic() > deadline:
+                raise
+            retried = True
+            await asyncio.sleep(POLL_S)
 
 
 async def writer_takeover(target, args: argparse.Namespace, say: Narrator, load: Load) -> None:
