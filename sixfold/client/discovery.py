@@ -32,6 +32,9 @@ def topology_of(address: str, timeout: float = TOPOLOGY_TIMEOUT_S) -> pb.Topolog
         return stub.GetTopology(pb.GetTopologyRequest(), timeout=timeout)
 
 
+SLOW_SEEDS_WAIT_FACTOR = 4  # the second look's wait, as a multiple of the first's
+
+
 def newest_topology(seeds: Iterable[str], timeout: float = TOPOLOGY_TIMEOUT_S) -> pb.Topology:
     """The answer with the newest epoch among the first few seeds that name a writer."""
     answers: list[pb.Topology] = []
@@ -67,8 +70,13 @@ def writer_client_address(topology: pb.Topology) -> str:
 
 
 def current_writer_address(seeds: list[str], fallback: str, timeout: float = 0.5) -> str:
-    """Where clients reach the writer now, or `fallback` when no seed names one."""
-    try:
-        return writer_client_address(newest_topology(seeds, timeout))
-    except NoWriterError:
-        return fallback
+    """Where clients reach the writer now, or `fallback` when no seed names one. Asked once
+    more with a longer wait first: on a loaded machine every instance may miss `timeout`,
+    and the fallback may be a reader by now (the chaos tool and a compose test sent their
+    calls to one so)."""
+    for wait in (timeout, timeout * SLOW_SEEDS_WAIT_FACTOR):
+        try:
+            return writer_client_address(newest_topology(seeds, wait))
+        except NoWriterError:
+            continue
+    return fallback
