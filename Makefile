@@ -35,7 +35,7 @@ system-tools:
 	    { apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; }; \
 	else echo "note:$$missing missing: the tests that need them are skipped (install them as root)"; fi
 
-test: $(STAMP) system-tools  ## lint, then every test (three workers; the slowest tests listed at the end)
+test: $(STAMP) system-tools  ## lint, then every test (two workers; the slowest tests listed at the end)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
