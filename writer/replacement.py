@@ -70,7 +70,9 @@ async def begin_replacement(
         raise MembershipError(
             f"{old} holds no position in the volume (members: {', '.join(core.membership.holders)})"
         )
-    await asyncio.gather(*(by_name[n].connected(RECONNECT_WAIT_S) for n in (old, new)))
+    # Only the spare's: a member's channel is kept busy by the appends, and waiting on a dead
+    # one would delay every replacement of a dead node by the whole wait.
+    await by_name[new].connected(RECONNECT_WAIT_S)
     machine = Begin(core.membership, core.epoch, core.vdl, old, new, force)
     try:
         begun = await drive(
