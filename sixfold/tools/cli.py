@@ -725,7 +725,8 @@ class ToolCommand:
     module: str
     fn: Callable[[argparse.Namespace], int]
     add_arguments: str = "add_arguments"
-    description: str | None = None  # None: the module's docstring
+    description: str | None = None  # None: the module's docstring if `doc`, else the help
+    doc: bool = True
 
 
 TOOL_COMMANDS = (
@@ -743,6 +744,7 @@ TOOL_COMMANDS = (
         "a register workload under injected faults, checked for linearizability",
         "sixfold.tools.fuzz",
         cmd_fuzz,
+        doc=False,
     ),
     ToolCommand(
         "soak",
@@ -755,6 +757,7 @@ TOOL_COMMANDS = (
         "commit throughput and latency on a fresh local cluster",
         "sixfold.tools.bench",
         cmd_bench,
+        doc=False,
     ),
     ToolCommand(
         "bench-restart",
@@ -818,7 +821,7 @@ def _add_tool_command(
     if wanted is not None and tool.name not in wanted:
         return
     module = importlib.import_module(tool.module)
-    p.description = tool.description or module.__doc__
+    p.description = tool.description or (module.__doc__ if tool.doc else None)
     getattr(module, tool.add_arguments)(p)
 
 
