@@ -157,8 +157,9 @@ class CommitLog:
         self.waiters: deque[Waiter] = deque()  # LSN and deadline ascend together
         self.shippers = {name: NodeShipper(name, next_lsn, limits) for name in nodes}
         self.membership = self.durability.membership  # who counts towards a quorum
-        # The outcome this writer chose for each change it settles, by transitional epoch
-        # (sixfold/core/replacement.py Settle): chosen once, whichever settle runs it.
+        # What this writer stores next for each change it settles, by transitional epoch:
+        # the outcome, or the change renewed (sixfold/core/replacement.py Settle). Chosen
+        # once, whichever settle runs it.
         self.settle_choices: dict[int, Membership] = {}
         # Recounted whenever a shipper's liveness may change:
         self._live = len(self.shippers)
