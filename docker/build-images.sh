@@ -22,7 +22,8 @@ cd "$(dirname "$0")/.."
 upstream_base=python:3.11-slim
 local_base=${SIXFOLD_LOCAL_BASE:-sixfold-base:bookworm}
 image=${SIXFOLD_IMAGE:-sixfold:latest}
-build_image=${image%%:*}-build:cache  # the build stage, tagged so that it is not dangling
+deps_image=${image%%:*}-deps:cache  # the intermediate stages, tagged so that they are not dangling
+build_image=${image%%:*}-build:cache
 pull_timeout=${SIXFOLD_PULL_TIMEOUT:-20}
 wheelhouse_mode=${SIXFOLD_WHEELHOUSE:-auto}
 wheelhouse=docker/wheelhouse
@@ -144,10 +145,11 @@ esac
 log "python dependencies: $deps_path"
 
 # ---- 3. the image ------------------------------------------------------------------------
-# The build stage is tagged too: the legacy builder would leave it as a dangling <none> image,
-# and it is the layer cache that makes a rerun fast. --force-rm: a failed step leaves no
+# The deps and build stages are tagged too: the legacy builder would leave them as dangling
+# <none> images, and they are the layer cache that makes a rerun fast. --force-rm: a failed step leaves no
 # stopped container holding an image that could then never be pruned.
 log "docker build -f docker/Dockerfile --build-arg BASE_IMAGE=$base -t $image ."
+docker build --force-rm -f docker/Dockerfile --build-arg "BASE_IMAGE=$base" --target deps -t "$deps_image" .
 docker build --force-rm -f docker/Dockerfile --build-arg "BASE_IMAGE=$base" --target build -t "$build_image" .
 docker build --force-rm -f docker/Dockerfile --build-arg "BASE_IMAGE=$base" -t "$image" .
 # Images this script built before and that no tag or container uses any more.
