@@ -191,3 +191,19 @@ def local_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lo
         yield c
     finally:
         c.down()
+
+
+TEST_TIMES_VARIABLE = "SIXFOLD_TEST_TIMES"  # a file: one line per test phase, for lane analysis
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With $SIXFOLD_TEST_TIMES set, append `worker phase seconds start nodeid` per test phase:
+    which xdist worker ran what, and when (the suite's time is its slowest worker's)."""
+    path = os.environ.get(TEST_TIMES_VARIABLE)
+    if not path:
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(path, "a") as out:
+        out.write(
+            f"{worker} {report.when} {report.duration:.2f} {report.start:.2f} {report.nodeid}\n"
+        )
