@@ -691,6 +691,12 @@ def cmd_bench_hydrate(args: argparse.Namespace) -> int:
     return hydratebench_main(args)
 
 
+def cmd_bench_transport(args: argparse.Namespace) -> int:
+    from sixfold.tools.transportbench import main as transportbench_main
+
+    return transportbench_main(args)
+
+
 def cmd_bench_clone(args: argparse.Namespace) -> int:
     from sixfold.tools.clonebench import main as clonebench_main
 
@@ -796,6 +802,18 @@ TOOL_COMMANDS = (
         "a secondary region's replication lag under load, and the primary's rate",
         "sixfold.tools.regionbench",
         cmd_bench_region,
+    ),
+    ToolCommand(
+        "bench-transport",
+        "one message's server CPU by transport: gRPC unary, gRPC stream, framed TCP",
+        "sixfold.tools.transportbench",
+        cmd_bench_transport,
+        description="Serves each kind of message from a server process of its own on loopback "
+        "(uvloop), answered at once, and prints messages/s and the server's and this client's "
+        "CPU per message. Modes: unary (a WritePages call with one page change), unary-guard "
+        "(the same behind sixfold's interceptor), stream (an AppendBatch and its ack on "
+        "AppendStream), framed (the same batch and ack on plain TCP), store (what a node does "
+        "with one batch besides receiving it: CRCs, LMDB put and commit with fsync).",
     ),
     ToolCommand(
         "bench-sql",
