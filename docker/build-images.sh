@@ -146,8 +146,8 @@ log "python dependencies: $deps_path"
 
 # ---- 3. the image ------------------------------------------------------------------------
 # The deps and build stages are tagged too: the legacy builder would leave them as dangling
-# <none> images, and they are the layer cache that makes a rerun fast. --force-rm: a failed step leaves no
-# stopped container holding an image that could then never be pruned.
+# <none> images, and they are the layer cache that makes a rerun fast. --force-rm: a failed
+# step leaves no stopped container holding an image that could then never be pruned.
 log "docker build -f docker/Dockerfile --build-arg BASE_IMAGE=$base -t $image ."
 docker build --force-rm -f docker/Dockerfile --build-arg "BASE_IMAGE=$base" --target deps -t "$deps_image" .
 docker build --force-rm -f docker/Dockerfile --build-arg "BASE_IMAGE=$base" --target build -t "$build_image" .

@@ -200,9 +200,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """With $SIXFOLD_TEST_TIMES set, append `worker phase seconds start nodeid` per test phase:
     which xdist worker ran what, and when (the suite's time is its slowest worker's)."""
     path = os.environ.get(TEST_TIMES_VARIABLE)
-    if not path:
-        return
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not path or (worker is None and hasattr(report, "node")):
+        return  # not asked, or xdist's controller passing on a worker's report (logged there)
+    worker = worker or "main"
     with open(path, "a") as out:
         out.write(
             f"{worker} {report.when} {report.duration:.2f} {report.start:.2f} {report.nodeid}\n"
