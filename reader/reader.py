@@ -68,7 +68,8 @@ class Reader:
         """A node's state, from its watch stream or a poll: its SCL and learned VDL."""
         self.node_states[node] = state
         self.pages.note_scl(node, state.scl if state.serving else 0)
-        if state.membership.epoch > self.pages.choice.membership.epoch:
+        view = state.membership
+        if (view.epoch, view.writer_epoch) > self.pages.choice.membership.rank:
             membership = membership_or_none(state.membership)
             if membership is not None:
                 self.pages.note_membership(membership)

@@ -25,7 +25,7 @@ class PageReader:
 
     def note_membership(self, membership: Membership) -> None:
         """Count quorum reads by the newest membership heard of (never an older one)."""
-        if membership.epoch > self.choice.membership.epoch:
+        if membership.is_newer_than(self.choice.membership):
             self.choice.membership = membership
 
     async def read(self, page_no: int, lsn: int, min_epoch: int) -> tuple[bytes, int]:

@@ -170,6 +170,7 @@ def membership_to_proto(m: Membership) -> pb.MembershipView:
         change_position=c.position if c else "",
         change_old=c.old if c else "",
         change_new=c.new if c else "",
+        writer_epoch=m.writer_epoch,
     )
 
 
@@ -184,7 +185,7 @@ def membership_from_proto(view: pb.MembershipView) -> Membership | None:
         else None
     )
     try:
-        return checked_membership(view.epoch, tuple(view.holders), change)
+        return checked_membership(view.epoch, tuple(view.holders), change, view.writer_epoch)
     except MembershipError as exc:
         raise errors.InvalidRequestError(f"malformed membership: {exc}") from None
 

@@ -514,7 +514,14 @@ def _dump_progress(progress: HydrationProgress) -> str:
 
 def _dump_membership(m: Membership) -> str:
     change = [m.change.position, m.change.old, m.change.new] if m.change else None
-    return json.dumps({"epoch": m.epoch, "holders": list(m.holders), "change": change})
+    return json.dumps(
+        {
+            "epoch": m.epoch,
+            "holders": list(m.holders),
+            "change": change,
+            "writer_epoch": m.writer_epoch,
+        }
+    )
 
 
 def parse_membership(raw: str | None, path: Path) -> Membership:
@@ -523,7 +530,9 @@ def parse_membership(raw: str | None, path: Path) -> Membership:
     try:
         data = json.loads(raw)
         change = Change(*data["change"]) if data["change"] else None
-        return checked_membership(int(data["epoch"]), tuple(data["holders"]), change)
+        # writer_epoch: absent in what a node stored before it kept it (then 0, the oldest)
+        writer_epoch = int(data.get("writer_epoch", 0))
+        return checked_membership(int(data["epoch"]), tuple(data["holders"]), change, writer_epoch)
     except (ValueError, TypeError, KeyError, MembershipError) as exc:
         raise DataFormatError(f"{path}: unreadable membership {raw[:80]!r}: {exc}") from exc
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.clients import NodeDownError
-from sixfold.core.errors import MembershipError, SixfoldError
+from sixfold.core.errors import InvalidRequestError, MembershipError, SixfoldError, StaleEpochError
 from sixfold.core.membership import (
     POSITIONS,
     Membership,
@@ -20,7 +20,7 @@ from sixfold.core.membership import (
     plan_replacement,
     settle,
 )
-from sixfold.core.node_requests import SetMembership
+from sixfold.core.node_requests import Seal, SetMembership
 from sixfold.core.quorum import NODE_AZ, READ_QUORUM, WRITE_QUORUM
 from sixfold.core.recovery import SegmentReport
 from sixfold.core.replacement import Begin, Begun, Settle, SwitchMembership
@@ -29,7 +29,7 @@ EXAMPLES_MAX = 300
 
 
 def _moving(position: str) -> Membership:
-    return Membership.initial().begin(position, "spare")
+    return Membership.initial().begin(position, "spare", 1)
 
 
 def _naive_write_quorums(members: frozenset[str]) -> list[frozenset[str]]:
@@ -79,13 +79,15 @@ def test_the_vcl_of_a_change_is_what_both_sets_have() -> None:
 
 def test_a_change_completes_or_reverts_each_at_a_new_epoch() -> None:
     stable = Membership.initial()
-    moving = stable.begin("b2", "b3")
+    moving = stable.begin("b2", "b3", 2)
     assert moving.epoch == stable.epoch + 1 and moving.nodes == stable.nodes | {"b3"}
-    assert settle(moving, new_scl=40, old_scl=None, durable_point=50) is None
-    done = settle(moving, new_scl=50, old_scl=None, durable_point=50)
+    assert settle(moving, new_scl=40, old_scl=None, durable_point=50, writer_epoch=2) is None
+    done = settle(moving, new_scl=50, old_scl=None, durable_point=50, writer_epoch=2)
     assert done is not None and done.epoch == moving.epoch + 1 and done.change is None
     assert done.holders[POSITIONS.index("b2")] == "b3" and done.position_of("b3") == "b2"
-    back = settle(moving, new_scl=10, old_scl=55, durable_point=50)  # b2 returned first
+    back = settle(
+        moving, new_scl=10, old_scl=55, durable_point=50, writer_epoch=2
+    )  # b2 returned first
     assert back is not None and back.holders == stable.holders and back.epoch == moving.epoch + 1
 
 
@@ -93,21 +95,27 @@ def test_replacements_are_refused_with_nothing_changed() -> None:
     stable = Membership.initial()
     spare = Spare("a3", "a")
     with pytest.raises(MembershipError, match="in AZ b, but position a2 is in AZ a"):
-        plan_replacement(stable, "a2", Spare("b3", "b"), "vol-1", old_in_sync=False)
+        plan_replacement(stable, "a2", Spare("b3", "b"), "vol-1", old_in_sync=False, writer_epoch=2)
     with pytest.raises(MembershipError, match="holds data of another volume"):
-        plan_replacement(stable, "a2", Spare("a3", "a", "vol-2"), "vol-1", old_in_sync=False)
+        plan_replacement(
+            stable, "a2", Spare("a3", "a", "vol-2"), "vol-1", old_in_sync=False, writer_epoch=2
+        )
     with pytest.raises(MembershipError, match=r"alive and in sync.*--force"):
-        plan_replacement(stable, "a2", spare, "vol-1", old_in_sync=True)
-    moving = plan_replacement(stable, "a2", spare, "vol-1", old_in_sync=True, force=True)
+        plan_replacement(stable, "a2", spare, "vol-1", old_in_sync=True, writer_epoch=2)
+    moving = plan_replacement(
+        stable, "a2", spare, "vol-1", old_in_sync=True, writer_epoch=2, force=True
+    )
     with pytest.raises(MembershipError, match="a membership change is in progress"):
-        plan_replacement(moving, "b1", Spare("b3", "b"), "vol-1", old_in_sync=False)
+        plan_replacement(moving, "b1", Spare("b3", "b"), "vol-1", old_in_sync=False, writer_epoch=2)
     with pytest.raises(MembershipError, match="holds no position"):
-        plan_replacement(stable, "z9", spare, "vol-1", old_in_sync=False)
+        plan_replacement(stable, "z9", spare, "vol-1", old_in_sync=False, writer_epoch=2)
     with pytest.raises(MembershipError, match="already holds position"):
-        stable.begin("a2", "b1")
+        stable.begin("a2", "b1", 2)
     with pytest.raises(MembershipError, match="no membership change is in progress"):
-        stable.complete()
-    ok = plan_replacement(stable, "a2", Spare("a3", "a", "vol-1"), "vol-1", old_in_sync=False)
+        stable.complete(2)
+    ok = plan_replacement(
+        stable, "a2", Spare("a3", "a", "vol-1"), "vol-1", old_in_sync=False, writer_epoch=2
+    )
     assert ok.change is not None and ok.az_of("a3") == NODE_AZ["a2"]
 
 
@@ -189,7 +197,7 @@ def test_a_completed_change_makes_durable_what_the_new_set_already_holds() -> No
     for node in ("a1", "a2", "b1", "spare"):  # 3 of the old set, 4 of the new
         log.on_scl(node, 1)
     assert log.vdl == 0 and len(log.waiters) == 1
-    joined, left, acked = log.change_membership(moving.complete())
+    joined, left, acked = log.change_membership(moving.complete(2))
     assert (joined, left) == ([], ["c2"])
     assert log.vdl == 1 and acked.vdl_advanced and [w.lsn for w in acked.released] == [1]
 
@@ -245,7 +253,7 @@ def test_begin_refuses_a_spare_with_data_and_a_store_short_of_a_quorum() -> None
 
 
 def test_settle_keeps_its_outcome_across_rounds() -> None:
-    moving = Membership.initial().begin("c2", "c3")
+    moving = Membership.initial().begin("c2", "c3", 2)
     settling = Settle(durable_point=50, revertible=True, choices={})
     fail_store = {"yes": True}
 
@@ -259,7 +267,7 @@ def test_settle_keeps_its_outcome_across_rounds() -> None:
     fail_store["yes"] = False
     answer_new = lambda n, r: _report(n, scl=80)  # noqa: E731  now the new node is complete too
     done, switched = _run(settling.round(moving, 2), answer_new)
-    assert done and switched == [moving.revert()]  # the chosen outcome, not a completion
+    assert done and switched == [moving.revert(2)]  # the chosen outcome, not a completion
 
 
 def test_a_second_settle_keeps_the_outcome_the_first_chose() -> None:
@@ -267,7 +275,7 @@ def test_a_second_settle_keeps_the_outcome_the_first_chose() -> None:
     carrying it on) while its first settle's stores are still on their way: the second must
     store the outcome the first chose, never the other one at the same epoch (the simulator
     found two outcomes at one membership epoch on different nodes so)."""
-    moving = Membership.initial().begin("c2", "c3")
+    moving = Membership.initial().begin("c2", "c3", 2)
     choices: dict[int, Membership] = {}
 
     def old_back_first(node: str, request: object) -> object:
@@ -279,23 +287,23 @@ def test_a_second_settle_keeps_the_outcome_the_first_chose() -> None:
         _run(Settle(50, True, choices).round(moving, 2), old_back_first)
     now_new_complete = lambda n, r: _report(n, scl=80)  # noqa: E731
     done, switched = _run(Settle(50, True, choices).round(moving, 2), now_new_complete)
-    assert done and switched == [moving.revert()]
+    assert done and switched == [moving.revert(2)]
 
 
 def test_two_settles_running_at_once_store_one_outcome() -> None:
     """An adoption's settle and the operator's run side by side: the one that chooses while
     the other waits for its answers decides for both (seed 80 of the simulator stored the
     revert on five nodes and the completion on one, at one membership epoch)."""
-    moving = Membership.initial().begin("c2", "c3")
+    moving = Membership.initial().begin("c2", "c3", 2)
     choices: dict[int, Membership] = {}
     first = Settle(50, True, choices).round(moving, 2)
     asked = first.send(None)  # waits for the new and old nodes' SCLs
     assert set(asked) == {"c2", "c3"}
     now_new_complete = lambda n, r: _report(n, scl=80)  # noqa: E731
     done, switched = _run(Settle(50, True, choices).round(moving, 2), now_new_complete)
-    assert done and switched == [moving.complete()]
+    assert done and switched == [moving.complete(2)]
     stores = first.send({"c3": _report("c3", scl=10), "c2": _report("c2", scl=60)})
-    assert {r.membership for r in stores.values()} == {moving.complete()}  # not a revert
+    assert {r.membership for r in stores.values()} == {moving.complete(2)}  # not a revert
 
 
 class _Volume:
@@ -322,17 +330,17 @@ def test_a_deposed_writers_outcome_on_one_node_never_rivals_its_successors() -> 
     (the others were sealed at 3 by then). Its successor, finding the change at recovery,
     must not settle at the same membership epoch: a later recovery that hears from a1 would
     take either outcome as the newest. It stores the change again one epoch on first."""
-    moving = Membership.initial().begin("c2", "c3")
+    moving = Membership.initial().begin("c2", "c3", 2)
     volume = _Volume(moving, sealed={n: 3 for n in moving.nodes} | {"a1": 2})
     old_back = lambda n, r: _report(n, scl={"c3": 10}.get(n, 60))  # noqa: E731
     deposed = Settle(50, True, {}).round(moving, 2)
     asked = deposed.send(None)
     stores = deposed.send({n: old_back(n, r) for n, r in asked.items()})
-    assert {r.membership for r in stores.values()} == {moving.revert()}
+    assert {r.membership for r in stores.values()} == {moving.revert(2)}
     with pytest.raises(MembershipError, match="reached only a1"):
         deposed.send({n: volume.answer(n, r) for n, r in stores.items()})
 
-    successor = Settle(60, True, {}, renew=True)
+    successor = Settle(60, True, {})
     membership, rounds = moving, []
     for _ in range(3):
         done, switched = _run(successor.round(membership, 3), volume.answer)
@@ -340,6 +348,76 @@ def test_a_deposed_writers_outcome_on_one_node_never_rivals_its_successors() -> 
         membership = switched[-1] if switched else membership
         if done:
             break
-    assert rounds == [False, True] and membership == moving.renewed().complete()
+    assert rounds == [False, True] and membership == moving.renewed(3).complete(3)
     later = newest_membership(volume.held[n] for n in ("a1", "a2", "b1", "b2"))
     assert later == membership  # not a1's revert
+
+
+def test_memberships_at_one_epoch_are_ordered_by_the_writer_that_made_them() -> None:
+    """Two writers can each make a membership at one epoch (a deposed writer's outcome on a
+    node its successor had not sealed). The newer writer's wins, on a node and by gossip."""
+    moving = Membership(3, POSITIONS, None, 2).begin("b2", "b3", 2)  # epoch 4, writer 2
+    rival = Membership(3, POSITIONS, None, 2).restamped(3)  # epoch 4, writer 3
+    assert rival.is_newer_than(moving) and not moving.is_newer_than(rival)
+    assert newest_membership([moving, rival, None]) == rival
+    assert membership_is_news(moving, rival, 0, 3)  # gossip brings the newer writer's
+    with pytest.raises(InvalidRequestError, match="names other holders"):
+        membership_is_news(rival, moving, 0, 3)  # ... never the older one back
+    with pytest.raises(InvalidRequestError, match="made by the writer of volume epoch 3"):
+        membership_is_news(moving, rival, 4, 4)  # a writer storing another's as its own
+
+
+class _Node:
+    """A node as recovery sees it: its sealed volume epoch and stored membership."""
+
+    def __init__(self, name: str, epoch: int, membership: Membership) -> None:
+        self.name, self.epoch, self.membership = name, epoch, membership
+
+    def answer(self, request: object) -> object:
+        if isinstance(request, Seal):
+            if request.epoch <= self.epoch:
+                return StaleEpochError(request.epoch, self.epoch, "seal")
+            self.epoch = request.epoch
+        elif isinstance(request, SetMembership):
+            try:
+                if membership_is_news(
+                    self.membership, request.membership, request.volume_epoch, self.epoch
+                ):
+                    self.membership = request.membership
+            except SixfoldError as exc:
+                return exc
+        return SegmentReport(self.name, self.epoch, 0, 0, 0, (), membership=self.membership)
+
+
+def _recover(nodes: dict[str, _Node], down: set[str]) -> Membership:
+    """Writer recovery (the shipping machine) over `nodes`, those in `down` unreachable."""
+    from sixfold.core.recovery_machine import Recovery
+
+    steps, sent = Recovery(sorted(nodes), "w", 10).run(), None
+    try:
+        while True:
+            asked = steps.send(sent)
+            sent = {
+                n: NodeDownError(n) if n in down else nodes[n].answer(r) for n, r in asked.items()
+            }
+    except StopIteration as done:
+        return done.value.membership
+
+
+def test_a_recovery_stores_the_membership_again_so_a_rival_left_on_one_node_is_replaced() -> None:
+    """Simulator seed 1178, before the fix: writer 2, deposed, reverted a change (b2 to b3)
+    at membership epoch 4 on a1 alone, and gossip copied it to every node but c2; writer 3
+    renewed the change at epoch 4 on c2 alone, and crashed. Writer 4, not hearing from c2,
+    took the revert as the volume's membership and stored nothing, and c2 kept b3 in its
+    membership (so never collected its log) while refusing the others' epoch 4 as a rival.
+    Now writer 4 stores its membership again at epoch 5, which c2 takes once it is back."""
+    in_force = Membership(3, POSITIONS, None, 2).begin("b2", "b3", 2)  # epoch 4, writer 2
+    in_force = Membership(3, POSITIONS, in_force.change, 3)  # the change, renewed by writer 3
+    revert, renewal = in_force.revert(2), in_force.renewed(3)  # both at epoch 4
+    nodes = {n: _Node(n, 3, revert) for n in ("a1", "a2", "b1", "b2", "c1")}
+    nodes["c2"] = _Node("c2", 3, renewal)
+    nodes["b3"] = _Node("b3", 3, in_force)
+    recovered = _recover(nodes, down={"c2"})
+    assert recovered == revert.restamped(4) and recovered.epoch == 5
+    assert all(nodes[n].membership == recovered for n in ("a1", "a2", "b1", "b2", "c1"))
+    assert membership_is_news(nodes["c2"].membership, recovered, 0, 3)  # gossip, once back

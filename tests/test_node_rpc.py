@@ -369,7 +369,7 @@ def test_a_newer_membership_is_stored_and_requests_at_an_older_one_are_refused(
     from sixfold.core.membership import Membership
     from sixfold.wire import membership_to_proto
 
-    moving = Membership.initial().begin("c2", "c3")
+    moving = Membership.initial().begin("c2", "c3", 1)
 
     async def body(client: NodeClient, node: StorageNode) -> None:
         await sealed(client)
@@ -418,14 +418,17 @@ def test_a_membership_from_a_deposed_writer_is_refused(tmp_path: Path) -> None:
     from sixfold.core.membership import Membership
     from sixfold.wire import membership_to_proto
 
-    moving = Membership.initial().begin("c2", "c3")
+    deposed = Membership.initial().begin("c2", "c3", 2)
+    successor = Membership.initial().begin("c2", "c3", 3)
 
     async def body(client: NodeClient, node: StorageNode) -> None:
         await sealed(client, epoch=3)
         with pytest.raises(StaleEpochError, match="epoch 2"):
-            await client.set_membership(membership_to_proto(moving), volume_epoch=2)
+            await client.set_membership(membership_to_proto(deposed), volume_epoch=2)
         assert (await client.get_state()).membership.epoch == 1  # nothing changed
-        state = await client.set_membership(membership_to_proto(moving), volume_epoch=3)
-        assert state.membership.epoch == 2
+        with pytest.raises(InvalidRequestError, match="made by the writer of volume epoch 2"):
+            await client.set_membership(membership_to_proto(deposed), volume_epoch=3)
+        state = await client.set_membership(membership_to_proto(successor), volume_epoch=3)
+        assert state.membership.epoch == 2 and state.membership.writer_epoch == 3
 
     run_with_node(tmp_path / "a1", body)

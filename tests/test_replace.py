@@ -196,10 +196,11 @@ def test_a_writer_ships_by_a_newer_membership_it_finds_on_the_nodes(
     c = local_cluster
     c.write(PAGES[0], "before")
     epoch = c.on_node("a1", lambda n: n.get_state()).epoch
-    view = membership_to_proto(Membership.initial().begin("c2", "c3"))
+    # Made by the writer before this one (its volume epoch), and stored as gossip stores one.
+    view = membership_to_proto(Membership.initial().begin("c2", "c3", epoch - 1))
     for node in ("a1", "a2", "b1", "b2", "c1", "c2", "c3"):
         with contextlib.suppress(StaleMembershipError):  # the writer may have moved on already
-            c.on_node(node, lambda n: n.set_membership(view, volume_epoch=epoch))
+            c.on_node(node, lambda n: n.set_membership(view))
     c.write(PAGES[1], "after", timeout=30.0)
     # It did not begin the change: it stores it again at epoch 3 (an outcome another writer
     # chose may be on a node or two at 3), then settles it at 4.

@@ -50,17 +50,10 @@ def test_seeds_hold_every_invariant(first: int) -> None:
     _run_block(first, SEEDS_PER_TEST)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvariantViolation,
-    reason="open bug since ff01edd (found 2026-12-01 running seeds 703-2406 on e0ee5b9, the "
-    "only failure): deposed writer2 settles its renewed change (a revert) at membership epoch "
-    "4 on a1 alone; writer3's recovery renews the change to epoch 4 on c2, then crashes; "
-    "gossip spreads a1's epoch 4 to every node but c2, which refuses it as a rival at its own "
-    "epoch, keeps b3 in its membership, and so never collects its log",
-)
 def test_seed_1178_two_memberships_at_one_epoch() -> None:
-    """A known failure, kept here so that it is seen: remove the mark once it is fixed."""
+    """Failed from ff01edd until the memberships were ordered by their writer and every
+    recovery stored its own (tests/test_membership.py replays the failure as it was: this
+    seed now takes another path, and is kept as one more)."""
     run_simulation(1178, STEPS)
 
 

@@ -272,7 +272,7 @@ class CommitPipeline:
         that joins, and none any more to each that leaves (stopped before the core forgets
         it, so no acknowledgement of it arrives after)."""
         async with self.membership_lock:  # a settle and an adoption may race to the same one
-            if membership.epoch <= self.log.membership.epoch:
+            if not membership.is_newer_than(self.log.membership):
                 return  # in force already
             await self._change_membership(membership, clients)
 

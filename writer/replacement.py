@@ -86,7 +86,7 @@ async def begin_replacement(
         # or they, refusing the older epoch, would stop every commit.
         await adopt_newest(writer, by_name)
     log.info("%s; the new node must reach LSN %d", describe(begun.membership), begun.durable_point)
-    writer.start_settling(begun.durable_point, revertible=not force, renew=False)
+    writer.start_settling(begun.durable_point, revertible=not force)
     return begun.membership, begun.durable_point
 
 
@@ -155,10 +155,10 @@ async def adopt_newest(writer: Writer, by_name: dict[str, NodeClient]) -> None:
         return
     log.info("adopted %s from the nodes", describe(newest))
     if newest.change is not None:
-        writer.start_settling(pipeline.log.vdl, revertible=True, renew=True)
+        writer.start_settling(pipeline.log.vdl, revertible=True)
 
 
-async def settle_change(writer: Writer, durable_point: int, revertible: bool, renew: bool) -> None:
+async def settle_change(writer: Writer, durable_point: int, revertible: bool) -> None:
     """Wait for the new node (or the old one's return), then store the settled membership
     and ship by it (sixfold/core/replacement.py Settle). Runs until the change settles or the
     writer is fenced."""
@@ -167,7 +167,7 @@ async def settle_change(writer: Writer, durable_point: int, revertible: bool, re
     if pipeline is None:
         return
     # This writer's choices (its volume epoch's): a later pipeline settles with its own.
-    settling = Settle(durable_point, revertible, pipeline.log.settle_choices, renew)
+    settling = Settle(durable_point, revertible, pipeline.log.settle_choices)
     while writer.pipeline is pipeline and not pipeline.fenced:
         core = pipeline.log
         change = core.membership.change

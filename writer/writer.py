@@ -108,7 +108,7 @@ class Writer:
         log.info("writer %s recovered: epoch %d, VDL %d", self.owner, plan.epoch, plan.vdl)
         if result.membership.change is not None:  # a change in progress: carry it on
             log.info("%s: carrying the change on", describe(result.membership))
-            self.start_settling(plan.vdl, revertible=True, renew=True)
+            self.start_settling(plan.vdl, revertible=True)
         if self.limits.auto_replace_after_s > 0:
             for task in self.background:  # an earlier recovery's, if any
                 task.cancel()
@@ -135,12 +135,12 @@ class Writer:
         async with self.membership_lock:
             return await begin_replacement(self, old, new, force)
 
-    def start_settling(self, durable_point: int, revertible: bool, renew: bool) -> None:
+    def start_settling(self, durable_point: int, revertible: bool) -> None:
         """Complete (or revert) the change in progress in the background."""
         if self.settling is not None:
             self.settling.cancel()
         self.settling = guarded_task(
-            settle_change(self, durable_point, revertible, renew), "settling a membership change"
+            settle_change(self, durable_point, revertible), "settling a membership change"
         )
 
     def _ready(self) -> CommitPipeline:

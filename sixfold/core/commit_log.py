@@ -203,7 +203,7 @@ class CommitLog:
         A node joining is sent records from the next LSN on (it hydrates, and gossip fills
         the rest); a node leaving is no longer waited for. Returns (joined, left, and the
         commits the new rules make durable at once)."""
-        assert membership.epoch > self.membership.epoch, (membership, self.membership)
+        assert membership.is_newer_than(self.membership), (membership, self.membership)
         joined = sorted(membership.nodes - self.shippers.keys())
         left = sorted(self.shippers.keys() - membership.nodes)
         for name in joined:

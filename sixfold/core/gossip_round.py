@@ -154,7 +154,7 @@ class GossipRound:
         # node that comes back (maybe with a damaged disk) can still fetch what it lacks.
         yield NotePeers(tuple(answered))
         known = newest_membership(s.membership for s in answered)
-        if membership is not None and known.epoch > membership.epoch:
+        if membership is not None and known.is_newer_than(membership):
             yield AdoptMembership(known)
             membership = known
         if membership is not None and st.name not in membership.nodes:

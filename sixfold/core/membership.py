@@ -53,11 +53,14 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Membership:
-    """The holders of the six positions at membership `epoch`, and a change in progress."""
+    """The holders of the six positions at membership `epoch`, a change in progress, and
+    `writer_epoch`: the volume epoch of the writer that made it (0: the initial membership,
+    or one stored before nodes kept it)."""
 
     epoch: int
     holders: tuple[str, ...]  # the node at each position, in POSITIONS order
     change: Change | None = None
+    writer_epoch: int = 0
 
     def __post_init__(self) -> None:
         assert len(self.holders) == COPIES and len(set(self.holders)) == COPIES, self.holders
@@ -69,6 +72,18 @@ class Membership:
     @staticmethod
     def initial() -> Membership:
         return Membership(1, POSITIONS)
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        """The order of memberships: by epoch, then by the writer that made it. Two writers
+        can each make one at the same epoch: a deposed writer's outcome stored on a node its
+        successor has not sealed yet, beside the successor's own (P18 §2.3 orders changes by
+        epoch alone; with overlapping writers the newer writer must win the tie, or the
+        nodes holding each refuse the other's and never agree)."""
+        return (self.epoch, self.writer_epoch)
+
+    def is_newer_than(self, other: Membership) -> bool:
+        return self.rank > other.rank
 
     # -- the sets -----------------------------------------------------------------------------
 
@@ -124,8 +139,9 @@ class Membership:
 
     # -- changes (each a new membership epoch) --------------------------------------------------
 
-    def begin(self, old: str, new: str) -> Membership:
-        """Start replacing `old` with `new`. Raises MembershipError, nothing changed, if a
+    def begin(self, old: str, new: str, writer_epoch: int) -> Membership:
+        """Start replacing `old` with `new`, by the writer of volume epoch `writer_epoch` (so
+        for each transition below). Raises MembershipError, nothing changed, if a
         change is in progress, `old` holds no position or `new` already takes part."""
         if self.change is not None:
             c = self.change
@@ -143,26 +159,33 @@ class Membership:
         if not new or len(new) > NODE_NAME_CHARS_MAX:
             raise MembershipError(f"bad node name {new!r}")
         position = POSITIONS[self.holders.index(old)]
-        return Membership(self.epoch + 1, self.holders, Change(position, old, new))
+        return Membership(self.epoch + 1, self.holders, Change(position, old, new), writer_epoch)
 
-    def complete(self) -> Membership:
+    def complete(self, writer_epoch: int) -> Membership:
         """The new node holds the position (it has hydrated to the volume's durable point)."""
         c = self._in_progress()
         holders = tuple(c.new if h == c.old else h for h in self.holders)
-        return Membership(self.epoch + 1, holders)
+        return Membership(self.epoch + 1, holders, None, writer_epoch)
 
-    def revert(self) -> Membership:
+    def revert(self, writer_epoch: int) -> Membership:
         """Back to the old set (the old node returned before the new one caught up)."""
         self._in_progress()
-        return replace(self, epoch=self.epoch + 1, change=None)
+        return replace(self, epoch=self.epoch + 1, change=None, writer_epoch=writer_epoch)
 
-    def renewed(self) -> Membership:
+    def renewed(self, writer_epoch: int) -> Membership:
         """The same change at the next epoch: a writer that did not begin it stores this
         before it settles. A deposed writer's outcome may still reach a node or two at the
         epoch after the old one; it is then older than anything this writer stores, never
         a rival at the same epoch."""
         self._in_progress()
-        return replace(self, epoch=self.epoch + 1)
+        return self.restamped(writer_epoch)
+
+    def restamped(self, writer_epoch: int) -> Membership:
+        """The same holders and change at the next epoch, made by `writer_epoch`'s writer: a
+        recovering writer stores this when the newest membership it found is not on a write
+        quorum, so that whatever other memberships a node or two hold at that epoch (from
+        writers before it), its own is newer than all of them."""
+        return replace(self, epoch=self.epoch + 1, writer_epoch=writer_epoch)
 
     def _in_progress(self) -> Change:
         if self.change is None:
@@ -173,7 +196,9 @@ class Membership:
 # -- on the wire and on a node ------------------------------------------------------------------
 
 
-def checked_membership(epoch: int, holders: tuple[str, ...], change: Change | None) -> Membership:
+def checked_membership(
+    epoch: int, holders: tuple[str, ...], change: Change | None, writer_epoch: int = 0
+) -> Membership:
     """A membership from outside (the wire, a disk): MembershipError if it is malformed."""
     names = [*holders, *([change.new] if change else [])]
     if len(holders) != COPIES or len(set(names)) != len(names):
@@ -184,7 +209,7 @@ def checked_membership(epoch: int, holders: tuple[str, ...], change: Change | No
         change.position not in POSITIONS or holders[POSITIONS.index(change.position)] != change.old
     ):
         raise MembershipError(f"change {change} does not match the holders {list(holders)}")
-    return Membership(epoch, holders, change)
+    return Membership(epoch, holders, change, writer_epoch)
 
 
 def check_request_epoch(node: Membership, request_epoch: int, what: str) -> None:
@@ -211,33 +236,42 @@ def membership_is_news(
 ) -> bool:
     """Whether a node at `current` (sealed at `node_volume_epoch`) stores `proposed`, sent by
     the writer of `volume_epoch` (0: a sender that gives none, such as gossip). The same one
-    again is no news. Refused: an older one (StaleMembershipError), another one at the same
-    epoch (InvalidRequestError), and one from a writer older than the node's seal
+    again is no news. Refused: one a writer made in another's name (InvalidRequestError), an
+    older epoch (StaleMembershipError), another one at the same epoch from the same or an
+    older writer (InvalidRequestError), and one from a writer older than the node's seal
     (StaleEpochError): a deposed writer cannot settle a change its successor settles
-    otherwise."""
+    otherwise. One at the same epoch from a newer writer replaces the node's (Membership.rank):
+    the older writer's never reached a write quorum, or the newer one would have found it."""
+    if volume_epoch and volume_epoch != proposed.writer_epoch:
+        raise InvalidRequestError(
+            f"a membership made by the writer of volume epoch {proposed.writer_epoch} was "
+            f"sent by the writer of volume epoch {volume_epoch}"
+        )
     if volume_epoch and volume_epoch < node_volume_epoch:
         raise StaleEpochError(volume_epoch, node_volume_epoch, "membership change")
     if proposed.epoch < current.epoch:
         raise StaleMembershipError(proposed.epoch, current.epoch, "SetMembership")
-    if proposed.epoch == current.epoch:
-        if proposed != current:
-            raise InvalidRequestError(
-                f"membership epoch {proposed.epoch} names other holders here: "
-                f"{describe(current)}, not {describe(proposed)}"
-            )
+    if proposed == current:
         return False
+    if proposed.rank <= current.rank:
+        raise InvalidRequestError(
+            f"membership epoch {proposed.epoch} names other holders here: "
+            f"{describe(current)}, not {describe(proposed)}"
+        )
     return True
 
 
 def newest_membership(memberships: Iterable[Membership | None]) -> Membership:
-    """The membership of the highest epoch among those given (the initial one if none)."""
+    """The newest membership among those given (Membership.rank; the initial one if none)."""
     known = [m for m in memberships if m is not None]
-    return max(known, key=lambda m: m.epoch, default=Membership.initial())
+    return max(known, key=lambda m: m.rank, default=Membership.initial())
 
 
 def describe(membership: Membership) -> str:
     """One line for status and logs."""
     text = f"membership epoch {membership.epoch}: {' '.join(membership.holders)}"
+    if membership.writer_epoch:
+        text += f" (by the writer of volume epoch {membership.writer_epoch})"
     c = membership.change
     if c is not None:
         text += f"; replacing {c.old} with {c.new} at position {c.position}"
@@ -263,13 +297,16 @@ def plan_replacement(
     spare: Spare,
     volume_id: str,
     old_in_sync: bool,
+    writer_epoch: int,
     force: bool = False,
 ) -> Membership:
     """The transitional membership replacing `old` with `spare`. Raises MembershipError,
     nothing changed, for a change in progress, a spare in another AZ (it would break AZ+1),
     a spare holding another volume's data, or an `old` node that is alive and in sync
     (unless `force`)."""
-    transitional = membership.begin(old, spare.name)  # refuses a second change, bad names
+    transitional = membership.begin(
+        old, spare.name, writer_epoch
+    )  # refuses a second change, bad names
     position = transitional.position_of(old)
     assert position is not None
     if spare.az != NODE_AZ[position]:
@@ -300,7 +337,7 @@ def overdue(down_since: Mapping[str, float], now: float, after_s: float) -> list
 
 
 def settle(
-    membership: Membership, new_scl: int, old_scl: int | None, durable_point: int
+    membership: Membership, new_scl: int, old_scl: int | None, durable_point: int, writer_epoch: int
 ) -> Membership | None:
     """The next membership of a change in progress, or None while it must wait.
 
@@ -311,9 +348,9 @@ def settle(
     if membership.change is None:
         return None
     if new_scl >= durable_point:
-        return membership.complete()
+        return membership.complete(writer_epoch)
     if old_scl is not None and old_scl >= durable_point:
-        return membership.revert()
+        return membership.revert(writer_epoch)
     return None
 
 
@@ -326,8 +363,8 @@ def _subsets(nodes: tuple[str, ...]) -> list[frozenset[str]]:
 
 def _check_rules() -> None:
     stable = Membership.initial()
-    moving = stable.begin(POSITIONS[-1], "spare")
-    done = moving.complete()
+    moving = stable.begin(POSITIONS[-1], "spare", 1)
+    done = moving.complete(1)
     subsets = _subsets(tuple(sorted(moving.nodes)))
     writes = [s for s in subsets if moving.is_write_quorum(s)]
     for view in (stable, done, moving):

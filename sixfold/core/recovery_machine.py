@@ -2,7 +2,10 @@
 
 1. Read every node's state; choose the next epoch.
 2. Seal it on every reachable node; at least a write quorum must accept, or another writer
-   won (or too few nodes are up) and recovery fails with a message saying which.
+   won (or too few nodes are up) and recovery fails with a message saying which. Unless
+   the volume never changed its membership, store the newest again at the next membership
+   epoch in this writer's name (Membership.restamped), so that no node keeps another that
+   an earlier writer stored on it alone.
 3. Push the newest truncation set any sealed node holds to those that hold an older one
    (a node may take a newer one from gossip meanwhile: repeat, a bounded number of times).
 4. Plan: VDL, the truncation range and the first new LSN (sixfold/core/recovery.py).
@@ -24,8 +27,16 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from sixfold.core.errors import QuorumUnavailableError, RecoveryError, StaleEpochError
-from sixfold.core.membership import Membership, newest_membership
-from sixfold.core.node_requests import Append, GetState, NodeRequest, ReadRecords, Seal, Truncate
+from sixfold.core.membership import Membership, describe, newest_membership
+from sixfold.core.node_requests import (
+    Append,
+    GetState,
+    NodeRequest,
+    ReadRecords,
+    Seal,
+    SetMembership,
+    Truncate,
+)
 from sixfold.core.quorum import COPIES, WRITE_QUORUM
 from sixfold.core.record import RedoRecord
 from sixfold.core.recovery import (
@@ -99,6 +110,7 @@ class Recovery:
                 f"already holds epoch {newest.epoch}"
             )
         sealed = yield from self._seal(list(reachable), epoch)
+        yield from self._settle_membership(sealed, epoch)
         sealed = yield from self._sync_truncations(sealed, epoch)
         plan, truncations = self.plan(epoch, list(sealed.values()))
         self.notes.append(
@@ -140,6 +152,41 @@ class Recovery:
             raise QuorumUnavailableError("write", len(sealed), WRITE_QUORUM, COPIES)
         self.notes.append(f"sealed epoch {epoch} on {', '.join(sorted(sealed))}")
         return sealed
+
+    def _settle_membership(
+        self, sealed: dict[str, SegmentReport], epoch: int
+    ) -> Generator[Requests, Answers, None]:
+        """Make the membership this writer ships by newer than any a node holds.
+
+        Once a write quorum is sealed, no writer before this one can bring a membership into
+        force, and any it did is on one of the sealed nodes (4 + 4 > 6). But a deposed
+        writer may have stored one on a node or two, at the same epoch as another writer's
+        (P18 §2.3's epochs assume one writer at a time), and gossip spreads either to nodes
+        that never heard of the other. Nodes at one epoch do not take another's rival, so
+        they need never agree, and a node that keeps a spare in its membership never
+        collects its log (simulator seed 1178). Which copies a writer stored and which came
+        by gossip cannot be told apart, so the newest is always stored again, one epoch on,
+        in this writer's name: newer than any other, it replaces them all. The initial
+        membership has no rival (no writer makes one at epoch 1): it is kept as it is."""
+        newest = newest_membership([self.membership, *(r.membership for r in sealed.values())])
+        if newest != self.membership:
+            raise RecoveryError(
+                f"the membership changed during recovery ({describe(self.membership)}, then "
+                f"{describe(newest)}): recovering again"
+            )
+        if newest == Membership.initial():
+            return
+        restamped = newest.restamped(epoch)
+        answers = yield {n: SetMembership(restamped, epoch) for n in sorted(newest.nodes)}
+        stored = {n for n, a in answers.items() if isinstance(a, SegmentReport)}
+        if len(stored & newest.old_set) < WRITE_QUORUM:
+            errors = "; ".join(f"{n}: {a}" for n, a in answers.items() if n not in stored)
+            raise RecoveryError(
+                f"{describe(restamped)} reached only {len(stored)} nodes, {WRITE_QUORUM} of "
+                f"{', '.join(sorted(newest.old_set))} needed: {errors}"
+            )
+        self.notes.append(f"stored {describe(restamped)} in this writer's name")
+        self.membership = restamped
 
     def _sync_truncations(
         self, sealed: dict[str, SegmentReport], epoch: int

@@ -111,7 +111,7 @@ class Begin:
         old_scl = serving_scl(answers[self.old])
         old_in_sync = old_scl is not None and old_scl >= self.vdl
         transitional = plan_replacement(
-            self.membership, self.old, spare, "", old_in_sync, self.force
+            self.membership, self.old, spare, "", old_in_sync, self.volume_epoch, self.force
         )
         yield from store(transitional, transitional.nodes, transitional.old_set, self.volume_epoch)
         # Stored on a quorum, it is in force: the nodes refuse the older epoch from now on.
@@ -134,22 +134,17 @@ class Settle:
     outcome at the same membership epoch, and the nodes would then disagree about who holds
     the position.
 
-    `renew`: this writer did not begin the change (it found it at recovery, or adopted it
-    from the nodes). A writer before it may have chosen an outcome and stored it on a node
-    or two; so it first stores the change again at the next epoch (Membership.renewed), and
-    chooses at that one, unless the membership is a renewal of its own."""
+    A change another writer made (found at recovery, or adopted from the nodes: its
+    `writer_epoch` is not this writer's) is renewed first: a writer before this one may have
+    chosen an outcome and stored it on a node or two, so this one stores the change again at
+    the next epoch (Membership.renewed) and chooses at that one."""
 
     def __init__(
-        self,
-        durable_point: int,
-        revertible: bool,
-        choices: dict[int, Membership],
-        renew: bool = False,
+        self, durable_point: int, revertible: bool, choices: dict[int, Membership]
     ) -> None:
         self.durable_point = durable_point
         self.revertible = revertible
         self.choices = choices
-        self.renew = renew
         self.epoch: int | None = None  # the transitional membership epoch it settles
 
     def round(self, membership: Membership, volume_epoch: int) -> Generator[Step, Any, bool]:
@@ -160,17 +155,16 @@ class Settle:
         if change is None or membership.epoch != self.epoch:
             return True  # settled meanwhile (by another writer, or adopted from the nodes)
         chosen = self.choices.get(membership.epoch)
-        # Renewed once: a renewal of its own, adopted back from the nodes, is not renewed
-        # again (each renewal makes the nodes refuse the epoch before it, and so another
-        # adoption).
-        if chosen is None and self.renew and membership not in self.choices.values():
-            chosen = self.choices.setdefault(membership.epoch, membership.renewed())
+        # Renewed once: the renewal is this writer's own, so is not renewed again when
+        # adopted back from the nodes.
+        if chosen is None and membership.writer_epoch != volume_epoch:
+            chosen = self.choices.setdefault(membership.epoch, membership.renewed(volume_epoch))
         if chosen is None:
             asked = [change.new, *([change.old] if self.revertible else [])]
             answers = yield {n: GetState() for n in asked}
             new_scl = serving_scl(answers[change.new]) or 0
             old_scl = serving_scl(answers[change.old]) if self.revertible else None
-            choice = settle(membership, new_scl, old_scl, self.durable_point)
+            choice = settle(membership, new_scl, old_scl, self.durable_point, volume_epoch)
             if choice is None:
                 return False
             # Kept: a retry stores the same one. Another settle may have chosen while this
@@ -182,7 +176,7 @@ class Settle:
         yield from store(chosen, targets, chosen.old_set, volume_epoch)
         yield SwitchMembership(chosen)
         if chosen.change is not None:  # renewed: settle it at its new epoch
-            self.epoch, self.renew = chosen.epoch, False
+            self.epoch = chosen.epoch
             return False
         return True
 
@@ -196,7 +190,7 @@ def adopt_newest(
     answers: Mapping[str, object] = yield {n: GetState() for n in nodes}
     reports = [a for a in answers.values() if isinstance(a, SegmentReport)]
     newest = newest_membership(r.membership for r in reports)
-    if newest.epoch <= membership.epoch:
+    if not newest.is_newer_than(membership):
         return None
     if not newest.nodes <= known:
         raise MembershipError(f"{describe(newest)} names nodes this writer has no address for")

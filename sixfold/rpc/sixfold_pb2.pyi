@@ -71,18 +71,20 @@ class NodeState(_message.Message):
     def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ..., coalesced_through: _Optional[int] = ..., gc_horizon: _Optional[int] = ..., hydrating_to: _Optional[int] = ..., hydrated_pages: _Optional[int] = ..., hydrated_bytes: _Optional[int] = ..., membership: _Optional[_Union[MembershipView, _Mapping]] = ..., volume_id: _Optional[str] = ...) -> None: ...
 
 class MembershipView(_message.Message):
-    __slots__ = ("epoch", "holders", "change_position", "change_old", "change_new")
+    __slots__ = ("epoch", "holders", "change_position", "change_old", "change_new", "writer_epoch")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     HOLDERS_FIELD_NUMBER: _ClassVar[int]
     CHANGE_POSITION_FIELD_NUMBER: _ClassVar[int]
     CHANGE_OLD_FIELD_NUMBER: _ClassVar[int]
     CHANGE_NEW_FIELD_NUMBER: _ClassVar[int]
+    WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     holders: _containers.RepeatedScalarFieldContainer[str]
     change_position: str
     change_old: str
     change_new: str
-    def __init__(self, epoch: _Optional[int] = ..., holders: _Optional[_Iterable[str]] = ..., change_position: _Optional[str] = ..., change_old: _Optional[str] = ..., change_new: _Optional[str] = ...) -> None: ...
+    writer_epoch: int
+    def __init__(self, epoch: _Optional[int] = ..., holders: _Optional[_Iterable[str]] = ..., change_position: _Optional[str] = ..., change_old: _Optional[str] = ..., change_new: _Optional[str] = ..., writer_epoch: _Optional[int] = ...) -> None: ...
 
 class SetMembershipRequest(_message.Message):
     __slots__ = ("membership", "epoch")

@@ -87,7 +87,7 @@ class SimReader(Actor):
                 self.choice.note_scl(node, 0)  # note_down: covers nothing until heard again
         # page_reader.py note_membership: quorum reads count by the newest membership heard.
         newest = newest_membership(s.membership for s in states)
-        if newest.epoch > self.choice.membership.epoch:
+        if newest.is_newer_than(self.choice.membership):
             self.choice.membership = newest
         learned = ((s.vdl_epoch, s.vdl) for s in states)
         held = self.sim.tick - self.point_taken_at < self.sim.faults.read_point_hold_ticks

@@ -267,7 +267,7 @@ class Simulation:
 
     def on_membership(self, membership: Membership) -> None:
         """A writer ships by `membership`: a change that settled is counted once."""
-        if membership.epoch <= self.membership.epoch:
+        if not membership.is_newer_than(self.membership):
             return
         before, self.membership = self.membership, membership
         if before.change is not None and membership.change is None:

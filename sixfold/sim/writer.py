@@ -176,7 +176,7 @@ class SimWriter(Actor):
         self.sim.on_recovered(self, plan.epoch, plan.vdl, plan.truncation)
         self.sim.on_membership(result.membership)
         if result.membership.change is not None:  # writer/writer.py: carry the change on
-            self.spawn(self._settle(Settle(plan.vdl, True, self.log.settle_choices, renew=True)))
+            self.spawn(self._settle(Settle(plan.vdl, True, self.log.settle_choices)))
 
     def on_instance_call(self, request: Message) -> None:
         """An instance's GetWriterState or Drain: answered unless paused (it answers once it
@@ -348,7 +348,7 @@ class SimWriter(Actor):
         if newest is not None:
             self.sim.trace_event(f"{self.name}: adopted {describe(newest)}")
             if newest.change is not None:
-                yield from self._settle(Settle(core.vdl, True, core.settle_choices, renew=True))
+                yield from self._settle(Settle(core.vdl, True, core.settle_choices))
 
     def _switch(self, step: SwitchMembership) -> int | None:
         """The machines' local step (writer/replacement.py _switcher): ship by the membership
@@ -356,7 +356,7 @@ class SimWriter(Actor):
         core = self.log
         if core is None or core.fenced or not self.alive:
             return None
-        if step.membership.epoch <= core.membership.epoch:
+        if not step.membership.is_newer_than(core.membership):
             return core.vdl  # in force already (a settle and an adoption raced to it)
         for name in sorted(core.shippers.keys() - step.membership.nodes):
             self._close(self.streams[name])

@@ -132,7 +132,7 @@ async def node_scls(target: cluster.Endpoints) -> dict[str, int]:
             out[name] = -1
         finally:
             await client.close()
-    newest = max(memberships, key=lambda m: m.epoch, default=None)
+    newest = max(memberships, key=lambda m: (m.epoch, m.writer_epoch), default=None)
     members = set(newest.holders) if newest and newest.epoch else set(NODE_NAMES)
     return {n: scl for n, scl in out.items() if n in members}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sixfold.clients import NodeClient, ReaderClient, WriterClient
 from sixfold.cluster import INSTANCE_NAMES, Endpoints
-from sixfold.core.membership import Change, Membership, describe
+from sixfold.core.membership import Change, Membership, describe, newest_membership
 from sixfold.core.quorum import NODE_AZ, NODE_NAMES, READ_QUORUM, SPARE_NAMES, WRITE_QUORUM
 from sixfold.core.topology import Role
 from sixfold.wire import membership_or_none
@@ -96,6 +96,7 @@ def _membership_data(m: Membership) -> dict[str, Any]:
         "change": None
         if change is None
         else {"position": change.position, "old": change.old, "new": change.new},
+        "writer_epoch": m.writer_epoch,
     }
 
 
@@ -114,7 +115,7 @@ def _as_membership(data: dict[str, Any] | None) -> Membership:
         return Membership.initial()
     c = data["change"]
     change = Change(c["position"], c["old"], c["new"]) if c else None
-    return Membership(data["epoch"], tuple(data["holders"]), change)
+    return Membership(data["epoch"], tuple(data["holders"]), change, data.get("writer_epoch", 0))
 
 
 def _place(name: str, m: Membership) -> str:
@@ -150,12 +151,8 @@ def _instance(name: str, address: str, writer: object, reader: object) -> dict[s
 
 def summarise(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> dict[str, Any]:
     """The cluster as a whole: who writes, who reads, the quorums and the exit code."""
-    membership = _as_membership(
-        max(
-            (n.get("membership") for n in nodes if n["up"] and n.get("membership")),
-            key=lambda m: m["epoch"],
-            default=None,
-        )
+    membership = newest_membership(
+        _as_membership(n["membership"]) for n in nodes if n["up"] and n.get("membership")
     )
     for n in nodes:
         n["place"] = _place(n["name"], membership)
