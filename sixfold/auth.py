@@ -144,7 +144,7 @@ class AuthGuard(WrappingInterceptor):
         self.tokens = tokens
         self.members = members
         self._roles: dict[str, str] = {}  # token digest -> role
-        self._seen_mtime = -1.0
+        self._seen_version: tuple[int, int, int] = (-1, -1, -1)
         self._checked_at = 0.0
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -198,7 +198,10 @@ class AuthGuard(WrappingInterceptor):
                 f"{method} needs a token with role {needed} (none given: set {TOKEN_VARIABLE} "
                 "or pass --token)",
             )
-        role = self._current_roles().get(digest(token))
+        key = digest(token)
+        # A token unknown here may have been added a moment ago (`sixfold auth add`, then its
+        # first use at once): look at the file again now rather than at the next reload.
+        role = self._current_roles().get(key) or self._current_roles(now=True).get(key)
         if role is None:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -210,16 +213,21 @@ class AuthGuard(WrappingInterceptor):
                 f"{method} needs role {needed}; this token's role is {role}",
             )
 
-    def _current_roles(self) -> dict[str, str]:
-        now = time.monotonic()
-        if now - self._checked_at >= RELOAD_EVERY_S:
-            self._checked_at = now
+    def _current_roles(self, now: bool = False) -> dict[str, str]:
+        """The roles by token digest, as the file had them at most RELOAD_EVERY_S ago (or
+        as it has them `now`)."""
+        clock = time.monotonic()
+        if now or clock - self._checked_at >= RELOAD_EVERY_S:
+            self._checked_at = clock
             try:
-                mtime = self.tokens.path.stat().st_mtime
+                # Each save replaces the file (a new inode), so this changes with every save,
+                # even two within one tick of the file system's clock.
+                st = self.tokens.path.stat()
+                version = (st.st_ino, st.st_mtime_ns, st.st_size)
             except OSError:
-                mtime = 0.0
-            if mtime != self._seen_mtime:
-                self._seen_mtime = mtime
+                version = (0, 0, 0)
+            if version != self._seen_version:
+                self._seen_version = version
                 self._roles = {t.sha256: t.role for t in self.tokens.load()}
         return self._roles
 

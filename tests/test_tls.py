@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sixfold import cluster, tls
+from sixfold.auth import TokenFile
 from sixfold.clients import NodeClient, NodeDownError, WriterClient
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
@@ -281,6 +282,27 @@ def test_tokens_rotate_without_a_restart(auth_cluster: Path) -> None:
     assert sixfold(auth_cluster, "--token", new, "page", "write", "6", "new").returncode == 0
     stored = (auth_cluster / "auth" / cluster.TOKENS_FILE).read_text()
     assert new not in stored and old not in stored, "only hashes are kept"
+
+
+def test_a_token_is_taken_the_moment_it_is_added(auth_cluster: Path) -> None:
+    """A server looks at its token file at most once a second for tokens it knows; one it
+    does not know may be new, and is looked up at once (a CI run used a token just added,
+    within that second, and was refused)."""
+    address = f"127.0.0.1:{_ports(auth_cluster)['a1']}"
+    files = tls._load(str(auth_cluster / "tls"), tls.CLIENT_NAME)
+    certificate = grpc.ssl_channel_credentials(files.ca, files.key, files.cert)
+    tokens = TokenFile(auth_cluster / "auth" / cluster.TOKENS_FILE)
+    operator = (auth_cluster / "auth" / cluster.OPERATOR_TOKEN_FILE).read_text().strip()
+
+    def get_state(token: str) -> None:
+        with_token = grpc.access_token_call_credentials(token)
+        credentials = grpc.composite_channel_credentials(certificate, with_token)
+        with grpc.secure_channel(address, credentials) as channel:
+            pb_grpc.StorageNodeStub(channel).GetState(pb.GetStateRequest(), timeout=5.0)
+
+    for round_no in range(3):
+        get_state(operator)  # the server has just read its file
+        get_state(tokens.add(f"at-once-{round_no}", "read"))
 
 
 def test_health_checks_stay_open_and_a_certificate_alone_gets_nothing_else(
