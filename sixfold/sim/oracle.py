@@ -33,6 +33,8 @@ class Oracle:
         self.chain: list[int] = []  # LSNs of the history up to D, ascending
         self.chain_set: set[int] = {0}
         self.page_chain: dict[int, list[int]] = {}  # page -> its history LSNs, ascending
+        # page -> its image after each LSN of its chain, built as asked (the chain only grows)
+        self.page_images: dict[int, list[bytes]] = {}
         self.holders: dict[int, int] = {}  # LSN -> nodes whose durable log holds it
         self.ackers: dict[int, list[str]] = {}  # epoch -> writers that got an ack in it
         self.acked: list[int] = []
@@ -177,9 +179,17 @@ class Oracle:
         return chain[i - 1] if i else 0
 
     def page_at(self, page_no: int, lsn: int) -> bytes:
+        """The page as the history has it at `lsn`. Each image is built once, from the one
+        before it: every GC step and read checks pages against this."""
         chain = self.page_chain.get(page_no, [])
-        records = [self.generated[x] for x in chain[: bisect.bisect_right(chain, lsn)]]
-        return apply_records(EMPTY_PAGE, records) if records else EMPTY_PAGE
+        count = bisect.bisect_right(chain, lsn)
+        if not count:
+            return EMPTY_PAGE
+        images = self.page_images.setdefault(page_no, [])
+        while len(images) < count:
+            before = images[-1] if images else EMPTY_PAGE
+            images.append(apply_records(before, [self.generated[chain[len(images)]]]))
+        return images[count - 1]
 
     @property
     def acked_floor(self) -> int:
