@@ -15,10 +15,11 @@ import grpc
 
 from sixfold.core.errors import InvalidRequestError, SixfoldError
 from sixfold.guard import Undecodable
+from sixfold.pipelined import answer_pipelined, error_in_band
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.sql.values import Statement, result_to_proto, statement_from_proto
-from sixfold.wire import abort, status_of
+from sixfold.wire import abort
 
 RESULT_ROWS_INLINE_MAX = 256  # results with more rows are serialised on a worker thread
 STREAM_REQUESTS_IN_FLIGHT_MAX = 64  # requests of one ExecuteStream running at once
@@ -83,37 +84,10 @@ class SqlService(pb_grpc.SqlServicer):
         """Execute requests as they come, each on its own (pipelined, up to
         STREAM_REQUESTS_IN_FLIGHT_MAX at once), answered by id as each finishes; an error is
         answered in band and the stream goes on."""
-        answers: asyncio.Queue[pb.ExecuteStreamResponse | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(STREAM_REQUESTS_IN_FLIGHT_MAX)
-        running: set[asyncio.Task[None]] = set()
-
-        async def answer(request: pb.ExecuteStreamRequest) -> None:
-            try:
-                answers.put_nowait(await self._stream_answer(request))
-            finally:
-                slots.release()
-
-        async def take() -> None:
-            try:
-                async for request in requests:
-                    await slots.acquire()
-                    task = asyncio.create_task(answer(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                while running:
-                    await asyncio.wait(set(running))
-            finally:
-                answers.put_nowait(None)
-
-        taker = asyncio.create_task(take())
-        try:
-            while (response := await answers.get()) is not None:
-                yield response
-            await taker  # the request side's own failure, if any, ends the stream
-        finally:
-            taker.cancel()
-            for task in running:
-                task.cancel()
+        async for response in answer_pipelined(
+            requests, self._stream_answer, STREAM_REQUESTS_IN_FLIGHT_MAX
+        ):
+            yield response
 
     async def _stream_answer(self, request: pb.ExecuteStreamRequest) -> pb.ExecuteStreamResponse:
         try:
@@ -123,14 +97,7 @@ class SqlService(pb_grpc.SqlServicer):
                 )
             response = await self._execute(request.request, request.timeout_s or None)
         except SixfoldError as exc:
-            code, name, message, fields = status_of(exc)
-            return pb.ExecuteStreamResponse(
-                id=getattr(request, "id", 0),
-                error_code=code.name,
-                error_name=name,
-                error_message=message,
-                error_fields=fields,
-            )
+            return pb.ExecuteStreamResponse(id=getattr(request, "id", 0), **error_in_band(exc))
         return pb.ExecuteStreamResponse(id=request.id, response=response)
 
     async def Begin(self, request: pb.BeginRequest, context: grpc.aio.ServicerContext):

@@ -49,6 +49,7 @@ _SERVICE_ROLES = {
 }
 _METHOD_ROLES = {
     "sixfold.v1.Writer/WritePages": "write",
+    "sixfold.v1.Writer/WritePagesStream": "write",
     "sixfold.v1.Writer/CompareAndSet": "write",
     "sixfold.v1.Writer/ReadPage": "read",
     "sixfold.v1.Writer/GetWriterState": "read",

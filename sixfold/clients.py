@@ -19,7 +19,7 @@ from sixfold.addressing import addressed_to
 from sixfold.core.errors import SixfoldError, WrongNodeError
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
-from sixfold.wire import error_from_rpc
+from sixfold.wire import error_from_rpc, named_error
 
 log = logging.getLogger("sixfold.clients")
 
@@ -255,8 +255,80 @@ class WriterClient:
     async def state(self, timeout: float = CALL_TIMEOUT_S) -> pb.WriterState:
         return await call(self.name, self.stub.GetWriterState, pb.GetWriterStateRequest(), timeout)
 
+    def write_pages_stream(self) -> PageWriteStream:
+        """Commits from any number of tasks on one Writer/WritePagesStream."""
+        return PageWriteStream(self)
+
     async def close(self) -> None:
         await self.channel.close()
+
+
+class PageWriteStream:
+    """Writer/WritePagesStream (issue 11): each `write` is its own commit, sent without
+    waiting for the ones before it, and answered by id once durable. An error comes back as
+    the exception a unary WritePages would have raised; a broken stream fails every write
+    waiting on it, and later ones, with NodeDownError (open another stream)."""
+
+    def __init__(self, client: WriterClient) -> None:
+        self.name = client.name
+        self._requests: asyncio.Queue[pb.WritePagesStreamRequest | None] = asyncio.Queue()
+        self._call = client.stub.WritePagesStream(self._sent())
+        self._waiting: dict[int, asyncio.Future[int]] = {}
+        self._next_id = 1
+        self._broken: Exception | None = None
+        self._reader = asyncio.create_task(self._read())
+
+    async def write(self, changes: list[pb.PageChange], timeout: float = 30.0) -> int:
+        """The commit LSN once the change is durable."""
+        if self._broken is not None:
+            raise self._broken
+        request_id, self._next_id = self._next_id, self._next_id + 1
+        answer = self._waiting[request_id] = asyncio.get_running_loop().create_future()
+        request = pb.WritePagesRequest(changes=changes)
+        self._requests.put_nowait(pb.WritePagesStreamRequest(id=request_id, request=request))
+        try:
+            async with asyncio.timeout(timeout):
+                return await answer
+        except TimeoutError:
+            raise NodeDownError(
+                f"{self.name}: no answer on the WritePages stream in {timeout:g} s (the "
+                "commit may still take effect)"
+            ) from None
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def close(self) -> None:
+        self._broken = self._broken or NodeDownError(
+            f"{self.name}: the WritePages stream is closed"
+        )
+        self._requests.put_nowait(None)
+        self._call.cancel()
+        self._reader.cancel()
+
+    async def _sent(self) -> AsyncIterator[pb.WritePagesStreamRequest]:
+        while (request := await self._requests.get()) is not None:
+            yield request
+
+    async def _read(self) -> None:
+        try:
+            async for answer in self._call:
+                waiting = self._waiting.get(answer.id)
+                if waiting is None or waiting.done():
+                    continue  # timed out meanwhile
+                if answer.error_code:
+                    error = named_error(
+                        answer.error_name, answer.error_message, answer.error_fields
+                    )
+                    waiting.set_exception(error)
+                else:
+                    waiting.set_result(answer.commit_lsn)
+            broken: Exception = NodeDownError(f"{self.name}: the WritePages stream ended")
+        except grpc.aio.AioRpcError as err:
+            broken = rpc_error(self.name, err)
+        self._broken = broken
+        for waiting in self._waiting.values():
+            if not waiting.done():
+                waiting.set_exception(broken)
 
 
 class ReaderClient:

@@ -360,6 +360,30 @@ class WritePagesResponse(_message.Message):
     commit_lsn: int
     def __init__(self, commit_lsn: _Optional[int] = ...) -> None: ...
 
+class WritePagesStreamRequest(_message.Message):
+    __slots__ = ("id", "request")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request: WritePagesRequest
+    def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[WritePagesRequest, _Mapping]] = ...) -> None: ...
+
+class WritePagesStreamResponse(_message.Message):
+    __slots__ = ("id", "commit_lsn", "error_code", "error_name", "error_message", "error_fields")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_NAME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    commit_lsn: int
+    error_code: str
+    error_name: str
+    error_message: str
+    error_fields: str
+    def __init__(self, id: _Optional[int] = ..., commit_lsn: _Optional[int] = ..., error_code: _Optional[str] = ..., error_name: _Optional[str] = ..., error_message: _Optional[str] = ..., error_fields: _Optional[str] = ...) -> None: ...
+
 class ReadPageRequest(_message.Message):
     __slots__ = ("page_no",)
     PAGE_NO_FIELD_NUMBER: _ClassVar[int]

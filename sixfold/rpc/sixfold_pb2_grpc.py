@@ -552,6 +552,11 @@ class WriterStub:
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.WritePagesRequest.SerializeToString,
                 response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.WritePagesResponse.FromString,
                 _registered_method=True)
+        self.WritePagesStream = channel.stream_stream(
+                '/sixfold.v1.Writer/WritePagesStream',
+                request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.WritePagesStreamRequest.SerializeToString,
+                response_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.WritePagesStreamResponse.FromString,
+                _registered_method=True)
         self.ReadPage = channel.unary_unary(
                 '/sixfold.v1.Writer/ReadPage',
                 request_serializer=sixfold_dot_rpc_dot_sixfold__pb2.ReadPageRequest.SerializeToString,
@@ -573,6 +578,12 @@ class WriterServicer:
     """Missing associated documentation comment in .proto file."""
 
     def WritePages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WritePagesStream(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -603,6 +614,11 @@ def add_WriterServicer_to_server(servicer, server):
                     servicer.WritePages,
                     request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.WritePagesRequest.FromString,
                     response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.WritePagesResponse.SerializeToString,
+            ),
+            'WritePagesStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.WritePagesStream,
+                    request_deserializer=sixfold_dot_rpc_dot_sixfold__pb2.WritePagesStreamRequest.FromString,
+                    response_serializer=sixfold_dot_rpc_dot_sixfold__pb2.WritePagesStreamResponse.SerializeToString,
             ),
             'ReadPage': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadPage,
@@ -647,6 +663,33 @@ class Writer:
             '/sixfold.v1.Writer/WritePages',
             sixfold_dot_rpc_dot_sixfold__pb2.WritePagesRequest.SerializeToString,
             sixfold_dot_rpc_dot_sixfold__pb2.WritePagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WritePagesStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/sixfold.v1.Writer/WritePagesStream',
+            sixfold_dot_rpc_dot_sixfold__pb2.WritePagesStreamRequest.SerializeToString,
+            sixfold_dot_rpc_dot_sixfold__pb2.WritePagesStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

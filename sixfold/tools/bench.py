@@ -64,6 +64,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="start the writer process too and commit through its WritePages API",
     )
     p.add_argument(
+        "--stream",
+        action="store_true",
+        help="commit through one WritePagesStream shared by the committers instead of a "
+        "unary WritePages call each (implies --via-grpc)",
+    )
+    p.add_argument(
         "--reads",
         action="store_true",
         help="measure linearizable page reads through the writer's ReadPage API "
@@ -274,11 +280,15 @@ async def run_in_process(args: argparse.Namespace, layout: cluster.ClusterLayout
 async def run_via_grpc(args: argparse.Namespace, layout: cluster.ClusterLayout) -> dict:
     await wait_writer_ready(layout.find_writer_address(), STARTUP_TIMEOUT_S)
     client = WriterClient(layout.find_writer_address())
+    stream = client.write_pages_stream() if args.stream else None
     try:
 
         async def commit(pages: list[int], data: bytes) -> None:
             changes = [pb.PageChange(page_no=p, offset=0, data=data) for p in pages]
-            await client.write_pages(changes, timeout=args.write_timeout)
+            if stream is not None:
+                await stream.write(changes, timeout=args.write_timeout)
+            else:
+                await client.write_pages(changes, timeout=args.write_timeout)
 
         async def read(pages: list[int], data: bytes) -> None:
             for page_no in pages:
@@ -291,6 +301,8 @@ async def run_via_grpc(args: argparse.Namespace, layout: cluster.ClusterLayout) 
             )
         return await drive(args, read if args.reads else commit, lambda: None)
     finally:
+        if stream is not None:
+            await stream.close()
         await client.close()
 
 
@@ -322,6 +334,8 @@ def summarize(args: argparse.Namespace, raw: dict) -> Result:
     return Result(
         mode="page reads via gRPC"
         if args.reads
+        else "via-grpc, one WritePagesStream"
+        if args.stream
         else "via-grpc"
         if args.via_grpc
         else "in-process writer",
@@ -397,7 +411,9 @@ def print_result(r: Result) -> None:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    args.via_grpc = args.via_grpc or args.reads
+    if args.stream and args.reads:
+        raise SixfoldError("--stream commits; --reads measures reads: give one of them")
+    args.via_grpc = args.via_grpc or args.reads or args.stream
     if args.committers < 1 or args.records_per_commit < 1 or args.seconds <= 0:
         raise SixfoldError("--committers, --records-per-commit and --seconds must be positive")
     if not 1 <= args.record_bytes <= 4096 or args.warmup < 0:
