@@ -84,7 +84,7 @@ class SqlService(pb_grpc.SqlServicer):
         """Execute requests as they come, each on its own (pipelined, up to
         STREAM_REQUESTS_IN_FLIGHT_MAX at once), answered by id as each finishes; an error is
         answered in band and the stream goes on."""
-        async for response in answer_pipelined(
+        async for (response,) in answer_pipelined(
             requests, self._stream_answer, STREAM_REQUESTS_IN_FLIGHT_MAX
         ):
             yield response

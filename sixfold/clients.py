@@ -24,6 +24,7 @@ from sixfold.wire import error_from_rpc, named_error
 log = logging.getLogger("sixfold.clients")
 
 MESSAGE_BYTES_MAX = 64 << 20  # the largest gRPC message sent or received
+WRITES_PER_MESSAGE_MAX = 256  # commits a PageWriteStream sends in one message
 CALL_TIMEOUT_S = 2.0
 
 T = TypeVar("T")
@@ -265,13 +266,14 @@ class WriterClient:
 
 class PageWriteStream:
     """Writer/WritePagesStream (issue 11): each `write` is its own commit, sent without
-    waiting for the ones before it, and answered by id once durable. An error comes back as
+    waiting for the ones before it, and answered by id once durable; the writes waiting to
+    go when the stream is free go in one message. An error comes back as
     the exception a unary WritePages would have raised; a broken stream fails every write
     waiting on it, and later ones, with NodeDownError (open another stream)."""
 
     def __init__(self, client: WriterClient) -> None:
         self.name = client.name
-        self._requests: asyncio.Queue[pb.WritePagesStreamRequest | None] = asyncio.Queue()
+        self._requests: asyncio.Queue[pb.StreamedWrite | None] = asyncio.Queue()
         self._call = client.stub.WritePagesStream(self._sent())
         self._waiting: dict[int, asyncio.Future[int]] = {}
         self._next_id = 1
@@ -284,8 +286,7 @@ class PageWriteStream:
             raise self._broken
         request_id, self._next_id = self._next_id, self._next_id + 1
         answer = self._waiting[request_id] = asyncio.get_running_loop().create_future()
-        request = pb.WritePagesRequest(changes=changes)
-        self._requests.put_nowait(pb.WritePagesStreamRequest(id=request_id, request=request))
+        self._requests.put_nowait(pb.StreamedWrite(id=request_id, changes=changes))
         try:
             async with asyncio.timeout(timeout):
                 return await answer
@@ -306,22 +307,22 @@ class PageWriteStream:
         self._reader.cancel()
 
     async def _sent(self) -> AsyncIterator[pb.WritePagesStreamRequest]:
-        while (request := await self._requests.get()) is not None:
-            yield request
+        """Every write waiting to go, in one message (up to WRITES_PER_MESSAGE_MAX)."""
+        while (first := await self._requests.get()) is not None:
+            writes = [first]
+            while len(writes) < WRITES_PER_MESSAGE_MAX and not self._requests.empty():
+                more = self._requests.get_nowait()
+                if more is None:
+                    self._requests.put_nowait(None)  # closed: after what is ready
+                    break
+                writes.append(more)
+            yield pb.WritePagesStreamRequest(writes=writes)
 
     async def _read(self) -> None:
         try:
             async for answer in self._call:
-                waiting = self._waiting.get(answer.id)
-                if waiting is None or waiting.done():
-                    continue  # timed out meanwhile
-                if answer.error_code:
-                    error = named_error(
-                        answer.error_name, answer.error_message, answer.error_fields
-                    )
-                    waiting.set_exception(error)
-                else:
-                    waiting.set_result(answer.commit_lsn)
+                for outcome in answer.outcomes:
+                    self._settle(outcome)
             broken: Exception = NodeDownError(f"{self.name}: the WritePages stream ended")
         except grpc.aio.AioRpcError as err:
             broken = rpc_error(self.name, err)
@@ -329,6 +330,16 @@ class PageWriteStream:
         for waiting in self._waiting.values():
             if not waiting.done():
                 waiting.set_exception(broken)
+
+    def _settle(self, outcome: pb.WriteOutcome) -> None:
+        waiting = self._waiting.get(outcome.id)
+        if waiting is None or waiting.done():
+            return  # timed out meanwhile
+        if outcome.error_code:
+            fields = outcome.error_fields
+            waiting.set_exception(named_error(outcome.error_name, outcome.error_message, fields))
+        else:
+            waiting.set_result(outcome.commit_lsn)
 
 
 class ReaderClient:

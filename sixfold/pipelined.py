@@ -23,11 +23,12 @@ async def answer_pipelined(
     requests: AsyncIterator[Request],
     answer: Callable[[Request], Awaitable[Answer]],
     in_flight_max: int,
-) -> AsyncIterator[Answer]:
+    answers_per_yield_max: int = 1,
+) -> AsyncIterator[list[Answer]]:
     """Run `answer` on each request as it comes, up to `in_flight_max` at once (a client
-    sending more waits: the stream's flow control holds it), and yield each answer as it
-    is ready. `answer` answers its errors itself; the request side's own failure (the
-    client went away) ends the stream."""
+    sending more waits: the stream's flow control holds it), and yield the answers ready,
+    at least one and at most `answers_per_yield_max` at a time. `answer` answers its errors
+    itself; the request side's own failure (the client went away) ends the stream."""
     answers: asyncio.Queue[Answer | None] = asyncio.Queue()
     slots = asyncio.Semaphore(in_flight_max)
     running: set[asyncio.Task[None]] = set()
@@ -52,8 +53,15 @@ async def answer_pipelined(
 
     taker = asyncio.create_task(take())
     try:
-        while (response := await answers.get()) is not None:
-            yield response
+        while (first := await answers.get()) is not None:
+            ready = [first]
+            while len(ready) < answers_per_yield_max and not answers.empty():
+                more = answers.get_nowait()
+                if more is None:  # the end: after what is ready
+                    answers.put_nowait(None)
+                    break
+                ready.append(more)
+            yield ready
         await taker
     finally:
         taker.cancel()

@@ -17,24 +17,26 @@ from tests.conftest import LocalCluster
 pytestmark = pytest.mark.processes
 
 
-def _write(request_id: int, page_no: int, data: bytes, offset: int = 0) -> bytes:
+def _write(write_id: int, page_no: int, data: bytes, offset: int = 0) -> pb.StreamedWrite:
     change = pb.PageChange(page_no=page_no, offset=offset, data=data)
-    request = pb.WritePagesRequest(changes=[change])
-    return pb.WritePagesStreamRequest(id=request_id, request=request).SerializeToString()
+    return pb.StreamedWrite(id=write_id, changes=[change])
+
+
+def _message(*writes: pb.StreamedWrite) -> bytes:
+    return pb.WritePagesStreamRequest(writes=writes).SerializeToString()
 
 
 def test_the_stream_pipelines_writes_and_answers_errors_in_band(
     local_cluster: LocalCluster,
 ) -> None:
-    # Every request is sent before any answer is read. A write off the end of its page and
-    # a message that is not a WritePagesStreamRequest are answered in band, nothing of them
-    # is stored, and the stream goes on.
+    # Every message is sent before any answer is read, the first with two commits. A write
+    # off the end of its page and a message that is not a WritePagesStreamRequest are
+    # answered in band, nothing of them is stored, and the stream goes on.
     raw = [
-        _write(1, 40, b"one\0"),
-        _write(2, 41, b"two\0"),
+        _message(_write(1, 40, b"one\0"), _write(2, 41, b"two\0")),
         b"\xff\xff\xff not a message",
-        _write(3, 40, b"off the page", offset=PAGE_SIZE_BYTES - 4),
-        _write(4, 40, b"four\0"),
+        _message(_write(3, 40, b"off the page", offset=PAGE_SIZE_BYTES - 4)),
+        _message(_write(4, 40, b"four\0")),
     ]
     with grpc.insecure_channel(local_cluster.layout.find_writer_address()) as channel:
         stream = channel.stream_stream(
@@ -42,14 +44,14 @@ def test_the_stream_pipelines_writes_and_answers_errors_in_band(
             request_serializer=None,
             response_deserializer=pb.WritePagesStreamResponse.FromString,
         )
-        answers = list(stream(iter(raw), timeout=30))
-    by_id = {a.id: a for a in answers if a.id}
-    assert len(answers) == 5 and set(by_id) == {1, 2, 3, 4}
+        outcomes = [o for answer in stream(iter(raw), timeout=30) for o in answer.outcomes]
+    by_id = {o.id: o for o in outcomes if o.id}
+    assert len(outcomes) == 5 and set(by_id) == {1, 2, 3, 4}
     assert not any(by_id[i].error_code for i in (1, 2, 4))
     assert 0 < by_id[1].commit_lsn < by_id[4].commit_lsn  # page 40, in the order sent
     assert by_id[3].error_code == "INVALID_ARGUMENT" and not by_id[3].commit_lsn
     assert by_id[3].error_name == "InvalidRequestError" and "page" in by_id[3].error_message
-    refused = [a for a in answers if not a.id]
+    refused = [o for o in outcomes if not o.id]
     assert "not a valid WritePagesStreamRequest" in refused[0].error_message
     assert local_cluster.read(40) == "four" and local_cluster.read(41) == "two"
 

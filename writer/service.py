@@ -19,7 +19,20 @@ from writer.writer import Writer
 
 # Commits of one WritePagesStream waiting for durability at once: a client's whole load
 # (peers.py's kv runs 64 clients), more waits on the stream's flow control.
-WRITE_STREAM_REQUESTS_IN_FLIGHT_MAX = 256
+WRITE_STREAM_COMMITS_IN_FLIGHT_MAX = 256
+OUTCOMES_PER_MESSAGE_MAX = 256  # outcomes ready at once, answered in one message
+
+
+async def _streamed_writes(
+    requests: AsyncIterator[pb.WritePagesStreamRequest | Undecodable],
+) -> AsyncIterator[pb.StreamedWrite | Undecodable]:
+    """Each commit of each message, in the order sent; an undecodable message as itself."""
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            yield request
+            continue
+        for write in request.writes:
+            yield write
 
 
 def page_writes(changes: list[pb.PageChange]) -> list[PageWrite]:
@@ -58,27 +71,30 @@ class WriterService(pb_grpc.WriterServicer):
     async def WritePagesStream(
         self, requests: AsyncIterator[pb.WritePagesStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WritePagesStreamResponse]:
-        """WritePages requests on one stream, each its own commit (pipelined, up to
-        WRITE_STREAM_REQUESTS_IN_FLIGHT_MAX at once), answered by id once durable; an error
-        is answered in band and the stream goes on (issue 11: a stream message costs the
-        writer less than half of a unary call)."""
-        async for response in answer_pipelined(
-            requests, self._write_answer, WRITE_STREAM_REQUESTS_IN_FLIGHT_MAX
+        """Commits on one stream (issue 11), each its own, pipelined (up to
+        WRITE_STREAM_COMMITS_IN_FLIGHT_MAX at once) and answered by id once durable, the
+        outcomes ready at once in one message; an error is answered in band and the stream
+        goes on. A stream message costs the writer less than half of a unary call, and one
+        message carries a burst."""
+        writes = _streamed_writes(requests)
+        async for outcomes in answer_pipelined(
+            writes,
+            self._write_outcome,
+            WRITE_STREAM_COMMITS_IN_FLIGHT_MAX,
+            OUTCOMES_PER_MESSAGE_MAX,
         ):
-            yield response
+            yield pb.WritePagesStreamResponse(outcomes=outcomes)
 
-    async def _write_answer(
-        self, request: pb.WritePagesStreamRequest
-    ) -> pb.WritePagesStreamResponse:
+    async def _write_outcome(self, write: pb.StreamedWrite | Undecodable) -> pb.WriteOutcome:
         try:
-            if isinstance(request, Undecodable):  # sixfold/guard.py: answered, not raised
+            if isinstance(write, Undecodable):  # sixfold/guard.py: answered, not raised
                 raise InvalidRequestError(
-                    f"not a valid WritePagesStreamRequest ({request.error}); the stream goes on"
+                    f"not a valid WritePagesStreamRequest ({write.error}); the stream goes on"
                 )
-            lsn = await self.writer.write_pages(page_writes(list(request.request.changes)))
+            lsn = await self.writer.write_pages(page_writes(list(write.changes)))
         except SixfoldError as exc:
-            return pb.WritePagesStreamResponse(id=getattr(request, "id", 0), **error_in_band(exc))
-        return pb.WritePagesStreamResponse(id=request.id, commit_lsn=lsn)
+            return pb.WriteOutcome(id=getattr(write, "id", 0), **error_in_band(exc))
+        return pb.WriteOutcome(id=write.id, commit_lsn=lsn)
 
     async def ReadPage(self, request: pb.ReadPageRequest, context):
         try:

@@ -360,15 +360,21 @@ class WritePagesResponse(_message.Message):
     commit_lsn: int
     def __init__(self, commit_lsn: _Optional[int] = ...) -> None: ...
 
-class WritePagesStreamRequest(_message.Message):
-    __slots__ = ("id", "request")
+class StreamedWrite(_message.Message):
+    __slots__ = ("id", "changes")
     ID_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     id: int
-    request: WritePagesRequest
-    def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[WritePagesRequest, _Mapping]] = ...) -> None: ...
+    changes: _containers.RepeatedCompositeFieldContainer[PageChange]
+    def __init__(self, id: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[PageChange, _Mapping]]] = ...) -> None: ...
 
-class WritePagesStreamResponse(_message.Message):
+class WritePagesStreamRequest(_message.Message):
+    __slots__ = ("writes",)
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    writes: _containers.RepeatedCompositeFieldContainer[StreamedWrite]
+    def __init__(self, writes: _Optional[_Iterable[_Union[StreamedWrite, _Mapping]]] = ...) -> None: ...
+
+class WriteOutcome(_message.Message):
     __slots__ = ("id", "commit_lsn", "error_code", "error_name", "error_message", "error_fields")
     ID_FIELD_NUMBER: _ClassVar[int]
     COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
@@ -383,6 +389,12 @@ class WritePagesStreamResponse(_message.Message):
     error_message: str
     error_fields: str
     def __init__(self, id: _Optional[int] = ..., commit_lsn: _Optional[int] = ..., error_code: _Optional[str] = ..., error_name: _Optional[str] = ..., error_message: _Optional[str] = ..., error_fields: _Optional[str] = ...) -> None: ...
+
+class WritePagesStreamResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[WriteOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[WriteOutcome, _Mapping]]] = ...) -> None: ...
 
 class ReadPageRequest(_message.Message):
     __slots__ = ("page_no",)
