@@ -70,6 +70,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "unary WritePages call each (implies --via-grpc)",
     )
     p.add_argument(
+        "--readers",
+        action="store_true",
+        help="start the two readers too, as `sixfold up` does (their CPU is counted; "
+        "implies --via-grpc)",
+    )
+    p.add_argument(
         "--reads",
         action="store_true",
         help="measure linearizable page reads through the writer's ReadPage API "
@@ -413,7 +419,7 @@ def print_result(r: Result) -> None:
 def check_args(args: argparse.Namespace) -> None:
     if args.stream and args.reads:
         raise SixfoldError("--stream commits; --reads measures reads: give one of them")
-    args.via_grpc = args.via_grpc or args.reads or args.stream
+    args.via_grpc = args.via_grpc or args.reads or args.stream or args.readers
     if args.committers < 1 or args.records_per_commit < 1 or args.seconds <= 0:
         raise SixfoldError("--committers, --records-per-commit and --seconds must be positive")
     if not 1 <= args.record_bytes <= 4096 or args.warmup < 0:
@@ -434,6 +440,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(args: argparse.Namespace) -> int:
     check_args(args)
     names = list(NODE_NAMES) + ([cluster.WRITER_NAME] if args.via_grpc else [])
+    names += list(cluster.READER_NAMES) if args.readers else []
     return on_fresh_cluster(args, "sixfold-bench-", names, bench, print_result)
 
 
