@@ -298,6 +298,11 @@ class PageWriteStream:
         finally:
             self._waiting.pop(request_id, None)
 
+    @property
+    def broken(self) -> Exception | None:
+        """Why this stream takes no more writes (None: it does)."""
+        return self._broken
+
     async def close(self) -> None:
         self._broken = self._broken or NodeDownError(
             f"{self.name}: the WritePages stream is closed"

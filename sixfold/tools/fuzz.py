@@ -40,7 +40,7 @@ from sixfold import cluster
 from sixfold.check.history import NEMESIS, Event, write_event
 from sixfold.check.linearizability import CheckResult, Verdict, check_history
 from sixfold.check.multipage import GroupCheck, check_groups
-from sixfold.clients import ReaderClient, WriterClient
+from sixfold.clients import PageWriteStream, ReaderClient, WriterClient
 from sixfold.core.errors import (
     InvalidRequestError,
     NotWriterError,
@@ -146,22 +146,40 @@ class Clients:
     """One client process's connections: the writer, and the readers for group reads.
 
     A stale client keeps its writer address until refused; its calls have a short deadline.
+    A streamed client writes through a WritePagesStream (opened again after it breaks, and
+    at each new writer), the others with a unary WritePages call each.
     """
 
     writer: WriterClient
     readers: dict[str, ReaderClient]
     writer_address: str
     stale: bool = False
+    streamed: bool = False
+    stream: PageWriteStream | None = None
 
     @property
     def timeout_s(self) -> float:
         return STALE_OP_TIMEOUT_S if self.stale else FOLLOWING_OP_TIMEOUT_S
 
     @classmethod
-    def open(cls, target, stale: bool = False) -> Clients:
+    def open(cls, target, stale: bool = False, streamed: bool = False) -> Clients:
         readers = {r: ReaderClient(target.reader_address(r), r) for r in cluster.READER_NAMES}
         address = target.find_writer_address()
-        return cls(WriterClient(address), readers, address, stale)
+        return cls(WriterClient(address), readers, address, stale, streamed)
+
+    async def write_pages(self, changes: list[pb.PageChange], timeout_s: float) -> None:
+        if not self.streamed:
+            await self.writer.write_pages(changes, timeout=timeout_s)
+            return
+        if self.stream is None or self.stream.broken is not None:
+            await self._close_stream()
+            self.stream = self.writer.write_pages_stream()
+        await self.stream.write(changes, timeout=timeout_s)
+
+    async def _close_stream(self) -> None:
+        if self.stream is not None:
+            await self.stream.close()
+            self.stream = None
 
     async def after_failure(self, target, exc: SixfoldError) -> None:
         if not self.stale or is_refusal(exc):
@@ -173,10 +191,12 @@ class Clients:
         Finding it asks the instances with blocking calls, so it runs off the event loop."""
         address = await asyncio.to_thread(target.find_writer_address)
         if address != self.writer_address:
+            await self._close_stream()
             await self.writer.close()
             self.writer, self.writer_address = WriterClient(address), address
 
     async def close(self) -> None:
+        await self._close_stream()
         for client in (self.writer, *self.readers.values()):
             await client.close()
 
@@ -190,7 +210,7 @@ async def client_loop(
     stop: asyncio.Event,
     stale: bool = False,
 ) -> None:
-    clients = Clients.open(target, stale)
+    clients = Clients.open(target, stale, streamed=process % 2 == 1)
     try:
         while not stop.is_set():
             if work.groups and rng.random() < GROUP_OP_SHARE:
@@ -237,7 +257,7 @@ async def group_op(
         rec.log(process, "invoke", "mwrite", key, value)
         changes = [_change(page, 0, value) for page in group_pages(group)]
         try:
-            await clients.writer.write_pages(changes, timeout=clients.timeout_s)
+            await clients.write_pages(changes, clients.timeout_s)
         except SixfoldError as exc:
             rec.log(process, outcome_of("mwrite", exc), "mwrite", key, value)
             await asyncio.sleep(0.05)  # do not spin against an unavailable cluster
@@ -284,7 +304,7 @@ async def one_op(
         value = (work.last_seen.get(key), work.fresh_value())
     rec.log(process, "invoke", f, key, value)
     try:
-        result = await run_op(clients.writer, f, page, offset, value, clients.timeout_s)
+        result = await run_op(clients, f, page, offset, value, clients.timeout_s)
     except SixfoldError as exc:
         rec.log(process, outcome_of(f, exc), f, key, value)
         await asyncio.sleep(0.05)  # do not spin against an unavailable cluster
@@ -301,7 +321,7 @@ async def one_op(
 
 
 async def run_op(
-    writer: WriterClient,
+    clients: Clients,
     f: str,
     page: int,
     offset: int,
@@ -309,14 +329,13 @@ async def run_op(
     timeout_s: float = OP_TIMEOUT_S,
 ) -> object:
     if f == "read":
-        image = (await writer.read_page(page, timeout=timeout_s)).image
+        image = (await clients.writer.read_page(page, timeout=timeout_s)).image
         return decode_value(image[offset : offset + SLOT_BYTES])
     if f == "write":
-        change = [_change(page, offset, value)]
-        await writer.write_pages(change, timeout=timeout_s)
+        await clients.write_pages([_change(page, offset, value)], timeout_s)
         return True
     expected, new = value
-    answer = await writer.compare_and_set(
+    answer = await clients.writer.compare_and_set(
         page, offset, encode_value(expected), encode_value(new), timeout=timeout_s
     )
     return answer.applied
@@ -558,7 +577,7 @@ async def final_reads(target, rec: Recorder, work: Workload, process: int) -> di
             page, offset = key_location(key)
             rec.log(process, "invoke", "read", key, None)
             try:
-                value = await run_op(clients.writer, "read", page, offset, None)
+                value = await run_op(clients, "read", page, offset, None)
             except SixfoldError:
                 rec.log(process, "fail", "read", key, None)
             else:
