@@ -304,9 +304,12 @@ class PageWriteStream:
         return self._broken
 
     async def close(self) -> None:
-        self._broken = self._broken or NodeDownError(
-            f"{self.name}: the WritePages stream is closed"
+        """End the stream; writes still waiting fail at once (their outcome unknown)."""
+        closed = NodeDownError(
+            f"{self.name}: the WritePages stream is closed (a write that was in flight may "
+            "still take effect)"
         )
+        self._fail_waiting(self._broken or closed)
         self._requests.put_nowait(None)
         self._call.cancel()
         self._reader.cancel()
@@ -324,17 +327,21 @@ class PageWriteStream:
             yield pb.WritePagesStreamRequest(writes=writes)
 
     async def _read(self) -> None:
+        broken: Exception = NodeDownError(f"{self.name}: the WritePages stream ended")
         try:
             async for answer in self._call:
                 for outcome in answer.outcomes:
                     self._settle(outcome)
-            broken: Exception = NodeDownError(f"{self.name}: the WritePages stream ended")
         except grpc.aio.AioRpcError as err:
             broken = rpc_error(self.name, err)
-        self._broken = broken
+        finally:  # cancelled too (close): no write is left waiting for an answer
+            self._fail_waiting(broken)
+
+    def _fail_waiting(self, why: Exception) -> None:
+        self._broken = self._broken or why
         for waiting in self._waiting.values():
             if not waiting.done():
-                waiting.set_exception(broken)
+                waiting.set_exception(self._broken)
 
     def _settle(self, outcome: pb.WriteOutcome) -> None:
         waiting = self._waiting.get(outcome.id)

@@ -25,19 +25,24 @@ async def answer_pipelined(
     in_flight_max: int,
     answers_per_yield_max: int = 1,
 ) -> AsyncIterator[list[Answer]]:
-    """Run `answer` on each request as it comes, up to `in_flight_max` at once (a client
-    sending more waits: the stream's flow control holds it), and yield the answers ready,
-    at least one and at most `answers_per_yield_max` at a time. `answer` answers its errors
-    itself; the request side's own failure (the client went away) ends the stream."""
+    """Run `answer` on each request as it comes, and yield the answers ready, at least one
+    and at most `answers_per_yield_max` at a time. At most `in_flight_max` requests are
+    running or answered and not yet sent: a client sending more, or not reading its
+    answers, waits (the stream's flow control holds it). `answer` answers operating errors
+    itself; anything else it raises (a bug) ends the stream with it, as it would have ended
+    a unary call, and so does the request side's own failure (the client went away)."""
     answers: asyncio.Queue[Answer | None] = asyncio.Queue()
     slots = asyncio.Semaphore(in_flight_max)
     running: set[asyncio.Task[None]] = set()
+    failures: list[Exception] = []
 
     async def run(request: Request) -> None:
         try:
             answers.put_nowait(await answer(request))
-        finally:
+        except Exception as exc:
+            failures.append(exc)
             slots.release()
+            answers.put_nowait(None)
 
     async def take() -> None:
         try:
@@ -62,6 +67,10 @@ async def answer_pipelined(
                     break
                 ready.append(more)
             yield ready
+            for _ in ready:  # sent: room for more
+                slots.release()
+        if failures:
+            raise failures[0]
         await taker
     finally:
         taker.cancel()

@@ -276,7 +276,7 @@ def test_a_second_settle_keeps_the_outcome_the_first_chose() -> None:
     store the outcome the first chose, never the other one at the same epoch (the simulator
     found two outcomes at one membership epoch on different nodes so)."""
     moving = Membership.initial().begin("c2", "c3", 2)
-    choices: dict[int, Membership] = {}
+    choices: dict[tuple[int, int], Membership] = {}
 
     def old_back_first(node: str, request: object) -> object:
         if isinstance(request, SetMembership):
@@ -295,7 +295,7 @@ def test_two_settles_running_at_once_store_one_outcome() -> None:
     the other waits for its answers decides for both (seed 80 of the simulator stored the
     revert on five nodes and the completion on one, at one membership epoch)."""
     moving = Membership.initial().begin("c2", "c3", 2)
-    choices: dict[int, Membership] = {}
+    choices: dict[tuple[int, int], Membership] = {}
     first = Settle(50, True, choices).round(moving, 2)
     asked = first.send(None)  # waits for the new and old nodes' SCLs
     assert set(asked) == {"c2", "c3"}

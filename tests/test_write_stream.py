@@ -94,3 +94,26 @@ def test_the_stream_needs_the_role_a_unary_write_needs() -> None:
 
     unary = role_needed("/sixfold.v1.Writer/WritePages")
     assert role_needed("/sixfold.v1.Writer/WritePagesStream") == unary == "write"
+
+
+def test_closing_the_stream_fails_the_writes_in_flight_at_once(local_cluster: LocalCluster) -> None:
+    """A write waiting on a stream that is closed learns it at once (its outcome unknown),
+    not at its deadline."""
+
+    async def body() -> tuple[list[object], float]:
+        client = WriterClient(local_cluster.layout.find_writer_address())
+        stream = client.write_pages_stream()
+        try:
+            changes = [pb.PageChange(page_no=80 + i, offset=0, data=b"x\0") for i in range(8)]
+            writes = [asyncio.create_task(stream.write([c], timeout=60.0)) for c in changes]
+            await asyncio.sleep(0)  # queued, not answered yet
+            started = asyncio.get_running_loop().time()
+            await stream.close()
+            outcomes = await asyncio.gather(*writes, return_exceptions=True)
+            return outcomes, asyncio.get_running_loop().time() - started
+        finally:
+            await client.close()
+
+    outcomes, waited_s = asyncio.run(body())
+    assert waited_s < 5.0, waited_s
+    assert all(isinstance(o, NodeDownError) and "closed" in str(o) for o in outcomes), outcomes

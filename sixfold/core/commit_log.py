@@ -160,7 +160,7 @@ class CommitLog:
         # What this writer stores next for each change it settles, by transitional epoch:
         # the outcome, or the change renewed (sixfold/core/replacement.py Settle). Chosen
         # once, whichever settle runs it.
-        self.settle_choices: dict[int, Membership] = {}
+        self.settle_choices: dict[tuple[int, int], Membership] = {}  # by Membership.rank
         # Recounted whenever a shipper's liveness may change:
         self._live = len(self.shippers)
         self._quorum_live = self.membership.is_write_quorum(self.shippers)

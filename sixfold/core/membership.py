@@ -173,18 +173,18 @@ class Membership:
         return replace(self, epoch=self.epoch + 1, change=None, writer_epoch=writer_epoch)
 
     def renewed(self, writer_epoch: int) -> Membership:
-        """The same change at the next epoch: a writer that did not begin it stores this
-        before it settles. A deposed writer's outcome may still reach a node or two at the
-        epoch after the old one; it is then older than anything this writer stores, never
-        a rival at the same epoch."""
+        """The same change at the next epoch, in `writer_epoch`'s name: a writer that
+        adopted a change another writer made stores this before it settles. A deposed
+        writer's outcome may still reach a node or two at the epoch after the old one; it is
+        then older than anything this writer stores (Membership.rank)."""
         self._in_progress()
         return self.restamped(writer_epoch)
 
     def restamped(self, writer_epoch: int) -> Membership:
-        """The same holders and change at the next epoch, made by `writer_epoch`'s writer: a
-        recovering writer stores this when the newest membership it found is not on a write
-        quorum, so that whatever other memberships a node or two hold at that epoch (from
-        writers before it), its own is newer than all of them."""
+        """The same holders and change at the next epoch, made by `writer_epoch`'s writer:
+        every recovery stores this (sixfold/core/recovery_machine.py), so that whatever other
+        memberships a node or two hold (from writers before it), its own is newer than all
+        of them."""
         return replace(self, epoch=self.epoch + 1, writer_epoch=writer_epoch)
 
     def _in_progress(self) -> Change:

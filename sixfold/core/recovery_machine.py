@@ -28,15 +28,7 @@ from dataclasses import dataclass
 
 from sixfold.core.errors import QuorumUnavailableError, RecoveryError, StaleEpochError
 from sixfold.core.membership import Membership, describe, newest_membership
-from sixfold.core.node_requests import (
-    Append,
-    GetState,
-    NodeRequest,
-    ReadRecords,
-    Seal,
-    SetMembership,
-    Truncate,
-)
+from sixfold.core.node_requests import Append, GetState, NodeRequest, ReadRecords, Seal, Truncate
 from sixfold.core.quorum import COPIES, WRITE_QUORUM
 from sixfold.core.record import RedoRecord
 from sixfold.core.recovery import (
@@ -46,6 +38,7 @@ from sixfold.core.recovery import (
     next_epoch,
     plan_recovery,
 )
+from sixfold.core.replacement import store
 from sixfold.core.truncation import TruncationRange, merge
 
 TRUNCATION_SYNC_ROUNDS_MAX = 3
@@ -62,7 +55,7 @@ class Recovered:
     plan: RecoveryPlan
     truncations: tuple[TruncationRange, ...]
     node_scls: dict[str, int]
-    membership: Membership  # the newest the nodes knew: the writer ships to its nodes
+    membership: Membership  # the newest the nodes knew, stored again in this writer's name
 
 
 def _reports(answers: Answers) -> dict[str, SegmentReport]:
@@ -169,22 +162,19 @@ class Recovery:
         in this writer's name: newer than any other, it replaces them all. The initial
         membership has no rival (no writer makes one at epoch 1): it is kept as it is."""
         newest = newest_membership([self.membership, *(r.membership for r in sealed.values())])
-        if newest != self.membership:
-            raise RecoveryError(
-                f"the membership changed during recovery ({describe(self.membership)}, then "
-                f"{describe(newest)}): recovering again"
-            )
+        if newest != self.membership:  # stored between the states read and the seal
+            if not newest.is_write_quorum(sealed):
+                raise RecoveryError(
+                    f"the membership changed during recovery, to {describe(newest)}, and the "
+                    f"nodes sealed ({', '.join(sorted(sealed))}) are no write quorum of it"
+                )
+            self.membership = newest
         if newest == Membership.initial():
             return
         restamped = newest.restamped(epoch)
-        answers = yield {n: SetMembership(restamped, epoch) for n in sorted(newest.nodes)}
-        stored = {n for n, a in answers.items() if isinstance(a, SegmentReport)}
-        if len(stored & newest.old_set) < WRITE_QUORUM:
-            errors = "; ".join(f"{n}: {a}" for n, a in answers.items() if n not in stored)
-            raise RecoveryError(
-                f"{describe(restamped)} reached only {len(stored)} nodes, {WRITE_QUORUM} of "
-                f"{', '.join(sorted(newest.old_set))} needed: {errors}"
-            )
+        # To the sealed nodes only: one that did not answer would hold recovery up for its
+        # deadline, and gossip brings it the new one anyway.
+        yield from store(restamped, frozenset(sealed), newest.old_set, epoch)
         self.notes.append(f"stored {describe(restamped)} in this writer's name")
         self.membership = restamped
 

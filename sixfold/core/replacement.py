@@ -82,7 +82,7 @@ def serving_scl(answer: object) -> int | None:
 
 def store(
     membership: Membership, targets: frozenset[str], quorum_set: frozenset[str], volume_epoch: int
-) -> Generator[Step, Any, None]:
+) -> Generator[dict[str, NodeRequest], Any, None]:
     """Store `membership` on `targets` in the name of the writer of `volume_epoch`; it must
     reach a write quorum of `quorum_set` (six nodes), or MembershipError."""
     answers = yield {n: SetMembership(membership, volume_epoch) for n in sorted(targets)}
@@ -128,37 +128,38 @@ class Settle:
     node's return reverts it; not after `--force`, which replaces a node that is up).
 
     `choices` is the writer's (CommitLog.settle_choices): what it stores next for each
-    transitional membership epoch, shared by every Settle it runs, the first choice standing.
+    transitional membership (by Membership.rank), shared by every Settle it runs, the first choice standing.
     A settle whose store failed may still land on some nodes later; another settle that
     chose anew (the old node back first, then the new one complete) would store the other
     outcome at the same membership epoch, and the nodes would then disagree about who holds
     the position.
 
-    A change another writer made (found at recovery, or adopted from the nodes: its
-    `writer_epoch` is not this writer's) is renewed first: a writer before this one may have
+    A change another writer made (adopted from the nodes: its `writer_epoch` is not this
+    writer's; one found at recovery was already stored again in this writer's name) is
+    renewed first: a writer before this one may have
     chosen an outcome and stored it on a node or two, so this one stores the change again at
     the next epoch (Membership.renewed) and chooses at that one."""
 
     def __init__(
-        self, durable_point: int, revertible: bool, choices: dict[int, Membership]
+        self, durable_point: int, revertible: bool, choices: dict[tuple[int, int], Membership]
     ) -> None:
         self.durable_point = durable_point
         self.revertible = revertible
         self.choices = choices
-        self.epoch: int | None = None  # the transitional membership epoch it settles
+        self.rank: tuple[int, int] | None = None  # the transitional membership it settles
 
     def round(self, membership: Membership, volume_epoch: int) -> Generator[Step, Any, bool]:
         """One attempt; True once the change is settled (or none is in progress)."""
         change = membership.change
-        if self.epoch is None:
-            self.epoch = membership.epoch
-        if change is None or membership.epoch != self.epoch:
+        if self.rank is None:
+            self.rank = membership.rank
+        if change is None or membership.rank != self.rank:
             return True  # settled meanwhile (by another writer, or adopted from the nodes)
-        chosen = self.choices.get(membership.epoch)
+        chosen = self.choices.get(membership.rank)
         # Renewed once: the renewal is this writer's own, so is not renewed again when
         # adopted back from the nodes.
         if chosen is None and membership.writer_epoch != volume_epoch:
-            chosen = self.choices.setdefault(membership.epoch, membership.renewed(volume_epoch))
+            chosen = self.choices.setdefault(membership.rank, membership.renewed(volume_epoch))
         if chosen is None:
             asked = [change.new, *([change.old] if self.revertible else [])]
             answers = yield {n: GetState() for n in asked}
@@ -170,13 +171,13 @@ class Settle:
             # Kept: a retry stores the same one. Another settle may have chosen while this
             # one waited for the answers (an adoption runs one beside the operator's): the
             # first choice stands.
-            chosen = self.choices.setdefault(membership.epoch, choice)
+            chosen = self.choices.setdefault(membership.rank, choice)
         # The node leaving learns it too, if it answers: it is no longer a member.
         targets = chosen.nodes | membership.nodes
         yield from store(chosen, targets, chosen.old_set, volume_epoch)
         yield SwitchMembership(chosen)
         if chosen.change is not None:  # renewed: settle it at its new epoch
-            self.epoch = chosen.epoch
+            self.rank = chosen.rank
             return False
         return True
 
