@@ -238,10 +238,13 @@ def membership_is_news(
     the writer of `volume_epoch` (0: a sender that gives none, such as gossip). The same one
     again is no news. Refused: one a writer made in another's name (InvalidRequestError), an
     older epoch (StaleMembershipError), another one at the same epoch from the same or an
-    older writer (InvalidRequestError), and one from a writer older than the node's seal
-    (StaleEpochError): a deposed writer cannot settle a change its successor settles
-    otherwise. One at the same epoch from a newer writer replaces the node's (Membership.rank):
-    the older writer's never reached a write quorum, or the newer one would have found it."""
+    older writer (InvalidRequestError), and one sent by a writer older than the node's seal
+    (StaleEpochError): a deposed writer cannot store a change on a node its successor
+    sealed. (Gossip gives no volume epoch: what a deposed writer stored on a node its
+    successor did not seal may spread, and is then older than what the successor stores at
+    recovery.) One at the same epoch from a newer writer replaces the node's
+    (Membership.rank): the older writer's never reached a write quorum, or the newer one
+    would have found it."""
     if volume_epoch and volume_epoch != proposed.writer_epoch:
         raise InvalidRequestError(
             f"a membership made by the writer of volume epoch {proposed.writer_epoch} was "
