@@ -2,9 +2,9 @@
 
 Against the running local process cluster (`sixfold up --detach`):
 
-- a steady load: page writes (`--page-writers` clients over `--pages` pages) and SQL
-  transactions (an UPDATE of one of `--rows` rows, or an INSERT OR REPLACE into a bounded
-  key range, so the database itself does not grow);
+- a steady load: page writes (`--page-writers` clients over `--pages` pages, every other
+  one through a WritePagesStream) and SQL transactions (an UPDATE of one of `--rows` rows,
+  or an INSERT OR REPLACE into a bounded key range, so the database itself does not grow);
 - every `--restart-every` seconds one member is restarted (SIGKILL, then started again), in
   turn: a storage node, the current writer (a reader takes over), a reader;
 - every `--report-every` seconds one line per process: log records and page versions
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from sixfold import cluster
 from sixfold.client import dbapi
-from sixfold.clients import NodeClient, WriterClient
+from sixfold.clients import NodeClient, PageWriteStream, WriterClient
 from sixfold.core.errors import SixfoldError
 from sixfold.core.log_cleanup import COALESCE_RECORDS_MAX
 from sixfold.core.quorum import NODE_NAMES
@@ -111,25 +111,44 @@ class Counts:
 
 
 async def page_writer(
-    target: ProcessTarget, args, rng: random.Random, counts: Counts, stop: asyncio.Event
+    target: ProcessTarget,
+    args,
+    rng: random.Random,
+    counts: Counts,
+    stop: asyncio.Event,
+    streamed: bool = False,
 ) -> None:
+    """One client's page writes: unary WritePages calls, or with `streamed` one
+    WritePagesStream (issue 11), opened again after it breaks, so the run also shows what the
+    stream's server side holds over time."""
     address = await asyncio.to_thread(target.find_writer_address)
     client = WriterClient(address)
+    stream: PageWriteStream | None = None
     try:
         while not stop.is_set():
             page = SOAK_PAGE_BASE + rng.randrange(args.pages)
             change = pb.PageChange(page_no=page, offset=0, data=rng.randbytes(200))
             try:
-                await client.write_pages([change], timeout=CALL_TIMEOUT_S)
+                if not streamed:
+                    await client.write_pages([change], timeout=CALL_TIMEOUT_S)
+                else:
+                    if stream is None or stream.broken is not None:
+                        stream = client.write_pages_stream()
+                    await stream.write([change], timeout=CALL_TIMEOUT_S)
                 counts.page_writes += 1
             except SixfoldError:
                 counts.errors += 1
+                if stream is not None:
+                    await stream.close()
+                    stream = None
                 await client.close()
                 address = await asyncio.to_thread(target.find_writer_address)
                 client = WriterClient(address)
                 await asyncio.sleep(0.2)
             await asyncio.sleep(WRITE_PAUSE_S)
     finally:
+        if stream is not None:
+            await stream.close()
         await client.close()
 
 
@@ -326,7 +345,9 @@ async def soak(target: ProcessTarget, args: argparse.Namespace, out) -> int:
         f"soak: {args.time:g} s, seed {seed}, restarts every {args.restart_every:g} s", flush=True
     )
     tasks = [
-        asyncio.create_task(page_writer(target, args, random.Random(seed + i), counts, stop))
+        asyncio.create_task(
+            page_writer(target, args, random.Random(seed + i), counts, stop, streamed=i % 2 == 1)
+        )
         for i in range(args.page_writers)
     ]
     for i in range(args.sql_clients):
