@@ -14,6 +14,7 @@ import time
 
 from sixfold.clients import NodeClient
 from sixfold.core.errors import SixfoldError
+from sixfold.core.gossip_pacing import GossipPacing, GossipSignals
 from sixfold.core.gossip_round import (
     AdoptMembership,
     AdoptTruncations,
@@ -34,7 +35,7 @@ from storage_node.node import StorageNode
 
 log = logging.getLogger("sixfold.gossip")
 
-GOSSIP_INTERVAL_S = 0.25
+GOSSIP_INTERVAL_S = 0.25  # the shortest rest between rounds; up to 8x that while quiet
 GOSSIP_CALL_TIMEOUTS = CallTimeouts(quick_s=1.0, bulk_s=5.0)
 
 
@@ -45,6 +46,7 @@ class Gossip:
         self.by_name = {p.name: p for p in self.peers}
         limits = GossipLimits(node.limits.gossip_records_max, node.limits.repairs_per_round_max)
         self.machine = GossipRound(list(self.by_name), limits)
+        self.pacing = GossipPacing(GOSSIP_INTERVAL_S)
 
     async def run(self) -> None:
         while True:
@@ -53,8 +55,16 @@ class Gossip:
                 behind = await self.round()
             except OPERATING_ERRORS:  # reported, and tried again next round; a bug ends it
                 log.exception("%s: gossip round failed", self.node.name)
-            if not behind:
+            self.pacing.after_round(behind, self.signals())
+            rested = 0.0
+            # Each look at the node's own signals costs no call; a round rests until due.
+            while not self.pacing.due(rested, self.signals()):
                 await asyncio.sleep(GOSSIP_INTERVAL_S)
+                rested += GOSSIP_INTERVAL_S
+
+    def signals(self) -> GossipSignals:
+        node = self.node
+        return GossipSignals.of(node.state, len(node.damaged), node.hydration, node.membership)
 
     async def round(self) -> bool:
         """One gossip round; True when the node fetched records and may still be behind."""

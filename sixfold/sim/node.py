@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
+from sixfold.core.gossip_pacing import GossipPacing, GossipSignals
 from sixfold.core.gossip_round import (
     AdoptMembership,
     AdoptTruncations,
@@ -126,8 +127,9 @@ class SimNode(Actor):
         self.state = SegmentState(name)
         self.queue: list[Queued] = []
         self.down_until = 0
-        self.next_gossip = gossip_offset
         self.gossip = GossipRound(peers, GossipLimits(GOSSIP_RECORDS_MAX, REPAIRS_MAX))
+        self.gossip_pacing = GossipPacing(GOSSIP_PERIOD_TICKS)
+        self.gossip_ended = gossip_offset - GOSSIP_PERIOD_TICKS  # the first round is due then
 
     # -- crash and restart (storage_node/node.py _restore_state) --------------------------------
 
@@ -165,6 +167,9 @@ class SimNode(Actor):
         self.state = st
         self.up = True
         self.sim.dirty_nodes.append(self)
+        # A new process: its pacing starts afresh, and its first round comes at once.
+        self.gossip_pacing = GossipPacing(GOSSIP_PERIOD_TICKS)
+        self.gossip_ended = self.sim.tick - GOSSIP_PERIOD_TICKS
 
     def _save_epoch(self) -> None:
         st, meta = self.state, self.meta
@@ -490,20 +495,29 @@ class SimNode(Actor):
     # -- gossip (storage_node/gossip.py) ---------------------------------------------------------
 
     def maybe_gossip(self) -> None:
-        if self.sim.tick >= self.next_gossip and not self.tasks:
-            self.next_gossip = self.sim.tick + GOSSIP_PERIOD_TICKS
+        """storage_node/gossip.py run: a round when the shipping GossipPacing says it is due."""
+        rested = self.sim.tick - self.gossip_ended
+        if not self.tasks and self.gossip_pacing.due(rested, self.gossip_signals()):
             self.spawn(self._gossip_round())
+
+    def gossip_signals(self) -> GossipSignals:
+        return GossipSignals.of(
+            self.state, len(self.needs_repair), self.meta.hydration, self.meta.membership
+        )
 
     def _gossip_round(self) -> Task:
         """storage_node/gossip.py: the shipping GossipRound, its local steps done here."""
         self.scrub()
         self.needs_repair &= self.damaged.keys()
         damaged = [(lsn, None) for lsn in sorted(self.needs_repair)]
+        behind = False
         try:
             rounds = self.gossip.run(self.state, damaged, self.meta.hydration, self.meta.membership)
-            yield from self.drive(rounds, local=self._carry_out)
+            behind = yield from self.drive(rounds, local=self._carry_out)
         except SixfoldError as exc:  # a malformed peer state: the round ends, as the node's
             self.sim.trace_event(f"{self.name} gossip round failed: {exc}")
+        self.gossip_pacing.after_round(behind, self.gossip_signals())
+        self.gossip_ended = self.sim.tick
 
     def scrub(self) -> None:
         """The periodic CRC check of every stored record (P17 §3.2 step 8), each gossip
