@@ -19,7 +19,7 @@ QUIET = GossipSignals(
     epoch=1,
     truncations_version=1,
     membership=(0, 0),
-    hole=False,
+    hole=None,
     damaged=0,
     hydrating=False,
     serving=True,
@@ -47,7 +47,7 @@ def test_quiet_rounds_double_the_rest_up_to_its_bound() -> None:
         {"epoch": 2},
         {"truncations_version": 2},
         {"membership": (1, 1)},
-        {"hole": True},
+        {"hole": (3, 5)},
         {"damaged": 1},
         {"hydrating": True},
         {"serving": False},
@@ -59,11 +59,20 @@ def test_news_in_the_nodes_own_state_calls_a_round_after_the_shortest_rest(news:
         pacing.after_round(False, QUIET)
     changed = replace(QUIET, **news)
     assert rest_after(pacing, QUIET) == 8.0
-    assert rest_after(pacing, changed) == 1.0  # between rounds: due at once
+    assert rest_after(pacing, changed) == 1.0  # between rounds: due after the shortest rest
     pacing.after_round(False, changed)  # and the round it called starts the count again
     assert rest_after(pacing, changed) == 1.0
     pacing.after_round(False, changed)
-    assert rest_after(pacing, changed) == 2.0
+    assert rest_after(pacing, changed) == (2.0 if changed.serving else 1.0)
+
+
+def test_a_node_not_serving_yet_does_not_rest_longer() -> None:
+    """It must hear from enough peers first: a cold start before its peers keeps asking."""
+    pacing = GossipPacing(1.0)
+    alone = replace(QUIET, serving=False)
+    for _ in range(5):
+        pacing.after_round(False, alone)
+        assert rest_after(pacing, alone) == 1.0
 
 
 def test_a_round_that_fetched_is_followed_at_once() -> None:
@@ -90,6 +99,6 @@ def test_signals_read_the_segment_and_the_membership() -> None:
     st_ = SegmentState("a1")
     signals = GossipSignals.of(st_, 0, None, Membership.initial())
     assert signals.membership == Membership.initial().rank
-    assert not signals.hole and not signals.serving and not signals.hydrating
+    assert signals.hole is None and not signals.serving and not signals.hydrating
     st_.completeness.add(5, 3, True)  # a record above a gap: LSNs 1-3 are missing
-    assert GossipSignals.of(st_, 0, None, None).hole
+    assert GossipSignals.of(st_, 0, None, None).hole == (0, 5)

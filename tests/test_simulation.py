@@ -161,13 +161,13 @@ def test_a_failed_drain_keeps_the_other_drains_hold() -> None:
     # Two switchovers drain writer1 at once; the first times out. When its failure lifted
     # every hold (as writer/writer.py did), writer1 took commits while the second drain's
     # switchover went ahead, leaving their outcome unknown. Seed 31298 found it; since gossip
-    # rests while quiet the schedules differ, and seed 105 (switchovers six times as often, no
-    # lost disks) is one that meets it now.
-    found = dataclasses.replace(Faults.from_rng(random.Random(105)), disk_loss=0.0, switchover=0.03)
-    assert run_simulation(105, STEPS, faults=found).switchovers >= 2
+    # rests while quiet the schedules differ, and seed 171 (switchovers six times as often, no
+    # lost disks) is one that meets it now: a loop like this test's over seeds finds others.
+    found = dataclasses.replace(Faults.from_rng(random.Random(171)), disk_loss=0.0, switchover=0.03)
+    assert run_simulation(171, STEPS, faults=found).switchovers >= 2
     with pytest.raises(InvariantViolation, match="a switchover's drain"):
         flaws = Flaws(drain_lifts_all=True)
-        run_simulation(105, STEPS, flaws=flaws, faults=found, check_liveness=False)
+        run_simulation(171, STEPS, flaws=flaws, faults=found, check_liveness=False)
 
 
 def test_drain_check_catches_coalescing_that_forgets_its_place_on_restart() -> None:

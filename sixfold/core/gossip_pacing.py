@@ -3,12 +3,17 @@
 Gossip fills a node's holes from its peers (P17 §3.2). On a healthy volume there are none:
 the writer sends every record to every node, and a round only asks each peer its state and
 learns nothing. Those rounds were most of an idle node's CPU, and a tenth of a busy one's
-(docs/BENCHMARKS.md, "Gossip rests while it finds nothing"). So a round that finds nothing
-doubles the rest before the next, up to `rest_max`; a round that fetched records or saw the
-node's own signals change (below) brings it back to `rest_min`, and so does any change of
-those signals between rounds, at once. A node that falls behind without a signal (its
-peers moved on while it missed records, and nothing more comes) is found by a round within
-`rest_max`.
+(docs/BENCHMARKS.md, "Gossip rests while it finds nothing"). So a quiet round (nothing
+fetched, the node's own signals below unchanged, and the node serving) doubles the rest
+before the next, up to `rest_max`; any other round brings it back to `rest_min`, or to
+nothing after a fetch (the node may still be behind). A change of those signals between
+rounds makes the next round due `rest_min` after the last one ended, however long the rest.
+
+What this gives up: a node that fell behind without a signal (its peers moved on while it
+missed records, and nothing more comes to it) sees it in a round within `rest_max`, and
+fetches in the round after (a fetch only reaches what a peer held one round earlier); and
+what a round learns of its peers (their SCLs and coalescing frontiers, which bound GC) may
+be `rest_max` old. Both were `rest_min` before.
 
 The units are the caller's: seconds in storage_node/gossip.py, ticks in the simulator.
 """
@@ -27,13 +32,13 @@ RESTS_DOUBLED_MAX = 3  # the longest rest is rest_min x 2**3
 @dataclass(frozen=True, slots=True)
 class GossipSignals:
     """What in a node's own state may call for a round: a new epoch or truncation set (a
-    recovery reached it, or passed it by), a membership, a hole above its SCL, damaged
-    records to repair, a hydration, a change in whether it serves."""
+    recovery reached it, or passed it by), a membership, a hole above its SCL (or another
+    one), damaged records to repair, a hydration, a change in whether it serves."""
 
     epoch: int
     truncations_version: int
     membership: tuple[int, int] | None
-    hole: bool
+    hole: tuple[int, int] | None
     damaged: int
     hydrating: bool
     serving: bool
@@ -50,7 +55,7 @@ class GossipSignals:
             st.epoch,
             st.truncations_version,
             membership.rank if membership is not None else None,
-            st.completeness.has_hole(),
+            st.completeness.first_hole(),
             damaged,
             hydration is not None,
             st.serving,
@@ -67,16 +72,17 @@ class GossipPacing:
 
     def after_round(self, fetched: bool, signals: GossipSignals) -> None:
         """A round ended. One that fetched records is followed at once by the next (the node
-        may still be behind); a quiet one doubles the rest."""
+        may still be behind); a quiet one doubles the rest; any other rests `rest_min`."""
         if fetched:
             self.rest = 0.0
-        elif signals == self.signals:
+        elif signals == self.signals and signals.serving:  # quiet
             self.rest = min(max(self.rest * 2, self.rest_min), self.rest_max)
-        else:
+        else:  # news, or a node that must still hear from its peers before it serves
             self.rest = self.rest_min
         self.signals = signals
 
     def due(self, rested: float, signals: GossipSignals) -> bool:
-        """Whether the next round is due, `rested` after the last one ended."""
+        """Whether the next round is due, `rested` after the last one ended: after the rest
+        the last round chose, or after at most `rest_min` if the signals changed since."""
         rest = self.rest if signals == self.signals else min(self.rest, self.rest_min)
         return rested >= rest

@@ -130,6 +130,7 @@ class SimNode(Actor):
         self.gossip = GossipRound(peers, GossipLimits(GOSSIP_RECORDS_MAX, REPAIRS_MAX))
         self.gossip_pacing = GossipPacing(GOSSIP_PERIOD_TICKS)
         self.gossip_ended = gossip_offset - GOSSIP_PERIOD_TICKS  # the first round is due then
+        self.gossip_fetched = False  # the round under way stored records it fetched
 
     # -- crash and restart (storage_node/node.py _restore_state) --------------------------------
 
@@ -510,13 +511,15 @@ class SimNode(Actor):
         self.scrub()
         self.needs_repair &= self.damaged.keys()
         damaged = [(lsn, None) for lsn in sorted(self.needs_repair)]
-        behind = False
+        behind = self.gossip_fetched = False
         try:
             rounds = self.gossip.run(self.state, damaged, self.meta.hydration, self.meta.membership)
             behind = yield from self.drive(rounds, local=self._carry_out)
         except SixfoldError as exc:  # a malformed peer state: the round ends, as the node's
             self.sim.trace_event(f"{self.name} gossip round failed: {exc}")
-        self.gossip_pacing.after_round(behind, self.gossip_signals())
+        # The node's round waits for the commit of what it fetched, and says whether the SCL
+        # moved; here the records wait in the commit queue, so having fetched them counts.
+        self.gossip_pacing.after_round(behind or self.gossip_fetched, self.gossip_signals())
         self.gossip_ended = self.sim.tick
 
     def scrub(self) -> None:
@@ -541,6 +544,7 @@ class SimNode(Actor):
             self.truncate(step.epoch, step.ranges, step.version)
         elif isinstance(step, StoreFetched):
             self.queue.append(QueuedAppend(None, step.records, 0, _Caller()))
+            self.gossip_fetched = True
         elif isinstance(step, RepairRecord):
             self.queue.append(QueuedAppend(None, (), 0, _Caller(repairs=(step.record,))))
         elif self.sim.flaws.no_hydration and isinstance(step, StoreImages | FinishHydration):
