@@ -1,5 +1,5 @@
 """Gossip pacing (sixfold/core/gossip_pacing.py): quiet rounds rest longer, news in the
-node's own state calls a round at once. (That a node catches up by gossip on real processes
+node's own state calls a round after the shortest rest. (That a node catches up by gossip on real processes
 is tests/test_processes.py's; the simulator runs the same pacing.)"""
 
 from __future__ import annotations

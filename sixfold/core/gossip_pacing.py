@@ -63,6 +63,8 @@ class GossipSignals:
 
 
 class GossipPacing:
+    """One node's rest between gossip rounds, from how its last rounds went."""
+
     def __init__(self, rest_min: float) -> None:
         assert rest_min > 0, rest_min
         self.rest_min = rest_min
