@@ -18,14 +18,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sixfold.core.clones import coalesce_limit
 from sixfold.core.errors import StoredCorruptionError
-from sixfold.core.log_cleanup import (
-    coalesce_point,
-    node_gc_horizon,
-    plan_coalesce,
-    version_needed,
-)
+from sixfold.core.log_cleanup import coalesce_point, node_gc_horizon
 from sixfold.crash import OPERATING_ERRORS
 from storage_node.node import StorageNode
 
@@ -79,39 +73,27 @@ async def coalesce_once(node: StorageNode, work: CycleWork) -> None:
     with the appends'. Holding the lock made every append wait out a whole step.
     """
     start = node.coalesced_through
-    # A clone's hold ends a step (sixfold/core/clones.py); read each cycle: `sixfold clone`
-    # stores holds from another process.
-    holds = await asyncio.to_thread(node.store.holds)
-    point = coalesce_limit(start, node_coalesce_point(node), holds.values())
-    if point <= start:
-        return
-    limit = node.limits.coalesce_records_max
     try:
-        records = await asyncio.to_thread(node.store.records_above, start, limit)
-        step = plan_coalesce(start, point, records, limit)
-        if step is None:
-            return
-        versions = await asyncio.to_thread(_materialise, node, step.pages, step.through)
+        # A clone's hold ends a step (sixfold/core/clones.py), read with the step: `sixfold
+        # clone` stores holds from another process.
+        read = await asyncio.to_thread(
+            node.store.read_coalesce_step,
+            start,
+            node_coalesce_point(node),
+            node.limits.coalesce_records_max,
+        )
     except StoredCorruptionError as exc:  # repaired from a peer; the step runs after that
         node.note_damage(exc)
         return
-    if not await asyncio.to_thread(node.store.commit_coalesce, versions, start, step.through):
+    if read.step is None:
+        return
+    through = read.step.through
+    if not await asyncio.to_thread(node.store.commit_coalesce, read.versions, start, through):
         return  # a clone's hold came in its range: planned again next cycle
-    node.coalesced_through = step.through
-    work.coalesced_records += sum(1 for lsn, _ in records if lsn <= step.through)
-    work.versions_written += len(versions)
-    work.busy = work.busy or len(records) >= limit
-
-
-def _materialise(
-    node: StorageNode, pages: tuple[int, ...], point: int
-) -> list[tuple[int, int, bytes]]:
-    versions = []
-    for page_no in pages:
-        image, page_lsn = node.store.page_at(page_no, point)
-        if version_needed(page_lsn, node.store.newest_version_lsn(page_no, point)):
-            versions.append((page_no, page_lsn, image))
-    return versions
+    node.coalesced_through = through
+    work.coalesced_records += read.records
+    work.versions_written += len(read.versions)
+    work.busy = work.busy or read.full
 
 
 async def collect_garbage_once(node: StorageNode, peer_names: list[str], work: CycleWork) -> None:
@@ -133,8 +115,10 @@ async def collect_garbage_once(node: StorageNode, peer_names: list[str], work: C
     except StoredCorruptionError as exc:  # the horizon stays below it until it is repaired
         node.note_damage(exc)
         return
-    work.collected += collected
-    work.busy = work.busy or collected >= node.limits.gc_keys_max
+    work.collected += sum(collected)
+    # Busy when either kind filled its bound, not when both together reached one: that kept
+    # a node cycling back to back under a load its steps kept up with.
+    work.busy = work.busy or max(collected) >= node.limits.gc_keys_max
 
 
 async def scrub_once(node: StorageNode, work: CycleWork, now: float) -> None:

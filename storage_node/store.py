@@ -40,6 +40,7 @@ from sixfold.core.checksum import crc32c
 from sixfold.core.clones import (
     LowerLayer,
     check_can_hold,
+    coalesce_limit,
     crosses_hold,
     dump_holds,
     dump_lower,
@@ -54,7 +55,12 @@ from sixfold.core.errors import (
     NotServingError,
     StoredCorruptionError,
 )
-from sixfold.core.log_cleanup import record_redundant, version_needed
+from sixfold.core.log_cleanup import (
+    CoalesceStep,
+    plan_coalesce,
+    record_redundant,
+    version_needed,
+)
 from sixfold.core.page import EMPTY_PAGE, apply_records
 from sixfold.core.record import (
     PAGE_SIZE_BYTES,
@@ -84,6 +90,17 @@ def lsn_key(lsn: int) -> bytes:
 
 def page_key(page_no: int, lsn: int) -> bytes:
     return _PAGE_LSN.pack(page_no, lsn)
+
+
+@dataclass(frozen=True, slots=True)
+class CoalesceRead:
+    """A coalescing step as read: the step (None: nothing to do), its page versions (page,
+    LSN, image), how many records it covers, and whether the read filled its bound."""
+
+    step: CoalesceStep | None
+    versions: list[tuple[int, int, bytes]]
+    records: int
+    full: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,11 +421,22 @@ class NodeStore:
             image, page_lsn, _ = self._page_in(txn, page_no, lsn)
         return image, page_lsn
 
-    def _page_in(self, txn: lmdb.Transaction, page_no: int, lsn: int) -> tuple[bytes, int, int]:
+    def _page_in(
+        self,
+        txn: lmdb.Transaction,
+        page_no: int,
+        lsn: int,
+        known: dict[int, RedoRecord] | None = None,
+    ) -> tuple[bytes, int, int]:
         """(image, LSN of its newest change, LSN of the version it was built from) of a page
-        at `lsn`, read in `txn`: its newest version at or below `lsn` and its records above."""
+        at `lsn`, read in `txn`: its newest version at or below `lsn` and its records above
+        (those in `known`, read and checked in `txn` already, are not read again)."""
         base, base_lsn = self._version_at(txn, page_no, lsn)
-        records = [self._log_record(txn, x) for x in self._page_lsns(txn, page_no, base_lsn, lsn)]
+        known = known or {}
+        records = [
+            known.get(x) or self._log_record(txn, x)
+            for x in self._page_lsns(txn, page_no, base_lsn, lsn)
+        ]
         if not records:
             return base, base_lsn, base_lsn
         return apply_records(base, records), records[-1].lsn, base_lsn
@@ -450,19 +478,46 @@ class NodeStore:
             for page_no, lsn, image in versions:
                 _put_version(txn, page_no, lsn, image)
 
-    def records_above(self, after_lsn: int, records_max: int) -> list[tuple[int, int]]:
-        """(LSN, page) of up to `records_max` records above `after_lsn`, in LSN order, each
-        CRC-checked (a corrupt one raises StoredCorruptionError)."""
-        out: list[tuple[int, int]] = []
-        with self.env.begin(db=self.log_db) as txn:
-            cursor = txn.cursor()
-            if not cursor.set_range(lsn_key(after_lsn + 1)):
-                return out
-            for key, value in cursor:
-                if len(out) >= records_max:
-                    break
-                lsn = _U64.unpack(key)[0]
-                out.append((lsn, _page_of_verified(value, lsn)))
+    def read_coalesce_step(self, after_lsn: int, point: int, records_max: int) -> CoalesceRead:
+        """Read one coalescing step in one transaction (sixfold/core/log_cleanup.py): the
+        records just above `after_lsn`, up to `records_max`, each decoded and CRC-checked
+        once (a corrupt one raises StoredCorruptionError); the step they plan, up to `point`
+        and to no clone's hold past the frontier; and the page versions it stores.
+
+        The records read for the plan are the ones applied to the pages, not read again
+        page by page, and each page's base version is read once: coalescing is most of a
+        node's background work (docs/BENCHMARKS.md, "A node's background work")."""
+        with self.env.begin() as txn:
+            point = coalesce_limit(after_lsn, point, self._holds_in(txn).values())
+            if point <= after_lsn:
+                return CoalesceRead(None, [], 0, False)
+            records = self._records_above(txn, after_lsn, records_max)
+            step = plan_coalesce(
+                after_lsn, point, [(r.lsn, r.page_no) for r in records], records_max
+            )
+            if step is None:
+                return CoalesceRead(None, [], 0, False)
+            known = {r.lsn: r for r in records}
+            versions = []
+            for page_no in step.pages:
+                image, page_lsn, base_lsn = self._page_in(txn, page_no, step.through, known)
+                if version_needed(page_lsn, base_lsn):
+                    versions.append((page_no, page_lsn, image))
+        taken = sum(1 for r in records if r.lsn <= step.through)
+        return CoalesceRead(step, versions, taken, len(records) >= records_max)
+
+    def _records_above(
+        self, txn: lmdb.Transaction, after_lsn: int, records_max: int
+    ) -> list[RedoRecord]:
+        out: list[RedoRecord] = []
+        cursor = txn.cursor(db=self.log_db)
+        if not cursor.set_range(lsn_key(after_lsn + 1)):
+            return out
+        for key, value in cursor:
+            if len(out) >= records_max:
+                break
+            lsn = _U64.unpack(key)[0]
+            out.append(_raise_if_corrupt(_verified(value, lsn)))
         return out
 
     def commit_coalesce(
@@ -579,17 +634,16 @@ class NodeStore:
         with self.env.begin(write=True, db=self.meta_db) as txn:
             txn.delete(b"hydration")
 
-    def newest_version_lsn(self, page_no: int, at_or_below: int) -> int:
-        with self.env.begin(db=self.versions_db) as txn:
-            return self._version_at(txn, page_no, at_or_below)[1]
-
-    def collect_garbage(self, horizon_lsn: int, keys_max: int, scl: int, cpl: int) -> int:
+    def collect_garbage(
+        self, horizon_lsn: int, keys_max: int, scl: int, cpl: int
+    ) -> tuple[int, int]:
         """One bounded step of garbage collection below the horizon (sixfold/core/log_cleanup.py).
 
         Log records go from the head while each is covered by a version of its page at or
         below the horizon (the first one not yet covered ends the step: those after it are
         not covered either); then superseded versions queued under an LSN at or below the
-        horizon. At most keys_max of each. Returns how many records and versions went.
+        horizon. At most keys_max of each. Returns how many records, and how many versions,
+        went.
         """
         assert horizon_lsn <= scl
         # A clone's node killed mid-read leaves its reader slot here, pinning old pages.
@@ -604,7 +658,7 @@ class NodeStore:
             txn.put(b"gc_horizon", str(max(stored, horizon_lsn)).encode(), db=self.meta_db)
             records = self._collect_records(txn, horizon_lsn, keys_max)
             versions = self._drop_superseded(txn, horizon_lsn, keys_max)
-        return records + versions
+        return records, versions
 
     def _collect_records(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
         cursor = txn.cursor(db=self.log_db)
