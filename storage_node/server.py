@@ -149,8 +149,10 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # The LMDB commit runs in a worker thread; when its fsync returns it must win the GIL back
-    # from the event loop. The default 5 ms switch interval made that wait part of every ack.
+    # Set when the LMDB commit ran in a worker thread, whose every ack then waited out the
+    # default 5 ms switch interval. The commit runs on the loop's thread now; only the
+    # background work (coalescing, GC, scrub) shares the GIL with the loop, and 0.1, 0.5 and
+    # 5 ms measured the same (docs/BENCHMARKS.md, "A node's background work"). Kept as is.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     configure_logging(args.log_level)
     return run_process(f"storage node {args.name}", run(args))
