@@ -168,7 +168,9 @@ class SimNode(Actor):
         self.state = st
         self.up = True
         self.sim.dirty_nodes.append(self)
-        # A new process: its pacing starts afresh, and its first round comes at once.
+        # A new process: its gossip remembers no peer's SCL from before, its pacing starts
+        # afresh, and its first round comes at once.
+        self.gossip = GossipRound(self.gossip.peers, self.gossip.limits)
         self.gossip_pacing = GossipPacing(GOSSIP_PERIOD_TICKS)
         self.gossip_ended = self.sim.tick - GOSSIP_PERIOD_TICKS
 
