@@ -17,8 +17,10 @@ from sixfold.core.page import until_nul
 from sixfold.core.quorum import NODE_NAMES
 from sixfold.core.record import Delta, RecordFlags, encode_deltas, encode_record
 from storage_node.background import (
+    BACKGROUND_INTERVAL_S,
     CycleWork,
     background_cycle,
+    coalesce_due,
     coalesce_once,
     collect_garbage_once,
     horizon_of,
@@ -264,3 +266,11 @@ def test_gc_keeps_a_damaged_record_until_a_version_below_the_horizon_covers_it(
             await node.stop()
 
     asyncio.run(run())
+
+
+def test_a_busy_gc_does_not_make_coalescing_run_more_often() -> None:
+    at = 100.0
+    assert coalesce_due(at, float("-inf"), last_step_full=False), "the first cycle coalesces"
+    assert not coalesce_due(at + BACKGROUND_INTERVAL_S / 2, at, last_step_full=False)
+    assert coalesce_due(at + BACKGROUND_INTERVAL_S, at, last_step_full=False)
+    assert coalesce_due(at + 0.001, at, last_step_full=True), "a full step goes on at once"
