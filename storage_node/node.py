@@ -403,8 +403,9 @@ class StorageNode:
     def note_damage(self, exc: StoredCorruptionError) -> None:
         """Remember a damaged record or version so gossip fetches a good copy from a peer.
 
-        A record at or below the coalescing frontier needs none: it was read intact when it
-        was coalesced, its page's versions hold it, and GC drops the damaged copy."""
+        A record at or below the coalescing frontier needs none: it was intact when it was
+        coalesced (as received, or read back), its page's versions hold it, and GC drops the
+        damaged copy."""
         if exc.page_no is None and exc.lsn <= self.coalesced_through:
             return
         if len(self.damaged) < self.limits.damaged_max:

@@ -70,6 +70,7 @@ from sixfold.core.record import (
     peek_page_no,
 )
 from sixfold.core.truncation import TruncationRange
+from storage_node.recent_records import RecentRecords
 
 FORMAT_VERSION = 1
 NAMED_DBS = 6  # meta, log, page_log, versions, superseded, held: the main database's entries
@@ -137,6 +138,8 @@ class NodeStore:
             self.held_db = self.env.open_db(b"held")
         self._check_or_init_format()
         self.lower_layer, self.lower = self._open_lower(map_size_bytes)
+        # Records stored lately, for the next coalescing step (storage_node/recent_records.py).
+        self.recent = RecentRecords()
 
     def close(self) -> None:
         if self.lower is not None:
@@ -297,7 +300,9 @@ class NodeStore:
             raise
         written = time.perf_counter()
         txn.commit()
-        return written - started, time.perf_counter() - written
+        committed = time.perf_counter()
+        self.recent.add(records)
+        return written - started, committed - written
 
     def records_after(
         self, after_lsn: int
@@ -377,6 +382,7 @@ class NodeStore:
                 if page_no >= 0:
                     txn.delete(page_key(page_no, lsn), db=self.page_log_db)
                 deleted += 1
+        self.recent.drop(lsn for lsn, _ in doomed)
         return deleted
 
     def put_repaired_record(self, record: RedoRecord) -> None:
@@ -412,6 +418,7 @@ class NodeStore:
         """Drop one record (found corrupt above the SCL): gossip will fetch it again."""
         with self.env.begin(write=True, db=self.log_db) as txn:
             txn.delete(lsn_key(lsn))
+        self.recent.drop([lsn])
 
     # -- pages ------------------------------------------------------------------------------------
 
@@ -509,15 +516,18 @@ class NodeStore:
     def _records_above(
         self, txn: lmdb.Transaction, after_lsn: int, records_max: int
     ) -> list[RedoRecord]:
+        """The records above `after_lsn` in the log, as held in memory where they are (CRC-
+        checked when they came), else read and checked here."""
         out: list[RedoRecord] = []
         cursor = txn.cursor(db=self.log_db)
         if not cursor.set_range(lsn_key(after_lsn + 1)):
             return out
-        for key, value in cursor:
+        for key in cursor.iternext(keys=True, values=False):
             if len(out) >= records_max:
                 break
             lsn = _U64.unpack(key)[0]
-            out.append(_raise_if_corrupt(_verified(value, lsn)))
+            record = self.recent.get(lsn)
+            out.append(record or _raise_if_corrupt(_verified(cursor.value(), lsn)))
         return out
 
     def commit_coalesce(
@@ -535,6 +545,7 @@ class NodeStore:
             for page_no, lsn, image in versions:
                 self._put_superseding(txn, versions_cursor, page_no, lsn, image)
             txn.put(b"coalesced_through", str(through_lsn).encode(), db=self.meta_db)
+        self.recent.drop_through(through_lsn)
         return True
 
     # -- hydration (sixfold/core/hydration.py) ------------------------------------------------------
@@ -670,7 +681,7 @@ class NodeStore:
                 if len(doomed) >= keys_max or lsn > horizon_lsn:
                     break
                 # A damaged record lies below the horizon, so below the coalescing frontier:
-                # it was read intact when coalesced, and its versions hold it from the end of
+                # it was intact when coalesced, and its versions hold it from the end of
                 # its coalescing step. It is dropped, not repaired, once a version at or below
                 # the horizon covers it, as any record: a read between the horizon and that
                 # version still needs it (found by the simulator's GC check, issue 13). Its

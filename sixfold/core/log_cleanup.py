@@ -12,10 +12,11 @@ left is a frontier on disk, not a set in memory:
   restart resumes at C: nothing below it is ever left behind, whatever was in memory.
 - Garbage is collected below a horizon H <= C, also at or below the lowest read point in
   use, every peer's SCL (a peer may still fetch anything above its SCL), every peer's
-  coalescing frontier (a peer that has not yet coalesced a record has not read it intact:
-  if its copy turns out damaged, it fetches a good one from us) and below any record
-  awaiting repair. A damaged record at or below a node's own frontier needs no repair: it
-  was read intact when it was coalesced, and its versions hold it; GC drops it. The log is
+  coalescing frontier (a peer that has not yet coalesced a record has not had it intact,
+  as received or read back: if its copy turns out damaged, it fetches a good one from us)
+  and below any record awaiting repair. A damaged record at or below a node's own frontier
+  needs no repair: it was intact when it was coalesced, and its versions hold it; GC drops
+  it. The log is
   deleted from its head: a record at x <= H is redundant once its page has a version in
   [x, H]. Every record at or below C has one at or below the end of its coalescing step,
   so the head waits at most one step's records for H to pass it, and never for long.

@@ -1,0 +1,69 @@
+"""Records a node stored lately, kept in memory until a coalescing step takes them.
+
+Coalescing reads the records just above its frontier, and under a steady load those are the
+records the node received in the last quarter second. Read back from LMDB, each is copied,
+decoded and CRC-checked again: a third of a node's background CPU (docs/BENCHMARKS.md, "A
+node's background work"). Kept here after their commit, they are applied as received, CRC-
+checked on arrival (sixfold/core/record.py unpack_records); LMDB still orders the step (its
+keys say which records are stored), and any record not held here is read from disk.
+
+What is held mirrors the log: a record stored again replaces its copy here, a deleted one
+(a truncation, a corrupt record dropped) goes from here too. Bounded in bytes: past the
+bound the oldest go, and a step reads those back from disk. The loop's thread adds and
+the background's worker takes, so every change holds a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from sixfold.core.record import RedoRecord
+
+RECENT_RECORDS_BYTES_MAX = 4 << 20  # encoded and payload bytes of the records held
+
+
+def _size(record: RedoRecord) -> int:
+    return len(record.encoded) + len(record.payload)
+
+
+class RecentRecords:
+    def __init__(self, bytes_max: int = RECENT_RECORDS_BYTES_MAX) -> None:
+        assert bytes_max > 0
+        self.bytes_max = bytes_max
+        self.bytes = 0
+        self._by_lsn: dict[int, RedoRecord] = {}  # in the order they were stored
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._by_lsn)
+
+    def add(self, records: Iterable[RedoRecord]) -> None:
+        """Hold records just made durable; drop the oldest past the bound."""
+        with self._lock:
+            for record in records:
+                old = self._by_lsn.pop(record.lsn, None)
+                if old is not None:
+                    self.bytes -= _size(old)
+                self._by_lsn[record.lsn] = record
+                self.bytes += _size(record)
+            while self.bytes > self.bytes_max:
+                self.bytes -= _size(self._by_lsn.pop(next(iter(self._by_lsn))))
+
+    def get(self, lsn: int) -> RedoRecord | None:
+        with self._lock:
+            return self._by_lsn.get(lsn)
+
+    def drop(self, lsns: Iterable[int]) -> None:
+        """Forget records deleted from the log."""
+        with self._lock:
+            for lsn in lsns:
+                old = self._by_lsn.pop(lsn, None)
+                if old is not None:
+                    self.bytes -= _size(old)
+
+    def drop_through(self, lsn: int) -> None:
+        """Forget every record at or below `lsn`: a coalescing step covered them."""
+        with self._lock:
+            for held in [x for x in self._by_lsn if x <= lsn]:
+                self.bytes -= _size(self._by_lsn.pop(held))
