@@ -1,16 +1,17 @@
 """Records a node stored lately, kept in memory until a coalescing step takes them.
 
 Coalescing reads the records just above its frontier, and under a steady load those are the
-records the node received in the last quarter second. Read back from LMDB, each is copied,
-decoded and CRC-checked again: a third of a node's background CPU (docs/BENCHMARKS.md, "A
-node's background work"). Kept here after their commit, they are applied as received, CRC-
-checked on arrival (sixfold/core/record.py unpack_records); LMDB still orders the step (its
-keys say which records are stored), and any record not held here is read from disk.
+records the node received in the last quarter second. Read back from LMDB, each was decoded
+and CRC-checked again: most of a coalescing step's CPU (docs/BENCHMARKS.md, "A node's
+background work"). Kept here after their commit, decoded and CRC-checked on arrival
+(sixfold/core/record.py unpack_records), a step takes a record from here when the log holds
+exactly its bytes (a compare: damage on disk is still found), and decodes any other.
 
-What is held mirrors the log: a record stored again replaces its copy here, a deleted one
-(a truncation, a corrupt record dropped) goes from here too. Bounded in bytes: past the
-bound the oldest go, and a step reads those back from disk. The loop's thread adds and
-the background's worker takes, so every change holds a lock.
+A record stored again replaces its copy here, and one deleted by a truncation or dropped
+as corrupt goes; a copy that no longer matches the log for any other reason (a repair) is
+only a compare that fails. Bounded: past RECENT_RECORDS_BYTES_MAX of record bytes the
+oldest go (Python's objects add about as much again), and a step decodes those. The loop's
+thread adds and the background's worker takes, so every change holds a lock.
 """
 
 from __future__ import annotations
@@ -63,7 +64,12 @@ class RecentRecords:
                     self.bytes -= _size(old)
 
     def drop_through(self, lsn: int) -> None:
-        """Forget every record at or below `lsn`: a coalescing step covered them."""
+        """Forget the records at or below `lsn` from the oldest on: a coalescing step covered
+        them. Held in the order stored, which is LSN order but for a record gossip fetched
+        late: such a one stays until the bound drops it."""
         with self._lock:
-            for held in [x for x in self._by_lsn if x <= lsn]:
-                self.bytes -= _size(self._by_lsn.pop(held))
+            while self._by_lsn:
+                oldest = next(iter(self._by_lsn))
+                if oldest > lsn:
+                    break
+                self.bytes -= _size(self._by_lsn.pop(oldest))

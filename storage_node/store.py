@@ -437,7 +437,7 @@ class NodeStore:
     ) -> tuple[bytes, int, int]:
         """(image, LSN of its newest change, LSN of the version it was built from) of a page
         at `lsn`, read in `txn`: its newest version at or below `lsn` and its records above
-        (those in `known`, read and checked in `txn` already, are not read again)."""
+        (those in `known`, checked against `txn`'s log already, are not read again)."""
         base, base_lsn = self._version_at(txn, page_no, lsn)
         known = known or {}
         records = [
@@ -511,23 +511,30 @@ class NodeStore:
                 if version_needed(page_lsn, base_lsn):
                     versions.append((page_no, page_lsn, image))
         taken = sum(1 for r in records if r.lsn <= step.through)
-        return CoalesceRead(step, versions, taken, len(records) >= records_max)
+        # Full: more may be waiting at or below the point (records above it must wait).
+        full = len(records) >= records_max and records[-1].lsn <= point
+        return CoalesceRead(step, versions, taken, full)
 
     def _records_above(
         self, txn: lmdb.Transaction, after_lsn: int, records_max: int
     ) -> list[RedoRecord]:
-        """The records above `after_lsn` in the log, as held in memory where they are (CRC-
-        checked when they came), else read and checked here."""
+        """The records above `after_lsn` in the log, each checked against its stored bytes: a
+        record held in memory (decoded and CRC-checked when it came) is taken when the log
+        holds exactly its bytes, which costs a compare, not a decode; any other is decoded
+        and CRC-checked here (a damaged one raises, as it did before records were held)."""
         out: list[RedoRecord] = []
         cursor = txn.cursor(db=self.log_db)
         if not cursor.set_range(lsn_key(after_lsn + 1)):
             return out
-        for key in cursor.iternext(keys=True, values=False):
+        for key, value in cursor:
             if len(out) >= records_max:
                 break
             lsn = _U64.unpack(key)[0]
-            record = self.recent.get(lsn)
-            out.append(record or _raise_if_corrupt(_verified(cursor.value(), lsn)))
+            held = self.recent.get(lsn)
+            if held is not None and held.encoded == value:
+                out.append(held)
+            else:
+                out.append(_raise_if_corrupt(_verified(value, lsn)))
         return out
 
     def commit_coalesce(

@@ -65,22 +65,21 @@ def _damage(store: NodeStore, lsn: int) -> None:
         txn.put(lsn_key(lsn), bytes(stored))
 
 
-def test_a_step_applies_held_records_and_reads_the_others_back(tmp_path: Path) -> None:
+def test_a_step_takes_held_records_yet_still_finds_damage_on_disk(tmp_path: Path) -> None:
     async def run() -> None:
         node = open_node(tmp_path / "a1")
         try:
             last = await write_log(node, [PAGE] * 4)
             store = node.store
-            assert all(store.recent.get(lsn) for lsn in range(1, last + 1)), "held once durable"
-            _damage(store, 2)  # the disk's copy, after it was received intact
+            with store.env.begin() as txn:
+                got = store._records_above(txn, 0, 100)
+            assert [r.lsn for r in got] == list(range(1, last + 1))
+            assert all(r is store.recent.get(r.lsn) for r in got), "the held copies, not decoded"
             read = store.read_coalesce_step(0, last, 100)
-            assert read.step is not None and read.records == last
             (page_no, page_lsn, image), *_ = read.versions
             assert (page_no, page_lsn, until_nul(image)) == (PAGE, last, f"p{PAGE}v{last}".encode())
-            # Not held any more (a restart, or the bound): the step reads the disk and finds
-            # the damage, as before.
-            store.recent.drop_through(last)
-            with pytest.raises(StoredCorruptionError):
+            _damage(store, 2)  # on disk, after it came intact: the held copy no longer matches
+            with pytest.raises(StoredCorruptionError, match="LSN 2"):
                 store.read_coalesce_step(0, last, 100)
         finally:
             await node.stop()
@@ -92,11 +91,14 @@ def test_a_truncated_record_is_forgotten_with_its_log_entry(tmp_path: Path) -> N
     async def run() -> None:
         node = open_node(tmp_path / "a1")
         try:
-            last = await write_log(node, [PAGE] * 4)
+            await node.seal(1, "w")
+            await node.truncate(1, (), 1)
+            for lsn in range(1, 5):  # the writer's VDL stays at 2: 3 and 4 are not durable yet
+                await node.append(1, [record(lsn)], vdl=min(lsn, 2))
             await node.seal(2, "w2")
-            cancel = TruncationRange(2, last - 2, last)  # the last two
-            await node.truncate(2, (cancel,), 2)
-            assert node.store.recent.get(last) is None and node.store.recent.get(1) is not None
+            await node.truncate(2, (TruncationRange(2, 2, 4),), 2)  # cancels 3 and 4
+            held = node.store.recent
+            assert [lsn for lsn in range(1, 5) if held.get(lsn)] == [1, 2]
         finally:
             await node.stop()
 
