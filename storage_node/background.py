@@ -140,22 +140,37 @@ async def scrub_once(node: StorageNode, work: CycleWork, now: float) -> None:
         )
 
 
-def coalesce_due(now: float, coalesced_at: float, last_step_full: bool) -> bool:
-    """Whether a cycle coalesces: when its last step filled its bound (more is waiting), or
+@dataclass
+class CoalescePace:
+    """When a cycle coalesces: when its last step filled its bound (more is waiting), or
     BACKGROUND_INTERVAL_S after that step. A busy GC, which cycles sooner, does not make
     coalescing run more often: each step writes a version of every page it touches, so steps
     close together write more versions per record, which GC must then drop too (at a paced
     3,000 commits/s, 2,100 versions in 10 s per node instead of 4,000-5,800)."""
-    return last_step_full or now - coalesced_at >= BACKGROUND_INTERVAL_S
+
+    stepped_at: float = float("-inf")  # monotonic: when the last step started
+    last_step_full: bool = False
+
+    def due(self, now: float) -> bool:
+        return self.last_step_full or now - self.stepped_at >= BACKGROUND_INTERVAL_S
+
+    def stepped(self, at: float, full: bool) -> None:
+        self.stepped_at, self.last_step_full = at, full
 
 
 async def background_cycle(
-    node: StorageNode, peer_names: list[str], coalesce: bool = True
+    node: StorageNode, peer_names: list[str], pace: CoalescePace | None = None
 ) -> CycleWork:
-    """One cycle: a coalescing step (unless `coalesce` is False), a GC step, a scrub step."""
+    """One cycle: a coalescing step (when `pace` says it is due; always without one), a GC
+    step, a scrub step."""
     work = CycleWork()
-    if coalesce:
-        await coalesce_once(node, work)
+    now = time.monotonic()
+    if pace is None or pace.due(now):
+        try:
+            await coalesce_once(node, work)
+        finally:  # noted even when the step failed: the next one waits its turn
+            if pace is not None:
+                pace.stepped(now, work.coalesce_full)
     await collect_garbage_once(node, peer_names, work)
     await scrub_once(node, work, time.monotonic())
     return work
@@ -163,17 +178,14 @@ async def background_cycle(
 
 async def run_background(node: StorageNode, peer_names: list[str]) -> None:
     await asyncio.sleep(BACKGROUND_START_DELAY_S)
-    coalesced_at, coalesce_full = float("-inf"), False
+    pace = CoalescePace()
     while True:
         started = time.monotonic()
-        coalesce = coalesce_due(started, coalesced_at, coalesce_full)
         try:
-            work = await background_cycle(node, peer_names, coalesce)
+            work = await background_cycle(node, peer_names, pace)
         except OPERATING_ERRORS:  # reported, and tried again next cycle; a bug ends it
             log.exception("%s: background cycle failed", node.name)
             work = CycleWork()
-        if coalesce:
-            coalesced_at, coalesce_full = started, work.coalesce_full
         took_s = time.monotonic() - started
         if work.busy:
             await asyncio.sleep(max(BACKGROUND_BUSY_INTERVAL_S, took_s * BACKGROUND_REST_RATIO))

@@ -18,9 +18,9 @@ from sixfold.core.quorum import NODE_NAMES
 from sixfold.core.record import Delta, RecordFlags, encode_deltas, encode_record
 from storage_node.background import (
     BACKGROUND_INTERVAL_S,
+    CoalescePace,
     CycleWork,
     background_cycle,
-    coalesce_due,
     coalesce_once,
     collect_garbage_once,
     horizon_of,
@@ -268,9 +268,34 @@ def test_gc_keeps_a_damaged_record_until_a_version_below_the_horizon_covers_it(
     asyncio.run(run())
 
 
-def test_a_busy_gc_does_not_make_coalescing_run_more_often() -> None:
-    at = 100.0
-    assert coalesce_due(at, float("-inf"), last_step_full=False), "the first cycle coalesces"
-    assert not coalesce_due(at + BACKGROUND_INTERVAL_S / 2, at, last_step_full=False)
-    assert coalesce_due(at + BACKGROUND_INTERVAL_S, at, last_step_full=False)
-    assert coalesce_due(at + 0.001, at, last_step_full=True), "a full step goes on at once"
+def test_a_busy_gc_does_not_make_coalescing_run_more_often(tmp_path: Path) -> None:
+    async def run() -> None:
+        node = open_node(tmp_path / "a1", gc_keys_max=2)
+        try:
+            last = await write_log(node, [PAGE, PAGE + 1] * 5)
+            pace = CoalescePace()
+            first = await background_cycle(node, PEERS, pace)
+            assert first.coalesced_records == last and not pace.last_step_full
+            last = await write_log(node, [PAGE] * 3, first_lsn=last + 1)
+            node.peer_scl.update({p: last for p in PEERS})
+            node.peer_coalesced.update({p: last for p in PEERS})
+            busy = await background_cycle(node, PEERS, pace)
+            assert busy.collected and busy.busy, "GC filled its bound: the next cycle comes soon"
+            assert busy.coalesced_records == 0, "but it does not coalesce again so soon"
+            pace.stepped_at -= BACKGROUND_INTERVAL_S
+            later = await background_cycle(node, PEERS, pace)
+            assert later.coalesced_records == 3
+        finally:
+            await node.stop()
+
+    asyncio.run(run())
+
+
+def test_a_full_coalescing_step_is_followed_at_once() -> None:
+    pace = CoalescePace()
+    assert pace.due(100.0), "the first cycle coalesces"
+    pace.stepped(100.0, full=True)
+    assert pace.due(100.001)
+    pace.stepped(100.001, full=False)
+    assert not pace.due(100.001 + BACKGROUND_INTERVAL_S / 2)
+    assert pace.due(100.001 + BACKGROUND_INTERVAL_S)
