@@ -487,9 +487,10 @@ class NodeStore:
 
     def read_coalesce_step(self, after_lsn: int, point: int, records_max: int) -> CoalesceRead:
         """Read one coalescing step in one transaction (sixfold/core/log_cleanup.py): the
-        records just above `after_lsn`, up to `records_max`, each decoded and CRC-checked
-        once (a corrupt one raises StoredCorruptionError); the step they plan, up to `point`
-        and to no clone's hold past the frontier; and the page versions it stores.
+        records just above `after_lsn`, up to `records_max`, each checked once against the
+        log (`_records_above`: a corrupt one raises StoredCorruptionError); the step they
+        plan, up to `point` and to no clone's hold past the frontier; and the page versions
+        it stores.
 
         The records read for the plan are the ones applied to the pages, not read again
         page by page, and each page's base version is read once: coalescing is most of a
