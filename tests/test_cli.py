@@ -173,35 +173,39 @@ def test_cli_session(tmp_path: Path) -> None:
 
         sixfold(d, "kill", "writer")
         assert sixfold(d, "page", "read", "5", "--reader", "r2").stdout.strip() == "héllo wörld"
-        # r1 takes over within seconds; the CLI finds it through the topology.
+        # A reader takes over within seconds; the CLI finds it through the topology. r1 ranks
+        # first, but on a loaded machine r2 may legitimately go first (ranks are 0.5 s apart),
+        # so the test checks that exactly one did and follows whichever it was.
         deadline = time.monotonic() + 30
         while (read := sixfold(d, "page", "read", "5", "--timeout", "2")).returncode != 0:
             assert time.monotonic() < deadline, read.stderr
             time.sleep(0.2)
         assert read.stdout.strip() == "héllo wörld"
-        assert status_of(d)[0]["writer"]["name"] == "r1"
+        new = status_of(d)[0]["writer"]["name"]
+        assert new in ("r1", "r2"), new
+        other = "r2" if new == "r1" else "r1"
 
         # Roles follow the topology: the old writer, restarted, is a reader by its name.
         assert sixfold(d, "start", "writer", "--az", "a").returncode == 0
         deadline = time.monotonic() + 30
         while (roles := {i["name"]: i["role"] for i in status_of(d)[0]["instances"]}) != {
             "writer": "reader",
-            "r1": "writer",
-            "r2": "reader",
+            new: "writer",
+            other: "reader",
         }:
             assert time.monotonic() < deadline, roles
             time.sleep(0.2)
-        assert [r["name"] for r in status_of(d)[0]["readers"]] == ["writer", "r2"]
+        assert sorted(r["name"] for r in status_of(d)[0]["readers"]) == sorted(["writer", other])
         through_old = sixfold(d, "page", "read", "5", "--reader", "writer")
         assert through_old.stdout.strip() == "héllo wörld", through_old.stderr
-        one_line_error(sixfold(d, "switchover", "r1"), "r1 is already the writer")
+        one_line_error(sixfold(d, "switchover", new), f"{new} is already the writer")
         assert run_readme_example(d, tmp_path) == "(350,)"  # after the failover too
         assert sixfold(d, "page", "read", "9", "--reader", "nope").returncode == 1
 
         logs = sixfold(d, "logs", "a1", "-n", "3")
         assert logs.returncode == 0 and "storage node a1" in logs.stdout
         every = sixfold(d, "logs", "-n", "1").stdout.splitlines()
-        assert {line.split("|")[0].strip() for line in every} >= {"a1", "c2", "writer", "r2"}
+        assert {line.split("|")[0].strip() for line in every} >= {"a1", "c2", "writer", other}
     finally:
         down = sixfold(d, "down")
     assert down.returncode == 0
