@@ -168,15 +168,24 @@ def test_a_vdl_update_is_announced_bare_after_a_short_delay() -> None:
 def test_a_small_batch_lingers_while_many_commits_wait() -> None:
     limits = replace(LIMITS, append_linger_waiters_min=4, append_linger_records=8)
     log = fresh_log(limits)
-    for page in range(4):
+    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0)
+    for page in range(3):
         commit(log, [page])
-    assert len(ship_all(log, "a1", 0.0)) == 4  # it holds every waiting commit: it goes
-    commit(log, [9])  # 5 wait for other nodes; a batch of 1 of them lingers
+    (alone,) = log.poll("a1", 1.0).batches  # 3 waiting, fewer than 4: no linger
+    assert len(alone.records) == 3
+    log.on_ack("a1", alone.batch_id, 0)
+    commit(log, [3])  # 4 wait now (a1's batch is not durable on a quorum): it lingers
     poll = log.poll("a1", 2.0)
     assert poll.batches == [] and poll.wake_at == 2.0 + limits.append_linger_s
+    commit(log, [4], now=2.0 + limits.append_linger_s / 2)  # and what comes meanwhile joins
     assert log.poll("a1", 2.0 + limits.append_linger_s / 2).batches == []
     (batch,) = log.poll("a1", 2.0 + limits.append_linger_s).batches  # lingered long enough
-    assert len(batch.records) == 1
+    assert [r.page_no for r in batch.records] == [3, 4]
+    log.on_ack("a1", batch.batch_id, 0)
+    for page in range(5, 13):
+        commit(log, [page])
+    (full,) = log.poll("a1", 3.0).batches  # append_linger_records: it goes at once
+    assert len(full.records) == 8
 
 
 def test_a_writer_superseded_on_a_write_quorum_is_fenced() -> None:

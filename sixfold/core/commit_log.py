@@ -48,8 +48,10 @@ class WriterLimits:
     # one, 1,910 with two, 1,642 with four).
     append_batches_in_flight_max: int = 1
     append_window_bytes_max: int = 16 << 20  # bytes sent to one node, not yet acknowledged
-    append_linger_s: float = 0.02  # the longest a small batch waits while commits pile up
-    append_linger_share: float = 0.5  # a lingering batch goes once it holds this share of waiters
+    # A small batch waits this long while commits pile up, as PostgreSQL's commit_delay does
+    # with commit_siblings: larger batches cost the nodes less CPU per commit (issue 11,
+    # docs/BENCHMARKS.md "A batch lingers 10 ms").
+    append_linger_s: float = 0.01
     append_linger_records: int = 64  # a batch this large goes at once
     append_linger_waiters_min: int = 8  # commits waiting before a small batch lingers
     retry_backoff_s: float = 0.05  # the first wait before a node is tried again

@@ -43,8 +43,6 @@ class ShippingLimits(Protocol):
     @property
     def append_linger_s(self) -> float: ...
     @property
-    def append_linger_share(self) -> float: ...
-    @property
     def append_linger_records(self) -> int: ...
     @property
     def append_linger_waiters_min(self) -> int: ...
@@ -97,16 +95,6 @@ class Waiting(Protocol):
 
     @property
     def lsn(self) -> int: ...
-
-
-def commits_at_or_above(waiters: Sequence[Waiting], lsn: int) -> int:
-    """How many of `waiters` (in LSN order) commit at or above `lsn`."""
-    count = 0
-    for waiter in reversed(waiters):
-        if waiter.lsn < lsn:
-            break
-        count += 1
-    return count
 
 
 class NodeShipper:
@@ -231,10 +219,9 @@ class NodeShipper:
         """When to send a small batch held back while many commits wait (0: now): it grows,
         and the nodes spend less per record (issue 11: their cost is mostly per batch).
         Nothing is in flight to this node, so the commits waiting outside the batch wait for
-        other nodes; once they are durable their clients send more, and the batch takes them.
-        It goes once it holds `append_linger_share` of the waiting commits, or after
-        `append_linger_s` at most. With few commits waiting nothing lingers, so a lone
-        client's latency does not grow."""
+        other nodes; meanwhile their clients' next commits join it. It goes after
+        `append_linger_s`, or at once when it reaches `append_linger_records`. With few
+        commits waiting nothing lingers, so a lone client's latency does not grow."""
         lim = self.limits
         small = len(records) < lim.append_linger_records
         busy = len(waiters) >= lim.append_linger_waiters_min
@@ -243,8 +230,7 @@ class NodeShipper:
             return 0.0
         if not self.linger_until:
             self.linger_until = now + lim.append_linger_s
-        in_batch = commits_at_or_above(waiters, records[0].lsn)
-        if now < self.linger_until and in_batch < lim.append_linger_share * len(waiters):
+        if now < self.linger_until:
             return self.linger_until
         self.linger_until = 0.0
         return 0.0
