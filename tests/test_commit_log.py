@@ -188,6 +188,26 @@ def test_a_small_batch_lingers_while_many_commits_wait() -> None:
     assert len(full.records) == 8
 
 
+def test_a_commit_wakes_a_sender_only_when_its_poll_could_send() -> None:
+    limits = replace(LIMITS, append_linger_waiters_min=4, append_linger_records=8)
+    log = fresh_log(limits)
+    shipper = log.shippers["a1"]
+    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0)
+    for page in range(4):
+        commit(log, [page])
+    assert shipper.wants_poll_on_commit(log.tail)  # nothing lingers yet
+    assert log.poll("a1", 1.0).batches == []  # now a batch of 4 lingers
+    for page in range(4, 7):
+        commit(log, [page])
+        assert not shipper.wants_poll_on_commit(log.tail)  # still small: its timer sends it
+    commit(log, [7])
+    assert shipper.wants_poll_on_commit(log.tail)  # 8 records: it would go at once
+    (batch,) = log.poll("a1", 1.0).batches
+    assert len(batch.records) == 8
+    commit(log, [8])
+    assert not shipper.wants_poll_on_commit(log.tail)  # the window is full until the ack
+
+
 def test_a_writer_superseded_on_a_write_quorum_is_fenced() -> None:
     log = fresh_log()
     lsn = commit(log, [1])

@@ -344,7 +344,7 @@ class CommitPipeline:
         future.add_done_callback(mark_retrieved)
         self.log.append(writes, prev_page_lsns, loop.time(), future)
         for sender in self.senders:
-            if sender.shipper.has_room():  # a full one sends the rest when an ack makes room
+            if sender.shipper.wants_poll_on_commit(self.log.tail):
                 sender.wake.set()
         return future
 

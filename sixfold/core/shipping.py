@@ -57,6 +57,9 @@ class TailView(Protocol):
 
     first_lsn: int
 
+    @property
+    def next_lsn(self) -> int: ...
+
     def batch_from(self, lsn: int, records_max: int, bytes_max: int) -> list[RedoRecord]: ...
 
 
@@ -124,6 +127,16 @@ class NodeShipper:
             len(self.in_flight) < lim.append_batches_in_flight_max
             and self.bytes_in_flight < lim.append_window_bytes_max
         )
+
+    def wants_poll_on_commit(self, tail: TailView) -> bool:
+        """Whether a new commit could change what a poll sends now. Not when the window is
+        full (an acknowledgement sends the rest), nor while a small batch lingers and stays
+        small (the linger's timer sends it): a poll then builds the batch only to hold it,
+        which cost the writer's loop a poll per commit per node (issue 11)."""
+        if not self.has_room():
+            return False
+        lingering = bool(self.linger_until)
+        return not lingering or tail.next_lsn - self.next_lsn >= self.limits.append_linger_records
 
     def has_work(self, now: float) -> bool:
         """Whether a poll now could send anything or find the node silent. When the window
