@@ -30,6 +30,10 @@ from sixfold.sql.engine import SqlLimits
 from writer.service import WriterService
 from writer.sql_vfs import ShippedCounters
 
+# A commit waits for its batch at most this long on top of the round trip: beyond a second
+# it would look like a node down to an operator.
+GROUP_COMMIT_WAIT_MS_MAX = 1000
+
 log = logging.getLogger("sixfold.instance")
 
 
@@ -91,6 +95,16 @@ def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None)
         type=int,
         default=LAL_DEFAULT,
         help="LSN allocation limit above VDL (default %(default)s)",
+    )
+    p.add_argument(
+        "--group-commit-wait-max",
+        type=float,
+        default=WriterLimits().append_linger_s * 1000,
+        metavar="MS",
+        help="as the writer, while 8 or more commits wait, a small batch to a node waits for "
+        "more as long as the node's last round trip took, at most this long: fewer, larger "
+        "batches cost the nodes less CPU per commit (default %(default)g; 0: never wait, the "
+        "lowest latency under a moderate load)",
     )
     d = SqlLimits()
     p.add_argument(
@@ -167,10 +181,16 @@ def advertised_address(args: argparse.Namespace) -> str:
 async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
     if args.auto_replace_after < 0:
         raise SystemExit(f"--auto-replace-after must be 0 or more, got {args.auto_replace_after:g}")
+    if not 0 <= args.group_commit_wait_max <= GROUP_COMMIT_WAIT_MS_MAX:
+        raise SystemExit(
+            f"--group-commit-wait-max must be from 0 to {GROUP_COMMIT_WAIT_MS_MAX} ms, "
+            f"got {args.group_commit_wait_max:g}"
+        )
     limits = WriterLimits(
         write_timeout_s=args.write_timeout,
         lal=args.lal,
         auto_replace_after_s=args.auto_replace_after,
+        append_linger_s=args.group_commit_wait_max / 1000,
     )
     address = advertised_address(args)
     sql = sql_limits(args)

@@ -63,11 +63,11 @@ def ship_all(log: CommitLog, node: str, now: float) -> list[RedoRecord]:
     """Open `node`'s stream, send what it is given, acknowledge each batch at once."""
     sent: list[RedoRecord] = []
     batch = log.open(node, now)
-    log.on_ack(node, batch.batch_id, 0)
+    log.on_ack(node, batch.batch_id, 0, now)
     while (poll := log.poll(node, now + 1.0)).batches:
         for batch in poll.batches:
             sent.extend(batch.records)
-            log.on_ack(node, batch.batch_id, batch.last_lsn or 0)
+            log.on_ack(node, batch.batch_id, batch.last_lsn or 0, now + 1.0)
     return sent
 
 
@@ -102,9 +102,9 @@ def test_a_commit_is_durable_at_four_acknowledgements_not_three() -> None:
         ship_all(log, node, 0.0)
     assert log.vdl == 0 and len(log.waiters) == 1
     batch = log.open(NODES[3], 0.0)
-    assert log.on_ack(NODES[3], batch.batch_id, 0).released == []
+    assert log.on_ack(NODES[3], batch.batch_id, 0, 0.0).released == []
     (batch,) = log.poll(NODES[3], 0.0).batches
-    acked = log.on_ack(NODES[3], batch.batch_id, lsn)
+    acked = log.on_ack(NODES[3], batch.batch_id, lsn, 0.0)
     assert [w.lsn for w in acked.released] == [lsn] and acked.vdl_advanced
     assert log.vdl == lsn
     # Two nodes have not acknowledged it: the tail keeps it for them.
@@ -117,7 +117,7 @@ def test_one_batch_in_flight_and_acks_in_order() -> None:
     probe = log.open("a1", 0.0)
     assert probe.records == [] and log.poll("a1", 0.0).batches == []  # the window is full
     with pytest.raises(SixfoldError, match="acknowledged batch 7, expected 1"):
-        log.on_ack("a1", 7, 0)
+        log.on_ack("a1", 7, 0, 0.0)
 
 
 def test_a_silent_node_is_down_and_retried_with_a_growing_backoff() -> None:
@@ -132,7 +132,7 @@ def test_a_silent_node_is_down_and_retried_with_a_growing_backoff() -> None:
     assert waits == sorted(waits)
     assert not log.shippers["a1"].reachable and log.live_count() == 5
     batch = log.open("a1", 20.0)
-    assert log.on_ack("a1", batch.batch_id, 0).came_back
+    assert log.on_ack("a1", batch.batch_id, 0, 20.0).came_back
     assert log.shippers["a1"].backoff_s == LIMITS.retry_backoff_s
 
 
@@ -153,9 +153,9 @@ def test_a_vdl_update_is_announced_bare_after_a_short_delay() -> None:
         ship_all(log, node, 0.0)
     assert log.vdl == lsn
     batch = log.open("c2", 5.0)
-    log.on_ack("c2", batch.batch_id, 0)
+    log.on_ack("c2", batch.batch_id, 0, 5.0)
     (records,) = log.poll("c2", 5.0).batches  # the record first, with the VDL it knows
-    log.on_ack("c2", records.batch_id, lsn)
+    log.on_ack("c2", records.batch_id, lsn, 5.0)
     assert log.shippers["c2"].vdl_sent == lsn
     shipper = log.shippers["a1"]
     assert shipper.vdl_sent < lsn  # a1 acknowledged before VDL moved
@@ -165,24 +165,26 @@ def test_a_vdl_update_is_announced_bare_after_a_short_delay() -> None:
     assert bare.records == [] and bare.vdl == lsn
 
 
-def test_a_small_batch_lingers_while_many_commits_wait() -> None:
+def test_a_small_batch_lingers_a_round_trip_while_many_commits_wait() -> None:
     limits = replace(LIMITS, append_linger_waiters_min=4, append_linger_records=8)
     log = fresh_log(limits)
-    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0)
+    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.0)
     for page in range(3):
         commit(log, [page])
     (alone,) = log.poll("a1", 1.0).batches  # 3 waiting, fewer than 4: no linger
     assert len(alone.records) == 3
-    log.on_ack("a1", alone.batch_id, 0)
+    log.on_ack("a1", alone.batch_id, 0, 1.004)  # a round trip of 4 ms
     commit(log, [3])  # 4 wait now (a1's batch is not durable on a quorum): it lingers
     poll = log.poll("a1", 2.0)
-    assert poll.batches == [] and poll.wake_at == 2.0 + limits.append_linger_s
-    commit(log, [4], now=2.0 + limits.append_linger_s / 2)  # and what comes meanwhile joins
-    assert log.poll("a1", 2.0 + limits.append_linger_s / 2).batches == []
-    (batch,) = log.poll("a1", 2.0 + limits.append_linger_s).batches  # lingered long enough
+    assert poll.batches == [] and poll.wake_at == pytest.approx(2.004)
+    commit(log, [4], now=2.002)  # and what comes meanwhile joins
+    assert log.poll("a1", 2.002).batches == []
+    (batch,) = log.poll("a1", 2.004).batches  # lingered a round trip
     assert [r.page_no for r in batch.records] == [3, 4]
-    log.on_ack("a1", batch.batch_id, 0)
-    for page in range(5, 13):
+    log.on_ack("a1", batch.batch_id, 0, 3.0)  # a round trip of a second: the cap holds
+    commit(log, [5])
+    assert log.poll("a1", 3.0).wake_at == pytest.approx(3.0 + limits.append_linger_s)
+    for page in range(6, 13):
         commit(log, [page])
     (full,) = log.poll("a1", 3.0).batches  # append_linger_records: it goes at once
     assert len(full.records) == 8
@@ -192,7 +194,8 @@ def test_a_commit_wakes_a_sender_only_when_its_poll_could_send() -> None:
     limits = replace(LIMITS, append_linger_waiters_min=4, append_linger_records=8)
     log = fresh_log(limits)
     shipper = log.shippers["a1"]
-    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0)
+    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.0)
+    shipper.round_trip_s = 0.005
     for page in range(4):
         commit(log, [page])
     assert shipper.wants_poll_on_commit(log.tail)  # nothing lingers yet
@@ -258,7 +261,7 @@ def test_vdl_follows_a_naive_model_of_durability(schedule: list[tuple[str, int]]
             while scl + 1 in held[node]:
                 scl += 1
             scls[node] = scl
-            released += [w.lsn for w in log.on_ack(node, batch_id, scl).released]
+            released += [w.lsn for w in log.on_ack(node, batch_id, scl, now).released]
         elif op == "break" and node in opened:
             log.broken(node, now)
             opened.discard(node)

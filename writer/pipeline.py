@@ -385,7 +385,7 @@ class CommitPipeline:
     # -- acknowledgements ---------------------------------------------------------------------------
 
     def on_ack(self, node: str, batch_id: int, scl: int) -> None:
-        acked = self.log.on_ack(node, batch_id, scl)
+        acked = self.log.on_ack(node, batch_id, scl, asyncio.get_running_loop().time())
         if acked.came_back:
             log.info("storage node %s reachable again", node)
             self.room.set()

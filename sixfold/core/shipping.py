@@ -114,6 +114,7 @@ class NodeShipper:
         self.batch_ids = itertools.count(1)
         self.announce_at = 0.0  # when a bare VDL announcement is due (0: none)
         self.linger_until = 0.0  # when a lingering small batch goes anyway (0: none)
+        self.round_trip_s = 0.0  # the newest batch of records: sent to acknowledged
         self.backoff_s = limits.retry_backoff_s
 
     @property
@@ -196,12 +197,14 @@ class NodeShipper:
             wake.append(self._silence_deadline())
         return Poll(out, min(wake, default=None))
 
-    def on_ack(self, batch_id: int) -> bool:
-        """The node acknowledged `batch_id`; True if it had been taken for down."""
+    def on_ack(self, batch_id: int, now: float) -> bool:
+        """The node acknowledged `batch_id` at `now`; True if it had been taken for down."""
         sent = self.in_flight.popleft() if self.in_flight else None
         if sent is None or sent.batch_id != batch_id:
             expected = sent.batch_id if sent else "none"
             raise SixfoldError(f"{self.name}: acknowledged batch {batch_id}, expected {expected}")
+        if sent.records:  # a bare batch is answered at once: it says nothing of the commit path
+            self.round_trip_s = max(0.0, now - sent.sent_at)
         self.bytes_in_flight -= sent.size_bytes
         self.vdl_sent = max(self.vdl_sent, sent.vdl)
         self.acked_lsn = max(self.acked_lsn, sent.last_lsn)
@@ -232,9 +235,12 @@ class NodeShipper:
         """When to send a small batch held back while many commits wait (0: now): it grows,
         and the nodes spend less per record (issue 11: their cost is mostly per batch).
         Nothing is in flight to this node, so the commits waiting outside the batch wait for
-        other nodes; meanwhile their clients' next commits join it. It goes after
-        `append_linger_s`, or at once when it reaches `append_linger_records`. With few
-        commits waiting nothing lingers, so a lone client's latency does not grow."""
+        other nodes; meanwhile their clients' next commits join it. It goes after as long as
+        the node's last round trip took (at most `append_linger_s`), or at once when it
+        reaches `append_linger_records`: on a machine whose CPUs are the limit the round
+        trip is long and a batch grows most, on an idle one it is short and adds little
+        latency. With few commits waiting nothing lingers, so a lone client's latency does
+        not grow."""
         lim = self.limits
         small = len(records) < lim.append_linger_records
         busy = len(waiters) >= lim.append_linger_waiters_min
@@ -242,7 +248,7 @@ class NodeShipper:
             self.linger_until = 0.0
             return 0.0
         if not self.linger_until:
-            self.linger_until = now + lim.append_linger_s
+            self.linger_until = now + min(lim.append_linger_s, self.round_trip_s)
         if now < self.linger_until:
             return self.linger_until
         self.linger_until = 0.0
