@@ -101,8 +101,9 @@ def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None)
         type=float,
         default=WriterLimits().append_linger_s * 1000,
         metavar="MS",
-        help="as the writer, while 8 or more commits wait, a small batch to a node waits for "
-        "more as long as the node's last round trip took, at most this long: fewer, larger "
+        help=f"as the writer, while {WriterLimits().append_linger_waiters_min} or more commits "
+        "wait, a small batch to a node waits for more as long as the node's last round trip "
+        "took, at most this long: fewer, larger "
         "batches cost the nodes less CPU per commit (default %(default)g; 0: never wait, the "
         "lowest latency under a moderate load)",
     )
@@ -178,7 +179,8 @@ def advertised_address(args: argparse.Namespace) -> str:
     return f"{host}:{args.port}"
 
 
-async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
+def writer_limits(args: argparse.Namespace) -> WriterLimits:
+    """The writer's limits from an instance's flags; a bad value ends the process, named."""
     if args.auto_replace_after < 0:
         raise SystemExit(f"--auto-replace-after must be 0 or more, got {args.auto_replace_after:g}")
     if not 0 <= args.group_commit_wait_max <= GROUP_COMMIT_WAIT_MS_MAX:
@@ -186,12 +188,16 @@ async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
             f"--group-commit-wait-max must be from 0 to {GROUP_COMMIT_WAIT_MS_MAX} ms, "
             f"got {args.group_commit_wait_max:g}"
         )
-    limits = WriterLimits(
+    return WriterLimits(
         write_timeout_s=args.write_timeout,
         lal=args.lal,
         auto_replace_after_s=args.auto_replace_after,
         append_linger_s=args.group_commit_wait_max / 1000,
     )
+
+
+async def run_instance(args: argparse.Namespace, as_writer: bool) -> None:
+    limits = writer_limits(args)
     address = advertised_address(args)
     sql = sql_limits(args)
     sql.apply_to_process()

@@ -190,6 +190,49 @@ def test_a_small_batch_lingers_a_round_trip_while_many_commits_wait() -> None:
     assert len(full.records) == 8
 
 
+def test_a_round_trip_is_timed_on_batches_of_records_only() -> None:
+    log = fresh_log()
+    shipper = log.shippers["a1"]
+    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.5)  # a bare batch: not timed
+    assert shipper.round_trip_s == 0.0
+    commit(log, [1])
+    (batch,) = log.poll("a1", 1.0).batches
+    log.on_ack("a1", batch.batch_id, 0, 1.003)
+    assert shipper.round_trip_s == pytest.approx(0.003)
+
+
+def test_a_batch_the_bounds_cut_short_goes_at_once() -> None:
+    # Fewer records than append_linger_records, but all a batch may hold: it is full.
+    limits = replace(LIMITS, append_linger_waiters_min=4, append_batch_records_max=5)
+    log = fresh_log(limits)
+    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.0)
+    log.shippers["a1"].round_trip_s = 0.005
+    for page in range(7):
+        commit(log, [page])
+    (batch,) = log.poll("a1", 1.0).batches
+    assert len(batch.records) == 5
+
+
+def test_a_linger_the_tail_trim_overtook_leaves_the_sender_awake() -> None:
+    # The tail, when full, is trimmed through VDL: a batch lingering for a1 may be gone
+    # from it. The next commit must still reach a1 (found by a review: it waited for 64).
+    limits = replace(LIMITS, append_linger_waiters_min=4, append_linger_records=8)
+    log = fresh_log(limits)
+    shipper = log.shippers["a1"]
+    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.0)
+    shipper.round_trip_s = 0.005
+    lsns = [commit(log, [page]) for page in range(4)]
+    assert log.poll("a1", 1.0).batches == [] and shipper.linger_until
+    log.tail.trim_through(lsns[-1])
+    assert log.poll("a1", 1.001).batches == [] and not shipper.linger_until
+    commit(log, [9])
+    assert shipper.wants_poll_on_commit(log.tail)
+    poll = log.poll("a1", 1.002)  # 5 wait: it lingers again, with a timer to end it
+    assert poll.batches == [] and poll.wake_at == pytest.approx(1.007)
+    (batch,) = log.poll("a1", 1.007).batches
+    assert [r.page_no for r in batch.records] == [9]
+
+
 def test_a_commit_wakes_a_sender_only_when_its_poll_could_send() -> None:
     limits = replace(LIMITS, append_linger_waiters_min=4, append_linger_records=8)
     log = fresh_log(limits)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from instance.server import build_parser, writer_limits
 from sixfold.core.commit_log import WriterLimits
 
 NODES = "a1=127.0.0.1:1,a2=127.0.0.1:2,b1=127.0.0.1:3,b2=127.0.0.1:4,c1=127.0.0.1:5,c2=127.0.0.1:6"
@@ -30,3 +31,12 @@ def test_the_group_commit_wait_defaults_to_the_writers_limit() -> None:
     )
     default_ms = WriterLimits().append_linger_s * 1000
     assert f"(default {default_ms:g}; 0: never wait" in " ".join(done.stdout.split())
+
+
+def test_the_group_commit_wait_is_given_in_milliseconds() -> None:
+    args = build_parser("writer").parse_args(
+        ["--nodes", NODES, "--port", "0", "--group-commit-wait-max", "7.5"]
+    )
+    assert writer_limits(args).append_linger_s == pytest.approx(0.0075)
+    args = build_parser("writer").parse_args(["--nodes", NODES, "--port", "0"])
+    assert writer_limits(args).append_linger_s == WriterLimits().append_linger_s

@@ -49,9 +49,9 @@ class WriterLimits:
     append_batches_in_flight_max: int = 1
     append_window_bytes_max: int = 16 << 20  # bytes sent to one node, not yet acknowledged
     # While commits pile up, a small batch waits as long as its node's last round trip took,
-    # at most this long, as PostgreSQL's commit_delay does with commit_siblings: larger
-    # batches cost the nodes less CPU per commit (issue 11, docs/BENCHMARKS.md, "A small
-    # batch lingers a round trip").
+    # at most this long: like PostgreSQL's commit_delay with commit_siblings, but the delay
+    # is the round trip, not fixed. Larger batches cost the nodes less CPU per commit
+    # (issue 11, docs/BENCHMARKS.md, "A small batch lingers a round trip").
     append_linger_s: float = 0.02
     append_linger_records: int = 64  # a batch this large goes at once
     append_linger_waiters_min: int = 8  # commits waiting before a small batch lingers

@@ -136,8 +136,7 @@ class NodeShipper:
         which cost the writer's loop a poll per commit per node (issue 11)."""
         if not self.has_room():
             return False
-        lingering = bool(self.linger_until)
-        return not lingering or tail.next_lsn - self.next_lsn >= self.limits.append_linger_records
+        return not self.linger_until or self._pending(tail) >= self._full_batch_records()
 
     def has_work(self, now: float) -> bool:
         """Whether a poll now could send anything or find the node silent. When the window
@@ -177,9 +176,10 @@ class NodeShipper:
         wake: list[float] = []
         while self.has_room():
             records = self._next_records(tail)
-            if not records:
+            if not records:  # nothing to send (the tail may have been trimmed past a linger)
+                self.linger_until = 0.0
                 break
-            linger_at = self._linger(records, waiters, now)
+            linger_at = self._linger(records, tail, waiters, now)
             if linger_at:
                 wake.append(linger_at)
                 break
@@ -231,18 +231,30 @@ class NodeShipper:
             self.next_lsn, lim.append_batch_records_max, lim.append_batch_bytes_max
         )
 
-    def _linger(self, records: list[RedoRecord], waiters: Sequence[Waiting], now: float) -> float:
+    def _pending(self, tail: TailView) -> int:
+        """Records in the tail not yet sent to this node."""
+        return tail.next_lsn - max(self.next_lsn, tail.first_lsn)
+
+    def _full_batch_records(self) -> int:
+        """A batch this large goes at once, lingering or not."""
+        lim = self.limits
+        return min(lim.append_linger_records, lim.append_batch_records_max)
+
+    def _linger(
+        self, records: list[RedoRecord], tail: TailView, waiters: Sequence[Waiting], now: float
+    ) -> float:
         """When to send a small batch held back while many commits wait (0: now): it grows,
         and the nodes spend less per record (issue 11: their cost is mostly per batch).
         Nothing is in flight to this node, so the commits waiting outside the batch wait for
         other nodes; meanwhile their clients' next commits join it. It goes after as long as
         the node's last round trip took (at most `append_linger_s`), or at once when it
-        reaches `append_linger_records`: on a machine whose CPUs are the limit the round
+        reaches `append_linger_records` or the batch bounds cut it short (more is pending
+        than it holds): on a machine whose CPUs are the limit the round
         trip is long and a batch grows most, on an idle one it is short and adds little
         latency. With few commits waiting nothing lingers, so a lone client's latency does
         not grow."""
         lim = self.limits
-        small = len(records) < lim.append_linger_records
+        small = len(records) < self._full_batch_records() and self._pending(tail) == len(records)
         busy = len(waiters) >= lim.append_linger_waiters_min
         if not (lim.append_linger_s and small and busy):
             self.linger_until = 0.0
