@@ -102,10 +102,9 @@ def add_instance_arguments(p: argparse.ArgumentParser, default_name: str | None)
         default=WriterLimits().append_linger_s * 1000,
         metavar="MS",
         help=f"as the writer, while {WriterLimits().append_linger_waiters_min} or more commits "
-        "wait, a small batch to a node waits for more as long as the node's last round trip "
-        "took, at most this long: fewer, larger "
-        "batches cost the nodes less CPU per commit (default %(default)g; 0: never wait, the "
-        "lowest latency under a moderate load)",
+        "wait, a small batch to a node waits for more until it holds half of them, at most "
+        "this long: fewer, larger batches cost the nodes less CPU per commit (default "
+        "%(default)g; 0: never wait)",
     )
     d = SqlLimits()
     p.add_argument(

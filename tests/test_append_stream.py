@@ -5,6 +5,7 @@ clear status, nothing of the bad batch stored, and the node serving other stream
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from pathlib import Path
 
 import grpc
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.clients import NodeClient, rpc_error
+from sixfold.core.commit_log import Waiter
 from sixfold.core.errors import (
     BatchTooLargeError,
     CorruptRecordError,
@@ -21,6 +23,7 @@ from sixfold.core.errors import (
     StaleEpochError,
 )
 from sixfold.core.record import RedoRecord, pack_records, unpack_records
+from sixfold.core.shipping import commits_at_or_above
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import named_error
 from storage_node.node import NodeLimits, StorageNode
@@ -176,3 +179,13 @@ def test_an_undecodable_stream_message_is_refused_by_name(tmp_path: Path) -> Non
         assert node.store.counts()[0] == 0
 
     run_with_node(tmp_path / "a1", body)
+
+
+def test_a_lingering_batch_counts_the_commits_it_holds() -> None:
+    # The writer's linger rule (issue 11) sends a batch once it holds a share of the
+    # waiting commits: those at or above its first LSN, counted from the newest.
+    waiters = deque(Waiter(lsn, 0.0, 10.0) for lsn in (3, 5, 9, 10, 14))
+    assert commits_at_or_above(waiters, 9) == 3
+    assert commits_at_or_above(waiters, 15) == 0
+    assert commits_at_or_above(waiters, 1) == 5
+    assert commits_at_or_above(deque(), 1) == 0

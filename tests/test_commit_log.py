@@ -63,11 +63,11 @@ def ship_all(log: CommitLog, node: str, now: float) -> list[RedoRecord]:
     """Open `node`'s stream, send what it is given, acknowledge each batch at once."""
     sent: list[RedoRecord] = []
     batch = log.open(node, now)
-    log.on_ack(node, batch.batch_id, 0, now)
+    log.on_ack(node, batch.batch_id, 0)
     while (poll := log.poll(node, now + 1.0)).batches:
         for batch in poll.batches:
             sent.extend(batch.records)
-            log.on_ack(node, batch.batch_id, batch.last_lsn or 0, now + 1.0)
+            log.on_ack(node, batch.batch_id, batch.last_lsn or 0)
     return sent
 
 
@@ -102,9 +102,9 @@ def test_a_commit_is_durable_at_four_acknowledgements_not_three() -> None:
         ship_all(log, node, 0.0)
     assert log.vdl == 0 and len(log.waiters) == 1
     batch = log.open(NODES[3], 0.0)
-    assert log.on_ack(NODES[3], batch.batch_id, 0, 0.0).released == []
+    assert log.on_ack(NODES[3], batch.batch_id, 0).released == []
     (batch,) = log.poll(NODES[3], 0.0).batches
-    acked = log.on_ack(NODES[3], batch.batch_id, lsn, 0.0)
+    acked = log.on_ack(NODES[3], batch.batch_id, lsn)
     assert [w.lsn for w in acked.released] == [lsn] and acked.vdl_advanced
     assert log.vdl == lsn
     # Two nodes have not acknowledged it: the tail keeps it for them.
@@ -117,7 +117,7 @@ def test_one_batch_in_flight_and_acks_in_order() -> None:
     probe = log.open("a1", 0.0)
     assert probe.records == [] and log.poll("a1", 0.0).batches == []  # the window is full
     with pytest.raises(SixfoldError, match="acknowledged batch 7, expected 1"):
-        log.on_ack("a1", 7, 0, 0.0)
+        log.on_ack("a1", 7, 0)
 
 
 def test_a_silent_node_is_down_and_retried_with_a_growing_backoff() -> None:
@@ -132,7 +132,7 @@ def test_a_silent_node_is_down_and_retried_with_a_growing_backoff() -> None:
     assert waits == sorted(waits)
     assert not log.shippers["a1"].reachable and log.live_count() == 5
     batch = log.open("a1", 20.0)
-    assert log.on_ack("a1", batch.batch_id, 0, 20.0).came_back
+    assert log.on_ack("a1", batch.batch_id, 0).came_back
     assert log.shippers["a1"].backoff_s == LIMITS.retry_backoff_s
 
 
@@ -153,9 +153,9 @@ def test_a_vdl_update_is_announced_bare_after_a_short_delay() -> None:
         ship_all(log, node, 0.0)
     assert log.vdl == lsn
     batch = log.open("c2", 5.0)
-    log.on_ack("c2", batch.batch_id, 0, 5.0)
+    log.on_ack("c2", batch.batch_id, 0)
     (records,) = log.poll("c2", 5.0).batches  # the record first, with the VDL it knows
-    log.on_ack("c2", records.batch_id, lsn, 5.0)
+    log.on_ack("c2", records.batch_id, lsn)
     assert log.shippers["c2"].vdl_sent == lsn
     shipper = log.shippers["a1"]
     assert shipper.vdl_sent < lsn  # a1 acknowledged before VDL moved
@@ -165,93 +165,49 @@ def test_a_vdl_update_is_announced_bare_after_a_short_delay() -> None:
     assert bare.records == [] and bare.vdl == lsn
 
 
-def test_a_small_batch_lingers_a_round_trip_while_many_commits_wait() -> None:
+def test_a_small_batch_lingers_while_many_commits_wait() -> None:
     limits = replace(LIMITS, append_linger_waiters_min=4, append_linger_records=8)
     log = fresh_log(limits)
-    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.0)
-    for page in range(3):
+    for page in range(4):
         commit(log, [page])
-    (alone,) = log.poll("a1", 1.0).batches  # 3 waiting, fewer than 4: no linger
-    assert len(alone.records) == 3
-    log.on_ack("a1", alone.batch_id, 0, 1.004)  # a round trip of 4 ms
-    commit(log, [3])  # 4 wait now (a1's batch is not durable on a quorum): it lingers
+    assert len(ship_all(log, "a1", 0.0)) == 4  # it holds every waiting commit: it goes
+    commit(log, [9])  # 5 wait for other nodes; a batch of 1 of them lingers
     poll = log.poll("a1", 2.0)
-    assert poll.batches == [] and poll.wake_at == pytest.approx(2.004)
-    commit(log, [4], now=2.002)  # and what comes meanwhile joins
-    assert log.poll("a1", 2.002).batches == []
-    (batch,) = log.poll("a1", 2.004).batches  # lingered a round trip
-    assert [r.page_no for r in batch.records] == [3, 4]
-    log.on_ack("a1", batch.batch_id, 0, 3.0)  # a round trip of a second: the cap holds
-    commit(log, [5])
-    assert log.poll("a1", 3.0).wake_at == pytest.approx(3.0 + limits.append_linger_s)
-    for page in range(6, 13):
+    assert poll.batches == [] and poll.wake_at == 2.0 + limits.append_linger_s
+    assert log.poll("a1", 2.0 + limits.append_linger_s / 2).batches == []
+    (batch,) = log.poll("a1", 2.0 + limits.append_linger_s).batches  # lingered long enough
+    assert len(batch.records) == 1
+
+
+def lingering_a1(limits: WriterLimits, acked: int, new: int) -> CommitLog:
+    """a1 was sent and acknowledged `acked` commits (durable nowhere else), then `new` came."""
+    log = fresh_log(limits)
+    for page in range(acked):
         commit(log, [page])
-    (full,) = log.poll("a1", 3.0).batches  # append_linger_records: it goes at once
-    assert len(full.records) == 8
-
-
-def test_a_round_trip_is_timed_on_batches_of_records_only() -> None:
-    log = fresh_log()
-    shipper = log.shippers["a1"]
-    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.5)  # a bare batch: not timed
-    assert shipper.round_trip_s == 0.0
-    commit(log, [1])
-    (batch,) = log.poll("a1", 1.0).batches
-    log.on_ack("a1", batch.batch_id, 0, 1.003)
-    assert shipper.round_trip_s == pytest.approx(0.003)
+    assert len(ship_all(log, "a1", 0.0)) == acked
+    for page in range(acked, acked + new):
+        commit(log, [page])
+    return log
 
 
 def test_a_batch_the_bounds_cut_short_goes_at_once() -> None:
-    # Fewer records than append_linger_records, but all a batch may hold: it is full.
+    # Fewer records than append_linger_records, but all a batch may hold, with more pending:
+    # it is full, whatever share of the waiting commits it holds.
     limits = replace(LIMITS, append_linger_waiters_min=4, append_batch_records_max=5)
-    log = fresh_log(limits)
-    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.0)
-    log.shippers["a1"].round_trip_s = 0.005
-    for page in range(7):
-        commit(log, [page])
-    (batch,) = log.poll("a1", 1.0).batches
+    log = lingering_a1(limits, acked=10, new=6)
+    (batch,) = log.poll("a1", 2.0).batches
     assert len(batch.records) == 5
 
 
-def test_a_linger_the_tail_trim_overtook_leaves_the_sender_awake() -> None:
-    # The tail, when full, is trimmed through VDL: a batch lingering for a1 may be gone
-    # from it. The next commit must still reach a1 (found by a review: it waited for 64).
-    limits = replace(LIMITS, append_linger_waiters_min=4, append_linger_records=8)
-    log = fresh_log(limits)
+def test_a_linger_the_tail_trim_overtook_ends() -> None:
+    # The tail, when full, is trimmed through VDL: a batch lingering for a1 may be gone from
+    # it. Its linger must end with it, or it would hold back the VDL announcement.
+    limits = replace(LIMITS, append_linger_waiters_min=4)
+    log = lingering_a1(limits, acked=4, new=1)
     shipper = log.shippers["a1"]
-    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.0)
-    shipper.round_trip_s = 0.005
-    lsns = [commit(log, [page]) for page in range(4)]
-    assert log.poll("a1", 1.0).batches == [] and shipper.linger_until
-    log.tail.trim_through(lsns[-1])
-    assert log.poll("a1", 1.001).batches == [] and not shipper.linger_until
-    commit(log, [9])
-    assert shipper.wants_poll_on_commit(log.tail)
-    poll = log.poll("a1", 1.002)  # 5 wait: it lingers again, with a timer to end it
-    assert poll.batches == [] and poll.wake_at == pytest.approx(1.007)
-    (batch,) = log.poll("a1", 1.007).batches
-    assert [r.page_no for r in batch.records] == [9]
-
-
-def test_a_commit_wakes_a_sender_only_when_its_poll_could_send() -> None:
-    limits = replace(LIMITS, append_linger_waiters_min=4, append_linger_records=8)
-    log = fresh_log(limits)
-    shipper = log.shippers["a1"]
-    log.on_ack("a1", log.open("a1", 0.0).batch_id, 0, 0.0)
-    shipper.round_trip_s = 0.005
-    for page in range(4):
-        commit(log, [page])
-    assert shipper.wants_poll_on_commit(log.tail)  # nothing lingers yet
-    assert log.poll("a1", 1.0).batches == []  # now a batch of 4 lingers
-    for page in range(4, 7):
-        commit(log, [page])
-        assert not shipper.wants_poll_on_commit(log.tail)  # still small: its timer sends it
-    commit(log, [7])
-    assert shipper.wants_poll_on_commit(log.tail)  # 8 records: it would go at once
-    (batch,) = log.poll("a1", 1.0).batches
-    assert len(batch.records) == 8
-    commit(log, [8])
-    assert not shipper.wants_poll_on_commit(log.tail)  # the window is full until the ack
+    assert log.poll("a1", 2.0).batches == [] and shipper.linger_until  # 1 of 5: it lingers
+    log.tail.trim_through(log.tail.next_lsn - 1)
+    assert log.poll("a1", 2.001).batches == [] and not shipper.linger_until
 
 
 def test_a_writer_superseded_on_a_write_quorum_is_fenced() -> None:
@@ -304,7 +260,7 @@ def test_vdl_follows_a_naive_model_of_durability(schedule: list[tuple[str, int]]
             while scl + 1 in held[node]:
                 scl += 1
             scls[node] = scl
-            released += [w.lsn for w in log.on_ack(node, batch_id, scl, now).released]
+            released += [w.lsn for w in log.on_ack(node, batch_id, scl).released]
         elif op == "break" and node in opened:
             log.broken(node, now)
             opened.discard(node)

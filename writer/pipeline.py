@@ -344,7 +344,7 @@ class CommitPipeline:
         future.add_done_callback(mark_retrieved)
         self.log.append(writes, prev_page_lsns, loop.time(), future)
         for sender in self.senders:
-            if sender.shipper.wants_poll_on_commit(self.log.tail):
+            if sender.shipper.has_room():  # a full one sends the rest when an ack makes room
                 sender.wake.set()
         return future
 
@@ -385,7 +385,7 @@ class CommitPipeline:
     # -- acknowledgements ---------------------------------------------------------------------------
 
     def on_ack(self, node: str, batch_id: int, scl: int) -> None:
-        acked = self.log.on_ack(node, batch_id, scl, asyncio.get_running_loop().time())
+        acked = self.log.on_ack(node, batch_id, scl)
         if acked.came_back:
             log.info("storage node %s reachable again", node)
             self.room.set()

@@ -48,11 +48,8 @@ class WriterLimits:
     # one, 1,910 with two, 1,642 with four).
     append_batches_in_flight_max: int = 1
     append_window_bytes_max: int = 16 << 20  # bytes sent to one node, not yet acknowledged
-    # While commits pile up, a small batch waits as long as its node's last round trip took,
-    # at most this long: like PostgreSQL's commit_delay with commit_siblings, but the delay
-    # is the round trip, not fixed. Larger batches cost the nodes less CPU per commit
-    # (issue 11, docs/BENCHMARKS.md, "A small batch lingers a round trip").
-    append_linger_s: float = 0.02
+    append_linger_s: float = 0.02  # the longest a small batch waits while commits pile up
+    append_linger_share: float = 0.5  # a lingering batch goes once it holds this share of waiters
     append_linger_records: int = 64  # a batch this large goes at once
     append_linger_waiters_min: int = 8  # commits waiting before a small batch lingers
     retry_backoff_s: float = 0.05  # the first wait before a node is tried again
@@ -350,8 +347,8 @@ class CommitLog:
 
     # -- acknowledgements ---------------------------------------------------------------------------
 
-    def on_ack(self, node: str, batch_id: int, scl: int, now: float) -> Acked:
-        came_back = self.shippers[node].on_ack(batch_id, now)
+    def on_ack(self, node: str, batch_id: int, scl: int) -> Acked:
+        came_back = self.shippers[node].on_ack(batch_id)
         if came_back:
             self._recount_live()
         acked = self.on_scl(node, scl)

@@ -43,6 +43,8 @@ class ShippingLimits(Protocol):
     @property
     def append_linger_s(self) -> float: ...
     @property
+    def append_linger_share(self) -> float: ...
+    @property
     def append_linger_records(self) -> int: ...
     @property
     def append_linger_waiters_min(self) -> int: ...
@@ -100,6 +102,16 @@ class Waiting(Protocol):
     def lsn(self) -> int: ...
 
 
+def commits_at_or_above(waiters: Sequence[Waiting], lsn: int) -> int:
+    """How many of `waiters` (in LSN order) commit at or above `lsn`."""
+    count = 0
+    for waiter in reversed(waiters):
+        if waiter.lsn < lsn:
+            break
+        count += 1
+    return count
+
+
 class NodeShipper:
     def __init__(self, name: str, first_lsn: int, limits: ShippingLimits) -> None:
         self.name = name
@@ -114,7 +126,6 @@ class NodeShipper:
         self.batch_ids = itertools.count(1)
         self.announce_at = 0.0  # when a bare VDL announcement is due (0: none)
         self.linger_until = 0.0  # when a lingering small batch goes anyway (0: none)
-        self.round_trip_s = 0.0  # the newest batch of records: sent to acknowledged
         self.backoff_s = limits.retry_backoff_s
 
     @property
@@ -128,15 +139,6 @@ class NodeShipper:
             len(self.in_flight) < lim.append_batches_in_flight_max
             and self.bytes_in_flight < lim.append_window_bytes_max
         )
-
-    def wants_poll_on_commit(self, tail: TailView) -> bool:
-        """Whether a new commit could change what a poll sends now. Not when the window is
-        full (an acknowledgement sends the rest), nor while a small batch lingers and stays
-        small (the linger's timer sends it): a poll then builds the batch only to hold it,
-        which cost the writer's loop a poll per commit per node (issue 11)."""
-        if not self.has_room():
-            return False
-        return not self.linger_until or self._pending(tail) >= self._full_batch_records()
 
     def has_work(self, now: float) -> bool:
         """Whether a poll now could send anything or find the node silent. When the window
@@ -197,14 +199,12 @@ class NodeShipper:
             wake.append(self._silence_deadline())
         return Poll(out, min(wake, default=None))
 
-    def on_ack(self, batch_id: int, now: float) -> bool:
-        """The node acknowledged `batch_id` at `now`; True if it had been taken for down."""
+    def on_ack(self, batch_id: int) -> bool:
+        """The node acknowledged `batch_id`; True if it had been taken for down."""
         sent = self.in_flight.popleft() if self.in_flight else None
         if sent is None or sent.batch_id != batch_id:
             expected = sent.batch_id if sent else "none"
             raise SixfoldError(f"{self.name}: acknowledged batch {batch_id}, expected {expected}")
-        if sent.records:  # a bare batch is answered at once: it says nothing of the commit path
-            self.round_trip_s = max(0.0, now - sent.sent_at)
         self.bytes_in_flight -= sent.size_bytes
         self.vdl_sent = max(self.vdl_sent, sent.vdl)
         self.acked_lsn = max(self.acked_lsn, sent.last_lsn)
@@ -235,33 +235,28 @@ class NodeShipper:
         """Records in the tail not yet sent to this node."""
         return tail.next_lsn - max(self.next_lsn, tail.first_lsn)
 
-    def _full_batch_records(self) -> int:
-        """A batch this large goes at once, lingering or not."""
-        lim = self.limits
-        return min(lim.append_linger_records, lim.append_batch_records_max)
-
     def _linger(
         self, records: list[RedoRecord], tail: TailView, waiters: Sequence[Waiting], now: float
     ) -> float:
         """When to send a small batch held back while many commits wait (0: now): it grows,
         and the nodes spend less per record (issue 11: their cost is mostly per batch).
         Nothing is in flight to this node, so the commits waiting outside the batch wait for
-        other nodes; meanwhile their clients' next commits join it. It goes after as long as
-        the node's last round trip took (at most `append_linger_s`), or at once when it
-        reaches `append_linger_records` or the batch bounds cut it short (more is pending
-        than it holds): on a machine whose CPUs are the limit the round
-        trip is long and a batch grows most, on an idle one it is short and adds little
-        latency. With few commits waiting nothing lingers, so a lone client's latency does
-        not grow."""
+        other nodes; once they are durable their clients send more, and the batch takes them.
+        It goes once it holds `append_linger_share` of the waiting commits, or after
+        `append_linger_s` at most. A batch the bounds cut short (more is pending than it
+        holds) goes at once. With few commits waiting nothing lingers, so a lone client's
+        latency does not grow."""
         lim = self.limits
-        small = len(records) < self._full_batch_records() and self._pending(tail) == len(records)
+        full_records = min(lim.append_linger_records, lim.append_batch_records_max)
+        small = len(records) < full_records and self._pending(tail) == len(records)
         busy = len(waiters) >= lim.append_linger_waiters_min
         if not (lim.append_linger_s and small and busy):
             self.linger_until = 0.0
             return 0.0
         if not self.linger_until:
-            self.linger_until = now + min(lim.append_linger_s, self.round_trip_s)
-        if now < self.linger_until:
+            self.linger_until = now + lim.append_linger_s
+        in_batch = commits_at_or_above(waiters, records[0].lsn)
+        if now < self.linger_until and in_batch < lim.append_linger_share * len(waiters):
             return self.linger_until
         self.linger_until = 0.0
         return 0.0

@@ -52,8 +52,7 @@ DRIVEN_WRITERS_MAX = 64  # writers a driven run may start (failovers are explici
 SIM_READ_RECORDS_MAX = 1_000  # records a node returns when a request sets no bound
 DOWN_FOREVER = 1 << 62  # a node crashed by an explicit action stays down until restarted
 # The writer's clock: one tick stands for 10 ms, so its limits keep their shipping meaning
-# (a lingering batch waits a round trip up to 20 ms, and a simulated round trip takes 2 ticks
-# or more: 2 ticks; a VDL announcement 2; a silent node is down after 12).
+# (a lingering batch waits 2 ticks, a VDL announcement 2, a silent node is down after 12).
 SIM_TICK_S = 0.01
 SIM_LIMITS = WriterLimits(
     lal=LAL_SIM,

@@ -437,7 +437,7 @@ class SimWriter(Actor):
             call_id, batch_id = stream.calls.popleft()
             reply = self.take(call_id)
             if isinstance(reply, AppendAck):
-                self._on_acked(core, core.on_ack(node, batch_id, reply.scl, now))
+                self._on_acked(core, core.on_ack(node, batch_id, reply.scl))
                 continue
             self._close(stream)
             error = reply.error if isinstance(reply, Failure) else None
