@@ -30,8 +30,8 @@ from sixfold.sql.engine import SqlLimits
 from writer.service import WriterService
 from writer.sql_vfs import ShippedCounters
 
-# A commit waits for its batch at most this long on top of the round trip: beyond a second
-# it would look like a node down to an operator.
+# The longest a small batch may linger: beyond a second a commit's wait would look like a
+# node down to an operator.
 GROUP_COMMIT_WAIT_MS_MAX = 1000
 
 log = logging.getLogger("sixfold.instance")

@@ -201,7 +201,8 @@ def test_a_batch_the_bounds_cut_short_goes_at_once() -> None:
 
 def test_a_linger_the_tail_trim_overtook_ends() -> None:
     # The tail, when full, is trimmed through VDL: a batch lingering for a1 may be gone from
-    # it. Its linger must end with it, or it would hold back the VDL announcement.
+    # it. Its linger must end with it, or it would hold back the VDL announcement. (Trimmed
+    # here by hand, past a VDL the test does not move.)
     limits = replace(LIMITS, append_linger_waiters_min=4)
     log = lingering_a1(limits, acked=4, new=1)
     shipper = log.shippers["a1"]
