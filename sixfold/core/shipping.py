@@ -231,10 +231,6 @@ class NodeShipper:
             self.next_lsn, lim.append_batch_records_max, lim.append_batch_bytes_max
         )
 
-    def _pending(self, tail: TailView) -> int:
-        """Records in the tail not yet sent to this node."""
-        return tail.next_lsn - max(self.next_lsn, tail.first_lsn)
-
     def _linger(
         self, records: list[RedoRecord], tail: TailView, waiters: Sequence[Waiting], now: float
     ) -> float:
@@ -248,7 +244,8 @@ class NodeShipper:
         latency does not grow."""
         lim = self.limits
         full_records = min(lim.append_linger_records, lim.append_batch_records_max)
-        small = len(records) < full_records and self._pending(tail) == len(records)
+        cut_short = records[-1].lsn + 1 < tail.next_lsn  # the tail's LSNs are contiguous
+        small = len(records) < full_records and not cut_short
         busy = len(waiters) >= lim.append_linger_waiters_min
         if not (lim.append_linger_s and small and busy):
             self.linger_until = 0.0
