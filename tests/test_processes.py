@@ -120,7 +120,14 @@ def test_writer_kill_mid_stream_loses_nothing_acknowledged(local_cluster: LocalC
 def test_truncation_sticks_on_a_node_that_was_down(local_cluster: LocalCluster) -> None:
     """Records above VDL on a node that missed recovery are cancelled and never come back."""
     c = local_cluster
-    c.write(20, "durable")
+    durable_lsn = c.write(20, "durable")
+    # The write is acknowledged at 4 of 6: c2 may not have stored it yet. A rogue record
+    # placed below it would be one no writer could have sent (each LSN is allocated once),
+    # and c2's log would never join the quorum's chain again.
+    c.wait_for(
+        lambda: c.on_node("c2", lambda n: n.get_state()).scl >= durable_lsn,
+        "c2 to store the durable write",
+    )
     c.kill("writer")
     state = c.on_node("c2", lambda n: n.get_state())
     # Play the old writer's last, unfinished append: it reached c2 alone.
