@@ -91,6 +91,11 @@ class NodeMetrics:
             "Records fetched from peers to fill holes",
             registry=r,
         )
+        self.log_forks = Counter(
+            "sixfold_node_log_forks_seen",
+            "Gossip rounds that found this node's log off the volume's history (see its log)",
+            registry=r,
+        )
         self.repairs = Counter(
             "sixfold_node_repairs",
             "Damaged records and page versions repaired from a peer",

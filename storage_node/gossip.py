@@ -28,6 +28,7 @@ from sixfold.core.gossip_round import (
     RepairVersion,
     StoreFetched,
     StoreImages,
+    fork_below,
 )
 from sixfold.crash import OPERATING_ERRORS
 from sixfold.node_calls import CallTimeouts, drive
@@ -47,6 +48,7 @@ class Gossip:
         limits = GossipLimits(node.limits.gossip_records_max, node.limits.repairs_per_round_max)
         self.machine = GossipRound(list(self.by_name), limits)
         self.pacing = GossipPacing(GOSSIP_INTERVAL_S)
+        self.fork_reported: tuple[int, int] | None = None  # (fork, SCL) last logged
 
     async def run(self) -> None:
         while True:
@@ -61,6 +63,29 @@ class Gossip:
             while not self.pacing.due(rested, self.signals()):
                 await asyncio.sleep(GOSSIP_INTERVAL_S)
                 rested += GOSSIP_INTERVAL_S
+
+    def _report_fork(self, peer: str, fork: int, scl: int) -> None:
+        """Counted every round it is seen, logged once per fork (it stays until the node is
+        replaced)."""
+        node = self.node
+        node.metrics.log_forks.inc()
+        if self.fork_reported == (fork, scl):
+            return
+        self.fork_reported = (fork, scl)
+        log.error(
+            "%s: this node's log has left the volume's history: the records %s holds above "
+            "this node's SCL %d follow LSN %d, so its records in (%d, %d] are on no peer's "
+            "chain (appended by something other than the writer). It cannot catch up, and "
+            "its SCL holds back garbage collection on every node: replace it with a spare "
+            "(`sixfold replace %s --with SPARE --force`)",
+            node.name,
+            peer,
+            scl,
+            fork,
+            fork,
+            scl,
+            node.name,
+        )
 
     def signals(self) -> GossipSignals:
         node = self.node
@@ -93,6 +118,9 @@ class Gossip:
         elif isinstance(step, StoreFetched):
             before = node.state.scl
             node.metrics.gossip_records.inc(len(step.records))
+            fork = fork_below(step.asked_after, step.records)
+            if fork is not None:
+                self._report_fork(step.source, fork, step.asked_after)
             await node.append(None, list(step.records))
             log.debug(
                 "%s: gossip from %s: %d records, SCL %d -> %d",

@@ -68,6 +68,24 @@ class StoreFetched:
 
     source: str
     records: tuple[RedoRecord, ...]
+    # The node's SCL when it asked (the writer's appends may have moved it since).
+    asked_after: int
+
+
+def fork_below(asked_after: int, fetched: Sequence[RedoRecord]) -> int | None:
+    """Where this node's log leaves the volume's history, if the records a peer sent from
+    above the node's SCL (`asked_after`, when it asked) show it: the first of them links back
+    past that SCL, to the LSN returned.
+
+    A writer links its first record after recovery to the VDL it truncated at, and every
+    other record to the one before it (P17 §2.4), so the first record above an honest SCL
+    links to that SCL. One that links below it says this node holds records in (that LSN,
+    SCL] that no peer's chain has: appended by something other than the writer, since no
+    writer allocates an LSN twice. Gossip can then never complete this node's segment, and
+    its SCL holds back every peer's GC."""
+    if fetched and fetched[0].prev_volume_lsn < asked_after:
+        return fetched[0].prev_volume_lsn
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +305,6 @@ class GossipRound:
             got = (yield {peer: request})[peer]
             if isinstance(got, tuple) and got:
                 before = st.scl
-                yield StoreFetched(peer, got)
+                yield StoreFetched(peer, got, request.after_lsn)
                 return st.scl > before
         return False

@@ -22,6 +22,7 @@ from sixfold.core.gossip_round import (
     RepairRecord,
     StoreFetched,
     StoreImages,
+    fork_below,
 )
 from sixfold.core.hydration import HydratedPage, HydrationProgress, PageImages
 from sixfold.core.log_cleanup import (
@@ -545,6 +546,12 @@ class SimNode(Actor):
         elif isinstance(step, AdoptTruncations):
             self.truncate(step.epoch, step.ranges, step.version)
         elif isinstance(step, StoreFetched):
+            fork = fork_below(step.asked_after, step.records)
+            if fork is not None:  # the shell logs it; in an honest cluster it never happens
+                self.sim.fail(
+                    f"{self.name}'s log left the volume's history: {step.source}'s records "
+                    f"above LSN {step.asked_after} (its SCL when it asked) follow LSN {fork}"
+                )
             self.queue.append(QueuedAppend(None, step.records, 0, _Caller()))
             self.gossip_fetched = True
         elif isinstance(step, RepairRecord):
