@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from sixfold.client import dbapi
 from sixfold.clients import ReaderClient
 from sixfold.core.record import PAGE_SIZE_BYTES
-from sixfold.core.redo_delta import DELTA_HEADER_BYTES, apply_delta, page_delta
+from sixfold.core.redo_delta import (
+    CHUNK_BYTES,
+    DELTA_HEADER_BYTES,
+    _differing_spans,
+    apply_delta,
+    page_delta,
+)
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.sql import layout as sql_layout
 from tests.conftest import LocalCluster
@@ -47,6 +53,22 @@ def test_page_delta_turns_old_into_new(old: bytes, changes: list[tuple[int, byte
         sum(DELTA_HEADER_BYTES + len(d) for _, d in ranges) <= PAGE_SIZE_BYTES + DELTA_HEADER_BYTES
     )
     assert (ranges == ()) == (old == bytes(new))
+
+
+@given(pages, edits)
+def test_differing_spans_are_each_chunks_first_to_last_differing_byte(
+    old: bytes, changes: list[tuple[int, bytes]]
+) -> None:
+    """The halving search finds what a walk of every chunk, byte by byte, finds."""
+    new = bytearray(old)
+    for offset, data in changes:
+        new[offset : offset + len(data)] = data[: PAGE_SIZE_BYTES - offset]
+    expected = []
+    for base in range(0, PAGE_SIZE_BYTES, CHUNK_BYTES):
+        differing = [i for i in range(base, base + CHUNK_BYTES) if old[i] != new[i]]
+        if differing:
+            expected.append((differing[0], differing[-1] + 1))
+    assert _differing_spans(old, bytes(new)) == expected
 
 
 def test_small_change_ships_small_delta() -> None:
