@@ -26,12 +26,9 @@ import logging
 import time
 import uuid
 
-import grpc
-
+from instance.writer_probe import WriterProbe
 from reader.reader import Reader
 from reader.sql_engine import ReaderSql
-from sixfold import tls
-from sixfold.clients import PROBE_CHANNEL_OPTIONS
 from sixfold.core import topology
 from sixfold.core.commit_log import WriterLimits
 from sixfold.core.errors import NotWriterError, SixfoldError
@@ -40,8 +37,6 @@ from sixfold.core.takeover import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe, Writ
 from sixfold.core.topology import Role
 from sixfold.crash import OPERATING_ERRORS, guarded_task
 from sixfold.metrics import InstanceMetrics
-from sixfold.rpc import sixfold_pb2 as pb
-from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.sql.engine import SqlLimits
 from writer.sql_engine import WriterSql
 from writer.writer import Writer
@@ -91,6 +86,7 @@ class Instance:
         self.taking_over = False  # recovering at a new epoch to become the writer
         self.stepping_down = False  # the writer role is being given up: no SQL is served
         self._tasks: list[asyncio.Task[None]] = []
+        self.writer_probe = WriterProbe()
 
     # -- roles ------------------------------------------------------------------------------
 
@@ -339,20 +335,7 @@ class Instance:
         return await self._probe(owner, PROBE_TIMEOUT_S) is Probe.WRITER
 
     async def _probe(self, owner: topology.Owner, timeout_s: float) -> Probe:
-        """What answers at the owner's address: the writer; GONE when nothing listens there
-        (refused, unreachable); NOT_WRITER when it answers as a reader or a fenced writer;
-        SILENT when it does not answer in time, or is still starting or taking over."""
-        address = owner.address
-        async with tls.aio_channel(address, options=PROBE_CHANNEL_OPTIONS) as channel:
-            stub = pb_grpc.WriterStub(channel)
-            try:
-                state = await stub.GetWriterState(pb.GetWriterStateRequest(), timeout=timeout_s)
-            except grpc.aio.AioRpcError as err:
-                gone = err.code() == grpc.StatusCode.UNAVAILABLE
-                return Probe.GONE if gone else Probe.SILENT
-        if state.recovered and not state.fenced:
-            return Probe.WRITER
-        return Probe.SILENT if state.role in (Role.STARTING, Role.TAKING_OVER) else Probe.NOT_WRITER
+        return await self.writer_probe.probe(owner.address, timeout_s)
 
     # -- switchover --------------------------------------------------------------------------
 
@@ -370,5 +353,6 @@ class Instance:
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.step_down("shutting down")
+        await self.writer_probe.close()
         await self.reader_sql.close()
         await self.reader.close()

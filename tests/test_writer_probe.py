@@ -1,0 +1,96 @@
+"""A reader's probe of the writer keeps its connection while the writer answers, and still
+tells a writer that is gone from one that is not (real gRPC on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from instance.writer_probe import WriterProbe
+from sixfold import cluster
+from sixfold.core.takeover import Probe
+from sixfold.core.topology import Role
+from sixfold.rpc import sixfold_pb2 as pb
+from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
+
+TIMEOUT_S = 2.0
+
+
+class _Writer(pb_grpc.WriterServicer):
+    def __init__(self) -> None:
+        self.peers: list[str] = []  # each probe's connection, as the server saw it
+        self.role = Role.WRITER
+
+    async def GetWriterState(self, request, context: grpc.aio.ServicerContext) -> pb.WriterState:
+        self.peers.append(context.peer())
+        writer = self.role == Role.WRITER
+        return pb.WriterState(recovered=writer, role=self.role)
+
+
+async def _serve(servicer: _Writer, port: int) -> grpc.aio.Server:
+    server = grpc.aio.server()
+    pb_grpc.add_WriterServicer_to_server(servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server
+
+
+def test_one_connection_while_the_writer_answers_and_a_new_one_after() -> None:
+    async def run() -> None:
+        port = cluster.free_port()
+        address = f"127.0.0.1:{port}"
+        writer = _Writer()
+        server = await _serve(writer, port)
+        probe = WriterProbe()
+        try:
+            assert [await probe.probe(address, TIMEOUT_S) for _ in range(5)] == [Probe.WRITER] * 5
+            assert len(set(writer.peers)) == 1 and probe.connections_made == 1
+
+            # An answer that is not the writer's drops the connection: the next probe
+            # connects again.
+            writer.role = Role.READER
+            assert await probe.probe(address, TIMEOUT_S) is Probe.NOT_WRITER
+            writer.role = Role.WRITER
+            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+            assert probe.connections_made == 2 and len(set(writer.peers)) == 2
+
+            # The writer gone: the kept connection breaks, and a new one is refused.
+            await server.stop(None)
+            assert await probe.probe(address, TIMEOUT_S) is Probe.GONE
+            assert probe.kept is None
+
+            # A writer back at the address is found at once, on a new connection.
+            writer.peers.clear()
+            server = await _serve(writer, port)
+            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+            assert len(set(writer.peers)) == 1
+        finally:
+            await probe.close()
+            await server.stop(None)
+
+    asyncio.run(run())
+
+
+def test_a_kept_connection_that_broke_is_asked_again_on_a_new_one() -> None:
+    """The writer restarted between two probes: its kept connection is dead, but the probe
+    finds the new process (the channel connects again, or the probe asks on a new
+    connection), and does not say GONE."""
+
+    async def run() -> None:
+        port = cluster.free_port()
+        address = f"127.0.0.1:{port}"
+        writer = _Writer()
+        server = await _serve(writer, port)
+        probe = WriterProbe()
+        try:
+            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+            await server.stop(None)
+            server = await _serve(writer, port)
+            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+        finally:
+            await probe.close()
+            await server.stop(None)
+
+    asyncio.run(run())
