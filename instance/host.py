@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 
-from instance.writer_probe import WriterProbe
+from instance.writer_probe import WriterProbe, probe_once
 from reader.reader import Reader
 from reader.sql_engine import ReaderSql
 from sixfold.core import topology
@@ -332,9 +332,12 @@ class Instance:
 
     async def _answers(self, owner: topology.Owner) -> bool:
         """True if the instance at `owner.address` answers as the writer."""
-        return await self._probe(owner, PROBE_TIMEOUT_S) is Probe.WRITER
+        # On a connection of its own: the writer watch may be probing at the same time.
+        return await probe_once(owner.address, PROBE_TIMEOUT_S) is Probe.WRITER
 
     async def _probe(self, owner: topology.Owner, timeout_s: float) -> Probe:
+        """What answers at the owner's address (instance/writer_probe.py); for the writer
+        watch alone, which keeps the connection while the writer answers."""
         return await self.writer_probe.probe(owner.address, timeout_s)
 
     # -- switchover --------------------------------------------------------------------------

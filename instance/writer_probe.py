@@ -1,10 +1,11 @@
 """Probing the writer: is it there, silent, or gone? (a reader instance's takeover watch)
 
-A probe that finds the writer keeps its connection for the next: five probes a second from
-each reader, each on a new connection, were a fifth of an idle cluster's CPU. Any other
-answer drops it, and a kept connection that fails at once (it broke: the writer restarted,
-say) is asked again on a new one, so GONE still means that nothing listens there now, as when
-every probe connected afresh.
+The watch probes five times a second, and each probe used to open a new connection: a fifth
+of an idle cluster's CPU. `WriterProbe` keeps the connection of a probe that found the writer
+for the next one. Any other answer drops it; and when a call on a kept connection fails other
+than by running out of time (the connection broke: the writer restarted, say), the probe
+asks again on a new connection in the time left. So GONE comes from a new connection, as when
+every probe connected afresh, except when the kept one used up nearly all the time first.
 """
 
 from __future__ import annotations
@@ -34,42 +35,66 @@ def probe_of(answer: Answer) -> Probe:
     return Probe.SILENT if answer.role in (Role.STARTING, Role.TAKING_OVER) else Probe.NOT_WRITER
 
 
+async def probe_once(address: str, timeout_s: float) -> Probe:
+    """One probe on a connection of its own, closed after it."""
+    async with tls.aio_channel(address, options=PROBE_CHANNEL_OPTIONS) as channel:
+        return probe_of(await _ask(channel, timeout_s))
+
+
 class WriterProbe:
+    """Probes of the writer that keep their connection while it answers as the writer.
+
+    For one caller at a time (an instance's writer watch): closing the kept connection
+    cancels a call another probe would have running on it.
+    """
+
     def __init__(self) -> None:
         self.kept: tuple[str, grpc.aio.Channel] | None = None  # address, connection
         self.connections_made = 0
+        self._probing = False
 
     async def probe(self, address: str, timeout_s: float) -> Probe:
+        """What answers at `address` within `timeout_s` (`probe_of`)."""
+        assert not self._probing, "WriterProbe has one caller at a time"
+        self._probing = True
+        try:
+            return await self._probe(address, timeout_s)
+        finally:
+            self._probing = False
+
+    async def close(self) -> None:
+        if self.kept is not None:
+            await self._drop(self.kept[1])
+
+    async def _probe(self, address: str, timeout_s: float) -> Probe:
         kept = self.kept
         if kept is not None and kept[0] != address:
             await self._drop(kept[1])
             kept = None
         answer: Answer | None = None
         if kept is not None:
-            channel = kept[1]
             started = time.monotonic()
-            answer = await _ask(channel, timeout_s)
+            answer = await _ask(kept[1], timeout_s)
             if isinstance(answer, grpc.StatusCode) and answer != grpc.StatusCode.DEADLINE_EXCEEDED:
-                await self._drop(channel)
+                await self._drop(kept[1])
                 timeout_s = max(timeout_s - (time.monotonic() - started), 0.0)
                 answer = None
-        if answer is None:
-            channel = tls.aio_channel(address, options=PROBE_CHANNEL_OPTIONS)
-            self.connections_made += 1
+            elif probe_of(answer) is Probe.WRITER:
+                return Probe.WRITER
+            else:
+                await self._drop(kept[1])
+                return probe_of(answer)
+        channel = tls.aio_channel(address, options=PROBE_CHANNEL_OPTIONS)
+        self.connections_made += 1
+        probe = probe_of(await _ask(channel, timeout_s))
+        if probe is Probe.WRITER:
             self.kept = (address, channel)
-            answer = await _ask(channel, timeout_s)
-        probe = probe_of(answer)
-        if probe is not Probe.WRITER or self.kept != (address, channel):
-            await self._drop(channel)  # kept only while the writer answers
+        else:
+            await channel.close()
         return probe
 
-    async def close(self) -> None:
-        if self.kept is not None:
-            await self._drop(self.kept[1])
-
     async def _drop(self, channel: grpc.aio.Channel) -> None:
-        """Close a probe's connection, and forget it if it is the kept one (a probe running
-        on it at once fails, and is asked again on a new one)."""
+        """Close the kept connection and forget it."""
         if self.kept is not None and self.kept[1] is channel:
             self.kept = None
         await channel.close()

@@ -46,7 +46,11 @@ CHANNEL_OPTIONS = [
 # minimum reconnect backoff as the time a connection attempt may take: a paused process
 # (whose kernel still accepts the TCP connection) would fail as UNAVAILABLE when that runs
 # out, like a dead one. Without it the call runs to its own deadline: DEADLINE_EXCEEDED.
-PROBE_CHANNEL_OPTIONS = [o for o in CHANNEL_OPTIONS if "reconnect_backoff" not in o[0]]
+# And a new probe channel is a new connection: channels share the process's pooled
+# connections otherwise, and a probe would ride a connection that broke.
+PROBE_CHANNEL_OPTIONS = [o for o in CHANNEL_OPTIONS if "reconnect_backoff" not in o[0]] + [
+    ("grpc.use_local_subchannel_pool", 1)
+]
 
 
 class NodeDownError(SixfoldError):

@@ -119,8 +119,9 @@ class Gossip:
             before = node.state.scl
             node.metrics.gossip_records.inc(len(step.records))
             fork = fork_below(step.asked_after, step.records)
-            if fork is not None:
+            if fork is not None:  # none of them can chain on: storing them is wasted
                 self._report_fork(step.source, fork, step.asked_after)
+                return None
             await node.append(None, list(step.records))
             log.debug(
                 "%s: gossip from %s: %d records, SCL %d -> %d",

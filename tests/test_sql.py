@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sixfold.client import dbapi
@@ -56,6 +56,9 @@ def test_page_delta_turns_old_into_new(old: bytes, changes: list[tuple[int, byte
 
 
 @given(pages, edits)
+@example(bytes(PAGE_SIZE_BYTES), [(0, b"a"), (31, b"b"), (32, b"c"), (PAGE_SIZE_BYTES - 1, b"d")])
+@example(bytes(PAGE_SIZE_BYTES), [(0, b"\xff" * PAGE_SIZE_BYTES)])  # every byte
+@example(bytes(PAGE_SIZE_BYTES), [(30, b"ab"), (63, b"c")])  # across chunk edges
 def test_differing_spans_are_each_chunks_first_to_last_differing_byte(
     old: bytes, changes: list[tuple[int, bytes]]
 ) -> None:

@@ -21,9 +21,19 @@ class _Writer(pb_grpc.WriterServicer):
     def __init__(self) -> None:
         self.peers: list[str] = []  # each probe's connection, as the server saw it
         self.role = Role.WRITER
+        self.fail_next: grpc.StatusCode | None = None  # the next call fails so, once
+        self.stall_next_s = 0.0  # the next call answers this late, once
 
-    async def GetWriterState(self, request, context: grpc.aio.ServicerContext) -> pb.WriterState:
+    async def GetWriterState(
+        self, request: pb.GetWriterStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WriterState:
         self.peers.append(context.peer())
+        if self.fail_next is not None:
+            code, self.fail_next = self.fail_next, None
+            await context.abort(code, "failing once for the test")
+        if self.stall_next_s:
+            stall, self.stall_next_s = self.stall_next_s, 0.0
+            await asyncio.sleep(stall)
         writer = self.role == Role.WRITER
         return pb.WriterState(recovered=writer, role=self.role)
 
@@ -73,10 +83,10 @@ def test_one_connection_while_the_writer_answers_and_a_new_one_after() -> None:
     asyncio.run(run())
 
 
-def test_a_kept_connection_that_broke_is_asked_again_on_a_new_one() -> None:
-    """The writer restarted between two probes: its kept connection is dead, but the probe
-    finds the new process (the channel connects again, or the probe asks on a new
-    connection), and does not say GONE."""
+def test_a_kept_connection_that_fails_is_asked_again_on_a_new_one() -> None:
+    """A call on the kept connection that fails other than by timing out (as when the
+    connection broke) is asked again on a new connection: GONE only from a new one. One
+    that times out is not: the time is spent, and the writer is SILENT."""
 
     async def run() -> None:
         port = cluster.free_port()
@@ -86,9 +96,13 @@ def test_a_kept_connection_that_broke_is_asked_again_on_a_new_one() -> None:
         probe = WriterProbe()
         try:
             assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
-            await server.stop(None)
-            server = await _serve(writer, port)
+            writer.fail_next = grpc.StatusCode.UNAVAILABLE
             assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+            assert probe.connections_made == 2 and len(set(writer.peers)) == 2
+
+            writer.stall_next_s = 1.0
+            assert await probe.probe(address, 0.3) is Probe.SILENT
+            assert probe.connections_made == 2 and probe.kept is None
         finally:
             await probe.close()
             await server.stop(None)
