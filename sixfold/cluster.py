@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -278,7 +279,37 @@ def port_range() -> tuple[int, int]:
     return picked
 
 
-_handed_out: set[int] = set()  # ports this process picked: never twice
+# Ports handed out are remembered, and not handed out again, until this many newer ones
+# were: a port picked but not bound yet (its process still starting) is not free, whatever a
+# bind says; once bound, a bind says so. Remembered for good, they filled the range in a
+# long test run, and a block of free ports could no longer be found.
+HANDED_OUT_PORTS_MAX = 600  # 25 clusters' blocks
+
+
+class _RecentPorts:
+    """The last HANDED_OUT_PORTS_MAX ports handed out, oldest first."""
+
+    def __init__(self) -> None:
+        self._ports: dict[int, None] = {}  # insertion-ordered
+
+    def __contains__(self, port: object) -> bool:
+        return port in self._ports
+
+    def isdisjoint(self, ports: Iterable[int]) -> bool:
+        return not any(p in self._ports for p in ports)
+
+    def add(self, port: int) -> None:
+        self._ports.pop(port, None)
+        self._ports[port] = None
+        while len(self._ports) > HANDED_OUT_PORTS_MAX:
+            del self._ports[next(iter(self._ports))]
+
+    def update(self, ports: Iterable[int]) -> None:
+        for port in ports:
+            self.add(port)
+
+
+_handed_out = _RecentPorts()  # ports this process picked lately: not twice
 
 
 def free_port() -> int:
@@ -383,7 +414,7 @@ def free_base_port(tries_max: int = PORT_TRIES_MAX) -> int:
         ports = [
             p + offset for p in ports_from(base).values() for offset in (0, METRICS_PORT_OFFSET)
         ]
-        if not _handed_out.intersection(ports) and all(_bindable(p) for p in ports):
+        if _handed_out.isdisjoint(ports) and all(_bindable(p) for p in ports):
             _handed_out.update(ports)
             return base
     raise SixfoldError(f"no free block of ports on {HOST} after {tries_max} tries")

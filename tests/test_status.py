@@ -191,3 +191,17 @@ def test_a_spares_port_is_never_one_handed_out_to_another_process(tmp_path) -> N
     assert layout.processes["a3"].port != taken
     assert layout.processes["b3"].metrics_port != taken + 1 + layouts.METRICS_PORT_OFFSET
     assert len(ports) == len(set(ports)), "two processes of one layout share a port"
+
+
+def test_ports_handed_out_are_remembered_for_a_while_not_for_good() -> None:
+    """A long test run hands out more ports than the range holds blocks of: the oldest are
+    forgotten (bound by then, or free again), so a block can still be found (the CI's "no
+    free block of ports" after some hundred clusters in one worker)."""
+    remembered = layouts._handed_out
+    first = layouts.free_port()
+    base = layouts.free_base_port()
+    assert first in remembered and base in remembered
+    remembered.update(range(1, layouts.HANDED_OUT_PORTS_MAX))
+    assert first not in remembered, "the oldest port is forgotten"
+    assert base + 1 + layouts.METRICS_PORT_OFFSET + layouts.READER_PORT_OFFSET in remembered
+    assert 1 in remembered and layouts.HANDED_OUT_PORTS_MAX - 1 in remembered
