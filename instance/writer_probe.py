@@ -71,19 +71,18 @@ class WriterProbe:
         if kept is not None and kept[0] != address:
             await self._drop(kept[1])
             kept = None
-        answer: Answer | None = None
         if kept is not None:
             started = time.monotonic()
             answer = await _ask(kept[1], timeout_s)
-            if isinstance(answer, grpc.StatusCode) and answer != grpc.StatusCode.DEADLINE_EXCEEDED:
+            broke = (
+                isinstance(answer, grpc.StatusCode) and answer != grpc.StatusCode.DEADLINE_EXCEEDED
+            )
+            probe = probe_of(answer)
+            if probe is not Probe.WRITER:
                 await self._drop(kept[1])
-                timeout_s = max(timeout_s - (time.monotonic() - started), 0.0)
-                answer = None
-            elif probe_of(answer) is Probe.WRITER:
-                return Probe.WRITER
-            else:
-                await self._drop(kept[1])
-                return probe_of(answer)
+            if not broke:
+                return probe
+            timeout_s = max(timeout_s - (time.monotonic() - started), 0.0)
         channel = tls.aio_channel(address, options=PROBE_CHANNEL_OPTIONS)
         self.connections_made += 1
         probe = probe_of(await _ask(channel, timeout_s))

@@ -4,6 +4,9 @@ tells a writer that is gone from one that is not (real gRPC on loopback)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -46,39 +49,64 @@ async def _serve(servicer: _Writer, port: int) -> grpc.aio.Server:
     return server
 
 
+@dataclass
+class _Stand:
+    """A stand-in writer served on a loopback port, and a probe of it."""
+
+    writer: _Writer
+    port: int
+    server: grpc.aio.Server | None = None
+    probe: WriterProbe = field(default_factory=WriterProbe)
+
+    async def start(self) -> None:
+        self.server = await _serve(self.writer, self.port)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(None)
+            self.server = None
+
+    async def ask(self, timeout_s: float = TIMEOUT_S) -> Probe:
+        return await self.probe.probe(f"127.0.0.1:{self.port}", timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def _stand() -> AsyncIterator[_Stand]:
+    stand = _Stand(_Writer(), cluster.free_port())
+    await stand.start()
+    try:
+        yield stand
+    finally:
+        await stand.probe.close()
+        await stand.stop()
+
+
 def test_one_connection_while_the_writer_answers_and_a_new_one_after() -> None:
     async def run() -> None:
-        port = cluster.free_port()
-        address = f"127.0.0.1:{port}"
-        writer = _Writer()
-        server = await _serve(writer, port)
-        probe = WriterProbe()
-        try:
-            assert [await probe.probe(address, TIMEOUT_S) for _ in range(5)] == [Probe.WRITER] * 5
+        async with _stand() as s:
+            writer, probe = s.writer, s.probe
+            assert [await s.ask() for _ in range(5)] == [Probe.WRITER] * 5
             assert len(set(writer.peers)) == 1 and probe.connections_made == 1
 
             # An answer that is not the writer's drops the connection: the next probe
             # connects again.
             writer.role = Role.READER
-            assert await probe.probe(address, TIMEOUT_S) is Probe.NOT_WRITER
+            assert await s.ask() is Probe.NOT_WRITER
             writer.role = Role.WRITER
-            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+            assert await s.ask() is Probe.WRITER
             assert probe.connections_made == 2 and len(set(writer.peers)) == 2
 
             # The writer gone: the kept connection breaks, and a new one is refused.
-            await server.stop(None)
-            assert await probe.probe(address, TIMEOUT_S) is Probe.GONE
+            await s.stop()
+            assert await s.ask() is Probe.GONE
             assert probe.kept is None
 
             # A writer back at the address is found at once, on a new connection.
             writer.peers.clear()
-            server = await _serve(writer, port)
-            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
-            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+            await s.start()
+            assert await s.ask() is Probe.WRITER
+            assert await s.ask() is Probe.WRITER
             assert len(set(writer.peers)) == 1
-        finally:
-            await probe.close()
-            await server.stop(None)
 
     asyncio.run(run())
 
@@ -89,22 +117,15 @@ def test_a_kept_connection_that_fails_is_asked_again_on_a_new_one() -> None:
     that times out is not: the time is spent, and the writer is SILENT."""
 
     async def run() -> None:
-        port = cluster.free_port()
-        address = f"127.0.0.1:{port}"
-        writer = _Writer()
-        server = await _serve(writer, port)
-        probe = WriterProbe()
-        try:
-            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+        async with _stand() as s:
+            writer, probe = s.writer, s.probe
+            assert await s.ask() is Probe.WRITER
             writer.fail_next = grpc.StatusCode.UNAVAILABLE
-            assert await probe.probe(address, TIMEOUT_S) is Probe.WRITER
+            assert await s.ask() is Probe.WRITER
             assert probe.connections_made == 2 and len(set(writer.peers)) == 2
 
             writer.stall_next_s = 1.0
-            assert await probe.probe(address, 0.3) is Probe.SILENT
+            assert await s.ask(0.3) is Probe.SILENT
             assert probe.connections_made == 2 and probe.kept is None
-        finally:
-            await probe.close()
-            await server.stop(None)
 
     asyncio.run(run())
