@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
-from sixfold import tls
+from sixfold import frames, tls
 from sixfold.addressing import addressed_to
 from sixfold.core.errors import SixfoldError, WrongNodeError
+from sixfold.guard import Undecodable
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import error_from_rpc, named_error
@@ -28,6 +30,7 @@ WRITES_PER_MESSAGE_MAX = 256  # commits a PageWriteStream sends in one message
 CALL_TIMEOUT_S = 2.0
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
@@ -97,6 +100,10 @@ class NodeClient:
     def _dial(self) -> None:
         self.channel = tls.aio_channel(self.address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.StorageNodeStub(self.channel)
+        # The node's frame port, as its last state told it (sixfold/frames.py): None until
+        # told, 0 when it has none. Told again with every state, and after each redial.
+        self.frame_port: int | None = None
+        self.volume_id = ""
 
     async def connected(self, limit_s: float) -> bool:
         """Whether the channel connects within `limit_s`. A channel whose node was down waits
@@ -124,22 +131,61 @@ class NodeClient:
         """The stub's `method`; once more on a fresh channel when the address reached another
         node (that node refused before doing anything, so the call is safe to repeat)."""
         try:
-            return await call(
+            answer = await call(
                 self.name, getattr(self.stub, method), request, timeout, self.metadata
             )
         except WrongNodeError as exc:
             self.redial(exc)
-        return await call(self.name, getattr(self.stub, method), request, timeout, self.metadata)
+            answer = await call(
+                self.name, getattr(self.stub, method), request, timeout, self.metadata
+            )
+        if isinstance(answer, pb.NodeState):
+            self._learn(answer)
+        return answer
+
+    def _learn(self, state: pb.NodeState) -> None:
+        """Where the node's framed streams are, and its volume, as its state tells."""
+        self.frame_port = state.frame_port
+        self.volume_id = state.volume_id
+
+    async def _framed(
+        self, method: str, kind: type[M], frame_bytes_max: int = frames.FRAME_BYTES_MAX
+    ) -> frames.FrameStream[M] | None:
+        """A framed stream of `method` to the node, or None to use gRPC: the node has no frame
+        port, or it could not be learned or reached (gRPC then reports a node that is down).
+        The port is asked for afresh while unknown or none, so a node restarted with one is
+        framed again. A refusal (a wrong node, say) is raised, as on gRPC."""
+        if not self.frame_port:
+            try:
+                await self.get_state(timeout=CALL_TIMEOUT_S)
+            except SixfoldError:
+                return None
+        if not self.frame_port:
+            return None
+        host = self.address.rsplit(":", 1)[0].strip("[]")
+        hello = pb.FrameHello(method=method, node=self.name, volume_id=self.volume_id)
+        try:
+            return await frames.connect(host, self.frame_port, hello, kind, frame_bytes_max)
+        except (OSError, frames.FrameStreamBroken) as exc:  # TimeoutError is an OSError
+            log.info(
+                "%s: framed %s on port %d: %s; over gRPC", self.name, method, self.frame_port, exc
+            )
+            self.frame_port = None  # asked again next time: the node may have moved or be back
+            return None
 
     async def append(
         self, request: pb.AppendRequest, timeout: float = CALL_TIMEOUT_S
     ) -> pb.AppendResponse:
         return await self._call("Append", request, timeout)
 
-    def append_stream(self) -> grpc.aio.StreamStreamCall:
-        """A new append stream: AppendBatch written, AppendBatchAck read, until either
-        side ends it (failures: `rpc_error`; on WrongNodeError the caller redials)."""
-        return self.stub.AppendStream(metadata=self.metadata)
+    async def open_append_stream(self) -> AppendStream:
+        """A new append stream, framed when the node has a frame port: AppendBatch written,
+        AppendBatchAck read, until either side ends it (failures: `rpc_error`, or a named
+        SixfoldError when framed; on WrongNodeError the caller redials)."""
+        stream = await self._framed(frames.APPEND_STREAM, pb.AppendBatchAck)
+        if stream is not None:
+            return FramedAppendStream(self.name, stream)
+        return self.stub.AppendStream(metadata=self.metadata)  # type: ignore[no-any-return]
 
     async def read_records(
         self, request: pb.ReadRecordsRequest, timeout: float = CALL_TIMEOUT_S
@@ -186,9 +232,24 @@ class NodeClient:
         is unreachable or went away mid-stream). As with any async generator, cancelling
         a pending step (e.g. `wait_for(anext(...))` timing out) closes the stream.
         """
-        stream = self.stub.WatchState(pb.WatchStateRequest(reader=reader), metadata=self.metadata)
-        async for state in self._streamed(stream):
-            yield state
+        request = pb.WatchStateRequest(reader=reader)
+        try:
+            framed = await self._framed(frames.WATCH_STATE, pb.NodeState)
+        except WrongNodeError as exc:
+            self.redial(exc)
+            raise
+        if framed is None:
+            stream = self.stub.WatchState(request, metadata=self.metadata)
+            async for state in self._streamed(stream):
+                yield state
+            return
+        try:
+            await framed.write(request)
+            while (state := await _framed_read(self.name, framed)) is not grpc.aio.EOF:
+                self._learn(state)
+                yield state
+        finally:
+            framed.close()
 
     async def follow_log(
         self, reader: str, after_lsn: int, compress: bool
@@ -230,6 +291,50 @@ def _stream_error(name: str, err: grpc.aio.AioRpcError) -> Exception:
         details = err.details() or ""
         return NodeDownError(f"{name}: {err.code().name}: {details}{tls.explain(details)}")
     return SixfoldError(f"{name}: {err.code().name}: {err.details()}")
+
+
+class AppendStream(Protocol):
+    """An append stream as the writer uses it: a grpc.aio call, or a FramedAppendStream."""
+
+    async def write(self, message: pb.AppendBatch) -> None: ...
+
+    async def read(self) -> Any: ...
+
+    def cancel(self) -> bool | None: ...
+
+
+class FramedAppendStream:
+    """A framed append stream with a grpc.aio call's face: read gives acknowledgements, then
+    grpc.aio.EOF; a broken connection raises NodeDownError."""
+
+    def __init__(self, name: str, stream: frames.FrameStream[pb.AppendBatchAck]) -> None:
+        self.name = name
+        self.stream = stream
+
+    async def write(self, message: pb.AppendBatch) -> None:
+        await self.stream.write(message)
+
+    async def read(self) -> Any:
+        return await _framed_read(self.name, self.stream)
+
+    async def done_writing(self) -> None:
+        self.stream.done_writing()
+
+    def cancel(self) -> None:
+        self.stream.close()
+
+
+async def _framed_read(name: str, stream: frames.FrameStream[M]) -> M | Any:
+    """The next message of a framed stream from node `name`, or grpc.aio.EOF once the node
+    ended it; NodeDownError when the connection broke, SixfoldError when a frame is not a
+    message of the stream's kind."""
+    try:
+        message = await stream.read()
+    except frames.FrameStreamBroken:
+        raise NodeDownError(f"{name}: the framed stream broke") from None
+    if isinstance(message, Undecodable):
+        raise SixfoldError(f"{name}: a framed stream's message did not decode: {message.error}")
+    return message
 
 
 class WriterClient:

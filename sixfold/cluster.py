@@ -26,6 +26,7 @@ from sixfold import tls
 from sixfold.auth import AUTH_FILE_VARIABLE, TokenFile
 from sixfold.core.errors import SixfoldError
 from sixfold.core.quorum import AZS, NODE_NAMES, SPARE_NAMES, STORAGE_NAMES, nodes_in_az
+from sixfold.frames import FRAME_PORT_OFFSET
 
 DEFAULT_DIR = Path(".sixfold")
 READER_NAMES = ("r1", "r2")
@@ -52,6 +53,7 @@ class ProcessInfo:
     port: int
     pid: int = 0
     metrics_port: int = 0  # Prometheus metrics over HTTP (0: none)
+    frame_port: int = 0  # a node's framed streams (sixfold/frames.py; 0: none)
 
     @property
     def address(self) -> str:
@@ -283,7 +285,7 @@ def port_range() -> tuple[int, int]:
 # were: a port picked but not bound yet (its process still starting) is not free, whatever a
 # bind says; once bound, a bind says so. Remembered for good, they filled the range in a
 # long test run, and a block of free ports could no longer be found.
-HANDED_OUT_PORTS_MAX = 600  # 25 clusters' blocks
+HANDED_OUT_PORTS_MAX = 600  # 16 clusters' blocks (36 ports each: gRPC, metrics, frames)
 
 
 class _RecentPorts:
@@ -348,13 +350,17 @@ def ports_from(base_port: int) -> dict[str, int]:
 
 
 def check_base_port(base_port: int) -> None:
-    top = max(ports_from(base_port).values()) + METRICS_PORT_OFFSET
+    ports = ports_from(base_port)
+    top = max(
+        max(ports.values()) + METRICS_PORT_OFFSET,
+        max(ports[n] for n in STORAGE_NAMES) + FRAME_PORT_OFFSET,
+    )
     if base_port < 1024 or top > 65535:
         raise SixfoldError(
             f"--base-port {base_port}: the cluster uses ports {base_port}-{base_port + 9} and "
-            f"{base_port + READER_PORT_OFFSET}-{base_port + READER_PORT_OFFSET + 1}, and 1000 "
-            f"above each for metrics; choose a base from 1024 to "
-            f"{65535 - METRICS_PORT_OFFSET - READER_PORT_OFFSET - len(READER_NAMES) + 1}"
+            f"{base_port + READER_PORT_OFFSET}-{base_port + READER_PORT_OFFSET + 1}, 1000 "
+            f"above each for metrics and {FRAME_PORT_OFFSET} above each node's for its framed "
+            f"streams; choose a base from 1024 to {base_port - top + 65535}"
         )
 
 
@@ -367,11 +373,20 @@ def check_ports_free(layout: ClusterLayout) -> None:
                 "holds it, or start this cluster in a new --dir"
             )
     for name, info in layout.processes.items():
-        taken = [p for p in (info.port, info.metrics_port) if p and not _bindable(p)]
+        taken = [
+            (p, what)
+            for p, what in (
+                (info.port, ""),
+                (info.metrics_port, " metrics"),
+                (0 if layout.partitionable else info.frame_port, " frames"),
+            )
+            if p and not _bindable(p)
+        ]
         if not taken:
             continue
+        port, what = taken[0]
         raise SixfoldError(
-            f"port {taken[0]} ({name}{' metrics' if taken[0] == info.metrics_port else ''}) on {HOST} is taken: another sixfold cluster (`sixfold "
+            f"port {port} ({name}{what}) on {HOST} is taken: another sixfold cluster (`sixfold "
             "status`, `docker compose ps`) or another program uses it. Stop it, or move this "
             "cluster with `up --base-port N` (ports N to N+6, N+101 and N+102)"
         )
@@ -388,11 +403,15 @@ def _bindable(port: int) -> bool:
 
 
 def ensure_metrics_ports(layout: ClusterLayout) -> None:
-    """Give metrics ports to the processes of a cluster laid out before metrics existed."""
+    """Give metrics ports to the processes of a cluster laid out before metrics existed, and
+    frame ports to its nodes if laid out before those."""
     for info in layout.processes.values():
         if not info.metrics_port and info.role != "interposer":
             wanted = info.port + METRICS_PORT_OFFSET
             info.metrics_port = wanted if _claim(wanted) else free_port()
+        if not info.frame_port and info.role == "node":
+            wanted = info.port + FRAME_PORT_OFFSET
+            info.frame_port = wanted if _claim(wanted) else free_port()
 
 
 def _claim(port: int) -> bool:
@@ -412,7 +431,9 @@ def free_base_port(tries_max: int = PORT_TRIES_MAX) -> int:
     for _ in range(tries_max):
         base = rng.randrange(low, high - METRICS_PORT_OFFSET - READER_PORT_OFFSET - 2)
         ports = [
-            p + offset for p in ports_from(base).values() for offset in (0, METRICS_PORT_OFFSET)
+            p + offset
+            for p in ports_from(base).values()
+            for offset in (0, METRICS_PORT_OFFSET, FRAME_PORT_OFFSET)
         ]
         if _handed_out.isdisjoint(ports) and all(_bindable(p) for p in ports):
             _handed_out.update(ports)
@@ -461,6 +482,10 @@ def set_ports(layout: ClusterLayout, base_port: int | None) -> None:
         port = ports.get(name) or free_port()
         metrics_port = port + METRICS_PORT_OFFSET if name in ports else free_port()
         layout.processes[name] = ProcessInfo(name, role, port, metrics_port=metrics_port)
+        if role == "node":
+            layout.processes[name].frame_port = (
+                port + FRAME_PORT_OFFSET if name in ports else free_port()
+            )
 
 
 def add_spares(layout: ClusterLayout) -> list[str]:
@@ -476,7 +501,12 @@ def add_spares(layout: ClusterLayout) -> list[str]:
         metrics = port + METRICS_PORT_OFFSET
         if not _claim(metrics):
             metrics = free_port()
-        layout.processes[name] = ProcessInfo(name, "node", port, metrics_port=metrics)
+        frame = port + FRAME_PORT_OFFSET
+        if not _claim(frame):
+            frame = free_port()
+        layout.processes[name] = ProcessInfo(
+            name, "node", port, metrics_port=metrics, frame_port=frame
+        )
         added.append(name)
     return added
 
@@ -539,6 +569,9 @@ def command_for(layout: ClusterLayout, name: str) -> list[str]:
         ]
         if layout.volume_id:
             cmd += ["--volume-id", layout.volume_id]
+        # Through the interposer every link can be cut: framed streams, which would go to
+        # the node itself, stay off there.
+        cmd += ["--frame-port", str(0 if layout.partitionable else info.frame_port)]
     elif info.role == "writer":
         cmd = [sys.executable, "-m", "writer", "--nodes", nodes, "--port", str(info.port)]
     elif info.role == "agent":

@@ -29,6 +29,7 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     errors.CorruptRecordError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.BatchTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.WatchersFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.NotServingError: grpc.StatusCode.UNAVAILABLE,
     errors.QuorumUnavailableError: grpc.StatusCode.UNAVAILABLE,
     errors.RecoveryError: grpc.StatusCode.UNAVAILABLE,

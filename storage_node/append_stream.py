@@ -22,6 +22,7 @@ import grpc
 
 from sixfold.core.errors import BatchTooLargeError, InvalidRequestError
 from sixfold.core.membership import check_member, check_request_epoch
+from sixfold.frames import StreamContext
 from sixfold.guard import Undecodable
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import reportable
@@ -59,7 +60,7 @@ class _Failed(Exception):
         self.error = error
 
 
-async def serve_append_stream(node: StorageNode, context: grpc.aio.ServicerContext) -> None:
+async def serve_append_stream(node: StorageNode, context: StreamContext) -> None:
     """Run one stream to its end: the writer's, or the first refused batch's."""
     queued: asyncio.Queue[tuple[int, asyncio.Future[int], int] | _Failed | None]
     queued = asyncio.Queue()  # bounded: STREAM_BATCHES_QUEUED_MAX and the byte window
@@ -104,28 +105,31 @@ async def serve_append_stream(node: StorageNode, context: grpc.aio.ServicerConte
 
 async def _take_batches(
     node: StorageNode,
-    context: grpc.aio.ServicerContext,
+    context: StreamContext,
     queued: asyncio.Queue,
     window: _Window,
     stop: asyncio.Event,
 ) -> None:
     """Take batches in order until the writer ends the stream; after a failure, read and
-    drop whatever it still sends until it does."""
-    while (batch := await context.read()) is not grpc.aio.EOF:
-        if stop.is_set():
-            continue
-        batch_id = getattr(batch, "batch_id", 0)
-        try:
-            if queued.qsize() >= STREAM_BATCHES_QUEUED_MAX:
-                raise BatchTooLargeError(
-                    f"append stream has {queued.qsize()} batches unacknowledged, beyond "
-                    f"{STREAM_BATCHES_QUEUED_MAX}: wait for acknowledgements"
-                )
-            queued.put_nowait(_accept(node, batch, window))
-        except Exception as exc:  # refused whole: nothing of it queued
-            stop.set()
-            queued.put_nowait(_Failed(batch_id, exc))
-    queued.put_nowait(_END)
+    drop whatever it still sends until it does. The stream's end is queued whatever ends
+    the reading, so its acknowledger never waits on a taker that is gone."""
+    try:
+        while (batch := await context.read()) is not grpc.aio.EOF:
+            if stop.is_set():
+                continue
+            batch_id = getattr(batch, "batch_id", 0)
+            try:
+                if queued.qsize() >= STREAM_BATCHES_QUEUED_MAX:
+                    raise BatchTooLargeError(
+                        f"append stream has {queued.qsize()} batches unacknowledged, beyond "
+                        f"{STREAM_BATCHES_QUEUED_MAX}: wait for acknowledgements"
+                    )
+                queued.put_nowait(_accept(node, batch, window))
+            except Exception as exc:  # refused whole: nothing of it queued
+                stop.set()
+                queued.put_nowait(_Failed(batch_id, exc))
+    finally:
+        queued.put_nowait(_END)
 
 
 def _accept(

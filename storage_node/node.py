@@ -106,6 +106,8 @@ class StorageNode:
         self.coalesced_through = 0  # every record at or below is in a page version (stored)
         self.hydration: HydrationProgress | None = None  # stored: a restart resumes it
         self.membership = Membership.initial()  # stored once a change made a newer one
+        self.frame_port = 0  # its framed listener's, once that listens (frame_server.py)
+        self.frame_connections = 0  # open on that listener
         self._restore_state()
         self.write_lock = asyncio.Lock()
         self._queue: list[Queued] = []
@@ -137,6 +139,11 @@ class StorageNode:
                 len(self.damaged),
             ),
             "sixfold_node_serving": ("1 once truncations are in sync with peers", int(st.serving)),
+            "sixfold_node_frame_connections": (
+                "Open connections on the frame port (the writer's append stream, readers' "
+                "watches; with none they are on gRPC)",
+                self.frame_connections,
+            ),
             "sixfold_node_hydrating_to": (
                 "The LSN a hydration copies page images as of (0: none under way)",
                 self.hydration.target_lsn if self.hydration else 0,

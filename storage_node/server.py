@@ -7,10 +7,11 @@ import logging
 import sys
 from pathlib import Path
 
-from sixfold import metrics
+from sixfold import metrics, tls
 from sixfold.addressing import AddressCheck
 from sixfold.core.quorum import NODE_AZ, STORAGE_NAMES
 from sixfold.crash import guarded_task
+from sixfold.frames import FRAME_PORT_OFFSET
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import (
     configure_logging,
@@ -21,6 +22,7 @@ from sixfold.serving import (
     wait_for_termination,
 )
 from storage_node.background import run_background
+from storage_node.frame_server import FrameServer
 from storage_node.gossip import Gossip
 from storage_node.node import NodeLimits, StorageNode
 from storage_node.service import InstancesSeen, NodeTopologyService, StorageNodeService
@@ -29,6 +31,7 @@ from storage_node.store import MAP_SIZE_BYTES_DEFAULT
 log = logging.getLogger("sixfold.storage_node")
 
 GIL_SWITCH_INTERVAL_S = 0.0005
+PORT_MAX = 65535
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True, type=Path, help="LMDB data directory")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, required=True, help="port to listen on")
+    p.add_argument(
+        "--frame-port",
+        type=int,
+        default=None,
+        help="port of the framed listener the writer's appends and the readers' watches use "
+        f"off gRPC (default: --port + {FRAME_PORT_OFFSET}; 0: none, every stream on gRPC). "
+        "Off under TLS; a port that cannot be bound leaves it off, with a warning",
+    )
     p.add_argument(
         "--peers", type=parse_peers, default={}, help="NAME=HOST:PORT,... of the other nodes"
     )
@@ -111,6 +122,7 @@ async def run(args: argparse.Namespace) -> None:
         )
     instances = InstancesSeen()
     servicer = StorageNodeService(node, instances)
+    frame_server = await _start_frame_server(node, servicer, args)
     server, port = await start_server(
         args.host,
         args.port,
@@ -131,20 +143,61 @@ async def run(args: argparse.Namespace) -> None:
     ]
     st = node.state
     log.info(
-        "storage node %s (az %s) on port %d: epoch %d, SCL %d",
+        "storage node %s (az %s) on port %d%s: epoch %d, SCL %d",
         node.name,
         node.az,
         port,
+        f", framed streams on {node.frame_port}" if node.frame_port else "",
         st.epoch,
         st.scl,
     )
     try:
         await wait_for_termination(server)
     finally:
+        if frame_server is not None:
+            await frame_server.stop()
         for t in tasks:
             t.cancel()
         await gossip.close()
         await node.stop()
+
+
+async def _start_frame_server(
+    node: StorageNode, servicer: StorageNodeService, args: argparse.Namespace
+) -> FrameServer | None:
+    """The framed listener (sixfold/frames.py), unless it is off: a node serves without it.
+    Started before gRPC serves, so no state the node tells lacks a frame port it will have."""
+    if args.frame_port == 0:
+        return None
+    if args.frame_port is None:  # beside --port, or anywhere free beside a free one
+        port = args.port + FRAME_PORT_OFFSET if args.port else 0
+    else:
+        port = args.frame_port
+    if tls.tls_files() is not None:
+        log.info("%s: TLS is on: the framed streams stay on gRPC", node.name)
+        return None
+    if not 0 <= port <= PORT_MAX:
+        log.warning(
+            "%s: no framed listener: port %d is beyond %d (set --frame-port): every "
+            "stream goes over gRPC",
+            node.name,
+            port,
+            PORT_MAX,
+        )
+        return None
+    listener = FrameServer(node, servicer)
+    try:
+        await listener.start(args.host, port)
+    except OSError as exc:
+        log.warning(
+            "%s: no framed listener on %s:%d (%s): every stream goes over gRPC",
+            node.name,
+            args.host,
+            port,
+            exc.strerror or exc,
+        )
+        return None
+    return listener
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,16 @@ import time
 import grpc
 
 from sixfold.core.checksum import crc32c
-from sixfold.core.errors import CorruptRecordError, InvalidRequestError, SixfoldError
+from sixfold.core.errors import (
+    CorruptRecordError,
+    InvalidRequestError,
+    SixfoldError,
+    WatchersFullError,
+)
 from sixfold.core.membership import Membership, check_member, check_request_epoch
 from sixfold.core.record import PAGE_SIZE_BYTES
 from sixfold.core.topology import INSTANCE_SEEN_TTL_S, parse_owner
+from sixfold.frames import StreamContext
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.wire import (
@@ -71,6 +77,7 @@ def node_state(node: StorageNode, counts: bool = True) -> pb.NodeState:
         hydrated_bytes=hydration.bytes_done if hydration else 0,
         membership=_membership_view(node.membership),
         volume_id=node.volume_id,
+        frame_port=node.frame_port,
     )
 
 
@@ -305,12 +312,18 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         Coalesced and never queued: a watcher that falls behind is sent the latest state,
         not every state in between, so a slow reader costs the node no memory.
         """
+        try:
+            await self.watch(request, context)
+        except WatchersFullError as exc:
+            await abort(context, exc)
+
+    async def watch(self, request: pb.WatchStateRequest, context: StreamContext) -> None:
+        """A watch on either transport (gRPC, or storage_node/frame_server.py)."""
         if self.watchers >= WATCHERS_MAX:
-            exc = SixfoldError(
+            raise WatchersFullError(
                 f"storage node {self.node.name} already has {self.watchers} state watchers "
                 f"(WATCHERS_MAX={WATCHERS_MAX}); poll GetState instead or retry later"
             )
-            await abort(context, exc, grpc.StatusCode.RESOURCE_EXHAUSTED)
         self.watchers += 1
         log.debug("%s: %s watches its state", self.node.name, request.reader or "a client")
         try:
@@ -318,7 +331,7 @@ class StorageNodeService(pb_grpc.StorageNodeServicer):
         finally:
             self.watchers -= 1
 
-    async def _stream_state(self, context: grpc.aio.ServicerContext) -> None:
+    async def _stream_state(self, context: StreamContext) -> None:
         node = self.node
         sent: tuple[int, ...] | None = None
         while not node.stopped:

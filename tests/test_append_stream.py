@@ -1,10 +1,12 @@
-"""The writer's append stream to a node, over real gRPC and LMDB (issue 11): batches in as
-packed blobs, acknowledgements out in order; every kind of bad input ends that stream with a
-clear status, nothing of the bad batch stored, and the node serving other streams."""
+"""The writer's append stream to a node, over real gRPC and LMDB, and over the node's framed
+listener (sixfold/frames.py) (issue 11): batches in as packed blobs, acknowledgements out in
+order; every kind of bad input ends that stream with a clear status, nothing of the bad batch
+stored, and the node serving other streams."""
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections import deque
 from pathlib import Path
 
@@ -13,13 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sixfold.clients import NodeClient, rpc_error
+from sixfold import frames
+from sixfold.clients import FramedAppendStream, NodeClient, rpc_error
 from sixfold.core.commit_log import Waiter
 from sixfold.core.errors import (
     BatchTooLargeError,
     CorruptRecordError,
     EpochAheadError,
     InvalidRequestError,
+    SixfoldError,
     StaleEpochError,
 )
 from sixfold.core.record import RedoRecord, pack_records, unpack_records
@@ -28,6 +32,14 @@ from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import named_error
 from storage_node.node import NodeLimits, StorageNode
 from tests.test_node_rpc import record, run_with_node, sealed
+
+TRANSPORTS = ["grpc", "framed"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def framed(request: pytest.FixtureRequest) -> bool:
+    """Each stream test runs over gRPC and over the framed listener."""
+    return request.param == "framed"
 
 
 def chain(first: int, count: int, epoch: int = 1) -> list[RedoRecord]:
@@ -39,13 +51,13 @@ def chain(first: int, count: int, epoch: int = 1) -> list[RedoRecord]:
 async def exchange(client: NodeClient, batches: list[pb.AppendBatch]) -> list[pb.AppendBatchAck]:
     """Send every batch on one stream while reading acks, as the writer does; the acks, or
     raise what ended the stream."""
-    call = client.append_stream()
+    call = await client.open_append_stream()
 
     async def send() -> None:
         try:
             for b in batches:
                 await call.write(b)
-            await call.done_writing()
+            await call.done_writing()  # type: ignore[attr-defined]
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass  # the node ended the stream: the reads say why
 
@@ -83,9 +95,10 @@ def test_a_cut_or_flipped_blob_is_refused_naming_the_problem() -> None:
         unpack_records(bytes(flipped))
 
 
-def test_batches_are_acknowledged_in_order_with_the_scl(tmp_path: Path) -> None:
+def test_batches_are_acknowledged_in_order_with_the_scl(tmp_path: Path, framed: bool) -> None:
     async def body(client: NodeClient, node: StorageNode) -> None:
         await sealed(client)
+        assert bool(client.frame_port) == framed  # learned from the node's state
         batches = [
             pb.AppendBatch(epoch=1, records=pack_records(chain(1, 5)), vdl=0, batch_id=1),
             pb.AppendBatch(epoch=1, records=b"", vdl=5, batch_id=2),  # bare: VDL only
@@ -99,7 +112,7 @@ def test_batches_are_acknowledged_in_order_with_the_scl(tmp_path: Path) -> None:
         assert scls == sorted(scls) and 5 <= scls[0] <= scls[1] <= 10 and scls[2] == 10
         assert node.state.scl == 10 and node.state.vdl == 5
 
-    run_with_node(tmp_path / "a1", body)
+    run_with_node(tmp_path / "a1", body, framed=framed)
 
 
 BAD = [
@@ -121,7 +134,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("what", "error", "make"), BAD, ids=[b[0] for b in BAD])
-def test_bad_batches_end_their_stream_and_store_nothing(tmp_path: Path, what, error, make) -> None:
+def test_bad_batches_end_their_stream_and_store_nothing(
+    tmp_path: Path, framed: bool, what, error, make
+) -> None:
     async def body(client: NodeClient, node: StorageNode) -> None:
         await sealed(client, 1)
         await client.seal(2, "test-writer")
@@ -140,10 +155,10 @@ def test_bad_batches_end_their_stream_and_store_nothing(tmp_path: Path, what, er
 
     # 5 records' worth of bytes: the tripled blob (6 records) is beyond it.
     limits = NodeLimits(append_batch_bytes_max=len(pack_records(chain(1, 5, epoch=2))))
-    run_with_node(tmp_path / "a1", body, limits)
+    run_with_node(tmp_path / "a1", body, limits, framed)
 
 
-def test_a_window_beyond_the_nodes_bound_is_refused(tmp_path: Path) -> None:
+def test_a_window_beyond_the_nodes_bound_is_refused(tmp_path: Path, framed: bool) -> None:
     blob_bytes = len(pack_records(chain(1, 4)))
 
     async def body(client: NodeClient, node: StorageNode) -> None:
@@ -163,7 +178,8 @@ def test_a_window_beyond_the_nodes_bound_is_refused(tmp_path: Path) -> None:
         assert node.store.counts()[0] == 4, "only the first batch is stored"
 
     # One batch and a half: two unacknowledged at once are beyond it.
-    run_with_node(tmp_path / "a1", body, NodeLimits(stream_window_bytes_max=blob_bytes * 3 // 2))
+    limits = NodeLimits(stream_window_bytes_max=blob_bytes * 3 // 2)
+    run_with_node(tmp_path / "a1", body, limits, framed)
 
 
 def test_an_undecodable_stream_message_is_refused_by_name(tmp_path: Path) -> None:
@@ -179,6 +195,158 @@ def test_an_undecodable_stream_message_is_refused_by_name(tmp_path: Path) -> Non
         assert node.store.counts()[0] == 0
 
     run_with_node(tmp_path / "a1", body)
+
+
+async def raw_framed(client: NodeClient, hello: pb.FrameHello) -> frames.FrameStream:
+    """A framed connection to the client's node, its hello sent, the answer not read."""
+    assert client.frame_port, "the node has a frame port"
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.frame_port)
+    stream = frames.FrameStream(reader, writer, pb.AppendBatchAck)
+    await stream.write(hello)
+    return stream
+
+
+async def answer_of(stream: frames.FrameStream) -> str:
+    """The node's answer to a hello: "" when accepted, else the error it names."""
+    try:
+        accepted = await asyncio.wait_for(stream.read(), 5)
+    except SixfoldError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    assert accepted is not grpc.aio.EOF
+    return ""
+
+
+async def still_serves(client: NodeClient) -> None:
+    acks = await exchange(client, [pb.AppendBatch(epoch=1, records=pack_records(chain(1, 2)))])
+    assert [a.scl for a in acks] == [2]
+
+
+def test_framed_input_that_is_not_a_batch_is_refused_and_nothing_stored(tmp_path: Path) -> None:
+    """Malformed frames get an error naming the problem, on that stream only."""
+
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        hello = pb.FrameHello(method=frames.APPEND_STREAM, node="a1")
+        # Bytes that are no AppendBatch: refused in band, by name.
+        stream = await raw_framed(client, hello)
+        assert await answer_of(stream) == ""
+        stream.writer.write(struct.pack(">IB", 9, frames.MESSAGE) + b"\xff" * 8)
+        ack = await asyncio.wait_for(stream.read(), 5)
+        assert ack.error == "InvalidRequestError" and "not a valid AppendBatch" in ack.message
+        stream.close()
+        # A frame claiming more than FRAME_BYTES_MAX: refused before anything is read.
+        stream = await raw_framed(client, hello)
+        assert await answer_of(stream) == ""
+        stream.writer.write(struct.pack(">IB", frames.FRAME_BYTES_MAX + 2, frames.MESSAGE))
+        ack = await asyncio.wait_for(stream.read(), 5)
+        assert ack.error == "InvalidRequestError" and "frames here hold" in ack.message, ack
+        stream.close()
+        # An ERROR frame, which no client sends: refused in band too, not left hanging.
+        stream = await raw_framed(client, hello)
+        assert await answer_of(stream) == ""
+        await stream.write_error(BatchTooLargeError("from a client"))
+        ack = await asyncio.wait_for(stream.read(), 5)
+        assert ack.error == "InvalidRequestError" and "an ERROR frame" in ack.message, ack
+        stream.close()
+        assert node.store.counts()[0] == 0
+        await still_serves(client)
+
+    run_with_node(tmp_path / "a1", body, framed=True)
+
+
+def test_a_framed_hello_for_another_node_or_stream_is_refused(tmp_path: Path) -> None:
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        for hello, expected in [
+            (pb.FrameHello(method=frames.APPEND_STREAM, node="b2"), "WrongNodeError: this is"),
+            (pb.FrameHello(method="ReadRecords", node="a1"), "InvalidRequestError: no framed"),
+        ]:
+            stream = await raw_framed(client, hello)
+            assert (await answer_of(stream)).startswith(expected)
+            stream.close()
+        # A connection that opens with no hello at all (garbage) is closed.
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.frame_port)
+        writer.write(b"GET / HTTP/1.1\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await still_serves(client)
+
+    run_with_node(tmp_path / "a1", body, framed=True)
+
+
+def test_a_hello_too_large_or_a_silent_watcher_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(frames, "HELLO_WAIT_S", 0.3)
+
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.frame_port)
+        writer.write(struct.pack(">IB", frames.HELLO_BYTES_MAX + 1, frames.MESSAGE))
+        assert await asyncio.wait_for(reader.read(), 5) == b"", "closed unread"
+        writer.close()
+        # A watcher that sends its hello and then no request is closed after HELLO_WAIT_S.
+        stream = await raw_framed(client, pb.FrameHello(method=frames.WATCH_STATE, node="a1"))
+        assert await answer_of(stream) == ""
+        assert (await answer_of(stream)).startswith("InvalidRequestError: a watch must begin")
+        stream.close()
+        await still_serves(client)
+
+    run_with_node(tmp_path / "a1", body, framed=True)
+
+
+def test_a_stale_frame_port_that_reaches_another_program_falls_back_to_grpc(
+    tmp_path: Path,
+) -> None:
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+
+        async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            writer.close()
+
+        other = await asyncio.start_server(http, "127.0.0.1", 0)
+        try:
+            client.frame_port = other.sockets[0].getsockname()[1]  # the node moved its port
+            call = await client.open_append_stream()
+            assert not isinstance(call, FramedAppendStream), "the other program is no node"
+            call.cancel()
+            assert client.frame_port is None  # asked again next time
+            assert isinstance(await client.open_append_stream(), FramedAppendStream)
+        finally:
+            other.close()
+        await still_serves(client)
+
+    run_with_node(tmp_path / "a1", body, framed=True)
+
+
+def test_a_framed_watch_sends_the_state_and_ends_when_the_watcher_goes(tmp_path: Path) -> None:
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        await client.get_state()
+        watch = client.watch_state("r1")
+        first = await asyncio.wait_for(anext(watch), 5)
+        assert first.name == "a1" and first.frame_port == client.frame_port
+        await still_serves(client)
+        while (state := await asyncio.wait_for(anext(watch), 5)).scl < 2:
+            pass
+        assert state.scl == 2 and client_watchers(node)
+        await watch.aclose()
+        for _ in range(50):  # the node notices the watcher left
+            if not client_watchers(node):
+                break
+            await asyncio.sleep(0.05)
+        assert not client_watchers(node)
+
+    run_with_node(tmp_path / "a1", body, framed=True)
+
+
+def client_watchers(node: StorageNode) -> bool:
+    """Whether a watch still runs on the node (served in this process: a task of ours)."""
+    return any(
+        getattr(t.get_coro(), "__qualname__", "") == "StorageNodeService.watch"
+        for t in asyncio.all_tasks()
+    )
 
 
 def test_a_lingering_batch_counts_the_commits_it_holds() -> None:

@@ -25,6 +25,7 @@ from sixfold.core.record import Delta, RecordFlags, RedoRecord, encode_deltas, e
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.rpc import sixfold_pb2_grpc as pb_grpc
 from sixfold.serving import service_name, start_server
+from storage_node.frame_server import FrameServer
 from storage_node.node import NodeLimits, StorageNode
 from storage_node.service import StorageNodeService
 from storage_node.store import MAP_SIZE_BYTES_DEFAULT, lsn_key
@@ -50,27 +51,30 @@ def run_with_node(
     data_dir: Path,
     body: Callable[[NodeClient, StorageNode], Awaitable[None]],
     limits: NodeLimits | None = None,
+    framed: bool = False,
 ) -> None:
+    """`body` against a node served over gRPC on loopback, and with `framed` its framed
+    listener too (storage_node/frame_server.py), which the client then uses for streams."""
+
     async def main() -> None:
         node = StorageNode("a1", "a", data_dir, map_size_bytes=64 << 20, limits=limits)
         node.state.peers_heard.update({"a2", "b1"})  # no peers here: serve at once
         node.start()
+        service = StorageNodeService(node)
         server, port = await start_server(
             "127.0.0.1",
             0,
-            [
-                (
-                    pb_grpc.add_StorageNodeServicer_to_server,
-                    StorageNodeService(node),
-                    service_name("StorageNode"),
-                )
-            ],
+            [(pb_grpc.add_StorageNodeServicer_to_server, service, service_name("StorageNode"))],
         )
+        frame_server = FrameServer(node, service)
+        if framed:
+            await frame_server.start("127.0.0.1", 0)
         client = NodeClient("a1", f"127.0.0.1:{port}")
         try:
             await body(client, node)
         finally:
             await client.close()
+            await frame_server.stop()
             await server.stop(None)
             await node.stop()
 

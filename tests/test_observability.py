@@ -67,6 +67,7 @@ def test_every_process_serves_metrics_that_move_under_load(local_cluster: LocalC
             a["sixfold_node_lmdb_write_seconds_count"] > b["sixfold_node_lmdb_write_seconds_count"]
         )
         assert a["sixfold_node_scl"] >= lsn
+        assert a["sixfold_node_frame_connections"] >= 1, "the writer appends on the frame port"
     w, wb = after["writer"], before["writer"]
     assert (
         w["sixfold_writer_commit_seconds_count"] >= wb["sixfold_writer_commit_seconds_count"] + 20

@@ -203,5 +203,5 @@ def test_ports_handed_out_are_remembered_for_a_while_not_for_good() -> None:
     assert first in remembered and base in remembered
     remembered.update(range(1, layouts.HANDED_OUT_PORTS_MAX))
     assert first not in remembered, "the oldest port is forgotten"
-    assert base + 1 + layouts.METRICS_PORT_OFFSET + layouts.READER_PORT_OFFSET in remembered
+    assert base + 1 + layouts.FRAME_PORT_OFFSET + layouts.READER_PORT_OFFSET in remembered
     assert 1 in remembered and layouts.HANDED_OUT_PORTS_MAX - 1 in remembered

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from sixfold.clients import NodeClient, NodeDownError, rpc_error
+from sixfold.clients import AppendStream, NodeClient, NodeDownError, rpc_error
 from sixfold.core.commit_log import CommitLog, PageWrite, Waiter, WriterLimits
 from sixfold.core.errors import (
     EpochAheadError,
@@ -94,7 +94,7 @@ class NodeSender:
         """One stream's life: returns never; raises what broke it."""
         loop = asyncio.get_running_loop()
         p = self.pipeline
-        call = self.client.append_stream()
+        call = await self.client.open_append_stream()
         self.failure = None
         acks = loop.create_task(self._read_acks(call))
         try:
@@ -131,7 +131,7 @@ class NodeSender:
                 self.timer.cancel()
                 self.timer = None
 
-    async def _send(self, call: grpc.aio.StreamStreamCall, batch: Batch) -> None:
+    async def _send(self, call: AppendStream, batch: Batch) -> None:
         message = pb.AppendBatch(
             epoch=self.pipeline.log.epoch,
             records=batch.blob,
@@ -162,7 +162,7 @@ class NodeSender:
         self.timer = None
         self.wake.set()
 
-    async def _read_acks(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _read_acks(self, call: AppendStream) -> None:
         try:
             while (ack := await call.read()) is not grpc.aio.EOF:
                 if ack.error:  # the node's last word on this stream

@@ -70,6 +70,10 @@ class BatchTooLargeError(SixfoldError):
     """An append batch exceeded a configured bound; nothing of it was stored."""
 
 
+class WatchersFullError(SixfoldError):
+    """A storage node has as many state watchers as it serves; poll GetState instead."""
+
+
 class QuorumUnavailableError(SixfoldError):
     """Too few storage nodes reachable for a write (4) or read (3) quorum. `outcome_unknown`
     is set when a commit was sent before the quorum was lost."""

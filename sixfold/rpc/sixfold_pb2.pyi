@@ -17,7 +17,7 @@ class TruncationRange(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., after_lsn: _Optional[int] = ..., through_lsn: _Optional[int] = ...) -> None: ...
 
 class NodeState(_message.Message):
-    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor", "instances", "coalesced_through", "gc_horizon", "hydrating_to", "hydrated_pages", "hydrated_bytes", "membership", "volume_id")
+    __slots__ = ("name", "az", "epoch", "epoch_owner", "scl", "cpl_at_scl", "highest_lsn", "vdl", "vdl_epoch", "truncations", "format_version", "serving", "min_read_point", "records_stored", "page_versions_stored", "truncations_version", "repair_floor", "instances", "coalesced_through", "gc_horizon", "hydrating_to", "hydrated_pages", "hydrated_bytes", "membership", "volume_id", "frame_port")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class NodeState(_message.Message):
     HYDRATED_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_PORT_FIELD_NUMBER: _ClassVar[int]
     name: str
     az: str
     epoch: int
@@ -68,7 +69,8 @@ class NodeState(_message.Message):
     hydrated_bytes: int
     membership: MembershipView
     volume_id: str
-    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ..., coalesced_through: _Optional[int] = ..., gc_horizon: _Optional[int] = ..., hydrating_to: _Optional[int] = ..., hydrated_pages: _Optional[int] = ..., hydrated_bytes: _Optional[int] = ..., membership: _Optional[_Union[MembershipView, _Mapping]] = ..., volume_id: _Optional[str] = ...) -> None: ...
+    frame_port: int
+    def __init__(self, name: _Optional[str] = ..., az: _Optional[str] = ..., epoch: _Optional[int] = ..., epoch_owner: _Optional[str] = ..., scl: _Optional[int] = ..., cpl_at_scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., truncations: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., format_version: _Optional[int] = ..., serving: _Optional[bool] = ..., min_read_point: _Optional[int] = ..., records_stored: _Optional[int] = ..., page_versions_stored: _Optional[int] = ..., truncations_version: _Optional[int] = ..., repair_floor: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceView, _Mapping]]] = ..., coalesced_through: _Optional[int] = ..., gc_horizon: _Optional[int] = ..., hydrating_to: _Optional[int] = ..., hydrated_pages: _Optional[int] = ..., hydrated_bytes: _Optional[int] = ..., membership: _Optional[_Union[MembershipView, _Mapping]] = ..., volume_id: _Optional[str] = ..., frame_port: _Optional[int] = ...) -> None: ...
 
 class MembershipView(_message.Message):
     __slots__ = ("epoch", "holders", "change_position", "change_old", "change_new", "writer_epoch")
@@ -331,6 +333,24 @@ class LogChunk(_message.Message):
     scl: int
     raw_bytes: int
     def __init__(self, records: _Optional[bytes] = ..., compressed: _Optional[bool] = ..., after_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., vdl: _Optional[int] = ..., vdl_epoch: _Optional[int] = ..., scl: _Optional[int] = ..., raw_bytes: _Optional[int] = ...) -> None: ...
+
+class FrameHello(_message.Message):
+    __slots__ = ("method", "node", "volume_id")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    node: str
+    volume_id: str
+    def __init__(self, method: _Optional[str] = ..., node: _Optional[str] = ..., volume_id: _Optional[str] = ...) -> None: ...
+
+class FrameError(_message.Message):
+    __slots__ = ("error", "message")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    message: str
+    def __init__(self, error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class WatchStateRequest(_message.Message):
     __slots__ = ("reader",)
