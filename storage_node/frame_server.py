@@ -69,6 +69,7 @@ class FrameServer:
         self.server: asyncio.Server | None = None
         self.handlers: set[asyncio.Task[None]] = set()
         self.refusals = UndecodableLog()  # connections refused: logged at most once a while
+        self.stopping = False
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (0: a free one); the node then tells its frame port in its
@@ -78,6 +79,7 @@ class FrameServer:
 
     async def stop(self) -> None:
         """Stop listening and end every framed stream, before the node stops."""
+        self.stopping = True
         if self.server is not None:
             self.server.close()
         for task in list(self.handlers):
@@ -96,10 +98,15 @@ class FrameServer:
                 return
             try:
                 hello, stream = await frames.accept(reader, writer)
-            except (Exception, TimeoutError) as exc:  # anything but a hello: closed, logged rarely
+            except Exception as exc:  # anything but a hello: closed, logged rarely
                 self._refused(writer, f"no hello: {exc or type(exc).__name__}")
                 return
             await self._dispatch(hello, stream)
+        except asyncio.CancelledError:
+            # Ended by `stop`: the task ends as done, not cancelled, as asyncio's stream
+            # server logs a traceback for a handler task that ends cancelled.
+            if not self.stopping:
+                raise
         finally:
             node.frame_connections -= 1
             self.handlers.discard(task)

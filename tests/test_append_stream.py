@@ -6,6 +6,7 @@ stored, and the node serving other streams."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections import deque
 from pathlib import Path
@@ -339,6 +340,26 @@ def test_a_framed_watch_sends_the_state_and_ends_when_the_watcher_goes(tmp_path:
         assert not client_watchers(node)
 
     run_with_node(tmp_path / "a1", body, framed=True)
+
+
+def test_a_node_stopping_ends_its_framed_streams_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # asyncio logs a traceback for a stream server's handler that ends cancelled: stopping a
+    # node with framed streams open must not fill its log with them.
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        call = await client.open_append_stream()
+        assert isinstance(call, FramedAppendStream)
+        await call.write(pb.AppendBatch(epoch=1, records=pack_records(chain(1, 2)), batch_id=1))
+        assert (await asyncio.wait_for(call.read(), 5)).scl == 2
+        watch = client.watch_state("r1")
+        await asyncio.wait_for(anext(watch), 5)
+        assert node.frame_connections == 2  # left open: the node stops with them
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        run_with_node(tmp_path / "a1", body, framed=True)
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
 
 
 def client_watchers(node: StorageNode) -> bool:
