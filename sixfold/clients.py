@@ -148,9 +148,7 @@ class NodeClient:
         self.frame_port = state.frame_port
         self.volume_id = state.volume_id
 
-    async def _framed(
-        self, method: str, kind: type[M], frame_bytes_max: int = frames.FRAME_BYTES_MAX
-    ) -> frames.FrameStream[M] | None:
+    async def _framed(self, method: str, kind: type[M]) -> frames.FrameStream[M] | None:
         """A framed stream of `method` to the node, or None to use gRPC: the node has no frame
         port, or it could not be learned or reached (gRPC then reports a node that is down).
         The port is asked for afresh while unknown or none, so a node restarted with one is
@@ -165,7 +163,7 @@ class NodeClient:
         host = self.address.rsplit(":", 1)[0].strip("[]")
         hello = pb.FrameHello(method=method, node=self.name, volume_id=self.volume_id)
         try:
-            return await frames.connect(host, self.frame_port, hello, kind, frame_bytes_max)
+            return await frames.connect(host, self.frame_port, hello, kind)
         except (OSError, frames.FrameStreamBroken) as exc:  # TimeoutError is an OSError
             log.info(
                 "%s: framed %s on port %d: %s; over gRPC", self.name, method, self.frame_port, exc

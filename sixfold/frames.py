@@ -162,9 +162,7 @@ def _named(payload: bytes) -> Exception:
     return named_error(error.error, error.message)
 
 
-async def connect(
-    host: str, port: int, hello: pb.FrameHello, kind: type[M], frame_bytes_max: int
-) -> FrameStream[M]:
+async def connect(host: str, port: int, hello: pb.FrameHello, kind: type[M]) -> FrameStream[M]:
     """A framed stream to the node at host:port, once it accepted `hello` with its own name
     (and volume, when both are known). Raises OSError (TimeoutError) when it cannot connect,
     the named error of a refusal, FrameStreamBroken when the connection ends first or what
@@ -183,7 +181,7 @@ async def connect(
     except BaseException:
         stream.close()
         raise
-    stream.frame_bytes_max = frame_bytes_max
+    stream.frame_bytes_max = FRAME_BYTES_MAX  # the node's frames: it answered as one
     return stream
 
 
