@@ -17,6 +17,7 @@ thread adds and the background's worker takes, so every change holds a lock.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from sixfold.core.record import RedoRecord
@@ -33,7 +34,10 @@ class RecentRecords:
         assert bytes_max > 0
         self.bytes_max = bytes_max
         self.bytes = 0
-        self._by_lsn: dict[int, RedoRecord] = {}  # in the order they were stored
+        # In the order they were stored. An OrderedDict, not a dict: a dict whose oldest
+        # entries keep going leaves a run of deleted slots that `next(iter(...))` walks, so
+        # dropping the oldest grew with how many had gone before (6 us a record at the bound).
+        self._by_lsn: OrderedDict[int, RedoRecord] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -49,7 +53,7 @@ class RecentRecords:
                 self._by_lsn[record.lsn] = record
                 self.bytes += _size(record)
             while self.bytes > self.bytes_max:
-                self.bytes -= _size(self._by_lsn.pop(next(iter(self._by_lsn))))
+                self.bytes -= _size(self._by_lsn.popitem(last=False)[1])
 
     def get(self, lsn: int) -> RedoRecord | None:
         with self._lock:
@@ -69,7 +73,7 @@ class RecentRecords:
         late: such a one stays until the bound drops it."""
         with self._lock:
             while self._by_lsn:
-                oldest = next(iter(self._by_lsn))
+                oldest = next(iter(self._by_lsn))  # an OrderedDict's first: O(1)
                 if oldest > lsn:
                     break
-                self.bytes -= _size(self._by_lsn.pop(oldest))
+                self.bytes -= _size(self._by_lsn.popitem(last=False)[1])
