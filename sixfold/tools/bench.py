@@ -503,6 +503,8 @@ def on_fresh_cluster(
     directory = Path(tempfile.mkdtemp(prefix=prefix))
     layout = cluster.new_layout(directory)
     try:
+        if getattr(args, "tls", False):  # a CA and certificates in the directory, as `up --tls`
+            cluster.enable_tls(layout)
         cluster.start_processes(layout, names)
         args.pids = process_pids(layout, names)
         if not args.json:

@@ -93,6 +93,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the values and UPDATE keys")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--keep", action="store_true", help="keep the temporary cluster directory")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS on every link, as `sixfold up --tls` (this client presents the "
+        "client certificate)",
+    )
 
 
 # -- results -------------------------------------------------------------------------------------

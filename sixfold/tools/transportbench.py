@@ -16,6 +16,9 @@ commit's path is made of such messages, and on two cores the CPU is the rate.
 - store: for scale, what a node does with such a batch besides receiving it, in this
   process: split the blob and check each record's CRC, then put the records in LMDB and
   commit with its fsync (storage_node/store.py put_records), no transport at all.
+
+With --tls every transport speaks mutual TLS, as in a `sixfold up --tls` cluster: gRPC's in
+its C core, the framed stream through Python's `ssl` on the event loop (sixfold/tls.py).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import cast
 import grpc
 import uvloop
 
-from sixfold import cluster
+from sixfold import cluster, tls
 from sixfold.core.record import Delta, encode_deltas, encode_record, pack_records, unpack_records
 from sixfold.guard import UndecodableGuard
 from sixfold.rpc import sixfold_pb2 as pb
@@ -50,6 +53,7 @@ PAGE_CHANGE_BYTES = 600
 FRAME_HEADER = struct.Struct("<IQQQQ")  # blob bytes, epoch, vdl, batch id, membership epoch
 FRAME_ACK = struct.Struct("<QQQ")  # batch id, SCL, epoch
 FRAME_BYTES_MAX = 16 << 20  # a frame larger than this ends the connection
+TLS_SERVER_NAME, TLS_CLIENT_NAME = "a1", "writer"  # with --tls: a node and the writer
 STORE_MAP_BYTES = 1 << 30  # the store mode's LMDB map: far more than a run writes
 SERVER_LIFETIME_LIMIT_S = 3_600.0  # a server left behind ends by itself after this
 SERVER_CHECK_S = 1.0  # how often a server looks whether the bench is still there
@@ -108,14 +112,14 @@ class _FramedServer(asyncio.Protocol):
 async def _serve(mode: str, port: int) -> None:
     if mode == "framed":
         loop = asyncio.get_running_loop()
-        await loop.create_server(_FramedServer, "127.0.0.1", port)
+        await loop.create_server(_FramedServer, "127.0.0.1", port, ssl=tls.server_ssl_context())
     else:
         server = grpc.aio.server(interceptors=[UndecodableGuard()] if mode == "unary-guard" else [])
         if mode == "stream":
             pb_grpc.add_StorageNodeServicer_to_server(_Node(), server)
         else:
             pb_grpc.add_WriterServicer_to_server(_Writer(), server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        tls.add_port(server, f"127.0.0.1:{port}")
         await server.start()
     print("serving", flush=True)
     # Until the bench kills this process; bounded, and ended by the bench's death too.
@@ -153,7 +157,7 @@ def _unary_sender(port: int) -> Sender:
     request = pb.WritePagesRequest(changes=[change])
 
     async def send(going: Callable[[], bool], answered: Answered) -> None:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with tls.aio_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.WriterStub(channel)
             while going():
                 await stub.WritePages(request)
@@ -164,7 +168,7 @@ def _unary_sender(port: int) -> Sender:
 
 def _stream_sender(port: int, blob: bytes, window: int) -> Sender:
     async def send(going: Callable[[], bool], answered: Answered) -> None:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with tls.aio_channel(f"127.0.0.1:{port}") as channel:
             call = pb_grpc.StorageNodeStub(channel).AppendStream()
             sent = acked = 0
             while going():
@@ -185,7 +189,10 @@ def _stream_sender(port: int, blob: bytes, window: int) -> Sender:
 
 def _framed_sender(port: int, blob: bytes, window: int) -> Sender:
     async def send(going: Callable[[], bool], answered: Answered) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        context = tls.client_ssl_context()
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1" if context else None
+        )
         sent = acked = 0
         while going():
             while sent - acked < window:
@@ -273,10 +280,14 @@ def measure(mode: str, args: argparse.Namespace) -> Figures:
     if mode == "store":
         return measure_store(args)
     port = cluster.free_port()
+    env = dict(os.environ)
+    if tls.tls_files() is not None:
+        env[tls.TLS_NAME_VARIABLE] = TLS_SERVER_NAME
     server = subprocess.Popen(
         [sys.executable, "-m", "sixfold.tools.transportbench", mode, str(port)],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert server.stdout is not None
@@ -309,6 +320,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=int, default=6, help="streams at once (one per node)")
     p.add_argument("--window", type=int, default=1, help="batches in flight per stream")
     p.add_argument("--records", type=int, default=14, help="records per batch")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS on every transport, with a CA made for the run",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -326,7 +342,12 @@ def main(args: argparse.Namespace) -> int:
     if too_few := [name for name, value in counts.items() if value < 1]:
         print(f"bench-transport: {', '.join(too_few)} must be at least 1")
         return 2
-    results = [measure(mode, args) for mode in modes]
+    with tempfile.TemporaryDirectory(prefix="sixfold-bench-transport-") as certs:
+        if args.tls:
+            tls.init_certs(Path(certs), [TLS_SERVER_NAME, TLS_CLIENT_NAME])
+            os.environ[tls.TLS_DIR_VARIABLE] = certs
+            os.environ[tls.TLS_NAME_VARIABLE] = TLS_CLIENT_NAME
+        results = [measure(mode, args) for mode in modes]
     if args.json:
         print(json.dumps({"machine": machine_info(), "results": [asdict(r) for r in results]}))
         return 0
