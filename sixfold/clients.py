@@ -152,7 +152,10 @@ class NodeClient:
         """A framed stream of `method` to the node, or None to use gRPC: the node has no frame
         port, or it could not be learned or reached (gRPC then reports a node that is down).
         The port is asked for afresh while unknown or none, so a node restarted with one is
-        framed again. A refusal (a wrong node, say) is raised, as on gRPC."""
+        framed again. A refusal (a wrong node, say) is raised, as on gRPC. Under TLS only
+        members go framed (a tool's client certificate would be refused there)."""
+        if tls.tls_files() is not None and tls.member_name() is None:
+            return None
         if not self.frame_port:
             try:
                 await self.get_state(timeout=CALL_TIMEOUT_S)
@@ -163,7 +166,9 @@ class NodeClient:
         host = self.address.rsplit(":", 1)[0].strip("[]")
         hello = pb.FrameHello(method=method, node=self.name, volume_id=self.volume_id)
         try:
-            return await frames.connect(host, self.frame_port, hello, kind)
+            return await frames.connect(
+                host, self.frame_port, hello, kind, tls.client_ssl_context()
+            )
         except (OSError, frames.FrameStreamBroken) as exc:  # TimeoutError is an OSError
             log.info(
                 "%s: framed %s on port %d: %s; over gRPC", self.name, method, self.frame_port, exc
@@ -316,7 +321,7 @@ class FramedAppendStream:
         return await _framed_read(self.name, self.stream)
 
     async def done_writing(self) -> None:
-        self.stream.done_writing()
+        await self.stream.done_writing()
 
     def cancel(self) -> None:
         self.stream.close()

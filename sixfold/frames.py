@@ -6,14 +6,15 @@ to each watching reader; a length-prefixed frame on an asyncio connection costs 
 that (docs/BENCHMARKS.md, "What one message costs" and "The framed append and watch path").
 So a node may also listen on a frame port, for two streams only: the writer's append stream
 (`AppendBatch` in, `AppendBatchAck` out) and a reader's `WatchState`. Everything else, and
-any client that does not know the frame port, stays on gRPC. Plaintext only: a TLS cluster
-keeps these streams on gRPC, with its mutual TLS and tokens.
+any client that does not know the frame port, stays on gRPC. In a TLS cluster the frame port
+speaks TLS with the same CA, and serves members only (their certificates name them; the
+streams carry no tokens): a tool, which presents the client certificate, stays on gRPC.
 
 A frame is a u32 length (big-endian) of what follows it, a u8 kind and a payload:
 
     MESSAGE  a protobuf message of the stream's type
     ERROR    a FrameError: the stream ends with this operating error, named
-    END      the server ended the stream by design (its node is stopping)
+    END      the sender ended the stream by design: a node that stops, a client done writing
 
 A connection opens with a FrameHello from the client: the stream it wants and the node and
 volume it is meant for. The server answers with a FrameHello of its own name and volume (go
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import struct
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -140,10 +142,10 @@ class FrameStream(Generic[M]):
         await self.write(pb.FrameError(), END)
         self.close()
 
-    def done_writing(self) -> None:
-        """Half-close: the peer reads the end of the stream, and may still answer."""
-        if not self.writer.is_closing() and self.writer.can_write_eof():
-            self.writer.write_eof()
+    async def done_writing(self) -> None:
+        """The peer reads the end of the stream, and may still answer: an END frame, not a
+        TCP half-close, which a TLS connection cannot make."""
+        await self.write(pb.FrameError(), END)
 
     def close(self) -> None:
         self.writer.close()
@@ -162,12 +164,22 @@ def _named(payload: bytes) -> Exception:
     return named_error(error.error, error.message)
 
 
-async def connect(host: str, port: int, hello: pb.FrameHello, kind: type[M]) -> FrameStream[M]:
+async def connect(
+    host: str,
+    port: int,
+    hello: pb.FrameHello,
+    kind: type[M],
+    tls: ssl.SSLContext | None = None,
+) -> FrameStream[M]:
     """A framed stream to the node at host:port, once it accepted `hello` with its own name
-    (and volume, when both are known). Raises OSError (TimeoutError) when it cannot connect,
-    the named error of a refusal, FrameStreamBroken when the connection ends first or what
-    answers is not that node's framed listener (a stale port another program took)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_WAIT_S)
+    (and volume, when both are known); over TLS with `tls`, the node's certificate checked
+    for `host`. Raises OSError (TimeoutError, ssl.SSLError) when it cannot connect, the named
+    error of a refusal, FrameStreamBroken when the connection ends first or what answers is
+    not that node's framed listener (a stale port another program took)."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None),
+        CONNECT_WAIT_S,
+    )
     stream = FrameStream(reader, writer, kind)
     try:
         await stream.write(hello)

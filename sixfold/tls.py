@@ -14,6 +14,7 @@ import datetime
 import functools
 import ipaddress
 import os
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,56 @@ def tls_files() -> TlsFiles | None:
     if not directory:
         return None
     return _load(directory, os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME)
+
+
+def member_name() -> str | None:
+    """The member this process is by its certificate (SIXFOLD_TLS_NAME), None for a client
+    (CLIENT_NAME, a tool's) or with TLS off: framed streams under TLS are for members."""
+    if not os.environ.get(TLS_DIR_VARIABLE, ""):
+        return None
+    name = os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME
+    return None if name == CLIENT_NAME else name
+
+
+def server_ssl_context() -> ssl.SSLContext | None:
+    """For a plain-socket listener (a node's framed streams, sixfold/frames.py): TLS with
+    this process's certificate, and only callers whose certificate the CA signed, as gRPC's
+    `add_port`; None when TLS is off."""
+    if tls_files() is None:  # also checks the files are readable, with a message that says so
+        return None
+    return _ssl_context(
+        os.environ[TLS_DIR_VARIABLE], os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME, True
+    )
+
+
+def client_ssl_context() -> ssl.SSLContext | None:
+    """For a plain-socket connection to a member: the server's certificate checked against
+    the CA and the host name dialled, this process's certificate presented; None when TLS
+    is off."""
+    if tls_files() is None:
+        return None
+    return _ssl_context(
+        os.environ[TLS_DIR_VARIABLE], os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME, False
+    )
+
+
+@functools.cache
+def _ssl_context(directory: str, name: str, server: bool) -> ssl.SSLContext:
+    root = Path(directory)
+    purpose = ssl.Purpose.CLIENT_AUTH if server else ssl.Purpose.SERVER_AUTH
+    context = ssl.create_default_context(purpose, cafile=str(root / CA_CERT_FILE))
+    context.load_cert_chain(root / cert_file(name), root / key_file(name))
+    context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: the caller's certificate too
+    return context
+
+
+def peer_common_name(peercert: dict[str, object] | None) -> str:
+    """The common name of a verified peer certificate, as `ssl` gives it ("" for none)."""
+    for rdn in (peercert or {}).get("subject", ()):  # type: ignore[attr-defined]
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
 
 
 def aio_channel(address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 import grpc
 
-from sixfold import frames
+from sixfold import frames, tls
 from sixfold.addressing import wrong_node
+from sixfold.cluster import MEMBER_NAMES
 from sixfold.core.errors import InvalidRequestError, SixfoldError, WrongNodeError
 from sixfold.frames import FrameStream, FrameStreamBroken
 from sixfold.guard import Undecodable, UndecodableLog
@@ -70,11 +72,16 @@ class FrameServer:
         self.handlers: set[asyncio.Task[None]] = set()
         self.refusals = UndecodableLog()  # connections refused: logged at most once a while
         self.stopping = False
+        self.tls: ssl.SSLContext | None = None
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (0: a free one); the node then tells its frame port in its
-        state."""
-        self.server = await asyncio.start_server(self._serve, host, port)
+        state. With TLS on, only TLS, from callers whose certificate the CA signed."""
+        self.tls = tls.server_ssl_context()
+        handshake_s = frames.HELLO_WAIT_S if self.tls is not None else None  # else refused
+        self.server = await asyncio.start_server(
+            self._serve, host, port, ssl=self.tls, ssl_handshake_timeout=handshake_s
+        )
         self.node.frame_port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -101,6 +108,9 @@ class FrameServer:
             except Exception as exc:  # anything but a hello: closed, logged rarely
                 self._refused(writer, f"no hello: {exc or type(exc).__name__}")
                 return
+            if (refusal := self._not_a_member(writer)) is not None:
+                await stream.write_error(refusal)
+                return
             await self._dispatch(hello, stream)
         except asyncio.CancelledError:
             # Ended by `stop`: the task ends as done, not cancelled, as asyncio's stream
@@ -111,6 +121,19 @@ class FrameServer:
             node.frame_connections -= 1
             self.handlers.discard(task)
             writer.close()
+
+    def _not_a_member(self, writer: asyncio.StreamWriter) -> InvalidRequestError | None:
+        """Under TLS, the framed streams are the members' (they carry no token, so a tool's
+        client certificate, which gRPC lets in with a token, gets nothing here)."""
+        if self.tls is None:
+            return None
+        name = tls.peer_common_name(writer.get_extra_info("peercert"))
+        if name in MEMBER_NAMES:
+            return None
+        return InvalidRequestError(
+            f"framed streams are for cluster members; the certificate presented names "
+            f"{name or 'no one'}: use gRPC"
+        )
 
     def _refused(self, writer: asyncio.StreamWriter, why: str) -> None:
         """Logged at most once a while per host (its ports differ from one connection to

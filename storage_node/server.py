@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sixfold import metrics, tls
+from sixfold import metrics
 from sixfold.addressing import AddressCheck
 from sixfold.core.quorum import NODE_AZ, STORAGE_NAMES
 from sixfold.crash import guarded_task
@@ -173,9 +173,6 @@ async def _start_frame_server(
         port = args.port + FRAME_PORT_OFFSET if args.port else 0
     else:
         port = args.frame_port
-    if tls.tls_files() is not None:
-        log.info("%s: TLS is on: the framed streams stay on gRPC", node.name)
-        return None
     if not 0 <= port <= PORT_MAX:
         log.warning(
             "%s: no framed listener: port %d is beyond %d (set --frame-port): every "

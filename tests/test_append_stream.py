@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sixfold import frames
+from sixfold import frames, tls
 from sixfold.clients import FramedAppendStream, NodeClient, rpc_error
 from sixfold.core.commit_log import Waiter
 from sixfold.core.errors import (
@@ -34,13 +34,31 @@ from sixfold.wire import named_error
 from storage_node.node import NodeLimits, StorageNode
 from tests.test_node_rpc import record, run_with_node, sealed
 
-TRANSPORTS = ["grpc", "framed"]
+TRANSPORTS = ["grpc", "framed", "framed-tls"]
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and members' certificates, as `sixfold up --tls` makes them."""
+    directory = tmp_path_factory.mktemp("certs")
+    tls.init_certs(directory, ["a1", "writer"])
+    return directory
+
+
+def as_tls_member(monkeypatch: pytest.MonkeyPatch, certs: Path, name: str = "writer") -> None:
+    """This process speaks mutual TLS from now on (its servers and its clients), presenting
+    the certificate of `name`."""
+    monkeypatch.setenv(tls.TLS_DIR_VARIABLE, str(certs))
+    monkeypatch.setenv(tls.TLS_NAME_VARIABLE, name)
 
 
 @pytest.fixture(params=TRANSPORTS)
-def framed(request: pytest.FixtureRequest) -> bool:
-    """Each stream test runs over gRPC and over the framed listener."""
-    return request.param == "framed"
+def framed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, certs: Path) -> bool:
+    """Each stream test runs over gRPC, over the framed listener, and over the framed
+    listener with TLS (the node's gRPC too), as a TLS cluster's writer streams."""
+    if request.param == "framed-tls":
+        as_tls_member(monkeypatch, certs)
+    return request.param != "grpc"
 
 
 def chain(first: int, count: int, epoch: int = 1) -> list[RedoRecord]:
@@ -317,6 +335,50 @@ def test_a_stale_frame_port_that_reaches_another_program_falls_back_to_grpc(
         finally:
             other.close()
         await still_serves(client)
+
+    run_with_node(tmp_path / "a1", body, framed=True)
+
+
+def test_a_tls_frame_port_serves_members_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, certs: Path
+) -> None:
+    """Under TLS the frame port speaks TLS with the cluster's CA and serves members: a
+    plaintext caller, another CA's certificate and a tool's client certificate get nothing
+    there (a tool's streams stay on gRPC), and the node goes on serving its members."""
+    as_tls_member(monkeypatch, certs)
+    other_ca = tmp_path / "other-ca"
+    tls.init_certs(other_ca, ["writer"])
+
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        await sealed(client)
+        call = await client.open_append_stream()
+        assert isinstance(call, FramedAppendStream), "a member streams framed over TLS"
+        call.cancel()
+        port = client.frame_port
+        assert port
+        hello = pb.FrameHello(method=frames.APPEND_STREAM, node="a1")
+        with pytest.raises(frames.FrameStreamBroken):  # plaintext: the handshake fails
+            await frames.connect("127.0.0.1", port, hello, pb.AppendBatchAck)
+        monkeypatch.setenv(tls.TLS_DIR_VARIABLE, str(other_ca))
+        with pytest.raises(OSError):  # ssl.SSLError: the node's CA did not sign this one
+            await frames.connect(
+                "127.0.0.1", port, hello, pb.AppendBatchAck, tls.client_ssl_context()
+            )
+        as_tls_member(monkeypatch, certs, tls.CLIENT_NAME)
+        with pytest.raises(InvalidRequestError, match=r"for cluster members.*names client"):
+            await frames.connect(
+                "127.0.0.1", port, hello, pb.AppendBatchAck, tls.client_ssl_context()
+            )
+        tool = NodeClient("a1", client.address)
+        try:
+            stream = await tool.open_append_stream()
+            assert not isinstance(stream, FramedAppendStream), "a tool stays on gRPC"
+            stream.cancel()
+        finally:
+            await tool.close()
+        as_tls_member(monkeypatch, certs)
+        await still_serves(client)
+        assert node.frame_connections <= 1
 
     run_with_node(tmp_path / "a1", body, framed=True)
 

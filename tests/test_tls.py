@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,22 @@ def test_the_cli_works_over_tls_and_the_members_present_their_own(tls_cluster: P
     assert key == 0o600, "keys are the owner's only"
     status = sixfold(tls_cluster, "status", "--json")
     assert json.loads(status.stdout)["writer"]["up"], status.stderr
+    # The writer's append stream and the readers' watches are on the nodes' frame ports,
+    # over TLS too (sixfold/frames.py): three connections on each node.
+    metrics = layout["processes"]["a1"]["metrics_port"]
+    deadline = time.monotonic() + 20
+    while (framed := _frame_connections(metrics)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert framed == 3, "the writer and both readers stream framed over TLS"
+
+
+def _frame_connections(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith("sixfold_node_frame_connections "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def _ports(directory: Path) -> dict[str, int]:
