@@ -28,6 +28,10 @@ log = logging.getLogger("sixfold.clients")
 MESSAGE_BYTES_MAX = 64 << 20  # the largest gRPC message sent or received
 WRITES_PER_MESSAGE_MAX = 256  # commits a PageWriteStream sends in one message
 CALL_TIMEOUT_S = 2.0
+# A stream that fell back to gRPC because the node's frame port did not answer tries the port
+# again after this long, then twice as long each time, up to the max (`framed_later`).
+FRAMED_RETRY_MIN_S = 5.0
+FRAMED_RETRY_MAX_S = 300.0
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -103,6 +107,9 @@ class NodeClient:
         # The node's frame port, as its last state told it (sixfold/frames.py): None until
         # told, 0 when it has none. Told again with every state, and after each redial.
         self.frame_port: int | None = None
+        # Whether the last framed stream tried could not reach the frame port the node told
+        # (it was starting, or not routed yet): a stream then on gRPC moves when it can.
+        self.frame_port_unreached = False
         self.volume_id = ""
 
     async def connected(self, limit_s: float) -> bool:
@@ -148,7 +155,9 @@ class NodeClient:
         self.frame_port = state.frame_port
         self.volume_id = state.volume_id
 
-    async def _framed(self, method: str, kind: type[M]) -> frames.FrameStream[M] | None:
+    async def _framed(
+        self, method: str, kind: type[M], retry: bool = False
+    ) -> frames.FrameStream[M] | None:
         """A framed stream of `method` to the node, or None to use gRPC: the node has no frame
         port, or it could not be learned or reached (gRPC then reports a node that is down).
         The port is asked for afresh while unknown or none, so a node restarted with one is
@@ -166,15 +175,47 @@ class NodeClient:
         host = self.address.rsplit(":", 1)[0].strip("[]")
         hello = pb.FrameHello(method=method, node=self.name, volume_id=self.volume_id)
         try:
-            return await frames.connect(
+            stream = await frames.connect(
                 host, self.frame_port, hello, kind, tls.client_ssl_context()
             )
         except (OSError, frames.FrameStreamBroken) as exc:  # TimeoutError is an OSError
-            log.info(
-                "%s: framed %s on port %d: %s; over gRPC", self.name, method, self.frame_port, exc
+            log.log(
+                logging.DEBUG if retry else logging.INFO,
+                "%s: framed %s on port %d: %s; over gRPC, the port tried again later",
+                self.name,
+                method,
+                self.frame_port,
+                str(exc) or type(exc).__name__,
             )
             self.frame_port = None  # asked again next time: the node may have moved or be back
+            self.frame_port_unreached = True
             return None
+        self.frame_port_unreached = False
+        return stream
+
+    async def framed_later(
+        self, method: str, kind: type[M], first: Message | None = None
+    ) -> frames.FrameStream[M]:
+        """For a stream that fell back to gRPC because the frame port did not answer (the node
+        was starting, or its address not routed yet: seen in a swarm whose tasks all start at
+        once), a framed stream of `method` once the port answers, tried with growing rests,
+        `first` written on it at once (a watch's request: the node waits for it only so
+        long); the caller then moves its stream over. Runs until cancelled, with the stream
+        it is for."""
+        rest_s = FRAMED_RETRY_MIN_S
+        while True:
+            await asyncio.sleep(rest_s)
+            try:
+                stream = await self._framed(method, kind, retry=True)
+            except SixfoldError as exc:  # refused there (a wrong node): gRPC says so in time
+                log.debug("%s: framed %s refused: %s", self.name, method, exc)
+                stream = None
+            if stream is not None:
+                if first is not None:
+                    await stream.write(first)
+                log.info("%s: %s moved to the frame port", self.name, method)
+                return stream
+            rest_s = min(rest_s * 2, FRAMED_RETRY_MAX_S)
 
     async def append(
         self, request: pb.AppendRequest, timeout: float = CALL_TIMEOUT_S
@@ -233,7 +274,8 @@ class NodeClient:
         No deadline: the stream lives as long as the node. It ends quietly when the node
         stops; a broken or refused stream raises like `call` (NodeDownError when the node
         is unreachable or went away mid-stream). As with any async generator, cancelling
-        a pending step (e.g. `wait_for(anext(...))` timing out) closes the stream.
+        a pending step (e.g. `wait_for(anext(...))` timing out) closes the stream. A watch
+        on gRPC because the frame port did not answer moves there once it does.
         """
         request = pb.WatchStateRequest(reader=reader)
         try:
@@ -241,18 +283,67 @@ class NodeClient:
         except WrongNodeError as exc:
             self.redial(exc)
             raise
+        moved_over = False
         if framed is None:
-            stream = self.stub.WatchState(request, metadata=self.metadata)
-            async for state in self._streamed(stream):
-                yield state
-            return
+            moved: list[frames.FrameStream[pb.NodeState]] = []
+            on_grpc = self._grpc_watch(request, moved)
+            try:
+                async for state in on_grpc:
+                    yield state
+            finally:
+                await on_grpc.aclose()
+            if not moved:
+                return
+            framed, moved_over = moved[0], True  # its request sent: the whole state first
         try:
-            await framed.write(request)
+            if not moved_over:
+                await framed.write(request)
             while (state := await _framed_read(self.name, framed)) is not grpc.aio.EOF:
                 self._learn(state)
                 yield state
         finally:
             framed.close()
+
+    async def _grpc_watch(
+        self, request: pb.WatchStateRequest, moved: list[frames.FrameStream[pb.NodeState]]
+    ) -> AsyncIterator[pb.NodeState]:
+        """The watch on gRPC. When it is there because the frame port did not answer, it ends
+        once a framed watch opened, which it puts in `moved` (a state message the two crossed
+        is not lost: a framed watch begins with the whole state; one a little older than the
+        last on gRPC, if the reader was busy meanwhile, only understates, as a poll may)."""
+        states = self._streamed(self.stub.WatchState(request, metadata=self.metadata))
+        if not self.frame_port_unreached:
+            try:
+                async for state in states:
+                    yield state
+            finally:
+                await states.aclose()
+            return
+        loop = asyncio.get_running_loop()
+        later = loop.create_task(self.framed_later(frames.WATCH_STATE, pb.NodeState, request))
+        step: asyncio.Future[pb.NodeState] | None = None
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(states))
+                await asyncio.wait([step, later], return_when=asyncio.FIRST_COMPLETED)
+                if later.done():
+                    moved.append(later.result())
+                    return
+                try:
+                    state = step.result()
+                except StopAsyncIteration:
+                    return
+                step = None
+                yield state
+        finally:
+            if step is not None:
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+            later.cancel()
+            await asyncio.gather(later, return_exceptions=True)
+            if not moved and not later.cancelled() and later.exception() is None:
+                later.result().close()  # opened as the gRPC watch ended
+            await states.aclose()
 
     async def follow_log(
         self, reader: str, after_lsn: int, compress: bool

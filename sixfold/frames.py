@@ -120,7 +120,7 @@ class FrameStream(Generic[M]):
             return frame_kind, await self.reader.readexactly(size - 1)
         except (asyncio.IncompleteReadError, OSError) as exc:
             raise FrameStreamBroken(
-                f"the framed connection ended ({exc or type(exc).__name__})"
+                f"the framed connection ended ({str(exc) or type(exc).__name__})"
             ) from exc
 
     async def write(self, message: Message, frame_kind: int = MESSAGE) -> None:

@@ -106,7 +106,7 @@ class FrameServer:
             try:
                 hello, stream = await frames.accept(reader, writer)
             except Exception as exc:  # anything but a hello: closed, logged rarely
-                self._refused(writer, f"no hello: {exc or type(exc).__name__}")
+                self._refused(writer, f"no hello: {str(exc) or type(exc).__name__}")
                 return
             if (refusal := self._not_a_member(writer)) is not None:
                 await stream.write_error(refusal)

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sixfold import frames, tls
+from sixfold import clients as clients_module
+from sixfold import cluster, frames, tls
 from sixfold.clients import FramedAppendStream, NodeClient, rpc_error
-from sixfold.core.commit_log import Waiter
+from sixfold.core.commit_log import CommitLog, Waiter, WriterLimits
 from sixfold.core.errors import (
     BatchTooLargeError,
     CorruptRecordError,
@@ -27,12 +28,16 @@ from sixfold.core.errors import (
     SixfoldError,
     StaleEpochError,
 )
+from sixfold.core.quorum import STORAGE_NAMES
 from sixfold.core.record import RedoRecord, pack_records, unpack_records
 from sixfold.core.shipping import commits_at_or_above
 from sixfold.rpc import sixfold_pb2 as pb
 from sixfold.wire import named_error
+from storage_node.frame_server import FrameServer
 from storage_node.node import NodeLimits, StorageNode
+from storage_node.service import StorageNodeService
 from tests.test_node_rpc import record, run_with_node, sealed
+from writer.pipeline import CommitPipeline
 
 TRANSPORTS = ["grpc", "framed", "framed-tls"]
 
@@ -381,6 +386,72 @@ def test_a_tls_frame_port_serves_members_only(
         assert node.frame_connections <= 1
 
     run_with_node(tmp_path / "a1", body, framed=True)
+
+
+def test_streams_on_grpc_move_to_the_frame_port_once_it_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node told its frame port before anything listened there (as when a swarm's tasks all
+    start at once): the writer's append stream and a reader's watch fall back to gRPC, and
+    move to the frame port once it answers, each stream going on there."""
+    monkeypatch.setattr(clients_module, "FRAMED_RETRY_MIN_S", 0.2)
+    monkeypatch.setattr(frames, "HELLO_WAIT_S", 0.5)  # a watch's request is due this soon
+
+    async def body(client: NodeClient, node: StorageNode) -> None:
+        loop = asyncio.get_running_loop()
+        await sealed(client)
+        node.frame_port = cluster.free_port()  # told, but nothing listens there yet
+        watch = client.watch_state("r1")
+        assert (await asyncio.wait_for(anext(watch), 5)).frame_port == node.frame_port
+        assert client.frame_port_unreached
+        log = CommitLog(
+            list(STORAGE_NAMES),
+            epoch=1,
+            vdl=0,
+            next_lsn=1,
+            node_scls=dict.fromkeys(STORAGE_NAMES, 0),
+            truncations=(),
+            limits=WriterLimits(),
+        )
+        others = [NodeClient(n, f"127.0.0.1:{cluster.free_port()}") for n in STORAGE_NAMES[1:]]
+        pipeline = CommitPipeline([client, *others], log)
+        sender = loop.create_task(pipeline.senders[0].run())
+        late = FrameServer(node, StorageNodeService(node))
+        try:
+            await asyncio.sleep(0.1)  # the append stream opened on gRPC, the retries wait
+            assert node.frame_connections == 0
+            await late.start("127.0.0.1", node.frame_port)
+            pending = loop.create_task(anext(watch))  # a reader waits on its watch, idle
+            for _ in range(100):  # each moves at once, with no message on the gRPC stream
+                if node.frame_connections == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert node.frame_connections == 2, "the append stream and the watch moved"
+            moved = await asyncio.wait_for(pending, 5)  # the framed watch's whole state
+            assert moved.frame_port == node.frame_port
+            await asyncio.sleep(2 * frames.HELLO_WAIT_S)  # the framed watch sent its request
+            assert node.frame_connections == 2 and len(_watch_tasks()) == 1, "gRPC's ended"
+            assert not sender.done() and pipeline.senders[0].failure is None
+            await client.append(pb.AppendRequest(epoch=1, records=[chain(1, 1)[0].encoded]))
+            while (await asyncio.wait_for(anext(watch), 5)).scl < 1:
+                pass  # the watch goes on, framed
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            await watch.aclose()
+            await late.stop()
+            for other in others:
+                await other.close()
+
+    run_with_node(tmp_path / "a1", body)
+
+
+def _watch_tasks() -> list[asyncio.Task]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "") == "StorageNodeService.watch"
+    ]
 
 
 def test_a_framed_watch_sends_the_state_and_ends_when_the_watcher_goes(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from sixfold.clients import AppendStream, NodeClient, NodeDownError, rpc_error
+from sixfold import frames
+from sixfold.clients import AppendStream, FramedAppendStream, NodeClient, NodeDownError, rpc_error
 from sixfold.core.commit_log import CommitLog, PageWrite, Waiter, WriterLimits
 from sixfold.core.errors import (
     EpochAheadError,
@@ -44,11 +45,17 @@ def mark_retrieved(future: asyncio.Future[int]) -> None:
         future.exception()
 
 
+class _StreamMoved(Exception):
+    """The stream on gRPC gives way to a framed one just opened (NodeSender.moved_to)."""
+
+
 class NodeSender:
     """One node's append stream: sends what its NodeShipper says, feeds back the acks.
 
     A broken stream is opened again after a backoff; a node that holds a newer epoch is
-    given up on (the CommitLog fences the writer once a write quorum has).
+    given up on (the CommitLog fences the writer once a write quorum has). A stream on gRPC
+    because the node's frame port did not answer moves there once it does, as a new stream
+    that resumes after the last acknowledged record.
     """
 
     def __init__(self, pipeline: CommitPipeline, client: NodeClient) -> None:
@@ -60,13 +67,23 @@ class NodeSender:
         self.failure: BaseException | None = None  # what broke the current stream
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # loop time the timer is due
+        self.moved_to: FramedAppendStream | None = None  # the next stream, opened already
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.moved_to is not None:
+                self.moved_to.cancel()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         p = self.pipeline
         while not p.log.fenced:
             try:
                 await self._stream()
+            except _StreamMoved:
+                continue  # at once, on the framed stream
             except EpochAheadError:
                 try:
                     await self._send_truncations()
@@ -94,9 +111,13 @@ class NodeSender:
         """One stream's life: returns never; raises what broke it."""
         loop = asyncio.get_running_loop()
         p = self.pipeline
-        call = await self.client.open_append_stream()
+        call: AppendStream = self.moved_to or await self.client.open_append_stream()
+        self.moved_to = None
         self.failure = None
         acks = loop.create_task(self._read_acks(call))
+        framed_later = None
+        if not isinstance(call, FramedAppendStream) and self.client.frame_port_unreached:
+            framed_later = loop.create_task(self._move_when_framed())
         try:
             # The first acknowledgement says the node is there.
             await self._send(call, p.log.open(self.client.name, loop.time()))
@@ -127,9 +148,18 @@ class NodeSender:
         finally:
             acks.cancel()
             call.cancel()
+            if framed_later is not None:
+                framed_later.cancel()
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
+
+    async def _move_when_framed(self) -> None:
+        stream = await self.client.framed_later(frames.APPEND_STREAM, pb.AppendBatchAck)
+        self.moved_to = FramedAppendStream(self.client.name, stream)
+        if self.failure is None:
+            self.failure = _StreamMoved()
+        self.wake.set()
 
     async def _send(self, call: AppendStream, batch: Batch) -> None:
         message = pb.AppendBatch(
