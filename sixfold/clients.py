@@ -164,13 +164,16 @@ class NodeClient:
         framed again. A refusal (a wrong node, say) is raised, as on gRPC. Under TLS only
         members go framed (a tool's client certificate would be refused there)."""
         if tls.tls_files() is not None and tls.member_name() is None:
+            self.frame_port_unreached = False  # never framed: its streams stay on gRPC
             return None
         if not self.frame_port:
             try:
                 await self.get_state(timeout=CALL_TIMEOUT_S)
             except SixfoldError:
+                self.frame_port_unreached = True  # not known yet: a stream on gRPC asks later
                 return None
         if not self.frame_port:
+            self.frame_port_unreached = False  # the node has none
             return None
         host = self.address.rsplit(":", 1)[0].strip("[]")
         hello = pb.FrameHello(method=method, node=self.name, volume_id=self.volume_id)
@@ -283,26 +286,27 @@ class NodeClient:
         except WrongNodeError as exc:
             self.redial(exc)
             raise
-        moved_over = False
-        if framed is None:
-            moved: list[frames.FrameStream[pb.NodeState]] = []
-            on_grpc = self._grpc_watch(request, moved)
-            try:
-                async for state in on_grpc:
-                    yield state
-            finally:
-                await on_grpc.aclose()
-            if not moved:
-                return
-            framed, moved_over = moved[0], True  # its request sent: the whole state first
+        moved: list[frames.FrameStream[pb.NodeState]] = []  # a framed watch, its request sent
         try:
-            if not moved_over:
+            if framed is None:
+                on_grpc = self._grpc_watch(request, moved)
+                try:
+                    async for state in on_grpc:
+                        yield state
+                finally:
+                    await on_grpc.aclose()
+                if not moved:
+                    return
+                framed = moved[0]  # it sends the whole state first
+            else:
                 await framed.write(request)
             while (state := await _framed_read(self.name, framed)) is not grpc.aio.EOF:
                 self._learn(state)
                 yield state
         finally:
-            framed.close()
+            for stream in [*moved, framed]:
+                if stream is not None:
+                    stream.close()
 
     async def _grpc_watch(
         self, request: pb.WatchStateRequest, moved: list[frames.FrameStream[pb.NodeState]]
@@ -336,13 +340,13 @@ class NodeClient:
                 step = None
                 yield state
         finally:
+            later.cancel()  # both before any wait: a second cancel may end this one
             if step is not None:
                 step.cancel()
+            if not moved:  # a watch it opens all the same (a cancel that came late) is closed
+                later.add_done_callback(close_opened)
+            if step is not None:
                 await asyncio.gather(step, return_exceptions=True)
-            later.cancel()
-            await asyncio.gather(later, return_exceptions=True)
-            if not moved and not later.cancelled() and later.exception() is None:
-                later.result().close()  # opened as the gRPC watch ended
             await states.aclose()
 
     async def follow_log(
@@ -416,6 +420,13 @@ class FramedAppendStream:
 
     def cancel(self) -> None:
         self.stream.close()
+
+
+def close_opened(task: asyncio.Task[frames.FrameStream[Any]]) -> None:
+    """A done callback for a `framed_later` given up on: the stream it opened all the same
+    (a cancel that came too late) is closed, not left open on the node."""
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
 
 
 async def _framed_read(name: str, stream: frames.FrameStream[M]) -> M | Any:

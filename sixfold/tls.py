@@ -78,12 +78,15 @@ def tls_files() -> TlsFiles | None:
 
 
 def member_name() -> str | None:
-    """The member this process is by its certificate (SIXFOLD_TLS_NAME), None for a client
-    (CLIENT_NAME, a tool's) or with TLS off: framed streams under TLS are for members."""
+    """The cluster member this process is by its certificate (SIXFOLD_TLS_NAME), None for
+    any other (CLIENT_NAME, a tool's; a name of its own) or with TLS off: framed streams
+    under TLS are for members, as nodes check (storage_node/frame_server.py)."""
+    from sixfold.cluster import MEMBER_NAMES  # here: cluster's module needs this one
+
     if not os.environ.get(TLS_DIR_VARIABLE, ""):
         return None
     name = os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME
-    return None if name == CLIENT_NAME else name
+    return name if name in MEMBER_NAMES else None
 
 
 def server_ssl_context() -> ssl.SSLContext | None:
@@ -115,6 +118,10 @@ def _ssl_context(directory: str, name: str, server: bool) -> ssl.SSLContext:
     context = ssl.create_default_context(purpose, cafile=str(root / CA_CERT_FILE))
     context.load_cert_chain(root / cert_file(name), root / key_file(name))
     context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: the caller's certificate too
+    # Python 3.13 checks X.509 strictly by default, which wants key identifiers our
+    # certificates (and those of clusters made before) do not carry; gRPC's BoringSSL does
+    # not ask for them. The chain, names, dates and usages are checked all the same.
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT
     return context
 
 

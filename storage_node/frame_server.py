@@ -109,6 +109,7 @@ class FrameServer:
                 self._refused(writer, f"no hello: {str(exc) or type(exc).__name__}")
                 return
             if (refusal := self._not_a_member(writer)) is not None:
+                self._refused(writer, str(refusal))
                 await stream.write_error(refusal)
                 return
             await self._dispatch(hello, stream)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 from collections import deque
 from pathlib import Path
@@ -123,6 +124,9 @@ def test_batches_are_acknowledged_in_order_with_the_scl(tmp_path: Path, framed: 
     async def body(client: NodeClient, node: StorageNode) -> None:
         await sealed(client)
         assert bool(client.frame_port) == framed  # learned from the node's state
+        call = await client.open_append_stream()
+        assert isinstance(call, FramedAppendStream) == framed, "on the transport meant"
+        call.cancel()
         batches = [
             pb.AppendBatch(epoch=1, records=pack_records(chain(1, 5)), vdl=0, batch_id=1),
             pb.AppendBatch(epoch=1, records=b"", vdl=5, batch_id=2),  # bare: VDL only
@@ -348,7 +352,8 @@ def test_a_tls_frame_port_serves_members_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, certs: Path
 ) -> None:
     """Under TLS the frame port speaks TLS with the cluster's CA and serves members: a
-    plaintext caller, another CA's certificate and a tool's client certificate get nothing
+    plaintext caller, a caller without a certificate or with another CA's, a node whose
+    certificate the caller's CA did not sign, and a tool's client certificate get nothing
     there (a tool's streams stay on gRPC), and the node goes on serving its members."""
     as_tls_member(monkeypatch, certs)
     other_ca = tmp_path / "other-ca"
@@ -364,8 +369,14 @@ def test_a_tls_frame_port_serves_members_only(
         hello = pb.FrameHello(method=frames.APPEND_STREAM, node="a1")
         with pytest.raises(frames.FrameStreamBroken):  # plaintext: the handshake fails
             await frames.connect("127.0.0.1", port, hello, pb.AppendBatchAck)
+        trusting = ssl.create_default_context(cafile=str(certs / tls.CA_CERT_FILE))
+        with pytest.raises(frames.FrameStreamBroken):  # no certificate: the node refuses
+            await frames.connect("127.0.0.1", port, hello, pb.AppendBatchAck, trusting)
+        trusting.load_cert_chain(other_ca / "writer.pem", other_ca / "writer-key.pem")
+        with pytest.raises(frames.FrameStreamBroken):  # another CA's: the node refuses
+            await frames.connect("127.0.0.1", port, hello, pb.AppendBatchAck, trusting)
         monkeypatch.setenv(tls.TLS_DIR_VARIABLE, str(other_ca))
-        with pytest.raises(OSError):  # ssl.SSLError: the node's CA did not sign this one
+        with pytest.raises(ssl.SSLCertVerificationError):  # the caller refuses the node
             await frames.connect(
                 "127.0.0.1", port, hello, pb.AppendBatchAck, tls.client_ssl_context()
             )
@@ -393,17 +404,20 @@ def test_streams_on_grpc_move_to_the_frame_port_once_it_answers(
 ) -> None:
     """A node told its frame port before anything listened there (as when a swarm's tasks all
     start at once): the writer's append stream and a reader's watch fall back to gRPC, and
-    move to the frame port once it answers, each stream going on there."""
+    move to the frame port once it answers, at once (an idle watch too), each going on there.
+    """
     monkeypatch.setattr(clients_module, "FRAMED_RETRY_MIN_S", 0.2)
     monkeypatch.setattr(frames, "HELLO_WAIT_S", 0.5)  # a watch's request is due this soon
+    services: list[StorageNodeService] = []
 
     async def body(client: NodeClient, node: StorageNode) -> None:
         loop = asyncio.get_running_loop()
+        on_grpc = services[0]
         await sealed(client)
         node.frame_port = cluster.free_port()  # told, but nothing listens there yet
         watch = client.watch_state("r1")
         assert (await asyncio.wait_for(anext(watch), 5)).frame_port == node.frame_port
-        assert client.frame_port_unreached
+        assert client.frame_port_unreached and on_grpc.watchers == 1
         log = CommitLog(
             list(STORAGE_NAMES),
             epoch=1,
@@ -416,21 +430,25 @@ def test_streams_on_grpc_move_to_the_frame_port_once_it_answers(
         others = [NodeClient(n, f"127.0.0.1:{cluster.free_port()}") for n in STORAGE_NAMES[1:]]
         pipeline = CommitPipeline([client, *others], log)
         sender = loop.create_task(pipeline.senders[0].run())
-        late = FrameServer(node, StorageNodeService(node))
+        framed = StorageNodeService(node)
+        late = FrameServer(node, framed)
         try:
             await asyncio.sleep(0.1)  # the append stream opened on gRPC, the retries wait
             assert node.frame_connections == 0
+            # The state the sender's first batch changed, on gRPC; then the watch is idle.
+            assert (await asyncio.wait_for(anext(watch), 5)).vdl_epoch == 1
+            pending = loop.create_task(anext(watch))
             await late.start("127.0.0.1", node.frame_port)
-            pending = loop.create_task(anext(watch))  # a reader waits on its watch, idle
-            for _ in range(100):  # each moves at once, with no message on the gRPC stream
-                if node.frame_connections == 2:
+            for _ in range(100):  # each moves with no message on its gRPC stream
+                if node.frame_connections == 2 and on_grpc.watchers == 0:
                     break
                 await asyncio.sleep(0.05)
             assert node.frame_connections == 2, "the append stream and the watch moved"
+            assert (on_grpc.watchers, framed.watchers) == (0, 1), "the watch left gRPC"
             moved = await asyncio.wait_for(pending, 5)  # the framed watch's whole state
             assert moved.frame_port == node.frame_port
             await asyncio.sleep(2 * frames.HELLO_WAIT_S)  # the framed watch sent its request
-            assert node.frame_connections == 2 and len(_watch_tasks()) == 1, "gRPC's ended"
+            assert node.frame_connections == 2 and framed.watchers == 1
             assert not sender.done() and pipeline.senders[0].failure is None
             await client.append(pb.AppendRequest(epoch=1, records=[chain(1, 1)[0].encoded]))
             while (await asyncio.wait_for(anext(watch), 5)).scl < 1:
@@ -443,15 +461,7 @@ def test_streams_on_grpc_move_to_the_frame_port_once_it_answers(
             for other in others:
                 await other.close()
 
-    run_with_node(tmp_path / "a1", body)
-
-
-def _watch_tasks() -> list[asyncio.Task]:
-    return [
-        t
-        for t in asyncio.all_tasks()
-        if getattr(t.get_coro(), "__qualname__", "") == "StorageNodeService.watch"
-    ]
+    run_with_node(tmp_path / "a1", body, services=services)
 
 
 def test_a_framed_watch_sends_the_state_and_ends_when_the_watcher_goes(tmp_path: Path) -> None:

@@ -52,15 +52,19 @@ def run_with_node(
     body: Callable[[NodeClient, StorageNode], Awaitable[None]],
     limits: NodeLimits | None = None,
     framed: bool = False,
+    services: list[StorageNodeService] | None = None,
 ) -> None:
     """`body` against a node served over gRPC on loopback, and with `framed` its framed
-    listener too (storage_node/frame_server.py), which the client then uses for streams."""
+    listener too (storage_node/frame_server.py), which the client then uses for streams.
+    The node's service is put in `services`, when given."""
 
     async def main() -> None:
         node = StorageNode("a1", "a", data_dir, map_size_bytes=64 << 20, limits=limits)
         node.state.peers_heard.update({"a2", "b1"})  # no peers here: serve at once
         node.start()
         service = StorageNodeService(node)
+        if services is not None:
+            services.append(service)
         server, port = await start_server(
             "127.0.0.1",
             0,

@@ -15,7 +15,14 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from sixfold import frames
-from sixfold.clients import AppendStream, FramedAppendStream, NodeClient, NodeDownError, rpc_error
+from sixfold.clients import (
+    AppendStream,
+    FramedAppendStream,
+    NodeClient,
+    NodeDownError,
+    close_opened,
+    rpc_error,
+)
 from sixfold.core.commit_log import CommitLog, PageWrite, Waiter, WriterLimits
 from sixfold.core.errors import (
     EpochAheadError,
@@ -116,8 +123,12 @@ class NodeSender:
         self.failure = None
         acks = loop.create_task(self._read_acks(call))
         framed_later = None
+        taken = False
         if not isinstance(call, FramedAppendStream) and self.client.frame_port_unreached:
-            framed_later = loop.create_task(self._move_when_framed())
+            framed_later = loop.create_task(
+                self.client.framed_later(frames.APPEND_STREAM, pb.AppendBatchAck)
+            )
+            framed_later.add_done_callback(lambda _: self.wake.set())
         try:
             # The first acknowledgement says the node is there.
             await self._send(call, p.log.open(self.client.name, loop.time()))
@@ -126,6 +137,10 @@ class NodeSender:
                 self.wake.clear()
                 if self.failure is not None:
                     raise self.failure
+                if framed_later is not None and framed_later.done():
+                    self.moved_to = FramedAppendStream(self.client.name, framed_later.result())
+                    taken = True
+                    raise _StreamMoved()
                 now = loop.time()
                 if not self.shipper.has_work(now):
                     continue
@@ -148,18 +163,12 @@ class NodeSender:
         finally:
             acks.cancel()
             call.cancel()
-            if framed_later is not None:
-                framed_later.cancel()
+            if framed_later is not None and not taken:
+                framed_later.cancel()  # a stream it opens all the same (a cancel that came late)
+                framed_later.add_done_callback(close_opened)  # is closed, not left open
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
-
-    async def _move_when_framed(self) -> None:
-        stream = await self.client.framed_later(frames.APPEND_STREAM, pb.AppendBatchAck)
-        self.moved_to = FramedAppendStream(self.client.name, stream)
-        if self.failure is None:
-            self.failure = _StreamMoved()
-        self.wake.set()
 
     async def _send(self, call: AppendStream, batch: Batch) -> None:
         message = pb.AppendBatch(

@@ -342,12 +342,20 @@ def main(args: argparse.Namespace) -> int:
     if too_few := [name for name, value in counts.items() if value < 1]:
         print(f"bench-transport: {', '.join(too_few)} must be at least 1")
         return 2
+    saved = {name: os.environ.get(name) for name in tls.TLS_VARIABLES}
     with tempfile.TemporaryDirectory(prefix="sixfold-bench-transport-") as certs:
         if args.tls:
             tls.init_certs(Path(certs), [TLS_SERVER_NAME, TLS_CLIENT_NAME])
             os.environ[tls.TLS_DIR_VARIABLE] = certs
             os.environ[tls.TLS_NAME_VARIABLE] = TLS_CLIENT_NAME
-        results = [measure(mode, args) for mode in modes]
+        try:
+            results = [measure(mode, args) for mode in modes]
+        finally:  # the certificates go with the directory: so does this process's TLS
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     if args.json:
         print(json.dumps({"machine": machine_info(), "results": [asdict(r) for r in results]}))
         return 0
