@@ -214,8 +214,12 @@ class NodeClient:
                 log.debug("%s: framed %s refused: %s", self.name, method, exc)
                 stream = None
             if stream is not None:
-                if first is not None:
-                    await stream.write(first)
+                try:
+                    if first is not None:
+                        await stream.write(first)
+                except BaseException:  # cancelled while it waited on a full buffer
+                    stream.close()
+                    raise
                 log.info("%s: %s moved to the frame port", self.name, method)
                 return stream
             rest_s = min(rest_s * 2, FRAMED_RETRY_MAX_S)
