@@ -139,7 +139,7 @@ class FrameStream(Generic[M]):
 
     async def end(self) -> None:
         """End the stream by design (END), then the connection."""
-        await self.write(pb.FrameError(), END)
+        await self.done_writing()
         self.close()
 
     async def done_writing(self) -> None:

@@ -69,12 +69,17 @@ def _load(directory: str, name: str) -> TlsFiles:
     return TlsFiles(ca, cert, key)
 
 
+def _own_name() -> str:
+    """Whose certificate this process presents (SIXFOLD_TLS_NAME; a tool's by default)."""
+    return os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME
+
+
 def tls_files() -> TlsFiles | None:
     """This process's CA, certificate and key, or None when TLS is off."""
     directory = os.environ.get(TLS_DIR_VARIABLE, "")
     if not directory:
         return None
-    return _load(directory, os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME)
+    return _load(directory, _own_name())
 
 
 def member_name() -> str | None:
@@ -85,7 +90,7 @@ def member_name() -> str | None:
 
     if not os.environ.get(TLS_DIR_VARIABLE, ""):
         return None
-    name = os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME
+    name = _own_name()
     return name if name in MEMBER_NAMES else None
 
 
@@ -93,22 +98,20 @@ def server_ssl_context() -> ssl.SSLContext | None:
     """For a plain-socket listener (a node's framed streams, sixfold/frames.py): TLS with
     this process's certificate, and only callers whose certificate the CA signed, as gRPC's
     `add_port`; None when TLS is off."""
-    if tls_files() is None:  # also checks the files are readable, with a message that says so
-        return None
-    return _ssl_context(
-        os.environ[TLS_DIR_VARIABLE], os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME, True
-    )
+    return _own_ssl_context(server=True)
 
 
 def client_ssl_context() -> ssl.SSLContext | None:
     """For a plain-socket connection to a member: the server's certificate checked against
     the CA and the host name dialled, this process's certificate presented; None when TLS
     is off."""
-    if tls_files() is None:
+    return _own_ssl_context(server=False)
+
+
+def _own_ssl_context(server: bool) -> ssl.SSLContext | None:
+    if tls_files() is None:  # also checks the files are readable, with a message that says so
         return None
-    return _ssl_context(
-        os.environ[TLS_DIR_VARIABLE], os.environ.get(TLS_NAME_VARIABLE, "") or CLIENT_NAME, False
-    )
+    return _ssl_context(os.environ[TLS_DIR_VARIABLE], _own_name(), server)
 
 
 @functools.cache

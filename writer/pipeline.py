@@ -123,7 +123,6 @@ class NodeSender:
         self.failure = None
         acks = loop.create_task(self._read_acks(call))
         framed_later = None
-        taken = False
         if not isinstance(call, FramedAppendStream) and self.client.frame_port_unreached:
             framed_later = loop.create_task(
                 self.client.framed_later(frames.APPEND_STREAM, pb.AppendBatchAck)
@@ -139,7 +138,6 @@ class NodeSender:
                     raise self.failure
                 if framed_later is not None and framed_later.done():
                     self.moved_to = FramedAppendStream(self.client.name, framed_later.result())
-                    taken = True
                     raise _StreamMoved()
                 now = loop.time()
                 if not self.shipper.has_work(now):
@@ -163,7 +161,7 @@ class NodeSender:
         finally:
             acks.cancel()
             call.cancel()
-            if framed_later is not None and not taken:
+            if framed_later is not None and self.moved_to is None:  # not taken
                 framed_later.cancel()  # a stream it opens all the same (a cancel that came late)
                 framed_later.add_done_callback(close_opened)  # is closed, not left open
             if self.timer is not None:
