@@ -1,4 +1,5 @@
-"""Background work: coalesce redo into page versions, collect garbage, scrub (P17 §3.2, 5-8).
+"""Background work: coalesce redo into page versions, collect garbage, scrub (P17 §3.2, 5-8),
+and write the page index's waiting entries (storage_node/page_index.py).
 
 What to do next comes from sixfold/core/log_cleanup.py: coalescing walks the log in LSN order
 from a frontier stored on disk, and garbage collection deletes the log from its head and
@@ -44,6 +45,7 @@ class CycleWork:
     versions_written: int = 0
     collected: int = 0
     scrubbed: int = 0
+    indexed: int = 0  # page-index entries written from memory
     busy: bool = False  # a step filled its bound: more is waiting
     coalesce_full: bool = False  # the coalescing step filled its bound
 
@@ -161,12 +163,15 @@ class CoalescePace:
 async def background_cycle(
     node: StorageNode, peer_names: list[str], pace: CoalescePace | None = None
 ) -> CycleWork:
-    """One cycle: a coalescing step (when `pace` says it is due; always without one), a GC
-    step, a scrub step."""
+    """One cycle: the page index's waiting entries and a coalescing step (when `pace` says
+    they are due; always without one), a GC step, a scrub step."""
     work = CycleWork()
     now = time.monotonic()
     if pace is None or pace.due(now):
         try:
+            # The entries of the records stored since the last (storage_node/page_index.py),
+            # at coalescing's pace: a hot page's leaf is written once here, not per commit.
+            work.indexed = await asyncio.to_thread(node.store.write_page_index)
             await coalesce_once(node, work)
         finally:  # noted even when the step failed: the next one waits its turn
             if pace is not None:

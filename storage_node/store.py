@@ -7,7 +7,9 @@ Named databases:
               progress (sixfold/core/hydration.py), stored with the images it counts,
               and the volume's membership (sixfold/core/membership.py)
     log       LSN (u64 BE) -> record in its canonical encoding (CRC included)
-    page_log  page (u64 BE) + LSN (u64 BE) -> b"": the records of each page, in LSN order
+    page_log  page (u64 BE) + LSN (u64 BE) -> b"": the records of each page, in LSN order;
+              the entries of records above meta `page_index_through` wait in memory and go
+              here in one transaction later (storage_node/page_index.py)
     versions  page (u64 BE) + LSN (u64 BE) -> page image + CRC32C: coalesced page versions
     superseded  newer version's LSN + page + older version's LSN (u64 BE each) -> b"": old
               versions to drop once the GC horizon reaches the newer one
@@ -29,6 +31,7 @@ import json
 import os
 import random
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +73,7 @@ from sixfold.core.record import (
     peek_page_no,
 )
 from sixfold.core.truncation import TruncationRange
+from storage_node.page_index import PAGE_INDEX_PENDING_RECORDS_MAX, PendingIndex
 from storage_node.recent_records import RecentRecords
 
 FORMAT_VERSION = 1
@@ -137,6 +141,10 @@ class NodeStore:
             self.superseded_db = self.env.open_db(b"superseded")
             self.held_db = self.env.open_db(b"held")
         self._check_or_init_format()
+        # A reader takes its LMDB snapshot and the pending index entries under this lock, and
+        # a commit that changes those entries commits under it: the two always agree.
+        self._index_lock = threading.Lock()
+        self._index_through, self._pending = self._load_pending_index()
         self.lower_layer, self.lower = self._open_lower(map_size_bytes)
         # Records stored lately, for the next coalescing step (storage_node/recent_records.py).
         self.recent = RecentRecords()
@@ -182,7 +190,8 @@ class NodeStore:
         for gossip, so the node can fetch them back (older ones had been synced long before).
         """
         meta = self.load_meta()
-        with self.env.begin(write=True) as txn:
+        txn = self.env.begin(write=True)
+        try:
             tail = [(k, v) for k, v in txn.cursor(db=self.log_db) if _U64.unpack(k)[0] > meta.vdl]
             lost = tail[-records:]
             for key, value in lost:
@@ -190,6 +199,11 @@ class NodeStore:
                 with contextlib.suppress(struct.error):  # a torn record: no page to name
                     page_no = peek_page_no(bytes(value))
                     txn.delete(page_key(page_no, _U64.unpack(key)[0]), db=self.page_log_db)
+            pending = self._index_state()[1].without(_U64.unpack(k)[0] for k, _ in lost)
+        except BaseException:
+            txn.abort()
+            raise
+        self._commit_with_index(txn, pending)
         if not lost:
             return f"nothing above the stored VDL {meta.vdl} to lose"
         first = _U64.unpack(lost[0][0])[0]
@@ -214,6 +228,7 @@ class NodeStore:
                 txn.put(b"format_version", str(FORMAT_VERSION).encode())
                 txn.put(b"node_name", self.node_name.encode())
                 txn.put(b"gc_horizon", b"0")
+                txn.put(b"page_index_through", b"0")  # none stored yet (storage_node/page_index.py)
                 return
             version = _parse_int(stored, self.path)
             if version != FORMAT_VERSION:
@@ -285,13 +300,27 @@ class NodeStore:
         self, records: list[RedoRecord], scl: int, cpl: int, vdl: int, vdl_epoch: int
     ) -> tuple[float, float]:
         """Store records and the points they were admitted under, in one durable transaction.
-        Returns the seconds spent putting them and committing (writes and fsyncs), for metrics."""
+        Returns the seconds spent putting them and committing (writes and fsyncs), for metrics.
+
+        Their page-index entries wait in memory (storage_node/page_index.py) unless they lie
+        at or below the index's frontier (gossip filling a hole), or enough wait already:
+        then this transaction writes them all."""
         txn = self.env.begin(write=True)  # may wait for another writer: not timed
         started = time.perf_counter()
         try:
+            index_through, pending = self._index_state()
+            write_all = pending.records + len(records) >= PAGE_INDEX_PENDING_RECORDS_MAX
+            waiting = []
             for record in records:
                 txn.put(lsn_key(record.lsn), record.encoded, db=self.log_db)
-                txn.put(page_key(record.page_no, record.lsn), b"", db=self.page_log_db)
+                if write_all or record.lsn <= index_through:
+                    txn.put(page_key(record.page_no, record.lsn), b"", db=self.page_log_db)
+                else:
+                    waiting.append((record.page_no, record.lsn))
+            if write_all:
+                through, after = self._write_pending(txn, index_through, pending)
+            else:
+                through, after = index_through, pending.with_entries(waiting)
             _put_points(txn, scl, cpl, self.meta_db)
             txn.put(b"vdl", str(vdl).encode(), db=self.meta_db)
             txn.put(b"vdl_epoch", str(vdl_epoch).encode(), db=self.meta_db)
@@ -299,10 +328,90 @@ class NodeStore:
             txn.abort()
             raise
         written = time.perf_counter()
-        txn.commit()
+        self._commit_with_index(txn, after, through)
         committed = time.perf_counter()
         self.recent.add(records)
         return written - started, committed - written
+
+    # -- the page index (storage_node/page_index.py) ----------------------------------------------
+
+    def _load_pending_index(self) -> tuple[int, PendingIndex]:
+        """The frontier, and the entries of the records above it, read from the log. A
+        directory made before the frontier existed (none stored) indexed every record as it
+        came; a new one stores 0 at once."""
+        with self.env.begin() as txn:
+            stored = txn.get(b"page_index_through", db=self.meta_db)
+            cursor = txn.cursor(db=self.log_db)
+            if stored is None:
+                return (_U64.unpack(cursor.key())[0] if cursor.last() else 0), PendingIndex()
+            through = _parse_int(stored, self.path)
+            entries, unplaced = [], []
+            if cursor.set_range(lsn_key(through + 1)):
+                for key, value in cursor:
+                    lsn = _U64.unpack(key)[0]
+                    record = _verified(value, lsn)
+                    if isinstance(record, CorruptRecordError):
+                        unplaced.append(lsn)
+                    else:
+                        entries.append((record.page_no, lsn))
+        return through, PendingIndex().with_entries(entries).with_unplaced(unplaced)
+
+    def _write_pending(
+        self, txn: lmdb.Transaction, index_through: int, pending: PendingIndex
+    ) -> tuple[int, PendingIndex]:
+        """Write every waiting entry in `txn` and move the frontier to the log's last record,
+        but not past a record too damaged to name its page (a start must find it again)."""
+        for page_no, lsn in pending.entries():
+            txn.put(page_key(page_no, lsn), b"", db=self.page_log_db)
+        cursor = txn.cursor(db=self.log_db)
+        last = _U64.unpack(cursor.key())[0] if cursor.last() else 0
+        through = max(index_through, last)
+        if pending.unplaced:
+            through = min(through, min(pending.unplaced) - 1)
+        txn.put(b"page_index_through", str(through).encode(), db=self.meta_db)
+        return through, pending.written()
+
+    def _index_state(self) -> tuple[int, PendingIndex]:
+        """The frontier and the waiting entries, for a write transaction begun already: the
+        commit before it may still be setting them (under the lock) as this one starts."""
+        with self._index_lock:
+            return self._index_through, self._pending
+
+    def _commit_with_index(
+        self, txn: lmdb.Transaction, pending: PendingIndex, through: int | None = None
+    ) -> None:
+        """Commit `txn`, and make `pending` the waiting entries as it lands (see __init__)."""
+        with self._index_lock:
+            txn.commit()
+            self._pending = pending
+            if through is not None:
+                self._index_through = through
+
+    def write_page_index(self) -> int:
+        """Write the waiting page-index entries, in one durable transaction (the background
+        cycle's, so none waits long and a start reads little of the log). Returns how many."""
+        if not self._pending.records:
+            return 0
+        txn = self.env.begin(write=True)
+        try:
+            index_through, pending = self._index_state()
+            through, after = self._write_pending(txn, index_through, pending)
+        except BaseException:
+            txn.abort()
+            raise
+        self._commit_with_index(txn, after, through)
+        return pending.records
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[tuple[lmdb.Transaction, PendingIndex]]:
+        """A read transaction and the waiting entries that agree with its snapshot."""
+        with self._index_lock:
+            txn = self.env.begin()
+            pending = self._pending
+        try:
+            yield txn, pending
+        finally:
+            txn.abort()
 
     def records_after(
         self, after_lsn: int
@@ -321,7 +430,7 @@ class NodeStore:
     ) -> list[RedoRecord]:
         """Verified records with LSN in (after, through], all or one page's, ascending."""
         out: list[RedoRecord] = []
-        with self.env.begin() as txn:
+        with self._reading() as (txn, pending):
             if page_no is None:
                 cursor = txn.cursor(db=self.log_db)
                 if not cursor.set_range(lsn_key(after_lsn + 1)):
@@ -332,25 +441,43 @@ class NodeStore:
                         break
                     out.append(_raise_if_corrupt(_verified(value, lsn)))
                 return out
-            for lsn in self._page_lsns(txn, page_no, after_lsn, through_lsn):
+            for lsn in self._page_lsns(txn, pending, page_no, after_lsn, through_lsn):
                 if len(out) >= max_records:
                     break
                 out.append(self._log_record(txn, lsn))
         return out
 
     def _page_lsns(
-        self, txn: lmdb.Transaction, page_no: int, after: int, through: int
+        self, txn: lmdb.Transaction, pending: PendingIndex, page_no: int, after: int, through: int
     ) -> list[int]:
+        """The LSNs of the page's records in (after, through], ascending: from the index in
+        LMDB and the entries waiting in memory (`pending`, taken with `txn`'s snapshot)."""
         cursor = txn.cursor(db=self.page_log_db)
         lsns = []
-        if not cursor.set_range(page_key(page_no, after + 1)):
+        if cursor.set_range(page_key(page_no, after + 1)):
+            for key in cursor.iternext(keys=True, values=False):
+                key_page, lsn = _PAGE_LSN.unpack(key)
+                if key_page != page_no or lsn > through:
+                    break
+                lsns.append(lsn)
+        waiting = (
+            *pending.lsns(page_no, after, through),
+            *self._unplaced_of(txn, pending, page_no, after, through),
+        )
+        if not waiting:
             return lsns
-        for key in cursor.iternext(keys=True, values=False):
-            key_page, lsn = _PAGE_LSN.unpack(key)
-            if key_page != page_no or lsn > through:
-                break
-            lsns.append(lsn)
-        return lsns
+        return sorted({*lsns, *waiting})
+
+    def _unplaced_of(
+        self, txn: lmdb.Transaction, pending: PendingIndex, page_no: int, after: int, through: int
+    ) -> tuple[int, ...]:
+        """A record above the frontier too damaged to name its page may be this page's: the
+        page cannot be built without knowing, so the read fails as the record's own would,
+        until a good copy replaces it."""
+        damaged = pending.unplaced_in(after, through)
+        if damaged is None or (value := txn.get(lsn_key(damaged), db=self.log_db)) is None:
+            return ()
+        return (damaged,) if _raise_if_corrupt(_verified(value, damaged)).page_no == page_no else ()
 
     def _log_record(self, txn: lmdb.Transaction, lsn: int) -> RedoRecord:
         value = txn.get(lsn_key(lsn), db=self.log_db)
@@ -363,7 +490,8 @@ class NodeStore:
     def delete_truncated(self, rng: TruncationRange) -> int:
         """Delete the records `rng` cancels; return how many went."""
         deleted = 0
-        with self.env.begin(write=True) as txn:
+        txn = self.env.begin(write=True)
+        try:
             cursor = txn.cursor(db=self.log_db)
             doomed: list[tuple[int, int]] = []
             if cursor.set_range(lsn_key(rng.after_lsn + 1)):
@@ -382,14 +510,26 @@ class NodeStore:
                 if page_no >= 0:
                     txn.delete(page_key(page_no, lsn), db=self.page_log_db)
                 deleted += 1
+            pending = self._index_state()[1].without(lsn for lsn, _ in doomed)
+        except BaseException:
+            txn.abort()
+            raise
+        self._commit_with_index(txn, pending)
         self.recent.drop(lsn for lsn, _ in doomed)
         return deleted
 
     def put_repaired_record(self, record: RedoRecord) -> None:
-        """Overwrite a damaged record with a good copy from a peer."""
-        with self.env.begin(write=True) as txn:
+        """Overwrite a damaged record with a good copy from a peer; its page-index entry
+        goes to LMDB at once (a damaged record above the frontier had none)."""
+        txn = self.env.begin(write=True)
+        try:
             txn.put(lsn_key(record.lsn), record.encoded, db=self.log_db)
             txn.put(page_key(record.page_no, record.lsn), b"", db=self.page_log_db)
+            pending = self._index_state()[1].without([record.lsn])
+        except BaseException:
+            txn.abort()
+            raise
+        self._commit_with_index(txn, pending)
 
     def scrub(self, after_lsn: int, records_max: int) -> tuple[list[int], int]:
         """CRC-check up to records_max stored records above after_lsn (P17 §3.2, step 8).
@@ -415,22 +555,30 @@ class NodeStore:
             return txn.get(lsn_key(lsn)) is not None
 
     def delete_record(self, lsn: int) -> None:
-        """Drop one record (found corrupt above the SCL): gossip will fetch it again."""
-        with self.env.begin(write=True, db=self.log_db) as txn:
+        """Drop one record (found corrupt above the SCL): gossip will fetch it again. No
+        waiting index entry names it any longer (nor holds the frontier below it)."""
+        txn = self.env.begin(write=True, db=self.log_db)
+        try:
             txn.delete(lsn_key(lsn))
+            pending = self._index_state()[1].without([lsn])
+        except BaseException:
+            txn.abort()
+            raise
+        self._commit_with_index(txn, pending)
         self.recent.drop([lsn])
 
     # -- pages ------------------------------------------------------------------------------------
 
     def page_at(self, page_no: int, lsn: int) -> tuple[bytes, int]:
         """The page image at `lsn` and the LSN of its newest change (0: never written)."""
-        with self.env.begin() as txn:
-            image, page_lsn, _ = self._page_in(txn, page_no, lsn)
+        with self._reading() as (txn, pending):
+            image, page_lsn, _ = self._page_in(txn, pending, page_no, lsn)
         return image, page_lsn
 
     def _page_in(
         self,
         txn: lmdb.Transaction,
+        pending: PendingIndex,
         page_no: int,
         lsn: int,
         known: dict[int, RedoRecord] | None = None,
@@ -442,7 +590,7 @@ class NodeStore:
         known = known or {}
         records = [
             known.get(x) or self._log_record(txn, x)
-            for x in self._page_lsns(txn, page_no, base_lsn, lsn)
+            for x in self._page_lsns(txn, pending, page_no, base_lsn, lsn)
         ]
         if not records:
             return base, base_lsn, base_lsn
@@ -495,7 +643,7 @@ class NodeStore:
         The records read for the plan are the ones applied to the pages, not read again
         page by page, and each page's base version is read once: coalescing is most of a
         node's background work (docs/BENCHMARKS.md, "A node's background work")."""
-        with self.env.begin() as txn:
+        with self._reading() as (txn, pending):
             point = coalesce_limit(after_lsn, point, self._holds_in(txn).values())
             if point <= after_lsn:
                 return CoalesceRead(None, [], 0, False)
@@ -508,7 +656,9 @@ class NodeStore:
             known = {r.lsn: r for r in records}
             versions = []
             for page_no in step.pages:
-                image, page_lsn, base_lsn = self._page_in(txn, page_no, step.through, known)
+                image, page_lsn, base_lsn = self._page_in(
+                    txn, pending, page_no, step.through, known
+                )
                 if version_needed(page_lsn, base_lsn):
                     versions.append((page_no, page_lsn, image))
         taken = sum(1 for r in records if r.lsn <= step.through)
@@ -565,7 +715,7 @@ class NodeStore:
         `from_page` on that have a version or a record at or below it, read in one
         transaction; with the page to go on from, and whether none is left."""
         out: list[tuple[int, int, bytes]] = []
-        with self.env.begin() as txn:
+        with self._reading() as (txn, pending):
             # Read in this transaction: GC stores its horizon in the one that deletes below
             # it, so this snapshot holds every version a page at `at_lsn` needs, or says so.
             horizon = _parse_int(txn.get(b"gc_horizon", db=self.meta_db) or b"0", self.path)
@@ -578,13 +728,17 @@ class NodeStore:
             index = txn.cursor(db=self.page_log_db)
             page_no = from_page
             while len(out) < pages_max:
-                found = [_next_page(versions, page_no), _next_page(index, page_no)]
+                found = [
+                    _next_page(versions, page_no),
+                    _next_page(index, page_no),
+                    pending.next_page(page_no),
+                ]
                 if self.lower is not None:  # a clone: the source's pages too
                     found.append(self.lower.next_page(page_no))
                 if found.count(None) == len(found):
                     return out, page_no, True
                 page_no = min(p for p in found if p is not None)
-                image, page_lsn, _ = self._page_in(txn, page_no, at_lsn)
+                image, page_lsn, _ = self._page_in(txn, pending, page_no, at_lsn)
                 if page_lsn:  # a page whose changes all lie above `at_lsn` is not sent
                     out.append((page_no, page_lsn, image))
                 page_no += 1
@@ -667,7 +821,8 @@ class NodeStore:
         assert horizon_lsn <= scl
         # A clone's node killed mid-read leaves its reader slot here, pinning old pages.
         self.env.reader_check()
-        with self.env.begin(write=True) as txn:
+        txn = self.env.begin(write=True)
+        try:
             # Records at or below the stored SCL are never rescanned at start-up, so the SCL
             # stored must cover every record this transaction deletes.
             _put_points(txn, scl, cpl, self.meta_db)
@@ -675,11 +830,20 @@ class NodeStore:
             # collected, not lost (`has_record`).
             stored = _parse_int(txn.get(b"gc_horizon", db=self.meta_db) or b"0", self.path)
             txn.put(b"gc_horizon", str(max(stored, horizon_lsn)).encode(), db=self.meta_db)
-            records = self._collect_records(txn, horizon_lsn, keys_max)
+            index_through, pending = self._index_state()
+            records = self._collect_records(txn, pending, horizon_lsn, keys_max)
             versions = self._drop_superseded(txn, horizon_lsn, keys_max)
-        return records, versions
+            pending = pending.without(x for x in records if x > index_through)
+        except BaseException:
+            txn.abort()
+            raise
+        self._commit_with_index(txn, pending)
+        return len(records), versions
 
-    def _collect_records(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
+    def _collect_records(
+        self, txn: lmdb.Transaction, pending: PendingIndex, horizon_lsn: int, keys_max: int
+    ) -> list[int]:
+        """Delete the log's head while its records are covered; return their LSNs."""
         cursor = txn.cursor(db=self.log_db)
         doomed: list[tuple[int, int]] = []
         version_of: dict[int, int] = {}  # page -> its newest version at or below the horizon
@@ -696,7 +860,7 @@ class NodeStore:
                 # page comes from the index; with no entry naming it, nothing shows it is
                 # covered.
                 intact = _crc_intact(value)
-                page_no = peek_page_no(value) if intact else self._page_of_lsn(txn, lsn)
+                page_no = peek_page_no(value) if intact else self._page_of_lsn(txn, pending, lsn)
                 if page_no is None:
                     break
                 if page_no not in version_of:
@@ -707,17 +871,18 @@ class NodeStore:
         for lsn, page_no in doomed:
             txn.delete(lsn_key(lsn), db=self.log_db)
             txn.delete(page_key(page_no, lsn), db=self.page_log_db)
-        return len(doomed)
+        return [lsn for lsn, _ in doomed]
 
-    def _page_of_lsn(self, txn: lmdb.Transaction, lsn: int) -> int | None:
-        """The page a record's index entry names, found by a walk of the whole page index:
-        for a damaged record only (its own bytes cannot be trusted), so rare."""
+    def _page_of_lsn(self, txn: lmdb.Transaction, pending: PendingIndex, lsn: int) -> int | None:
+        """The page a record's index entry names, found by a walk of the whole page index
+        and of the entries waiting in memory: for a damaged record only (its own bytes
+        cannot be trusted), so rare."""
         cursor = txn.cursor(db=self.page_log_db)
         for key in cursor.iternext(keys=True, values=False):
             key_page, key_lsn = _PAGE_LSN.unpack(key)
             if key_lsn == lsn:
                 return key_page
-        return None
+        return pending.page_of(lsn)
 
     def _drop_superseded(self, txn: lmdb.Transaction, horizon_lsn: int, keys_max: int) -> int:
         """Drop superseded versions below the horizon, but set aside those a clone's hold
@@ -754,6 +919,7 @@ class NodeStore:
         below it of every page with a record stored at or below it that has none. Returns
         how many versions that took."""
         with self.env.begin(write=True) as txn:
+            pending = self._index_state()[1]
             holds = self._holds_in(txn)
 
             def num(key: bytes) -> int:
@@ -767,7 +933,7 @@ class NodeStore:
             made = 0
             versions = txn.cursor(db=self.versions_db)
             for page_no in sorted(pages):
-                image, lsn, version_lsn = self._page_in(txn, page_no, point)
+                image, lsn, version_lsn = self._page_in(txn, pending, page_no, point)
                 if not version_needed(lsn, version_lsn):
                     continue
                 newer = _version_lsn_above(versions, page_no, lsn)
@@ -833,7 +999,7 @@ class NodeStore:
     def page_held(self, page_no: int, lower: LowerLayer) -> tuple[bytes, int]:
         """The page at the clone's point, read by the clone's node from this (source) store;
         refused unless the source still holds that point for the clone."""
-        with self.env.begin() as txn:
+        with self._reading() as (txn, pending):
             holds = self._holds_in(txn)
             if holds.get(lower.hold_id) != lower.point:
                 raise NotServingError(
@@ -841,16 +1007,17 @@ class NodeStore:
                     f"{lower.hold_id!r} (dropped, or the node was replaced): the clone's copy "
                     "of this position cannot read the pages it shares"
                 )
-            image, page_lsn, _ = self._page_in(txn, page_no, lower.point)
+            image, page_lsn, _ = self._page_in(txn, pending, page_no, lower.point)
         return image, page_lsn
 
     def next_page(self, page_no: int) -> int | None:
         """The first page at or above `page_no` with a version or a record here (or in
         this store's own lower layer)."""
-        with self.env.begin() as txn:
+        with self._reading() as (txn, pending):
             found = [
                 _next_page(txn.cursor(db=self.versions_db), page_no),
                 _next_page(txn.cursor(db=self.page_log_db), page_no),
+                pending.next_page(page_no),
             ]
         if self.lower is not None:
             found.append(self.lower.next_page(page_no))

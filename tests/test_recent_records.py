@@ -19,12 +19,12 @@ from tests.test_background import open_node, write_log
 PAGE = 5
 
 
-def record(lsn: int, text: str = "") -> RedoRecord:
+def record(lsn: int, text: str = "", page: int = PAGE) -> RedoRecord:
     return encode_record(
         lsn=lsn,
         prev_volume_lsn=lsn - 1,
         prev_page_lsn=0,
-        page_no=PAGE,
+        page_no=page,
         epoch=1,
         flags=RecordFlags.CPL,
         payload=encode_deltas([Delta(0, (text or f"v{lsn}").encode() + b"\0")]),
