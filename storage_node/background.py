@@ -75,6 +75,10 @@ async def coalesce_once(node: StorageNode, work: CycleWork) -> None:
     VDL, where no truncation or epoch change can reach, and LMDB orders their transactions
     with the appends'. Holding the lock made every append wait out a whole step.
     """
+    # First the page index's waiting entries (storage_node/page_index.py), at coalescing's
+    # pace: a hot page's leaf is written once here, not at each commit; and coalescing does
+    # not pass the index's frontier.
+    work.indexed = await asyncio.to_thread(node.store.write_page_index)
     start = node.coalesced_through
     try:
         # A clone's hold ends a step (sixfold/core/clones.py), read with the step: `sixfold
@@ -163,15 +167,12 @@ class CoalescePace:
 async def background_cycle(
     node: StorageNode, peer_names: list[str], pace: CoalescePace | None = None
 ) -> CycleWork:
-    """One cycle: the page index's waiting entries and a coalescing step (when `pace` says
-    they are due; always without one), a GC step, a scrub step."""
+    """One cycle: a coalescing step, with the page index's waiting entries first (when
+    `pace` says it is due; always without one), a GC step, a scrub step."""
     work = CycleWork()
     now = time.monotonic()
     if pace is None or pace.due(now):
         try:
-            # The entries of the records stored since the last (storage_node/page_index.py),
-            # at coalescing's pace: a hot page's leaf is written once here, not per commit.
-            work.indexed = await asyncio.to_thread(node.store.write_page_index)
             await coalesce_once(node, work)
         finally:  # noted even when the step failed: the next one waits its turn
             if pace is not None:

@@ -47,10 +47,10 @@ class PendingIndex:
         lsns = self.pages.get(page_no, ())
         return lsns[bisect.bisect_right(lsns, after) : bisect.bisect_right(lsns, through)]
 
-    def unplaced_in(self, after: int, through: int) -> int | None:
-        """An unplaced LSN in (after, through], if any: a page read across it cannot be
-        complete."""
-        return min((lsn for lsn in self.unplaced if after < lsn <= through), default=None)
+    def unplaced_in(self, after: int, through: int) -> list[int]:
+        """The unplaced LSNs in (after, through], ascending: a page read across one cannot
+        be complete."""
+        return sorted(lsn for lsn in self.unplaced if after < lsn <= through)
 
     def next_page(self, page_no: int) -> int | None:
         """The first page at or above `page_no` with an entry here."""
@@ -86,6 +86,10 @@ class PendingIndex:
 
     def with_unplaced(self, lsns: Iterable[int]) -> PendingIndex:
         return PendingIndex(self.pages, self.records, self.unplaced | frozenset(lsns))
+
+    def placed(self, lsns: Iterable[int]) -> PendingIndex:
+        """This one with `lsns` no longer unplaced (a good copy of each was stored)."""
+        return PendingIndex(self.pages, self.records, self.unplaced - frozenset(lsns))
 
     def without(self, lsns: Iterable[int]) -> PendingIndex:
         """This one with no entry, and no unplaced record, at any of `lsns`."""

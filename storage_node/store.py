@@ -76,7 +76,10 @@ from sixfold.core.truncation import TruncationRange
 from storage_node.page_index import PAGE_INDEX_PENDING_RECORDS_MAX, PendingIndex
 from storage_node.recent_records import RecentRecords
 
-FORMAT_VERSION = 1
+# 2: the page index may lack the entries of records above `page_index_through` (they wait in
+# memory, storage_node/page_index.py), which a release that reads version 1 would not know.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS_UPGRADED = (1,)  # upgraded in place when opened for writing
 NAMED_DBS = 6  # meta, log, page_log, versions, superseded, held: the main database's entries
 MAP_SIZE_BYTES_DEFAULT = 8 << 30  # sparse on Linux: costs disk only as it fills
 _U64 = struct.Struct(">Q")
@@ -231,11 +234,17 @@ class NodeStore:
                 txn.put(b"page_index_through", b"0")  # none stored yet (storage_node/page_index.py)
                 return
             version = _parse_int(stored, self.path)
-            if version != FORMAT_VERSION:
+            if version != FORMAT_VERSION and version not in FORMAT_VERSIONS_UPGRADED:
                 raise DataFormatError(
                     f"{self.path}: on-disk format version {version} is not one this build "
                     f"knows (it reads version {FORMAT_VERSION}); use a matching sixfold release"
                 )
+            if version != FORMAT_VERSION and not self.readonly:
+                # Version 1 indexed every record as it came: all are below the frontier.
+                cursor = txn.cursor(db=self.log_db)
+                last = _U64.unpack(cursor.key())[0] if cursor.last() else 0
+                txn.put(b"page_index_through", str(last).encode())
+                txn.put(b"format_version", str(FORMAT_VERSION).encode())
             owner = (txn.get(b"node_name") or b"").decode()
             if owner != self.node_name:
                 raise DataFormatError(
@@ -321,6 +330,8 @@ class NodeStore:
                 through, after = self._write_pending(txn, index_through, pending)
             else:
                 through, after = index_through, pending.with_entries(waiting)
+            if after.unplaced:  # a damaged record stored again, good: its page is known now
+                after = after.placed(r.lsn for r in records)
             _put_points(txn, scl, cpl, self.meta_db)
             txn.put(b"vdl", str(vdl).encode(), db=self.meta_db)
             txn.put(b"vdl_epoch", str(vdl_epoch).encode(), db=self.meta_db)
@@ -336,24 +347,28 @@ class NodeStore:
     # -- the page index (storage_node/page_index.py) ----------------------------------------------
 
     def _load_pending_index(self) -> tuple[int, PendingIndex]:
-        """The frontier, and the entries of the records above it, read from the log. A
-        directory made before the frontier existed (none stored) indexed every record as it
-        came; a new one stores 0 at once."""
         with self.env.begin() as txn:
-            stored = txn.get(b"page_index_through", db=self.meta_db)
-            cursor = txn.cursor(db=self.log_db)
-            if stored is None:
-                return (_U64.unpack(cursor.key())[0] if cursor.last() else 0), PendingIndex()
-            through = _parse_int(stored, self.path)
-            entries, unplaced = [], []
-            if cursor.set_range(lsn_key(through + 1)):
-                for key, value in cursor:
-                    lsn = _U64.unpack(key)[0]
-                    record = _verified(value, lsn)
-                    if isinstance(record, CorruptRecordError):
-                        unplaced.append(lsn)
-                    else:
-                        entries.append((record.page_no, lsn))
+            return self._scan_pending(txn)
+
+    def _scan_pending(self, txn: lmdb.Transaction) -> tuple[int, PendingIndex]:
+        """The stored frontier, and the entries of the records above it, read from the log
+        in `txn`: what a start rebuilds, and what another process's view of a running node's
+        store must read again (its own entries are in that node's memory). A version-1
+        directory opened read-only stores none: it indexed every record as it came."""
+        stored = txn.get(b"page_index_through", db=self.meta_db)
+        cursor = txn.cursor(db=self.log_db)
+        if stored is None:
+            return (_U64.unpack(cursor.key())[0] if cursor.last() else 0), PendingIndex()
+        through = _parse_int(stored, self.path)
+        entries, unplaced = [], []
+        if cursor.set_range(lsn_key(through + 1)):
+            for key, value in cursor:
+                lsn = _U64.unpack(key)[0]
+                record = _verified(value, lsn)
+                if isinstance(record, CorruptRecordError):
+                    unplaced.append(lsn)
+                else:
+                    entries.append((record.page_no, lsn))
         return through, PendingIndex().with_entries(entries).with_unplaced(unplaced)
 
     def _write_pending(
@@ -474,10 +489,13 @@ class NodeStore:
         """A record above the frontier too damaged to name its page may be this page's: the
         page cannot be built without knowing, so the read fails as the record's own would,
         until a good copy replaces it."""
-        damaged = pending.unplaced_in(after, through)
-        if damaged is None or (value := txn.get(lsn_key(damaged), db=self.log_db)) is None:
-            return ()
-        return (damaged,) if _raise_if_corrupt(_verified(value, damaged)).page_no == page_no else ()
+        mine = []
+        for lsn in pending.unplaced_in(after, through):
+            if (value := txn.get(lsn_key(lsn), db=self.log_db)) is None:
+                continue  # dropped (for gossip to fetch again) since the entries were taken
+            if _raise_if_corrupt(_verified(value, lsn)).page_no == page_no:
+                mine.append(lsn)
+        return tuple(mine)
 
     def _log_record(self, txn: lmdb.Transaction, lsn: int) -> RedoRecord:
         value = txn.get(lsn_key(lsn), db=self.log_db)
@@ -644,6 +662,10 @@ class NodeStore:
         page by page, and each page's base version is read once: coalescing is most of a
         node's background work (docs/BENCHMARKS.md, "A node's background work")."""
         with self._reading() as (txn, pending):
+            # Not past the index's frontier: a record above it may be too damaged to name
+            # its page (page_index.py), and one coalesced would be dropped by GC, which
+            # finds a damaged record's page through the index.
+            point = min(point, self._index_state()[0])
             point = coalesce_limit(after_lsn, point, self._holds_in(txn).values())
             if point <= after_lsn:
                 return CoalesceRead(None, [], 0, False)
@@ -833,11 +855,16 @@ class NodeStore:
             index_through, pending = self._index_state()
             records = self._collect_records(txn, pending, horizon_lsn, keys_max)
             versions = self._drop_superseded(txn, horizon_lsn, keys_max)
-            pending = pending.without(x for x in records if x > index_through)
         except BaseException:
             txn.abort()
             raise
-        self._commit_with_index(txn, pending)
+        # The horizon lies at or below the coalescing frontier, which coalescing keeps at or
+        # below the index's (read_coalesce_step): GC deletes no waiting entry's record as a
+        # rule, and then its commit need not make readers wait for the index lock.
+        if waiting := [x for x in records if x > index_through]:
+            self._commit_with_index(txn, pending.without(waiting))
+        else:
+            txn.commit()
         return len(records), versions
 
     def _collect_records(
@@ -919,7 +946,9 @@ class NodeStore:
         below it of every page with a record stored at or below it that has none. Returns
         how many versions that took."""
         with self.env.begin(write=True) as txn:
-            pending = self._index_state()[1]
+            # `sixfold clone` holds from a process of its own: the entries the node keeps in
+            # memory are read again from the log, in this transaction.
+            pending = self._scan_pending(txn)[1]
             holds = self._holds_in(txn)
 
             def num(key: bytes) -> int:

@@ -17,7 +17,13 @@ from sixfold.core.record import RedoRecord
 from sixfold.core.truncation import TruncationRange
 from storage_node import page_index
 from storage_node.page_index import PendingIndex
-from storage_node.store import MAP_SIZE_BYTES_DEFAULT, NodeStore, lsn_key, page_key
+from storage_node.store import (
+    FORMAT_VERSION,
+    MAP_SIZE_BYTES_DEFAULT,
+    NodeStore,
+    lsn_key,
+    page_key,
+)
 from tests.test_recent_records import record
 
 READ_RACE_S = 2.0  # how long the reader races the writer
@@ -70,7 +76,7 @@ def test_pending_entries_are_ordered_deduplicated_and_never_changed_in_place() -
     assert one.page_of(4) == 9 and one.page_of(6) is None
     two = one.with_unplaced([8]).without([3, 4])
     assert two.pages == {7: (5,)} and two.records == 1 and two.unplaced == {8}
-    assert two.unplaced_in(7, 8) == 8 and two.unplaced_in(8, 20) is None
+    assert two.unplaced_in(7, 8) == [8] and two.unplaced_in(8, 20) == []
     assert two.written() == PendingIndex({}, 0, frozenset({8}))
 
 
@@ -239,18 +245,51 @@ def test_no_commit_loses_the_waiting_entries_of_another_thread(tmp_path: Path) -
     store.close()
 
 
-def test_a_directory_from_before_the_frontier_counts_every_record_indexed(
-    tmp_path: Path,
-) -> None:
+def test_a_version_1_directory_is_upgraded_with_its_frontier_stored(tmp_path: Path) -> None:
+    """Version 1 indexed every record as it came. Upgraded, its frontier is stored at once:
+    records appended after the upgrade and lost from memory by a crash are found again."""
     store = open_store(tmp_path / "a1")
     put(store, [record(1, "a", page=7), record(2, "b", page=7)])
     store.write_page_index()
-    with store.env.begin(write=True, db=store.meta_db) as txn:
-        txn.delete(b"page_index_through")  # as an older release left it
+    with store.env.begin(write=True, db=store.meta_db) as txn:  # as release 1 left it
+        txn.delete(b"page_index_through")
+        txn.put(b"format_version", b"1")
     store.close()
     store = open_store(tmp_path / "a1")
     assert store._index_through == 2 and store._pending.records == 0
-    assert text_at(store, 7, 2) == "b"
+    put(store, [record(3, "c", page=7)])
+    store.close()  # as a crash would: record 3's entry only in memory
+    store = open_store(tmp_path / "a1")
+    assert text_at(store, 7, 3) == "c"
+    with store.env.begin(db=store.meta_db) as txn:
+        assert txn.get(b"format_version") == str(FORMAT_VERSION).encode()
+    store.close()
+
+
+def test_coalescing_stops_at_the_frontier(tmp_path: Path) -> None:
+    """A record above the frontier may be one too damaged to name its page: coalesced, GC
+    would need its page from the index to drop it."""
+    store = open_store(tmp_path / "a1")
+    put(store, [record(1, "a", page=7), record(2, "b", page=7)])
+    assert store.read_coalesce_step(0, 2, 100).step is None
+    store.write_page_index()
+    assert store.read_coalesce_step(0, 2, 100).step.through == 2
+    store.close()
+
+
+def test_every_damaged_record_across_a_read_fails_it(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "a1")
+    good = record(2, "b", page=8)
+    put(store, [record(1, "a", page=7), good, record(3, "c", page=9), record(4, "d", page=7)])
+    store.close()
+    damage_page_no(tmp_path / "a1", lsn=2)
+    damage_page_no(tmp_path / "a1", lsn=3)
+    store = open_store(tmp_path / "a1")
+    assert store._pending.unplaced == {2, 3}
+    put(store, [good])  # gossip brings a good copy of one of them
+    assert store._pending.unplaced == {3}
+    with pytest.raises(StoredCorruptionError):
+        store.page_at(7, 4)  # record 3 is still unknown
     store.close()
 
 
