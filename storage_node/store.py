@@ -148,6 +148,7 @@ class NodeStore:
         # a commit that changes those entries commits under it: the two always agree.
         self._index_lock = threading.Lock()
         self._index_through, self._pending = self._load_pending_index()
+        self._index_held_back = bool(self._pending.unplaced)
         self.lower_layer, self.lower = self._open_lower(map_size_bytes)
         # Records stored lately, for the next coalescing step (storage_node/recent_records.py).
         self.recent = RecentRecords()
@@ -240,10 +241,12 @@ class NodeStore:
                     f"knows (it reads version {FORMAT_VERSION}); use a matching sixfold release"
                 )
             if version != FORMAT_VERSION and not self.readonly:
-                # Version 1 indexed every record as it came: all are below the frontier.
-                cursor = txn.cursor(db=self.log_db)
-                last = _U64.unpack(cursor.key())[0] if cursor.last() else 0
-                txn.put(b"page_index_through", str(last).encode())
+                # Version 1 indexed every record as it came: all are below the frontier. (A
+                # frontier stored already is kept: a build between the two stored one.)
+                if txn.get(b"page_index_through") is None:
+                    cursor = txn.cursor(db=self.log_db)
+                    last = _U64.unpack(cursor.key())[0] if cursor.last() else 0
+                    txn.put(b"page_index_through", str(last).encode())
                 txn.put(b"format_version", str(FORMAT_VERSION).encode())
             owner = (txn.get(b"node_name") or b"").decode()
             if owner != self.node_name:
@@ -384,6 +387,9 @@ class NodeStore:
         if pending.unplaced:
             through = min(through, min(pending.unplaced) - 1)
         txn.put(b"page_index_through", str(through).encode(), db=self.meta_db)
+        # A hint (not under the lock): once the damaged record goes, the next background
+        # cycle moves the frontier up even with no entry waiting.
+        self._index_held_back = through < last
         return through, pending.written()
 
     def _index_state(self) -> tuple[int, PendingIndex]:
@@ -405,7 +411,7 @@ class NodeStore:
     def write_page_index(self) -> int:
         """Write the waiting page-index entries, in one durable transaction (the background
         cycle's, so none waits long and a start reads little of the log). Returns how many."""
-        if not self._pending.records:
+        if not self._pending.records and not self._index_held_back:
             return 0
         txn = self.env.begin(write=True)
         try:
@@ -661,11 +667,11 @@ class NodeStore:
         The records read for the plan are the ones applied to the pages, not read again
         page by page, and each page's base version is read once: coalescing is most of a
         node's background work (docs/BENCHMARKS.md, "A node's background work")."""
+        # Not past the index's frontier (read before the snapshot: it only grows): a record
+        # above it may be too damaged to name its page (page_index.py), and one coalesced
+        # would be dropped by GC, which finds a damaged record's page through the index.
+        point = min(point, self._index_state()[0])
         with self._reading() as (txn, pending):
-            # Not past the index's frontier: a record above it may be too damaged to name
-            # its page (page_index.py), and one coalesced would be dropped by GC, which
-            # finds a damaged record's page through the index.
-            point = min(point, self._index_state()[0])
             point = coalesce_limit(after_lsn, point, self._holds_in(txn).values())
             if point <= after_lsn:
                 return CoalesceRead(None, [], 0, False)
@@ -815,8 +821,13 @@ class NodeStore:
     def finish_hydration(self, target_lsn: int) -> None:
         """Every page's image as of `target_lsn` is stored: it is the SCL (with no CPL known:
         too low a CPL is safe, sixfold/core/node_restart.py), the coalescing frontier and the
-        GC horizon, and the progress goes, in one durable transaction."""
-        with self.env.begin(write=True, db=self.meta_db) as txn:
+        GC horizon, and the progress goes, in one durable transaction.
+
+        The page index's waiting entries go to LMDB in it, and damaged records at or below
+        the target that no entry places are dropped (the images cover them): the index's
+        frontier then reaches the coalescing frontier, which coalescing must not pass."""
+        txn = self.env.begin(write=True, db=self.meta_db)
+        try:
             scl = _parse_int(txn.get(b"scl") or b"0", self.path)
             if scl < target_lsn:
                 _put_points(txn, target_lsn, 0)
@@ -824,6 +835,15 @@ class NodeStore:
                 stored = _parse_int(txn.get(key) or b"0", self.path)
                 txn.put(key, str(max(stored, target_lsn)).encode())
             txn.delete(b"hydration")
+            index_through, pending = self._index_state()
+            covered = [lsn for lsn in pending.unplaced if lsn <= target_lsn]
+            for lsn in covered:
+                txn.delete(lsn_key(lsn), db=self.log_db)
+            through, after = self._write_pending(txn, index_through, pending.without(covered))
+        except BaseException:
+            txn.abort()
+            raise
+        self._commit_with_index(txn, after, through)
 
     def drop_hydration(self) -> None:
         with self.env.begin(write=True, db=self.meta_db) as txn:

@@ -266,6 +266,55 @@ def test_a_version_1_directory_is_upgraded_with_its_frontier_stored(tmp_path: Pa
     store.close()
 
 
+def test_a_format_1_directory_with_a_frontier_keeps_it(tmp_path: Path) -> None:
+    """A build between the two releases stored the frontier but wrote format 1: its entries
+    waiting in memory when it stopped are found again from the log above that frontier."""
+    store = open_store(tmp_path / "a1")
+    put(store, [record(1, "a", page=7)])
+    store.write_page_index()
+    put(store, [record(2, "b", page=7)])  # waits in memory
+    with store.env.begin(write=True, db=store.meta_db) as txn:
+        txn.put(b"format_version", b"1")
+    store.close()
+    store = open_store(tmp_path / "a1")
+    assert store._index_through == 1 and store._pending.lsns(7, 0, 9) == (2,)
+    assert text_at(store, 7, 2) == "b"
+    store.close()
+
+
+def test_a_finished_hydration_drops_damaged_records_it_covers_and_moves_the_frontier(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path / "a1")
+    put(store, [record(1, "a", page=7), record(2, "b", page=8), record(3, "c", page=7)])
+    store.close()
+    damage_page_no(tmp_path / "a1", lsn=2)
+    store = open_store(tmp_path / "a1")
+    assert store._pending.unplaced == {2}
+    store.finish_hydration(2)  # the images as of LSN 2 cover record 2
+    assert not store._pending.unplaced and not store.has_record(2)
+    assert store._index_through == 3 and store._pending.records == 0
+    assert store.read_coalesce_step(2, 3, 100).step.through == 3
+    store.close()
+
+
+def test_the_frontier_moves_once_a_damaged_record_is_repaired_with_nothing_waiting(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path / "a1")
+    good = record(2, "b", page=8)
+    put(store, [record(1, "a", page=7), good, record(3, "c", page=7)])
+    store.close()
+    damage_page_no(tmp_path / "a1", lsn=2)
+    store = open_store(tmp_path / "a1")
+    store.write_page_index()
+    assert store._index_through == 1 and store._pending.records == 0
+    store.put_repaired_record(good)
+    store.write_page_index()  # an idle volume: nothing waits, the frontier still moves
+    assert store._index_through == 3
+    store.close()
+
+
 def test_coalescing_stops_at_the_frontier(tmp_path: Path) -> None:
     """A record above the frontier may be one too damaged to name its page: coalesced, GC
     would need its page from the index to drop it."""
