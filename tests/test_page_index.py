@@ -63,6 +63,17 @@ def damage_page_no(path: Path, lsn: int) -> None:
     env.close()
 
 
+def reopened_with_record_2_damaged(path: Path) -> tuple[NodeStore, RedoRecord]:
+    """A store of records 1 and 3 (page 7) and 2 (page 8), none indexed in LMDB, reopened
+    after record 2's page number rotted; with a good copy of record 2."""
+    store = open_store(path)
+    good = record(2, "b", page=8)
+    put(store, [record(1, "a", page=7), good, record(3, "c", page=7)])
+    store.close()
+    damage_page_no(path, lsn=2)
+    return open_store(path), good
+
+
 # -- the pending entries alone --------------------------------------------------------------------
 
 
@@ -146,12 +157,7 @@ def test_truncated_records_leave_no_waiting_entry(tmp_path: Path) -> None:
 def test_a_damaged_record_above_the_frontier_fails_the_reads_across_it_until_repaired(
     tmp_path: Path,
 ) -> None:
-    store = open_store(tmp_path / "a1")
-    good = record(2, "b", page=8)
-    put(store, [record(1, "a", page=7), good, record(3, "c", page=7)])
-    store.close()
-    damage_page_no(tmp_path / "a1", lsn=2)
-    store = open_store(tmp_path / "a1")
+    store, good = reopened_with_record_2_damaged(tmp_path / "a1")
     assert store._pending.unplaced == {2}
     with pytest.raises(StoredCorruptionError):
         store.page_at(7, 3)  # record 2 may be page 7's: unknown, so no page built across it
@@ -167,11 +173,7 @@ def test_a_damaged_record_above_the_frontier_fails_the_reads_across_it_until_rep
 def test_a_damaged_record_dropped_for_gossip_no_longer_holds_the_frontier(
     tmp_path: Path,
 ) -> None:
-    store = open_store(tmp_path / "a1")
-    put(store, [record(1, "a", page=7), record(2, "b", page=8), record(3, "c", page=7)])
-    store.close()
-    damage_page_no(tmp_path / "a1", lsn=2)
-    store = open_store(tmp_path / "a1")
+    store, _ = reopened_with_record_2_damaged(tmp_path / "a1")
     store.delete_record(2)  # as a start does with a damaged record above the SCL
     assert not store._pending.unplaced
     store.write_page_index()
@@ -285,11 +287,7 @@ def test_a_format_1_directory_with_a_frontier_keeps_it(tmp_path: Path) -> None:
 def test_a_finished_hydration_drops_damaged_records_it_covers_and_moves_the_frontier(
     tmp_path: Path,
 ) -> None:
-    store = open_store(tmp_path / "a1")
-    put(store, [record(1, "a", page=7), record(2, "b", page=8), record(3, "c", page=7)])
-    store.close()
-    damage_page_no(tmp_path / "a1", lsn=2)
-    store = open_store(tmp_path / "a1")
+    store, _ = reopened_with_record_2_damaged(tmp_path / "a1")
     assert store._pending.unplaced == {2}
     store.finish_hydration(2)  # the images as of LSN 2 cover record 2
     assert not store._pending.unplaced and not store.has_record(2)
@@ -301,12 +299,7 @@ def test_a_finished_hydration_drops_damaged_records_it_covers_and_moves_the_fron
 def test_the_frontier_moves_once_a_damaged_record_is_repaired_with_nothing_waiting(
     tmp_path: Path,
 ) -> None:
-    store = open_store(tmp_path / "a1")
-    good = record(2, "b", page=8)
-    put(store, [record(1, "a", page=7), good, record(3, "c", page=7)])
-    store.close()
-    damage_page_no(tmp_path / "a1", lsn=2)
-    store = open_store(tmp_path / "a1")
+    store, good = reopened_with_record_2_damaged(tmp_path / "a1")
     store.write_page_index()
     assert store._index_through == 1 and store._pending.records == 0
     store.put_repaired_record(good)
