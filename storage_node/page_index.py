@@ -25,9 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-PAGE_INDEX_PENDING_RECORDS_MAX = (
-    2_048  # records whose entries wait here before a commit writes them
-)
+# Records whose entries wait here at most: the commit that finds this many writes them all.
+PAGE_INDEX_PENDING_RECORDS_MAX = 2_048
 
 
 @dataclass(frozen=True)
@@ -103,6 +102,8 @@ class PendingIndex:
             if kept:
                 pages[page_no] = kept
                 records += len(kept)
+        if records == self.records and self.unplaced.isdisjoint(gone):
+            return self  # none of them here: unchanged (a commit then need not wait)
         return PendingIndex(pages, records, self.unplaced - gone)
 
     def written(self) -> PendingIndex:

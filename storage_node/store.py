@@ -111,6 +111,15 @@ class CoalesceRead:
     full: bool
 
 
+@dataclass(slots=True)
+class _IndexedWrite:
+    """A write transaction, and the index's frontier and waiting entries it leaves."""
+
+    txn: lmdb.Transaction
+    through: int
+    pending: PendingIndex
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMeta:
     node_name: str
@@ -194,8 +203,8 @@ class NodeStore:
         for gossip, so the node can fetch them back (older ones had been synced long before).
         """
         meta = self.load_meta()
-        txn = self.env.begin(write=True)
-        try:
+        with self._writing() as write:
+            txn = write.txn
             tail = [(k, v) for k, v in txn.cursor(db=self.log_db) if _U64.unpack(k)[0] > meta.vdl]
             lost = tail[-records:]
             for key, value in lost:
@@ -203,11 +212,7 @@ class NodeStore:
                 with contextlib.suppress(struct.error):  # a torn record: no page to name
                     page_no = peek_page_no(bytes(value))
                     txn.delete(page_key(page_no, _U64.unpack(key)[0]), db=self.page_log_db)
-            pending = self._index_state()[1].without(_U64.unpack(k)[0] for k, _ in lost)
-        except BaseException:
-            txn.abort()
-            raise
-        self._commit_with_index(txn, pending)
+            write.pending = write.pending.without(_U64.unpack(k)[0] for k, _ in lost)
         if not lost:
             return f"nothing above the stored VDL {meta.vdl} to lose"
         first = _U64.unpack(lost[0][0])[0]
@@ -317,32 +322,27 @@ class NodeStore:
         Their page-index entries wait in memory (storage_node/page_index.py) unless they lie
         at or below the index's frontier (gossip filling a hole), or enough wait already:
         then this transaction writes them all."""
-        txn = self.env.begin(write=True)  # may wait for another writer: not timed
-        started = time.perf_counter()
-        try:
-            index_through, pending = self._index_state()
-            write_all = pending.records + len(records) >= PAGE_INDEX_PENDING_RECORDS_MAX
+        with self._writing() as write:  # its begin may wait for another writer: not timed
+            started = time.perf_counter()
+            txn = write.txn
+            write_all = write.pending.records + len(records) >= PAGE_INDEX_PENDING_RECORDS_MAX
             waiting = []
             for record in records:
                 txn.put(lsn_key(record.lsn), record.encoded, db=self.log_db)
-                if write_all or record.lsn <= index_through:
+                if write_all or record.lsn <= write.through:
                     txn.put(page_key(record.page_no, record.lsn), b"", db=self.page_log_db)
                 else:
                     waiting.append((record.page_no, record.lsn))
             if write_all:
-                through, after = self._write_pending(txn, index_through, pending)
+                self._write_pending(write)
             else:
-                through, after = index_through, pending.with_entries(waiting)
-            if after.unplaced:  # a damaged record stored again, good: its page is known now
-                after = after.placed(r.lsn for r in records)
+                write.pending = write.pending.with_entries(waiting)
+            if write.pending.unplaced:  # a damaged record stored again, good: its page is known
+                write.pending = write.pending.placed(r.lsn for r in records)
             _put_points(txn, scl, cpl, self.meta_db)
             txn.put(b"vdl", str(vdl).encode(), db=self.meta_db)
             txn.put(b"vdl_epoch", str(vdl_epoch).encode(), db=self.meta_db)
-        except BaseException:
-            txn.abort()
-            raise
-        written = time.perf_counter()
-        self._commit_with_index(txn, after, through)
+            written = time.perf_counter()
         committed = time.perf_counter()
         self.recent.add(records)
         return written - started, committed - written
@@ -374,23 +374,23 @@ class NodeStore:
                     entries.append((record.page_no, lsn))
         return through, PendingIndex().with_entries(entries).with_unplaced(unplaced)
 
-    def _write_pending(
-        self, txn: lmdb.Transaction, index_through: int, pending: PendingIndex
-    ) -> tuple[int, PendingIndex]:
-        """Write every waiting entry in `txn` and move the frontier to the log's last record,
-        but not past a record too damaged to name its page (a start must find it again)."""
+    def _write_pending(self, write: _IndexedWrite) -> None:
+        """Write every waiting entry in the transaction and move the frontier to the log's
+        last record, but not past a record too damaged to name its page (a start must find
+        it again)."""
+        txn, pending = write.txn, write.pending
         for page_no, lsn in pending.entries():
             txn.put(page_key(page_no, lsn), b"", db=self.page_log_db)
         cursor = txn.cursor(db=self.log_db)
         last = _U64.unpack(cursor.key())[0] if cursor.last() else 0
-        through = max(index_through, last)
+        through = max(write.through, last)
         if pending.unplaced:
             through = min(through, min(pending.unplaced) - 1)
         txn.put(b"page_index_through", str(through).encode(), db=self.meta_db)
         # A hint (not under the lock): once the damaged record goes, the next background
         # cycle moves the frontier up even with no entry waiting.
         self._index_held_back = through < last
-        return through, pending.written()
+        write.through, write.pending = through, pending.written()
 
     def _index_state(self) -> tuple[int, PendingIndex]:
         """The frontier and the waiting entries, for a write transaction begun already: the
@@ -398,30 +398,35 @@ class NodeStore:
         with self._index_lock:
             return self._index_through, self._pending
 
-    def _commit_with_index(
-        self, txn: lmdb.Transaction, pending: PendingIndex, through: int | None = None
-    ) -> None:
-        """Commit `txn`, and make `pending` the waiting entries as it lands (see __init__)."""
+    @contextlib.contextmanager
+    def _writing(self, db: lmdb._Database | None = None) -> Iterator[_IndexedWrite]:
+        """A write transaction with the index's frontier and waiting entries as it starts;
+        what the body sets them to lands with its commit, under the lock (see __init__). One
+        that changes neither commits without the lock: readers need not wait for its sync."""
+        txn = self.env.begin(write=True, db=db)  # may wait for another writer
+        try:
+            through, pending = self._index_state()
+            write = _IndexedWrite(txn, through, pending)
+            yield write
+        except BaseException:
+            txn.abort()
+            raise
+        if write.through == through and write.pending is pending:
+            txn.commit()
+            return
         with self._index_lock:
             txn.commit()
-            self._pending = pending
-            if through is not None:
-                self._index_through = through
+            self._index_through, self._pending = write.through, write.pending
 
     def write_page_index(self) -> int:
         """Write the waiting page-index entries, in one durable transaction (the background
         cycle's, so none waits long and a start reads little of the log). Returns how many."""
         if not self._pending.records and not self._index_held_back:
             return 0
-        txn = self.env.begin(write=True)
-        try:
-            index_through, pending = self._index_state()
-            through, after = self._write_pending(txn, index_through, pending)
-        except BaseException:
-            txn.abort()
-            raise
-        self._commit_with_index(txn, after, through)
-        return pending.records
+        with self._writing() as write:
+            written = write.pending.records
+            self._write_pending(write)
+        return written
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[tuple[lmdb.Transaction, PendingIndex]]:
@@ -514,8 +519,8 @@ class NodeStore:
     def delete_truncated(self, rng: TruncationRange) -> int:
         """Delete the records `rng` cancels; return how many went."""
         deleted = 0
-        txn = self.env.begin(write=True)
-        try:
+        with self._writing() as write:
+            txn = write.txn
             cursor = txn.cursor(db=self.log_db)
             doomed: list[tuple[int, int]] = []
             if cursor.set_range(lsn_key(rng.after_lsn + 1)):
@@ -534,26 +539,17 @@ class NodeStore:
                 if page_no >= 0:
                     txn.delete(page_key(page_no, lsn), db=self.page_log_db)
                 deleted += 1
-            pending = self._index_state()[1].without(lsn for lsn, _ in doomed)
-        except BaseException:
-            txn.abort()
-            raise
-        self._commit_with_index(txn, pending)
+            write.pending = write.pending.without(lsn for lsn, _ in doomed)
         self.recent.drop(lsn for lsn, _ in doomed)
         return deleted
 
     def put_repaired_record(self, record: RedoRecord) -> None:
         """Overwrite a damaged record with a good copy from a peer; its page-index entry
         goes to LMDB at once (a damaged record above the frontier had none)."""
-        txn = self.env.begin(write=True)
-        try:
-            txn.put(lsn_key(record.lsn), record.encoded, db=self.log_db)
-            txn.put(page_key(record.page_no, record.lsn), b"", db=self.page_log_db)
-            pending = self._index_state()[1].without([record.lsn])
-        except BaseException:
-            txn.abort()
-            raise
-        self._commit_with_index(txn, pending)
+        with self._writing() as write:
+            write.txn.put(lsn_key(record.lsn), record.encoded, db=self.log_db)
+            write.txn.put(page_key(record.page_no, record.lsn), b"", db=self.page_log_db)
+            write.pending = write.pending.without([record.lsn])
 
     def scrub(self, after_lsn: int, records_max: int) -> tuple[list[int], int]:
         """CRC-check up to records_max stored records above after_lsn (P17 §3.2, step 8).
@@ -581,14 +577,9 @@ class NodeStore:
     def delete_record(self, lsn: int) -> None:
         """Drop one record (found corrupt above the SCL): gossip will fetch it again. No
         waiting index entry names it any longer (nor holds the frontier below it)."""
-        txn = self.env.begin(write=True, db=self.log_db)
-        try:
-            txn.delete(lsn_key(lsn))
-            pending = self._index_state()[1].without([lsn])
-        except BaseException:
-            txn.abort()
-            raise
-        self._commit_with_index(txn, pending)
+        with self._writing() as write:
+            write.txn.delete(lsn_key(lsn), db=self.log_db)
+            write.pending = write.pending.without([lsn])
         self.recent.drop([lsn])
 
     # -- pages ------------------------------------------------------------------------------------
@@ -826,8 +817,8 @@ class NodeStore:
         The page index's waiting entries go to LMDB in it, and damaged records at or below
         the target that no entry places are dropped (the images cover them): the index's
         frontier then reaches the coalescing frontier, which coalescing must not pass."""
-        txn = self.env.begin(write=True, db=self.meta_db)
-        try:
+        with self._writing(db=self.meta_db) as write:
+            txn = write.txn
             scl = _parse_int(txn.get(b"scl") or b"0", self.path)
             if scl < target_lsn:
                 _put_points(txn, target_lsn, 0)
@@ -835,15 +826,11 @@ class NodeStore:
                 stored = _parse_int(txn.get(key) or b"0", self.path)
                 txn.put(key, str(max(stored, target_lsn)).encode())
             txn.delete(b"hydration")
-            index_through, pending = self._index_state()
-            covered = [lsn for lsn in pending.unplaced if lsn <= target_lsn]
+            covered = [lsn for lsn in write.pending.unplaced if lsn <= target_lsn]
             for lsn in covered:
                 txn.delete(lsn_key(lsn), db=self.log_db)
-            through, after = self._write_pending(txn, index_through, pending.without(covered))
-        except BaseException:
-            txn.abort()
-            raise
-        self._commit_with_index(txn, after, through)
+            write.pending = write.pending.without(covered)
+            self._write_pending(write)
 
     def drop_hydration(self) -> None:
         with self.env.begin(write=True, db=self.meta_db) as txn:
@@ -863,8 +850,8 @@ class NodeStore:
         assert horizon_lsn <= scl
         # A clone's node killed mid-read leaves its reader slot here, pinning old pages.
         self.env.reader_check()
-        txn = self.env.begin(write=True)
-        try:
+        with self._writing() as write:
+            txn = write.txn
             # Records at or below the stored SCL are never rescanned at start-up, so the SCL
             # stored must cover every record this transaction deletes.
             _put_points(txn, scl, cpl, self.meta_db)
@@ -872,19 +859,12 @@ class NodeStore:
             # collected, not lost (`has_record`).
             stored = _parse_int(txn.get(b"gc_horizon", db=self.meta_db) or b"0", self.path)
             txn.put(b"gc_horizon", str(max(stored, horizon_lsn)).encode(), db=self.meta_db)
-            index_through, pending = self._index_state()
-            records = self._collect_records(txn, pending, horizon_lsn, keys_max)
+            records = self._collect_records(txn, write.pending, horizon_lsn, keys_max)
             versions = self._drop_superseded(txn, horizon_lsn, keys_max)
-        except BaseException:
-            txn.abort()
-            raise
-        # The horizon lies at or below the coalescing frontier, which coalescing keeps at or
-        # below the index's (read_coalesce_step): GC deletes no waiting entry's record as a
-        # rule, and then its commit need not make readers wait for the index lock.
-        if waiting := [x for x in records if x > index_through]:
-            self._commit_with_index(txn, pending.without(waiting))
-        else:
-            txn.commit()
+            # The horizon lies at or below the coalescing frontier, which coalescing keeps at
+            # or below the index's (read_coalesce_step): as a rule GC deletes no waiting
+            # entry's record, and its commit then leaves the entries as they were.
+            write.pending = write.pending.without(records)
         return len(records), versions
 
     def _collect_records(
